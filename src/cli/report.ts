@@ -1,0 +1,61 @@
+/**
+ * The report printed on stderr, modelled on the seed's: files, tensors, config, memory by layer
+ * type, then prompt and generation speed and the multiply-accumulate rate achieved.
+ */
+import type { LoadedModel } from "../engine/open.js";
+import { relativeToCwd } from "../engine/open.js";
+import type { GenerationResult } from "../engine/generate.js";
+import { formatBytes } from "./progress.js";
+
+function table(rows: string[][], align: ("l" | "r")[]): string[] {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  return rows.map((r) =>
+    r.map((cell, i) => (align[i] === "r" ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!))).join("  ").trimEnd(),
+  );
+}
+
+export function modelReport(m: LoadedModel, backendName: string): string[] {
+  const c = m.config;
+  const w = m.weights;
+  const lines: string[] = [];
+  for (const f of m.files) lines.push(`Processed ${relativeToCwd(f.file)} (${formatBytes(f.bytes)})`);
+  lines.push(`Loaded ${w.tensorsLoaded} tensors in ${(m.loadMs / 1000).toFixed(2)} s, tokenizer from ${m.tokenizer.source}`);
+  lines.push(
+    `Config: dim ${c.dim}, hidden_dim ${c.hiddenDim}, n_layers ${c.nLayers}, n_heads ${c.nHeads}, ` +
+      `n_kv_heads ${c.nKvHeads}, vocab_size ${c.vocabSize}, seq_len ${m.seqLen}` +
+      (m.seqLen !== c.seqLen ? ` (model max ${c.seqLen})` : ""),
+  );
+  lines.push(`Kernels: ${backendName}; ${w.arenas.length} arena${w.arenas.length > 1 ? "s" : ""}`);
+  lines.push("Memory by layer type:");
+  const rows: string[][] = [["layer type", "quant", "memory", "params (M)", "bytes/param"]];
+  let params = 0;
+  for (const r of w.memory.byType) {
+    params += r.params;
+    rows.push([r.type, r.quant, formatBytes(r.bytes), (r.params / 1e6).toFixed(3), (r.bytes / r.params).toFixed(4)]);
+  }
+  for (const l of table(rows, ["l", "l", "r", "r", "r"])) lines.push(`  ${l}`);
+  const total = w.memory.runState + w.memory.kvCache + w.memory.model;
+  lines.push(`  parameters: ${(params / 1e6).toFixed(2)} M, layers: ${c.nLayers}`);
+  lines.push(
+    `  memory: run state ${formatBytes(w.memory.runState)} + KV cache (BF16) ${formatBytes(w.memory.kvCache)} + ` +
+      `model ${formatBytes(w.memory.model)} = ${formatBytes(total)}`,
+  );
+  return lines;
+}
+
+export function speedReport(r: GenerationResult, macsPerToken: number): string[] {
+  const lines: string[] = [];
+  const promptRate = r.promptTokens / (r.promptMs / 1000);
+  lines.push(`Prompt: ${r.promptTokens} tokens in ${r.promptMs.toFixed(1)} ms, ${promptRate.toFixed(2)} tok/s`);
+  const stop = { length: "reached -n", eos: "end-of-sequence token", context: "context full (--max-seq-len)" }[r.stop];
+  lines.push(`Generated: ${r.tokens.length} tokens (stopped: ${stop})`);
+  if (r.decodeSteps > 0) {
+    const msPer = r.decodeMs / r.decodeSteps;
+    const tps = 1000 / msPer;
+    lines.push(`Speed: ${tps.toFixed(2)} tok/s, ${msPer.toFixed(2)} ms/token`);
+    lines.push(`GMAC: ${((macsPerToken * tps) / 1e9).toFixed(2)}`);
+  } else {
+    lines.push("Speed: n/a (no token generated after the prompt)");
+  }
+  return lines;
+}

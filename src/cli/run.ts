@@ -1,0 +1,91 @@
+/**
+ * `llamesh run` / `bin/client`: load a model folder, stream the continuation of a prompt to
+ * stdout, and print the report on stderr.
+ */
+import * as os from "node:os";
+import { generate } from "../engine/generate.js";
+import { openModel } from "../engine/open.js";
+import { Sampler } from "../engine/sampler.js";
+import { createBackend } from "../kernels/backend.js";
+import { LlameshError } from "../model/errors.js";
+import { defaultThreads, parseArgs, type FlagSpec } from "./args.js";
+import { ProgressBar } from "./progress.js";
+import { modelReport, speedReport } from "./report.js";
+
+export const runFlags: Record<string, FlagSpec> = {
+  "max-new-tokens": { type: "int", aliases: ["-n"], min: 0, max: 1_000_000, help: "how many tokens to generate" },
+  prompt: { type: "string", aliases: ["-i"], help: "the text to continue" },
+  temperature: { type: "number", aliases: ["-t"], min: 0, max: 100, help: "0 = greedy" },
+  "top-p": { type: "number", min: 0, max: 1, help: "nucleus sampling mass, 1 = off" },
+  "top-k": { type: "int", min: 0, max: 1_000_000, help: "keep the k most likely tokens, 0 = off" },
+  seed: { type: "int", min: 0, max: Number.MAX_SAFE_INTEGER, help: "random seed for sampling" },
+  threads: { type: "int", min: 1, max: 256, help: "compute threads" },
+  "max-seq-len": { type: "int", min: 2, max: 1 << 20, help: "context length to allocate" },
+  "kernels": { type: "string", help: "wasm or ts (the plain TypeScript reference)" },
+  help: { type: "boolean", aliases: ["-h"], help: "show usage" },
+};
+
+export const RUN_USAGE = `usage: client <model-dir> -n <max-new-tokens> -i <prompt> [--temperature T] [--top-p P] [--top-k K]
+              [--seed S] [--threads N] [--max-seq-len L] [--kernels wasm|ts]
+  Streams the continuation of the prompt to stdout; the report goes to stderr.
+  Defaults: -n 100, temperature 0.8, top-p 0.95, top-k 40, seed from the clock (printed),
+  threads = OMP_NUM_THREADS or the core count, max-seq-len = the model's max_position_embeddings.`;
+
+export async function runCommand(argv: readonly string[], command = "client"): Promise<void> {
+  const { positionals, flags } = parseArgs(argv, runFlags, command);
+  if (flags["help"]) {
+    process.stdout.write(RUN_USAGE + "\n");
+    return;
+  }
+  if (positionals.length !== 1) {
+    throw new LlameshError(`${command}: expected one model folder, got ${positionals.length === 0 ? "none" : positionals.join(" ")}\n${RUN_USAGE}`);
+  }
+  const dir = positionals[0]!;
+  const prompt = flags["prompt"] as string | undefined;
+  if (prompt === undefined) throw new LlameshError(`${command}: missing -i <prompt> (the text to continue)`);
+  const maxNew = (flags["max-new-tokens"] as number | undefined) ?? 100;
+  const threads = (flags["threads"] as number | undefined) ?? defaultThreads(process.env, os.availableParallelism());
+  const kernelsFlag = (flags["kernels"] as string | undefined) ?? "wasm";
+  if (kernelsFlag !== "wasm" && kernelsFlag !== "ts") throw new LlameshError(`${command}: --kernels ${JSON.stringify(kernelsFlag)} is not valid, expected wasm or ts`);
+  const seed = (flags["seed"] as number | undefined) ?? (Date.now() % 2147483647);
+  const log = (line: string): void => void process.stderr.write(line + "\n");
+
+  const backend = await createBackend({ threads, log, forceReference: kernelsFlag === "ts" });
+  try {
+    const bar = new ProgressBar("Loading");
+    const model = await openModel(dir, {
+      backend,
+      maxSeqLen: flags["max-seq-len"] as number | undefined,
+      onProgress: (d, t) => bar.update(d, t),
+    });
+    bar.done();
+    for (const l of modelReport(model, backend.name)) log(l);
+
+    const ids = model.tokenizer.encode(prompt, true);
+    const sampler = new Sampler({
+      temperature: (flags["temperature"] as number | undefined) ?? 0.8,
+      topP: (flags["top-p"] as number | undefined) ?? 0.95,
+      topK: (flags["top-k"] as number | undefined) ?? 40,
+      seed,
+    });
+    const s = sampler.opts;
+    log(`Sampling: ${s.temperature === 0 ? "greedy (temperature 0)" : `temperature ${s.temperature}, top-p ${s.topP}, top-k ${s.topK}, seed ${s.seed}`}`);
+    log(`Prompt: ${ids.length} tokens; generating up to ${maxNew}`);
+
+    const decoder = new TextDecoder("utf-8");
+    const result = await generate(model, ids, {
+      maxNewTokens: maxNew,
+      sampler,
+      eosIds: model.tokenizer.eosIds,
+      onToken: (id) => {
+        const text = decoder.decode(model.tokenizer.tokenBytes(id), { stream: true });
+        if (text) process.stdout.write(text);
+      },
+    });
+    process.stdout.write(decoder.decode() + "\n");
+    for (const l of speedReport(result, model.weights.macsPerToken)) log(l);
+  } finally {
+    await backend.close();
+  }
+}
+
