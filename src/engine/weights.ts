@@ -123,8 +123,13 @@ export const hfNames = {
   }),
 };
 
-/** Room left in every arena for the kernel backend's own per-thread scratch. */
-const BACKEND_SLACK = 8 * 1024 * 1024;
+/**
+ * Room left in every arena for the kernel backend's own scratch (bind() allocates it): the WASM
+ * kernels keep activations widened to int16 per thread.
+ */
+export function backendScratchBytes(threads: number): number {
+  return 1024 * 1024 + threads * 512 * 1024;
+}
 const STAGING_FLOATS = 1 << 20;
 
 export function dimsOf(c: LlamaConfig): Dims {
@@ -154,9 +159,26 @@ function scratchBytes(c: LlamaConfig, seqLen: number, batch: number, stagingFloa
 }
 
 /** Split layers into arenas under the size limit; the last one also holds embedding and classifier. */
-export function planArenas(c: LlamaConfig, seqLen: number, batch: number, maxArena: number): number[][] {
+/** Bytes every arena needs besides its layers: scratch activations, staging, backend scratch. */
+export function arenaFixedBytes(c: LlamaConfig, seqLen: number, batch: number, threads: number): number {
+  return scratchBytes(c, seqLen, batch, stagingFloatsFor(c)) + backendScratchBytes(threads);
+}
+
+/** Staging for quantization at load: 4 MB, or one padded row if larger; less for tiny models. */
+function stagingFloatsFor(c: LlamaConfig): number {
   const d = dimsOf(c);
-  const fixed = scratchBytes(c, seqLen, batch, Math.max(STAGING_FLOATS, d.hiddenP, d.dimP)) + BACKEND_SLACK;
+  const widest = Math.max(d.hiddenP, d.dimP);
+  const biggest = pad32(c.vocabSize) * d.dimP;
+  return Math.max(widest, Math.min(STAGING_FLOATS, biggest));
+}
+
+export function layerBytesFor(c: LlamaConfig, seqLen: number): number {
+  return layerBytes(c, seqLen);
+}
+
+export function planArenas(c: LlamaConfig, seqLen: number, batch: number, maxArena: number, threads = 1): number[][] {
+  const d = dimsOf(c);
+  const fixed = arenaFixedBytes(c, seqLen, batch, threads);
   const head = matrixBytes(c.vocabSize, c.dim) * (c.tiedEmbeddings ? 1 : 2) + d.dimP * 4;
   const per = layerBytes(c, seqLen);
   if (fixed + per > maxArena || fixed + head > maxArena) {
@@ -194,9 +216,9 @@ export function loadWeights(source: TensorSource, c: LlamaConfig, backend: Kerne
   const seqLen = opts.seqLen;
   const batch = Math.max(1, Math.min(opts.batch ?? 32, seqLen));
   const d = dimsOf(c);
-  const stagingFloats = Math.max(STAGING_FLOATS, d.hiddenP, d.dimP);
-  const groups = planArenas(c, seqLen, batch, opts.maxArenaBytes ?? MAX_ARENA_BYTES);
-  const fixed = scratchBytes(c, seqLen, batch, stagingFloats) + BACKEND_SLACK;
+  const stagingFloats = stagingFloatsFor(c);
+  const groups = planArenas(c, seqLen, batch, opts.maxArenaBytes ?? MAX_ARENA_BYTES, backend.threads);
+  const fixed = arenaFixedBytes(c, seqLen, batch, backend.threads);
   const head = matrixBytes(c.vocabSize, c.dim) * (c.tiedEmbeddings ? 1 : 2) + d.dimP * 4 + 1024;
 
   // Check every tensor exists with the right shape before allocating gigabytes.

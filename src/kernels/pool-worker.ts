@@ -1,0 +1,192 @@
+/**
+ * Helper thread of the kernel thread pool (see pool.ts), plus the code that maps one job share to a
+ * kernel call, used by the main thread and the workers alike.
+ *
+ * A worker instantiates the shared compiled kernel module once per arena on that arena's shared
+ * WebAssembly.Memory, then loops: spin on the generation counter of the control block, run its
+ * share of the job, bump the done counter. After spinning ~SPIN_MS without work, or at once when the
+ * main thread asks (backend.idle(), between tokens), it sleeps in Atomics.wait.
+ */
+import { isMainThread, parentPort, receiveMessageOnPort, workerData, type MessagePort } from "node:worker_threads";
+
+/** Exports of kernels.wasm (src/kernels/assembly/kernels.ts). Pointers are u32 byte offsets. */
+export interface KernelExports {
+  quantizeQ8(dst: number, src: number, nBlocks: number): void;
+  dequantQ8(out: number, src: number, n: number): void;
+  matmulQ8(out: number, w: number, x: number, rows: number, cols: number, nTok: number,
+    r0: number, r1: number, scratch: number, scratchBytes: number): void;
+  rmsnorm(out: number, x: number, weight: number, n: number, eps: number): void;
+  rope(vec: number, h0: number, h1: number, headDim: number, cosSin: number): void;
+  storeBf16(dst: number, src: number, n: number): void;
+  siluMul(gate: number, up: number, n: number): void;
+  add(dst: number, src: number, n: number): void;
+  attention(out: number, q: number, kCache: number, vCache: number, scratch: number,
+    nHeads: number, nKvHeads: number, headDim: number, nPos: number, h0: number, h1: number): void;
+  memRead(p: number, bytes: number): number;
+}
+
+// Control block layout (Int32 indices); f64 job arguments start at byte ARGS_BYTE.
+export const C_GEN = 0;
+export const C_DONE = 1;
+export const C_OP = 2;
+export const C_ARENA = 3;
+export const C_SLEEP_REQ = 4;
+export const C_SLEEPERS = 5;
+export const C_ERR = 6;
+export const C_ERR_LEN = 7;
+export const C_SHARES = 8;
+export const ARGS_BYTE = 64;
+export const N_ARGS = 16;
+export const ERR_BYTE = 256;
+export const CONTROL_BYTES = 4096;
+
+export const OP_BIND = 1;
+export const OP_STOP = 2;
+export const OP_NOOP = 3;
+export const OP_MATMUL = 4;
+export const OP_QUANT = 5;
+export const OP_ATTN = 6;
+export const OP_SILU = 7;
+export const OP_ADD = 8;
+export const OP_BF16 = 9;
+export const OP_DEQUANT = 10;
+export const OP_MEMREAD = 11;
+
+/** How long an idle worker spins before it sleeps. */
+export const SPIN_MS = 3;
+
+/** [start, end) of share s of n over `units` units of work. */
+export function shareRange(units: number, s: number, n: number): [number, number] {
+  return [Math.floor((units * s) / n), Math.floor((units * (s + 1)) / n)];
+}
+
+/**
+ * Run share `s` of `n` of a job. Arguments per op (a = args):
+ * MATMUL: out w x rows cols nTok scratchBase scratchPerThread (rows split in groups of 4)
+ * QUANT: dst src nBlocks; DEQUANT: out src n (n/32 blocks split); SILU/ADD/BF16: a b n (split by 32)
+ * ATTN: out q k v scratch nHeads nKvHeads headDim nPos (heads split); MEMREAD: ptr bytesPerShare
+ */
+export function runShare(k: KernelExports, op: number, a: Float64Array, s: number, n: number): void {
+  switch (op) {
+    case OP_MATMUL: {
+      const rows = a[3]!;
+      const [g0, g1] = shareRange(Math.ceil(rows / 4), s, n);
+      const r0 = g0 * 4, r1 = Math.min(rows, g1 * 4);
+      if (r1 > r0) k.matmulQ8(a[0]!, a[1]!, a[2]!, rows, a[4]!, a[5]!, r0, r1, a[6]! + s * a[7]!, a[7]!);
+      return;
+    }
+    case OP_QUANT: {
+      const [b0, b1] = shareRange(a[2]!, s, n);
+      if (b1 > b0) k.quantizeQ8(a[0]! + b0 * 34, a[1]! + b0 * 128, b1 - b0);
+      return;
+    }
+    case OP_DEQUANT: {
+      const [b0, b1] = shareRange(a[2]! / 32, s, n);
+      if (b1 > b0) k.dequantQ8(a[0]! + b0 * 128, a[1]! + b0 * 34, (b1 - b0) * 32);
+      return;
+    }
+    case OP_SILU:
+    case OP_ADD:
+    case OP_BF16: {
+      const total = a[2]!;
+      const [c0, c1] = shareRange(Math.ceil(total / 32), s, n);
+      const i0 = c0 * 32, i1 = Math.min(total, c1 * 32);
+      if (i1 <= i0) return;
+      if (op === OP_SILU) k.siluMul(a[0]! + i0 * 4, a[1]! + i0 * 4, i1 - i0);
+      else if (op === OP_ADD) k.add(a[0]! + i0 * 4, a[1]! + i0 * 4, i1 - i0);
+      else k.storeBf16(a[0]! + i0 * 2, a[1]! + i0 * 4, i1 - i0);
+      return;
+    }
+    case OP_ATTN: {
+      const [h0, h1] = shareRange(a[5]!, s, n);
+      if (h1 > h0) k.attention(a[0]!, a[1]!, a[2]!, a[3]!, a[4]!, a[5]!, a[6]!, a[7]!, a[8]!, h0, h1);
+      return;
+    }
+    case OP_MEMREAD: {
+      k.memRead(a[0]! + s * a[1]!, a[1]!);
+      return;
+    }
+    case OP_NOOP:
+      return;
+    default:
+      throw new Error(`kernel pool: unknown op ${op}`);
+  }
+}
+
+interface WorkerInit {
+  llameshKernelPool: true;
+  module: WebAssembly.Module;
+  control: SharedArrayBuffer;
+  port: MessagePort;
+  index: number; // share index (1..threads-1)
+}
+
+function workerMain(init: WorkerInit): void {
+  const ctrl = new Int32Array(init.control);
+  const args = new Float64Array(init.control, ARGS_BYTE, N_ARGS);
+  const errBytes = new Uint8Array(init.control, ERR_BYTE, CONTROL_BYTES - ERR_BYTE);
+  const instances: KernelExports[] = [];
+  const share = init.index;
+  let last = Atomics.load(ctrl, C_GEN);
+  let lastSleepReq = Atomics.load(ctrl, C_SLEEP_REQ);
+  const encoder = new TextEncoder();
+
+  for (;;) {
+    // Wait for the next job: spin, then sleep.
+    let g = Atomics.load(ctrl, C_GEN);
+    if (g === last) {
+      let spinStart = performance.now();
+      let i = 0;
+      for (;;) {
+        g = Atomics.load(ctrl, C_GEN);
+        if (g !== last) break;
+        if ((++i & 255) !== 0) continue;
+        const req = Atomics.load(ctrl, C_SLEEP_REQ);
+        if (req !== lastSleepReq || performance.now() - spinStart > SPIN_MS) {
+          lastSleepReq = req;
+          Atomics.add(ctrl, C_SLEEPERS, 1);
+          Atomics.wait(ctrl, C_GEN, last);
+          Atomics.sub(ctrl, C_SLEEPERS, 1);
+          spinStart = performance.now();
+        }
+      }
+    }
+    last = g;
+    const op = ctrl[C_OP]!;
+    try {
+      if (op === OP_BIND) {
+        const id = ctrl[C_ARENA]!;
+        const t0 = performance.now();
+        while (instances[id] === undefined) {
+          const msg = receiveMessageOnPort(init.port);
+          if (msg) {
+            const m = msg.message as { id: number; memory: WebAssembly.Memory };
+            instances[m.id] = new WebAssembly.Instance(init.module, { env: { memory: m.memory } }).exports as unknown as KernelExports;
+          } else if (performance.now() - t0 > 10_000) {
+            throw new Error(`arena ${id} never arrived`);
+          }
+        }
+      } else if (op !== OP_STOP && share < ctrl[C_SHARES]!) {
+        const k = instances[ctrl[C_ARENA]!];
+        if (!k) throw new Error(`arena ${ctrl[C_ARENA]} not bound in this thread`);
+        runShare(k, op, args, share, ctrl[C_SHARES]!);
+      }
+    } catch (e) {
+      // First error wins; the main thread rethrows it once every thread has finished.
+      if (Atomics.compareExchange(ctrl, C_ERR, 0, share) === 0) {
+        const text = `kernel thread ${share}: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`;
+        const bytes = encoder.encode(text).subarray(0, errBytes.length);
+        errBytes.set(bytes);
+        Atomics.store(ctrl, C_ERR_LEN, bytes.length);
+      }
+    }
+    Atomics.add(ctrl, C_DONE, 1);
+    if (op === OP_STOP) break;
+  }
+  init.port.close();
+}
+
+if (!isMainThread && (workerData as WorkerInit | undefined)?.llameshKernelPool) {
+  workerMain(workerData as WorkerInit);
+  parentPort?.close();
+}
