@@ -295,6 +295,15 @@ export function loadWeights(source: TensorSource, c: LlamaConfig, backend: Kerne
     const rowBytes = q8RowBytes(colsP);
     const ptr = arena.alloc(rowsP * rowBytes);
     const chunk = Math.max(1, Math.floor(s.stagingFloats / colsP));
+    if (source.info(name).dtype === "Q8_0" && source.readQ8Rows && cols === colsP) {
+      // already in our block layout (GGUF): copy, no re-quantization
+      for (let r0 = 0; r0 < rows; r0 += chunk) {
+        const n = Math.min(chunk, rows - r0);
+        source.readQ8Rows(name, r0, n, arena.u8(ptr + r0 * rowBytes, n * rowBytes));
+      }
+      progress(name);
+      return { ptr, rows, cols, rowsP, colsP };
+    }
     const staging = arena.f32(s.staging, s.stagingFloats);
     for (let r0 = 0; r0 < rows; r0 += chunk) {
       const n = Math.min(chunk, rows - r0);

@@ -16,7 +16,8 @@ const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 
 export interface TensorInfo {
   name: string;
-  dtype: SafetensorsDtype;
+  /** Storage type: safetensors gives F32/F16/BF16; GGUF may also give Q8_0. */
+  dtype: SafetensorsDtype | "Q8_0";
   shape: number[];
   /** Absolute path of the file holding it. */
   file: string;
@@ -33,6 +34,11 @@ export interface TensorSource {
   info(name: string): TensorInfo;
   /** Fill `out` with rows [row0, row0 + nRows) of a 1-D (one row) or 2-D tensor, as f32. */
   readRows(name: string, row0: number, nRows: number, out: Float32Array): void;
+  /**
+   * Only for tensors stored as Q8_0 (GGUF): copy rows [row0, row0 + nRows) as they are, in the
+   * llama.cpp block layout, so they need no re-quantization.
+   */
+  readQ8Rows?(name: string, row0: number, nRows: number, out: Uint8Array): void;
   close(): void;
 }
 
@@ -209,6 +215,7 @@ export class SafetensorsModel implements TensorSource {
   readRows(name: string, row0: number, nRows: number, out: Float32Array): void {
     const t = this.info(name);
     const rowLen = t.shape.length === 1 ? t.shape[0]! : product(t.shape.slice(1));
+    if (t.dtype === "Q8_0") throw new Error(`${name}: Q8_0 in a safetensors file`);
     const bytesPer = DTYPE_BYTES[t.dtype];
     const n = nRows * rowLen;
     const nbytes = n * bytesPer;
@@ -225,7 +232,7 @@ export class SafetensorsModel implements TensorSource {
       if (r === 0) throw new LlameshError(`${t.file}: unexpected end of file reading tensor ${name}`);
       got += r;
     }
-    convertToF32(t.dtype, this.buf, out, n);
+    convertToF32(t.dtype as SafetensorsDtype, this.buf, out, n);
   }
 
   close(): void {

@@ -1,0 +1,35 @@
+/** `llamesh <command>`: the one executable with subcommands. */
+import { LlameshError } from "../model/errors.js";
+import { main } from "./main.js";
+import { runCommand, RUN_USAGE } from "./run.js";
+import { tokenizeCommand, TOKENIZE_USAGE } from "./tokenize.js";
+
+const USAGE = `usage: llamesh <command> ...
+commands:
+  run <model-dir> -n N -i PROMPT ...   generate text (same as bin/client)
+  tokenize <model-dir> <text>          print token ids
+run 'llamesh <command> --help' for details.
+
+${RUN_USAGE.replace(/^usage: client/, "usage: llamesh run")}
+
+${TOKENIZE_USAGE}`;
+
+export async function llamesh(argv: readonly string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case "run":
+      return runCommand(rest, "llamesh run");
+    case "tokenize":
+      return tokenizeCommand(rest);
+    case undefined:
+    case "help":
+    case "--help":
+    case "-h":
+      process.stdout.write(USAGE + "\n");
+      return;
+    default:
+      throw new LlameshError(`llamesh: unknown command ${JSON.stringify(cmd)} (expected run or tokenize; see llamesh --help)`);
+  }
+}
+
+main(() => llamesh(process.argv.slice(2)));
