@@ -6,6 +6,7 @@ import * as os from "node:os";
 import { generate } from "../engine/generate.js";
 import { openModel } from "../engine/open.js";
 import { Sampler } from "../engine/sampler.js";
+import { TextStream } from "../engine/text-stream.js";
 import { createBackend } from "../kernels/backend.js";
 import { LlameshError } from "../model/errors.js";
 import { defaultThreads, parseArgs, type FlagSpec } from "./args.js";
@@ -72,17 +73,17 @@ export async function runCommand(argv: readonly string[], command = "client"): P
     log(`Sampling: ${s.temperature === 0 ? "greedy (temperature 0)" : `temperature ${s.temperature}, top-p ${s.topP}, top-k ${s.topK}, seed ${s.seed}`}`);
     log(`Prompt: ${ids.length} tokens; generating up to ${maxNew}`);
 
-    const decoder = new TextDecoder("utf-8");
+    const stream = new TextStream(model.tokenizer);
     const result = await generate(model, ids, {
       maxNewTokens: maxNew,
       sampler,
       eosIds: model.tokenizer.eosIds,
       onToken: (id) => {
-        const text = decoder.decode(model.tokenizer.tokenBytes(id), { stream: true });
+        const text = stream.push(id);
         if (text) process.stdout.write(text);
       },
     });
-    process.stdout.write(decoder.decode() + "\n");
+    process.stdout.write(stream.end() + "\n");
     for (const l of speedReport(result, model.weights.macsPerToken)) log(l);
   } finally {
     await backend.close();
