@@ -127,8 +127,10 @@ function workerMain(init: WorkerInit): void {
   const errBytes = new Uint8Array(init.control, ERR_BYTE, CONTROL_BYTES - ERR_BYTE);
   const instances: KernelExports[] = [];
   const share = init.index;
+  // The pool dispatches nothing before every worker said "ready", so the generation is still 0.
   let last = Atomics.load(ctrl, C_GEN);
   let lastSleepReq = Atomics.load(ctrl, C_SLEEP_REQ);
+  parentPort?.postMessage("ready");
   const encoder = new TextEncoder();
 
   for (;;) {

@@ -1,0 +1,160 @@
+/**
+ * Thread pool for the WASM kernels: `threads - 1` worker_threads plus the main thread, all running
+ * the same compiled WebAssembly.Module, instantiated once per arena on the arena's shared memory.
+ *
+ * Dispatch is a job (op + f64 args) written into a SharedArrayBuffer control block followed by an
+ * Atomics generation bump (~0.3 µs); workers spin on the generation during a forward pass, the
+ * main thread runs share 0 itself and then spins on the done counter. Workers sleep in
+ * Atomics.wait after SPIN_MS without work or right after idle(); waking one costs 50-800 µs, which
+ * is why they spin within a token. Worker errors (wasm traps included) are copied into the control
+ * block and rethrown on the main thread. Workers are unref()'d: a forgotten close() never keeps the
+ * process alive.
+ */
+import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
+import {
+  ARGS_BYTE, CONTROL_BYTES, C_ARENA, C_DONE, C_ERR, C_ERR_LEN, C_GEN, C_OP, C_SHARES, C_SLEEPERS,
+  C_SLEEP_REQ, ERR_BYTE, N_ARGS, OP_BIND, OP_STOP, runShare, type KernelExports,
+} from "./pool-worker.js";
+
+/** A worker that has not finished its share after this long is considered dead. */
+const HANG_MS = 120_000;
+
+export class ThreadPool {
+  private readonly ctrl: Int32Array;
+  private readonly args: Float64Array;
+  private readonly errBytes: Uint8Array;
+  private readonly instances: KernelExports[] = [];
+  private closed = false;
+  private busy = false;
+
+  private constructor(
+    readonly module: WebAssembly.Module,
+    readonly threads: number,
+    private readonly control: SharedArrayBuffer,
+    private readonly workers: Worker[],
+    private readonly ports: MessagePort[],
+  ) {
+    this.ctrl = new Int32Array(control);
+    this.args = new Float64Array(control, ARGS_BYTE, N_ARGS);
+    this.errBytes = new Uint8Array(control, ERR_BYTE, CONTROL_BYTES - ERR_BYTE);
+  }
+
+  /** Start `threads - 1` workers (threads >= 1) and wait until they run. */
+  static async create(module: WebAssembly.Module, threads: number): Promise<ThreadPool> {
+    const control = new SharedArrayBuffer(CONTROL_BYTES);
+    const workers: Worker[] = [];
+    const ports: MessagePort[] = [];
+    const url = new URL("./pool-worker.js", import.meta.url);
+    const started: Promise<void>[] = [];
+    for (let i = 1; i < threads; i++) {
+      const { port1, port2 } = new MessageChannel();
+      const w = new Worker(url, {
+        workerData: { llameshKernelPool: true, module, control, port: port2, index: i },
+        transferList: [port2],
+      });
+      started.push(new Promise<void>((resolve, reject) => {
+        w.once("message", () => resolve()); // "ready", posted once the job loop is about to start
+        w.once("error", reject);
+      }));
+      w.on("error", () => {}); // surfaced through the control block or as a hang timeout
+      workers.push(w);
+      ports.push(port1);
+    }
+    try {
+      await Promise.all(started);
+      // Only now: an unref'd worker would not keep the process alive while we wait for it.
+      for (const w of workers) w.unref();
+      for (const p of ports) p.unref();
+    } catch (e) {
+      await Promise.all(workers.map((w) => w.terminate()));
+      throw e;
+    }
+    return new ThreadPool(module, threads, control, workers, ports);
+  }
+
+  /** Instantiate the kernels on `memory` in every thread; returns the main thread's exports. */
+  register(memory: WebAssembly.Memory): { id: number; exports: KernelExports } {
+    const exports = new WebAssembly.Instance(this.module, { env: { memory } }).exports as unknown as KernelExports;
+    const id = this.instances.length;
+    this.instances.push(exports);
+    if (this.workers.length > 0) {
+      for (const p of this.ports) p.postMessage({ id, memory });
+      this.run(OP_BIND, id, [], 1);
+    }
+    return { id, exports };
+  }
+
+  /**
+   * Run `op` on arena `id` split in `shares` shares (1..threads): the main thread takes share 0,
+   * worker i share i. Returns when every share is done; rethrows the first error.
+   */
+  run(op: number, id: number, args: ArrayLike<number>, shares: number): void {
+    if (this.closed) throw new Error("kernel thread pool is closed");
+    if (this.busy) throw new Error("kernel thread pool: re-entrant dispatch");
+    const k = this.instances[id];
+    if (shares <= 1 && op !== OP_BIND && op !== OP_STOP) {
+      for (let i = 0; i < args.length; i++) this.args[i] = args[i]!;
+      runShare(k!, op, this.args, 0, 1);
+      return;
+    }
+    const ctrl = this.ctrl;
+    this.busy = true;
+    try {
+      for (let i = 0; i < args.length; i++) this.args[i] = args[i]!;
+      ctrl[C_OP] = op;
+      ctrl[C_ARENA] = id;
+      ctrl[C_SHARES] = shares;
+      Atomics.store(ctrl, C_DONE, 0);
+      Atomics.add(ctrl, C_GEN, 1);
+      if (Atomics.load(ctrl, C_SLEEPERS) > 0) Atomics.notify(ctrl, C_GEN);
+      let mainError: unknown;
+      if (op !== OP_BIND && op !== OP_STOP) {
+        try {
+          runShare(k!, op, this.args, 0, shares);
+        } catch (e) {
+          mainError = e;
+        }
+      }
+      const n = this.workers.length;
+      if (Atomics.load(ctrl, C_DONE) < n) {
+        let i = 0;
+        const t0 = performance.now();
+        while (Atomics.load(ctrl, C_DONE) < n) {
+          if ((++i & 4095) === 0 && performance.now() - t0 > HANG_MS) {
+            this.closed = true;
+            throw new Error(`kernel thread pool: a worker did not finish op ${op} within ${HANG_MS / 1000} s`);
+          }
+        }
+      }
+      if (Atomics.load(ctrl, C_ERR) !== 0) {
+        const len = Atomics.load(ctrl, C_ERR_LEN);
+        const msg = new TextDecoder().decode(this.errBytes.slice(0, len));
+        Atomics.store(ctrl, C_ERR, 0);
+        throw new Error(msg);
+      }
+      if (mainError !== undefined) throw mainError;
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Let the workers sleep now (between tokens) instead of spinning for SPIN_MS. */
+  idle(): void {
+    Atomics.add(this.ctrl, C_SLEEP_REQ, 1);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed && this.workers.length === 0) return;
+    if (!this.closed && this.workers.length > 0) {
+      try {
+        this.run(OP_STOP, 0, [], 1);
+      } catch {
+        // terminate below anyway
+      }
+    }
+    this.closed = true;
+    for (const p of this.ports) p.close();
+    await Promise.all(this.workers.splice(0).map((w) => w.terminate()));
+  }
+}
+

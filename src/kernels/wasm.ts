@@ -1,0 +1,248 @@
+/**
+ * WebAssembly SIMD128 kernels (compiled from src/kernels/assembly/kernels.ts into the committed
+ * src/kernels/kernels.wasm) run on a thread pool (pool.ts). Use createBackend(): it falls back to
+ * the TypeScript reference kernels where WebAssembly SIMD is missing.
+ *
+ * Scratch: bind(arena) allocates kernelScratchBytes(threads) bytes in the arena (each thread's
+ * widened int16 activations for matmulQ8). Loaders that plan arenas exactly should add that much;
+ * if the arena has no room left, matmulQ8 silently uses a slightly slower path without scratch.
+ */
+import { readFile } from "node:fs/promises";
+import type { Arena } from "./arena.js";
+import type { KernelBackend, Kernels, Ptr } from "./kernels.js";
+import { ReferenceBackend } from "./reference.js";
+import { ThreadPool } from "./pool.js";
+import {
+  OP_ADD, OP_ATTN, OP_BF16, OP_DEQUANT, OP_MATMUL, OP_QUANT, OP_SILU, type KernelExports,
+} from "./pool-worker.js";
+
+/** Per-thread scratch for matmulQ8 (i16 activations + f32 scales of a chunk of tokens). */
+export const WASM_SCRATCH_BYTES_PER_THREAD = 256 * 1024;
+
+/** Bytes bind() takes from each arena for a backend with `threads` threads (alignment included). */
+export function kernelScratchBytes(threads: number): number {
+  return Math.max(1, threads) * WASM_SCRATCH_BYTES_PER_THREAD + 64;
+}
+
+// Below these amounts of work a kernel runs on the main thread alone (dispatch ~0.3-1 µs).
+const MIN_SPLIT_MACS = 1 << 16;
+const MIN_SPLIT_ATTN = 1 << 15;
+const MIN_SPLIT_SILU = 1 << 13;
+const MIN_SPLIT_ELEM = 1 << 16;
+const MIN_SPLIT_QUANT_BLOCKS = 1 << 9;
+
+/** (module (func (result v128) (v128.const i32x4 0 0 0 0))) */
+const SIMD_PROBE = new Uint8Array([
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+  0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b,
+  0x03, 0x02, 0x01, 0x00,
+  0x0a, 0x16, 0x01, 0x14, 0x00, 0xfd, 0x0c, ...new Array<number>(16).fill(0), 0x0b,
+]);
+
+export function wasmSimdSupported(): boolean {
+  try {
+    return typeof SharedArrayBuffer === "function" && WebAssembly.validate(SIMD_PROBE);
+  } catch {
+    return false;
+  }
+}
+
+let modulePromise: Promise<WebAssembly.Module> | undefined;
+
+/** Compile kernels.wasm once per process (located relative to this file, in src/ or dist/src/). */
+export function loadKernelModule(): Promise<WebAssembly.Module> {
+  modulePromise ??= (async () => {
+    const candidates = [
+      new URL("./kernels.wasm", import.meta.url),
+      new URL("../../../src/kernels/kernels.wasm", import.meta.url),
+    ];
+    let lastErr: unknown;
+    for (const url of candidates) {
+      try {
+        return await WebAssembly.compile(await readFile(url));
+      } catch (e) {
+        lastErr = e;
+        if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+      }
+    }
+    throw new Error(`kernels.wasm not found (looked at ${candidates.map((u) => u.pathname).join(", ")}): ${String(lastErr)}`);
+  })();
+  return modulePromise;
+}
+
+export async function createBackend(opts: { threads: number; log?: (line: string) => void; forceReference?: boolean }): Promise<KernelBackend> {
+  if (opts.forceReference) return new ReferenceBackend();
+  if (!wasmSimdSupported()) {
+    opts.log?.("WebAssembly SIMD unavailable: using the TypeScript kernels (slow)");
+    return new ReferenceBackend();
+  }
+  return WasmBackend.create(opts.threads);
+}
+
+export class WasmBackend implements KernelBackend {
+  readonly name: string;
+
+  private constructor(readonly pool: ThreadPool, readonly threads: number, private readonly alwaysSplit: boolean) {
+    this.name = `wasm-simd128 x${threads} thread${threads === 1 ? "" : "s"}`;
+  }
+
+  /** alwaysSplit (for tests): spread every splittable kernel over all threads, however small. */
+  static async create(threads: number, opts: { alwaysSplit?: boolean } = {}): Promise<WasmBackend> {
+    const n = Math.max(1, Math.floor(threads) || 1);
+    const module = await loadKernelModule();
+    return new WasmBackend(await ThreadPool.create(module, n), n, opts.alwaysSplit ?? false);
+  }
+
+  bind(arena: Arena): WasmKernels {
+    const { id, exports } = this.pool.register(arena.memory);
+    let scratch = 0;
+    let scratchBytes = 0;
+    try {
+      scratch = arena.alloc(this.threads * WASM_SCRATCH_BYTES_PER_THREAD, 64);
+      scratchBytes = WASM_SCRATCH_BYTES_PER_THREAD;
+    } catch {
+      // no room: matmulQ8 reads activations straight from the Q8_0 blocks
+    }
+    return new WasmKernels(arena, this.pool, id, exports, this.threads, scratch, scratchBytes, this.alwaysSplit ? 0 : 1);
+  }
+
+  idle(): void {
+    this.pool.idle();
+  }
+
+  close(): Promise<void> {
+    return this.pool.close();
+  }
+}
+
+export class WasmKernels implements Kernels {
+  private readonly size: number;
+  private readonly args = new Float64Array(16);
+
+  constructor(
+    readonly arena: Arena,
+    private readonly pool: ThreadPool,
+    readonly arenaId: number,
+    private readonly k: KernelExports,
+    readonly threads: number,
+    /** Base of the per-thread matmul scratch (0 if none) and bytes per thread. */
+    readonly scratch: number,
+    readonly scratchBytes: number,
+    /** Multiplies the MIN_SPLIT_* thresholds (0: always split). */
+    private readonly splitScale = 1,
+  ) {
+    this.size = arena.memory.buffer.byteLength;
+  }
+
+  private check(name: string, ptr: number, bytes: number): void {
+    if (!(Number.isInteger(ptr) && ptr >= 0 && ptr + bytes <= this.size)) {
+      throw new RangeError(`${name}: range [${ptr}, ${ptr + bytes}) outside arena ${this.arena.label} (${this.size} bytes)`);
+    }
+  }
+
+  private count(name: string, n: number, multiple = 1): void {
+    if (!(Number.isInteger(n) && n >= 0 && n % multiple === 0 && n < 2 ** 32)) {
+      throw new RangeError(`${name}: bad size ${n}${multiple > 1 ? ` (must be a multiple of ${multiple})` : ""}`);
+    }
+  }
+
+  private dispatch(op: number, shares: number, ...a: number[]): void {
+    const args = this.args;
+    for (let i = 0; i < a.length; i++) args[i] = a[i]!;
+    this.pool.run(op, this.arenaId, args.subarray(0, a.length), shares);
+  }
+
+  quantizeQ8(dst: Ptr, src: Ptr, n: number): void {
+    this.count("quantizeQ8", n, 32);
+    const nb = n / 32;
+    this.check("quantizeQ8 dst", dst, nb * 34);
+    this.check("quantizeQ8 src", src, n * 4);
+    if (this.threads > 1 && nb >= MIN_SPLIT_QUANT_BLOCKS * this.splitScale) this.dispatch(OP_QUANT, this.threads, dst, src, nb);
+    else this.k.quantizeQ8(dst, src, nb);
+  }
+
+  matmulQ8(out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void {
+    this.count("matmulQ8 rows", rows);
+    this.count("matmulQ8 cols", cols, 32);
+    this.count("matmulQ8 nTok", nTok);
+    const rowBytes = (cols / 32) * 34;
+    this.check("matmulQ8 out", out, rows * nTok * 4);
+    this.check("matmulQ8 w", w, rows * rowBytes);
+    this.check("matmulQ8 x", x, nTok * rowBytes);
+    const macs = rows * cols * nTok;
+    if (this.threads > 1 && rows >= 8 * this.splitScale && macs >= MIN_SPLIT_MACS * this.splitScale) {
+      this.dispatch(OP_MATMUL, Math.min(this.threads, Math.ceil(rows / 4)), out, w, x, rows, cols, nTok, this.scratch, this.scratchBytes);
+    } else {
+      this.k.matmulQ8(out, w, x, rows, cols, nTok, 0, rows, this.scratch, this.scratchBytes);
+    }
+  }
+
+  dequantQ8(out: Ptr, src: Ptr, n: number): void {
+    this.count("dequantQ8", n, 32);
+    this.check("dequantQ8 out", out, n * 4);
+    this.check("dequantQ8 src", src, (n / 32) * 34);
+    if (this.threads > 1 && n >= MIN_SPLIT_ELEM * this.splitScale) this.dispatch(OP_DEQUANT, this.threads, out, src, n);
+    else this.k.dequantQ8(out, src, n);
+  }
+
+  rmsnorm(out: Ptr, x: Ptr, weight: Ptr, n: number, eps: number): void {
+    this.count("rmsnorm", n);
+    this.check("rmsnorm out", out, n * 4);
+    this.check("rmsnorm x", x, n * 4);
+    this.check("rmsnorm weight", weight, n * 4);
+    this.k.rmsnorm(out, x, weight, n, eps);
+  }
+
+  rope(vec: Ptr, nHeads: number, headDim: number, cosSin: Ptr): void {
+    this.count("rope nHeads", nHeads);
+    this.count("rope headDim", headDim, 2);
+    this.check("rope vec", vec, nHeads * headDim * 4);
+    this.check("rope cosSin", cosSin, headDim * 4);
+    this.k.rope(vec, 0, nHeads, headDim, cosSin);
+  }
+
+  storeBf16(dst: Ptr, src: Ptr, n: number): void {
+    this.count("storeBf16", n);
+    this.check("storeBf16 dst", dst, n * 2);
+    this.check("storeBf16 src", src, n * 4);
+    if (this.threads > 1 && n >= MIN_SPLIT_ELEM * this.splitScale) this.dispatch(OP_BF16, this.threads, dst, src, n);
+    else this.k.storeBf16(dst, src, n);
+  }
+
+  attention(out: Ptr, q: Ptr, kCache: Ptr, vCache: Ptr, scratch: Ptr,
+    nHeads: number, nKvHeads: number, headDim: number, nPos: number): void {
+    this.count("attention nHeads", nHeads);
+    this.count("attention nKvHeads", nKvHeads);
+    this.count("attention headDim", headDim);
+    this.count("attention nPos", nPos);
+    if (nKvHeads === 0 || nHeads % nKvHeads !== 0) throw new RangeError(`attention: nHeads ${nHeads} not a multiple of nKvHeads ${nKvHeads}`);
+    if (nPos === 0) throw new RangeError("attention: nPos must be >= 1");
+    const kvBytes = nPos * nKvHeads * headDim * 2;
+    this.check("attention out", out, nHeads * headDim * 4);
+    this.check("attention q", q, nHeads * headDim * 4);
+    this.check("attention kCache", kCache, kvBytes);
+    this.check("attention vCache", vCache, kvBytes);
+    this.check("attention scratch", scratch, nHeads * nPos * 4);
+    if (this.threads > 1 && nHeads > 1 && nHeads * nPos * headDim >= MIN_SPLIT_ATTN * this.splitScale) {
+      this.dispatch(OP_ATTN, Math.min(this.threads, nHeads), out, q, kCache, vCache, scratch, nHeads, nKvHeads, headDim, nPos);
+    } else {
+      this.k.attention(out, q, kCache, vCache, scratch, nHeads, nKvHeads, headDim, nPos, 0, nHeads);
+    }
+  }
+
+  siluMul(gate: Ptr, up: Ptr, n: number): void {
+    this.count("siluMul", n);
+    this.check("siluMul gate", gate, n * 4);
+    this.check("siluMul up", up, n * 4);
+    if (this.threads > 1 && n >= MIN_SPLIT_SILU * this.splitScale) this.dispatch(OP_SILU, this.threads, gate, up, n);
+    else this.k.siluMul(gate, up, n);
+  }
+
+  add(dst: Ptr, src: Ptr, n: number): void {
+    this.count("add", n);
+    this.check("add dst", dst, n * 4);
+    this.check("add src", src, n * 4);
+    if (this.threads > 1 && n >= MIN_SPLIT_ELEM * this.splitScale) this.dispatch(OP_ADD, this.threads, dst, src, n);
+    else this.k.add(dst, src, n);
+  }
+}
