@@ -1,0 +1,338 @@
+/**
+ * WasmBackend (1, 2 and 3 threads, every kernel split over all threads however small) against the
+ * TypeScript reference kernels, on random data and odd sizes.
+ */
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { Arena } from "../../src/kernels/arena.js";
+import type { Kernels } from "../../src/kernels/kernels.js";
+import { ReferenceBackend, ReferenceKernels } from "../../src/kernels/reference.js";
+import { WasmBackend, createBackend, kernelScratchBytes } from "../../src/kernels/wasm.js";
+import { OP_MATMUL } from "../../src/kernels/pool-worker.js";
+import { F16_TO_F32, q8RowBytes } from "../../src/kernels/q8.js";
+
+/** Deterministic PRNG (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A fresh region allocator over one big arena (pointers are reused between cases). */
+class Scratch {
+  private top: number;
+  constructor(readonly arena: Arena, private readonly base: number) {
+    this.top = base;
+  }
+  reset(): void {
+    this.top = this.base;
+  }
+  alloc(n: number): number {
+    const p = Math.ceil(this.top / 64) * 64;
+    this.top = p + n;
+    assert.ok(this.top <= this.arena.size, "test arena too small");
+    return p;
+  }
+}
+
+function fillF32(a: Arena, p: number, n: number, r: () => number, scale = 1): void {
+  const f = a.f32(p, n);
+  for (let i = 0; i < n; i++) f[i] = (r() * 2 - 1) * scale;
+}
+
+/** Blocks of 32 with varied magnitudes (incl. all-zero and tiny blocks: f16 subnormal scales). */
+function fillBlocks(a: Arena, p: number, n: number, r: () => number): void {
+  const f = a.f32(p, n);
+  for (let b = 0; b < n / 32; b++) {
+    const kind = b % 7;
+    const mag = kind === 3 ? 0 : kind === 5 ? 1e-6 : kind === 6 ? 300 : Math.exp(r() * 6 - 3);
+    for (let i = 0; i < 32; i++) f[b * 32 + i] = (r() * 2 - 1) * mag;
+  }
+}
+
+function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string, rel: number, abs: number, mag?: ArrayLike<number>): void {
+  assert.equal(actual.length, expected.length);
+  for (let i = 0; i < expected.length; i++) {
+    const e = expected[i]!, a = actual[i]!;
+    if (Number.isNaN(e) && Number.isNaN(a)) continue;
+    const m = mag ? mag[i]! : Math.abs(e);
+    if (!(Math.abs(a - e) <= abs + rel * m)) {
+      assert.fail(`${what}[${i}]: got ${a}, expected ${e} (|diff| ${Math.abs(a - e)}, tolerance ${abs + rel * m})`);
+    }
+  }
+}
+
+const THREADS = [1, 2, 3];
+const backends = new Map<number, WasmBackend>();
+
+before(async () => {
+  for (const t of THREADS) backends.set(t, await WasmBackend.create(t, { alwaysSplit: true }));
+});
+
+after(async () => {
+  for (const b of backends.values()) await b.close();
+});
+
+for (const threads of THREADS) {
+  describe(`wasm kernels, ${threads} thread(s)`, () => {
+    let arena: Arena;
+    let k: Kernels;
+    let ref: ReferenceKernels;
+    let s: Scratch;
+    const r = rng(1234 + threads);
+
+    before(() => {
+      arena = new Arena(48 << 20, `test-${threads}`);
+      k = backends.get(threads)!.bind(arena);
+      ref = new ReferenceKernels(arena);
+      s = new Scratch(arena, arena.used);
+    });
+    after(() => backends.get(threads)!.idle());
+
+    test("quantizeQ8 is byte-identical (ties, zero and subnormal scales)", () => {
+      for (const n of [32, 96, 288, 4128, 32 * 700]) {
+        s.reset();
+        const src = s.alloc(n * 4), d1 = s.alloc((n / 32) * 34), d2 = s.alloc((n / 32) * 34);
+        fillBlocks(arena, src, n, r);
+        // a block of exact ties: amax 127 -> d = 1, id = 1, x.5 rounds to even
+        const f = arena.f32(src, 32);
+        for (let i = 0; i < 32; i++) f[i] = i === 0 ? 127 : (i % 2 ? 1 : -1) * (((i * 5) % 100) + 0.5);
+        ref.quantizeQ8(d1, src, n);
+        k.quantizeQ8(d2, src, n);
+        assert.deepEqual(arena.u8(d2, (n / 32) * 34), arena.u8(d1, (n / 32) * 34), `n=${n}`);
+      }
+    });
+
+    test("dequantQ8 matches exactly", () => {
+      for (const n of [32, 288, 4128]) {
+        s.reset();
+        const src = s.alloc(n * 4), q = s.alloc((n / 32) * 34), o1 = s.alloc(n * 4), o2 = s.alloc(n * 4);
+        fillBlocks(arena, src, n, r);
+        ref.quantizeQ8(q, src, n);
+        ref.dequantQ8(o1, q, n);
+        k.dequantQ8(o2, q, n);
+        assert.deepEqual(arena.f32(o2, n), arena.f32(o1, n));
+      }
+    });
+
+    test("matmulQ8 on odd shapes, 1..7 tokens", () => {
+      for (const rows of [1, 3, 5, 37, 100]) {
+        for (const cols of [32, 96, 288, 4128]) {
+          for (const nTok of [1, 3, 7]) {
+            s.reset();
+            const rb = q8RowBytes(cols);
+            const wf = s.alloc(rows * cols * 4), w = s.alloc(rows * rb);
+            const xf = s.alloc(nTok * cols * 4), x = s.alloc(nTok * rb);
+            const o1 = s.alloc(rows * nTok * 4), o2 = s.alloc(rows * nTok * 4);
+            fillBlocks(arena, wf, rows * cols, r);
+            fillBlocks(arena, xf, nTok * cols, r);
+            ref.quantizeQ8(w, wf, rows * cols);
+            ref.quantizeQ8(x, xf, nTok * cols);
+            ref.matmulQ8(o1, w, x, rows, cols, nTok);
+            arena.f32(o2, rows * nTok).fill(NaN);
+            k.matmulQ8(o2, w, x, rows, cols, nTok);
+            // tolerance: 1e-5 of the sum of |terms| of each output
+            const mag = new Float64Array(rows * nTok);
+            const i8 = new Int8Array(arena.memory.buffer);
+            const dv = new DataView(arena.memory.buffer);
+            for (let t = 0; t < nTok; t++) {
+              for (let row = 0; row < rows; row++) {
+                let m = 0;
+                for (let b = 0; b < cols / 32; b++) {
+                  const wb = w + row * rb + b * 34, xb = x + t * rb + b * 34;
+                  const sc = Math.abs(F16_TO_F32[dv.getUint16(wb, true)]! * F16_TO_F32[dv.getUint16(xb, true)]!);
+                  for (let i = 0; i < 32; i++) m += Math.abs(i8[wb + 2 + i]! * i8[xb + 2 + i]!) * sc;
+                }
+                mag[t * rows + row] = m;
+              }
+            }
+            assertClose(arena.f32(o2, rows * nTok), arena.f32(o1, rows * nTok), `matmul ${rows}x${cols} nTok ${nTok}`, 1e-5, 1e-30, mag);
+          }
+        }
+      }
+    });
+
+    test("rmsnorm (also in place)", () => {
+      for (const n of [1, 7, 64, 288, 4096, 5003]) {
+        s.reset();
+        const x = s.alloc(n * 4), wt = s.alloc(n * 4), o1 = s.alloc(n * 4), o2 = s.alloc(n * 4);
+        fillF32(arena, x, n, r, 3);
+        fillF32(arena, wt, n, r);
+        ref.rmsnorm(o1, x, wt, n, 1e-5);
+        k.rmsnorm(o2, x, wt, n, 1e-5);
+        assertClose(arena.f32(o2, n), arena.f32(o1, n), `rmsnorm ${n}`, 1e-5, 1e-6);
+        k.rmsnorm(x, x, wt, n, 1e-5);
+        assertClose(arena.f32(x, n), arena.f32(o1, n), `rmsnorm in place ${n}`, 1e-5, 1e-6);
+      }
+    });
+
+    test("rope", () => {
+      for (const [nHeads, headDim] of [[1, 8], [8, 64], [32, 128], [3, 6], [4, 12]] as const) {
+        s.reset();
+        const n = nHeads * headDim;
+        const v1 = s.alloc(n * 4), v2 = s.alloc(n * 4), cs = s.alloc(headDim * 4);
+        fillF32(arena, v1, n, r, 2);
+        arena.f32(v2, n).set(arena.f32(v1, n));
+        const c = arena.f32(cs, headDim);
+        for (let i = 0; i < headDim / 2; i++) {
+          const a = r() * 100;
+          c[i] = Math.cos(a);
+          c[headDim / 2 + i] = Math.sin(a);
+        }
+        ref.rope(v1, nHeads, headDim, cs);
+        k.rope(v2, nHeads, headDim, cs);
+        assertClose(arena.f32(v2, n), arena.f32(v1, n), `rope ${nHeads}x${headDim}`, 1e-5, 1e-6);
+      }
+    });
+
+    test("storeBf16 is bit-identical (ties, NaN, infinities)", () => {
+      for (const n of [1, 5, 8, 37, 4096, 70001]) {
+        s.reset();
+        const src = s.alloc(n * 4), d1 = s.alloc(n * 2), d2 = s.alloc(n * 2);
+        fillF32(arena, src, n, r, 1000);
+        const u = new Uint32Array(arena.memory.buffer, src, n);
+        const specials = [0x7fc00000, 0xffc00001, 0x7f800001, 0x7f800000, 0xff800000, 0x3f808000, 0x3f818000, 0x7f7fffff, 0x80000000, 0x00008000];
+        for (let i = 0; i < Math.min(n, specials.length); i++) u[i] = specials[i]!;
+        ref.storeBf16(d1, src, n);
+        k.storeBf16(d2, src, n);
+        assert.deepEqual(arena.u16(d2, n), arena.u16(d1, n), `n=${n}`);
+      }
+    });
+
+    test("attention (GQA, odd positions)", () => {
+      for (const [nHeads, nKvHeads] of [[8, 4], [32, 32], [32, 4]] as const) {
+        for (const headDim of [8, 64, 128]) {
+          for (const nPos of [1, 13, 300]) {
+            if (nHeads * headDim * nPos > 32 * 128 * 300) continue;
+            s.reset();
+            const kvDim = nKvHeads * headDim;
+            const q = s.alloc(nHeads * headDim * 4), kc = s.alloc(nPos * kvDim * 2), vc = s.alloc(nPos * kvDim * 2);
+            const kf = s.alloc(nPos * kvDim * 4);
+            const sc1 = s.alloc(nHeads * nPos * 4), sc2 = s.alloc(nHeads * nPos * 4);
+            const o1 = s.alloc(nHeads * headDim * 4), o2 = s.alloc(nHeads * headDim * 4);
+            fillF32(arena, q, nHeads * headDim, r, 2);
+            fillF32(arena, kf, nPos * kvDim, r, 2);
+            ref.storeBf16(kc, kf, nPos * kvDim);
+            fillF32(arena, kf, nPos * kvDim, r, 3);
+            ref.storeBf16(vc, kf, nPos * kvDim);
+            ref.attention(o1, q, kc, vc, sc1, nHeads, nKvHeads, headDim, nPos);
+            k.attention(o2, q, kc, vc, sc2, nHeads, nKvHeads, headDim, nPos);
+            assertClose(arena.f32(o2, nHeads * headDim), arena.f32(o1, nHeads * headDim),
+              `attention ${nHeads}/${nKvHeads} hd ${headDim} pos ${nPos}`, 2e-5, 2e-6);
+          }
+        }
+      }
+    });
+
+    test("siluMul", () => {
+      for (const n of [1, 3, 37, 4096, 11008, 20001]) {
+        s.reset();
+        const g1 = s.alloc(n * 4), g2 = s.alloc(n * 4), up = s.alloc(n * 4);
+        fillF32(arena, g1, n, r, 20);
+        const g = arena.f32(g1, n);
+        const extremes = [0, -0, 100, -100, 88.5, -88.5, 1e-30, -1e-8];
+        for (let i = 0; i < Math.min(n, extremes.length); i++) g[i] = extremes[i]!;
+        fillF32(arena, up, n, r, 2);
+        arena.f32(g2, n).set(g);
+        ref.siluMul(g1, up, n);
+        k.siluMul(g2, up, n);
+        assertClose(arena.f32(g2, n), arena.f32(g1, n), `siluMul ${n}`, 1e-5, 1e-6);
+      }
+    });
+
+    test("add", () => {
+      for (const n of [1, 3, 37, 4096, 70001]) {
+        s.reset();
+        const d1 = s.alloc(n * 4), d2 = s.alloc(n * 4), src = s.alloc(n * 4);
+        fillF32(arena, d1, n, r, 5);
+        fillF32(arena, src, n, r, 5);
+        arena.f32(d2, n).set(arena.f32(d1, n));
+        ref.add(d1, src, n);
+        k.add(d2, src, n);
+        assert.deepEqual(arena.f32(d2, n), arena.f32(d1, n));
+      }
+    });
+  });
+}
+
+describe("wasm backend plumbing", () => {
+  test("two arenas bound to the same backend", () => {
+    const be = backends.get(2)!;
+    const a1 = new Arena(2 << 20, "a1"), a2 = new Arena(3 << 20, "a2");
+    const k1 = be.bind(a1), k2 = be.bind(a2);
+    const r = rng(7);
+    const rows = 37, cols = 288, rb = q8RowBytes(cols);
+    const setup = (a: Arena) => {
+      const wf = a.alloc(rows * cols * 4), w = a.alloc(rows * rb), xf = a.alloc(cols * 4), x = a.alloc(rb);
+      const o = a.alloc(rows * 4), oRef = a.alloc(rows * 4);
+      fillBlocks(a, wf, rows * cols, r);
+      fillBlocks(a, xf, cols, r);
+      const ref = new ReferenceKernels(a);
+      ref.quantizeQ8(w, wf, rows * cols);
+      ref.quantizeQ8(x, xf, cols);
+      ref.matmulQ8(oRef, w, x, rows, cols, 1);
+      return { w, x, o, oRef };
+    };
+    const p1 = setup(a1), p2 = setup(a2);
+    for (let i = 0; i < 3; i++) {
+      k1.matmulQ8(p1.o, p1.w, p1.x, rows, cols, 1);
+      k2.matmulQ8(p2.o, p2.w, p2.x, rows, cols, 1);
+    }
+    assert.deepEqual(a1.f32(p1.o, rows), a1.f32(p1.oRef, rows));
+    assert.deepEqual(a2.f32(p2.o, rows), a2.f32(p2.oRef, rows));
+    assert.ok(a1.used >= kernelScratchBytes(2) - 64, "bind took its scratch from the arena");
+  });
+
+  test("an arena without room for scratch still works", () => {
+    const be = backends.get(2)!;
+    const a = new Arena(1 << 20, "full");
+    const ref = new ReferenceKernels(a);
+    const rows = 13, cols = 96, rb = q8RowBytes(cols), nTok = 3;
+    const wf = a.alloc(rows * cols * 4), w = a.alloc(rows * rb), xf = a.alloc(nTok * cols * 4), x = a.alloc(nTok * rb);
+    const o = a.alloc(rows * nTok * 4), oRef = a.alloc(rows * nTok * 4);
+    a.alloc(a.size - a.used - 1024); // nearly full
+    const k = be.bind(a);
+    assert.equal(k.scratch, 0);
+    const r = rng(9);
+    fillBlocks(a, wf, rows * cols, r);
+    fillBlocks(a, xf, nTok * cols, r);
+    ref.quantizeQ8(w, wf, rows * cols);
+    ref.quantizeQ8(x, xf, nTok * cols);
+    ref.matmulQ8(oRef, w, x, rows, cols, nTok);
+    k.matmulQ8(o, w, x, rows, cols, nTok);
+    assert.deepEqual(a.f32(o, rows * nTok), a.f32(oRef, rows * nTok));
+  });
+
+  test("invalid pointers and kernel traps surface as exceptions, and the pool keeps working", () => {
+    for (const threads of THREADS) {
+      const be = backends.get(threads)!;
+      const a = new Arena(1 << 20, "err");
+      const k = be.bind(a);
+      const x = a.alloc(34 * 4), o = a.alloc(64);
+      assert.throws(() => k.matmulQ8(o, a.size - 100, x, 4, 128, 1), RangeError);
+      assert.throws(() => k.add(o, -4, 4), RangeError);
+      assert.throws(() => k.quantizeQ8(x, o, 33), RangeError);
+      // bypass the checks: a wasm trap in a worker (or the main thread) becomes an Error here
+      const rows = 64, cols = 128;
+      assert.throws(() => be.pool.run(OP_MATMUL, k.arenaId, [o, 0x7ff00000, x, rows, cols, 1, 0, 0], threads),
+        /out of bounds|unreachable|RuntimeError/i);
+      // still usable afterwards
+      k.add(o, o, 8);
+    }
+  });
+
+  test("createBackend picks wasm, or the reference when forced", async () => {
+    const lines: string[] = [];
+    const be = await createBackend({ threads: 1, log: (l) => lines.push(l) });
+    assert.match(be.name, /wasm-simd128/);
+    await be.close();
+    const refBe = await createBackend({ threads: 2, forceReference: true });
+    assert.ok(refBe instanceof ReferenceBackend);
+    await refBe.close();
+  });
+});
