@@ -42,6 +42,17 @@ export class SeededRandom {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   }
+  /**
+   * An approximately Gaussian value (mean 0, variance 1) from one 32-bit draw: the sum of its four
+   * bytes (Irwin-Hall), ten times cheaper than Box-Muller, which matters for 7 billion weights.
+   */
+  fastGaussian(): number {
+    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    t = (t ^ (t >>> 14)) >>> 0;
+    return ((t & 255) + ((t >>> 8) & 255) + ((t >>> 16) & 255) + (t >>> 24) - 510) / 147.8;
+  }
   gaussian(): number {
     if (this.spare !== null) {
       const v = this.spare;
@@ -135,10 +146,10 @@ export function syntheticTensors(shape: SyntheticShape, seed: number, weightStd?
   const kvDim = shape.nKvHeads * headDim;
   const std = weightStd ?? Math.min(0.02 * Math.sqrt(4096 / shape.dim), 0.5 / Math.sqrt(shape.dim));
   const gauss = (s: number) => (out: Float32Array) => {
-    for (let i = 0; i < out.length; i++) out[i] = rng.gaussian() * s;
+    for (let i = 0; i < out.length; i++) out[i] = rng.fastGaussian() * s;
   };
   const norm = (out: Float32Array) => {
-    for (let i = 0; i < out.length; i++) out[i] = 1 + 0.1 * rng.gaussian();
+    for (let i = 0; i < out.length; i++) out[i] = 1 + 0.1 * rng.fastGaussian();
   };
   const t: TensorSpec[] = [{ name: "model.embed_tokens.weight", shape: [shape.vocabSize, shape.dim], fill: gauss(1) }];
   for (let l = 0; l < shape.nLayers; l++) {
