@@ -221,6 +221,19 @@ class Cursor {
   }
 }
 
+/**
+ * The shortest decimal that rounds to the same f32: a FLOAT32 scalar such as rms_norm_eps 1e-5
+ * reads back as 1e-5, as in config.json, not as 9.99999974e-6.
+ */
+export function shortestF32(v: number): number {
+  if (!Number.isFinite(v)) return v;
+  for (let p = 1; p <= 9; p++) {
+    const d = Number(v.toPrecision(p));
+    if (Math.fround(d) === v) return d;
+  }
+  return v;
+}
+
 /** A copy of `n` little-endian elements of `bytesPer` bytes, as a fresh aligned buffer. */
 function copyAligned(src: Buffer, nbytes: number): ArrayBuffer {
   const out = new Uint8Array(nbytes);
@@ -246,7 +259,7 @@ function readValue(c: Cursor, type: number, key: string): unknown {
     case GgufValueType.INT32:
       return c.i32(what);
     case GgufValueType.FLOAT32:
-      return c.f32(what);
+      return shortestF32(c.f32(what));
     case GgufValueType.UINT64:
       return c.u64Value(what);
     case GgufValueType.INT64:
