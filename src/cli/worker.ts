@@ -1,7 +1,65 @@
-/** `bin/worker <port>`: a compute node of the cluster. */
+/**
+ * `bin/worker <port> [--host ADDR] [--threads N] [--cache-dir DIR] [--model DIR]`: a compute node
+ * of the cluster. Prints its address, threads and measured GMAC, then serves until killed.
+ */
+import * as os from "node:os";
+import { createBackend } from "../kernels/backend.js";
 import { LlameshError } from "../model/errors.js";
+import { defaultCacheDir } from "../cluster/cache.js";
+import { WorkerServer } from "../cluster/worker.js";
+import { defaultThreads, parseArgs, type FlagSpec } from "./args.js";
 import { main } from "./main.js";
 
+const flags: Record<string, FlagSpec> = {
+  host: { type: "string", help: "address to listen on (default 0.0.0.0)" },
+  threads: { type: "int", min: 1, max: 256, help: "compute threads" },
+  "cache-dir": { type: "string", help: "folder of the weight-slice cache" },
+  model: { type: "string", help: "a local copy of the model folder to cut slices from" },
+  kernels: { type: "string", help: "wasm or ts (the plain TypeScript reference)" },
+  help: { type: "boolean", aliases: ["-h"], help: "show usage" },
+};
+
+const USAGE = `usage: worker <port> [--host ADDR] [--threads N] [--cache-dir DIR] [--model DIR] [--kernels wasm|ts]
+  Serves a share of each token's work to a client started with --workers host:port,...
+  Port 0 picks a free port (printed). Defaults: host 0.0.0.0, threads = OMP_NUM_THREADS or the
+  core count, cache-dir = $XDG_CACHE_HOME/llamesh or ~/.cache/llamesh.`;
+
 main(async () => {
-  throw new LlameshError("worker: the cluster mode is not built yet; run bin/client on one machine for now");
+  const { positionals, flags: f } = parseArgs(process.argv.slice(2), flags, "worker");
+  if (f["help"]) {
+    process.stdout.write(USAGE + "\n");
+    return;
+  }
+  if (positionals.length !== 1) throw new LlameshError(`worker: expected one port, got ${positionals.length === 0 ? "none" : positionals.join(" ")}\n${USAGE}`);
+  const port = Number(positionals[0]);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new LlameshError(`worker: port ${JSON.stringify(positionals[0])} is not valid, expected an integer between 0 and 65535`);
+  const kernels = (f["kernels"] as string | undefined) ?? "wasm";
+  if (kernels !== "wasm" && kernels !== "ts") throw new LlameshError(`worker: --kernels ${JSON.stringify(kernels)} is not valid, expected wasm or ts`);
+  const threads = (f["threads"] as number | undefined) ?? defaultThreads(process.env, os.availableParallelism());
+  const log = (line: string): void => void process.stderr.write(line + "\n");
+  const backend = await createBackend({ threads, log, forceReference: kernels === "ts" });
+  const host = (f["host"] as string | undefined) ?? "0.0.0.0";
+  let server: WorkerServer;
+  try {
+    server = await WorkerServer.start({
+      port, host, backend, log,
+      cacheDir: (f["cache-dir"] as string | undefined) ?? defaultCacheDir(),
+      modelDir: f["model"] as string | undefined,
+      gmac: process.env["LLAMESH_WORKER_GMAC"] ? Number(process.env["LLAMESH_WORKER_GMAC"]) : undefined,
+    });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") throw new LlameshError(`worker: cannot listen on ${host}:${port} (${code})`);
+    throw e;
+  }
+  // The first line is machine-readable for scripts and tests: "listening <host>:<port>".
+  process.stdout.write(`listening ${server.host}:${server.port}\n`);
+  log(`Worker on ${server.addresses().join(", ")}: ${backend.name}, ${backend.threads} thread${backend.threads === 1 ? "" : "s"}, ${server.gmac.toFixed(2)} GMAC (Q8_0 matvec)`);
+  log(`Cache: ${server.cache.dir}${server.fingerprint ? `; model ${f["model"] as string} (fingerprint ${server.fingerprint})` : ""}`);
+  const stop = (): void => {
+    void server.close().then(() => backend.close()).then(() => process.exit(0));
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  await new Promise<never>(() => undefined);
 });

@@ -198,7 +198,8 @@ export function planArenas(c: LlamaConfig, seqLen: number, batch: number, maxAre
   return groups;
 }
 
-function ropeTable(arena: Arena, ptr: Ptr, c: LlamaConfig, seqLen: number): void {
+/** cos/sin table of RoPE (shared with the cluster nodes, which must compute it identically). */
+export function ropeTable(arena: Arena, ptr: Ptr, c: LlamaConfig, seqLen: number): void {
   const half = c.headDim / 2;
   const t = arena.f32(ptr, seqLen * c.headDim);
   for (let p = 0; p < seqLen; p++) {

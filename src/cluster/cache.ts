@@ -1,0 +1,141 @@
+/**
+ * The worker's disk cache of weight slices, and the model fingerprint that keys it.
+ *
+ * A slice is stored as one file `<key>.q8` holding its Q8_0 bytes, where the key hashes the model
+ * fingerprint, the slice format and the slice's place in its tensor (slices.ts withKeys). Files
+ * are written under a temporary name and renamed once complete, so a crash never leaves a short
+ * file behind under a real key.
+ */
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { LlameshError } from "../model/errors.js";
+
+/** $LLAMESH_CACHE_DIR, else $XDG_CACHE_HOME/llamesh, else ~/.cache/llamesh (%LOCALAPPDATA% on Windows). */
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env["LLAMESH_CACHE_DIR"]) return env["LLAMESH_CACHE_DIR"];
+  if (env["XDG_CACHE_HOME"]) return path.join(env["XDG_CACHE_HOME"], "llamesh");
+  if (process.platform === "win32" && env["LOCALAPPDATA"]) return path.join(env["LOCALAPPDATA"], "llamesh", "cache");
+  return path.join(os.homedir(), ".cache", "llamesh");
+}
+
+/**
+ * Identifies a checkpoint's content cheaply: SHA-256 over config.json, and for every safetensors
+ * file its name, size, header and 16 samples of 64 KB spread over its data (a full hash of a 13 GB
+ * checkpoint would take seconds at every start). Two folders with the same fingerprint hold the
+ * same weights for any practical purpose; a re-exported or edited checkpoint changes its header
+ * or its sampled bytes.
+ */
+export function modelFingerprint(dir: string, files: readonly string[]): string {
+  const h = crypto.createHash("sha256");
+  h.update("llamesh-fingerprint-v1\0");
+  h.update(fs.readFileSync(path.join(dir, "config.json")));
+  const buf = Buffer.alloc(65536);
+  for (const f of [...files].sort()) {
+    const size = fs.statSync(f).size;
+    h.update(`\0${path.basename(f)}\0${size}\0`);
+    const fd = fs.openSync(f, "r");
+    try {
+      const head = Buffer.alloc(8);
+      fs.readSync(fd, head, 0, 8, 0);
+      const hl = Math.min(Number(head.readBigUInt64LE(0)), size - 8);
+      const header = Buffer.alloc(Math.max(0, hl));
+      fs.readSync(fd, header, 0, header.length, 8);
+      h.update(header);
+      for (let i = 0; i < 16; i++) {
+        const at = Math.floor(((size - buf.length) * i) / 15);
+        const n = fs.readSync(fd, buf, 0, buf.length, Math.max(0, at));
+        h.update(buf.subarray(0, n));
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  return h.digest("hex").slice(0, 32);
+}
+
+export class SliceCache {
+  constructor(readonly dir: string) {
+    try {
+      fs.mkdirSync(dir, { recursive: true });
+    } catch (e) {
+      throw new LlameshError(`--cache-dir ${dir}: cannot create (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+    }
+  }
+
+  private file(key: string): string {
+    if (!/^[0-9a-f]{16,64}$/.test(key)) throw new RangeError(`bad cache key ${JSON.stringify(key)}`);
+    return path.join(this.dir, `${key}.q8`);
+  }
+
+  has(key: string, bytes: number): boolean {
+    try {
+      return fs.statSync(this.file(key)).size === bytes;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Copy a cached slice into `out` (its exact size); false when absent or of another size. */
+  readInto(key: string, out: Uint8Array): boolean {
+    if (!this.has(key, out.length)) return false;
+    const fd = fs.openSync(this.file(key), "r");
+    try {
+      let off = 0;
+      while (off < out.length) {
+        const n = fs.readSync(fd, out, off, Math.min(out.length - off, 1 << 24), off);
+        if (n <= 0) return false;
+        off += n;
+      }
+      return true;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** Start writing a slice; chunks may come in any order; commit() publishes it when complete. */
+  writer(key: string, bytes: number): CacheWriter {
+    return new CacheWriter(this.file(key), bytes);
+  }
+}
+
+export class CacheWriter {
+  private readonly tmp: string;
+  private fd: number | null;
+  received = 0;
+
+  constructor(private readonly target: string, readonly bytes: number) {
+    this.tmp = `${target}.${process.pid}.${crypto.randomBytes(4).toString("hex")}.tmp`;
+    this.fd = fs.openSync(this.tmp, "w");
+  }
+
+  write(offset: number, data: Uint8Array): void {
+    if (this.fd === null) return;
+    fs.writeSync(this.fd, data, 0, data.length, offset);
+    this.received += data.length;
+  }
+
+  get complete(): boolean {
+    return this.received === this.bytes;
+  }
+
+  /** Publish the file when every byte arrived; otherwise drop it. Returns whether it was published. */
+  commit(): boolean {
+    if (this.fd === null) return false;
+    fs.closeSync(this.fd);
+    this.fd = null;
+    if (this.complete) {
+      fs.renameSync(this.tmp, this.target);
+      return true;
+    }
+    fs.rmSync(this.tmp, { force: true });
+    return false;
+  }
+
+  abort(): void {
+    if (this.fd !== null) fs.closeSync(this.fd);
+    this.fd = null;
+    fs.rmSync(this.tmp, { force: true });
+  }
+}

@@ -1,0 +1,533 @@
+/**
+ * The client side of the cluster: connect to the workers, plan the shares, stream each worker
+ * the slices it lacks, then run the forward pass as the coordinator. Per layer it sends the
+ * normalised input (Q8_0) to the nodes holding attention heads and gathers their partial sums,
+ * then does the same for the feed-forward: 2 round trips per layer, plus one for the logits.
+ *
+ * The client keeps in memory the embedding table, the norms and its own slice (when
+ * localShare > 0), nothing else.
+ */
+import * as fs from "node:fs";
+import { Arena } from "../kernels/arena.js";
+import type { KernelBackend, Kernels, Ptr } from "../kernels/kernels.js";
+import { pad32, q8RowBytes } from "../kernels/q8.js";
+import { loadLlamaConfig, type LlamaConfig } from "../model/config.js";
+import { LlameshError } from "../model/errors.js";
+import { SafetensorsModel } from "../model/safetensors.js";
+import { loadTokenizer } from "../model/tokenizer.js";
+import { backendScratchBytes, dimsOf, hfNames, type MemoryRow, type ModelWeights } from "../engine/weights.js";
+import { checkModelDir, type LoadedModel } from "../engine/open.js";
+import { formatBytes } from "../cli/progress.js";
+import { modelFingerprint } from "./cache.js";
+import { planCluster, type ClusterPlan, type NodeSlice } from "./planner.js";
+import { Connection, decodeResult, encodeActRequest, encodeWeightChunk, jsonOf, MSG } from "./protocol.js";
+import { extractSlices, SliceNode, sliceDescs, sliceMacs, withKeys, type SliceDesc } from "./slices.js";
+
+export interface WorkerSpec {
+  host: string;
+  port: number;
+  /** Relative share of the work; absent: follow the worker's measured GMAC. */
+  share?: number;
+}
+
+/** Parse `--workers host:port[@share],...` (IPv6 hosts in brackets: `[::1]:1234`). */
+export function parseWorkersFlag(value: string, flag = "--workers"): WorkerSpec[] {
+  const items = value.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
+  if (items.length === 0) throw new LlameshError(`${flag} ${JSON.stringify(value)}: expected host:port[@share],... (e.g. 192.168.1.10:1234@70,192.168.1.11:1234@30)`);
+  const out = items.map((item): WorkerSpec => {
+    const m = /^(\[[^\]]+\]|[^:@\s]+):(\d+)(?:@([0-9]*\.?[0-9]+))?$/.exec(item);
+    if (!m) throw new LlameshError(`${flag}: ${JSON.stringify(item)} is not host:port[@share] (e.g. 192.168.1.10:1234 or 192.168.1.10:1234@70)`);
+    const port = Number(m[2]);
+    if (!(port >= 1 && port <= 65535)) throw new LlameshError(`${flag}: ${JSON.stringify(item)}: port ${m[2]} is not between 1 and 65535`);
+    const host = m[1]!.startsWith("[") ? m[1]!.slice(1, -1) : m[1]!;
+    const spec: WorkerSpec = { host, port };
+    if (m[3] !== undefined) {
+      const share = Number(m[3]);
+      if (!Number.isFinite(share) || share < 0) throw new LlameshError(`${flag}: ${JSON.stringify(item)}: share ${m[3]} is not a number >= 0`);
+      spec.share = share;
+    }
+    return spec;
+  });
+  const withShare = out.filter((w) => w.share !== undefined).length;
+  if (withShare !== 0 && withShare !== out.length) {
+    throw new LlameshError(`${flag}: give a share to every worker (host:port@share) or to none (shares then follow each worker's measured GMAC)`);
+  }
+  const seen = new Set<string>();
+  for (const w of out) {
+    const k = `${w.host}:${w.port}`;
+    if (seen.has(k)) throw new LlameshError(`${flag}: ${k} is listed twice`);
+    seen.add(k);
+  }
+  return out;
+}
+
+export interface DistributedOptions {
+  workers: WorkerSpec[];
+  /**
+   * The client's own part. With explicit worker shares it is a weight in the same units
+   * (a:1@50,b:1@25 with localShare 25 = 50/25/25). Without them it is a percentage of the
+   * whole, the workers sharing the rest in proportion to their measured GMAC. Default 0:
+   * the client only coordinates.
+   */
+  localShare?: number;
+  backend: KernelBackend;
+  maxSeqLen?: number;
+  /** Prompt tokens per forward call (default 32). */
+  batch?: number;
+  onProgress?: (done: number, total: number) => void;
+  log: (line: string) => void;
+  /** Write one row per token, layer, operation and node here at close(). */
+  perfCsv?: string;
+  connectTimeoutMs?: number;
+}
+
+interface NodeStats {
+  rounds: number;
+  rttMs: number;
+  computeMs: number;
+  sent: number;
+  received: number;
+}
+
+interface ClusterNode {
+  label: string;
+  share: number;
+  slice: NodeSlice;
+  conn: Connection | null;
+  local: SliceNode | null;
+  threads: number;
+  gmac: number;
+  macsPerToken: number;
+  weightBytes: number;
+  weightBytesSent: number;
+  stats: NodeStats;
+}
+
+export interface DistributedModel extends LoadedModel {
+  plan: ClusterPlan;
+  /** Weight bytes sent to each worker during setup (in worker order). */
+  weightBytesSent: number[];
+  /** The cluster section of the report (stderr lines). */
+  clusterReport(): string[];
+  /** Worker counters (STATS), in worker order. */
+  workerStats(): Promise<Record<string, unknown>[]>;
+  close(): Promise<void>;
+}
+
+type Op = "attn" | "ffn" | "logits";
+const OP_MSG: Record<Op, number> = { attn: MSG.ATTN, ffn: MSG.FFN, logits: MSG.LOGITS };
+
+export async function openDistributedModel(dir: string, opts: DistributedOptions): Promise<DistributedModel> {
+  const log = opts.log;
+  checkModelDir(dir);
+  const config = loadLlamaConfig(dir);
+  const tokenizer = await loadTokenizer(dir);
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new LlameshError(`${dir}: the tokenizer has ${tokenizer.vocabSize} tokens but config.json vocab_size is ${config.vocabSize}`);
+  }
+  const seqLen = opts.maxSeqLen ?? config.seqLen;
+  const batch = Math.max(1, Math.min(opts.batch ?? 32, seqLen));
+  const localShare = opts.localShare ?? 0;
+  if (!(localShare >= 0)) throw new LlameshError(`--local-share ${localShare}: expected a number >= 0`);
+  if (opts.workers.length === 0 && localShare === 0) throw new LlameshError("--workers: no workers and --local-share 0: nobody would compute");
+  const t0 = performance.now();
+  const source = SafetensorsModel.open(dir);
+  const conns: Connection[] = [];
+  try {
+    const fingerprint = modelFingerprint(dir, source.files);
+
+    // Connect and shake hands with every worker, in parallel.
+    const hellos = await Promise.all(
+      opts.workers.map(async (w) => {
+        const tc = performance.now();
+        const conn = await Connection.connect(w.host, w.port, opts.connectTimeoutMs ?? 10_000);
+        conns.push(conn);
+        const j = jsonOf(await conn.requestJson(MSG.HELLO, { fingerprint, client: "llamesh" }), MSG.HELLO_OK, `worker ${conn.label}`);
+        const gmac = typeof j["gmac"] === "number" ? j["gmac"] : 1;
+        const threads = typeof j["threads"] === "number" ? j["threads"] : 1;
+        log(`Connected to worker ${conn.label}: ${threads} thread${threads === 1 ? "" : "s"}, ${gmac.toFixed(2)} GMAC, in ${(performance.now() - tc).toFixed(1)} ms`);
+        return { conn, gmac, threads };
+      }),
+    );
+
+    // Shares: explicit weights, or measured GMAC.
+    const explicit = opts.workers.length > 0 && opts.workers.every((w) => w.share !== undefined);
+    let workerShares: number[];
+    let local: number;
+    if (explicit) {
+      workerShares = opts.workers.map((w) => w.share!);
+      local = localShare;
+    } else {
+      const pct = Math.min(100, localShare);
+      const g = hellos.reduce((s, h) => s + h.gmac, 0);
+      workerShares = hellos.map((h) => (g > 0 ? ((100 - pct) * h.gmac) / g : (100 - pct) / hellos.length));
+      local = pct;
+    }
+    const shares = local > 0 ? [local, ...workerShares] : workerShares;
+    const plan = planCluster(config, shares);
+
+    const nodes: ClusterNode[] = [];
+    const emptyStats = (): NodeStats => ({ rounds: 0, rttMs: 0, computeMs: 0, sent: 0, received: 0 });
+    if (local > 0) {
+      const ln = new SliceNode(config, plan.nodes[0]!, seqLen, batch, opts.backend);
+      nodes.push({ label: "local", share: local, slice: plan.nodes[0]!, conn: null, local: ln, threads: opts.backend.threads, gmac: 0, macsPerToken: ln.macsPerToken, weightBytes: ln.weightBytes, weightBytesSent: 0, stats: emptyStats() });
+    }
+    hellos.forEach((h, i) => {
+      const slice = plan.nodes[i + (local > 0 ? 1 : 0)]!;
+      const descs = sliceDescs(config, slice);
+      const bytes = descs.reduce((s, d) => s + d.bytes, 0);
+      const macs = sliceMacs(config, slice);
+      nodes.push({ label: h.conn.label, share: workerShares[i]!, slice, conn: h.conn, local: null, threads: h.threads, gmac: h.gmac, macsPerToken: macs, weightBytes: bytes, weightBytesSent: 0, stats: emptyStats() });
+    });
+
+    // Setup: each worker says which slices it lacks.
+    const wanted: SliceDesc[][] = [];
+    for (const n of nodes) {
+      if (n.local) {
+        wanted.push(n.local.descs);
+        continue;
+      }
+      const descs = withKeys(sliceDescs(config, n.slice), fingerprint);
+      const j = jsonOf(await n.conn!.requestJson(MSG.SETUP, { config, slice: n.slice, seqLen, batch }), MSG.SETUP_OK, `worker ${n.label}`);
+      const missing = new Set(Array.isArray(j["missing"]) ? (j["missing"] as unknown[]).filter((x): x is string => typeof x === "string") : []);
+      wanted.push(descs.filter((d) => missing.has(d.key)));
+    }
+    const toSend = wanted.map((w, i) => (nodes[i]!.local ? 0 : w.reduce((s, d) => s + d.bytes, 0)));
+    const totalSend = toSend.reduce((a, b) => a + b, 0);
+    if (totalSend > 0) log(`Sending weights: ${nodes.filter((_, i) => toSend[i]! > 0).map((n) => `${n.label} ${formatBytes(toSend[nodes.indexOf(n)]!)}`).join(", ")}`);
+    await extractSlices(source, opts.backend, wanted, async (i, desc, off, data) => {
+      const n = nodes[i]!;
+      if (n.local) {
+        n.local.view(desc.id).set(data, off);
+      } else {
+        n.weightBytesSent += data.length;
+        await n.conn!.send(MSG.WEIGHTS, encodeWeightChunk(desc.key, off, data));
+      }
+    }, opts.onProgress);
+    for (const n of nodes) if (n.conn) jsonOf(await n.conn.requestJson(MSG.READY, {}), MSG.READY_OK, `worker ${n.label}`);
+
+    const coord = new Coordinator(config, source, opts.backend, seqLen, batch, nodes, opts.perfCsv);
+    const loadMs = performance.now() - t0;
+    log(`Cluster ready in ${(loadMs / 1000).toFixed(2)} s: ${nodes.length} node${nodes.length === 1 ? "" : "s"}, weights sent ${formatBytes(totalSend)}`);
+    for (const l of planLines(config, plan, nodes)) log(l);
+    for (const n of nodes) n.stats = emptyStats();
+    for (const c of conns) c.traffic.sent = c.traffic.received = 0;
+
+    const weights = coord.weightsSummary();
+    const model: DistributedModel = {
+      dir,
+      config,
+      tokenizer,
+      weights,
+      files: source.files.map((f) => ({ file: f, bytes: fs.statSync(f).size })),
+      loadMs,
+      seqLen,
+      batch,
+      plan,
+      weightBytesSent: nodes.filter((n) => n.conn).map((n) => n.weightBytesSent),
+      forward: (tokens, pos) => coord.forward(tokens, pos),
+      clusterReport: () => coord.report(),
+      workerStats: async () => {
+        const out: Record<string, unknown>[] = [];
+        for (const n of nodes) {
+          if (!n.conn) continue;
+          const j = jsonOf(await n.conn.requestJson(MSG.STATS, {}), MSG.STATS_OK, `worker ${n.label}`);
+          out.push((j["counters"] as Record<string, unknown>) ?? {});
+        }
+        return out;
+      },
+      close: async () => {
+        coord.writeCsv();
+        for (const c of conns) c.close();
+      },
+    };
+    return model;
+  } catch (e) {
+    for (const c of conns) c.close();
+    throw e;
+  } finally {
+    source.close();
+  }
+}
+
+function planLines(c: LlamaConfig, plan: ClusterPlan, nodes: ClusterNode[]): string[] {
+  const lines = [`Plan (attention unit: ${plan.kvPerUnit} KV head${plan.kvPerUnit === 1 ? "" : "s"}; ${plan.attnUnits} attention, ${plan.ffnUnits} feed-forward, ${plan.vocabUnits} vocabulary units):`];
+  const total = plan.shares.reduce((a, b) => a + b, 0);
+  for (const n of nodes) {
+    const s = n.slice;
+    lines.push(
+      `  ${n.label.padEnd(22)} share ${((100 * n.share) / total).toFixed(1).padStart(5)}%  kv heads ${s.kv0}-${s.kv1}  hidden ${s.hb0 * 32}-${Math.min(s.hb1 * 32, c.hiddenDim)}  vocab ${s.v0}-${s.v1}  weights ${formatBytes(n.weightBytes)}`,
+    );
+  }
+  return lines;
+}
+
+interface CsvRow {
+  pos: number;
+  nTok: number;
+  layer: number;
+  op: Op;
+  node: string;
+  rttMs: number;
+  computeMs: number;
+  sent: number;
+  received: number;
+}
+
+/** The coordinator's own arena (embedding, norms, residual stream) and the per-layer rounds. */
+class Coordinator {
+  private readonly arena: Arena;
+  private readonly k: Kernels;
+  private readonly embedding: Ptr;
+  private readonly attnNorm: Ptr[] = [];
+  private readonly ffnNorm: Ptr[] = [];
+  private readonly finalNorm: Ptr;
+  private readonly x: Ptr;
+  private readonly xb: Ptr;
+  private readonly xq: Ptr;
+  private readonly dimP: number;
+  private readonly logits: Float32Array;
+  private readonly acc: Float32Array;
+  private readonly csv: CsvRow[] = [];
+  private tokens = 0;
+  private forwardMs = 0;
+  private rounds = 0;
+  private roundMs = 0;
+  private readonly embBytes: number;
+
+  constructor(
+    readonly config: LlamaConfig,
+    source: SafetensorsModel,
+    backend: KernelBackend,
+    readonly seqLen: number,
+    readonly batch: number,
+    readonly nodes: ClusterNode[],
+    readonly perfCsv: string | undefined,
+  ) {
+    const c = config;
+    const d = dimsOf(c);
+    this.dimP = d.dimP;
+    const rb = q8RowBytes(d.dimP);
+    const stagingRows = Math.max(1, Math.floor((1 << 18) / d.dimP));
+    this.embBytes = pad32(c.vocabSize) * rb;
+    const size = this.embBytes + (2 * c.nLayers + 1) * d.dimP * 4 + 2 * batch * d.dimP * 4 + batch * rb + stagingRows * d.dimP * 4 + backendScratchBytes(backend.threads) + (2 * c.nLayers + 16) * 64;
+    const a = (this.arena = new Arena(size, "coordinator"));
+    this.k = backend.bind(a);
+    this.embedding = a.alloc(this.embBytes);
+    const vec = (name: string): Ptr => {
+      const p = a.alloc(d.dimP * 4);
+      source.readRows(name, 0, 1, a.f32(p, c.dim));
+      return p;
+    };
+    for (let l = 0; l < c.nLayers; l++) {
+      const n = hfNames.layer(l);
+      this.attnNorm.push(vec(n.attnNorm));
+      this.ffnNorm.push(vec(n.ffnNorm));
+    }
+    this.finalNorm = vec(hfNames.finalNorm);
+    this.x = a.alloc(batch * d.dimP * 4);
+    this.xb = a.alloc(batch * d.dimP * 4);
+    this.xq = a.alloc(batch * rb);
+    const staging = a.alloc(stagingRows * d.dimP * 4);
+    const host = new Float32Array(stagingRows * c.dim);
+    for (let r0 = 0; r0 < c.vocabSize; r0 += stagingRows) {
+      const n = Math.min(stagingRows, c.vocabSize - r0);
+      const st = a.f32(staging, n * d.dimP);
+      if (c.dim === d.dimP) {
+        source.readRows(hfNames.embedding, r0, n, st);
+      } else {
+        source.readRows(hfNames.embedding, r0, n, host.subarray(0, n * c.dim));
+        st.fill(0);
+        for (let r = 0; r < n; r++) st.set(host.subarray(r * c.dim, (r + 1) * c.dim), r * d.dimP);
+      }
+      this.k.quantizeQ8(this.embedding + r0 * rb, staging, n * d.dimP);
+    }
+    this.logits = new Float32Array(c.vocabSize);
+    this.acc = new Float32Array(batch * d.dimP);
+  }
+
+  weightsSummary(): ModelWeights {
+    const c = this.config;
+    const d = dimsOf(c);
+    const L = c.nLayers;
+    const attnParams = L * (2 * c.dim * c.dim + 2 * d.kvDim * c.dim);
+    const ffnParams = L * 3 * c.dim * c.hiddenDim;
+    const local = this.nodes.find((n) => n.local)?.local ?? null;
+    const byType: MemoryRow[] = [
+      { type: "embedding", quant: "Q8_0", bytes: this.embBytes, params: c.vocabSize * c.dim },
+      { type: "norms", quant: "F32", bytes: (2 * L + 1) * d.dimP * 4, params: (2 * L + 1) * c.dim },
+    ];
+    if (local) byType.push({ type: "own slice (q,k,v,o,gate,up,down,classifier)", quant: "Q8_0", bytes: local.weightBytes, params: local.macsPerToken });
+    const model = byType.reduce((s, r) => s + r.bytes, 0);
+    const kvCache = local ? local.kvBytes : 0;
+    const arenas = local ? [this.arena, local.arena] : [this.arena];
+    const used = arenas.reduce((s, a) => s + a.used, 0);
+    return {
+      config: c,
+      dims: d,
+      seqLen: this.seqLen,
+      batch: this.batch,
+      arenas,
+      kernels: [this.k],
+      scratch: [],
+      layers: [],
+      embedding: { ptr: this.embedding, rows: c.vocabSize, cols: c.dim, rowsP: pad32(c.vocabSize), colsP: d.dimP },
+      classifier: { ptr: 0, rows: 0, cols: c.dim, rowsP: 0, colsP: d.dimP },
+      finalNorm: this.finalNorm,
+      memory: { byType, runState: Math.max(0, used - model - kvCache), kvCache, model },
+      macsPerToken: attnParams + ffnParams + c.vocabSize * c.dim,
+      tensorsLoaded: 0,
+    };
+  }
+
+  /** Quantized normalised input of n tokens (a copy, sent to the nodes). */
+  private normQ(norm: Ptr, n: number, lastOnly = false): Uint8Array {
+    const c = this.config;
+    const f = 4;
+    const dimP = this.dimP;
+    const t0 = lastOnly ? n - 1 : 0;
+    const cnt = n - t0;
+    for (let t = 0; t < cnt; t++) this.k.rmsnorm(this.xb + t * dimP * f, this.x + (t0 + t) * dimP * f, norm, c.dim, c.normEps);
+    this.k.quantizeQ8(this.xq, this.xb, cnt * dimP);
+    return Uint8Array.from(this.arena.u8(this.xq, cnt * q8RowBytes(dimP)));
+  }
+
+  /** One sync round: every node with a part of `op` computes it; returns their results in node order. */
+  private async round(op: Op, layer: number, pos: number, nTok: number, xq: Uint8Array): Promise<Float32Array[]> {
+    const has = (n: ClusterNode): boolean => {
+      const s = n.slice;
+      return op === "attn" ? s.kv1 > s.kv0 : op === "ffn" ? s.hb1 > s.hb0 : s.v1 > s.v0;
+    };
+    const t0 = performance.now();
+    const body = encodeActRequest(layer, pos, nTok, xq);
+    const pending: (Promise<{ values: Float32Array; computeUs: number; t: number }> | null)[] = this.nodes.map((n) => {
+      if (!has(n) || !n.conn) return null;
+      return n.conn.request(OP_MSG[op], body).then((r) => {
+        if (r.type !== MSG.RESULT) throw new LlameshError(`worker ${n.label}: unexpected reply type ${r.type}`);
+        return { ...decodeResult(r.body), t: performance.now() };
+      });
+    });
+    const results: (Float32Array | null)[] = this.nodes.map(() => null);
+    for (let i = 0; i < this.nodes.length; i++) {
+      const n = this.nodes[i]!;
+      if (!n.local || !has(n)) continue;
+      const tl = performance.now();
+      const v = op === "attn" ? n.local.attention(layer, pos, nTok, xq) : op === "ffn" ? n.local.ffn(layer, nTok, xq) : n.local.logits(xq);
+      results[i] = Float32Array.from(v);
+      const ms = performance.now() - tl;
+      n.stats.rounds++;
+      n.stats.rttMs += ms;
+      n.stats.computeMs += ms;
+      this.csv.push({ pos, nTok, layer, op, node: n.label, rttMs: ms, computeMs: ms, sent: 0, received: 0 });
+    }
+    const reqBytes = body.length + 16;
+    for (let i = 0; i < this.nodes.length; i++) {
+      const p = pending[i];
+      if (!p) continue;
+      const r = await p;
+      const n = this.nodes[i]!;
+      results[i] = r.values;
+      const rtt = r.t - t0;
+      const recv = r.values.byteLength + 4 + 16;
+      n.stats.rounds++;
+      n.stats.rttMs += rtt;
+      n.stats.computeMs += r.computeUs / 1000;
+      n.stats.sent += reqBytes;
+      n.stats.received += recv;
+      this.csv.push({ pos, nTok, layer, op, node: n.label, rttMs: rtt, computeMs: r.computeUs / 1000, sent: reqBytes, received: recv });
+    }
+    this.rounds++;
+    this.roundMs += performance.now() - t0;
+    return results.filter((r): r is Float32Array => r !== null);
+  }
+
+  /** x += sum of the partial sums, added in node order. */
+  private addPartials(parts: Float32Array[], n: number): void {
+    const len = n * this.dimP;
+    const x = this.arena.f32(this.x, len);
+    if (parts.length === 1) {
+      const p = parts[0]!;
+      for (let i = 0; i < len; i++) x[i] = x[i]! + p[i]!;
+      return;
+    }
+    const acc = this.acc;
+    acc.set(parts[0]!.subarray(0, len));
+    for (let j = 1; j < parts.length; j++) {
+      const p = parts[j]!;
+      for (let i = 0; i < len; i++) acc[i] = acc[i]! + p[i]!;
+    }
+    for (let i = 0; i < len; i++) x[i] = x[i]! + acc[i]!;
+  }
+
+  async forward(tokens: readonly number[], pos: number): Promise<Float32Array> {
+    const c = this.config;
+    const n = tokens.length;
+    if (n < 1 || n > this.batch) throw new RangeError(`forward: ${n} tokens, expected 1..${this.batch}`);
+    if (pos + n > this.seqLen) throw new RangeError(`forward: positions up to ${pos + n} exceed the context ${this.seqLen}`);
+    const t0 = performance.now();
+    const rb = q8RowBytes(this.dimP);
+    for (let t = 0; t < n; t++) {
+      const id = tokens[t]!;
+      if (!(id >= 0 && id < c.vocabSize)) throw new RangeError(`token id ${id} outside the vocabulary (0..${c.vocabSize - 1})`);
+      this.k.dequantQ8(this.x + t * this.dimP * 4, this.embedding + id * rb, this.dimP);
+    }
+    for (let l = 0; l < c.nLayers; l++) {
+      this.addPartials(await this.round("attn", l, pos, n, this.normQ(this.attnNorm[l]!, n)), n);
+      this.addPartials(await this.round("ffn", l, pos, n, this.normQ(this.ffnNorm[l]!, n)), n);
+    }
+    const parts = await this.round("logits", 0, pos + n - 1, 1, this.normQ(this.finalNorm, n, true));
+    let i = 0;
+    for (const node of this.nodes) {
+      const s = node.slice;
+      if (s.v1 > s.v0) this.logits.set(parts[i++]!.subarray(0, s.v1 - s.v0), s.v0);
+    }
+    this.tokens += n;
+    this.forwardMs += performance.now() - t0;
+    return this.logits;
+  }
+
+  report(): string[] {
+    const lines: string[] = [];
+    const tok = Math.max(1, this.tokens);
+    const total = this.nodes.reduce((s, n) => s + n.share, 0);
+    lines.push(`Cluster: ${this.nodes.length} node${this.nodes.length === 1 ? "" : "s"}, ${this.tokens} tokens through the cluster, ${(this.rounds / Math.max(1, this.tokens)).toFixed(1)} sync rounds per token`);
+    const rows: string[][] = [["node", "share", "rounds", "avg RTT ms", "net overhead ms", "compute ms/tok", "sent/tok", "recv/tok", "GMAC"]];
+    let netTotal = 0;
+    for (const n of this.nodes) {
+      const st = n.stats;
+      const avg = st.rounds ? st.rttMs / st.rounds : 0;
+      const overhead = st.rounds ? (st.rttMs - st.computeMs) / st.rounds : 0;
+      if (n.conn) netTotal += st.rttMs - st.computeMs;
+      const gmac = st.computeMs > 0 ? (n.macsPerToken * tok) / (st.computeMs / 1000) / 1e9 : 0;
+      rows.push([
+        n.label, `${((100 * n.share) / total).toFixed(1)}%`, String(st.rounds), avg.toFixed(3), n.conn ? overhead.toFixed(3) : "-",
+        (st.computeMs / tok).toFixed(2), n.conn ? formatBytes(st.sent / tok) : "-", n.conn ? formatBytes(st.received / tok) : "-", gmac.toFixed(2),
+      ]);
+    }
+    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+    for (const r of rows) lines.push("  " + r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  "));
+    const msTok = this.forwardMs / tok;
+    lines.push(`Cluster speed: ${(1000 / Math.max(1e-9, msTok)).toFixed(2)} tok/s, ${msTok.toFixed(2)} ms/token, ${(this.roundMs / Math.max(1, this.rounds)).toFixed(3)} ms per sync round`);
+    // Verdict: compare the network cost per token against the compute the busiest worker saved.
+    const remote = this.nodes.filter((n) => n.conn);
+    if (remote.length > 0) {
+      const netPerTok = netTotal / remote.length / tok;
+      const maxCompute = Math.max(...this.nodes.map((n) => n.stats.computeMs / tok));
+      const sumCompute = this.nodes.reduce((s, n) => s + n.stats.computeMs / tok, 0);
+      const saved = sumCompute - maxCompute;
+      if (netPerTok > saved) {
+        lines.push(`Verdict: the network costs more than it saves (${netPerTok.toFixed(2)} ms/token of network overhead per worker vs ${saved.toFixed(2)} ms/token of compute saved by splitting); one machine would be faster`);
+      }
+    }
+    return lines;
+  }
+
+  writeCsv(): void {
+    if (!this.perfCsv) return;
+    const out = ["pos,n_tokens,layer,operation,node,round_trip_ms,compute_ms,network_ms,bytes_sent,bytes_received"];
+    for (const r of this.csv) {
+      out.push(`${r.pos},${r.nTok},${r.layer},${r.op},${r.node},${r.rttMs.toFixed(4)},${r.computeMs.toFixed(4)},${(r.rttMs - r.computeMs).toFixed(4)},${r.sent},${r.received}`);
+    }
+    fs.writeFileSync(this.perfCsv, out.join("\n") + "\n");
+  }
+}

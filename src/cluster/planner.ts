@@ -1,0 +1,103 @@
+/**
+ * The planner: which part of every layer each node computes. A pure function of the model shape
+ * and the nodes' shares, so it can be re-run at any time (e.g. over the nodes left after one is
+ * lost) and gives the same answer for the same input.
+ *
+ * - Attention is split by groups of KV heads. A node multiplies its heads' attention output by
+ *   its COLUMNS of o_proj, and that product quantizes its input in blocks of 32 columns; for the
+ *   blocks to be the very blocks of the single-node pass, a node's columns must start on a
+ *   multiple of 32. The unit is therefore lcm(headDim * nHeads/nKvHeads, 32) columns, i.e.
+ *   `kvPerUnit` KV heads (stories260K: 2 of its 4; TinyLlama: 1 of its 4; Llama 2 7B: 1 of 32).
+ * - The feed-forward is split by blocks of 32 hidden units (rows of gate/up, columns of down),
+ *   counted over the padded hidden size.
+ * - The classifier is split by blocks of 32 vocabulary rows.
+ *
+ * Units are shared out by the largest-remainder method, in node order, as contiguous ranges;
+ * a share of 0 gets nothing.
+ */
+import { LlameshError } from "../model/errors.js";
+
+export interface PlanShape {
+  dim: number;
+  hiddenDim: number;
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+  vocabSize: number;
+}
+
+export interface NodeSlice {
+  /** KV heads [kv0, kv1); query heads are [kv0 * g, kv1 * g) with g = nHeads / nKvHeads. */
+  kv0: number;
+  kv1: number;
+  /** Blocks of 32 hidden units [hb0, hb1) of the padded hidden size. */
+  hb0: number;
+  hb1: number;
+  /** Vocabulary rows [v0, v1). */
+  v0: number;
+  v1: number;
+}
+
+export interface ClusterPlan {
+  shares: number[];
+  kvPerUnit: number;
+  attnUnits: number;
+  ffnUnits: number;
+  vocabUnits: number;
+  nodes: NodeSlice[];
+}
+
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
+/** Split `n` units in proportion to `shares` (largest remainder; ties to the earlier node). */
+export function apportion(n: number, shares: readonly number[]): number[] {
+  const total = shares.reduce((a, b) => a + b, 0);
+  if (!(total > 0)) throw new LlameshError("shares: at least one node needs a share above 0");
+  const exact = shares.map((s) => (n * s) / total);
+  const counts = exact.map((e) => Math.floor(e + 1e-9));
+  let left = n - counts.reduce((a, b) => a + b, 0);
+  const order = exact.map((e, i) => ({ i, r: e - counts[i]! })).filter((o) => shares[o.i]! > 0).sort((a, b) => b.r - a.r || a.i - b.i);
+  for (let k = 0; left > 0; k = (k + 1) % order.length, left--) counts[order[k]!.i]!++;
+  return counts;
+}
+
+export function planCluster(shape: PlanShape, shares: readonly number[]): ClusterPlan {
+  if (shares.length === 0) throw new LlameshError("shares: no nodes");
+  for (const s of shares) if (!(s >= 0) || !Number.isFinite(s)) throw new LlameshError(`shares: ${s} is not a number >= 0`);
+  const g = shape.nHeads / shape.nKvHeads;
+  const groupCols = shape.headDim * g;
+  const unitCols = (groupCols * 32) / gcd(groupCols, 32);
+  const kvPerUnit = unitCols / groupCols;
+  const attnUnits = Math.ceil(shape.nKvHeads / kvPerUnit);
+  const ffnUnits = Math.ceil(shape.hiddenDim / 32);
+  const vocabUnits = Math.ceil(shape.vocabSize / 32);
+  const a = apportion(attnUnits, shares);
+  const f = apportion(ffnUnits, shares);
+  const v = apportion(vocabUnits, shares);
+  const nodes: NodeSlice[] = [];
+  let au = 0;
+  let fu = 0;
+  let vu = 0;
+  for (let i = 0; i < shares.length; i++) {
+    nodes.push({
+      kv0: Math.min(au * kvPerUnit, shape.nKvHeads),
+      kv1: Math.min((au + a[i]!) * kvPerUnit, shape.nKvHeads),
+      hb0: fu,
+      hb1: fu + f[i]!,
+      v0: Math.min(vu * 32, shape.vocabSize),
+      v1: Math.min((vu + v[i]!) * 32, shape.vocabSize),
+    });
+    au += a[i]!;
+    fu += f[i]!;
+    vu += v[i]!;
+  }
+  return { shares: [...shares], kvPerUnit, attnUnits, ffnUnits, vocabUnits, nodes };
+}
+
+/** True when the node has nothing to do. */
+export function isEmptySlice(s: NodeSlice): boolean {
+  return s.kv0 === s.kv1 && s.hb0 === s.hb1 && s.v0 === s.v1;
+}

@@ -1,0 +1,342 @@
+/**
+ * The cluster wire format, in one place. Every message is a frame:
+ *
+ *   offset size  field
+ *   0      4     magic "LMSH" (0x4c 0x4d 0x53 0x48)
+ *   4      2     protocol version (u16 LE)
+ *   6      2     message type (u16 LE, see MSG)
+ *   8      4     request id (u32 LE; a reply carries the id of its request)
+ *   12     4     body length in bytes (u32 LE, at most MAX_FRAME_BYTES)
+ *   16     ...   body
+ *
+ * Little-endian everywhere. Control messages (hello, setup, stats, errors) carry a UTF-8 JSON
+ * body, so the handshake can grow (authentication comes later) without a new frame layout;
+ * the hot messages (attention, feed-forward, logits, weight chunks) carry binary bodies laid out
+ * by the helpers below. Sockets run with TCP_NODELAY.
+ */
+import * as net from "node:net";
+import { LlameshError } from "../model/errors.js";
+
+export const MAGIC = 0x48534d4c; // "LMSH" read as a little-endian u32
+export const PROTOCOL_VERSION = 1;
+export const HEADER_BYTES = 16;
+/** Largest body accepted: weight chunks are 4 MB, activations far smaller. */
+export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
+/** Weight slices travel in chunks of this many bytes. */
+export const WEIGHT_CHUNK_BYTES = 4 * 1024 * 1024;
+
+export const MSG = {
+  /** Any direction: {message, code}. The request failed; a worker keeps serving. */
+  ERROR: 0,
+  /** client -> worker: {fingerprint, client, ...}; reply HELLO_OK {worker, threads, gmac, protocol, counters}. */
+  HELLO: 1,
+  HELLO_OK: 2,
+  /** client -> worker: {plan for this node, config, seqLen, batch, slices: [{key, bytes}]}; reply SETUP_OK {missing: keys}. */
+  SETUP: 3,
+  SETUP_OK: 4,
+  /** client -> worker: binary weight chunk (see encodeWeightChunk); no reply. */
+  WEIGHTS: 5,
+  /** client -> worker: {} after the last chunk; reply READY_OK {counters} once the node is built. */
+  READY: 6,
+  READY_OK: 7,
+  /** client -> worker: binary activation request (see encodeActRequest); reply RESULT. */
+  ATTN: 8,
+  FFN: 9,
+  LOGITS: 10,
+  /** worker -> client: u32 compute microseconds, then f32 values. */
+  RESULT: 11,
+  /** client -> worker: {}; reply STATS_OK {counters}. */
+  STATS: 12,
+  STATS_OK: 13,
+} as const;
+export type MsgType = (typeof MSG)[keyof typeof MSG];
+
+export const MSG_NAMES: Record<number, string> = Object.fromEntries(Object.entries(MSG).map(([k, v]) => [v, k]));
+
+export interface Frame {
+  version: number;
+  type: number;
+  id: number;
+  body: Buffer;
+}
+
+export function encodeFrame(type: number, id: number, body: Uint8Array | string = new Uint8Array(0), version = PROTOCOL_VERSION): Buffer {
+  const b = typeof body === "string" ? Buffer.from(body, "utf8") : body;
+  if (b.length > MAX_FRAME_BYTES) throw new RangeError(`frame body of ${b.length} bytes exceeds ${MAX_FRAME_BYTES}`);
+  const out = Buffer.allocUnsafe(HEADER_BYTES + b.length);
+  out.writeUInt32LE(MAGIC, 0);
+  out.writeUInt16LE(version, 4);
+  out.writeUInt16LE(type, 6);
+  out.writeUInt32LE(id >>> 0, 8);
+  out.writeUInt32LE(b.length, 12);
+  out.set(b, HEADER_BYTES);
+  return out;
+}
+
+export function encodeJson(type: number, id: number, value: unknown): Buffer {
+  return encodeFrame(type, id, JSON.stringify(value));
+}
+
+/** A framing problem: the stream cannot be trusted past this point. */
+export class FrameError extends Error {
+  constructor(message: string, readonly code: string) {
+    super(message);
+  }
+}
+
+/**
+ * Cuts a byte stream into frames. push() returns the complete frames; it throws FrameError on a
+ * bad magic or an over-long body (the header's version is checked by the caller, which can still
+ * answer with an error frame because the length is known).
+ */
+export class FrameReader {
+  private chunks: Buffer[] = [];
+  private have = 0;
+
+  push(data: Buffer): Frame[] {
+    this.chunks.push(data);
+    this.have += data.length;
+    const frames: Frame[] = [];
+    for (;;) {
+      if (this.have < HEADER_BYTES) break;
+      const head = this.peek(HEADER_BYTES);
+      const magic = head.readUInt32LE(0);
+      if (magic !== MAGIC) {
+        throw new FrameError(`bad magic 0x${magic.toString(16).padStart(8, "0")}: not a llamesh frame (expected "LMSH")`, "bad-magic");
+      }
+      const len = head.readUInt32LE(12);
+      if (len > MAX_FRAME_BYTES) throw new FrameError(`frame body of ${len} bytes exceeds the ${MAX_FRAME_BYTES}-byte maximum`, "too-large");
+      if (this.have < HEADER_BYTES + len) break;
+      const all = this.take(HEADER_BYTES + len);
+      frames.push({ version: all.readUInt16LE(4), type: all.readUInt16LE(6), id: all.readUInt32LE(8), body: all.subarray(HEADER_BYTES) });
+    }
+    return frames;
+  }
+
+  private peek(n: number): Buffer {
+    if (this.chunks[0]!.length >= n) return this.chunks[0]!;
+    const b = Buffer.concat(this.chunks);
+    this.chunks = [b];
+    return b;
+  }
+
+  private take(n: number): Buffer {
+    const first = this.chunks[0]!;
+    let out: Buffer;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      const b = Buffer.concat(this.chunks);
+      out = b.subarray(0, n);
+      this.chunks = b.length > n ? [b.subarray(n)] : [];
+    }
+    this.have -= n;
+    return out;
+  }
+}
+
+export function parseJson(body: Buffer, what: string): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(body.toString("utf8"));
+  } catch {
+    throw new ProtocolError(`${what}: body is not valid JSON`, "bad-json");
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new ProtocolError(`${what}: expected a JSON object`, "bad-json");
+  return v as Record<string, unknown>;
+}
+
+/** A request the peer can be told about in an error frame (the connection stays usable). */
+export class ProtocolError extends Error {
+  constructor(message: string, readonly code: string) {
+    super(message);
+  }
+}
+
+// ---- binary bodies ----
+
+/**
+ * Activation request (ATTN, FFN, LOGITS): u32 layer, u32 pos, u32 nTok, u32 reserved, then nTok
+ * Q8_0 rows of the normalised input (dimP values each).
+ */
+export function encodeActRequest(layer: number, pos: number, nTok: number, xq: Uint8Array): Buffer {
+  const b = Buffer.allocUnsafe(16 + xq.length);
+  b.writeUInt32LE(layer, 0);
+  b.writeUInt32LE(pos, 4);
+  b.writeUInt32LE(nTok, 8);
+  b.writeUInt32LE(0, 12);
+  b.set(xq, 16);
+  return b;
+}
+
+export function decodeActRequest(body: Buffer): { layer: number; pos: number; nTok: number; xq: Buffer } {
+  if (body.length < 16) throw new ProtocolError(`activation request of ${body.length} bytes is shorter than its 16-byte header`, "bad-body");
+  return { layer: body.readUInt32LE(0), pos: body.readUInt32LE(4), nTok: body.readUInt32LE(8), xq: body.subarray(16) };
+}
+
+/** RESULT body: u32 compute microseconds, then the f32 values. */
+export function encodeResult(computeUs: number, values: Float32Array): Buffer {
+  const b = Buffer.allocUnsafe(4 + values.byteLength);
+  b.writeUInt32LE(Math.min(0xffffffff, Math.max(0, Math.round(computeUs))), 0);
+  b.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), 4);
+  return b;
+}
+
+export function decodeResult(body: Buffer): { computeUs: number; values: Float32Array } {
+  const n = (body.length - 4) >> 2;
+  // copy: the frame buffer's offset need not be 4-aligned
+  const values = new Float32Array(n);
+  new Uint8Array(values.buffer).set(body.subarray(4, 4 + n * 4));
+  return { computeUs: body.readUInt32LE(0), values };
+}
+
+/** Weight chunk: u16 key length, key (ASCII), f64 offset, then the bytes. */
+export function encodeWeightChunk(key: string, offset: number, data: Uint8Array): Buffer {
+  const k = Buffer.from(key, "ascii");
+  const b = Buffer.allocUnsafe(2 + k.length + 8 + data.length);
+  b.writeUInt16LE(k.length, 0);
+  b.set(k, 2);
+  b.writeDoubleLE(offset, 2 + k.length);
+  b.set(data, 10 + k.length);
+  return b;
+}
+
+export function decodeWeightChunk(body: Buffer): { key: string; offset: number; data: Buffer } {
+  if (body.length < 2) throw new ProtocolError("weight chunk too short", "bad-body");
+  const kl = body.readUInt16LE(0);
+  if (body.length < 10 + kl) throw new ProtocolError("weight chunk too short", "bad-body");
+  return { key: body.toString("ascii", 2, 2 + kl), offset: body.readDoubleLE(2 + kl), data: body.subarray(10 + kl) };
+}
+
+// ---- a request/response connection (client side) ----
+
+export interface Reply {
+  type: number;
+  body: Buffer;
+}
+
+/** Byte counters of one connection (frames included). */
+export interface Traffic {
+  sent: number;
+  received: number;
+}
+
+/**
+ * Client end of a worker connection: numbered requests, replies matched by id, back-pressure on
+ * large writes. An ERROR reply rejects with a LlameshError naming the worker.
+ */
+export class Connection {
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
+  private readonly reader = new FrameReader();
+  private closedErr: Error | null = null;
+  readonly traffic: Traffic = { sent: 0, received: 0 };
+
+  private constructor(readonly socket: net.Socket, readonly label: string) {
+    socket.setNoDelay(true);
+    socket.on("data", (d: Buffer) => {
+      this.traffic.received += d.length;
+      let frames: Frame[];
+      try {
+        frames = this.reader.push(d);
+      } catch (e) {
+        this.fail(new LlameshError(`worker ${label}: ${(e as Error).message}`));
+        socket.destroy();
+        return;
+      }
+      for (const f of frames) {
+        const p = this.pending.get(f.id);
+        if (!p) continue;
+        this.pending.delete(f.id);
+        if (f.type === MSG.ERROR) {
+          let msg = f.body.toString("utf8");
+          try {
+            const j = JSON.parse(msg) as { message?: string };
+            msg = j.message ?? msg;
+          } catch {
+            /* keep the raw text */
+          }
+          p.reject(new LlameshError(`worker ${label}: ${msg}`));
+        } else {
+          p.resolve({ type: f.type, body: f.body });
+        }
+      }
+    });
+    socket.on("error", (e) => this.fail(new LlameshError(`worker ${label}: ${e.message}`)));
+    socket.on("close", () => this.fail(new LlameshError(`worker ${label}: connection closed`)));
+  }
+
+  static connect(host: string, port: number, timeoutMs = 10_000): Promise<Connection> {
+    const label = `${host}:${port}`;
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ host, port });
+      const timer = setTimeout(() => {
+        s.destroy();
+        reject(new LlameshError(`worker ${label}: no answer to connect within ${timeoutMs / 1000} s`));
+      }, timeoutMs);
+      s.once("connect", () => {
+        clearTimeout(timer);
+        s.removeAllListeners("error");
+        resolve(new Connection(s, label));
+      });
+      s.once("error", (e) => {
+        clearTimeout(timer);
+        reject(new LlameshError(`worker ${label}: cannot connect (${(e as NodeJS.ErrnoException).code ?? e.message})`));
+      });
+    });
+  }
+
+  private fail(e: Error): void {
+    if (!this.closedErr) this.closedErr = e;
+    for (const p of this.pending.values()) p.reject(e);
+    this.pending.clear();
+  }
+
+  /** Send a request and wait for its reply. */
+  request(type: number, body: Uint8Array | string): Promise<Reply> {
+    if (this.closedErr) return Promise.reject(this.closedErr);
+    const id = this.nextId++;
+    const p = new Promise<Reply>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    const frame = encodeFrame(type, id, body);
+    this.traffic.sent += frame.length;
+    this.socket.write(frame);
+    return p;
+  }
+
+  requestJson(type: number, value: unknown): Promise<Reply> {
+    return this.request(type, JSON.stringify(value));
+  }
+
+  /** Send a frame that gets no reply, waiting for the socket to drain when its buffer is full. */
+  async send(type: number, body: Uint8Array): Promise<void> {
+    if (this.closedErr) throw this.closedErr;
+    const frame = encodeFrame(type, 0, body);
+    this.traffic.sent += frame.length;
+    if (!this.socket.write(frame)) {
+      await new Promise<void>((resolve, reject) => {
+        const onDrain = (): void => {
+          this.socket.off("close", onClose);
+          resolve();
+        };
+        const onClose = (): void => {
+          this.socket.off("drain", onDrain);
+          reject(this.closedErr ?? new LlameshError(`worker ${this.label}: connection closed`));
+        };
+        this.socket.once("drain", onDrain);
+        this.socket.once("close", onClose);
+      });
+    }
+  }
+
+  close(): void {
+    this.socket.end();
+    this.socket.destroy();
+  }
+}
+
+export function jsonOf(r: Reply, expect: number, what: string): Record<string, unknown> {
+  if (r.type !== expect) throw new LlameshError(`${what}: unexpected reply ${MSG_NAMES[r.type] ?? r.type} (expected ${MSG_NAMES[expect]})`);
+  return parseJson(r.body, what);
+}

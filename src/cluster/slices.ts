@@ -1,0 +1,376 @@
+/**
+ * A node's slice of the model and the computation on it. The same class runs in a worker process
+ * and, for the client's own share, inside the client: given the normalised input of a layer
+ * (Q8_0, exactly the blocks the single-node pass quantizes) it returns the node's partial sums
+ * of the attention output projection or of the feed-forward down projection, or its rows of the
+ * logits. One node whose slice covers everything computes exactly what ForwardPass computes.
+ *
+ * Slices are described by SliceDesc (which tensor, which rows or which 32-column blocks); their
+ * bytes are Q8_0 rows, row-major. Row slices hold rows [r0, r1) with all (padded) columns; column
+ * slices hold every row but only columns [c0, c1) (multiples of 32, in padded column space),
+ * which are whole Q8_0 blocks of the single-node rows, so slicing after quantizing equals
+ * quantizing the slice.
+ */
+import * as crypto from "node:crypto";
+import { Arena, MAX_ARENA_BYTES } from "../kernels/arena.js";
+import type { KernelBackend, Kernels, Ptr } from "../kernels/kernels.js";
+import { Q8_0_BLOCK_BYTES, pad32, q8RowBytes } from "../kernels/q8.js";
+import type { LlamaConfig } from "../model/config.js";
+import { LlameshError } from "../model/errors.js";
+import type { TensorSource } from "../model/safetensors.js";
+import { backendScratchBytes, hfNames, ropeTable } from "../engine/weights.js";
+import type { NodeSlice } from "./planner.js";
+
+/** Bumped whenever the stored slice format changes (it is part of every cache key). */
+export const SLICE_FORMAT = "q8_0-v1";
+
+export interface SliceDesc {
+  /** Short name, unique within a node: "L3.wq", "cls". */
+  id: string;
+  tensor: string;
+  kind: "rows" | "cols";
+  /** Source rows [r0, r1) (row slices); column slices take every row. */
+  r0: number;
+  r1: number;
+  /** Padded columns [c0, c1) (column slices; row slices take [0, pad32(cols))). */
+  c0: number;
+  c1: number;
+  /** Source shape. */
+  srcRows: number;
+  srcCols: number;
+  /** Bytes of the stored slice. */
+  bytes: number;
+  /** Content key: hash of the model fingerprint, the format and the slice. Set by withKeys(). */
+  key: string;
+}
+
+export interface NodeDims {
+  g: number;
+  qCols0: number; // first column of o_proj (= first q row)
+  qRows: number; // real q rows (= o_proj columns) of this node
+  qRowsP: number; // padded
+  nHeads: number;
+  nKv: number;
+  kvRows: number;
+  kvRowsP: number;
+  hRows: number; // hidden rows of this node (padded space, multiple of 32)
+  vRows: number;
+  vRowsP: number;
+  dimP: number;
+}
+
+export function nodeDims(c: LlamaConfig, s: NodeSlice): NodeDims {
+  const g = c.nHeads / c.nKvHeads;
+  const qCols0 = s.kv0 * g * c.headDim;
+  const qEnd = s.kv1 * g * c.headDim;
+  const qRows = qEnd - qCols0;
+  const kvRows = (s.kv1 - s.kv0) * c.headDim;
+  return {
+    g,
+    qCols0,
+    qRows,
+    qRowsP: qRows === 0 ? 0 : pad32(qEnd) - qCols0,
+    nHeads: (s.kv1 - s.kv0) * g,
+    nKv: s.kv1 - s.kv0,
+    kvRows,
+    kvRowsP: pad32(kvRows),
+    hRows: (s.hb1 - s.hb0) * 32,
+    vRows: s.v1 - s.v0,
+    vRowsP: pad32(s.v1 - s.v0),
+    dimP: pad32(c.dim),
+  };
+}
+
+/** Multiply-accumulates per token of a node's matrices (real sizes, as the single-node GMAC counts). */
+export function sliceMacs(c: LlamaConfig, s: NodeSlice): number {
+  const d = nodeDims(c, s);
+  const hReal = Math.max(0, Math.min(s.hb1 * 32, c.hiddenDim) - s.hb0 * 32);
+  return c.nLayers * (d.qRows * c.dim * 2 + d.kvRows * c.dim * 2 + hReal * c.dim * 3) + d.vRows * c.dim;
+}
+
+/** The slices a node holds, in a fixed order (layer by layer, then the classifier). */
+export function sliceDescs(c: LlamaConfig, s: NodeSlice): SliceDesc[] {
+  const d = nodeDims(c, s);
+  const out: SliceDesc[] = [];
+  const rows = (id: string, tensor: string, r0: number, r1: number, srcRows: number, srcCols: number): void => {
+    out.push({ id, tensor, kind: "rows", r0, r1, c0: 0, c1: pad32(srcCols), srcRows, srcCols, bytes: (r1 - r0) * q8RowBytes(pad32(srcCols)), key: "" });
+  };
+  const cols = (id: string, tensor: string, c0: number, c1: number, srcRows: number, srcCols: number): void => {
+    out.push({ id, tensor, kind: "cols", r0: 0, r1: srcRows, c0, c1, srcRows, srcCols, bytes: srcRows * q8RowBytes(c1 - c0), key: "" });
+  };
+  for (let l = 0; l < c.nLayers; l++) {
+    const n = hfNames.layer(l);
+    if (d.qRows > 0) {
+      rows(`L${l}.wq`, n.wq, d.qCols0, d.qCols0 + d.qRows, c.dim, c.dim);
+      rows(`L${l}.wk`, n.wk, s.kv0 * c.headDim, s.kv1 * c.headDim, c.nKvHeads * c.headDim, c.dim);
+      rows(`L${l}.wv`, n.wv, s.kv0 * c.headDim, s.kv1 * c.headDim, c.nKvHeads * c.headDim, c.dim);
+      cols(`L${l}.wo`, n.wo, d.qCols0, d.qCols0 + d.qRowsP, c.dim, c.dim);
+    }
+    if (d.hRows > 0) {
+      const h0 = s.hb0 * 32;
+      const h1 = Math.min(s.hb1 * 32, c.hiddenDim);
+      rows(`L${l}.gate`, n.gate, h0, h1, c.hiddenDim, c.dim);
+      rows(`L${l}.up`, n.up, h0, h1, c.hiddenDim, c.dim);
+      cols(`L${l}.down`, n.down, h0, h0 + d.hRows, c.dim, c.hiddenDim);
+    }
+  }
+  if (d.vRows > 0) rows("cls", c.tiedEmbeddings ? hfNames.embedding : hfNames.classifier, s.v0, s.v1, c.vocabSize, c.dim);
+  return out;
+}
+
+/** Give every slice its content key (hex, 40 characters). */
+export function withKeys(descs: SliceDesc[], fingerprint: string): SliceDesc[] {
+  return descs.map((d) => {
+    const h = crypto.createHash("sha256");
+    h.update(`${fingerprint}|${SLICE_FORMAT}|${d.tensor}|${d.kind}|${d.r0}-${d.r1}|${d.c0}-${d.c1}|${d.srcRows}x${d.srcCols}`);
+    return { ...d, key: h.digest("hex").slice(0, 40) };
+  });
+}
+
+interface LayerPtrs {
+  wq: Ptr;
+  wk: Ptr;
+  wv: Ptr;
+  wo: Ptr;
+  gate: Ptr;
+  up: Ptr;
+  down: Ptr;
+  kCache: Ptr;
+  vCache: Ptr;
+}
+
+/** The arena of one node: its slices, its rows of the KV cache, scratch. */
+export class SliceNode {
+  readonly arena: Arena;
+  readonly k: Kernels;
+  readonly d: NodeDims;
+  readonly descs: SliceDesc[];
+  private readonly ptrs = new Map<string, Ptr>();
+  private readonly layers: LayerPtrs[] = [];
+  private readonly s: {
+    xq: Ptr; q: Ptr; kk: Ptr; v: Ptr; att: Ptr; aq: Ptr; scores: Ptr; hb: Ptr; hb2: Ptr; out: Ptr; logits: Ptr; cosSin: Ptr;
+  };
+  /** Multiply-accumulates per token of this node's matrices. */
+  readonly macsPerToken: number;
+  readonly weightBytes: number;
+  readonly kvBytes: number;
+
+  constructor(readonly config: LlamaConfig, readonly slice: NodeSlice, readonly seqLen: number, readonly batch: number, backend: KernelBackend, descs?: SliceDesc[]) {
+    const c = config;
+    const d = (this.d = nodeDims(c, slice));
+    this.descs = descs ?? sliceDescs(c, slice);
+    const f = 4;
+    const al = 64;
+    const allocRows = (desc: SliceDesc): number => {
+      if (desc.kind === "cols") return desc.bytes;
+      return pad32(desc.r1 - desc.r0) * q8RowBytes(pad32(desc.srcCols));
+    };
+    let weights = 0;
+    for (const desc of this.descs) weights += allocRows(desc) + al;
+    const kv = c.nLayers * 2 * (seqLen * d.kvRows * 2 + al);
+    const widest = Math.max(d.qRowsP, d.hRows, 32);
+    const scratch =
+      batch * q8RowBytes(d.dimP) +
+      batch * (d.qRowsP * 2 + d.kvRowsP * 2 + d.hRows * 2 + d.dimP) * f +
+      batch * q8RowBytes(pad32(widest)) +
+      Math.max(1, d.nHeads) * seqLen * f +
+      d.vRowsP * f +
+      seqLen * c.headDim * f +
+      14 * al;
+    const size = weights + kv + scratch + backendScratchBytes(backend.threads);
+    if (size > MAX_ARENA_BYTES) {
+      throw new LlameshError(`this node's slice needs ${(size / 1e9).toFixed(2)} GB, over one ${(MAX_ARENA_BYTES / 2 ** 30).toFixed(0)} GiB arena: spread the model over more nodes`);
+    }
+    this.arena = new Arena(size, "slice");
+    const a = this.arena;
+    this.weightBytes = weights;
+    this.kvBytes = kv;
+    for (const desc of this.descs) this.ptrs.set(desc.id, a.alloc(allocRows(desc)));
+    const p = (id: string): Ptr => this.ptrs.get(id) ?? 0;
+    for (let l = 0; l < c.nLayers; l++) {
+      this.layers.push({
+        wq: p(`L${l}.wq`), wk: p(`L${l}.wk`), wv: p(`L${l}.wv`), wo: p(`L${l}.wo`),
+        gate: p(`L${l}.gate`), up: p(`L${l}.up`), down: p(`L${l}.down`),
+        kCache: d.kvRows > 0 ? a.alloc(seqLen * d.kvRows * 2) : 0,
+        vCache: d.kvRows > 0 ? a.alloc(seqLen * d.kvRows * 2) : 0,
+      });
+    }
+    this.s = {
+      xq: a.alloc(batch * q8RowBytes(d.dimP)),
+      q: a.alloc(batch * d.qRowsP * f),
+      kk: a.alloc(batch * d.kvRowsP * f),
+      v: a.alloc(batch * d.kvRowsP * f),
+      att: a.alloc(batch * d.qRowsP * f),
+      aq: a.alloc(batch * q8RowBytes(pad32(widest))),
+      scores: a.alloc(Math.max(1, d.nHeads) * seqLen * f),
+      hb: a.alloc(batch * d.hRows * f),
+      hb2: a.alloc(batch * d.hRows * f),
+      out: a.alloc(batch * d.dimP * f),
+      logits: a.alloc(d.vRowsP * f),
+      cosSin: a.alloc(seqLen * c.headDim * f),
+    };
+    ropeTable(a, this.s.cosSin, c, seqLen);
+    this.k = backend.bind(a);
+    this.macsPerToken = sliceMacs(c, slice);
+  }
+
+  /** Where the stored bytes of a slice go (fill it from a cache file, the network or a checkpoint). */
+  view(id: string): Uint8Array {
+    const desc = this.descs.find((x) => x.id === id);
+    const ptr = this.ptrs.get(id);
+    if (!desc || ptr === undefined) throw new RangeError(`no slice ${id} on this node`);
+    return this.arena.u8(ptr, desc.bytes);
+  }
+
+  get hasAttention(): boolean {
+    return this.d.qRows > 0;
+  }
+  get hasFfn(): boolean {
+    return this.d.hRows > 0;
+  }
+  get hasLogits(): boolean {
+    return this.d.vRows > 0;
+  }
+
+  private loadInput(xq: Uint8Array, nTok: number): void {
+    const need = nTok * q8RowBytes(this.d.dimP);
+    if (nTok < 1 || nTok > this.batch || xq.length !== need) {
+      throw new RangeError(`input of ${xq.length} bytes for ${nTok} tokens (expected ${need}, at most ${this.batch} tokens)`);
+    }
+    this.arena.u8(this.s.xq, need).set(xq);
+  }
+
+  /**
+   * Attention of this node's heads for nTok tokens at pos..: q/k/v rows, RoPE, its KV cache rows,
+   * attention, then its o_proj columns. Returns nTok x dimP partial sums (a view, valid until the
+   * next call).
+   */
+  attention(layer: number, pos: number, nTok: number, xq: Uint8Array): Float32Array {
+    const c = this.config;
+    const d = this.d;
+    const k = this.k;
+    const s = this.s;
+    const L = this.layers[layer];
+    if (!L || !this.hasAttention) throw new RangeError(`attention: layer ${layer} not on this node`);
+    if (pos + nTok > this.seqLen) throw new RangeError(`attention: positions up to ${pos + nTok} exceed the context ${this.seqLen}`);
+    this.loadInput(xq, nTok);
+    const f = 4;
+    k.matmulQ8(s.q, L.wq, s.xq, d.qRowsP, d.dimP, nTok);
+    k.matmulQ8(s.kk, L.wk, s.xq, d.kvRowsP, d.dimP, nTok);
+    k.matmulQ8(s.v, L.wv, s.xq, d.kvRowsP, d.dimP, nTok);
+    for (let t = 0; t < nTok; t++) {
+      const p = pos + t;
+      const cs = s.cosSin + p * c.headDim * f;
+      k.rope(s.q + t * d.qRowsP * f, d.nHeads, c.headDim, cs);
+      k.rope(s.kk + t * d.kvRowsP * f, d.nKv, c.headDim, cs);
+      k.storeBf16(L.kCache + p * d.kvRows * 2, s.kk + t * d.kvRowsP * f, d.kvRows);
+      k.storeBf16(L.vCache + p * d.kvRows * 2, s.v + t * d.kvRowsP * f, d.kvRows);
+    }
+    for (let t = 0; t < nTok; t++) {
+      k.attention(s.att + t * d.qRowsP * f, s.q + t * d.qRowsP * f, L.kCache, L.vCache, s.scores, d.nHeads, d.nKv, c.headDim, pos + t + 1);
+    }
+    k.quantizeQ8(s.aq, s.att, nTok * d.qRowsP);
+    k.matmulQ8(s.out, L.wo, s.aq, d.dimP, d.qRowsP, nTok);
+    return this.arena.f32(s.out, nTok * d.dimP);
+  }
+
+  /** Feed-forward of this node's hidden blocks: nTok x dimP partial sums of down(silu(gate x) * up x). */
+  ffn(layer: number, nTok: number, xq: Uint8Array): Float32Array {
+    const d = this.d;
+    const k = this.k;
+    const s = this.s;
+    const L = this.layers[layer];
+    if (!L || !this.hasFfn) throw new RangeError(`ffn: layer ${layer} not on this node`);
+    this.loadInput(xq, nTok);
+    k.matmulQ8(s.hb, L.gate, s.xq, d.hRows, d.dimP, nTok);
+    k.matmulQ8(s.hb2, L.up, s.xq, d.hRows, d.dimP, nTok);
+    k.siluMul(s.hb, s.hb2, nTok * d.hRows);
+    k.quantizeQ8(s.aq, s.hb, nTok * d.hRows);
+    k.matmulQ8(s.out, L.down, s.aq, d.dimP, d.hRows, nTok);
+    return this.arena.f32(s.out, nTok * d.dimP);
+  }
+
+  /** This node's rows [v0, v1) of the logits for one normalised token. */
+  logits(xq: Uint8Array): Float32Array {
+    if (!this.hasLogits) throw new RangeError("logits: no vocabulary rows on this node");
+    this.loadInput(xq, 1);
+    this.k.matmulQ8(this.s.logits, this.ptrs.get("cls")!, this.s.xq, this.d.vRowsP, this.d.dimP, 1);
+    return this.arena.f32(this.s.logits, this.d.vRows);
+  }
+}
+
+/** Receives the bytes of slices as they are produced. `node` indexes the `wanted` list. */
+export type SliceSink = (node: number, desc: SliceDesc, offset: number, data: Uint8Array) => void | Promise<void>;
+
+/**
+ * One pass over the checkpoint producing the slices of several nodes: each tensor is read a few
+ * rows at a time and quantized once (with the given kernels' quantizer, the same as the
+ * single-node loader), then every wanted slice gets its rows or blocks. Memory: one chunk.
+ */
+export async function extractSlices(
+  source: TensorSource,
+  backend: KernelBackend,
+  wanted: SliceDesc[][],
+  sink: SliceSink,
+  onProgress?: (done: number, total: number) => void,
+): Promise<void> {
+  const byTensor = new Map<string, { node: number; desc: SliceDesc }[]>();
+  for (let n = 0; n < wanted.length; n++) {
+    for (const desc of wanted[n]!) {
+      const list = byTensor.get(desc.tensor) ?? [];
+      list.push({ node: n, desc });
+      byTensor.set(desc.tensor, list);
+    }
+  }
+  if (byTensor.size === 0) return;
+  let widest = 32;
+  for (const t of byTensor.keys()) widest = Math.max(widest, pad32(source.info(t).shape[1] ?? 1));
+  const stagingFloats = Math.max(widest, 1 << 18);
+  const arena = new Arena(stagingFloats * 4 + q8RowBytes(pad32(stagingFloats)) + backendScratchBytes(backend.threads) + 1024, "staging");
+  const k = backend.bind(arena);
+  const fPtr = arena.alloc(stagingFloats * 4);
+  const qPtr = arena.alloc(q8RowBytes(stagingFloats));
+  const total = [...byTensor.keys()].reduce((s, t) => s + source.info(t).nbytes, 0);
+  let done = 0;
+  let host = new Float32Array(0);
+  for (const [tensor, list] of byTensor) {
+    const info = source.info(tensor);
+    const rows = info.shape[0]!;
+    const cols = info.shape[1] ?? 1;
+    const colsP = pad32(cols);
+    const rowBytes = q8RowBytes(colsP);
+    const chunk = Math.max(1, Math.floor(stagingFloats / colsP));
+    const needAll = list.some((x) => x.desc.kind === "cols");
+    for (let r0 = 0; r0 < rows; r0 += chunk) {
+      const n = Math.min(chunk, rows - r0);
+      if (!needAll && !list.some((x) => x.desc.r0 < r0 + n && x.desc.r1 > r0)) continue;
+      const staging = arena.f32(fPtr, n * colsP);
+      if (cols === colsP) {
+        source.readRows(tensor, r0, n, staging);
+      } else {
+        if (host.length < n * cols) host = new Float32Array(n * cols);
+        source.readRows(tensor, r0, n, host);
+        staging.fill(0);
+        for (let r = 0; r < n; r++) staging.set(host.subarray(r * cols, (r + 1) * cols), r * colsP);
+      }
+      k.quantizeQ8(qPtr, fPtr, n * colsP);
+      const q = arena.u8(qPtr, n * rowBytes);
+      for (const { node, desc } of list) {
+        if (desc.kind === "rows") {
+          const a = Math.max(desc.r0, r0);
+          const b = Math.min(desc.r1, r0 + n);
+          if (a >= b) continue;
+          await sink(node, desc, (a - desc.r0) * rowBytes, q.slice((a - r0) * rowBytes, (b - r0) * rowBytes));
+        } else {
+          const b0 = (desc.c0 / 32) * Q8_0_BLOCK_BYTES;
+          const w = ((desc.c1 - desc.c0) / 32) * Q8_0_BLOCK_BYTES;
+          const out = new Uint8Array(n * w);
+          for (let r = 0; r < n; r++) out.set(q.subarray(r * rowBytes + b0, r * rowBytes + b0 + w), r * w);
+          await sink(node, desc, r0 * w, out);
+        }
+      }
+      done += (info.nbytes * n) / rows;
+      onProgress?.(done, total);
+    }
+  }
+}

@@ -1,0 +1,351 @@
+/**
+ * The worker: a TCP server holding one node's slice of the model per client connection.
+ *
+ * A session: HELLO (protocol version in the frame header, model fingerprint in the body) ->
+ * SETUP (the node's plan; the worker answers which slices it lacks, after looking in its disk
+ * cache and, with --model, cutting them from its own copy of the checkpoint) -> WEIGHTS chunks
+ * for the missing slices -> READY -> ATTN / FFN / LOGITS requests, one RESULT each.
+ *
+ * Any bad request is answered with an ERROR frame naming the problem, and the worker keeps
+ * serving: a wrong version or an unexpected message leaves the connection usable (the frame
+ * length is known); garbage (bad magic, over-long frame) ends that connection only.
+ */
+import * as net from "node:net";
+import * as os from "node:os";
+import { Arena } from "../kernels/arena.js";
+import type { KernelBackend } from "../kernels/kernels.js";
+import { q8RowBytes } from "../kernels/q8.js";
+import type { LlamaConfig } from "../model/config.js";
+import { loadLlamaConfig } from "../model/config.js";
+import { SafetensorsModel } from "../model/safetensors.js";
+import { backendScratchBytes } from "../engine/weights.js";
+import { modelFingerprint, SliceCache, type CacheWriter } from "./cache.js";
+import type { NodeSlice } from "./planner.js";
+import {
+  decodeActRequest, decodeWeightChunk, encodeFrame, encodeJson, encodeResult, FrameError, FrameReader, MSG, MSG_NAMES,
+  parseJson, PROTOCOL_VERSION, ProtocolError, type Frame,
+} from "./protocol.js";
+import { extractSlices, SliceNode, sliceDescs, withKeys, type SliceDesc } from "./slices.js";
+
+export interface WorkerCounters {
+  /** Weight bytes received over the network, since the worker started. */
+  weightBytesReceived: number;
+  slicesReceived: number;
+  slicesFromCache: number;
+  slicesFromModel: number;
+  sessions: number;
+  errorsSent: number;
+  requests: number;
+}
+
+export interface WorkerOptions {
+  port: number;
+  host?: string;
+  backend: KernelBackend;
+  cacheDir: string;
+  /** A local copy of the model to cut slices from instead of receiving them. */
+  modelDir?: string;
+  log?: (line: string) => void;
+  /** Skip the GMAC measurement (tests); the value reported instead. */
+  gmac?: number;
+}
+
+/** Multiply-accumulates per second of a Q8_0 matrix-vector product (a 16 MB matrix), in billions. */
+export function measureGmac(backend: KernelBackend, seconds = 0.3): number {
+  const rows = 4096;
+  const cols = 4096;
+  const rb = q8RowBytes(cols);
+  const arena = new Arena(rows * rb + 2 * rb + rows * 4 + backendScratchBytes(backend.threads) + 4096, "gmac");
+  const w = arena.alloc(rows * rb);
+  const x = arena.alloc(rb);
+  const out = arena.alloc(rows * 4);
+  const bytes = arena.u8(w, rows * rb);
+  let seed = 12345;
+  for (let i = 0; i < bytes.length; i++) {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    bytes[i] = seed >>> 24;
+  }
+  const fixScales = (p: number, n: number): void => {
+    const v = new DataView(arena.memory.buffer);
+    for (let b = 0; b < n; b++) v.setUint16(p + b * 34, 0x2000, true);
+  };
+  fixScales(w, (rows * cols) / 32);
+  fixScales(x, cols / 32);
+  const k = backend.bind(arena);
+  let iters = 0;
+  const t0 = performance.now();
+  let t = t0;
+  while (t - t0 < seconds * 1000 || iters < 2) {
+    k.matmulQ8(out, w, x, rows, cols, 1);
+    iters++;
+    t = performance.now();
+  }
+  backend.idle();
+  return (rows * cols * iters) / ((t - t0) / 1000) / 1e9;
+}
+
+function intIn(v: unknown, what: string, min = 0): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min) throw new ProtocolError(`${what}: expected an integer >= ${min}, got ${JSON.stringify(v)}`, "bad-setup");
+  return v;
+}
+
+function configFrom(v: unknown): LlamaConfig {
+  if (typeof v !== "object" || v === null) throw new ProtocolError("setup: missing config", "bad-setup");
+  const o = v as Record<string, unknown>;
+  const c: LlamaConfig = {
+    dim: intIn(o["dim"], "config.dim", 1),
+    hiddenDim: intIn(o["hiddenDim"], "config.hiddenDim", 1),
+    nLayers: intIn(o["nLayers"], "config.nLayers", 1),
+    nHeads: intIn(o["nHeads"], "config.nHeads", 1),
+    nKvHeads: intIn(o["nKvHeads"], "config.nKvHeads", 1),
+    vocabSize: intIn(o["vocabSize"], "config.vocabSize", 1),
+    seqLen: intIn(o["seqLen"], "config.seqLen", 1),
+    normEps: Number(o["normEps"]),
+    ropeTheta: Number(o["ropeTheta"]),
+    tiedEmbeddings: o["tiedEmbeddings"] === true,
+    headDim: intIn(o["headDim"], "config.headDim", 2),
+    bosTokenId: null,
+    eosTokenIds: [],
+  };
+  if (c.nHeads % c.nKvHeads !== 0 || c.headDim * c.nHeads !== c.dim || !(c.ropeTheta > 0)) throw new ProtocolError("setup: inconsistent config", "bad-setup");
+  return c;
+}
+
+function sliceFrom(v: unknown, c: LlamaConfig): NodeSlice {
+  if (typeof v !== "object" || v === null) throw new ProtocolError("setup: missing slice", "bad-setup");
+  const o = v as Record<string, unknown>;
+  const s: NodeSlice = {
+    kv0: intIn(o["kv0"], "slice.kv0"), kv1: intIn(o["kv1"], "slice.kv1"),
+    hb0: intIn(o["hb0"], "slice.hb0"), hb1: intIn(o["hb1"], "slice.hb1"),
+    v0: intIn(o["v0"], "slice.v0"), v1: intIn(o["v1"], "slice.v1"),
+  };
+  if (s.kv0 > s.kv1 || s.kv1 > c.nKvHeads || s.hb0 > s.hb1 || s.hb1 * 32 > Math.ceil(c.hiddenDim / 32) * 32 || s.v0 > s.v1 || s.v1 > c.vocabSize) {
+    throw new ProtocolError("setup: slice outside the model", "bad-setup");
+  }
+  return s;
+}
+
+export class WorkerServer {
+  readonly counters: WorkerCounters = { weightBytesReceived: 0, slicesReceived: 0, slicesFromCache: 0, slicesFromModel: 0, sessions: 0, errorsSent: 0, requests: 0 };
+  readonly cache: SliceCache;
+  readonly gmac: number;
+  private readonly sockets = new Set<net.Socket>();
+  private modelFp: string | null = null;
+  private server!: net.Server;
+  port = 0;
+  host = "";
+
+  private constructor(readonly opts: WorkerOptions) {
+    this.cache = new SliceCache(opts.cacheDir);
+    if (opts.modelDir) {
+      const src = SafetensorsModel.open(opts.modelDir);
+      this.modelFp = modelFingerprint(opts.modelDir, src.files);
+      src.close();
+    }
+    this.gmac = opts.gmac ?? measureGmac(opts.backend);
+  }
+
+  static async start(opts: WorkerOptions): Promise<WorkerServer> {
+    const w = new WorkerServer(opts);
+    w.server = net.createServer((s) => w.accept(s));
+    await new Promise<void>((resolve, reject) => {
+      w.server.once("error", reject);
+      w.server.listen(opts.port, opts.host ?? "0.0.0.0", () => {
+        w.server.off("error", reject);
+        resolve();
+      });
+    });
+    const a = w.server.address() as net.AddressInfo;
+    w.port = a.port;
+    w.host = a.address;
+    return w;
+  }
+
+  /** The addresses a client can use (the bound one, or every IPv4 interface for 0.0.0.0). */
+  addresses(): string[] {
+    if (this.host !== "0.0.0.0" && this.host !== "::") return [`${this.host}:${this.port}`];
+    const out: string[] = [];
+    for (const list of Object.values(os.networkInterfaces())) {
+      for (const i of list ?? []) if (i.family === "IPv4") out.push(`${i.address}:${this.port}`);
+    }
+    return out;
+  }
+
+  close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  private accept(socket: net.Socket): void {
+    socket.setNoDelay(true);
+    this.sockets.add(socket);
+    const session = new Session(this, socket);
+    const reader = new FrameReader();
+    socket.on("data", (d: Buffer) => {
+      let frames: Frame[];
+      try {
+        frames = reader.push(d);
+      } catch (e) {
+        const fe = e as FrameError;
+        session.sendError(0, fe.message, fe.code);
+        socket.end();
+        socket.removeAllListeners("data");
+        return;
+      }
+      for (const f of frames) session.enqueue(f);
+    });
+    socket.on("error", () => socket.destroy());
+    socket.on("close", () => {
+      this.sockets.delete(socket);
+      session.dispose();
+    });
+  }
+
+  get fingerprint(): string | null {
+    return this.modelFp;
+  }
+}
+
+class Session {
+  private chain: Promise<void> = Promise.resolve();
+  private hello = false;
+  private fingerprint = "";
+  private node: SliceNode | null = null;
+  private writers = new Map<string, { w: CacheWriter; desc: SliceDesc }>();
+
+  constructor(private readonly server: WorkerServer, private readonly socket: net.Socket) {}
+
+  enqueue(f: Frame): void {
+    this.chain = this.chain.then(() => this.handle(f)).catch((e: unknown) => {
+      const pe = e instanceof ProtocolError ? e : null;
+      const msg = e instanceof Error ? e.message : String(e);
+      this.sendError(f.id, `${MSG_NAMES[f.type] ?? `message ${f.type}`}: ${msg}`, pe?.code ?? "failed");
+    });
+  }
+
+  sendError(id: number, message: string, code: string): void {
+    this.server.counters.errorsSent++;
+    this.server.opts.log?.(`worker: error sent to ${this.socket.remoteAddress}:${this.socket.remotePort}: ${message}`);
+    if (!this.socket.destroyed) this.socket.write(encodeJson(MSG.ERROR, id, { message, code }));
+  }
+
+  dispose(): void {
+    for (const { w } of this.writers.values()) w.abort();
+    this.writers.clear();
+    this.node = null;
+    this.server.opts.backend.idle();
+  }
+
+  private reply(type: number, id: number, body: Uint8Array | string): void {
+    if (!this.socket.destroyed) this.socket.write(encodeFrame(type, id, body));
+  }
+
+  private async handle(f: Frame): Promise<void> {
+    const c = this.server.counters;
+    if (f.version !== PROTOCOL_VERSION) {
+      throw new ProtocolError(`protocol version ${f.version} is not supported (this worker speaks version ${PROTOCOL_VERSION}; update llamesh on one side)`, "version");
+    }
+    if (f.type !== MSG.HELLO && !this.hello) throw new ProtocolError("no handshake yet: send HELLO first", "no-hello");
+    switch (f.type) {
+      case MSG.HELLO: {
+        const j = parseJson(f.body, "hello");
+        const fp = j["fingerprint"];
+        if (typeof fp !== "string" || !/^[0-9a-f]{32}$/.test(fp)) throw new ProtocolError(`model fingerprint ${JSON.stringify(fp)} is malformed (expected 32 hex digits)`, "fingerprint");
+        const mine = this.server.fingerprint;
+        if (mine !== null && fp !== mine) {
+          throw new ProtocolError(`model fingerprint mismatch: the client's model is ${fp}, this worker's --model ${this.server.opts.modelDir} is ${mine}`, "fingerprint");
+        }
+        this.hello = true;
+        this.fingerprint = fp;
+        c.sessions++;
+        this.reply(MSG.HELLO_OK, f.id, JSON.stringify({
+          worker: "llamesh", protocol: PROTOCOL_VERSION, threads: this.server.opts.backend.threads, gmac: this.server.gmac,
+          hasModel: mine !== null, counters: c,
+        }));
+        return;
+      }
+      case MSG.SETUP: {
+        const j = parseJson(f.body, "setup");
+        const config = configFrom(j["config"]);
+        const slice = sliceFrom(j["slice"], config);
+        const seqLen = intIn(j["seqLen"], "seqLen", 1);
+        const batch = intIn(j["batch"], "batch", 1);
+        if (seqLen > config.seqLen * 64 || batch > 4096) throw new ProtocolError("setup: seqLen or batch out of range", "bad-setup");
+        for (const { w } of this.writers.values()) w.abort();
+        this.writers.clear();
+        this.node = null;
+        const descs = withKeys(sliceDescs(config, slice), this.fingerprint);
+        const node = new SliceNode(config, slice, seqLen, batch, this.server.opts.backend, descs);
+        const fromModel: SliceDesc[] = [];
+        const missing: string[] = [];
+        for (const d of descs) {
+          if (this.server.cache.readInto(d.key, node.view(d.id))) c.slicesFromCache++;
+          else if (this.server.opts.modelDir) fromModel.push(d);
+          else missing.push(d.key);
+        }
+        if (fromModel.length > 0) {
+          const src = SafetensorsModel.open(this.server.opts.modelDir!);
+          try {
+            await extractSlices(src, this.server.opts.backend, [fromModel], (_n, d, off, data) => void node.view(d.id).set(data, off));
+          } finally {
+            src.close();
+          }
+          c.slicesFromModel += fromModel.length;
+        }
+        for (const d of descs) if (missing.includes(d.key)) this.writers.set(d.key, { w: this.server.cache.writer(d.key, d.bytes), desc: d });
+        this.node = node;
+        this.reply(MSG.SETUP_OK, f.id, JSON.stringify({ missing, slices: descs.length, weightBytes: node.weightBytes }));
+        return;
+      }
+      case MSG.WEIGHTS: {
+        const { key, offset, data } = decodeWeightChunk(f.body);
+        const e = this.writers.get(key);
+        if (!e || !this.node) throw new ProtocolError(`weight chunk for unknown slice ${key}`, "bad-weights");
+        if (!(offset >= 0 && offset + data.length <= e.desc.bytes)) throw new ProtocolError(`weight chunk outside slice ${e.desc.id}`, "bad-weights");
+        this.node.view(e.desc.id).set(data, offset);
+        e.w.write(offset, data);
+        c.weightBytesReceived += data.length;
+        return;
+      }
+      case MSG.READY: {
+        if (!this.node) throw new ProtocolError("READY before SETUP", "order");
+        const short: string[] = [];
+        for (const { w, desc } of this.writers.values()) {
+          if (w.commit()) c.slicesReceived++;
+          else short.push(desc.id);
+        }
+        this.writers.clear();
+        if (short.length > 0) throw new ProtocolError(`slices incomplete: ${short.join(", ")}`, "incomplete");
+        this.reply(MSG.READY_OK, f.id, JSON.stringify({ counters: c }));
+        return;
+      }
+      case MSG.ATTN:
+      case MSG.FFN:
+      case MSG.LOGITS: {
+        if (!this.node) throw new ProtocolError("no model slice yet: SETUP and READY first", "order");
+        const r = decodeActRequest(f.body);
+        if (r.layer >= this.node.config.nLayers) throw new ProtocolError(`layer ${r.layer} out of range`, "bad-body");
+        c.requests++;
+        const t0 = performance.now();
+        let out: Float32Array;
+        try {
+          out =
+            f.type === MSG.ATTN ? this.node.attention(r.layer, r.pos, r.nTok, r.xq)
+            : f.type === MSG.FFN ? this.node.ffn(r.layer, r.nTok, r.xq)
+            : this.node.logits(r.xq);
+        } catch (e) {
+          if (e instanceof RangeError) throw new ProtocolError(e.message, "bad-body");
+          throw e;
+        }
+        const us = (performance.now() - t0) * 1000;
+        this.reply(MSG.RESULT, f.id, encodeResult(us, out));
+        return;
+      }
+      case MSG.STATS:
+        this.reply(MSG.STATS_OK, f.id, JSON.stringify({ counters: c }));
+        return;
+      default:
+        throw new ProtocolError(`unknown message type ${f.type}`, "unknown-type");
+    }
+  }
+}
