@@ -52,10 +52,10 @@ main(async () => {
     if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") throw new LlameshError(`worker: cannot listen on ${host}:${port} (${code})`);
     throw e;
   }
-  // The first line is machine-readable for scripts and tests: "listening <host>:<port>".
-  process.stdout.write(`listening ${server.host}:${server.port}\n`);
   log(`Worker on ${server.addresses().join(", ")}: ${backend.name}, ${backend.threads} thread${backend.threads === 1 ? "" : "s"}, ${server.gmac.toFixed(2)} GMAC (Q8_0 matvec)`);
   log(`Cache: ${server.cache.dir}${server.fingerprint ? `; model ${f["model"] as string} (fingerprint ${server.fingerprint})` : ""}`);
+  // Machine-readable for scripts and tests, printed once ready: "listening <host>:<port>".
+  process.stdout.write(`listening ${server.host}:${server.port}\n`);
   const stop = (): void => {
     void server.close().then(() => backend.close()).then(() => process.exit(0));
   };

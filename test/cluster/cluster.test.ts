@@ -1,0 +1,251 @@
+/**
+ * The cluster on loopback with real worker processes (bin/worker on 127.0.0.1, ephemeral ports):
+ * token-identical greedy output against single-node on stories260K for 1, 2 and 3 workers,
+ * equal and uneven shares, with and without a local share; logits against single-node on a
+ * synthetic GQA model at every step; a restarted worker receives no weight bytes; bad frames,
+ * a wrong protocol version and a wrong fingerprint get error frames while the worker keeps serving.
+ *
+ * Tolerance (synthetic model). With one node the distributed pass computes exactly what
+ * ForwardPass computes (asserted bit for bit). With several, the partial sums of o_proj and down
+ * are added in another order, which changes the last bit of some residual values (f32 relative
+ * 6e-8, checked: about 40% of the values of one partial sum differ). Every product quantizes its
+ * input to Q8_0 first, which absorbs such differences unless a value sits on a rounding boundary;
+ * then one activation moves by 1/254 of its block's max and later layers shift slightly. On
+ * these models we measured no difference at all in the logits (LLAMESH_TEST_VERBOSE=1 prints the
+ * worst); we allow a relative L2 difference of 5e-3, which one flipped rounding stays far below,
+ * while a real bug (a wrong head or block on a node) gives errors of order 1.
+ */
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import * as net from "node:net";
+import { createBackend } from "../../src/kernels/backend.js";
+import { openModel, type LoadedModel } from "../../src/engine/open.js";
+import { generate } from "../../src/engine/generate.js";
+import { Sampler } from "../../src/engine/sampler.js";
+import { openDistributedModel, parseWorkersFlag, type DistributedModel, type WorkerSpec } from "../../src/cluster/client.js";
+import { planCluster, apportion } from "../../src/cluster/planner.js";
+import { encodeFrame, FrameReader, MSG, PROTOCOL_VERSION, type Frame } from "../../src/cluster/protocol.js";
+import { LlameshError } from "../../src/model/errors.js";
+import { STORIES, skipUnless, tempDir, tinyModel, tinyShape } from "../helpers/models.js";
+import { spawnWorker, type SpawnedWorker } from "./helpers.js";
+
+const backend = await createBackend({ threads: 1 });
+after(() => backend.close());
+const quiet = (): void => undefined;
+
+function relErr(a: Float32Array, b: Float32Array): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += b[i]! ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+async function greedy(m: LoadedModel, prompt: string, n: number): Promise<number[]> {
+  const ids = m.tokenizer.encode(prompt, true);
+  const r = await generate(m, ids, { maxNewTokens: n, sampler: new Sampler({ temperature: 0, topP: 1, topK: 0, seed: 1 }), eosIds: [] });
+  return r.tokens;
+}
+
+const specs = (ws: SpawnedWorker[], shares?: number[]): WorkerSpec[] =>
+  ws.map((w, i) => ({ host: "127.0.0.1", port: w.port, ...(shares ? { share: shares[i]! } : {}) }));
+
+test("planner: granularity, proportions, share 0, purity", () => {
+  const stories = { dim: 64, hiddenDim: 172, nHeads: 8, nKvHeads: 4, headDim: 8, vocabSize: 512 };
+  const p = planCluster(stories, [70, 30]);
+  assert.equal(p.kvPerUnit, 2, "headDim 8 x 2 q-heads per kv-head = 16 columns: the unit is 2 KV heads (32 columns)");
+  assert.equal(p.attnUnits, 2);
+  assert.equal(p.ffnUnits, 6);
+  assert.deepEqual(p.nodes.map((n) => [n.kv0, n.kv1]), [[0, 2], [2, 4]]);
+  assert.deepEqual(p.nodes.map((n) => [n.hb0, n.hb1]), [[0, 4], [4, 6]]);
+  assert.deepEqual(planCluster(stories, [70, 30]), p, "pure: same input, same plan");
+  const z = planCluster(stories, [50, 0, 50]);
+  assert.deepEqual(z.nodes[1], { kv0: 2, kv1: 2, hb0: 3, hb1: 3, v0: 256, v1: 256 }, "share 0 gets nothing");
+  const tiny = { dim: 2048, hiddenDim: 5632, nHeads: 32, nKvHeads: 4, headDim: 64, vocabSize: 32000 };
+  const t = planCluster(tiny, [50, 25, 25]);
+  assert.equal(t.kvPerUnit, 1);
+  assert.deepEqual(t.nodes.map((n) => n.kv1 - n.kv0), [2, 1, 1]);
+  assert.deepEqual(t.nodes.map((n) => n.hb1 - n.hb0), [88, 44, 44]);
+  assert.equal(t.nodes[2]!.v1, 32000);
+  assert.deepEqual(apportion(5, [1, 1, 1]), [2, 2, 1]);
+  assert.throws(() => planCluster(tiny, [0, 0]), LlameshError);
+});
+
+test("--workers parsing", () => {
+  assert.deepEqual(parseWorkersFlag("a:1234@70,10.0.0.2:1234@30"), [
+    { host: "a", port: 1234, share: 70 },
+    { host: "10.0.0.2", port: 1234, share: 30 },
+  ]);
+  assert.deepEqual(parseWorkersFlag("[::1]:99"), [{ host: "::1", port: 99 }]);
+  for (const bad of ["", "a", "a:0", "a:70000", "a:1@x", "a:1@50,b:2", "a:1,a:1"]) {
+    assert.throws(() => parseWorkersFlag(bad), (e: unknown) => e instanceof LlameshError && e.message.includes("--workers"), bad);
+  }
+});
+
+test("stories260K: greedy output token-identical to single-node for 1, 2, 3 workers, equal and uneven shares, with and without a local share", { skip: skipUnless(STORIES) }, async () => {
+  const cache = tempDir("llamesh-cache-");
+  const ws = await Promise.all([0, 1, 2].map((i) => spawnWorker(["--cache-dir", `${cache}/w${i}`])));
+  const single = await openModel(STORIES, { backend, maxSeqLen: 128 });
+  const prompt = "Once upon a time";
+  const expected = await greedy(single, prompt, 60);
+  const cases: { name: string; workers: WorkerSpec[]; localShare?: number }[] = [
+    { name: "1 worker", workers: specs(ws.slice(0, 1)) },
+    { name: "2 workers, equal (measured GMAC)", workers: specs(ws.slice(0, 2)) },
+    { name: "2 workers, 70/30", workers: specs(ws.slice(0, 2), [70, 30]) },
+    { name: "3 workers, 50/25/25", workers: specs(ws, [50, 25, 25]) },
+    { name: "local 50 + 2 workers 25/25", workers: specs(ws.slice(0, 2), [25, 25]), localShare: 50 },
+    { name: "local 30 + 1 worker 70", workers: specs(ws.slice(0, 1), [70]), localShare: 30 },
+    { name: "local only", workers: [], localShare: 1 },
+  ];
+  for (const c of cases) {
+    const m = await openDistributedModel(STORIES, { workers: c.workers, localShare: c.localShare, backend, maxSeqLen: 128, log: quiet });
+    try {
+      const got = await greedy(m, prompt, 60);
+      assert.deepEqual(got, expected, c.name);
+      assert.ok(m.clusterReport().some((l) => l.startsWith("Cluster speed:")));
+    } finally {
+      await m.close();
+    }
+  }
+  await Promise.all(ws.map((w) => w.stop()));
+});
+
+test("synthetic GQA model: logits close to single-node at every step (bit-identical with one node)", async () => {
+  const dir = tinyModel(tinyShape({ dim: 256, nHeads: 8, nKvHeads: 4, hiddenDim: 300, nLayers: 3 }), "BF16");
+  const cache = tempDir("llamesh-cache-");
+  const ws = await Promise.all([0, 1, 2].map((i) => spawnWorker(["--cache-dir", `${cache}/w${i}`])));
+  const single = await openModel(dir, { backend, maxSeqLen: 48 });
+  const tokens = [1, 300, 261, 259, 42, 7, 330, 310, 301, 2, 290, 100, 17, 99, 250, 33];
+  const ref: Float32Array[] = [];
+  // the first 5 tokens as a batch (prefill), then one at a time
+  ref.push(Float32Array.from(await single.forward(tokens.slice(0, 5), 0)));
+  for (let p = 5; p < tokens.length; p++) ref.push(Float32Array.from(await single.forward([tokens[p]!], p)));
+  const cases: { name: string; workers: WorkerSpec[]; localShare?: number; exact?: boolean }[] = [
+    { name: "1 worker", workers: specs(ws.slice(0, 1)), exact: true },
+    { name: "2 workers 70/30", workers: specs(ws.slice(0, 2), [70, 30]) },
+    { name: "3 workers 50/25/25", workers: specs(ws, [50, 25, 25]) },
+    { name: "local 40 + 3 workers 20/20/20", workers: specs(ws, [20, 20, 20]), localShare: 40 },
+  ];
+  let worst = 0;
+  for (const c of cases) {
+    const m = await openDistributedModel(dir, { workers: c.workers, localShare: c.localShare, backend, maxSeqLen: 48, batch: 8, log: quiet });
+    try {
+      const got: Float32Array[] = [Float32Array.from(await m.forward(tokens.slice(0, 5), 0))];
+      for (let p = 5; p < tokens.length; p++) got.push(Float32Array.from(await m.forward([tokens[p]!], p)));
+      got.forEach((g, i) => {
+        if (c.exact) assert.deepEqual(g, ref[i], `${c.name}: step ${i} must be bit-identical`);
+        const e = relErr(g, ref[i]!);
+        worst = Math.max(worst, e);
+        assert.ok(e < 5e-3, `${c.name}: step ${i}: relative error ${e}`);
+      });
+    } finally {
+      await m.close();
+    }
+  }
+  if (process.env["LLAMESH_TEST_VERBOSE"]) console.log(`worst relative logits difference ${worst}`);
+  await Promise.all(ws.map((w) => w.stop()));
+});
+
+test("a restarted worker gets no weight bytes (disk cache); --model workers cut their own slices", { skip: skipUnless(STORIES) }, async () => {
+  const cache = tempDir("llamesh-cache-");
+  const run = async (ws: SpawnedWorker[]): Promise<{ tokens: number[]; m: DistributedModel; stats: Record<string, unknown>[] }> => {
+    const m = await openDistributedModel(STORIES, { workers: specs(ws, [60, 40]), backend, maxSeqLen: 64, log: quiet });
+    const tokens = await greedy(m, "Once upon a time", 20);
+    const stats = await m.workerStats();
+    await m.close();
+    return { tokens, m, stats };
+  };
+  let ws = await Promise.all([0, 1].map((i) => spawnWorker(["--cache-dir", `${cache}/w${i}`])));
+  const first = await run(ws);
+  assert.ok(first.m.weightBytesSent.every((b) => b > 0), "first run sends weights");
+  assert.ok(first.stats.every((s) => (s["weightBytesReceived"] as number) > 0));
+  await Promise.all(ws.map((w) => w.stop()));
+  ws = await Promise.all([0, 1].map((i) => spawnWorker(["--cache-dir", `${cache}/w${i}`])));
+  const second = await run(ws);
+  assert.deepEqual(second.m.weightBytesSent, [0, 0], "client sent no weight bytes after the restart");
+  for (const s of second.stats) {
+    assert.equal(s["weightBytesReceived"], 0, "the restarted worker received no weight bytes");
+    assert.ok((s["slicesFromCache"] as number) > 0);
+  }
+  assert.deepEqual(second.tokens, first.tokens);
+  await Promise.all(ws.map((w) => w.stop()));
+
+  const own = await Promise.all([0, 1].map(() => spawnWorker(["--cache-dir", tempDir("llamesh-cache-"), "--model", STORIES])));
+  const third = await run(own);
+  assert.deepEqual(third.m.weightBytesSent, [0, 0]);
+  for (const s of third.stats) assert.ok((s["slicesFromModel"] as number) > 0 && s["weightBytesReceived"] === 0);
+  assert.deepEqual(third.tokens, first.tokens);
+  await Promise.all(own.map((w) => w.stop()));
+});
+
+/** A raw connection for speaking (and mis-speaking) the protocol. */
+function raw(port: number): Promise<{ send: (b: Buffer) => void; next: () => Promise<Frame | "closed">; close: () => void }> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: "127.0.0.1", port }, () => {
+      const reader = new FrameReader();
+      const queue: (Frame | "closed")[] = [];
+      const waiting: ((f: Frame | "closed") => void)[] = [];
+      const push = (f: Frame | "closed"): void => {
+        const w = waiting.shift();
+        if (w) w(f);
+        else queue.push(f);
+      };
+      s.on("data", (d: Buffer) => reader.push(d).forEach(push));
+      s.on("close", () => push("closed"));
+      resolve({
+        send: (b) => void s.write(b),
+        next: () => (queue.length ? Promise.resolve(queue.shift()!) : new Promise((r) => waiting.push(r))),
+        close: () => s.destroy(),
+      });
+    });
+    s.once("error", reject);
+  });
+}
+
+function errorText(f: Frame | "closed"): string {
+  assert.notEqual(f, "closed", "expected an error frame before the connection closed");
+  const fr = f as Frame;
+  assert.equal(fr.type, MSG.ERROR);
+  return (JSON.parse(fr.body.toString()) as { message: string }).message;
+}
+
+test("garbage, a wrong protocol version and a wrong fingerprint get error frames; the worker keeps serving", { skip: skipUnless(STORIES) }, async () => {
+  const w = await spawnWorker(["--cache-dir", tempDir("llamesh-cache-"), "--model", STORIES]);
+  const goodFp = /fingerprint ([0-9a-f]{32})/.exec(w.stderr())?.[1];
+  assert.ok(goodFp, w.stderr());
+
+  const a = await raw(w.port);
+  a.send(Buffer.from("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+  assert.match(errorText(await a.next()), /bad magic/);
+  assert.equal(await a.next(), "closed", "garbage ends that connection");
+
+  const b = await raw(w.port);
+  b.send(encodeFrame(MSG.HELLO, 7, JSON.stringify({ fingerprint: goodFp }), 99));
+  const vf = await b.next();
+  assert.match(errorText(vf), /protocol version 99 is not supported/);
+  assert.equal((vf as Frame).id, 7, "the error answers the request id");
+  b.send(encodeFrame(MSG.ATTN, 8, Buffer.alloc(16)));
+  assert.match(errorText(await b.next()), /HELLO first/);
+  b.send(encodeFrame(MSG.HELLO, 9, JSON.stringify({ fingerprint: "0".repeat(32) })));
+  assert.match(errorText(await b.next()), /fingerprint mismatch/);
+  b.send(encodeFrame(MSG.HELLO, 10, "{not json"));
+  assert.match(errorText(await b.next()), /not valid JSON/);
+  b.send(encodeFrame(MSG.HELLO, 11, JSON.stringify({ fingerprint: goodFp })));
+  const ok = await b.next();
+  assert.ok(ok !== "closed" && ok.type === MSG.HELLO_OK && ok.id === 11, "the same connection still works");
+  assert.equal((JSON.parse((ok as Frame).body.toString()) as { protocol: number }).protocol, PROTOCOL_VERSION);
+  b.send(encodeFrame(999, 12));
+  assert.match(errorText(await b.next()), /unknown message type 999/);
+  b.send(encodeFrame(MSG.FFN, 13, Buffer.alloc(3)));
+  assert.match(errorText(await b.next()), /SETUP/);
+  a.close();
+  b.close();
+
+  // a well-behaved client still gets served
+  const m = await openDistributedModel(STORIES, { workers: [{ host: "127.0.0.1", port: w.port }], backend, maxSeqLen: 32, log: quiet });
+  assert.equal((await greedy(m, "Once", 5)).length, 5);
+  await m.close();
+  await w.stop();
+});
