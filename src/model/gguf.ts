@@ -529,6 +529,11 @@ export class GgufSource implements TensorSource {
     return this.mapped.has(name);
   }
 
+  /** The Hugging Face names of the tensors present (as SafetensorsModel.names). */
+  get names(): string[] {
+    return [...this.mapped.keys()];
+  }
+
   private get(name: string): Mapped {
     const m = this.mapped.get(name);
     if (m === undefined) {
