@@ -16,7 +16,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { f32ToF16, Q8_0_BLOCK_BYTES, QK8_0, roundHalfEven } from "../kernels/q8.js";
+import { f32ToF16, Q8_0_BLOCK_BYTES, QK8_0 } from "../kernels/q8.js";
 import { loadLlamaConfig, parseLlamaConfig, readJsonFile, type LlamaConfig } from "./config.js";
 import { LlameshError } from "./errors.js";
 import {
@@ -121,6 +121,12 @@ function encodeKV(kv: GgufKV, out: Buffer[]): void {
   }
 }
 
+/**
+ * Adding then subtracting 1.5 * 2^52 rounds a double of magnitude below 2^51 to an integer, ties
+ * to even (the IEEE default rounding): the same as roundHalfEven, several times faster.
+ */
+const ROUND_MAGIC = 6755399441055744;
+
 /** Quantize whole Q8_0 blocks of `x` into `out` (34 bytes per 32 values), as ReferenceKernels.quantizeQ8. */
 export function quantizeQ8_0(x: Float32Array, out: Uint8Array): void {
   const fround = Math.fround;
@@ -139,7 +145,7 @@ export function quantizeQ8_0(x: Float32Array, out: Uint8Array): void {
     const h = f32ToF16(d);
     out[o] = h & 0xff;
     out[o + 1] = h >>> 8;
-    for (let i = 0; i < QK8_0; i++) i8[o + 2 + i] = roundHalfEven(fround(x[s + i]! * id));
+    for (let i = 0; i < QK8_0; i++) i8[o + 2 + i] = fround(x[s + i]! * id) + ROUND_MAGIC - ROUND_MAGIC;
   }
 }
 
