@@ -109,9 +109,33 @@ export interface DistributedModel extends LoadedModel {
   weightBytesSent: number[];
   /** The cluster section of the report (stderr lines). */
   clusterReport(): string[];
+  /** The numbers behind the report (since setup or the last resetStats()). */
+  clusterStats(): ClusterStats;
+  resetStats(): void;
   /** Worker counters (STATS), in worker order. */
   workerStats(): Promise<Record<string, unknown>[]>;
   close(): Promise<void>;
+}
+
+export interface ClusterStats {
+  /** Tokens through the cluster (prompt tokens included) and forward time. */
+  tokens: number;
+  forwardMs: number;
+  rounds: number;
+  roundMs: number;
+  nodes: {
+    label: string;
+    share: number;
+    gmac: number;
+    threads: number;
+    macsPerToken: number;
+    weightBytes: number;
+    rounds: number;
+    rttMs: number;
+    computeMs: number;
+    sent: number;
+    received: number;
+  }[];
 }
 
 type Op = "attn" | "ffn" | "logits";
@@ -227,6 +251,8 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
       weightBytesSent: nodes.filter((n) => n.conn).map((n) => n.weightBytesSent),
       forward: (tokens, pos) => coord.forward(tokens, pos),
       clusterReport: () => coord.report(),
+      clusterStats: () => coord.stats(),
+      resetStats: () => coord.resetStats(),
       workerStats: async () => {
         const out: Record<string, unknown>[] = [];
         for (const n of nodes) {
@@ -484,6 +510,24 @@ class Coordinator {
     this.tokens += n;
     this.forwardMs += performance.now() - t0;
     return this.logits;
+  }
+
+  stats(): ClusterStats {
+    return {
+      tokens: this.tokens,
+      forwardMs: this.forwardMs,
+      rounds: this.rounds,
+      roundMs: this.roundMs,
+      nodes: this.nodes.map((n) => ({
+        label: n.label, share: n.share, gmac: n.gmac, threads: n.threads, macsPerToken: n.macsPerToken, weightBytes: n.weightBytes, ...n.stats,
+      })),
+    };
+  }
+
+  resetStats(): void {
+    this.tokens = this.forwardMs = this.rounds = this.roundMs = 0;
+    this.csv.length = 0;
+    for (const n of this.nodes) n.stats = { rounds: 0, rttMs: 0, computeMs: 0, sent: 0, received: 0 };
   }
 
   report(): string[] {

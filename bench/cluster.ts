@@ -1,0 +1,232 @@
+/**
+ * `npm run bench:cluster`: one worker against two on the TinyLlama-1.1B shape (a synthetic BF16
+ * checkpoint cached in .cache/cluster-bench/), over a 1 Gbit/s link between two "hosts".
+ *
+ * The hosts are Linux network namespaces (lmsh-a, lmsh-b) joined by a veth pair whose both ends
+ * are shaped to 1 Gbit/s with `tc tbf` (netem is not available on these machines, so no added
+ * latency). Host A runs the client and worker A pinned to core 0 (`taskset`), host B runs worker B
+ * pinned to core 1; each worker has 1 thread. Run 1: worker A alone (the client coordinates).
+ * Run 2: workers A and B, 50/50. The client only coordinates (no local share) in both.
+ *
+ * Needs root (namespaces, tc); without it, says why and exits 0. Traffic stays inside the
+ * namespaces it creates, which it deletes at the end.
+ *
+ * Flags: --tokens N (decode steps measured, default 24), --keep-cache (default; worker slice
+ * caches persist in .cache/cluster-bench so a re-run sends no weights).
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { createBackend } from "../src/kernels/backend.js";
+import { SHAPES, writeSyntheticModel } from "../src/model/synthetic.js";
+import { openDistributedModel, type WorkerSpec } from "../src/cluster/client.js";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+const BASE = path.join(ROOT, ".cache", "cluster-bench");
+const MODEL = path.join(BASE, "1b-seed1");
+const NS_A = "lmsh-a";
+const NS_B = "lmsh-b";
+const IP_A = "10.231.77.1";
+const IP_B = "10.231.77.2";
+const log = (l: string): void => void process.stderr.write(l + "\n");
+
+interface ClientResult {
+  tokPerSec: number;
+  msPerToken: number;
+  bytesPerToken: number;
+  msPerRound: number;
+  roundsPerToken: number;
+  gmacs: number[];
+  macsPerToken: number;
+  weightsSent: number[];
+  report: string[];
+}
+
+/** Inside namespace A: run the client against the given workers and print one JSON line. */
+async function clientPhase(arg: string): Promise<void> {
+  const { workers, tokens } = JSON.parse(arg) as { workers: WorkerSpec[]; tokens: number };
+  const backend = await createBackend({ threads: 1 });
+  const m = await openDistributedModel(MODEL, { workers, backend, maxSeqLen: 256, log });
+  const argmax = (l: Float32Array): number => {
+    let best = 0;
+    for (let i = 1; i < l.length; i++) if (l[i]! > l[best]!) best = i;
+    return best;
+  };
+  const prompt = [1, 450, 4996, 17354, 1701];
+  let next = argmax(await m.forward(prompt, 0));
+  for (let i = 0; i < 3; i++) next = argmax(await m.forward([next], prompt.length + i)); // warm-up
+  m.resetStats();
+  const t0 = performance.now();
+  for (let i = 0; i < tokens; i++) next = argmax(await m.forward([next], prompt.length + 3 + i));
+  const ms = performance.now() - t0;
+  const st = m.clusterStats();
+  const bytes = st.nodes.reduce((s, n) => s + n.sent + n.received, 0);
+  const res: ClientResult = {
+    tokPerSec: (1000 * tokens) / ms,
+    msPerToken: ms / tokens,
+    bytesPerToken: bytes / tokens,
+    msPerRound: st.roundMs / Math.max(1, st.rounds),
+    roundsPerToken: st.rounds / tokens,
+    gmacs: st.nodes.map((n) => n.gmac),
+    macsPerToken: m.weights.macsPerToken,
+    weightsSent: m.weightBytesSent,
+    report: m.clusterReport(),
+  };
+  await m.close();
+  await backend.close();
+  process.stdout.write(JSON.stringify(res) + "\n");
+}
+
+function sh(cmd: string, args: string[], allowFail = false): { ok: boolean; out: string } {
+  const r = spawnSync(cmd, args, { encoding: "utf8" });
+  const ok = r.status === 0;
+  if (!ok && !allowFail) throw new Error(`${cmd} ${args.join(" ")}: ${r.stderr || r.error?.message || `exit ${r.status}`}`);
+  return { ok, out: (r.stdout ?? "") + (r.stderr ?? "") };
+}
+
+function teardown(): void {
+  sh("ip", ["netns", "del", NS_A], true);
+  sh("ip", ["netns", "del", NS_B], true);
+}
+
+function setupNetwork(): void {
+  teardown();
+  sh("ip", ["netns", "add", NS_A]);
+  sh("ip", ["netns", "add", NS_B]);
+  sh("ip", ["link", "add", "lmsh-va", "netns", NS_A, "type", "veth", "peer", "name", "lmsh-vb", "netns", NS_B]);
+  for (const [ns, dev, ip] of [[NS_A, "lmsh-va", IP_A], [NS_B, "lmsh-vb", IP_B]] as const) {
+    sh("ip", ["-n", ns, "addr", "add", `${ip}/24`, "dev", dev]);
+    sh("ip", ["-n", ns, "link", "set", dev, "up"]);
+    sh("ip", ["-n", ns, "link", "set", "lo", "up"]);
+    // 1 Gbit/s token bucket on each end (burst ~ 1 ms of traffic, queue up to 10 ms)
+    sh("ip", ["netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", "1gbit", "burst", "128kb", "latency", "10ms"]);
+  }
+}
+
+function startWorker(ns: string, core: number, ip: string, cacheDir: string): Promise<{ child: ChildProcess; port: number; err: () => string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("ip", ["netns", "exec", ns, "taskset", "-c", String(core), process.execPath, path.join(ROOT, "bin", "worker"), "0", "--host", ip, "--threads", "1", "--cache-dir", cacheDir], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    let err = "";
+    child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    child.stdout!.on("data", (d: Buffer) => {
+      out += d.toString();
+      const m = /listening [^\s]*:(\d+)/.exec(out);
+      if (m) resolve({ child, port: Number(m[1]), err: () => err });
+    });
+    child.on("exit", (code) => {
+      if (!/listening/.test(out)) reject(new Error(`worker in ${ns} exited with ${code}: ${err}`));
+    });
+  });
+}
+
+function runClient(workers: WorkerSpec[], tokens: number): Promise<ClientResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("ip", ["netns", "exec", NS_A, "taskset", "-c", "0", process.execPath, fileURLToPath(import.meta.url), "--client", JSON.stringify({ workers, tokens })], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let out = "";
+    child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+    child.on("exit", (code) => {
+      const line = out.trim().split("\n").pop() ?? "";
+      if (code !== 0) return reject(new Error(`client exited with ${code}`));
+      resolve(JSON.parse(line) as ClientResult);
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  const ci = process.argv.indexOf("--client");
+  if (ci >= 0) return clientPhase(process.argv[ci + 1]!);
+  const ti = process.argv.indexOf("--tokens");
+  const tokens = ti >= 0 ? Number(process.argv[ti + 1]) : 24;
+  if (process.platform !== "linux") {
+    log("bench:cluster: skipped: needs Linux network namespaces (ip netns) and tc; this is " + process.platform);
+    return;
+  }
+  if (typeof process.getuid === "function" && process.getuid() !== 0) {
+    log("bench:cluster: skipped: creating network namespaces and shaping the veth link with tc needs root (run: sudo npm run bench:cluster)");
+    return;
+  }
+  for (const tool of ["ip", "tc", "taskset"]) {
+    if (!sh("sh", ["-c", `command -v ${tool}`], true).ok) {
+      log(`bench:cluster: skipped: ${tool} is not installed (iproute2 and util-linux are needed)`);
+      return;
+    }
+  }
+  if (os.availableParallelism() < 2) {
+    log("bench:cluster: skipped: needs at least 2 cores (one worker pinned per core)");
+    return;
+  }
+  if (!fs.existsSync(path.join(MODEL, ".complete"))) {
+    log(`Writing the synthetic TinyLlama-1.1B checkpoint (BF16, seed 1) to ${MODEL} ...`);
+    fs.rmSync(MODEL, { recursive: true, force: true });
+    writeSyntheticModel(MODEL, SHAPES["1b"]!, { seed: 1, dtype: "BF16" });
+    fs.writeFileSync(path.join(MODEL, ".complete"), "");
+  }
+  try {
+    setupNetwork();
+  } catch (e) {
+    log(`bench:cluster: skipped: cannot create the namespaces / veth / tbf (${(e as Error).message.trim()})`);
+    teardown();
+    return;
+  }
+  const children: ChildProcess[] = [];
+  const cleanup = (): void => {
+    for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
+    teardown();
+  };
+  process.on("SIGINT", () => {
+    cleanup();
+    process.exit(130);
+  });
+  try {
+    const wa = await startWorker(NS_A, 0, IP_A, path.join(BASE, "cache-a"));
+    children.push(wa.child);
+    const wb = await startWorker(NS_B, 1, IP_B, path.join(BASE, "cache-b"));
+    children.push(wb.child);
+    log(`Workers: A ${IP_A}:${wa.port} (core 0), B ${IP_B}:${wb.port} (core 1), link 1 Gbit/s (tbf)`);
+    log("Run 1: worker A alone");
+    const one = await runClient([{ host: IP_A, port: wa.port, share: 100 }], tokens);
+    for (const l of one.report) log("  " + l);
+    log("Run 2: workers A and B, 50/50");
+    const two = await runClient([{ host: IP_A, port: wa.port, share: 50 }, { host: IP_B, port: wb.port, share: 50 }], tokens);
+    for (const l of two.report) log("  " + l);
+    const gmacOne = one.gmacs.reduce((a, b) => a + b, 0);
+    const gmacTwo = two.gmacs.reduce((a, b) => a + b, 0);
+    const theo1 = (gmacOne * 1e9) / one.macsPerToken;
+    const theo2 = (gmacTwo * 1e9) / two.macsPerToken;
+    const speedup = two.tokPerSec / one.tokPerSec;
+    const ideal = gmacTwo / gmacOne;
+    const rows = [
+      ["setup", "total GMAC", "theoretical tok/s", "measured tok/s", "ms/token", "speedup", "efficiency", "bytes/token", "ms/round", "rounds/token"],
+      ["1 worker", gmacOne.toFixed(2), theo1.toFixed(2), one.tokPerSec.toFixed(2), one.msPerToken.toFixed(1), "1.00x", `${((100 * one.tokPerSec) / theo1).toFixed(0)}%`, fmtBytes(one.bytesPerToken), one.msPerRound.toFixed(2), one.roundsPerToken.toFixed(0)],
+      ["2 workers", gmacTwo.toFixed(2), theo2.toFixed(2), two.tokPerSec.toFixed(2), two.msPerToken.toFixed(1), `${speedup.toFixed(2)}x`, `${((100 * two.tokPerSec) / theo2).toFixed(0)}%`, fmtBytes(two.bytesPerToken), two.msPerRound.toFixed(2), two.roundsPerToken.toFixed(0)],
+    ];
+    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+    process.stdout.write("\nTinyLlama-1.1B shape (synthetic, Q8_0), 1 thread per worker, 1 Gbit/s veth (tbf), " + tokens + " tokens:\n\n");
+    process.stdout.write("| " + rows[0]!.join(" | ") + " |\n|" + rows[0]!.map(() => "---").join("|") + "|\n");
+    for (const r of rows.slice(1)) process.stdout.write("| " + r.map((c, i) => c.padEnd(widths[i]!)).join(" | ") + " |\n");
+    process.stdout.write(`\nspeedup ${speedup.toFixed(2)}x (target >= 1.6x; ideal from measured GMAC ${ideal.toFixed(2)}x, scaling efficiency ${((100 * speedup) / ideal).toFixed(0)}%)\n`);
+    process.stdout.write(`weights sent at setup: run 1 ${one.weightsSent.map(fmtBytes).join(", ")}; run 2 ${two.weightsSent.map(fmtBytes).join(", ")} (0 once the workers' caches hold them)\n`);
+  } finally {
+    cleanup();
+  }
+}
+
+function fmtBytes(n: number): string {
+  return n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(2)} MB` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} KB` : `${n.toFixed(0)} B`;
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    if (!process.argv.includes("--client")) teardown();
+    log(`bench:cluster failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+    process.exit(1);
+  },
+);
