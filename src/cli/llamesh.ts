@@ -3,16 +3,20 @@ import { LlameshError } from "../model/errors.js";
 import { main } from "./main.js";
 import { runCommand, RUN_USAGE } from "./run.js";
 import { tokenizeCommand, TOKENIZE_USAGE } from "./tokenize.js";
+import { benchCommand, BENCH_USAGE } from "./bench.js";
 
 const USAGE = `usage: llamesh <command> ...
 commands:
   run <model-dir> -n N -i PROMPT ...   generate text (same as bin/client)
   tokenize <model-dir> <text>          print token ids
+  bench gmac|synth|compare ...         benchmarks
 run 'llamesh <command> --help' for details.
 
 ${RUN_USAGE.replace(/^usage: client/, "usage: llamesh run")}
 
-${TOKENIZE_USAGE}`;
+${TOKENIZE_USAGE}
+
+${BENCH_USAGE}`;
 
 export async function llamesh(argv: readonly string[]): Promise<void> {
   const [cmd, ...rest] = argv;
@@ -21,6 +25,8 @@ export async function llamesh(argv: readonly string[]): Promise<void> {
       return runCommand(rest, "llamesh run");
     case "tokenize":
       return tokenizeCommand(rest);
+    case "bench":
+      return benchCommand(rest);
     case undefined:
     case "help":
     case "--help":
@@ -28,7 +34,7 @@ export async function llamesh(argv: readonly string[]): Promise<void> {
       process.stdout.write(USAGE + "\n");
       return;
     default:
-      throw new LlameshError(`llamesh: unknown command ${JSON.stringify(cmd)} (expected run or tokenize; see llamesh --help)`);
+      throw new LlameshError(`llamesh: unknown command ${JSON.stringify(cmd)} (expected run, tokenize or bench; see llamesh --help)`);
   }
 }
 

@@ -7,7 +7,8 @@ import * as path from "node:path";
 import type { KernelBackend } from "../kernels/kernels.js";
 import { loadLlamaConfig, type LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../model/errors.js";
-import { SafetensorsModel } from "../model/safetensors.js";
+import { openGguf } from "../model/gguf.js";
+import { SafetensorsModel, type TensorSource } from "../model/safetensors.js";
 import type { Tokenizer } from "../model/tokenizer-types.js";
 import { loadTokenizer } from "../model/tokenizer.js";
 import { ForwardPass } from "./forward.js";
@@ -55,16 +56,28 @@ export function checkModelDir(dir: string): void {
   }
 }
 
+/** A model path is a Hugging Face folder or a single .gguf file (llama architecture). */
 export async function openModel(dir: string, opts: OpenOptions): Promise<LoadedModel> {
-  checkModelDir(dir);
-  const config = loadLlamaConfig(dir);
-  const tokenizer = await loadTokenizer(dir);
-  if (tokenizer.vocabSize > config.vocabSize) {
-    throw new LlameshError(`${dir}: the tokenizer has ${tokenizer.vocabSize} tokens but config.json vocab_size is ${config.vocabSize}`);
+  let config: LlamaConfig;
+  let tokenizer: Tokenizer;
+  let source: TensorSource;
+  if (dir.endsWith(".gguf") || (fs.existsSync(dir) && fs.statSync(dir).isFile())) {
+    if (!fs.existsSync(dir)) throw new LlameshError(`${dir}: file not found`);
+    const g = openGguf(dir);
+    config = g.config;
+    tokenizer = g.tokenizer;
+    source = g.source;
+  } else {
+    checkModelDir(dir);
+    config = loadLlamaConfig(dir);
+    tokenizer = await loadTokenizer(dir);
+    if (tokenizer.vocabSize > config.vocabSize) {
+      throw new LlameshError(`${dir}: the tokenizer has ${tokenizer.vocabSize} tokens but config.json vocab_size is ${config.vocabSize}`);
+    }
+    source = SafetensorsModel.open(dir);
   }
-  const seqLen = opts.maxSeqLen ?? config.seqLen;
+  const seqLen = Math.min(opts.maxSeqLen ?? config.seqLen, 1 << 20);
   const t0 = performance.now();
-  const source = SafetensorsModel.open(dir);
   let weights: ModelWeights;
   try {
     weights = loadWeights(source, config, opts.backend, {
