@@ -286,18 +286,25 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
         p += BLOCK; q += XSTRIDE;
       }
     }
-    let r = r0;
-    while (r < r1) {
-      const left = r1 - r;
-      const p0 = w + r * rb;
-      const p1 = left > 1 ? p0 + rb : p0;
-      const p2 = left > 2 ? p0 + 2 * rb : p0;
-      const p3 = left > 3 ? p0 + 3 * rb : p0;
+    // Four long sequential streams: rows r0+i, r0+q+i, r0+2q+i, r0+3q+i (q = ceil(n/4)), so each
+    // stream runs on into the next row and the hardware prefetchers never restart.
+    const n = r1 - r0;
+    const q: u32 = (n + 3) >> 2;
+    for (let i: u32 = 0; i < q; i++) {
+      const ra = r0 + i;
+      const p0 = w + ra * rb;
+      const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
+      const p1 = v1 ? p0 + q * rb : p0;
+      const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
+      const p3 = v3 ? p0 + q * rb * 3 : p0;
       for (let j: u32 = 0; j < tc; j++) {
         const acc = dot4w(p0, p1, p2, p3, scratch + j * nb * XSTRIDE, nb);
-        store4(out + (((t0 + j) * rows + r) << 2), acc, left);
+        const o = out + (((t0 + j) * rows + ra) << 2);
+        v128.store32_lane(o, acc, 0);
+        if (v1) v128.store32_lane(o + (q << 2), acc, 1);
+        if (v2) v128.store32_lane(o + (q << 3), acc, 2);
+        if (v3) v128.store32_lane(o + q * 12, acc, 3);
       }
-      r += left >= 4 ? 4 : left;
     }
   }
 }
