@@ -46,9 +46,9 @@ interface ClientResult {
 
 /** Inside namespace A: run the client against the given workers and print one JSON line. */
 async function clientPhase(arg: string): Promise<void> {
-  const { workers, tokens } = JSON.parse(arg) as { workers: WorkerSpec[]; tokens: number };
+  const { workers, tokens, localShare } = JSON.parse(arg) as { workers: WorkerSpec[]; tokens: number; localShare?: number };
   const backend = await createBackend({ threads: 1 });
-  const m = await openDistributedModel(MODEL, { workers, backend, maxSeqLen: 256, log });
+  const m = await openDistributedModel(MODEL, { workers, localShare, backend, maxSeqLen: 256, log });
   const argmax = (l: Float32Array): number => {
     let best = 0;
     for (let i = 1; i < l.length; i++) if (l[i]! > l[best]!) best = i;
@@ -124,9 +124,9 @@ function startWorker(ns: string, core: number, ip: string, cacheDir: string): Pr
   });
 }
 
-function runClient(workers: WorkerSpec[], tokens: number): Promise<ClientResult> {
+function runClient(workers: WorkerSpec[], tokens: number, localShare = 0): Promise<ClientResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn("ip", ["netns", "exec", NS_A, "taskset", "-c", "0", process.execPath, fileURLToPath(import.meta.url), "--client", JSON.stringify({ workers, tokens })], {
+    const child = spawn("ip", ["netns", "exec", NS_A, "taskset", "-c", "0", process.execPath, fileURLToPath(import.meta.url), "--client", JSON.stringify({ workers, tokens, localShare })], {
       stdio: ["ignore", "pipe", "inherit"],
     });
     let out = "";
@@ -196,16 +196,22 @@ async function main(): Promise<void> {
     log("Run 2: workers A and B, 50/50");
     const two = await runClient([{ host: IP_A, port: wa.port, share: 50 }, { host: IP_B, port: wb.port, share: 50 }], tokens);
     for (const l of two.report) log("  " + l);
+    log("Run 3: the client's own share (50, core 0, in-process) and worker B (50)");
+    const three = await runClient([{ host: IP_B, port: wb.port, share: 50 }], tokens, 50);
+    for (const l of three.report) log("  " + l);
     const gmacOne = one.gmacs.reduce((a, b) => a + b, 0);
     const gmacTwo = two.gmacs.reduce((a, b) => a + b, 0);
     const theo1 = (gmacOne * 1e9) / one.macsPerToken;
     const theo2 = (gmacTwo * 1e9) / two.macsPerToken;
     const speedup = two.tokPerSec / one.tokPerSec;
     const ideal = gmacTwo / gmacOne;
+    const gmacThree = gmacOne + three.gmacs.reduce((a, b) => a + b, 0);
+    const theo3 = (gmacThree * 1e9) / three.macsPerToken;
     const rows = [
       ["setup", "total GMAC", "theoretical tok/s", "measured tok/s", "ms/token", "speedup", "efficiency", "bytes/token", "ms/round", "rounds/token"],
       ["1 worker", gmacOne.toFixed(2), theo1.toFixed(2), one.tokPerSec.toFixed(2), one.msPerToken.toFixed(1), "1.00x", `${((100 * one.tokPerSec) / theo1).toFixed(0)}%`, fmtBytes(one.bytesPerToken), one.msPerRound.toFixed(2), one.roundsPerToken.toFixed(0)],
       ["2 workers", gmacTwo.toFixed(2), theo2.toFixed(2), two.tokPerSec.toFixed(2), two.msPerToken.toFixed(1), `${speedup.toFixed(2)}x`, `${((100 * two.tokPerSec) / theo2).toFixed(0)}%`, fmtBytes(two.bytesPerToken), two.msPerRound.toFixed(2), two.roundsPerToken.toFixed(0)],
+      ["client 50% + worker B", gmacThree.toFixed(2), theo3.toFixed(2), three.tokPerSec.toFixed(2), three.msPerToken.toFixed(1), `${(three.tokPerSec / one.tokPerSec).toFixed(2)}x`, `${((100 * three.tokPerSec) / theo3).toFixed(0)}%`, fmtBytes(three.bytesPerToken), three.msPerRound.toFixed(2), three.roundsPerToken.toFixed(0)],
     ];
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
     process.stdout.write("\nTinyLlama-1.1B shape (synthetic, Q8_0), 1 thread per worker, 1 Gbit/s veth (tbf), " + tokens + " tokens:\n\n");

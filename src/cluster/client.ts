@@ -21,7 +21,7 @@ import { formatBytes } from "../cli/progress.js";
 import { modelFingerprint } from "./cache.js";
 import { planCluster, type ClusterPlan, type NodeSlice } from "./planner.js";
 import { Connection, decodeResult, encodeActRequest, encodeWeightChunk, jsonOf, MSG } from "./protocol.js";
-import { extractSlices, SliceNode, sliceDescs, sliceMacs, withKeys, type SliceDesc } from "./slices.js";
+import { extractSlices, nodeDims, SliceNode, sliceDescs, sliceMacs, withKeys, type SliceDesc } from "./slices.js";
 
 export interface WorkerSpec {
   host: string;
@@ -550,11 +550,18 @@ class Coordinator {
     }
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
     for (const r of rows) lines.push("  " + r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  "));
+    lines.push("Memory per node (weights + KV cache):");
+    lines.push(`  client (embedding, norms): ${formatBytes(this.embBytes + (2 * this.config.nLayers + 1) * this.dimP * 4)}`);
+    for (const n of this.nodes) {
+      const d = nodeDims(this.config, n.slice);
+      const kv = this.config.nLayers * 2 * this.seqLen * d.kvRows * 2;
+      lines.push(`  ${n.label}: ${formatBytes(n.weightBytes)} + ${formatBytes(kv)}`);
+    }
     const msTok = this.forwardMs / tok;
     lines.push(`Cluster speed: ${(1000 / Math.max(1e-9, msTok)).toFixed(2)} tok/s, ${msTok.toFixed(2)} ms/token, ${(this.roundMs / Math.max(1, this.rounds)).toFixed(3)} ms per sync round`);
     // Verdict: compare the network cost per token against the compute the busiest worker saved.
     const remote = this.nodes.filter((n) => n.conn);
-    if (remote.length > 0) {
+    if (remote.length > 0 && this.nodes.length > 1) {
       const netPerTok = netTotal / remote.length / tok;
       const maxCompute = Math.max(...this.nodes.map((n) => n.stats.computeMs / tok));
       const sumCompute = this.nodes.reduce((s, n) => s + n.stats.computeMs / tok, 0);

@@ -17,6 +17,7 @@
  */
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
+import * as fs from "node:fs";
 import * as net from "node:net";
 import { createBackend } from "../../src/kernels/backend.js";
 import { openModel, type LoadedModel } from "../../src/engine/open.js";
@@ -73,6 +74,34 @@ test("planner: granularity, proportions, share 0, purity", () => {
   assert.throws(() => planCluster(tiny, [0, 0]), LlameshError);
 });
 
+test("frames: split across chunks, several per chunk, bad magic, too large", () => {
+  const a = encodeFrame(MSG.ATTN, 5, Buffer.from([1, 2, 3]));
+  const b = encodeFrame(MSG.STATS, 6, "{}");
+  const all = Buffer.concat([a, b]);
+  const r = new FrameReader();
+  const got: Frame[] = [];
+  for (let i = 0; i < all.length; i += 5) got.push(...r.push(all.subarray(i, i + 5)));
+  assert.deepEqual(got.map((f) => [f.type, f.id, f.version, [...f.body]]), [
+    [MSG.ATTN, 5, PROTOCOL_VERSION, [1, 2, 3]],
+    [MSG.STATS, 6, PROTOCOL_VERSION, [...Buffer.from("{}")]],
+  ]);
+  assert.equal(new FrameReader().push(Buffer.concat([a, b])).length, 2);
+  assert.throws(() => new FrameReader().push(Buffer.from("GET / HTTP/1.1\r\n\r\n")), /bad magic/);
+  const big = Buffer.from(a);
+  big.writeUInt32LE(0xffffffff, 12);
+  assert.throws(() => new FrameReader().push(big), /exceeds/);
+});
+
+test("an unreachable worker is a LlameshError naming it", { skip: skipUnless(STORIES) }, async () => {
+  const w = await spawnWorker(["--cache-dir", tempDir("llamesh-cache-")]);
+  const port = w.port;
+  await w.stop();
+  await assert.rejects(
+    openDistributedModel(STORIES, { workers: [{ host: "127.0.0.1", port }], backend, maxSeqLen: 32, log: quiet }),
+    (e: unknown) => e instanceof LlameshError && e.message.includes(`127.0.0.1:${port}`) && /cannot connect/.test(e.message),
+  );
+});
+
 test("--workers parsing", () => {
   assert.deepEqual(parseWorkersFlag("a:1234@70,10.0.0.2:1234@30"), [
     { host: "a", port: 1234, share: 70 },
@@ -99,16 +128,29 @@ test("stories260K: greedy output token-identical to single-node for 1, 2, 3 work
     { name: "local 30 + 1 worker 70", workers: specs(ws.slice(0, 1), [70]), localShare: 30 },
     { name: "local only", workers: [], localShare: 1 },
   ];
+  const csv = `${cache}/perf.csv`;
   for (const c of cases) {
-    const m = await openDistributedModel(STORIES, { workers: c.workers, localShare: c.localShare, backend, maxSeqLen: 128, log: quiet });
+    const logLines: string[] = [];
+    const m = await openDistributedModel(STORIES, {
+      workers: c.workers, localShare: c.localShare, backend, maxSeqLen: 128, log: (l) => logLines.push(l),
+      perfCsv: c.name === "3 workers, 50/25/25" ? csv : undefined,
+    });
     try {
       const got = await greedy(m, prompt, 60);
       assert.deepEqual(got, expected, c.name);
-      assert.ok(m.clusterReport().some((l) => l.startsWith("Cluster speed:")));
+      const report = m.clusterReport();
+      assert.ok(report.some((l) => l.startsWith("Cluster speed:")), report.join("\n"));
+      assert.ok(logLines.some((l) => l.startsWith("Plan (attention unit: 2 KV heads")), logLines.join("\n"));
     } finally {
       await m.close();
     }
   }
+  // one row per forward call, layer, operation and node: 3 nodes x (5 layers x 2 + logits)
+  const rows = fs.readFileSync(csv, "utf8").trim().split("\n");
+  assert.equal(rows[0], "pos,n_tokens,layer,operation,node,round_trip_ms,compute_ms,network_ms,bytes_sent,bytes_received");
+  const forwards = 60; // the prompt (one batch) and 59 decode steps
+  const nodesWithAttn = 2; // 2 attention units over 3 nodes: the third gets none
+  assert.equal(rows.length - 1, forwards * (5 * nodesWithAttn + 5 * 3 + 3));
   await Promise.all(ws.map((w) => w.stop()));
 });
 
