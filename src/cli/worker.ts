@@ -16,10 +16,11 @@ const flags: Record<string, FlagSpec> = {
   "cache-dir": { type: "string", help: "folder of the weight-slice cache" },
   model: { type: "string", help: "a local copy of the model folder to cut slices from" },
   kernels: { type: "string", help: "wasm or ts (the plain TypeScript reference)" },
+  "spin-ms": { type: "number", min: 0, max: 1000, help: "ms to keep polling for the next request after each result (default 5, 0 = sleep at once)" },
   help: { type: "boolean", aliases: ["-h"], help: "show usage" },
 };
 
-const USAGE = `usage: worker <port> [--host ADDR] [--threads N] [--cache-dir DIR] [--model DIR] [--kernels wasm|ts]
+const USAGE = `usage: worker <port> [--host ADDR] [--threads N] [--cache-dir DIR] [--model DIR] [--kernels wasm|ts] [--spin-ms MS]
   Serves a share of each token's work to a client started with --workers host:port,...
   Port 0 picks a free port (printed). Defaults: host 0.0.0.0, threads = OMP_NUM_THREADS or the
   core count, cache-dir = $XDG_CACHE_HOME/llamesh or ~/.cache/llamesh.`;
@@ -45,6 +46,7 @@ main(async () => {
       port, host, backend, log,
       cacheDir: (f["cache-dir"] as string | undefined) ?? defaultCacheDir(),
       modelDir: f["model"] as string | undefined,
+      spinMs: f["spin-ms"] as number | undefined,
       gmac: process.env["LLAMESH_WORKER_GMAC"] ? Number(process.env["LLAMESH_WORKER_GMAC"]) : undefined,
     });
   } catch (e) {

@@ -48,6 +48,11 @@ export interface WorkerOptions {
   log?: (line: string) => void;
   /** Skip the GMAC measurement (tests); the value reported instead. */
   gmac?: number;
+  /**
+   * After each result, keep the event loop polling (instead of sleeping in epoll) for this many
+   * ms, so the next request of the token is picked up without a wake-up delay. Default 5; 0 = off.
+   */
+  spinMs?: number;
 }
 
 /** Multiply-accumulates per second of a Q8_0 matrix-vector product (a 16 MB matrix), in billions. */
@@ -132,6 +137,8 @@ export class WorkerServer {
   private readonly sockets = new Set<net.Socket>();
   private modelFp: string | null = null;
   private server!: net.Server;
+  private spinUntil = 0;
+  private spinning = false;
   port = 0;
   host = "";
 
@@ -199,6 +206,20 @@ export class WorkerServer {
       this.sockets.delete(socket);
       session.dispose();
     });
+  }
+
+  /** Poll for the next request for a few ms rather than sleep (see WorkerOptions.spinMs). */
+  spin(): void {
+    const ms = this.opts.spinMs ?? 5;
+    if (ms <= 0) return;
+    this.spinUntil = performance.now() + ms;
+    if (this.spinning) return;
+    this.spinning = true;
+    const loop = (): void => {
+      if (performance.now() < this.spinUntil) setImmediate(loop);
+      else this.spinning = false;
+    };
+    setImmediate(loop);
   }
 
   get fingerprint(): string | null {
@@ -339,6 +360,7 @@ class Session {
         }
         const us = (performance.now() - t0) * 1000;
         this.reply(MSG.RESULT, f.id, encodeResult(us, out));
+        this.server.spin();
         return;
       }
       case MSG.STATS:
