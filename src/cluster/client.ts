@@ -386,7 +386,7 @@ class Coordinator {
     if (local) byType.push({ type: "own slice (q,k,v,o,gate,up,down,classifier)", quant: "Q8_0", bytes: local.weightBytes, params: local.macsPerToken });
     const model = byType.reduce((s, r) => s + r.bytes, 0);
     const kvCache = local ? local.kvBytes : 0;
-    const arenas = local ? [this.arena, local.arena] : [this.arena];
+    const arenas = local ? [this.arena, ...local.arenas] : [this.arena];
     const used = arenas.reduce((s, a) => s + a.used, 0);
     return {
       config: c,

@@ -128,6 +128,8 @@ export function withKeys(descs: SliceDesc[], fingerprint: string): SliceDesc[] {
 }
 
 interface LayerPtrs {
+  /** Index of the arena (part) holding this layer. */
+  part: number;
   wq: Ptr;
   wk: Ptr;
   wv: Ptr;
@@ -139,87 +141,141 @@ interface LayerPtrs {
   vCache: Ptr;
 }
 
-/** The arena of one node: its slices, its rows of the KV cache, scratch. */
+interface NodeScratch {
+  xq: Ptr; q: Ptr; kk: Ptr; v: Ptr; att: Ptr; aq: Ptr; scores: Ptr; hb: Ptr; hb2: Ptr; out: Ptr; logits: Ptr; cosSin: Ptr;
+}
+
+/** One arena of a node: a group of its layers (the last one also holds the classifier slice). */
+interface Part {
+  arena: Arena;
+  k: Kernels;
+  s: NodeScratch;
+}
+
+/**
+ * A node's slices, its rows of the KV cache and scratch, in one or more arenas (a wasm32 memory
+ * ends at 4 GiB; layers are packed into arenas of at most maxArenaBytes, as weights.ts does).
+ */
 export class SliceNode {
-  readonly arena: Arena;
-  readonly k: Kernels;
   readonly d: NodeDims;
   readonly descs: SliceDesc[];
-  private readonly ptrs = new Map<string, Ptr>();
+  private readonly parts: Part[] = [];
+  private readonly ptrs = new Map<string, { part: number; ptr: Ptr }>();
   private readonly layers: LayerPtrs[] = [];
-  private readonly s: {
-    xq: Ptr; q: Ptr; kk: Ptr; v: Ptr; att: Ptr; aq: Ptr; scores: Ptr; hb: Ptr; hb2: Ptr; out: Ptr; logits: Ptr; cosSin: Ptr;
-  };
+  private readonly clsPart: number;
   /** Multiply-accumulates per token of this node's matrices. */
   readonly macsPerToken: number;
   readonly weightBytes: number;
   readonly kvBytes: number;
 
-  constructor(readonly config: LlamaConfig, readonly slice: NodeSlice, readonly seqLen: number, readonly batch: number, backend: KernelBackend, descs?: SliceDesc[]) {
+  constructor(
+    readonly config: LlamaConfig,
+    readonly slice: NodeSlice,
+    readonly seqLen: number,
+    readonly batch: number,
+    backend: KernelBackend,
+    descs?: SliceDesc[],
+    maxArenaBytes = MAX_ARENA_BYTES,
+  ) {
     const c = config;
     const d = (this.d = nodeDims(c, slice));
     this.descs = descs ?? sliceDescs(c, slice);
     const f = 4;
     const al = 64;
-    const allocRows = (desc: SliceDesc): number => {
-      if (desc.kind === "cols") return desc.bytes;
-      return pad32(desc.r1 - desc.r0) * q8RowBytes(pad32(desc.srcCols));
-    };
-    let weights = 0;
-    for (const desc of this.descs) weights += allocRows(desc) + al;
-    const kv = c.nLayers * 2 * (seqLen * d.kvRows * 2 + al);
+    const allocBytes = (desc: SliceDesc): number => (desc.kind === "cols" ? desc.bytes : pad32(desc.r1 - desc.r0) * q8RowBytes(pad32(desc.srcCols)));
+    const byId = new Map(this.descs.map((x) => [x.id, x]));
+    const layerW = (l: number): number =>
+      ["wq", "wk", "wv", "wo", "gate", "up", "down"].reduce((sum, m) => {
+        const x = byId.get(`L${l}.${m}`);
+        return sum + (x ? allocBytes(x) + al : 0);
+      }, 0);
+    const kvLayer = d.kvRows > 0 ? 2 * (seqLen * d.kvRows * 2 + al) : 0;
+    const cls = byId.get("cls");
+    const clsBytes = cls ? allocBytes(cls) + al : 0;
     const widest = Math.max(d.qRowsP, d.hRows, 32);
-    const scratch =
+    const fixed =
       batch * q8RowBytes(d.dimP) +
       batch * (d.qRowsP * 2 + d.kvRowsP * 2 + d.hRows * 2 + d.dimP) * f +
       batch * q8RowBytes(pad32(widest)) +
       Math.max(1, d.nHeads) * seqLen * f +
       d.vRowsP * f +
       seqLen * c.headDim * f +
-      14 * al;
-    const size = weights + kv + scratch + backendScratchBytes(backend.threads);
-    if (size > MAX_ARENA_BYTES) {
-      throw new LlameshError(`this node's slice needs ${(size / 1e9).toFixed(2)} GB, over one ${(MAX_ARENA_BYTES / 2 ** 30).toFixed(0)} GiB arena: spread the model over more nodes`);
-    }
-    this.arena = new Arena(size, "slice");
-    const a = this.arena;
-    this.weightBytes = weights;
-    this.kvBytes = kv;
-    for (const desc of this.descs) this.ptrs.set(desc.id, a.alloc(allocRows(desc)));
-    const p = (id: string): Ptr => this.ptrs.get(id) ?? 0;
+      14 * al +
+      backendScratchBytes(backend.threads) +
+      65536;
+    // pack layers into arenas
+    const groups: number[][] = [[]];
+    let used = fixed;
     for (let l = 0; l < c.nLayers; l++) {
-      this.layers.push({
-        wq: p(`L${l}.wq`), wk: p(`L${l}.wk`), wv: p(`L${l}.wv`), wo: p(`L${l}.wo`),
-        gate: p(`L${l}.gate`), up: p(`L${l}.up`), down: p(`L${l}.down`),
-        kCache: d.kvRows > 0 ? a.alloc(seqLen * d.kvRows * 2) : 0,
-        vCache: d.kvRows > 0 ? a.alloc(seqLen * d.kvRows * 2) : 0,
-      });
+      const need = layerW(l) + kvLayer;
+      if (fixed + need > maxArenaBytes) throw new LlameshError(`one layer of this node's slice needs ${((fixed + need) / 1e9).toFixed(2)} GB, over the arena limit: spread the model over more nodes`);
+      if (used + need > maxArenaBytes && groups[groups.length - 1]!.length > 0) {
+        groups.push([]);
+        used = fixed;
+      }
+      groups[groups.length - 1]!.push(l);
+      used += need;
     }
-    this.s = {
-      xq: a.alloc(batch * q8RowBytes(d.dimP)),
-      q: a.alloc(batch * d.qRowsP * f),
-      kk: a.alloc(batch * d.kvRowsP * f),
-      v: a.alloc(batch * d.kvRowsP * f),
-      att: a.alloc(batch * d.qRowsP * f),
-      aq: a.alloc(batch * q8RowBytes(pad32(widest))),
-      scores: a.alloc(Math.max(1, d.nHeads) * seqLen * f),
-      hb: a.alloc(batch * d.hRows * f),
-      hb2: a.alloc(batch * d.hRows * f),
-      out: a.alloc(batch * d.dimP * f),
-      logits: a.alloc(d.vRowsP * f),
-      cosSin: a.alloc(seqLen * c.headDim * f),
-    };
-    ropeTable(a, this.s.cosSin, c, seqLen);
-    this.k = backend.bind(a);
+    if (used + clsBytes > maxArenaBytes) {
+      groups.push([]);
+      used = fixed;
+    }
+    this.clsPart = groups.length - 1;
+    let weights = 0;
+    groups.forEach((g, pi) => {
+      const size = fixed + g.reduce((sum, l) => sum + layerW(l) + kvLayer, 0) + (pi === this.clsPart ? clsBytes : 0);
+      const a = new Arena(size, `slice#${pi}`);
+      const place = (id: string): Ptr => {
+        const x = byId.get(id);
+        if (!x) return 0;
+        const ptr = a.alloc(allocBytes(x));
+        this.ptrs.set(id, { part: pi, ptr });
+        weights += allocBytes(x);
+        return ptr;
+      };
+      for (const l of g) {
+        this.layers[l] = {
+          part: pi,
+          wq: place(`L${l}.wq`), wk: place(`L${l}.wk`), wv: place(`L${l}.wv`), wo: place(`L${l}.wo`),
+          gate: place(`L${l}.gate`), up: place(`L${l}.up`), down: place(`L${l}.down`),
+          kCache: d.kvRows > 0 ? a.alloc(seqLen * d.kvRows * 2) : 0,
+          vCache: d.kvRows > 0 ? a.alloc(seqLen * d.kvRows * 2) : 0,
+        };
+      }
+      if (pi === this.clsPart) place("cls");
+      const s: NodeScratch = {
+        xq: a.alloc(batch * q8RowBytes(d.dimP)),
+        q: a.alloc(batch * d.qRowsP * f),
+        kk: a.alloc(batch * d.kvRowsP * f),
+        v: a.alloc(batch * d.kvRowsP * f),
+        att: a.alloc(batch * d.qRowsP * f),
+        aq: a.alloc(batch * q8RowBytes(pad32(widest))),
+        scores: a.alloc(Math.max(1, d.nHeads) * seqLen * f),
+        hb: a.alloc(batch * d.hRows * f),
+        hb2: a.alloc(batch * d.hRows * f),
+        out: a.alloc(batch * d.dimP * f),
+        logits: a.alloc(d.vRowsP * f),
+        cosSin: a.alloc(seqLen * c.headDim * f),
+      };
+      ropeTable(a, s.cosSin, c, seqLen);
+      this.parts.push({ arena: a, k: backend.bind(a), s });
+    });
+    this.weightBytes = weights;
+    this.kvBytes = c.nLayers * (d.kvRows > 0 ? 2 * seqLen * d.kvRows * 2 : 0);
     this.macsPerToken = sliceMacs(c, slice);
+  }
+
+  /** The arenas of this node. */
+  get arenas(): Arena[] {
+    return this.parts.map((p) => p.arena);
   }
 
   /** Where the stored bytes of a slice go (fill it from a cache file, the network or a checkpoint). */
   view(id: string): Uint8Array {
     const desc = this.descs.find((x) => x.id === id);
-    const ptr = this.ptrs.get(id);
-    if (!desc || ptr === undefined) throw new RangeError(`no slice ${id} on this node`);
-    return this.arena.u8(ptr, desc.bytes);
+    const at = this.ptrs.get(id);
+    if (!desc || at === undefined) throw new RangeError(`no slice ${id} on this node`);
+    return this.parts[at.part]!.arena.u8(at.ptr, desc.bytes);
   }
 
   get hasAttention(): boolean {
@@ -232,12 +288,12 @@ export class SliceNode {
     return this.d.vRows > 0;
   }
 
-  private loadInput(xq: Uint8Array, nTok: number): void {
+  private loadInput(p: Part, xq: Uint8Array, nTok: number): void {
     const need = nTok * q8RowBytes(this.d.dimP);
     if (nTok < 1 || nTok > this.batch || xq.length !== need) {
       throw new RangeError(`input of ${xq.length} bytes for ${nTok} tokens (expected ${need}, at most ${this.batch} tokens)`);
     }
-    this.arena.u8(this.s.xq, need).set(xq);
+    p.arena.u8(p.s.xq, need).set(xq);
   }
 
   /**
@@ -248,54 +304,55 @@ export class SliceNode {
   attention(layer: number, pos: number, nTok: number, xq: Uint8Array): Float32Array {
     const c = this.config;
     const d = this.d;
-    const k = this.k;
-    const s = this.s;
     const L = this.layers[layer];
     if (!L || !this.hasAttention) throw new RangeError(`attention: layer ${layer} not on this node`);
     if (pos + nTok > this.seqLen) throw new RangeError(`attention: positions up to ${pos + nTok} exceed the context ${this.seqLen}`);
-    this.loadInput(xq, nTok);
+    const p = this.parts[L.part]!;
+    const { k, s } = p;
+    this.loadInput(p, xq, nTok);
     const f = 4;
     k.matmulQ8(s.q, L.wq, s.xq, d.qRowsP, d.dimP, nTok);
     k.matmulQ8(s.kk, L.wk, s.xq, d.kvRowsP, d.dimP, nTok);
     k.matmulQ8(s.v, L.wv, s.xq, d.kvRowsP, d.dimP, nTok);
     for (let t = 0; t < nTok; t++) {
-      const p = pos + t;
-      const cs = s.cosSin + p * c.headDim * f;
+      const ps = pos + t;
+      const cs = s.cosSin + ps * c.headDim * f;
       k.rope(s.q + t * d.qRowsP * f, d.nHeads, c.headDim, cs);
       k.rope(s.kk + t * d.kvRowsP * f, d.nKv, c.headDim, cs);
-      k.storeBf16(L.kCache + p * d.kvRows * 2, s.kk + t * d.kvRowsP * f, d.kvRows);
-      k.storeBf16(L.vCache + p * d.kvRows * 2, s.v + t * d.kvRowsP * f, d.kvRows);
+      k.storeBf16(L.kCache + ps * d.kvRows * 2, s.kk + t * d.kvRowsP * f, d.kvRows);
+      k.storeBf16(L.vCache + ps * d.kvRows * 2, s.v + t * d.kvRowsP * f, d.kvRows);
     }
     for (let t = 0; t < nTok; t++) {
       k.attention(s.att + t * d.qRowsP * f, s.q + t * d.qRowsP * f, L.kCache, L.vCache, s.scores, d.nHeads, d.nKv, c.headDim, pos + t + 1);
     }
     k.quantizeQ8(s.aq, s.att, nTok * d.qRowsP);
     k.matmulQ8(s.out, L.wo, s.aq, d.dimP, d.qRowsP, nTok);
-    return this.arena.f32(s.out, nTok * d.dimP);
+    return p.arena.f32(s.out, nTok * d.dimP);
   }
 
   /** Feed-forward of this node's hidden blocks: nTok x dimP partial sums of down(silu(gate x) * up x). */
   ffn(layer: number, nTok: number, xq: Uint8Array): Float32Array {
     const d = this.d;
-    const k = this.k;
-    const s = this.s;
     const L = this.layers[layer];
     if (!L || !this.hasFfn) throw new RangeError(`ffn: layer ${layer} not on this node`);
-    this.loadInput(xq, nTok);
+    const p = this.parts[L.part]!;
+    const { k, s } = p;
+    this.loadInput(p, xq, nTok);
     k.matmulQ8(s.hb, L.gate, s.xq, d.hRows, d.dimP, nTok);
     k.matmulQ8(s.hb2, L.up, s.xq, d.hRows, d.dimP, nTok);
     k.siluMul(s.hb, s.hb2, nTok * d.hRows);
     k.quantizeQ8(s.aq, s.hb, nTok * d.hRows);
     k.matmulQ8(s.out, L.down, s.aq, d.dimP, d.hRows, nTok);
-    return this.arena.f32(s.out, nTok * d.dimP);
+    return p.arena.f32(s.out, nTok * d.dimP);
   }
 
   /** This node's rows [v0, v1) of the logits for one normalised token. */
   logits(xq: Uint8Array): Float32Array {
     if (!this.hasLogits) throw new RangeError("logits: no vocabulary rows on this node");
-    this.loadInput(xq, 1);
-    this.k.matmulQ8(this.s.logits, this.ptrs.get("cls")!, this.s.xq, this.d.vRowsP, this.d.dimP, 1);
-    return this.arena.f32(this.s.logits, this.d.vRows);
+    const p = this.parts[this.clsPart]!;
+    this.loadInput(p, xq, 1);
+    p.k.matmulQ8(p.s.logits, this.ptrs.get("cls")!.ptr, p.s.xq, this.d.vRowsP, this.d.dimP, 1);
+    return p.arena.f32(p.s.logits, this.d.vRows);
   }
 }
 

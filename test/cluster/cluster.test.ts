@@ -27,6 +27,9 @@ import { openDistributedModel, parseWorkersFlag, type DistributedModel, type Wor
 import { planCluster, apportion } from "../../src/cluster/planner.js";
 import { encodeFrame, FrameReader, MSG, PROTOCOL_VERSION, type Frame } from "../../src/cluster/protocol.js";
 import { LlameshError } from "../../src/model/errors.js";
+import { loadLlamaConfig } from "../../src/model/config.js";
+import { SafetensorsModel } from "../../src/model/safetensors.js";
+import { extractSlices, SliceNode } from "../../src/cluster/slices.js";
 import { STORIES, skipUnless, tempDir, tinyModel, tinyShape } from "../helpers/models.js";
 import { spawnWorker, type SpawnedWorker } from "./helpers.js";
 
@@ -100,6 +103,34 @@ test("an unreachable worker is a LlameshError naming it", { skip: skipUnless(STO
     openDistributedModel(STORIES, { workers: [{ host: "127.0.0.1", port }], backend, maxSeqLen: 32, log: quiet }),
     (e: unknown) => e instanceof LlameshError && e.message.includes(`127.0.0.1:${port}`) && /cannot connect/.test(e.message),
   );
+});
+
+test("a node slice spread over several arenas computes the same as in one", async () => {
+  const dir = tinyModel(tinyShape({ dim: 64, nHeads: 4, nKvHeads: 2, hiddenDim: 100, nLayers: 4 }));
+  const config = loadLlamaConfig(dir);
+  const slice = planCluster(config, [60, 40]).nodes[0]!;
+  const one = new SliceNode(config, slice, 16, 2, backend);
+  // shrink the arena limit until the layers need at least 3 arenas
+  let limit = one.arenas[0]!.size;
+  let many = one;
+  while (many.arenas.length < 3) {
+    limit -= 4096;
+    many = new SliceNode(config, slice, 16, 2, backend, undefined, limit);
+  }
+  assert.equal(one.arenas.length, 1);
+  assert.ok(many.arenas.length >= 3, `${many.arenas.length} arenas`);
+  const src = SafetensorsModel.open(dir);
+  await extractSlices(src, backend, [one.descs, many.descs], (i, d, off, data) => void (i === 0 ? one : many).view(d.id).set(data, off));
+  src.close();
+  const xq = new Uint8Array(2 * 34 * 2);
+  for (let i = 0; i < xq.length; i++) xq[i] = (i * 53 + 11) & 0x7f;
+  const dv = new DataView(xq.buffer);
+  for (let b = 0; b < 4; b++) dv.setUint16(b * 34, 0x2c00, true);
+  for (let l = 0; l < 4; l++) {
+    assert.deepEqual(Float32Array.from(many.attention(l, 0, 2, xq)), Float32Array.from(one.attention(l, 0, 2, xq)));
+    assert.deepEqual(Float32Array.from(many.ffn(l, 2, xq)), Float32Array.from(one.ffn(l, 2, xq)));
+  }
+  assert.deepEqual(Float32Array.from(many.logits(xq.subarray(0, 68))), Float32Array.from(one.logits(xq.subarray(0, 68))));
 });
 
 test("--workers parsing", () => {
