@@ -168,6 +168,8 @@ async function main(): Promise<void> {
     writeSyntheticModel(MODEL, SHAPES["1b"]!, { seed: 1, dtype: "BF16" });
     fs.writeFileSync(path.join(MODEL, ".complete"), "");
   }
+  const load = os.loadavg()[0]!;
+  if (load > 0.5) log(`Note: load average ${load.toFixed(2)} before the bench: other processes share these cores, so the numbers are noisy`);
   try {
     setupNetwork();
   } catch (e) {
@@ -217,7 +219,8 @@ async function main(): Promise<void> {
     process.stdout.write("\nTinyLlama-1.1B shape (synthetic, Q8_0), 1 thread per worker, 1 Gbit/s veth (tbf), " + tokens + " tokens:\n\n");
     process.stdout.write("| " + rows[0]!.join(" | ") + " |\n|" + rows[0]!.map(() => "---").join("|") + "|\n");
     for (const r of rows.slice(1)) process.stdout.write("| " + r.map((c, i) => c.padEnd(widths[i]!)).join(" | ") + " |\n");
-    process.stdout.write(`\nspeedup ${speedup.toFixed(2)}x (target >= 1.6x; ideal from measured GMAC ${ideal.toFixed(2)}x, scaling efficiency ${((100 * speedup) / ideal).toFixed(0)}%)\n`);
+    process.stdout.write(`\nload average before/after: ${load.toFixed(2)} / ${os.loadavg()[0]!.toFixed(2)} (${os.availableParallelism()} cores)\n`);
+    process.stdout.write(`speedup ${speedup.toFixed(2)}x (target >= 1.6x; ideal from measured GMAC ${ideal.toFixed(2)}x, scaling efficiency ${((100 * speedup) / ideal).toFixed(0)}%)\n`);
     process.stdout.write(`weights sent at setup: run 1 ${one.weightsSent.map(fmtBytes).join(", ")}; run 2 ${two.weightsSent.map(fmtBytes).join(", ")} (0 once the workers' caches hold them)\n`);
   } finally {
     cleanup();
