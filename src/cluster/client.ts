@@ -205,17 +205,16 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
     });
 
     // Setup: each worker says which slices it lacks.
-    const wanted: SliceDesc[][] = [];
-    for (const n of nodes) {
-      if (n.local) {
-        wanted.push(n.local.descs);
-        continue;
-      }
-      const descs = withKeys(sliceDescs(config, n.slice), fingerprint);
-      const j = jsonOf(await n.conn!.requestJson(MSG.SETUP, { config, slice: n.slice, seqLen, batch }), MSG.SETUP_OK, `worker ${n.label}`);
-      const missing = new Set(Array.isArray(j["missing"]) ? (j["missing"] as unknown[]).filter((x): x is string => typeof x === "string") : []);
-      wanted.push(descs.filter((d) => missing.has(d.key)));
-    }
+    // (in parallel: a worker with --model cuts its slices from its own copy meanwhile)
+    const wanted: SliceDesc[][] = await Promise.all(
+      nodes.map(async (n) => {
+        if (n.local) return n.local.descs;
+        const descs = withKeys(sliceDescs(config, n.slice), fingerprint);
+        const j = jsonOf(await n.conn!.requestJson(MSG.SETUP, { config, slice: n.slice, seqLen, batch }), MSG.SETUP_OK, `worker ${n.label}`);
+        const missing = new Set(Array.isArray(j["missing"]) ? (j["missing"] as unknown[]).filter((x): x is string => typeof x === "string") : []);
+        return descs.filter((d) => missing.has(d.key));
+      }),
+    );
     const toSend = wanted.map((w, i) => (nodes[i]!.local ? 0 : w.reduce((s, d) => s + d.bytes, 0)));
     const totalSend = toSend.reduce((a, b) => a + b, 0);
     if (totalSend > 0) log(`Sending weights: ${nodes.filter((_, i) => toSend[i]! > 0).map((n) => `${n.label} ${formatBytes(toSend[nodes.indexOf(n)]!)}`).join(", ")}`);
