@@ -401,7 +401,8 @@ class Coordinator {
       finalNorm: this.finalNorm,
       memory: { byType, runState: Math.max(0, used - model - kvCache), kvCache, model },
       macsPerToken: attnParams + ffnParams + c.vocabSize * c.dim,
-      tensorsLoaded: 0,
+      // tensors the client itself read: embedding, norms, and those its own slice comes from
+      tensorsLoaded: 2 + 2 * L + (local ? new Set(local.descs.map((x) => x.tensor).filter((t) => t !== hfNames.embedding)).size : 0),
     };
   }
 
