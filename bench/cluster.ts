@@ -5,8 +5,11 @@
  * The hosts are Linux network namespaces (lmsh-a, lmsh-b) joined by a veth pair whose both ends
  * are shaped to 1 Gbit/s with `tc tbf` (netem is not available on these machines, so no added
  * latency). Host A runs the client and worker A pinned to core 0 (`taskset`), host B runs worker B
- * pinned to core 1; each worker has 1 thread. Run 1: worker A alone (the client coordinates).
- * Run 2: workers A and B, 50/50. The client only coordinates (no local share) in both.
+ * pinned to core 1; each worker has 1 thread. Run 0: the client alone (local share only: one
+ * machine, no network). Run 1: worker A alone (the client coordinates). Run 2: workers A and B,
+ * 50/50 (the client coordinates). Run 3: the client computes 50% itself and worker B 50% (two
+ * machines, no process sharing a core). The client (pinned to core 0) polls for replies only
+ * when it has a local share, so in runs 1-2 it sleeps and shares core 0 with worker A.
  *
  * Needs root (namespaces, tc); without it, says why and exits 0. Traffic stays inside the
  * namespaces it creates, which it deletes at the end.
@@ -105,9 +108,9 @@ function setupNetwork(): void {
   }
 }
 
-function startWorker(ns: string, core: number, ip: string, cacheDir: string): Promise<{ child: ChildProcess; port: number; err: () => string }> {
+function startWorker(ns: string, core: number, ip: string, cacheDir: string, extra: string[] = []): Promise<{ child: ChildProcess; port: number; err: () => string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn("ip", ["netns", "exec", ns, "taskset", "-c", String(core), process.execPath, path.join(ROOT, "bin", "worker"), "0", "--host", ip, "--threads", "1", "--cache-dir", cacheDir], {
+    const child = spawn("ip", ["netns", "exec", ns, "taskset", "-c", String(core), process.execPath, path.join(ROOT, "bin", "worker"), "0", "--host", ip, "--threads", "1", "--cache-dir", cacheDir, ...extra], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";
@@ -187,11 +190,15 @@ async function main(): Promise<void> {
     process.exit(130);
   });
   try {
-    const wa = await startWorker(NS_A, 0, IP_A, path.join(BASE, "cache-a"));
+    // worker A shares core 0 with the client: it must not poll between requests (--spin-ms 0)
+    const wa = await startWorker(NS_A, 0, IP_A, path.join(BASE, "cache-a"), ["--spin-ms", "0"]);
     children.push(wa.child);
     const wb = await startWorker(NS_B, 1, IP_B, path.join(BASE, "cache-b"));
     children.push(wb.child);
     log(`Workers: A ${IP_A}:${wa.port} (core 0), B ${IP_B}:${wb.port} (core 1), link 1 Gbit/s (tbf)`);
+    log("Run 0: the client alone (local share only, no network): one machine");
+    const zero = await runClient([], tokens, 100);
+    for (const l of zero.report) log("  " + l);
     log("Run 1: worker A alone");
     const one = await runClient([{ host: IP_A, port: wa.port, share: 100 }], tokens);
     for (const l of one.report) log("  " + l);
@@ -205,15 +212,19 @@ async function main(): Promise<void> {
     const gmacTwo = two.gmacs.reduce((a, b) => a + b, 0);
     const theo1 = (gmacOne * 1e9) / one.macsPerToken;
     const theo2 = (gmacTwo * 1e9) / two.macsPerToken;
-    const speedup = two.tokPerSec / one.tokPerSec;
+    const speedup = two.tokPerSec / one.tokPerSec; // 2 workers vs 1 worker
     const ideal = gmacTwo / gmacOne;
     const gmacThree = gmacOne + three.gmacs.reduce((a, b) => a + b, 0);
     const theo3 = (gmacThree * 1e9) / three.macsPerToken;
+    const gmacZero = gmacOne; // the client runs on worker A's core with the same kernels
+    const theo0 = (gmacZero * 1e9) / zero.macsPerToken;
+    const speedupLocal = three.tokPerSec / zero.tokPerSec;
     const rows = [
       ["setup", "total GMAC", "theoretical tok/s", "measured tok/s", "ms/token", "speedup", "efficiency", "bytes/token", "ms/round", "rounds/token"],
+      ["client alone (1 machine)", gmacZero.toFixed(2), theo0.toFixed(2), zero.tokPerSec.toFixed(2), zero.msPerToken.toFixed(1), "-", `${((100 * zero.tokPerSec) / theo0).toFixed(0)}%`, "0 B", zero.msPerRound.toFixed(2), zero.roundsPerToken.toFixed(0)],
       ["1 worker", gmacOne.toFixed(2), theo1.toFixed(2), one.tokPerSec.toFixed(2), one.msPerToken.toFixed(1), "1.00x", `${((100 * one.tokPerSec) / theo1).toFixed(0)}%`, fmtBytes(one.bytesPerToken), one.msPerRound.toFixed(2), one.roundsPerToken.toFixed(0)],
       ["2 workers", gmacTwo.toFixed(2), theo2.toFixed(2), two.tokPerSec.toFixed(2), two.msPerToken.toFixed(1), `${speedup.toFixed(2)}x`, `${((100 * two.tokPerSec) / theo2).toFixed(0)}%`, fmtBytes(two.bytesPerToken), two.msPerRound.toFixed(2), two.roundsPerToken.toFixed(0)],
-      ["client 50% + worker B", gmacThree.toFixed(2), theo3.toFixed(2), three.tokPerSec.toFixed(2), three.msPerToken.toFixed(1), `${(three.tokPerSec / one.tokPerSec).toFixed(2)}x`, `${((100 * three.tokPerSec) / theo3).toFixed(0)}%`, fmtBytes(three.bytesPerToken), three.msPerRound.toFixed(2), three.roundsPerToken.toFixed(0)],
+      ["client 50% + worker B", gmacThree.toFixed(2), theo3.toFixed(2), three.tokPerSec.toFixed(2), three.msPerToken.toFixed(1), `${speedupLocal.toFixed(2)}x vs alone`, `${((100 * three.tokPerSec) / theo3).toFixed(0)}%`, fmtBytes(three.bytesPerToken), three.msPerRound.toFixed(2), three.roundsPerToken.toFixed(0)],
     ];
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
     process.stdout.write("\nTinyLlama-1.1B shape (synthetic, Q8_0), 1 thread per worker, 1 Gbit/s veth (tbf), " + tokens + " tokens:\n\n");
@@ -221,6 +232,7 @@ async function main(): Promise<void> {
     for (const r of rows.slice(1)) process.stdout.write("| " + r.map((c, i) => c.padEnd(widths[i]!)).join(" | ") + " |\n");
     process.stdout.write(`\nload average before/after: ${load.toFixed(2)} / ${os.loadavg()[0]!.toFixed(2)} (${os.availableParallelism()} cores)\n`);
     process.stdout.write(`speedup ${speedup.toFixed(2)}x (target >= 1.6x; ideal from measured GMAC ${ideal.toFixed(2)}x, scaling efficiency ${((100 * speedup) / ideal).toFixed(0)}%)\n`);
+    process.stdout.write(`two machines (client with a 50% share + worker B) vs one (the client alone): ${speedupLocal.toFixed(2)}x\n`);
     process.stdout.write(`weights sent at setup: run 1 ${one.weightsSent.map(fmtBytes).join(", ")}; run 2 ${two.weightsSent.map(fmtBytes).join(", ")} (0 once the workers' caches hold them)\n`);
   } finally {
     cleanup();

@@ -79,6 +79,12 @@ export interface DistributedOptions {
   /** Write one row per token, layer, operation and node here at close(). */
   perfCsv?: string;
   connectTimeoutMs?: number;
+  /**
+   * While waiting for the workers' replies in a round, keep polling for up to this many ms
+   * instead of sleeping (a sleeping core can take ~1 ms to wake on a VM). Default: 20 when the
+   * client has a local share (its cores are its own), else 0 (it may share a core with a worker).
+   */
+  spinMs?: number;
 }
 
 interface NodeStats {
@@ -229,7 +235,7 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
     }, opts.onProgress);
     for (const n of nodes) if (n.conn) jsonOf(await n.conn.requestJson(MSG.READY, {}), MSG.READY_OK, `worker ${n.label}`);
 
-    const coord = new Coordinator(config, source, opts.backend, seqLen, batch, nodes, opts.perfCsv);
+    const coord = new Coordinator(config, source, opts.backend, seqLen, batch, nodes, opts.perfCsv, opts.spinMs ?? (local > 0 ? 20 : 0));
     const loadMs = performance.now() - t0;
     log(`Cluster ready in ${(loadMs / 1000).toFixed(2)} s: ${nodes.length} node${nodes.length === 1 ? "" : "s"}, weights sent ${formatBytes(totalSend)}`);
     for (const l of planLines(config, plan, nodes)) log(l);
@@ -328,6 +334,7 @@ class Coordinator {
     readonly batch: number,
     readonly nodes: ClusterNode[],
     readonly perfCsv: string | undefined,
+    readonly spinMs: number,
   ) {
     const c = config;
     const d = dimsOf(c);
@@ -445,6 +452,13 @@ class Coordinator {
       n.stats.rttMs += ms;
       n.stats.computeMs += ms;
       this.csv.push({ pos, nTok, layer, op, node: n.label, rttMs: ms, computeMs: ms, sent: 0, received: 0 });
+    }
+    if (this.spinMs > 0) {
+      const waiting = pending.filter((p): p is Promise<{ values: Float32Array; computeUs: number; t: number }> => p !== null);
+      let done = waiting.length === 0;
+      void Promise.all(waiting).then(() => (done = true), () => (done = true));
+      const until = performance.now() + this.spinMs;
+      while (!done && performance.now() < until) await new Promise<void>((r) => setImmediate(r));
     }
     const reqBytes = body.length + 16;
     for (let i = 0; i < this.nodes.length; i++) {
