@@ -572,7 +572,11 @@ class Coordinator {
       lines.push(`  ${n.label}: ${formatBytes(n.weightBytes)} + ${formatBytes(kv)}`);
     }
     const msTok = this.forwardMs / tok;
-    lines.push(`Cluster speed: ${(1000 / Math.max(1e-9, msTok)).toFixed(2)} tok/s, ${msTok.toFixed(2)} ms/token, ${(this.roundMs / Math.max(1, this.rounds)).toFixed(3)} ms per sync round`);
+    lines.push(
+      `Cluster speed: ${(1000 / Math.max(1e-9, msTok)).toFixed(2)} tok/s, ${msTok.toFixed(2)} ms/token, ` +
+        `${(this.roundMs / Math.max(1, this.rounds)).toFixed(3)} ms per sync round, ` +
+        `${((this.forwardMs - this.roundMs) / tok).toFixed(2)} ms/token in the client between rounds (embedding, norms, sums)`,
+    );
     // Verdict: compare the network cost per token against the compute the busiest worker saved.
     const remote = this.nodes.filter((n) => n.conn);
     if (remote.length > 0 && this.nodes.length > 1) {
