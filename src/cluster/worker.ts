@@ -36,6 +36,8 @@ export interface WorkerCounters {
   sessions: number;
   errorsSent: number;
   requests: number;
+  /** Sessions that took over a complete slice left by an earlier session (nothing read or sent). */
+  nodesReused: number;
 }
 
 export interface WorkerOptions {
@@ -131,7 +133,9 @@ function sliceFrom(v: unknown, c: LlamaConfig): NodeSlice {
 }
 
 export class WorkerServer {
-  readonly counters: WorkerCounters = { weightBytesReceived: 0, slicesReceived: 0, slicesFromCache: 0, slicesFromModel: 0, sessions: 0, errorsSent: 0, requests: 0 };
+  readonly counters: WorkerCounters = { weightBytesReceived: 0, slicesReceived: 0, slicesFromCache: 0, slicesFromModel: 0, sessions: 0, errorsSent: 0, requests: 0, nodesReused: 0 };
+  /** Complete slices of finished sessions, by setup key, for the next client with the same plan. */
+  private readonly parked = new Map<string, SliceNode>();
   readonly cache: SliceCache;
   readonly gmac: number;
   private readonly sockets = new Set<net.Socket>();
@@ -222,6 +226,23 @@ export class WorkerServer {
     setImmediate(loop);
   }
 
+  /**
+   * Keep a finished session's slice for the next client with the same setup (a client restart
+   * then costs nothing on the worker). Its KV cache is stale but harmless: every position is
+   * written before it is read. At most 2 are kept.
+   */
+  park(key: string, node: SliceNode): void {
+    this.parked.delete(key);
+    this.parked.set(key, node);
+    while (this.parked.size > 2) this.parked.delete(this.parked.keys().next().value!);
+  }
+
+  takeParked(key: string): SliceNode | null {
+    const n = this.parked.get(key) ?? null;
+    this.parked.delete(key);
+    return n;
+  }
+
   get fingerprint(): string | null {
     return this.modelFp;
   }
@@ -232,6 +253,8 @@ class Session {
   private hello = false;
   private fingerprint = "";
   private node: SliceNode | null = null;
+  private nodeKey = "";
+  private nodeReady = false;
   private writers = new Map<string, { w: CacheWriter; desc: SliceDesc }>();
 
   constructor(private readonly server: WorkerServer, private readonly socket: net.Socket) {}
@@ -250,10 +273,17 @@ class Session {
     if (!this.socket.destroyed) this.socket.write(encodeJson(MSG.ERROR, id, { message, code }));
   }
 
+  /** Give up the current slice (kept for reuse when it was complete). */
+  private dropNode(): void {
+    if (this.node && this.nodeReady) this.server.park(this.nodeKey, this.node);
+    this.node = null;
+    this.nodeReady = false;
+  }
+
   dispose(): void {
     for (const { w } of this.writers.values()) w.abort();
     this.writers.clear();
-    this.node = null;
+    this.dropNode();
     this.server.opts.backend.idle();
   }
 
@@ -294,8 +324,17 @@ class Session {
         if (seqLen > config.seqLen * 64 || batch > 4096) throw new ProtocolError("setup: seqLen or batch out of range", "bad-setup");
         for (const { w } of this.writers.values()) w.abort();
         this.writers.clear();
-        this.node = null;
+        this.dropNode();
         const descs = withKeys(sliceDescs(config, slice), this.fingerprint);
+        const key = JSON.stringify({ fp: this.fingerprint, config, slice, seqLen, batch });
+        const parked = this.server.takeParked(key);
+        if (parked) {
+          c.nodesReused++;
+          this.node = parked;
+          this.nodeKey = key;
+          this.reply(MSG.SETUP_OK, f.id, JSON.stringify({ missing: [], slices: descs.length, weightBytes: parked.weightBytes, reused: true }));
+          return;
+        }
         const node = new SliceNode(config, slice, seqLen, batch, this.server.opts.backend, descs);
         const fromModel: SliceDesc[] = [];
         const missing: string[] = [];
@@ -315,6 +354,7 @@ class Session {
         }
         for (const d of descs) if (missing.includes(d.key)) this.writers.set(d.key, { w: this.server.cache.writer(d.key, d.bytes), desc: d });
         this.node = node;
+        this.nodeKey = key;
         this.reply(MSG.SETUP_OK, f.id, JSON.stringify({ missing, slices: descs.length, weightBytes: node.weightBytes }));
         return;
       }
@@ -337,6 +377,7 @@ class Session {
         }
         this.writers.clear();
         if (short.length > 0) throw new ProtocolError(`slices incomplete: ${short.join(", ")}`, "incomplete");
+        this.nodeReady = true;
         this.reply(MSG.READY_OK, f.id, JSON.stringify({ counters: c }));
         return;
       }

@@ -243,6 +243,12 @@ test("a restarted worker gets no weight bytes (disk cache); --model workers cut 
     assert.ok((s["slicesFromCache"] as number) > 0);
   }
   assert.deepEqual(second.tokens, first.tokens);
+  // the client restarts, the workers keep running: they reuse the slices in memory
+  await new Promise((r) => setTimeout(r, 200)); // let the workers see the old connections close
+  const again = await run(ws);
+  assert.deepEqual(again.m.weightBytesSent, [0, 0]);
+  for (const s of again.stats) assert.equal(s["nodesReused"], 1);
+  assert.deepEqual(again.tokens, first.tokens);
   await Promise.all(ws.map((w) => w.stop()));
 
   const own = await Promise.all([0, 1].map(() => spawnWorker(["--cache-dir", tempDir("llamesh-cache-"), "--model", STORIES])));
