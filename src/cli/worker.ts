@@ -54,7 +54,7 @@ main(async () => {
     if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") throw new LlameshError(`worker: cannot listen on ${host}:${port} (${code})`);
     throw e;
   }
-  log(`Worker on ${server.addresses().join(", ")}: ${backend.name}, ${backend.threads} thread${backend.threads === 1 ? "" : "s"}, ${server.gmac.toFixed(2)} GMAC (Q8_0 matvec)`);
+  log(`Worker on ${server.addresses().join(", ")}: ${backend.threads} thread${backend.threads === 1 ? "" : "s"}, ${server.gmac.toFixed(2)} GMAC (Q8_0 matvec), kernels ${backend.name}`);
   log(`Cache: ${server.cache.dir}${server.fingerprint ? `; model ${f["model"] as string} (fingerprint ${server.fingerprint})` : ""}`);
   // Machine-readable for scripts and tests, printed once ready: "listening <host>:<port>".
   process.stdout.write(`listening ${server.host}:${server.port}\n`);

@@ -32,6 +32,7 @@ import { SafetensorsModel } from "../../src/model/safetensors.js";
 import { extractSlices, SliceNode } from "../../src/cluster/slices.js";
 import { STORIES, skipUnless, tempDir, tinyModel, tinyShape } from "../helpers/models.js";
 import { spawnWorker, type SpawnedWorker } from "./helpers.js";
+import { runCli } from "../helpers/cli.js";
 
 const backend = await createBackend({ threads: 1 });
 after(() => backend.close());
@@ -131,6 +132,18 @@ test("a node slice spread over several arenas computes the same as in one", asyn
     assert.deepEqual(Float32Array.from(many.ffn(l, 2, xq)), Float32Array.from(one.ffn(l, 2, xq)));
   }
   assert.deepEqual(Float32Array.from(many.logits(xq.subarray(0, 68))), Float32Array.from(one.logits(xq.subarray(0, 68))));
+});
+
+test("bin/worker: bad flags are one-line errors; at start it prints address, threads and measured GMAC", async () => {
+  const bad = await runCli("worker", ["abc"]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /^error: worker: port "abc" is not valid/);
+  const noPort = await runCli("worker", []);
+  assert.equal(noPort.code, 1);
+  assert.match(noPort.stderr, /expected one port/);
+  const w = await spawnWorker(["--cache-dir", tempDir("llamesh-cache-")], { LLAMESH_WORKER_GMAC: "" });
+  assert.match(w.stderr(), new RegExp(`Worker on 127\\.0\\.0\\.1:${w.port}: 1 thread, [0-9.]+ GMAC`));
+  await w.stop();
 });
 
 test("--workers parsing", () => {
