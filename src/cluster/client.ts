@@ -110,6 +110,8 @@ interface ClusterNode {
 }
 
 export interface DistributedModel extends LoadedModel {
+  /** Always asynchronous: every layer waits for the workers. */
+  forward(tokens: readonly number[], pos: number): Promise<Float32Array>;
   plan: ClusterPlan;
   /** Weight bytes sent to each worker during setup (in worker order). */
   weightBytesSent: number[];
@@ -440,6 +442,8 @@ class Coordinator {
         return { ...decodeResult(r.body), t: performance.now() };
       });
     });
+    // a reply may fail while we still wait for an earlier node: mark every one as handled now
+    for (const p of pending) p?.catch(() => undefined);
     const results: (Float32Array | null)[] = this.nodes.map(() => null);
     for (let i = 0; i < this.nodes.length; i++) {
       const n = this.nodes[i]!;

@@ -229,7 +229,9 @@ export interface Traffic {
  */
 export class Connection {
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  /** A request without a reply after this long fails (the worker hangs or the link is down). */
+  requestTimeoutMs = 120_000;
   private readonly reader = new FrameReader();
   private closedErr: Error | null = null;
   readonly traffic: Traffic = { sent: 0, received: 0 };
@@ -250,6 +252,7 @@ export class Connection {
         const p = this.pending.get(f.id);
         if (!p) continue;
         this.pending.delete(f.id);
+        clearTimeout(p.timer);
         if (f.type === MSG.ERROR) {
           let msg = f.body.toString("utf8");
           try {
@@ -290,7 +293,10 @@ export class Connection {
 
   private fail(e: Error): void {
     if (!this.closedErr) this.closedErr = e;
-    for (const p of this.pending.values()) p.reject(e);
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(e);
+    }
     this.pending.clear();
   }
 
@@ -298,7 +304,14 @@ export class Connection {
   request(type: number, body: Uint8Array | string): Promise<Reply> {
     if (this.closedErr) return Promise.reject(this.closedErr);
     const id = this.nextId++;
-    const p = new Promise<Reply>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    const p = new Promise<Reply>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new LlameshError(`worker ${this.label}: no reply to ${MSG_NAMES[type] ?? type} within ${this.requestTimeoutMs / 1000} s`));
+      }, this.requestTimeoutMs);
+      timer.unref();
+      this.pending.set(id, { resolve, reject, timer });
+    });
     const frame = encodeFrame(type, id, body);
     this.traffic.sent += frame.length;
     this.socket.write(frame);

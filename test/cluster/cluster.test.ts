@@ -134,6 +134,17 @@ test("a node slice spread over several arenas computes the same as in one", asyn
   assert.deepEqual(Float32Array.from(many.logits(xq.subarray(0, 68))), Float32Array.from(one.logits(xq.subarray(0, 68))));
 });
 
+test("a worker lost mid-generation is a LlameshError naming it", { skip: skipUnless(STORIES) }, async () => {
+  const ws = await Promise.all([0, 1].map(() => spawnWorker(["--cache-dir", tempDir("llamesh-cache-")])));
+  const m = await openDistributedModel(STORIES, { workers: specs(ws, [50, 50]), backend, maxSeqLen: 32, log: quiet });
+  await m.forward([1, 403], 0);
+  ws[1]!.child.kill("SIGKILL");
+  await new Promise((r) => ws[1]!.child.once("exit", r));
+  await assert.rejects(() => m.forward([261], 2), (e: unknown) => e instanceof LlameshError && e.message.includes(`127.0.0.1:${ws[1]!.port}`));
+  await m.close();
+  await ws[0]!.stop();
+});
+
 test("bin/worker: bad flags are one-line errors; at start it prints address, threads and measured GMAC", async () => {
   const bad = await runCli("worker", ["abc"]);
   assert.equal(bad.code, 1);
