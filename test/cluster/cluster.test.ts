@@ -182,6 +182,7 @@ test("stories260K: greedy output token-identical to single-node for 1, 2, 3 work
     { name: "local 50 + 2 workers 25/25", workers: specs(ws.slice(0, 2), [25, 25]), localShare: 50 },
     { name: "local 30 + 1 worker 70", workers: specs(ws.slice(0, 1), [70]), localShare: 30 },
     { name: "local only", workers: [], localShare: 1 },
+    { name: "3 workers, 50/0/50 (a share of 0 gets nothing)", workers: specs(ws, [50, 0, 50]) },
   ];
   const csv = `${cache}/perf.csv`;
   for (const c of cases) {
