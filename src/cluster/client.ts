@@ -169,7 +169,7 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
     const fingerprint = modelFingerprint(dir, source.files);
 
     // Connect and shake hands with every worker, in parallel.
-    const hellos = await Promise.all(
+    const settled = await Promise.allSettled(
       opts.workers.map(async (w) => {
         const tc = performance.now();
         const conn = await Connection.connect(w.host, w.port, opts.connectTimeoutMs ?? 10_000);
@@ -181,6 +181,10 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
         return { conn, gmac, threads };
       }),
     );
+    // wait for every attempt, so that no connection is left open behind an error
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) throw failed.reason;
+    const hellos = settled.map((r) => (r as PromiseFulfilledResult<{ conn: Connection; gmac: number; threads: number }>).value);
 
     // Shares: explicit weights, or measured GMAC.
     const explicit = opts.workers.length > 0 && opts.workers.every((w) => w.share !== undefined);

@@ -55,7 +55,7 @@ function gcd(a: number, b: number): number {
 /** Split `n` units in proportion to `shares` (largest remainder; ties to the earlier node). */
 export function apportion(n: number, shares: readonly number[]): number[] {
   const total = shares.reduce((a, b) => a + b, 0);
-  if (!(total > 0)) throw new LlameshError("shares: at least one node needs a share above 0");
+  if (!(total > 0)) throw new LlameshError("--workers / --local-share: at least one node needs a share above 0");
   const exact = shares.map((s) => (n * s) / total);
   const counts = exact.map((e) => Math.floor(e + 1e-9));
   let left = n - counts.reduce((a, b) => a + b, 0);
