@@ -4,9 +4,11 @@
  */
 import * as os from "node:os";
 import { generate } from "../engine/generate.js";
-import { openModel } from "../engine/open.js";
+import { openModel, type LoadedModel } from "../engine/open.js";
+import { openDistributedModel, parseWorkersFlag, type DistributedModel } from "../cluster/client.js";
 import { Sampler } from "../engine/sampler.js";
 import { TextStream } from "../engine/text-stream.js";
+import { modelMacsPerToken } from "../engine/weights.js";
 import { createBackend } from "../kernels/backend.js";
 import { LlameshError } from "../model/errors.js";
 import { defaultThreads, parseArgs, type FlagSpec } from "./args.js";
@@ -23,14 +25,20 @@ export const runFlags: Record<string, FlagSpec> = {
   threads: { type: "int", min: 1, max: 256, help: "compute threads" },
   "max-seq-len": { type: "int", min: 2, max: 1 << 20, help: "context length to allocate" },
   "kernels": { type: "string", help: "wasm or ts (the plain TypeScript reference)" },
+  workers: { type: "string", help: "worker list host:port[@share],..." },
+  "local-share": { type: "number", min: 0, max: 1e6, help: "this machine's share of the work when using --workers (0 = coordinate only)" },
+  "perf-csv": { type: "string", help: "per-token timing CSV of the cluster run" },
   help: { type: "boolean", aliases: ["-h"], help: "show usage" },
 };
 
 export const RUN_USAGE = `usage: client <model-dir> -n <max-new-tokens> -i <prompt> [--temperature T] [--top-p P] [--top-k K]
               [--seed S] [--threads N] [--max-seq-len L] [--kernels wasm|ts]
+              [--workers host:port[@share],... [--local-share N] [--perf-csv FILE]]
   Streams the continuation of the prompt to stdout; the report goes to stderr.
   Defaults: -n 100, temperature 0.8, top-p 0.95, top-k 40, seed from the clock (printed),
-  threads = OMP_NUM_THREADS or the core count, max-seq-len = the model's max_position_embeddings.`;
+  threads = OMP_NUM_THREADS or the core count, max-seq-len = the model's max_position_embeddings.
+  With --workers, every token's work is split over the workers (bin/worker <port> on each machine)
+  and, with --local-share N, this machine; shares default to each node's measured GMAC.`;
 
 export async function runCommand(argv: readonly string[], command = "client"): Promise<void> {
   const { positionals, flags } = parseArgs(argv, runFlags, command);
@@ -51,24 +59,41 @@ export async function runCommand(argv: readonly string[], command = "client"): P
   const seed = (flags["seed"] as number | undefined) ?? (Date.now() % 2147483647);
   const log = (line: string): void => void process.stderr.write(line + "\n");
 
+  const workersFlag = flags["workers"] as string | undefined;
+  const localShare = flags["local-share"] as number | undefined;
+  const maxSeqLen = flags["max-seq-len"] as number | undefined;
+  if (localShare !== undefined && workersFlag === undefined) {
+    throw new LlameshError(`${command}: --local-share needs --workers (it is this machine's part next to theirs)`);
+  }
+  const workers = workersFlag === undefined ? null : parseWorkersFlag(workersFlag);
+  const sampler = new Sampler({
+    temperature: (flags["temperature"] as number | undefined) ?? 0.8,
+    topP: (flags["top-p"] as number | undefined) ?? 0.95,
+    topK: (flags["top-k"] as number | undefined) ?? 40,
+    seed,
+  });
+
   const backend = await createBackend({ threads, log, forceReference: kernelsFlag === "ts" });
+  const bar = new ProgressBar(workers ? "Loading and sending weights" : "Loading");
+  const onProgress = (d: number, t: number): void => bar.update(d, t);
+  let distributed: DistributedModel | null = null;
   try {
-    const bar = new ProgressBar("Loading");
-    const model = await openModel(dir, {
-      backend,
-      maxSeqLen: flags["max-seq-len"] as number | undefined,
-      onProgress: (d, t) => bar.update(d, t),
-    });
+    // One machine, or this machine coordinating workers: both give a LoadedModel.
+    const model: LoadedModel = workers
+      ? (distributed = await openDistributedModel(dir, {
+          workers,
+          localShare,
+          backend,
+          maxSeqLen,
+          onProgress,
+          log,
+          perfCsv: (flags["perf-csv"] as string | undefined) ?? "matmul_perf.csv",
+        }))
+      : await openModel(dir, { backend, maxSeqLen, onProgress });
     bar.done();
     for (const l of modelReport(model, backend.name)) log(l);
 
     const ids = model.tokenizer.encode(prompt, true);
-    const sampler = new Sampler({
-      temperature: (flags["temperature"] as number | undefined) ?? 0.8,
-      topP: (flags["top-p"] as number | undefined) ?? 0.95,
-      topK: (flags["top-k"] as number | undefined) ?? 40,
-      seed,
-    });
     const s = sampler.opts;
     log(`Sampling: ${s.temperature === 0 ? "greedy (temperature 0)" : `temperature ${s.temperature}, top-p ${s.topP}, top-k ${s.topK}, seed ${s.seed}`}`);
     log(`Prompt: ${ids.length} tokens; generating up to ${maxNew}`);
@@ -84,9 +109,10 @@ export async function runCommand(argv: readonly string[], command = "client"): P
       },
     });
     process.stdout.write(stream.end() + "\n");
-    for (const l of speedReport(result, model.weights.macsPerToken)) log(l);
+    for (const l of speedReport(result, modelMacsPerToken(model.config))) log(l);
+    if (distributed) for (const l of distributed.clusterReport()) log(l);
   } finally {
+    await distributed?.close();
     await backend.close();
   }
 }
-

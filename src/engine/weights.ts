@@ -132,6 +132,12 @@ export function backendScratchBytes(threads: number): number {
 }
 const STAGING_FLOATS = 1 << 20;
 
+/** Multiply-accumulates of all the matrices for one token (the GMAC figure's numerator). */
+export function modelMacsPerToken(c: LlamaConfig): number {
+  const kvDim = c.nKvHeads * c.headDim;
+  return c.nLayers * (2 * c.dim * c.dim + 2 * kvDim * c.dim + 3 * c.dim * c.hiddenDim) + c.vocabSize * c.dim;
+}
+
 export function dimsOf(c: LlamaConfig): Dims {
   const kvDim = c.nKvHeads * c.headDim;
   return { dimP: pad32(c.dim), kvDim, kvDimP: pad32(kvDim), hiddenP: pad32(c.hiddenDim) };
@@ -383,7 +389,7 @@ export function loadWeights(source: TensorSource, c: LlamaConfig, backend: Kerne
     classifier,
     finalNorm,
     memory: { byType, runState: Math.max(0, totalArena - model - kvCache), kvCache, model },
-    macsPerToken: attnParams + ffnParams + c.vocabSize * c.dim,
+    macsPerToken: modelMacsPerToken(c),
     tensorsLoaded: names.length,
   };
 }
