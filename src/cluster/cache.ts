@@ -21,28 +21,31 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 /**
- * Identifies a checkpoint's content cheaply: SHA-256 over config.json, and for every safetensors
- * file its name, size, header and 16 samples of 64 KB spread over its data (a full hash of a 13 GB
+ * Identifies a checkpoint's content cheaply: SHA-256 over its config, and for every weights file
+ * (safetensors or GGUF) its name, size, safetensors header and 16 samples of 64 KB spread over it (a full hash of a 13 GB
  * checkpoint would take seconds at every start). Two folders with the same fingerprint hold the
  * same weights for any practical purpose; a re-exported or edited checkpoint changes its header
  * or its sampled bytes.
  */
-export function modelFingerprint(dir: string, files: readonly string[]): string {
+export function modelFingerprint(configText: string, files: readonly string[]): string {
   const h = crypto.createHash("sha256");
-  h.update("llamesh-fingerprint-v1\0");
-  h.update(fs.readFileSync(path.join(dir, "config.json")));
+  h.update("llamesh-fingerprint-v2\0");
+  h.update(configText);
   const buf = Buffer.alloc(65536);
   for (const f of [...files].sort()) {
     const size = fs.statSync(f).size;
     h.update(`\0${path.basename(f)}\0${size}\0`);
     const fd = fs.openSync(f, "r");
     try {
-      const head = Buffer.alloc(8);
-      fs.readSync(fd, head, 0, 8, 0);
-      const hl = Math.min(Number(head.readBigUInt64LE(0)), size - 8);
-      const header = Buffer.alloc(Math.max(0, hl));
-      fs.readSync(fd, header, 0, header.length, 8);
-      h.update(header);
+      if (f.endsWith(".safetensors")) {
+        const head = Buffer.alloc(8);
+        fs.readSync(fd, head, 0, 8, 0);
+        const hl = Math.min(Number(head.readBigUInt64LE(0)), size - 8);
+        const header = Buffer.alloc(Math.max(0, hl));
+        fs.readSync(fd, header, 0, header.length, 8);
+        h.update(header);
+      }
+      // (a GGUF file's header and metadata sit in its first sampled 64 KB)
       for (let i = 0; i < 16; i++) {
         const at = Math.floor(((size - buf.length) * i) / 15);
         const n = fs.readSync(fd, buf, 0, buf.length, Math.max(0, at));

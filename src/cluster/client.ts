@@ -11,12 +11,11 @@ import * as fs from "node:fs";
 import { Arena } from "../kernels/arena.js";
 import type { KernelBackend, Kernels, Ptr } from "../kernels/kernels.js";
 import { pad32, q8RowBytes } from "../kernels/q8.js";
-import { loadLlamaConfig, type LlamaConfig } from "../model/config.js";
+import type { LlamaConfig } from "../model/config.js";
+import type { TensorSource } from "../model/safetensors.js";
 import { LlameshError } from "../model/errors.js";
-import { SafetensorsModel } from "../model/safetensors.js";
-import { loadTokenizer } from "../model/tokenizer.js";
 import { backendScratchBytes, dimsOf, hfNames, type MemoryRow, type ModelWeights } from "../engine/weights.js";
-import { checkModelDir, type LoadedModel } from "../engine/open.js";
+import { openCheckpoint, type LoadedModel } from "../engine/open.js";
 import { formatBytes } from "../cli/progress.js";
 import { modelFingerprint } from "./cache.js";
 import { planCluster, type ClusterPlan, type NodeSlice } from "./planner.js";
@@ -151,22 +150,16 @@ const OP_MSG: Record<Op, number> = { attn: MSG.ATTN, ffn: MSG.FFN, logits: MSG.L
 
 export async function openDistributedModel(dir: string, opts: DistributedOptions): Promise<DistributedModel> {
   const log = opts.log;
-  checkModelDir(dir);
-  const config = loadLlamaConfig(dir);
-  const tokenizer = await loadTokenizer(dir);
-  if (tokenizer.vocabSize > config.vocabSize) {
-    throw new LlameshError(`${dir}: the tokenizer has ${tokenizer.vocabSize} tokens but config.json vocab_size is ${config.vocabSize}`);
-  }
+  const { config, tokenizer, source, configText } = await openCheckpoint(dir);
   const seqLen = opts.maxSeqLen ?? config.seqLen;
   const batch = Math.max(1, Math.min(opts.batch ?? 32, seqLen));
   const localShare = opts.localShare ?? 0;
   if (!(localShare >= 0)) throw new LlameshError(`--local-share ${localShare}: expected a number >= 0`);
   if (opts.workers.length === 0 && localShare === 0) throw new LlameshError("--workers: no workers and --local-share 0: nobody would compute");
   const t0 = performance.now();
-  const source = SafetensorsModel.open(dir);
   const conns: Connection[] = [];
   try {
-    const fingerprint = modelFingerprint(dir, source.files);
+    const fingerprint = modelFingerprint(configText, source.files);
 
     // Connect and shake hands with every worker, in parallel.
     const settled = await Promise.allSettled(
@@ -254,7 +247,7 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
       config,
       tokenizer,
       weights,
-      files: source.files.map((f) => ({ file: f, bytes: fs.statSync(f).size })),
+      files: source.files.map((f: string) => ({ file: f, bytes: fs.statSync(f).size })),
       loadMs,
       seqLen,
       batch,
@@ -334,7 +327,7 @@ class Coordinator {
 
   constructor(
     readonly config: LlamaConfig,
-    source: SafetensorsModel,
+    source: TensorSource,
     backend: KernelBackend,
     readonly seqLen: number,
     readonly batch: number,

@@ -16,8 +16,7 @@ import { Arena } from "../kernels/arena.js";
 import type { KernelBackend } from "../kernels/kernels.js";
 import { q8RowBytes } from "../kernels/q8.js";
 import type { LlamaConfig } from "../model/config.js";
-import { loadLlamaConfig } from "../model/config.js";
-import { SafetensorsModel } from "../model/safetensors.js";
+import { openWeights } from "../engine/open.js";
 import { backendScratchBytes } from "../engine/weights.js";
 import { modelFingerprint, SliceCache, type CacheWriter } from "./cache.js";
 import type { NodeSlice } from "./planner.js";
@@ -149,9 +148,9 @@ export class WorkerServer {
   private constructor(readonly opts: WorkerOptions) {
     this.cache = new SliceCache(opts.cacheDir);
     if (opts.modelDir) {
-      const src = SafetensorsModel.open(opts.modelDir);
-      this.modelFp = modelFingerprint(opts.modelDir, src.files);
-      src.close();
+      const { source, configText } = openWeights(opts.modelDir);
+      this.modelFp = modelFingerprint(configText, source.files);
+      source.close();
     }
     this.gmac = opts.gmac ?? measureGmac(opts.backend);
   }
@@ -344,7 +343,7 @@ class Session {
           else missing.push(d.key);
         }
         if (fromModel.length > 0) {
-          const src = SafetensorsModel.open(this.server.opts.modelDir!);
+          const src = openWeights(this.server.opts.modelDir!).source;
           try {
             await extractSlices(src, this.server.opts.backend, [fromModel], (_n, d, off, data) => void node.view(d.id).set(data, off));
           } finally {

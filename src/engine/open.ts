@@ -56,26 +56,48 @@ export function checkModelDir(dir: string): void {
   }
 }
 
+function isGgufPath(p: string): boolean {
+  return p.endsWith(".gguf") || (fs.existsSync(p) && fs.statSync(p).isFile());
+}
+
+/** A checkpoint's config and tensors: a Hugging Face folder or a single .gguf file (llama). */
+export interface Weights {
+  config: LlamaConfig;
+  source: TensorSource;
+  /** The config as it identifies the model (fingerprints hash it). */
+  configText: string;
+}
+
+export function openWeights(p: string): Weights {
+  if (isGgufPath(p)) {
+    if (!fs.existsSync(p)) throw new LlameshError(`${p}: file not found`);
+    const g = openGguf(p);
+    return { config: g.config, source: g.source, configText: JSON.stringify(g.config) };
+  }
+  checkModelDir(p);
+  const config = loadLlamaConfig(p);
+  return { config, source: SafetensorsModel.open(p), configText: fs.readFileSync(path.join(p, "config.json"), "utf8") };
+}
+
+/** openWeights plus the tokenizer (from the folder's files or the GGUF metadata). */
+export async function openCheckpoint(p: string): Promise<Weights & { tokenizer: Tokenizer }> {
+  if (isGgufPath(p)) {
+    if (!fs.existsSync(p)) throw new LlameshError(`${p}: file not found`);
+    const g = openGguf(p);
+    return { config: g.config, source: g.source, configText: JSON.stringify(g.config), tokenizer: g.tokenizer };
+  }
+  checkModelDir(p);
+  const config = loadLlamaConfig(p);
+  const tokenizer = await loadTokenizer(p);
+  if (tokenizer.vocabSize > config.vocabSize) {
+    throw new LlameshError(`${p}: the tokenizer has ${tokenizer.vocabSize} tokens but config.json vocab_size is ${config.vocabSize}`);
+  }
+  return { config, source: SafetensorsModel.open(p), configText: fs.readFileSync(path.join(p, "config.json"), "utf8"), tokenizer };
+}
+
 /** A model path is a Hugging Face folder or a single .gguf file (llama architecture). */
 export async function openModel(dir: string, opts: OpenOptions): Promise<LoadedModel> {
-  let config: LlamaConfig;
-  let tokenizer: Tokenizer;
-  let source: TensorSource;
-  if (dir.endsWith(".gguf") || (fs.existsSync(dir) && fs.statSync(dir).isFile())) {
-    if (!fs.existsSync(dir)) throw new LlameshError(`${dir}: file not found`);
-    const g = openGguf(dir);
-    config = g.config;
-    tokenizer = g.tokenizer;
-    source = g.source;
-  } else {
-    checkModelDir(dir);
-    config = loadLlamaConfig(dir);
-    tokenizer = await loadTokenizer(dir);
-    if (tokenizer.vocabSize > config.vocabSize) {
-      throw new LlameshError(`${dir}: the tokenizer has ${tokenizer.vocabSize} tokens but config.json vocab_size is ${config.vocabSize}`);
-    }
-    source = SafetensorsModel.open(dir);
-  }
+  const { config, tokenizer, source } = await openCheckpoint(dir);
   const seqLen = Math.min(opts.maxSeqLen ?? config.seqLen, 1 << 20);
   const t0 = performance.now();
   let weights: ModelWeights;

@@ -353,3 +353,20 @@ test("garbage, a wrong protocol version and a wrong fingerprint get error frames
   await m.close();
   await w.stop();
 });
+
+test("a GGUF file runs on the cluster too: client and a worker with --model on the same file, token-identical to single-node", { skip: skipUnless(STORIES) }, async () => {
+  const { writeGgufFromSafetensors } = await import("../../src/model/gguf-writer.js");
+  const gguf = `${tempDir()}/stories260K-q8_0.gguf`;
+  writeGgufFromSafetensors(STORIES, gguf, { quant: "Q8_0" });
+  const w = await spawnWorker(["--cache-dir", tempDir("llamesh-cache-"), "--model", gguf]);
+  const single = await openModel(gguf, { backend, maxSeqLen: 128 });
+  const expected = await greedy(single, "Once upon a time", 40);
+  const m = await openDistributedModel(gguf, { workers: specs([w], [60]), localShare: 40, backend, maxSeqLen: 128, log: quiet });
+  try {
+    assert.deepEqual(await greedy(m, "Once upon a time", 40), expected);
+    assert.deepEqual(m.weightBytesSent, [0], "the worker cut its slices from its own copy of the file");
+  } finally {
+    await m.close();
+    await w.stop();
+  }
+});
