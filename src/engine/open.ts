@@ -70,29 +70,34 @@ export interface Weights {
 
 export function openWeights(p: string): Weights {
   if (isGgufPath(p)) {
-    if (!fs.existsSync(p)) throw new LlameshError(`${p}: file not found`);
-    const g = openGguf(p);
-    return { config: g.config, source: g.source, configText: JSON.stringify(g.config) };
+    const { tokenizer: _unused, ...w } = openGgufCheckpoint(p);
+    return w;
   }
   checkModelDir(p);
   const config = loadLlamaConfig(p);
   return { config, source: SafetensorsModel.open(p), configText: fs.readFileSync(path.join(p, "config.json"), "utf8") };
 }
 
+function openGgufCheckpoint(p: string): Weights & { tokenizer: Tokenizer } {
+  if (!fs.existsSync(p)) throw new LlameshError(`${p}: file not found`);
+  const g = openGguf(p);
+  return { config: g.config, source: g.source, configText: JSON.stringify(g.config), tokenizer: g.tokenizer };
+}
+
 /** openWeights plus the tokenizer (from the folder's files or the GGUF metadata). */
 export async function openCheckpoint(p: string): Promise<Weights & { tokenizer: Tokenizer }> {
-  if (isGgufPath(p)) {
-    if (!fs.existsSync(p)) throw new LlameshError(`${p}: file not found`);
-    const g = openGguf(p);
-    return { config: g.config, source: g.source, configText: JSON.stringify(g.config), tokenizer: g.tokenizer };
+  if (isGgufPath(p)) return openGgufCheckpoint(p);
+  const w = openWeights(p);
+  try {
+    const tokenizer = await loadTokenizer(p);
+    if (tokenizer.vocabSize > w.config.vocabSize) {
+      throw new LlameshError(`${p}: the tokenizer has ${tokenizer.vocabSize} tokens but config.json vocab_size is ${w.config.vocabSize}`);
+    }
+    return { ...w, tokenizer };
+  } catch (e) {
+    w.source.close();
+    throw e;
   }
-  checkModelDir(p);
-  const config = loadLlamaConfig(p);
-  const tokenizer = await loadTokenizer(p);
-  if (tokenizer.vocabSize > config.vocabSize) {
-    throw new LlameshError(`${p}: the tokenizer has ${tokenizer.vocabSize} tokens but config.json vocab_size is ${config.vocabSize}`);
-  }
-  return { config, source: SafetensorsModel.open(p), configText: fs.readFileSync(path.join(p, "config.json"), "utf8"), tokenizer };
 }
 
 /** A model path is a Hugging Face folder or a single .gguf file (llama architecture). */
