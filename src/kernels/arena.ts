@@ -56,8 +56,3 @@ export class Arena {
     return new Uint8Array(this.memory.buffer, ptr, n);
   }
 }
-
-/** Bytes an allocation of `n` bytes may need at most, alignment included (for planning). */
-export function planBytes(n: number, align = 64): number {
-  return n + align;
-}
