@@ -17,7 +17,7 @@ import {
 } from "./pool-worker.js";
 
 /** Per-thread scratch for matmulQ8 (i16 activations + f32 scales of a chunk of tokens). */
-export const WASM_SCRATCH_BYTES_PER_THREAD = 256 * 1024;
+export const WASM_SCRATCH_BYTES_PER_THREAD = 384 * 1024;
 
 /** Bytes bind() takes from each arena for a backend with `threads` threads (alignment included). */
 export function kernelScratchBytes(threads: number): number {

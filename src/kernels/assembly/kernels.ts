@@ -224,6 +224,57 @@ export function dequantQ8(out: usize, src: usize, n: u32): void {
   return acc;
 }
 
+/**
+ * Prefill inner kernel: two rows (pa, pb) times all tc tokens of a chunk, block by block. The two
+ * rows' block (8 vectors of i16) is widened into registers once and reused for every token; the
+ * activations are block-major in the scratch (block b of token t at xs + (b*tc + t)*XSTRIDE), so
+ * the token loop walks contiguous memory. Accumulators live at acc: one f32x4
+ * [rowA tok t, rowB tok t, rowA tok t+1, rowB tok t+1] per pair of tokens (tc rounded up to even;
+ * the caller duplicated the last token's activations if tc is odd). `tmp` is 32 bytes of scratch.
+ *
+ * Same numerics as dot4w: integer block dot, f32(wd * xd), f32 accumulate in block order.
+ * The store of the first token's half-reduced dots is a scheduling barrier (see dot4w): it keeps
+ * V8 from loading the second token's activations before the first token's dots are done (eight
+ * weight vectors stay in registers, so only four activation vectors fit at a time).
+ */
+// @ts-ignore: decorator
+@inline function dot2xT(pa: usize, pb: usize, xs: usize, tc: u32, nb: u32, acc: usize, tmp: usize): void {
+  const pairBytes: u32 = XSTRIDE << 1;
+  const accEnd = acc + (((tc + 1) >> 1) << 4);
+  let xp = xs;
+  for (let b: u32 = 0; b < nb; b++) {
+    const wa0 = v128.load8x8_s(pa, 2), wa1 = v128.load8x8_s(pa, 10), wa2 = v128.load8x8_s(pa, 18), wa3 = v128.load8x8_s(pa, 26);
+    const wb0 = v128.load8x8_s(pb, 2), wb1 = v128.load8x8_s(pb, 10), wb2 = v128.load8x8_s(pb, 18), wb3 = v128.load8x8_s(pb, 26);
+    const hw = (load<u16>(pa) as u64) | ((load<u16>(pb) as u64) << 16);
+    v128.store(tmp, f16hiToF32(i16x8.shuffle(i32x4.splat(0), i64x2.splat(hw | (hw << 32)), 0, 8, 1, 9, 2, 10, 3, 11)), 16);
+    let ap = acc;
+    while (ap < accEnd) {
+      let x0 = v128.load(xp, 0), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
+      let c0 = i32x4.add(
+        i32x4.add(i32x4.dot_i16x8_s(wa0, x0), i32x4.dot_i16x8_s(wa1, x1)),
+        i32x4.add(i32x4.dot_i16x8_s(wa2, x2), i32x4.dot_i16x8_s(wa3, x3)));
+      let c1 = i32x4.add(
+        i32x4.add(i32x4.dot_i16x8_s(wb0, x0), i32x4.dot_i16x8_s(wb1, x1)),
+        i32x4.add(i32x4.dot_i16x8_s(wb2, x2), i32x4.dot_i16x8_s(wb3, x3)));
+      const ha = i32x4.add(i32x4.shuffle(c0, c1, 0, 4, 1, 5), i32x4.shuffle(c0, c1, 2, 6, 3, 7));
+      v128.store(tmp, ha);
+      x0 = v128.load(xp, 96); x1 = v128.load(xp, 112); x2 = v128.load(xp, 128); x3 = v128.load(xp, 144);
+      c0 = i32x4.add(
+        i32x4.add(i32x4.dot_i16x8_s(wa0, x0), i32x4.dot_i16x8_s(wa1, x1)),
+        i32x4.add(i32x4.dot_i16x8_s(wa2, x2), i32x4.dot_i16x8_s(wa3, x3)));
+      c1 = i32x4.add(
+        i32x4.add(i32x4.dot_i16x8_s(wb0, x0), i32x4.dot_i16x8_s(wb1, x1)),
+        i32x4.add(i32x4.dot_i16x8_s(wb2, x2), i32x4.dot_i16x8_s(wb3, x3)));
+      const hb = i32x4.add(i32x4.shuffle(c0, c1, 0, 4, 1, 5), i32x4.shuffle(c0, c1, 2, 6, 3, 7));
+      const dots = f32x4.convert_i32x4_s(i32x4.add(i32x4.shuffle(ha, hb, 0, 1, 4, 5), i32x4.shuffle(ha, hb, 2, 3, 6, 7)));
+      const xsc = i32x4.shuffle(v128.load(xp, 64), v128.load(xp, 160), 0, 1, 4, 5);
+      v128.store(ap, f32x4.add(v128.load(ap), f32x4.mul(dots, f32x4.mul(v128.load(tmp, 16), xsc))));
+      xp += pairBytes; ap += 16;
+    }
+    pa += BLOCK; pb += BLOCK;
+  }
+}
+
 // @ts-ignore: decorator
 @inline function store4(o: usize, acc: v128, left: u32): void {
   if (left >= 4) {
@@ -254,9 +305,9 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
   const nb = cols / QK;
   const rb = nb * BLOCK;
   const per = widenBytes(nb);
-  let chunk: u32 = per > 0 ? scratchBytes / per : 0;
-  if (chunk > nTok) chunk = nTok;
-  if (scratch == 0 || chunk == 0) {
+  // With scratch: one token needs per bytes; prefill needs room for two plus accumulators.
+  const fits = nTok > 1 ? (per << 1) + 48 <= scratchBytes : per <= scratchBytes;
+  if (scratch == 0 || !fits || nTok == 0) {
     let r = r0;
     while (r < r1) {
       const left = r1 - r;
@@ -271,39 +322,95 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
     }
     return;
   }
+  if (nTok > 1) {
+    matmulQ8Prefill(out, w, x, rows, nb, nTok, r0, r1, scratch, scratchBytes);
+    return;
+  }
+  // One token: widen it, then four long sequential streams: rows r0+i, r0+q+i, r0+2q+i, r0+3q+i
+  // (q = ceil(n/4)), so each stream runs on into the next row and the hardware prefetchers never
+  // restart.
+  {
+    let p = x;
+    let q = scratch;
+    for (let b: u32 = 0; b < nb; b++) {
+      v128.store(q, v128.load8x8_s(p, 2), 0);
+      v128.store(q, v128.load8x8_s(p, 10), 16);
+      v128.store(q, v128.load8x8_s(p, 18), 32);
+      v128.store(q, v128.load8x8_s(p, 26), 48);
+      v128.store(q, f32x4.splat(f16ToF32(load<u16>(p) as u32)), 64);
+      p += BLOCK; q += XSTRIDE;
+    }
+  }
+  const n = r1 - r0;
+  const q: u32 = (n + 3) >> 2;
+  for (let i: u32 = 0; i < q; i++) {
+    const ra = r0 + i;
+    const p0 = w + ra * rb;
+    const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
+    const p1 = v1 ? p0 + q * rb : p0;
+    const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
+    const p3 = v3 ? p0 + q * rb * 3 : p0;
+    const acc = dot4w(p0, p1, p2, p3, scratch, nb);
+    const o = out + (ra << 2);
+    v128.store32_lane(o, acc, 0);
+    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
+    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
+    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+  }
+}
+
+/**
+ * matmulQ8 with nTok > 1 and scratch: chunks of tokens are widened block-major into the scratch
+ * (even token count per chunk; an odd last token is widened twice), then for each pair of rows
+ * (two long sequential streams: r0+i and r0+h+i, h = ceil(n/2)) dot2xT runs over all tokens of
+ * the chunk, so the rows' weights are read once per chunk. The end of the scratch holds the
+ * accumulators (16 bytes per token pair) and 32 bytes for dot2xT.
+ */
+function matmulQ8Prefill(out: usize, w: usize, x: usize, rows: u32, nb: u32, nTok: u32,
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32): void {
+  const rb = nb * BLOCK;
+  const per = widenBytes(nb);
+  // chunk: even number of tokens with chunk * per + chunk/2 * 16 + 32 <= scratchBytes
+  let chunk: u32 = ((scratchBytes - 32) / (per + 8)) & ~1;
+  if (chunk < 2) chunk = 2; // caller guarantees 2 * per + 48 <= scratchBytes
+  const n = r1 - r0;
+  const h: u32 = (n + 1) >> 1;
   for (let t0: u32 = 0; t0 < nTok; t0 += chunk) {
     const tc = nTok - t0 < chunk ? nTok - t0 : chunk;
-    // widen tokens t0 .. t0+tc-1
-    for (let j: u32 = 0; j < tc; j++) {
-      let p = x + (t0 + j) * rb;
-      let q = scratch + j * nb * XSTRIDE;
+    const tce = (tc + 1) & ~1;
+    const acc = scratch + tce * per;
+    const tmp = acc + (tce << 3);
+    // widen tokens t0 .. t0+tc-1, block-major (token tc duplicates token tc-1 when tc is odd)
+    for (let j: u32 = 0; j < tce; j++) {
+      let p = x + (t0 + (j < tc ? j : tc - 1)) * rb;
+      let qd = scratch + j * XSTRIDE;
+      const stride = tce * XSTRIDE;
       for (let b: u32 = 0; b < nb; b++) {
-        v128.store(q, v128.load8x8_s(p, 2), 0);
-        v128.store(q, v128.load8x8_s(p, 10), 16);
-        v128.store(q, v128.load8x8_s(p, 18), 32);
-        v128.store(q, v128.load8x8_s(p, 26), 48);
-        v128.store(q, f32x4.splat(f16ToF32(load<u16>(p) as u32)), 64);
-        p += BLOCK; q += XSTRIDE;
+        v128.store(qd, v128.load8x8_s(p, 2), 0);
+        v128.store(qd, v128.load8x8_s(p, 10), 16);
+        v128.store(qd, v128.load8x8_s(p, 18), 32);
+        v128.store(qd, v128.load8x8_s(p, 26), 48);
+        v128.store(qd, f32x4.splat(f16ToF32(load<u16>(p) as u32)), 64);
+        p += BLOCK; qd += stride;
       }
     }
-    // Four long sequential streams: rows r0+i, r0+q+i, r0+2q+i, r0+3q+i (q = ceil(n/4)), so each
-    // stream runs on into the next row and the hardware prefetchers never restart.
-    const n = r1 - r0;
-    const q: u32 = (n + 3) >> 2;
-    for (let i: u32 = 0; i < q; i++) {
+    for (let i: u32 = 0; i < h; i++) {
       const ra = r0 + i;
-      const p0 = w + ra * rb;
-      const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
-      const p1 = v1 ? p0 + q * rb : p0;
-      const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
-      const p3 = v3 ? p0 + q * rb * 3 : p0;
+      const pa = w + ra * rb;
+      const vb = h + i < n;
+      const pb = vb ? pa + h * rb : pa;
+      for (let a = acc; a < tmp; a += 16) v128.store(a, f32x4.splat(0));
+      dot2xT(pa, pb, scratch, tce, nb, acc, tmp);
       for (let j: u32 = 0; j < tc; j++) {
-        const acc = dot4w(p0, p1, p2, p3, scratch + j * nb * XSTRIDE, nb);
+        const v = v128.load(acc + ((j >> 1) << 4));
         const o = out + (((t0 + j) * rows + ra) << 2);
-        v128.store32_lane(o, acc, 0);
-        if (v1) v128.store32_lane(o + (q << 2), acc, 1);
-        if (v2) v128.store32_lane(o + (q << 3), acc, 2);
-        if (v3) v128.store32_lane(o + q * 12, acc, 3);
+        if ((j & 1) == 0) {
+          v128.store32_lane(o, v, 0);
+          if (vb) v128.store32_lane(o + (h << 2), v, 1);
+        } else {
+          v128.store32_lane(o, v, 2);
+          if (vb) v128.store32_lane(o + (h << 2), v, 3);
+        }
       }
     }
   }
