@@ -224,6 +224,27 @@ export function dequantQ8(out: usize, src: usize, n: u32): void {
   return acc;
 }
 
+/** One pair of tokens (xp, xp + XSTRIDE) for the two rows of dot2xT: acc at ap += dots * scales. */
+// @ts-ignore: decorator
+@inline function pair2x2(wa0: v128, wa1: v128, wa2: v128, wa3: v128, wb0: v128, wb1: v128, wb2: v128, wb3: v128,
+  ws: v128, xp: usize, ap: usize, tmp: usize): void {
+  let x0 = v128.load(xp, 0), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
+  let c0 = i32x4.dot_i16x8_s(wa0, x0), c1 = i32x4.dot_i16x8_s(wb0, x0);
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa1, x1)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb1, x1));
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa2, x2)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb2, x2));
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa3, x3)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb3, x3));
+  const ha = i32x4.add(i32x4.shuffle(c0, c1, 0, 4, 1, 5), i32x4.shuffle(c0, c1, 2, 6, 3, 7));
+  v128.store(tmp, ha);
+  x0 = v128.load(xp, 96); x1 = v128.load(xp, 112); x2 = v128.load(xp, 128); x3 = v128.load(xp, 144);
+  c0 = i32x4.dot_i16x8_s(wa0, x0); c1 = i32x4.dot_i16x8_s(wb0, x0);
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa1, x1)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb1, x1));
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa2, x2)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb2, x2));
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa3, x3)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb3, x3));
+  const hb = i32x4.add(i32x4.shuffle(c0, c1, 0, 4, 1, 5), i32x4.shuffle(c0, c1, 2, 6, 3, 7));
+  const dots = f32x4.convert_i32x4_s(i32x4.add(i32x4.shuffle(ha, hb, 0, 1, 4, 5), i32x4.shuffle(ha, hb, 2, 3, 6, 7)));
+  v128.store(ap, f32x4.add(v128.load(ap), f32x4.mul(dots, f32x4.mul(ws, v128.load(xp, 64)))));
+}
+
 /**
  * Prefill inner kernel: two rows (pa, pb) times all tc tokens of a chunk, block by block. The two
  * rows' block (8 vectors of i16) is widened into registers once and reused for every token; the
@@ -248,28 +269,15 @@ export function dequantQ8(out: usize, src: usize, n: u32): void {
     const hw = (load<u16>(pa) as u64) | ((load<u16>(pb) as u64) << 16);
     v128.store(tmp, f16hiToF32(i16x8.shuffle(i32x4.splat(0), i64x2.splat(hw | (hw << 32)), 0, 8, 1, 9, 2, 10, 3, 11)), 16);
     let ap = acc;
-    while (ap < accEnd) {
-      let x0 = v128.load(xp, 0), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
-      let c0 = i32x4.add(
-        i32x4.add(i32x4.dot_i16x8_s(wa0, x0), i32x4.dot_i16x8_s(wa1, x1)),
-        i32x4.add(i32x4.dot_i16x8_s(wa2, x2), i32x4.dot_i16x8_s(wa3, x3)));
-      let c1 = i32x4.add(
-        i32x4.add(i32x4.dot_i16x8_s(wb0, x0), i32x4.dot_i16x8_s(wb1, x1)),
-        i32x4.add(i32x4.dot_i16x8_s(wb2, x2), i32x4.dot_i16x8_s(wb3, x3)));
-      const ha = i32x4.add(i32x4.shuffle(c0, c1, 0, 4, 1, 5), i32x4.shuffle(c0, c1, 2, 6, 3, 7));
-      v128.store(tmp, ha);
-      x0 = v128.load(xp, 96); x1 = v128.load(xp, 112); x2 = v128.load(xp, 128); x3 = v128.load(xp, 144);
-      c0 = i32x4.add(
-        i32x4.add(i32x4.dot_i16x8_s(wa0, x0), i32x4.dot_i16x8_s(wa1, x1)),
-        i32x4.add(i32x4.dot_i16x8_s(wa2, x2), i32x4.dot_i16x8_s(wa3, x3)));
-      c1 = i32x4.add(
-        i32x4.add(i32x4.dot_i16x8_s(wb0, x0), i32x4.dot_i16x8_s(wb1, x1)),
-        i32x4.add(i32x4.dot_i16x8_s(wb2, x2), i32x4.dot_i16x8_s(wb3, x3)));
-      const hb = i32x4.add(i32x4.shuffle(c0, c1, 0, 4, 1, 5), i32x4.shuffle(c0, c1, 2, 6, 3, 7));
-      const dots = f32x4.convert_i32x4_s(i32x4.add(i32x4.shuffle(ha, hb, 0, 1, 4, 5), i32x4.shuffle(ha, hb, 2, 3, 6, 7)));
-      const xsc = i32x4.shuffle(v128.load(xp, 64), v128.load(xp, 160), 0, 1, 4, 5);
-      v128.store(ap, f32x4.add(v128.load(ap), f32x4.mul(dots, f32x4.mul(v128.load(tmp, 16), xsc))));
-      xp += pairBytes; ap += 16;
+    const ws = v128.load(tmp, 16);
+    while (ap + 32 <= accEnd) {
+      pair2x2(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp, ap, tmp);
+      pair2x2(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp + pairBytes, ap + 16, tmp);
+      xp += pairBytes << 1; ap += 32;
+    }
+    if (ap < accEnd) {
+      pair2x2(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp, ap, tmp);
+      xp += pairBytes;
     }
     pa += BLOCK; pb += BLOCK;
   }
@@ -385,12 +393,14 @@ function matmulQ8Prefill(out: usize, w: usize, x: usize, rows: u32, nb: u32, nTo
       let p = x + (t0 + (j < tc ? j : tc - 1)) * rb;
       let qd = scratch + j * XSTRIDE;
       const stride = tce * XSTRIDE;
+      // the pair's activation scales [x_j, x_j, x_j+1, x_j+1] go into the even token's slot at 64
+      const sOff: usize = (j & 1) * (XSTRIDE - 8);
       for (let b: u32 = 0; b < nb; b++) {
         v128.store(qd, v128.load8x8_s(p, 2), 0);
         v128.store(qd, v128.load8x8_s(p, 10), 16);
         v128.store(qd, v128.load8x8_s(p, 18), 32);
         v128.store(qd, v128.load8x8_s(p, 26), 48);
-        v128.store(qd, f32x4.splat(f16ToF32(load<u16>(p) as u32)), 64);
+        v128.store64_lane(qd - sOff, f32x4.splat(f16ToF32(load<u16>(p) as u32)), 0, 64);
         p += BLOCK; qd += stride;
       }
     }
