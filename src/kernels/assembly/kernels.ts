@@ -245,6 +245,20 @@ export function dequantQ8(out: usize, src: usize, n: u32): void {
   v128.store(ap, f32x4.add(v128.load(ap), f32x4.mul(dots, f32x4.mul(ws, v128.load(xp, 64)))));
 }
 
+/** The last, unpaired token (xp) for the two rows of dot2xT: lanes 0, 1 of the acc at ap (2, 3 get junk). */
+// @ts-ignore: decorator
+@inline function one2x1(wa0: v128, wa1: v128, wa2: v128, wa3: v128, wb0: v128, wb1: v128, wb2: v128, wb3: v128,
+  ws: v128, xp: usize, ap: usize): void {
+  const x0 = v128.load(xp, 0), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
+  let c0 = i32x4.dot_i16x8_s(wa0, x0), c1 = i32x4.dot_i16x8_s(wb0, x0);
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa1, x1)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb1, x1));
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa2, x2)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb2, x2));
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa3, x3)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb3, x3));
+  const ha = i32x4.add(i32x4.shuffle(c0, c1, 0, 4, 1, 5), i32x4.shuffle(c0, c1, 2, 6, 3, 7));
+  const dots = f32x4.convert_i32x4_s(i32x4.add(ha, i32x4.shuffle(ha, ha, 2, 3, 0, 1)));
+  v128.store(ap, f32x4.add(v128.load(ap), f32x4.mul(dots, f32x4.mul(ws, v128.load(xp, 64)))));
+}
+
 /**
  * Prefill inner kernel: two rows (pa, pb) times all tc tokens of a chunk, block by block. The two
  * rows' block (8 vectors of i16) is widened into registers once and reused for every token; the
@@ -262,6 +276,7 @@ export function dequantQ8(out: usize, src: usize, n: u32): void {
 @inline function dot2xT(pa: usize, pb: usize, xs: usize, tc: u32, nb: u32, acc: usize, tmp: usize): void {
   const pairBytes: u32 = XSTRIDE << 1;
   const accEnd = acc + (((tc + 1) >> 1) << 4);
+  const odd = (tc & 1) != 0;
   let xp = xs;
   for (let b: u32 = 0; b < nb; b++) {
     const wa0 = v128.load8x8_s(pa, 2), wa1 = v128.load8x8_s(pa, 10), wa2 = v128.load8x8_s(pa, 18), wa3 = v128.load8x8_s(pa, 26);
@@ -276,7 +291,8 @@ export function dequantQ8(out: usize, src: usize, n: u32): void {
       xp += pairBytes << 1; ap += 32;
     }
     if (ap < accEnd) {
-      pair2x2(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp, ap, tmp);
+      if (odd) one2x1(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp, ap);
+      else pair2x2(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp, ap, tmp);
       xp += pairBytes;
     }
     pa += BLOCK; pb += BLOCK;
@@ -410,7 +426,7 @@ function matmulQ8Prefill(out: usize, w: usize, x: usize, rows: u32, nb: u32, nTo
       const vb = h + i < n;
       const pb = vb ? pa + h * rb : pa;
       for (let a = acc; a < tmp; a += 16) v128.store(a, f32x4.splat(0));
-      dot2xT(pa, pb, scratch, tce, nb, acc, tmp);
+      dot2xT(pa, pb, scratch, tc, nb, acc, tmp);
       for (let j: u32 = 0; j < tc; j++) {
         const v = v128.load(acc + ((j >> 1) << 4));
         const o = out + (((t0 + j) * rows + ra) << 2);
