@@ -275,7 +275,7 @@ export function dequantQ8(out: usize, src: usize, n: u32): void {
 // @ts-ignore: decorator
 @inline function dot2xT(pa: usize, pb: usize, xs: usize, tc: u32, nb: u32, acc: usize, tmp: usize): void {
   const pairBytes: u32 = XSTRIDE << 1;
-  const accEnd = acc + (((tc + 1) >> 1) << 4);
+  const pairEnd = acc + ((tc >> 1) << 4);
   const odd = (tc & 1) != 0;
   let xp = xs;
   for (let b: u32 = 0; b < nb; b++) {
@@ -285,14 +285,17 @@ export function dequantQ8(out: usize, src: usize, n: u32): void {
     v128.store(tmp, f16hiToF32(i16x8.shuffle(i32x4.splat(0), i64x2.splat(hw | (hw << 32)), 0, 8, 1, 9, 2, 10, 3, 11)), 16);
     let ap = acc;
     const ws = v128.load(tmp, 16);
-    while (ap + 32 <= accEnd) {
+    while (ap + 32 <= pairEnd) {
       pair2x2(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp, ap, tmp);
       pair2x2(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp + pairBytes, ap + 16, tmp);
       xp += pairBytes << 1; ap += 32;
     }
-    if (ap < accEnd) {
-      if (odd) one2x1(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp, ap);
-      else pair2x2(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp, ap, tmp);
+    if (ap < pairEnd) {
+      pair2x2(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp, ap, tmp);
+      xp += pairBytes; ap += 16;
+    }
+    if (odd) {
+      one2x1(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp, ap);
       xp += pairBytes;
     }
     pa += BLOCK; pb += BLOCK;
