@@ -70,6 +70,39 @@ export function loadKernelModule(): Promise<WebAssembly.Module> {
   return modulePromise;
 }
 
+let warmedUp = false;
+
+/**
+ * Run every kernel a few times on a small private memory so V8 tiers the module up from Liftoff to
+ * TurboFan now (compiled in the background, shared by every instance of the module, workers
+ * included) rather than during the first forward pass (the first prompt matmuls ran 3-5x slower).
+ * Once per process, a few ms.
+ */
+export function warmUpKernels(module: WebAssembly.Module): void {
+  if (warmedUp) return;
+  warmedUp = true;
+  const memory = new WebAssembly.Memory({ initial: 32, maximum: 32, shared: true });
+  const k = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as KernelExports;
+  // Layout (bytes): w 64 rows x 1024 cols Q8_0 at 64K, x (4 tokens) at 160K, out at 176K, f32
+  // vectors at 192K/208K/224K, scratch (matmul: 96K, attention scores) at 256K, KV at 384K/448K.
+  const rb = (1024 / 32) * 34;
+  const w = 65536, x = 163840, out = 180224, a = 196608, b = 212992, c = 229376, scratch = 262144;
+  const kc = 393216, vc = 458752;
+  for (let i = 0; i < 40; i++) {
+    k.matmulQ8(out, w, x, 64, 1024, 1, 0, 64, scratch, 98304);
+    k.matmulQ8(out, w, x, 64, 1024, 3, 0, 64, scratch, 98304);
+    k.matmulQ8(out, w, x, 8, 1024, 2, 0, 8, 0, 0);
+    k.quantizeQ8(x, a, 1024 / 32);
+    k.dequantQ8(a, w + i * rb, 1024);
+    k.rmsnorm(b, a, c, 1024, 1e-5);
+    k.rope(b, 0, 16, 64, c);
+    k.siluMul(a, b, 1024);
+    k.add(a, b, 1024);
+    k.storeBf16(kc, a, 1024);
+    k.attention(b, a, kc, vc, scratch, 8, 2, 64, 32, 0, 8);
+  }
+}
+
 export async function createBackend(opts: { threads: number; log?: (line: string) => void; forceReference?: boolean }): Promise<KernelBackend> {
   if (opts.forceReference) return new ReferenceBackend();
   if (!wasmSimdSupported()) {
@@ -90,6 +123,7 @@ export class WasmBackend implements KernelBackend {
   static async create(threads: number, opts: { alwaysSplit?: boolean } = {}): Promise<WasmBackend> {
     const n = Math.max(1, Math.floor(threads) || 1);
     const module = await loadKernelModule();
+    warmUpKernels(module);
     return new WasmBackend(await ThreadPool.create(module, n), n, opts.alwaysSplit ?? false);
   }
 
