@@ -157,6 +157,29 @@ for (const threads of THREADS) {
       }
     });
 
+    test("matmulQ8 prefill is bit-identical to the reference: token pairs, odd tails, several chunks", () => {
+      // The prefill path takes two rows and a pair of tokens at a time (two pairs per unrolled
+      // iteration, an odd last token alone) over chunks of tokens that fit the scratch: cols 4128
+      // takes 30 tokens per chunk, so 33 and 64 tokens also cross chunk boundaries.
+      for (const [rows, cols] of [[2, 64], [9, 4128], [6, 288], [64, 96]] as const) {
+        for (const nTok of [2, 4, 5, 6, 8, 9, 11, 33, 64]) {
+          s.reset();
+          const rb = q8RowBytes(cols);
+          const wf = s.alloc(rows * cols * 4), w = s.alloc(rows * rb);
+          const xf = s.alloc(nTok * cols * 4), x = s.alloc(nTok * rb);
+          const o1 = s.alloc(rows * nTok * 4), o2 = s.alloc(rows * nTok * 4);
+          fillBlocks(arena, wf, rows * cols, r);
+          fillBlocks(arena, xf, nTok * cols, r);
+          ref.quantizeQ8(w, wf, rows * cols);
+          ref.quantizeQ8(x, xf, nTok * cols);
+          ref.matmulQ8(o1, w, x, rows, cols, nTok);
+          arena.f32(o2, rows * nTok).fill(NaN);
+          k.matmulQ8(o2, w, x, rows, cols, nTok);
+          assert.deepEqual(arena.f32(o2, rows * nTok), arena.f32(o1, rows * nTok), `matmul ${rows}x${cols} nTok ${nTok}`);
+        }
+      }
+    });
+
     test("rmsnorm (also in place)", () => {
       for (const n of [1, 7, 64, 288, 4096, 5003]) {
         s.reset();
