@@ -227,7 +227,7 @@ export function dequantQ8(out: usize, src: usize, n: u32): void {
 /** One pair of tokens (xp, xp + XSTRIDE) for the two rows of dot2xT: acc at ap += dots * scales. */
 // @ts-ignore: decorator
 @inline function pair2x2(wa0: v128, wa1: v128, wa2: v128, wa3: v128, wb0: v128, wb1: v128, wb2: v128, wb3: v128,
-  ws: v128, xp: usize, ap: usize, tmp: usize): void {
+  ws: usize, xp: usize, ap: usize, tmp: usize): void {
   let x0 = v128.load(xp, 0), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
   let c0 = i32x4.dot_i16x8_s(wa0, x0), c1 = i32x4.dot_i16x8_s(wb0, x0);
   c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa1, x1)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb1, x1));
@@ -242,13 +242,13 @@ export function dequantQ8(out: usize, src: usize, n: u32): void {
   c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa3, x3)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb3, x3));
   const hb = i32x4.add(i32x4.shuffle(c0, c1, 0, 4, 1, 5), i32x4.shuffle(c0, c1, 2, 6, 3, 7));
   const dots = f32x4.convert_i32x4_s(i32x4.add(i32x4.shuffle(ha, hb, 0, 1, 4, 5), i32x4.shuffle(ha, hb, 2, 3, 6, 7)));
-  v128.store(ap, f32x4.add(v128.load(ap), f32x4.mul(dots, f32x4.mul(ws, v128.load(xp, 64)))));
+  v128.store(ap, f32x4.add(v128.load(ap), f32x4.mul(dots, f32x4.mul(v128.load(ws), v128.load(xp, 64)))));
 }
 
 /** The last, unpaired token (xp) for the two rows of dot2xT: lanes 0, 1 of the acc at ap (2, 3 get junk). */
 // @ts-ignore: decorator
 @inline function one2x1(wa0: v128, wa1: v128, wa2: v128, wa3: v128, wb0: v128, wb1: v128, wb2: v128, wb3: v128,
-  ws: v128, xp: usize, ap: usize): void {
+  ws: usize, xp: usize, ap: usize): void {
   const x0 = v128.load(xp, 0), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
   let c0 = i32x4.dot_i16x8_s(wa0, x0), c1 = i32x4.dot_i16x8_s(wb0, x0);
   c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa1, x1)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb1, x1));
@@ -256,7 +256,7 @@ export function dequantQ8(out: usize, src: usize, n: u32): void {
   c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa3, x3)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb3, x3));
   const ha = i32x4.add(i32x4.shuffle(c0, c1, 0, 4, 1, 5), i32x4.shuffle(c0, c1, 2, 6, 3, 7));
   const dots = f32x4.convert_i32x4_s(i32x4.add(ha, i32x4.shuffle(ha, ha, 2, 3, 0, 1)));
-  v128.store(ap, f32x4.add(v128.load(ap), f32x4.mul(dots, f32x4.mul(ws, v128.load(xp, 64)))));
+  v128.store(ap, f32x4.add(v128.load(ap), f32x4.mul(dots, f32x4.mul(v128.load(ws), v128.load(xp, 64)))));
 }
 
 /**
@@ -284,7 +284,7 @@ export function dequantQ8(out: usize, src: usize, n: u32): void {
     const hw = (load<u16>(pa) as u64) | ((load<u16>(pb) as u64) << 16);
     v128.store(tmp, f16hiToF32(i16x8.shuffle(i32x4.splat(0), i64x2.splat(hw | (hw << 32)), 0, 8, 1, 9, 2, 10, 3, 11)), 16);
     let ap = acc;
-    const ws = v128.load(tmp, 16);
+    const ws = tmp + 16;
     while (ap + 32 <= pairEnd) {
       pair2x2(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp, ap, tmp);
       pair2x2(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp + pairBytes, ap + 16, tmp);
