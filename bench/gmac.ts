@@ -206,3 +206,52 @@ function fillQ8(arena: Arena, p: number, bytes: number): void {
   const dv = new DataView(arena.memory.buffer);
   for (let o = p; o + 34 <= p + bytes; o += 34) dv.setUint16(o, 0x2000 + (o & 0x3ff), true); // ~0.008..0.016
 }
+
+/**
+ * Prefill sweep: matmulQ8 with nTok tokens on TinyLlama-1.1B-like shapes (5632x2048, 2048x5632,
+ * 4096x4096; weights in cache or L3), best of `reps` short runs per point, GMAC/s counting every
+ * token. Returns rows[threads][nTok] = GMAC/s per shape.
+ */
+export async function benchPrefill(opts: { threads: number; tokens?: number[]; reps?: number; log: (line: string) => void }):
+  Promise<Record<number, Record<number, number[]>>> {
+  const shapes: [number, number][] = [[5632, 2048], [2048, 5632], [4096, 4096]];
+  const tokens = opts.tokens ?? [1, 8, 9, 16, 32];
+  const reps = opts.reps ?? 10;
+  const maxTok = Math.max(...tokens);
+  let bytes = 0;
+  for (const [r, c] of shapes) bytes += r * q8RowBytes(c);
+  const maxCols = Math.max(...shapes.map((s) => s[1]));
+  const arena = new Arena(bytes + maxTok * (q8RowBytes(maxCols) + maxCols * 4) + (16 << 20), "bench-prefill");
+  const mats = shapes.map(([rows, cols]) => ({ rows, cols, w: arena.alloc(rows * q8RowBytes(cols), 4096) }));
+  for (const m of mats) fillQ8(arena, m.w, m.rows * q8RowBytes(m.cols));
+  const x = arena.alloc(maxTok * q8RowBytes(maxCols));
+  fillQ8(arena, x, Math.floor((maxTok * q8RowBytes(maxCols)) / 34) * 34);
+  const out = arena.alloc(maxTok * maxCols * 4);
+  const result: Record<number, Record<number, number[]>> = {};
+  const threadCounts = opts.threads > 1 ? [1, Math.floor(opts.threads)] : [1];
+  for (const threads of threadCounts) {
+    const be = await WasmBackend.create(threads);
+    try {
+      const k = be.bind(arena);
+      for (const m of mats) k.matmulQ8(out, m.w, x, m.rows, m.cols, 8);
+      const row: Record<number, number[]> = {};
+      for (const nTok of tokens) {
+        row[nTok] = mats.map((m) => {
+          let best = 0;
+          for (let r = 0; r < reps; r++) {
+            const sec = timeLoop(() => k.matmulQ8(out, m.w, x, m.rows, m.cols, nTok), 0.06);
+            best = Math.max(best, (m.rows * m.cols * nTok) / sec / 1e9);
+          }
+          return best;
+        });
+      }
+      opts.log(`[${threads}T] prefill GMAC/s (${shapes.map(([r, c]) => `${r}x${c}`).join(" / ")}): ` +
+        tokens.map((t) => `nTok ${t}: ${row[t]!.map((g) => g.toFixed(1)).join("/")}`).join("  "));
+      result[threads] = row;
+      be.idle();
+    } finally {
+      await be.close();
+    }
+  }
+  return result;
+}
