@@ -30,7 +30,7 @@ export class ThreadPool {
   private constructor(
     readonly module: WebAssembly.Module,
     readonly threads: number,
-    private readonly control: SharedArrayBuffer,
+    control: SharedArrayBuffer,
     private readonly workers: Worker[],
     private readonly ports: MessagePort[],
   ) {
