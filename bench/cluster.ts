@@ -23,6 +23,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createBackend } from "../src/kernels/backend.js";
+import { modelMacsPerToken } from "../src/engine/weights.js";
 import { SHAPES, writeSyntheticModel } from "../src/model/synthetic.js";
 import { openDistributedModel, type WorkerSpec } from "../src/cluster/client.js";
 
@@ -73,7 +74,7 @@ async function clientPhase(arg: string): Promise<void> {
     msPerRound: st.roundMs / Math.max(1, st.rounds),
     roundsPerToken: st.rounds / tokens,
     gmacs: st.nodes.map((n) => n.gmac),
-    macsPerToken: m.weights.macsPerToken,
+    macsPerToken: modelMacsPerToken(m.config),
     weightsSent: m.weightBytesSent,
     report: m.clusterReport(),
   };

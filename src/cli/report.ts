@@ -16,29 +16,29 @@ function table(rows: string[][], align: ("l" | "r")[]): string[] {
 
 export function modelReport(m: LoadedModel, backendName: string): string[] {
   const c = m.config;
-  const w = m.weights;
+  const mem = m.memory;
   const lines: string[] = [];
   for (const f of m.files) lines.push(`Processed ${relativeToCwd(f.file)} (${formatBytes(f.bytes)})`);
-  lines.push(`Loaded ${w.tensorsLoaded} tensors in ${(m.loadMs / 1000).toFixed(2)} s, tokenizer from ${m.tokenizer.source}`);
+  lines.push(`Loaded ${mem.tensorsLoaded} tensors in ${(m.loadMs / 1000).toFixed(2)} s, tokenizer from ${m.tokenizer.source}`);
   lines.push(
     `Config: dim ${c.dim}, hidden_dim ${c.hiddenDim}, n_layers ${c.nLayers}, n_heads ${c.nHeads}, ` +
       `n_kv_heads ${c.nKvHeads}, vocab_size ${c.vocabSize}, seq_len ${m.seqLen}` +
       (m.seqLen !== c.seqLen ? ` (model max ${c.seqLen})` : ""),
   );
-  lines.push(`Kernels: ${backendName}; ${w.arenas.length} arena${w.arenas.length > 1 ? "s" : ""}`);
+  lines.push(`Kernels: ${backendName}; ${mem.arenas} arena${mem.arenas > 1 ? "s" : ""}`);
   lines.push("Memory by layer type:");
   const rows: string[][] = [["layer type", "quant", "memory", "params (M)", "bytes/param"]];
   let params = 0;
-  for (const r of w.memory.byType) {
+  for (const r of mem.byType) {
     params += r.params;
     rows.push([r.type, r.quant, formatBytes(r.bytes), (r.params / 1e6).toFixed(3), (r.bytes / r.params).toFixed(4)]);
   }
   for (const l of table(rows, ["l", "l", "r", "r", "r"])) lines.push(`  ${l}`);
-  const total = w.memory.runState + w.memory.kvCache + w.memory.model;
+  const total = mem.runState + mem.kvCache + mem.model;
   lines.push(`  parameters: ${(params / 1e6).toFixed(2)} M, layers: ${c.nLayers}`);
   lines.push(
-    `  memory: run state ${formatBytes(w.memory.runState)} + KV cache (BF16) ${formatBytes(w.memory.kvCache)} + ` +
-      `model ${formatBytes(w.memory.model)} = ${formatBytes(total)}`,
+    `  memory: run state ${formatBytes(mem.runState)} + KV cache (BF16) ${formatBytes(mem.kvCache)} + ` +
+      `model ${formatBytes(mem.model)} = ${formatBytes(total)}`,
   );
   return lines;
 }

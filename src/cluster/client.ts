@@ -14,7 +14,7 @@ import { pad32, q8RowBytes } from "../kernels/q8.js";
 import type { LlamaConfig } from "../model/config.js";
 import type { TensorSource } from "../model/safetensors.js";
 import { LlameshError } from "../model/errors.js";
-import { backendScratchBytes, dimsOf, hfNames, type MemoryRow, type ModelWeights } from "../engine/weights.js";
+import { backendScratchBytes, dimsOf, hfNames, type MemoryRow, type MemorySummary } from "../engine/weights.js";
 import { openCheckpoint, type LoadedModel } from "../engine/open.js";
 import { formatBytes } from "../cli/progress.js";
 import { modelFingerprint } from "./cache.js";
@@ -241,12 +241,12 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
     for (const n of nodes) n.stats = emptyStats();
     for (const c of conns) c.traffic.sent = c.traffic.received = 0;
 
-    const weights = coord.weightsSummary();
+    const memory = coord.memorySummary();
     const model: DistributedModel = {
       dir,
       config,
       tokenizer,
-      weights,
+      memory,
       files: source.files.map((f: string) => ({ file: f, bytes: fs.statSync(f).size })),
       loadMs,
       seqLen,
@@ -377,12 +377,10 @@ class Coordinator {
     this.acc = new Float32Array(batch * d.dimP);
   }
 
-  weightsSummary(): ModelWeights {
+  memorySummary(): MemorySummary {
     const c = this.config;
     const d = dimsOf(c);
     const L = c.nLayers;
-    const attnParams = L * (2 * c.dim * c.dim + 2 * d.kvDim * c.dim);
-    const ffnParams = L * 3 * c.dim * c.hiddenDim;
     const local = this.nodes.find((n) => n.local)?.local ?? null;
     const byType: MemoryRow[] = [
       { type: "embedding", quant: "Q8_0", bytes: this.embBytes, params: c.vocabSize * c.dim },
@@ -394,19 +392,11 @@ class Coordinator {
     const arenas = local ? [this.arena, ...local.arenas] : [this.arena];
     const used = arenas.reduce((s, a) => s + a.used, 0);
     return {
-      config: c,
-      dims: d,
-      seqLen: this.seqLen,
-      batch: this.batch,
-      arenas,
-      kernels: [this.k],
-      scratch: [],
-      layers: [],
-      embedding: { ptr: this.embedding, rows: c.vocabSize, cols: c.dim, rowsP: pad32(c.vocabSize), colsP: d.dimP },
-      classifier: { ptr: 0, rows: 0, cols: c.dim, rowsP: 0, colsP: d.dimP },
-      finalNorm: this.finalNorm,
-      memory: { byType, runState: Math.max(0, used - model - kvCache), kvCache, model },
-      macsPerToken: attnParams + ffnParams + c.vocabSize * c.dim,
+      byType,
+      runState: Math.max(0, used - model - kvCache),
+      kvCache,
+      model,
+      arenas: arenas.length,
       // tensors the client itself read: embedding, norms, and those its own slice comes from
       tensorsLoaded: 2 + 2 * L + (local ? new Set(local.descs.map((x) => x.tensor).filter((t) => t !== hfNames.embedding)).size : 0),
     };

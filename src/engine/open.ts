@@ -13,7 +13,7 @@ import type { Tokenizer } from "../model/tokenizer-types.js";
 import { loadTokenizer } from "../model/tokenizer.js";
 import { ForwardPass } from "./forward.js";
 import type { LogitsModel } from "./generate.js";
-import { loadWeights, type ModelWeights } from "./weights.js";
+import { loadWeights, type MemorySummary, type ModelWeights } from "./weights.js";
 
 export interface OpenOptions {
   backend: KernelBackend;
@@ -27,7 +27,7 @@ export interface LoadedModel extends LogitsModel {
   dir: string;
   config: LlamaConfig;
   tokenizer: Tokenizer;
-  weights: ModelWeights;
+  memory: MemorySummary;
   files: { file: string; bytes: number }[];
   loadMs: number;
 }
@@ -121,7 +121,7 @@ export async function openModel(dir: string, opts: OpenOptions): Promise<LoadedM
     dir,
     config,
     tokenizer,
-    weights,
+    memory: { ...weights.memory, arenas: weights.arenas.length, tensorsLoaded: weights.tensorsLoaded },
     files: source.files.map((f) => ({ file: f, bytes: fs.statSync(f).size })),
     loadMs,
     seqLen,

@@ -71,6 +71,17 @@ export interface MemoryRow {
   params: number;
 }
 
+/** What the report shows of a model's memory on this machine. */
+export interface MemorySummary {
+  byType: MemoryRow[];
+  runState: number;
+  kvCache: number;
+  model: number;
+  arenas: number;
+  /** Checkpoint tensors this machine read. */
+  tensorsLoaded: number;
+}
+
 export interface ModelWeights {
   config: LlamaConfig;
   dims: Dims;
