@@ -3,7 +3,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { LlameshError } from "./errors.js";
+import { fileError, LlameshError } from "./errors.js";
 
 export interface LlamaConfig {
   /** hidden_size: width of the residual stream. */
@@ -48,8 +48,7 @@ export function readJsonFile(file: string): Record<string, unknown> {
   try {
     text = fs.readFileSync(file, "utf8");
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new LlameshError(code === "ENOENT" ? `${file}: file not found` : `${file}: cannot read (${code ?? String(e)})`);
+    throw fileError(file, e);
   }
   let value: unknown;
   try {

@@ -9,3 +9,9 @@ export class LlameshError extends Error {
     this.name = "LlameshError";
   }
 }
+
+/** A failed read or open of `file` as a one-line LlameshError ("file not found" for ENOENT). */
+export function fileError(file: string, e: unknown, verb = "read"): LlameshError {
+  const code = (e as NodeJS.ErrnoException).code;
+  return new LlameshError(code === "ENOENT" ? `${file}: file not found` : `${file}: cannot ${verb} (${code ?? String(e)})`);
+}

@@ -21,7 +21,7 @@
  */
 import * as fs from "node:fs";
 import type { LlamaConfig } from "./config.js";
-import { LlameshError } from "./errors.js";
+import { fileError, LlameshError } from "./errors.js";
 import type { TensorInfo, TensorSource } from "./safetensors.js";
 import { PieceType } from "./sentencepiece.js";
 import { tokenizerFromSentencePiece, type ConfiguredTokenizer } from "./tokenizer.js";
@@ -113,8 +113,7 @@ function openFile(file: string): number {
   try {
     return fs.openSync(file, "r");
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new LlameshError(code === "ENOENT" ? `${file}: file not found` : `${file}: cannot open (${code ?? String(e)})`);
+    throw fileError(file, e, "open");
   }
 }
 

@@ -6,7 +6,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { LlameshError } from "./errors.js";
+import { fileError, LlameshError } from "./errors.js";
 import { bf16ToF32, F16_TO_F32 } from "../kernels/q8.js";
 
 export type SafetensorsDtype = "F32" | "F16" | "BF16";
@@ -52,8 +52,7 @@ export function readSafetensorsHeader(file: string): TensorInfo[] {
   try {
     fd = fs.openSync(file, "r");
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new LlameshError(code === "ENOENT" ? `${file}: file not found` : `${file}: cannot open (${code ?? String(e)})`);
+    throw fileError(file, e, "open");
   }
   try {
     const size = fs.fstatSync(fd).size;

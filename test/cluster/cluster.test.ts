@@ -33,20 +33,13 @@ import { extractSlices, SliceNode } from "../../src/cluster/slices.js";
 import { STORIES, skipUnless, tempDir, tinyModel, tinyShape } from "../helpers/models.js";
 import { spawnWorker, type SpawnedWorker } from "./helpers.js";
 import { runCli } from "../helpers/cli.js";
+import { relativeError } from "../engine/reference-llama.js";
 
 const backend = await createBackend({ threads: 1 });
 after(() => backend.close());
 const quiet = (): void => undefined;
 
-function relErr(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < a.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
+const relErr = relativeError;
 
 async function greedy(m: LoadedModel, prompt: string, n: number): Promise<number[]> {
   const ids = m.tokenizer.encode(prompt, true);
