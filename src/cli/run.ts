@@ -10,6 +10,7 @@ import { Sampler } from "../engine/sampler.js";
 import { TextStream } from "../engine/text-stream.js";
 import { modelMacsPerToken } from "../engine/weights.js";
 import { createBackend } from "../kernels/backend.js";
+import { applyChatTemplate } from "../model/chat.js";
 import { LlameshError } from "../model/errors.js";
 import { defaultThreads, parseArgs, type FlagSpec } from "./args.js";
 import { ProgressBar } from "./progress.js";
@@ -25,6 +26,8 @@ export const runFlags: Record<string, FlagSpec> = {
   threads: { type: "int", min: 1, max: 256, help: "compute threads" },
   "max-seq-len": { type: "int", min: 2, max: 1 << 20, help: "context length to allocate" },
   "kernels": { type: "string", help: "wasm or ts (the plain TypeScript reference)" },
+  chat: { type: "boolean", help: "format the prompt with the model's chat template (tokenizer_config.json)" },
+  system: { type: "string", help: "with --chat: a system message" },
   workers: { type: "string", help: "worker list host:port[@share],..." },
   "local-share": { type: "number", min: 0, max: 1e6, help: "this machine's share of the work when using --workers (0 = coordinate only)" },
   "perf-csv": { type: "string", help: "per-token timing CSV of the cluster run" },
@@ -32,7 +35,7 @@ export const runFlags: Record<string, FlagSpec> = {
 };
 
 export const RUN_USAGE = `usage: client <model-dir> -n <max-new-tokens> -i <prompt> [--temperature T] [--top-p P] [--top-k K]
-              [--seed S] [--threads N] [--max-seq-len L] [--kernels wasm|ts]
+              [--seed S] [--threads N] [--max-seq-len L] [--kernels wasm|ts] [--chat [--system TEXT]]
               [--workers host:port[@share],... [--local-share N] [--perf-csv FILE]]
   Streams the continuation of the prompt to stdout; the report goes to stderr.
   Defaults: -n 100, temperature 0.8, top-p 0.95, top-k 40, seed from the clock (printed),
@@ -66,6 +69,11 @@ export async function runCommand(argv: readonly string[], command = "client"): P
     throw new LlameshError(`${command}: --local-share needs --workers (it is this machine's part next to theirs)`);
   }
   const workers = workersFlag === undefined ? null : parseWorkersFlag(workersFlag);
+  const system = flags["system"] as string | undefined;
+  if (system !== undefined && !flags["chat"]) throw new LlameshError(`${command}: --system needs --chat`);
+  const chatText = flags["chat"]
+    ? applyChatTemplate(dir, [...(system !== undefined ? [{ role: "system" as const, content: system }] : []), { role: "user", content: prompt }])
+    : null;
   const sampler = new Sampler({
     temperature: (flags["temperature"] as number | undefined) ?? 0.8,
     topP: (flags["top-p"] as number | undefined) ?? 0.95,
@@ -93,7 +101,8 @@ export async function runCommand(argv: readonly string[], command = "client"): P
     bar.done();
     for (const l of modelReport(model, backend.name)) log(l);
 
-    const ids = model.tokenizer.encode(prompt, true);
+    // A chat template writes its own BOS (as transformers does, no special tokens are added to it).
+    const ids = chatText === null ? model.tokenizer.encode(prompt, true) : model.tokenizer.encode(chatText, false);
     const s = sampler.opts;
     log(`Sampling: ${s.temperature === 0 ? "greedy (temperature 0)" : `temperature ${s.temperature}, top-p ${s.topP}, top-k ${s.topK}, seed ${s.seed}`}`);
     log(`Prompt: ${ids.length} tokens; generating up to ${maxNew}`);
