@@ -14,8 +14,9 @@
  * Needs root (namespaces, tc); without it, says why and exits 0. Traffic stays inside the
  * namespaces it creates, which it deletes at the end.
  *
- * Flags: --tokens N (decode steps measured, default 24), --keep-cache (default; worker slice
- * caches persist in .cache/cluster-bench so a re-run sends no weights).
+ * Flags: --tokens N (decode steps measured, default 24), --share-a N (worker A's share in the
+ * 2-worker run, default 50; B gets the rest: A shares its core with the client). Worker slice
+ * caches persist in .cache/cluster-bench so a re-run sends no weights.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
@@ -148,6 +149,9 @@ async function main(): Promise<void> {
   if (ci >= 0) return clientPhase(process.argv[ci + 1]!);
   const ti = process.argv.indexOf("--tokens");
   const tokens = ti >= 0 ? Number(process.argv[ti + 1]) : 24;
+  // worker A's share in the 2-worker run (B gets the rest): A shares its core with the client
+  const si = process.argv.indexOf("--share-a");
+  const shareA = si >= 0 ? Number(process.argv[si + 1]) : 50;
   if (process.platform !== "linux") {
     log("bench:cluster: skipped: needs Linux network namespaces (ip netns) and tc; this is " + process.platform);
     return;
@@ -203,8 +207,8 @@ async function main(): Promise<void> {
     log("Run 1: worker A alone");
     const one = await runClient([{ host: IP_A, port: wa.port, share: 100 }], tokens);
     for (const l of one.report) log("  " + l);
-    log("Run 2: workers A and B, 50/50");
-    const two = await runClient([{ host: IP_A, port: wa.port, share: 50 }, { host: IP_B, port: wb.port, share: 50 }], tokens);
+    log(`Run 2: workers A and B, ${shareA}/${100 - shareA}`);
+    const two = await runClient([{ host: IP_A, port: wa.port, share: shareA }, { host: IP_B, port: wb.port, share: 100 - shareA }], tokens);
     for (const l of two.report) log("  " + l);
     log("Run 3: the client's own share (50, core 0, in-process) and worker B (50)");
     const three = await runClient([{ host: IP_B, port: wb.port, share: 50 }], tokens, 50);
