@@ -120,22 +120,28 @@ for (const threads of THREADS) {
       }
     });
 
+    /** Random Q8_0 weights and inputs; the reference product in o1, this backend's in o2. */
+    const bothMatmuls = (rows: number, cols: number, nTok: number) => {
+      s.reset();
+      const rb = q8RowBytes(cols);
+      const wf = s.alloc(rows * cols * 4), w = s.alloc(rows * rb);
+      const xf = s.alloc(nTok * cols * 4), x = s.alloc(nTok * rb);
+      const o1 = s.alloc(rows * nTok * 4), o2 = s.alloc(rows * nTok * 4);
+      fillBlocks(arena, wf, rows * cols, r);
+      fillBlocks(arena, xf, nTok * cols, r);
+      ref.quantizeQ8(w, wf, rows * cols);
+      ref.quantizeQ8(x, xf, nTok * cols);
+      ref.matmulQ8(o1, w, x, rows, cols, nTok);
+      arena.f32(o2, rows * nTok).fill(NaN);
+      k.matmulQ8(o2, w, x, rows, cols, nTok);
+      return { rb, w, x, o1, o2 };
+    };
+
     test("matmulQ8 on odd shapes, 1..7 tokens", () => {
       for (const rows of [1, 3, 5, 37, 100]) {
         for (const cols of [32, 96, 288, 4128]) {
           for (const nTok of [1, 3, 7]) {
-            s.reset();
-            const rb = q8RowBytes(cols);
-            const wf = s.alloc(rows * cols * 4), w = s.alloc(rows * rb);
-            const xf = s.alloc(nTok * cols * 4), x = s.alloc(nTok * rb);
-            const o1 = s.alloc(rows * nTok * 4), o2 = s.alloc(rows * nTok * 4);
-            fillBlocks(arena, wf, rows * cols, r);
-            fillBlocks(arena, xf, nTok * cols, r);
-            ref.quantizeQ8(w, wf, rows * cols);
-            ref.quantizeQ8(x, xf, nTok * cols);
-            ref.matmulQ8(o1, w, x, rows, cols, nTok);
-            arena.f32(o2, rows * nTok).fill(NaN);
-            k.matmulQ8(o2, w, x, rows, cols, nTok);
+            const { rb, w, x, o1, o2 } = bothMatmuls(rows, cols, nTok);
             // tolerance: 1e-5 of the sum of |terms| of each output
             const mag = new Float64Array(rows * nTok);
             const i8 = new Int8Array(arena.memory.buffer);
@@ -163,18 +169,7 @@ for (const threads of THREADS) {
       // takes 30 tokens per chunk, so 33 and 64 tokens also cross chunk boundaries.
       for (const [rows, cols] of [[2, 64], [9, 4128], [6, 288], [64, 96]] as const) {
         for (const nTok of [2, 4, 5, 6, 8, 9, 11, 33, 64]) {
-          s.reset();
-          const rb = q8RowBytes(cols);
-          const wf = s.alloc(rows * cols * 4), w = s.alloc(rows * rb);
-          const xf = s.alloc(nTok * cols * 4), x = s.alloc(nTok * rb);
-          const o1 = s.alloc(rows * nTok * 4), o2 = s.alloc(rows * nTok * 4);
-          fillBlocks(arena, wf, rows * cols, r);
-          fillBlocks(arena, xf, nTok * cols, r);
-          ref.quantizeQ8(w, wf, rows * cols);
-          ref.quantizeQ8(x, xf, nTok * cols);
-          ref.matmulQ8(o1, w, x, rows, cols, nTok);
-          arena.f32(o2, rows * nTok).fill(NaN);
-          k.matmulQ8(o2, w, x, rows, cols, nTok);
+          const { o1, o2 } = bothMatmuls(rows, cols, nTok);
           assert.deepEqual(arena.f32(o2, rows * nTok), arena.f32(o1, rows * nTok), `matmul ${rows}x${cols} nTok ${nTok}`);
         }
       }
