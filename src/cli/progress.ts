@@ -18,7 +18,8 @@ export class ProgressBar {
     const filled = Math.round(frac * width);
     const secs = (now - this.start) / 1000;
     const rate = secs > 0 ? done / secs : 0;
-    const eta = rate > 0 && done < total ? ` ETA ${Math.ceil((total - done) / rate)} s` : "";
+    // an estimate only once there is something to estimate from
+    const eta = rate > 0 && done < total && secs >= 1 ? ` ETA ${Math.ceil((total - done) / rate)} s` : "";
     this.stream.write(
       `\r${this.label} [${"#".repeat(filled)}${" ".repeat(width - filled)}] ${(frac * 100).toFixed(0).padStart(3)}% ` +
         `${formatBytes(done)} / ${formatBytes(total)}${eta}   `,
