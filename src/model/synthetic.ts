@@ -7,18 +7,13 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { f32ToBf16, f32ToF16 } from "../kernels/q8.js";
+import type { LlamaConfig } from "./config.js";
 import type { SafetensorsDtype } from "./safetensors.js";
 
-export interface SyntheticShape {
-  dim: number;
-  hiddenDim: number;
-  nLayers: number;
-  nHeads: number;
-  nKvHeads: number;
-  vocabSize: number;
-  seqLen: number;
+/** The shape of a Llama checkpoint: the config's sizes, and whether the classifier is the embedding. */
+export type SyntheticShape = Pick<LlamaConfig, "dim" | "hiddenDim" | "nLayers" | "nHeads" | "nKvHeads" | "vocabSize" | "seqLen"> & {
   tied: boolean;
-}
+};
 
 export const SHAPES: Record<string, SyntheticShape> = {
   /** Llama 2 7B. */
