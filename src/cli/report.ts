@@ -2,10 +2,16 @@
  * The report printed on stderr, modelled on the seed's: files, tensors, config, memory by layer
  * type, then prompt and generation speed and the multiply-accumulate rate achieved.
  */
+import * as path from "node:path";
 import type { LoadedModel } from "../engine/open.js";
-import { relativeToCwd } from "../engine/open.js";
 import type { GenerationResult } from "../engine/generate.js";
 import { formatBytes } from "./progress.js";
+
+/** A path as the user would type it from here, unless that climbs far up the tree. */
+function relativeToCwd(p: string): string {
+  const r = path.relative(process.cwd(), p);
+  return r.startsWith("..") && r.split(path.sep).filter((x) => x === "..").length > 2 ? p : r || ".";
+}
 
 function table(rows: string[][], align: ("l" | "r")[]): string[] {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));

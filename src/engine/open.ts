@@ -129,8 +129,3 @@ export async function openModel(dir: string, opts: OpenOptions): Promise<LoadedM
     forward: (tokens, pos) => fp.forward(tokens, pos),
   };
 }
-
-export function relativeToCwd(p: string): string {
-  const r = path.relative(process.cwd(), p);
-  return r.startsWith("..") && r.split(path.sep).filter((x) => x === "..").length > 2 ? p : r || ".";
-}

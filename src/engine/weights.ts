@@ -219,10 +219,10 @@ export function planArenas(c: LlamaConfig, seqLen: number, batch: number, maxAre
 export function ropeTable(arena: Arena, ptr: Ptr, c: LlamaConfig, seqLen: number): void {
   const half = c.headDim / 2;
   const t = arena.f32(ptr, seqLen * c.headDim);
+  const freqs = Array.from({ length: half }, (_, i) => 1 / Math.pow(c.ropeTheta, (2 * i) / c.headDim));
   for (let p = 0; p < seqLen; p++) {
     for (let i = 0; i < half; i++) {
-      const freq = 1 / Math.pow(c.ropeTheta, (2 * i) / c.headDim);
-      const angle = p * freq;
+      const angle = p * freqs[i]!;
       t[p * c.headDim + i] = Math.cos(angle);
       t[p * c.headDim + half + i] = Math.sin(angle);
     }
