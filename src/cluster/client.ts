@@ -19,7 +19,12 @@ import { openCheckpoint, type LoadedModel } from "../engine/open.js";
 import { formatBytes } from "../cli/progress.js";
 import { modelFingerprint } from "./cache.js";
 import { planCluster, type ClusterPlan, type NodeSlice } from "./planner.js";
-import { Connection, decodeResult, encodeActRequest, encodeWeightChunk, jsonOf, MSG } from "./protocol.js";
+import * as crypto from "node:crypto";
+import { MeshMember, Poller, type MemberInfo } from "./mesh.js";
+import {
+  Connection, decodeDone, decodePartial, decodeResult, encodeActRequest, encodeMesh, encodeStep, encodeWeightChunk, jsonOf, MSG,
+  type StepTimes,
+} from "./protocol.js";
 import { extractSlices, nodeDims, SliceNode, sliceDescs, sliceMacs, withKeys, type SliceDesc } from "./slices.js";
 
 export interface WorkerSpec {
@@ -84,7 +89,15 @@ export interface DistributedOptions {
    * client has a local share (its cores are its own), else 0 (it may share a core with a worker).
    */
   spinMs?: number;
+  /**
+   * "mesh" (default): the nodes exchange their partial sums directly, the client only sends each
+   * token's embedding and gathers the logits (see mesh.ts). "star": every sync is a round trip
+   * through the client (for workers that cannot reach each other).
+   */
+  topology?: Topology;
 }
+
+export type Topology = "mesh" | "star";
 
 interface NodeStats {
   rounds: number;
@@ -112,6 +125,7 @@ export interface DistributedModel extends LoadedModel {
   /** Always asynchronous: every layer waits for the workers. */
   forward(tokens: readonly number[], pos: number): Promise<Float32Array>;
   plan: ClusterPlan;
+  topology: Topology;
   /** Weight bytes sent to each worker during setup (in worker order). */
   weightBytesSent: number[];
   /** The cluster section of the report (stderr lines). */
@@ -235,6 +249,8 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
     for (const n of nodes) if (n.conn) jsonOf(await n.conn.requestJson(MSG.READY, {}), MSG.READY_OK, `worker ${n.label}`);
 
     const coord = new Coordinator(config, source, opts.backend, seqLen, batch, nodes, opts.perfCsv, opts.spinMs ?? (local > 0 ? 20 : 0));
+    const topology = opts.topology ?? "mesh";
+    if (topology === "mesh") await coord.startMesh();
     const loadMs = performance.now() - t0;
     log(`Cluster ready in ${(loadMs / 1000).toFixed(2)} s: ${nodes.length} node${nodes.length === 1 ? "" : "s"}, weights sent ${formatBytes(totalSend)}`);
     for (const l of planLines(config, plan, nodes)) log(l);
@@ -252,6 +268,7 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
       seqLen,
       batch,
       plan,
+      topology,
       weightBytesSent: nodes.filter((n) => n.conn).map((n) => n.weightBytesSent),
       forward: (tokens, pos) => coord.forward(tokens, pos),
       clusterReport: () => coord.report(),
@@ -319,6 +336,9 @@ class Coordinator {
   private readonly logits: Float32Array;
   private readonly acc: Float32Array;
   private readonly csv: CsvRow[] = [];
+  /** Mesh mode (startMesh): the members in rank order, the client's own member if it has a share. */
+  private mesh: { members: (MemberInfo & { node: ClusterNode })[]; local: MeshMember | null; step: number } | null = null;
+  private readonly poller = new Poller();
   private tokens = 0;
   private forwardMs = 0;
   private rounds = 0;
@@ -328,7 +348,7 @@ class Coordinator {
   constructor(
     readonly config: LlamaConfig,
     source: TensorSource,
-    backend: KernelBackend,
+    private readonly backend: KernelBackend,
     readonly seqLen: number,
     readonly batch: number,
     readonly nodes: ClusterNode[],
@@ -400,6 +420,117 @@ class Coordinator {
       // tensors the client itself read: embedding, norms, and those its own slice comes from
       tensorsLoaded: 2 + 2 * L + (local ? new Set(local.descs.map((x) => x.tensor).filter((t) => t !== hfNames.embedding)).size : 0),
     };
+  }
+
+  /**
+   * Switch to mesh mode: every node with a part becomes a member (rank = node order); each worker
+   * gets the norms and the member list (MESH), then the workers link to each other (LINK).
+   */
+  async startMesh(): Promise<void> {
+    const c = this.config;
+    const members = this.nodes
+      .map((node, rank) => {
+        const s = node.slice;
+        const m: MemberInfo & { node: ClusterNode } = {
+          rank, label: node.conn ? node.label : "client", attn: s.kv1 > s.kv0, ffn: s.hb1 > s.hb0, logits: s.v1 > s.v0, node,
+        };
+        if (node.conn) {
+          const at = node.label.lastIndexOf(":");
+          m.host = node.label.slice(0, at).replace(/^\[|\]$/g, "");
+          m.port = Number(node.label.slice(at + 1));
+        }
+        return m;
+      })
+      .filter((m) => m.attn || m.ffn || m.logits);
+    const info: MemberInfo[] = members.map(({ node: _n, ...m }) => m);
+    const norms = new Float32Array((2 * c.nLayers + 1) * c.dim);
+    for (let l = 0; l < c.nLayers; l++) {
+      norms.set(this.arena.f32(this.attnNorm[l]!, c.dim), (2 * l) * c.dim);
+      norms.set(this.arena.f32(this.ffnNorm[l]!, c.dim), (2 * l + 1) * c.dim);
+    }
+    norms.set(this.arena.f32(this.finalNorm, c.dim), 2 * c.nLayers * c.dim);
+    const session = crypto.randomBytes(16).toString("hex");
+    const localInfo = members.find((m) => m.node.local);
+    let local: MeshMember | null = null;
+    if (localInfo) {
+      const lm = (local = new MeshMember(c, localInfo.node.local!, localInfo.rank, info, norms, this.backend, () => this.poller.keep(this.spinMs)));
+      for (const m of members) {
+        const conn = m.node.conn;
+        if (!conn) continue;
+        lm.links.set(m.rank, { send: (f) => conn.write(f) });
+        conn.onUnsolicited = (f) => {
+          const { step, seq, values } = decodePartial(f.body);
+          lm.deliver(m.rank, step, seq, values, f.body.length + 16);
+        };
+        conn.onClosed = (e) => lm.fail(e);
+      }
+    }
+    const workers = members.filter((m) => m.node.conn);
+    await Promise.all(workers.map(async (m) => jsonOf(await m.node.conn!.request(MSG.MESH, encodeMesh({ session, rank: m.rank, members: info }, norms)), MSG.MESH_OK, `worker ${m.label}`)));
+    await Promise.all(workers.map(async (m) => jsonOf(await m.node.conn!.requestJson(MSG.LINK, {}), MSG.LINK_OK, `worker ${m.label}`)));
+    this.mesh = { members, local, step: 0 };
+  }
+
+  /** One forward step in mesh mode: embeddings out, logits rows back; the members do the rest. */
+  private async forwardMesh(n: number, pos: number): Promise<void> {
+    const mesh = this.mesh!;
+    const c = this.config;
+    const step = ++mesh.step;
+    const x0 = Float32Array.from(this.arena.f32(this.x, n * this.dimP));
+    const body = encodeStep(step, pos, n, x0);
+    const t0 = performance.now();
+    const pending = mesh.members.map((m) => {
+      const conn = m.node.conn;
+      if (!conn) return null;
+      return conn.request(MSG.STEP, body).then((r) => {
+        if (r.type !== MSG.DONE) throw new LlameshError(`worker ${m.label}: unexpected reply type ${r.type}`);
+        return { ...decodeDone(r.body), frame: r.body.length + 16 };
+      });
+    });
+    for (const p of pending) p?.catch(() => undefined);
+    const out: ({ times: StepTimes; logits: Float32Array | null; frame: number } | null)[] = mesh.members.map(() => null);
+    const li = mesh.members.findIndex((m) => m.node.local);
+    try {
+      if (li >= 0) out[li] = { ...(await mesh.local!.step(step, pos, n, x0)), frame: 0 };
+      for (let i = 0; i < pending.length; i++) if (pending[i]) out[i] = await pending[i]!;
+    } catch (e) {
+      // A lost worker makes the others fail too (their link to it closed): blame the lost one.
+      await Promise.race([Promise.allSettled(pending.filter((p) => p !== null)), new Promise((r) => setTimeout(r, 1000).unref())]);
+      const lost = mesh.members.find((m) => m.node.conn?.error);
+      throw lost ? lost.node.conn!.error! : e;
+    }
+    const frameBytes = 24 + n * this.dimP * 4;
+    const attnN = mesh.members.filter((m) => m.attn).length;
+    const ffnN = mesh.members.filter((m) => m.ffn).length;
+    const links = mesh.members.length - 1;
+    mesh.members.forEach((m, i) => {
+      const r = out[i]!;
+      const t = r.times;
+      const st = m.node.stats;
+      let comp = t.logitsUs;
+      let wait = 0;
+      for (let s = 0; s < t.computeUs.length; s++) {
+        comp += t.computeUs[s]!;
+        wait += t.waitUs[s]!;
+        const ffn = (s & 1) === 1;
+        const has = ffn ? m.ffn : m.attn;
+        const others = (ffn ? ffnN : attnN) - (has ? 1 : 0);
+        this.csv.push({
+          pos, nTok: n, layer: s >> 1, op: ffn ? "ffn" : "attn", node: m.node.label,
+          rttMs: (t.computeUs[s]! + t.waitUs[s]!) / 1000, computeMs: t.computeUs[s]! / 1000,
+          sent: has ? frameBytes * links : 0, received: others * frameBytes,
+        });
+      }
+      if (m.logits) this.csv.push({ pos, nTok: n, layer: c.nLayers, op: "logits", node: m.node.label, rttMs: t.logitsUs / 1000, computeMs: t.logitsUs / 1000, sent: m.node.conn ? r.frame : 0, received: 0 });
+      st.rounds += t.computeUs.length;
+      st.rttMs += (comp + wait) / 1000;
+      st.computeMs += comp / 1000;
+      st.sent += t.bytesSent + (m.node.conn ? r.frame : 0);
+      st.received += t.bytesReceived + (m.node.conn ? body.length + 16 : 0);
+      if (r.logits) this.logits.set(r.logits.subarray(0, m.node.slice.v1 - m.node.slice.v0), m.node.slice.v0);
+    });
+    this.rounds += 2 * c.nLayers + 1;
+    this.roundMs += performance.now() - t0;
   }
 
   /** Quantized normalised input of n tokens (a copy, sent to the nodes). */
@@ -502,6 +633,12 @@ class Coordinator {
       if (!(id >= 0 && id < c.vocabSize)) throw new RangeError(`token id ${id} outside the vocabulary (0..${c.vocabSize - 1})`);
       this.k.dequantQ8(this.x + t * this.dimP * 4, this.embedding + id * rb, this.dimP);
     }
+    if (this.mesh) {
+      await this.forwardMesh(n, pos);
+      this.tokens += n;
+      this.forwardMs += performance.now() - t0;
+      return this.logits;
+    }
     for (let l = 0; l < c.nLayers; l++) {
       this.addPartials(await this.round("attn", l, pos, n, this.normQ(this.attnNorm[l]!, n)), n);
       this.addPartials(await this.round("ffn", l, pos, n, this.normQ(this.ffnNorm[l]!, n)), n);
@@ -539,8 +676,11 @@ class Coordinator {
     const lines: string[] = [];
     const tok = Math.max(1, this.tokens);
     const total = this.nodes.reduce((s, n) => s + n.share, 0);
-    lines.push(`Cluster: ${this.nodes.length} node${this.nodes.length === 1 ? "" : "s"}, ${this.tokens} tokens through the cluster, ${(this.rounds / Math.max(1, this.tokens)).toFixed(1)} sync rounds per token`);
-    const rows: string[][] = [["node", "share", "rounds", "avg RTT ms", "net overhead ms", "compute ms/tok", "sent/tok", "recv/tok", "GMAC"]];
+    lines.push(`Cluster (${this.mesh ? "mesh: the nodes add their partial sums among themselves" : "star: every sync through the client"}): ${this.nodes.length} node${this.nodes.length === 1 ? "" : "s"}, ${this.tokens} tokens through the cluster, ${(this.rounds / Math.max(1, this.tokens)).toFixed(1)} sync rounds per token`);
+    // star: a round trip per sync, seen from the client; mesh: a node's sync = its compute + its wait for the others
+    const rows: string[][] = [this.mesh
+      ? ["node", "share", "syncs", "avg sync ms", "wait ms", "compute ms/tok", "sent/tok", "recv/tok", "GMAC"]
+      : ["node", "share", "rounds", "avg RTT ms", "net overhead ms", "compute ms/tok", "sent/tok", "recv/tok", "GMAC"]];
     let netTotal = 0;
     for (const n of this.nodes) {
       const st = n.stats;
@@ -549,8 +689,8 @@ class Coordinator {
       if (n.conn) netTotal += st.rttMs - st.computeMs;
       const gmac = st.computeMs > 0 ? (n.macsPerToken * tok) / (st.computeMs / 1000) / 1e9 : 0;
       rows.push([
-        n.label, `${((100 * n.share) / total).toFixed(1)}%`, String(st.rounds), avg.toFixed(3), n.conn ? overhead.toFixed(3) : "-",
-        (st.computeMs / tok).toFixed(2), n.conn ? formatBytes(st.sent / tok) : "-", n.conn ? formatBytes(st.received / tok) : "-", gmac.toFixed(2),
+        n.label, `${((100 * n.share) / total).toFixed(1)}%`, String(st.rounds), avg.toFixed(3), n.conn || this.mesh ? overhead.toFixed(3) : "-",
+        (st.computeMs / tok).toFixed(2), n.conn || this.mesh ? formatBytes(st.sent / tok) : "-", n.conn || this.mesh ? formatBytes(st.received / tok) : "-", gmac.toFixed(2),
       ]);
     }
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));

@@ -48,6 +48,23 @@ export const MSG = {
   /** client -> worker: {}; reply STATS_OK {counters}. */
   STATS: 12,
   STATS_OK: 13,
+  /**
+   * Mesh mode (see mesh.ts). client -> worker: u32 JSON length, JSON {session, rank, members},
+   * then the norms as f32 (see encodeMesh); reply MESH_OK {} once the session accepts peers.
+   */
+  MESH: 14,
+  MESH_OK: 15,
+  /** client -> worker: {}; the worker connects to the lower-ranked workers; reply LINK_OK once every link is up. */
+  LINK: 16,
+  LINK_OK: 17,
+  /** worker -> worker, first frame of a peer connection: {session, rank}; reply PEER_OK {}. */
+  PEER: 18,
+  PEER_OK: 19,
+  /** client -> worker: one forward step (see encodeStep); reply DONE (see encodeDone). */
+  STEP: 20,
+  DONE: 21,
+  /** member -> member, no reply: one partial sum of a step (see encodePartial). */
+  PARTIAL: 22,
 } as const;
 export type MsgType = (typeof MSG)[keyof typeof MSG];
 
@@ -185,11 +202,7 @@ export function encodeResult(computeUs: number, values: Float32Array): Buffer {
 }
 
 export function decodeResult(body: Buffer): { computeUs: number; values: Float32Array } {
-  const n = (body.length - 4) >> 2;
-  // copy: the frame buffer's offset need not be 4-aligned
-  const values = new Float32Array(n);
-  new Uint8Array(values.buffer).set(body.subarray(4, 4 + n * 4));
-  return { computeUs: body.readUInt32LE(0), values };
+  return { computeUs: body.readUInt32LE(0), values: f32Copy(body.subarray(4)) };
 }
 
 /** Weight chunk: u16 key length, key (ASCII), f64 offset, then the bytes. */
@@ -208,6 +221,114 @@ export function decodeWeightChunk(body: Buffer): { key: string; offset: number; 
   const kl = body.readUInt16LE(0);
   if (body.length < 10 + kl) throw new ProtocolError("weight chunk too short", "bad-body");
   return { key: body.toString("ascii", 2, 2 + kl), offset: body.readDoubleLE(2 + kl), data: body.subarray(10 + kl) };
+}
+
+/**
+ * MESH body: u32 JSON length, the JSON, then the f32 norm weights (padding to 4 bytes after the
+ * JSON so the floats are aligned in the body).
+ */
+export function encodeMesh(json: unknown, norms: Float32Array): Buffer {
+  const j = Buffer.from(JSON.stringify(json), "utf8");
+  const off = 4 + j.length + ((4 - ((4 + j.length) % 4)) % 4);
+  const b = Buffer.alloc(off + norms.byteLength);
+  b.writeUInt32LE(j.length, 0);
+  b.set(j, 4);
+  b.set(new Uint8Array(norms.buffer, norms.byteOffset, norms.byteLength), off);
+  return b;
+}
+
+export function decodeMesh(body: Buffer): { json: Record<string, unknown>; norms: Float32Array } {
+  if (body.length < 4) throw new ProtocolError("mesh: body too short", "bad-body");
+  const len = body.readUInt32LE(0);
+  if (4 + len > body.length) throw new ProtocolError("mesh: JSON length beyond the body", "bad-body");
+  const json = parseJson(body.subarray(4, 4 + len), "mesh");
+  const off = 4 + len + ((4 - ((4 + len) % 4)) % 4);
+  return { json, norms: f32Copy(body.subarray(Math.min(off, body.length))) };
+}
+
+/** STEP body: u32 step, u32 pos, u32 nTok, u32 reserved, then nTok x dimP f32 (the embeddings). */
+export function encodeStep(step: number, pos: number, nTok: number, x0: Float32Array): Buffer {
+  const b = Buffer.allocUnsafe(16 + x0.byteLength);
+  b.writeUInt32LE(step >>> 0, 0);
+  b.writeUInt32LE(pos, 4);
+  b.writeUInt32LE(nTok, 8);
+  b.writeUInt32LE(0, 12);
+  b.set(new Uint8Array(x0.buffer, x0.byteOffset, x0.byteLength), 16);
+  return b;
+}
+
+export function decodeStep(body: Buffer): { step: number; pos: number; nTok: number; x0: Float32Array } {
+  if (body.length < 16) throw new ProtocolError(`step of ${body.length} bytes is shorter than its 16-byte header`, "bad-body");
+  return { step: body.readUInt32LE(0), pos: body.readUInt32LE(4), nTok: body.readUInt32LE(8), x0: f32Copy(body.subarray(16)) };
+}
+
+/** PARTIAL body: u32 step, u32 sync index (2 * layer + 0 attention / 1 feed-forward), then f32 values. */
+export function encodePartial(step: number, seq: number, values: Float32Array): Buffer {
+  const b = Buffer.allocUnsafe(8 + values.byteLength);
+  b.writeUInt32LE(step >>> 0, 0);
+  b.writeUInt32LE(seq, 4);
+  b.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), 8);
+  return b;
+}
+
+export function decodePartial(body: Buffer): { step: number; seq: number; values: Float32Array } {
+  if (body.length < 8 || (body.length - 8) % 4 !== 0) throw new ProtocolError(`partial of ${body.length} bytes is malformed`, "bad-body");
+  return { step: body.readUInt32LE(0), seq: body.readUInt32LE(4), values: f32Copy(body.subarray(8)) };
+}
+
+/** What a member measured during one step: per sync, its compute and its wait for the others (µs). */
+export interface StepTimes {
+  computeUs: number[];
+  waitUs: number[];
+  /** Classifier compute (µs), 0 without vocabulary rows. */
+  logitsUs: number;
+  bytesSent: number;
+  bytesReceived: number;
+}
+
+/**
+ * DONE body: u32 nSync, u32 logits µs, u32 bytes sent, u32 bytes received, nSync x (u32 compute
+ * µs, u32 wait µs), then the member's rows of the logits (f32, possibly none).
+ */
+export function encodeDone(t: StepTimes, logits: Float32Array | null): Buffer {
+  const n = t.computeUs.length;
+  const head = 16 + 8 * n;
+  const b = Buffer.allocUnsafe(head + (logits ? logits.byteLength : 0));
+  const u32 = (v: number): number => Math.min(0xffffffff, Math.max(0, Math.round(v)));
+  b.writeUInt32LE(n, 0);
+  b.writeUInt32LE(u32(t.logitsUs), 4);
+  b.writeUInt32LE(u32(t.bytesSent), 8);
+  b.writeUInt32LE(u32(t.bytesReceived), 12);
+  for (let i = 0; i < n; i++) {
+    b.writeUInt32LE(u32(t.computeUs[i]!), 16 + 8 * i);
+    b.writeUInt32LE(u32(t.waitUs[i]!), 20 + 8 * i);
+  }
+  if (logits) b.set(new Uint8Array(logits.buffer, logits.byteOffset, logits.byteLength), head);
+  return b;
+}
+
+export function decodeDone(body: Buffer): { times: StepTimes; logits: Float32Array } {
+  if (body.length < 16) throw new ProtocolError("done: body too short", "bad-body");
+  const n = body.readUInt32LE(0);
+  const head = 16 + 8 * n;
+  if (head > body.length) throw new ProtocolError("done: timings beyond the body", "bad-body");
+  const computeUs: number[] = [];
+  const waitUs: number[] = [];
+  for (let i = 0; i < n; i++) {
+    computeUs.push(body.readUInt32LE(16 + 8 * i));
+    waitUs.push(body.readUInt32LE(20 + 8 * i));
+  }
+  return {
+    times: { computeUs, waitUs, logitsUs: body.readUInt32LE(4), bytesSent: body.readUInt32LE(8), bytesReceived: body.readUInt32LE(12) },
+    logits: f32Copy(body.subarray(head)),
+  };
+}
+
+/** The bytes as f32 values, copied (a frame's body need not be 4-aligned). */
+function f32Copy(bytes: Uint8Array): Float32Array {
+  const out = new Float32Array(bytes.length >> 2);
+  new Uint8Array(out.buffer).set(bytes.subarray(0, out.length * 4));
+  return out;
 }
 
 // ---- a request/response connection (client side) ----
@@ -235,6 +356,10 @@ export class Connection {
   private readonly reader = new FrameReader();
   private closedErr: Error | null = null;
   readonly traffic: Traffic = { sent: 0, received: 0 };
+  /** Frames that answer no request (a mesh member's PARTIAL frames). */
+  onUnsolicited: ((f: Frame) => void) | null = null;
+  /** Called once when the connection fails or closes. */
+  onClosed: ((e: Error) => void) | null = null;
 
   private constructor(readonly socket: net.Socket, readonly label: string) {
     socket.setNoDelay(true);
@@ -249,6 +374,10 @@ export class Connection {
         return;
       }
       for (const f of frames) {
+        if (f.type === MSG.PARTIAL) {
+          this.onUnsolicited?.(f);
+          continue;
+        }
         const p = this.pending.get(f.id);
         if (!p) continue;
         this.pending.delete(f.id);
@@ -291,8 +420,23 @@ export class Connection {
     });
   }
 
+  /** The error that closed this connection, if it is closed. */
+  get error(): Error | null {
+    return this.closedErr;
+  }
+
+  /** Write a frame without waiting (small, latency-bound frames of a step). */
+  write(frame: Buffer): void {
+    if (this.closedErr) throw this.closedErr;
+    this.traffic.sent += frame.length;
+    this.socket.write(frame);
+  }
+
   private fail(e: Error): void {
-    if (!this.closedErr) this.closedErr = e;
+    if (!this.closedErr) {
+      this.closedErr = e;
+      this.onClosed?.(e);
+    }
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
       p.reject(e);

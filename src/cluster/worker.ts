@@ -16,13 +16,15 @@ import { Arena } from "../kernels/arena.js";
 import type { KernelBackend } from "../kernels/kernels.js";
 import { q8RowBytes } from "../kernels/q8.js";
 import type { LlamaConfig } from "../model/config.js";
+import { LlameshError } from "../model/errors.js";
 import { openWeights } from "../engine/open.js";
 import { backendScratchBytes } from "../engine/weights.js";
 import { modelFingerprint, SliceCache, type CacheWriter } from "./cache.js";
 import type { NodeSlice } from "./planner.js";
+import { MeshMember, Poller, type MemberInfo } from "./mesh.js";
 import {
-  decodeActRequest, decodeWeightChunk, encodeFrame, encodeJson, encodeResult, FrameError, FrameReader, MSG, MSG_NAMES,
-  parseJson, PROTOCOL_VERSION, ProtocolError, type Frame,
+  decodeActRequest, decodeMesh, decodePartial, decodeStep, decodeWeightChunk, encodeDone, encodeFrame, encodeJson, encodeResult,
+  FrameError, FrameReader, MSG, MSG_NAMES, parseJson, PROTOCOL_VERSION, ProtocolError, type Frame,
 } from "./protocol.js";
 import { extractSlices, SliceNode, sliceDescs, withKeys, type SliceDesc } from "./slices.js";
 
@@ -140,8 +142,9 @@ export class WorkerServer {
   private readonly sockets = new Set<net.Socket>();
   private modelFp: string | null = null;
   private server!: net.Server;
-  private spinUntil = 0;
-  private spinning = false;
+  private readonly poller = new Poller();
+  /** Sessions in mesh mode, by mesh session token (peers attach to them). */
+  readonly meshes = new Map<string, Session>();
   port = 0;
   host = "";
 
@@ -213,16 +216,7 @@ export class WorkerServer {
 
   /** Poll for the next request for a few ms rather than sleep (see WorkerOptions.spinMs). */
   spin(): void {
-    const ms = this.opts.spinMs ?? 5;
-    if (ms <= 0) return;
-    this.spinUntil = performance.now() + ms;
-    if (this.spinning) return;
-    this.spinning = true;
-    const loop = (): void => {
-      if (performance.now() < this.spinUntil) setImmediate(loop);
-      else this.spinning = false;
-    };
-    setImmediate(loop);
+    this.poller.keep(this.opts.spinMs ?? 5);
   }
 
   /**
@@ -247,8 +241,37 @@ export class WorkerServer {
   }
 }
 
+/** Peers of a mesh must connect within this long once LINK has been sent to every member. */
+const LINK_TIMEOUT_MS = 10_000;
+
+function memberFrom(v: unknown): MemberInfo {
+  if (typeof v !== "object" || v === null) throw new ProtocolError("mesh: bad member", "bad-mesh");
+  const o = v as Record<string, unknown>;
+  const m: MemberInfo = {
+    rank: intIn(o["rank"], "member.rank"),
+    label: typeof o["label"] === "string" ? o["label"] : "?",
+    attn: o["attn"] === true,
+    ffn: o["ffn"] === true,
+    logits: o["logits"] === true,
+  };
+  if (o["host"] !== undefined) {
+    if (typeof o["host"] !== "string") throw new ProtocolError("mesh: member host must be a string", "bad-mesh");
+    m.host = o["host"];
+    m.port = intIn(o["port"], "member.port", 1);
+  }
+  return m;
+}
+
 class Session {
   private chain: Promise<void> = Promise.resolve();
+  private member: MeshMember | null = null;
+  private meshToken = "";
+  /** Rank of the client in the mesh, when it computes a share itself. */
+  private clientRank = -1;
+  /** This connection is a peer link: its PARTIAL frames go to that session's member. */
+  private peerOf: { target: Session; rank: number } | null = null;
+  private readonly peerSockets: net.Socket[] = [];
+  private linkWaiter: (() => void) | null = null;
   private hello = false;
   private fingerprint = "";
   private node: SliceNode | null = null;
@@ -259,6 +282,11 @@ class Session {
   constructor(private readonly server: WorkerServer, private readonly socket: net.Socket) {}
 
   enqueue(f: Frame): void {
+    if (f.type === MSG.PARTIAL) {
+      // never queued behind a STEP: the step is waiting for exactly these
+      this.onPartial(f);
+      return;
+    }
     this.chain = this.chain.then(() => this.handle(f)).catch((e: unknown) => {
       const pe = e instanceof ProtocolError ? e : null;
       const msg = e instanceof Error ? e.message : String(e);
@@ -279,7 +307,93 @@ class Session {
     this.nodeReady = false;
   }
 
+  private onPartial(f: Frame): void {
+    try {
+      const { step, seq, values } = decodePartial(f.body);
+      if (this.peerOf) {
+        this.peerOf.target.member?.deliver(this.peerOf.rank, step, seq, values, f.body.length + 16);
+      } else if (this.member && this.clientRank >= 0) {
+        this.member.deliver(this.clientRank, step, seq, values, f.body.length + 16);
+      } else {
+        throw new ProtocolError("partial sum outside a mesh", "order");
+      }
+    } catch (e) {
+      this.sendError(f.id, `PARTIAL: ${(e as Error).message}`, e instanceof ProtocolError ? e.code : "failed");
+    }
+  }
+
+  /** A peer connected to this session's member (called on the peer's session). */
+  private linkAdded(): void {
+    this.linkWaiter?.();
+  }
+
+  private endMesh(why: string): void {
+    this.member?.fail(new LlameshError(why));
+    this.member = null;
+    if (this.meshToken && this.server.meshes.get(this.meshToken) === this) this.server.meshes.delete(this.meshToken);
+    this.meshToken = "";
+    this.clientRank = -1;
+    for (const s of this.peerSockets.splice(0)) s.destroy();
+  }
+
+  /** Connect to a lower-ranked worker of the mesh; its partial sums come back on this socket. */
+  private connectPeer(m: MemberInfo, me: number, member: MeshMember): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const label = `${m.host}:${m.port}`;
+      const sock = net.connect({ host: m.host!, port: m.port! });
+      this.peerSockets.push(sock);
+      sock.setNoDelay(true);
+      const reader = new FrameReader();
+      const timer = setTimeout(() => {
+        sock.destroy();
+        reject(new ProtocolError(`mesh: peer ${label} did not answer within ${LINK_TIMEOUT_MS / 1000} s`, "peer"));
+      }, LINK_TIMEOUT_MS);
+      let linked = false;
+      sock.on("connect", () => sock.write(encodeJson(MSG.PEER, 1, { session: this.meshToken, rank: me })));
+      sock.on("data", (d: Buffer) => {
+        let frames: Frame[];
+        try {
+          frames = reader.push(d);
+        } catch (e) {
+          sock.destroy(e as Error);
+          return;
+        }
+        for (const f of frames) {
+          if (f.type === MSG.PARTIAL) {
+            try {
+              const { step, seq, values } = decodePartial(f.body);
+              member.deliver(m.rank, step, seq, values, f.body.length + 16);
+            } catch (e) {
+              sock.destroy(e as Error);
+            }
+          } else if (f.type === MSG.PEER_OK && !linked) {
+            linked = true;
+            clearTimeout(timer);
+            member.links.set(m.rank, { send: (fr) => void sock.write(fr) });
+            resolve();
+          } else if (f.type === MSG.ERROR) {
+            clearTimeout(timer);
+            reject(new ProtocolError(`mesh: peer ${label} refused the link: ${f.body.toString("utf8")}`, "peer"));
+            sock.destroy();
+          }
+        }
+      });
+      sock.on("error", (e) => {
+        clearTimeout(timer);
+        if (!linked) reject(new ProtocolError(`mesh: cannot reach peer ${label} (${(e as NodeJS.ErrnoException).code ?? e.message}); list every worker by an address the other workers can reach`, "peer"));
+      });
+      sock.on("close", () => member.fail(new LlameshError(`mesh: link to peer ${label} closed`)));
+    });
+  }
+
   dispose(): void {
+    if (this.peerOf) {
+      const { target, rank } = this.peerOf;
+      target.member?.fail(new LlameshError(`mesh: link to peer ${target.member.members.find((m) => m.rank === rank)?.label ?? `rank ${rank}`} closed`));
+      this.peerOf = null;
+      return;
+    }
+    this.endMesh("mesh: the client disconnected");
     for (const { w } of this.writers.values()) w.abort();
     this.writers.clear();
     this.dropNode();
@@ -295,7 +409,7 @@ class Session {
     if (f.version !== PROTOCOL_VERSION) {
       throw new ProtocolError(`protocol version ${f.version} is not supported (this worker speaks version ${PROTOCOL_VERSION}; update llamesh on one side)`, "version");
     }
-    if (f.type !== MSG.HELLO && !this.hello) throw new ProtocolError("no handshake yet: send HELLO first", "no-hello");
+    if (f.type !== MSG.HELLO && f.type !== MSG.PEER && !this.hello) throw new ProtocolError("no handshake yet: send HELLO first", "no-hello");
     switch (f.type) {
       case MSG.HELLO: {
         const j = parseJson(f.body, "hello");
@@ -400,6 +514,89 @@ class Session {
         }
         const us = (performance.now() - t0) * 1000;
         this.reply(MSG.RESULT, f.id, encodeResult(us, out));
+        this.server.spin();
+        return;
+      }
+      case MSG.MESH: {
+        if (!this.node || !this.nodeReady) throw new ProtocolError("MESH before READY", "order");
+        const { json, norms } = decodeMesh(f.body);
+        const token = json["session"];
+        if (typeof token !== "string" || !/^[0-9a-f]{32}$/.test(token)) throw new ProtocolError("mesh: session must be 32 hex digits", "bad-mesh");
+        const rank = intIn(json["rank"], "mesh.rank");
+        if (!Array.isArray(json["members"])) throw new ProtocolError("mesh: members must be a list", "bad-mesh");
+        const members = (json["members"] as unknown[]).map(memberFrom);
+        const me = members.find((m) => m.rank === rank);
+        const n = this.node;
+        if (!me || me.attn !== n.hasAttention || me.ffn !== n.hasFfn || me.logits !== n.hasLogits) throw new ProtocolError(`mesh: rank ${rank} does not match this node's slice`, "bad-mesh");
+        if (new Set(members.map((m) => m.rank)).size !== members.length) throw new ProtocolError("mesh: duplicate ranks", "bad-mesh");
+        this.endMesh("mesh: replaced by a new mesh");
+        let member: MeshMember;
+        try {
+          member = new MeshMember(n.config, n, rank, members, norms, this.server.opts.backend, () => this.server.spin());
+        } catch (e) {
+          throw new ProtocolError((e as Error).message, "bad-mesh");
+        }
+        this.member = member;
+        this.meshToken = token;
+        const client = members.find((m) => m.host === undefined && m.rank !== rank);
+        if (client) {
+          this.clientRank = client.rank;
+          member.links.set(client.rank, { send: (fr) => void this.socket.write(fr) });
+        }
+        this.server.meshes.set(token, this);
+        this.reply(MSG.MESH_OK, f.id, "{}");
+        return;
+      }
+      case MSG.LINK: {
+        const member = this.member;
+        if (!member) throw new ProtocolError("LINK before MESH", "order");
+        const lower = member.members.filter((m) => m.host !== undefined && m.rank < member.rank);
+        await Promise.all(lower.map((m) => this.connectPeer(m, member.rank, member)));
+        const need = member.members.length - 1;
+        if (member.links.size < need) {
+          await new Promise<void>((resolve, reject) => {
+            const timer = setTimeout(() => {
+              this.linkWaiter = null;
+              const missing = member.members.filter((m) => m.rank !== member.rank && !member.links.has(m.rank)).map((m) => m.label);
+              reject(new ProtocolError(`mesh: no link from ${missing.join(", ")} within ${LINK_TIMEOUT_MS / 1000} s`, "peer"));
+            }, LINK_TIMEOUT_MS);
+            this.linkWaiter = () => {
+              if (member.links.size < need) return;
+              clearTimeout(timer);
+              this.linkWaiter = null;
+              resolve();
+            };
+          });
+        }
+        this.reply(MSG.LINK_OK, f.id, "{}");
+        return;
+      }
+      case MSG.PEER: {
+        const j = parseJson(f.body, "peer");
+        const target = typeof j["session"] === "string" ? this.server.meshes.get(j["session"]) : undefined;
+        if (!target || !target.member) throw new ProtocolError("peer: unknown mesh session", "bad-peer");
+        const rank = intIn(j["rank"], "peer.rank");
+        const m = target.member.members.find((x) => x.rank === rank);
+        if (!m || m.host === undefined || rank <= target.member.rank) throw new ProtocolError(`peer: rank ${rank} may not link to rank ${target.member.rank}`, "bad-peer");
+        this.peerOf = { target, rank };
+        target.member.links.set(rank, { send: (fr) => void this.socket.write(fr) });
+        this.reply(MSG.PEER_OK, f.id, "{}");
+        target.linkAdded();
+        return;
+      }
+      case MSG.STEP: {
+        const member = this.member;
+        if (!member) throw new ProtocolError("STEP before MESH", "order");
+        const { step, pos, nTok, x0 } = decodeStep(f.body);
+        c.requests++;
+        let out: Awaited<ReturnType<MeshMember["step"]>>;
+        try {
+          out = await member.step(step, pos, nTok, x0);
+        } catch (e) {
+          if (e instanceof RangeError) throw new ProtocolError(e.message, "bad-body");
+          throw e;
+        }
+        this.reply(MSG.DONE, f.id, encodeDone(out.times, out.logits));
         this.server.spin();
         return;
       }

@@ -194,10 +194,38 @@ test("stories260K: greedy output token-identical to single-node for 1, 2, 3 work
       await m.close();
     }
   }
-  // one row per forward call, layer, operation and node: 3 nodes x (5 layers x 2 + logits)
+  // mesh: one row per forward call, sync (5 layers x 2) and member, plus the logits rows: every
+  // member takes part in every sync (it adds the others' partial sums), even the third node,
+  // which has no attention head (2 attention units over 3 nodes)
   const rows = fs.readFileSync(csv, "utf8").trim().split("\n");
   assert.equal(rows[0], "pos,n_tokens,layer,operation,node,round_trip_ms,compute_ms,network_ms,bytes_sent,bytes_received");
   const forwards = 60; // the prompt (one batch) and 59 decode steps
+  assert.equal(rows.length - 1, forwards * (5 * 2 * 3 + 3));
+  const attnOfThird = rows.filter((r) => r.includes(`,attn,127.0.0.1:${ws[2]!.port},`)).map((r) => r.split(","));
+  assert.ok(attnOfThird.length > 0 && attnOfThird.every((r) => r[8] === "0"), "a member without attention heads sends no attention partial sums");
+  await Promise.all(ws.map((w) => w.stop()));
+});
+
+test("star topology (every sync through the client): token-identical to single-node, CSV rows only for the nodes with a part", { skip: skipUnless(STORIES) }, async () => {
+  const cache = tempDir("llamesh-cache-");
+  const ws = await Promise.all([0, 1, 2].map((i) => spawnWorker(["--cache-dir", `${cache}/w${i}`])));
+  const single = await openModel(STORIES, { backend, maxSeqLen: 128 });
+  const prompt = "Once upon a time";
+  const expected = await greedy(single, prompt, 40);
+  const csv = `${cache}/perf.csv`;
+  for (const c of [{ workers: specs(ws, [50, 25, 25]), localShare: 0 }, { workers: specs(ws.slice(0, 2), [25, 25]), localShare: 50 }]) {
+    const m = await openDistributedModel(STORIES, { ...c, topology: "star", backend, maxSeqLen: 128, log: quiet, perfCsv: c.localShare === 0 ? csv : undefined });
+    try {
+      assert.equal(m.topology, "star");
+      assert.deepEqual(await greedy(m, prompt, 40), expected);
+      assert.ok(m.clusterReport().some((l) => l.startsWith("Cluster (star")));
+    } finally {
+      await m.close();
+    }
+  }
+  // star: one row per forward call, round and node that has a part in it: 3 nodes x (5 layers x 2 + logits)
+  const rows = fs.readFileSync(csv, "utf8").trim().split("\n");
+  const forwards = 40;
   const nodesWithAttn = 2; // 2 attention units over 3 nodes: the third gets none
   assert.equal(rows.length - 1, forwards * (5 * nodesWithAttn + 5 * 3 + 3));
   await Promise.all(ws.map((w) => w.stop()));
