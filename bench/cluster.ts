@@ -8,15 +8,21 @@
  * pinned to core 1; each worker has 1 thread. Run 0: the client alone (local share only: one
  * machine, no network). Run 1: worker A alone (the client coordinates). Run 2: workers A and B,
  * 50/50 (the client coordinates). Run 3: the client computes 50% itself and worker B 50% (two
- * machines, no process sharing a core). The client (pinned to core 0) polls for replies only
- * when it has a local share, so in runs 1-2 it sleeps and shares core 0 with worker A.
+ * machines, no process sharing a core). Each setup runs 3 times, alternating, and the fastest
+ * run of each counts (the host's other tenants slow single runs down at random); every run's
+ * figure is printed too.
+ *
+ * In the mesh topology (default) the client sleeps while a token runs, so both workers poll for
+ * their peers' partial sums. In the star topology the client works between rounds on core 0, so
+ * worker A must not poll (--spin-ms 0).
  *
  * Needs root (namespaces, tc); without it, says why and exits 0. Traffic stays inside the
  * namespaces it creates, which it deletes at the end.
  *
- * Flags: --tokens N (decode steps measured, default 24), --share-a N (worker A's share in the
- * 2-worker run, default 50; B gets the rest: A shares its core with the client). Worker slice
- * caches persist in .cache/cluster-bench so a re-run sends no weights.
+ * Flags: --tokens N (decode steps measured per run, default 32), --reps N (runs per setup,
+ * default 3), --topology mesh|star, --share-a N (worker A's share in the 2-worker run, default
+ * 50; B gets the rest), --csv PREFIX (each run writes its per-sync CSV). Worker slice caches
+ * persist in .cache/cluster-bench so a re-run sends no weights.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
@@ -51,9 +57,9 @@ interface ClientResult {
 
 /** Inside namespace A: run the client against the given workers and print one JSON line. */
 async function clientPhase(arg: string): Promise<void> {
-  const { workers, tokens, localShare, topology } = JSON.parse(arg) as { workers: WorkerSpec[]; tokens: number; localShare?: number; topology: Topology };
+  const { workers, tokens, localShare, topology, csv } = JSON.parse(arg) as { workers: WorkerSpec[]; tokens: number; localShare?: number; topology: Topology; csv?: string };
   const backend = await createBackend({ threads: 1 });
-  const m = await openDistributedModel(MODEL, { workers, localShare, backend, maxSeqLen: 256, log, topology, perfCsv: process.env["LLAMESH_BENCH_CSV"] ? `${process.env["LLAMESH_BENCH_CSV"]}-${workers.length}-${localShare ?? 0}.csv` : undefined });
+  const m = await openDistributedModel(MODEL, { workers, localShare, backend, maxSeqLen: 256, log, topology, perfCsv: csv ? `${csv}-${workers.length}w-local${localShare ?? 0}.csv` : undefined });
   const argmax = (l: Float32Array): number => {
     let best = 0;
     for (let i = 1; i < l.length; i++) if (l[i]! > l[best]!) best = i;
@@ -63,15 +69,9 @@ async function clientPhase(arg: string): Promise<void> {
   let next = argmax(await m.forward(prompt, 0));
   for (let i = 0; i < 3; i++) next = argmax(await m.forward([next], prompt.length + i)); // warm-up
   m.resetStats();
-  const { PerformanceObserver } = await import("node:perf_hooks");
-  const gcs: number[] = [];
-  const obs = new PerformanceObserver((l) => { for (const e of l.getEntries()) gcs.push(e.duration); });
-  obs.observe({ entryTypes: ["gc"] });
   const t0 = performance.now();
   for (let i = 0; i < tokens; i++) next = argmax(await m.forward([next], prompt.length + 3 + i));
   const ms = performance.now() - t0;
-  await new Promise((r) => setTimeout(r, 10));
-  log(`GC: ${gcs.length} pauses, ${gcs.reduce((a, b) => a + b, 0).toFixed(1)} ms total, max ${Math.max(0, ...gcs).toFixed(2)}`);
   const st = m.clusterStats();
   const bytes = st.nodes.reduce((s, n) => s + n.sent + n.received, 0);
   const res: ClientResult = {
@@ -118,7 +118,7 @@ function setupNetwork(): void {
 
 function startWorker(ns: string, core: number, ip: string, cacheDir: string, extra: string[] = []): Promise<{ child: ChildProcess; port: number; err: () => string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn("ip", ["netns", "exec", ns, "taskset", "-c", String(core), process.execPath, ...(ns === NS_B && process.env["PROF"] ? ["--cpu-prof", "--cpu-prof-dir=/tmp/pp/prof", "--cpu-prof-interval", "50"] : []), path.join(ROOT, "bin", "worker"), "0", "--host", ip, "--threads", "1", "--cache-dir", cacheDir, ...extra], {
+    const child = spawn("ip", ["netns", "exec", ns, "taskset", "-c", String(core), process.execPath, path.join(ROOT, "bin", "worker"), "0", "--host", ip, "--threads", "1", "--cache-dir", cacheDir, ...extra], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";
@@ -136,10 +136,12 @@ function startWorker(ns: string, core: number, ip: string, cacheDir: string, ext
 }
 
 let topology: Topology = "mesh";
+/** --csv PREFIX: each client run writes its per-sync CSV to PREFIX-<workers>w-local<share>.csv. */
+let csvPrefix: string | undefined;
 
 function runClient(workers: WorkerSpec[], tokens: number, localShare = 0): Promise<ClientResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn("ip", ["netns", "exec", NS_A, "taskset", "-c", "0", process.execPath, fileURLToPath(import.meta.url), "--client", JSON.stringify({ workers, tokens, localShare, topology })], {
+    const child = spawn("ip", ["netns", "exec", NS_A, "taskset", "-c", "0", process.execPath, fileURLToPath(import.meta.url), "--client", JSON.stringify({ workers, tokens, localShare, topology, csv: csvPrefix })], {
       stdio: ["ignore", "pipe", "inherit"],
     });
     let out = "";
@@ -162,6 +164,8 @@ async function main(): Promise<void> {
   // worker A's share in the 2-worker run (B gets the rest): A shares its core with the client
   const si = process.argv.indexOf("--share-a");
   const shareA = si >= 0 ? Number(process.argv[si + 1]) : 50;
+  const ci2 = process.argv.indexOf("--csv");
+  if (ci2 >= 0) csvPrefix = path.resolve(process.argv[ci2 + 1]!);
   const tpi = process.argv.indexOf("--topology");
   if (tpi >= 0) {
     const t = process.argv[tpi + 1];
