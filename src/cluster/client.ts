@@ -21,6 +21,7 @@ import { modelFingerprint } from "./cache.js";
 import { planCluster, type ClusterPlan, type NodeSlice } from "./planner.js";
 import * as crypto from "node:crypto";
 import { MeshMember, Poller, type MemberInfo } from "./mesh.js";
+import { ResidualStream } from "./residual.js";
 import {
   Connection, decodeDone, decodePartial, decodeResult, encodeActRequest, encodeMesh, encodeStep, encodeWeightChunk, jsonOf, MSG,
   type StepTimes,
@@ -329,12 +330,10 @@ class Coordinator {
   private readonly attnNorm: Ptr[] = [];
   private readonly ffnNorm: Ptr[] = [];
   private readonly finalNorm: Ptr;
-  private readonly x: Ptr;
-  private readonly xb: Ptr;
-  private readonly xq: Ptr;
+  /** The residual stream (star: the only one; mesh: the client only fills it with embeddings). */
+  private readonly stream: ResidualStream;
   private readonly dimP: number;
   private readonly logits: Float32Array;
-  private readonly acc: Float32Array;
   private readonly csv: CsvRow[] = [];
   /** Mesh mode (startMesh): the members in rank order, the client's own member if it has a share. */
   private mesh: { members: (MemberInfo & { node: ClusterNode })[]; local: MeshMember | null; step: number } | null = null;
@@ -361,7 +360,7 @@ class Coordinator {
     const rb = q8RowBytes(d.dimP);
     const stagingRows = Math.max(1, Math.floor((1 << 18) / d.dimP));
     this.embBytes = pad32(c.vocabSize) * rb;
-    const size = this.embBytes + (2 * c.nLayers + 1) * d.dimP * 4 + 2 * batch * d.dimP * 4 + batch * rb + stagingRows * d.dimP * 4 + backendScratchBytes(backend.threads) + (2 * c.nLayers + 16) * 64;
+    const size = this.embBytes + (2 * c.nLayers + 1) * d.dimP * 4 + ResidualStream.bytes(c, batch) + stagingRows * d.dimP * 4 + backendScratchBytes(backend.threads) + (2 * c.nLayers + 16) * 64;
     const a = (this.arena = new Arena(size, "coordinator"));
     this.k = backend.bind(a);
     this.embedding = a.alloc(this.embBytes);
@@ -376,9 +375,7 @@ class Coordinator {
       this.ffnNorm.push(vec(n.ffnNorm));
     }
     this.finalNorm = vec(hfNames.finalNorm);
-    this.x = a.alloc(batch * d.dimP * 4);
-    this.xb = a.alloc(batch * d.dimP * 4);
-    this.xq = a.alloc(batch * rb);
+    this.stream = new ResidualStream(a, this.k, c, batch);
     const staging = a.alloc(stagingRows * d.dimP * 4);
     const host = new Float32Array(stagingRows * c.dim);
     for (let r0 = 0; r0 < c.vocabSize; r0 += stagingRows) {
@@ -394,7 +391,6 @@ class Coordinator {
       this.k.quantizeQ8(this.embedding + r0 * rb, staging, n * d.dimP);
     }
     this.logits = new Float32Array(c.vocabSize);
-    this.acc = new Float32Array(batch * d.dimP);
   }
 
   memorySummary(): MemorySummary {
@@ -476,7 +472,7 @@ class Coordinator {
     const mesh = this.mesh!;
     const c = this.config;
     const step = ++mesh.step;
-    const x0 = Float32Array.from(this.arena.f32(this.x, n * this.dimP));
+    const x0 = Float32Array.from(this.stream.values(n));
     const body = encodeStep(step, pos, n, x0);
     const t0 = performance.now();
     const pending = mesh.members.map((m) => {
@@ -531,18 +527,6 @@ class Coordinator {
     });
     this.rounds += 2 * c.nLayers + 1;
     this.roundMs += performance.now() - t0;
-  }
-
-  /** Quantized normalised input of n tokens (a copy, sent to the nodes). */
-  private normQ(norm: Ptr, n: number, lastOnly = false): Uint8Array {
-    const c = this.config;
-    const f = 4;
-    const dimP = this.dimP;
-    const t0 = lastOnly ? n - 1 : 0;
-    const cnt = n - t0;
-    for (let t = 0; t < cnt; t++) this.k.rmsnorm(this.xb + t * dimP * f, this.x + (t0 + t) * dimP * f, norm, c.dim, c.normEps);
-    this.k.quantizeQ8(this.xq, this.xb, cnt * dimP);
-    return Uint8Array.from(this.arena.u8(this.xq, cnt * q8RowBytes(dimP)));
   }
 
   /** One sync round: every node with a part of `op` computes it; returns their results in node order. */
@@ -603,24 +587,6 @@ class Coordinator {
     return results.filter((r): r is Float32Array => r !== null);
   }
 
-  /** x += sum of the partial sums, added in node order. */
-  private addPartials(parts: Float32Array[], n: number): void {
-    const len = n * this.dimP;
-    const x = this.arena.f32(this.x, len);
-    if (parts.length === 1) {
-      const p = parts[0]!;
-      for (let i = 0; i < len; i++) x[i] = x[i]! + p[i]!;
-      return;
-    }
-    const acc = this.acc;
-    acc.set(parts[0]!.subarray(0, len));
-    for (let j = 1; j < parts.length; j++) {
-      const p = parts[j]!;
-      for (let i = 0; i < len; i++) acc[i] = acc[i]! + p[i]!;
-    }
-    for (let i = 0; i < len; i++) x[i] = x[i]! + acc[i]!;
-  }
-
   async forward(tokens: readonly number[], pos: number): Promise<Float32Array> {
     const c = this.config;
     const n = tokens.length;
@@ -631,7 +597,7 @@ class Coordinator {
     for (let t = 0; t < n; t++) {
       const id = tokens[t]!;
       if (!(id >= 0 && id < c.vocabSize)) throw new RangeError(`token id ${id} outside the vocabulary (0..${c.vocabSize - 1})`);
-      this.k.dequantQ8(this.x + t * this.dimP * 4, this.embedding + id * rb, this.dimP);
+      this.k.dequantQ8(this.stream.x + t * this.dimP * 4, this.embedding + id * rb, this.dimP);
     }
     if (this.mesh) {
       await this.forwardMesh(n, pos);
@@ -640,10 +606,10 @@ class Coordinator {
       return this.logits;
     }
     for (let l = 0; l < c.nLayers; l++) {
-      this.addPartials(await this.round("attn", l, pos, n, this.normQ(this.attnNorm[l]!, n)), n);
-      this.addPartials(await this.round("ffn", l, pos, n, this.normQ(this.ffnNorm[l]!, n)), n);
+      this.stream.addPartials(await this.round("attn", l, pos, n, this.stream.normQ(this.attnNorm[l]!, n)), n);
+      this.stream.addPartials(await this.round("ffn", l, pos, n, this.stream.normQ(this.ffnNorm[l]!, n)), n);
     }
-    const parts = await this.round("logits", 0, pos + n - 1, 1, this.normQ(this.finalNorm, n, true));
+    const parts = await this.round("logits", 0, pos + n - 1, 1, this.stream.normQ(this.finalNorm, n, true));
     let i = 0;
     for (const node of this.nodes) {
       const s = node.slice;

@@ -17,11 +17,11 @@
  */
 import { Arena } from "../kernels/arena.js";
 import type { KernelBackend, Kernels, Ptr } from "../kernels/kernels.js";
-import { q8RowBytes } from "../kernels/q8.js";
 import type { LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../model/errors.js";
 import { backendScratchBytes, dimsOf } from "../engine/weights.js";
 import { encodeFrame, encodePartial, MSG, type StepTimes } from "./protocol.js";
+import { ResidualStream } from "./residual.js";
 import type { SliceNode } from "./slices.js";
 
 /** A member of the mesh as every member knows it (ranks are the plan's node order). */
@@ -75,10 +75,7 @@ export class MeshMember {
   private readonly arena: Arena;
   private readonly k: Kernels;
   private readonly norms: Ptr;
-  private readonly x: Ptr;
-  private readonly xb: Ptr;
-  private readonly xq: Ptr;
-  private readonly acc: Float32Array;
+  private readonly stream: ResidualStream;
   private readonly dimP: number;
   private readonly attnRanks: number[];
   private readonly ffnRanks: number[];
@@ -104,15 +101,12 @@ export class MeshMember {
     const nNorms = 2 * c.nLayers + 1;
     if (norms.length !== nNorms * c.dim) throw new LlameshError(`mesh: ${norms.length} norm weights, expected ${nNorms} x ${c.dim}`);
     const batch = node.batch;
-    const a = (this.arena = new Arena(nNorms * d.dimP * 4 + 2 * batch * d.dimP * 4 + batch * q8RowBytes(d.dimP) + backendScratchBytes(backend.threads) + 8 * 64, "mesh"));
+    const a = (this.arena = new Arena(nNorms * d.dimP * 4 + ResidualStream.bytes(c, batch) + backendScratchBytes(backend.threads) + 4 * 64, "mesh"));
     this.k = backend.bind(a);
     this.norms = a.alloc(nNorms * d.dimP * 4);
     const nv = a.f32(this.norms, nNorms * d.dimP);
     for (let i = 0; i < nNorms; i++) nv.set(norms.subarray(i * c.dim, (i + 1) * c.dim), i * d.dimP);
-    this.x = a.alloc(batch * d.dimP * 4);
-    this.xb = a.alloc(batch * d.dimP * 4);
-    this.xq = a.alloc(batch * q8RowBytes(d.dimP));
-    this.acc = new Float32Array(batch * d.dimP);
+    this.stream = new ResidualStream(a, this.k, c, batch);
     this.attnRanks = members.filter((m) => m.attn).map((m) => m.rank).sort((p, q) => p - q);
     this.ffnRanks = members.filter((m) => m.ffn).map((m) => m.rank).sort((p, q) => p - q);
   }
@@ -173,33 +167,8 @@ export class MeshMember {
     });
   }
 
-  /** RMSNorm of the residual stream with norm `ni`, quantized to Q8_0 (a copy). */
   private normQ(ni: number, nTok: number, lastOnly = false): Uint8Array {
-    const c = this.config;
-    const dimP = this.dimP;
-    const t0 = lastOnly ? nTok - 1 : 0;
-    const cnt = nTok - t0;
-    for (let t = 0; t < cnt; t++) this.k.rmsnorm(this.xb + t * dimP * 4, this.x + (t0 + t) * dimP * 4, this.norms + ni * dimP * 4, c.dim, c.normEps);
-    this.k.quantizeQ8(this.xq, this.xb, cnt * dimP);
-    return Uint8Array.from(this.arena.u8(this.xq, cnt * q8RowBytes(dimP)));
-  }
-
-  /** x += (sum of the partial sums in rank order), as the star's client adds them. */
-  private addPartials(parts: Float32Array[], nTok: number): void {
-    const len = nTok * this.dimP;
-    const x = this.arena.f32(this.x, len);
-    if (parts.length === 1) {
-      const p = parts[0]!;
-      for (let i = 0; i < len; i++) x[i] = x[i]! + p[i]!;
-      return;
-    }
-    const acc = this.acc;
-    acc.set(parts[0]!.subarray(0, len));
-    for (let j = 1; j < parts.length; j++) {
-      const p = parts[j]!;
-      for (let i = 0; i < len; i++) acc[i] = acc[i]! + p[i]!;
-    }
-    for (let i = 0; i < len; i++) x[i] = x[i]! + acc[i]!;
+    return this.stream.normQ(this.norms + ni * this.dimP * 4, nTok, lastOnly);
   }
 
   /**
@@ -213,7 +182,7 @@ export class MeshMember {
     if (!(nTok >= 1 && nTok <= node.batch)) throw new RangeError(`step of ${nTok} tokens, expected 1..${node.batch}`);
     if (pos + nTok > node.seqLen) throw new RangeError(`step: positions up to ${pos + nTok} exceed the context ${node.seqLen}`);
     if (x0.length !== nTok * this.dimP) throw new RangeError(`step: ${x0.length} embedding values, expected ${nTok} x ${this.dimP}`);
-    this.arena.f32(this.x, x0.length).set(x0);
+    this.stream.values(nTok).set(x0);
     const times: StepTimes = { computeUs: [], waitUs: [], logitsUs: 0, bytesSent: 0, bytesReceived: 0 };
     const nLinks = this.links.size;
     for (let l = 0; l < c.nLayers; l++) {
@@ -245,7 +214,7 @@ export class MeshMember {
           }
           parts.push(v);
         }
-        this.addPartials(parts, nTok);
+        this.stream.addPartials(parts, nTok);
         times.computeUs.push((t1 - t0) * 1000);
         times.waitUs.push((performance.now() - t1) * 1000);
       }
