@@ -31,20 +31,21 @@ export const runFlags: Record<string, FlagSpec> = {
   workers: { type: "string", help: "worker list host:port[@share],..." },
   "local-share": { type: "number", min: 0, max: 1e6, help: "this machine's share of the work when using --workers (0 = coordinate only)" },
   "perf-csv": { type: "string", help: "per-token timing CSV of the cluster run" },
-  topology: { type: "string", help: "mesh (the nodes add their partial sums among themselves) or star (every sync through this machine)" },
+  topology: { type: "string", help: "auto (default), mesh (the nodes add their partial sums among themselves) or star (every sync through this machine)" },
   help: { type: "boolean", aliases: ["-h"], help: "show usage" },
 };
 
 export const RUN_USAGE = `usage: client <model-dir> -n <max-new-tokens> -i <prompt> [--temperature T] [--top-p P] [--top-k K]
               [--seed S] [--threads N] [--max-seq-len L] [--kernels wasm|ts] [--chat [--system TEXT]]
-              [--workers host:port[@share],... [--local-share N] [--perf-csv FILE] [--topology mesh|star]]
+              [--workers host:port[@share],... [--local-share N] [--perf-csv FILE] [--topology auto|mesh|star]]
   Streams the continuation of the prompt to stdout; the report goes to stderr.
   Defaults: -n 100, temperature 0.8, top-p 0.95, top-k 40, seed from the clock (printed),
   threads = OMP_NUM_THREADS or the core count, max-seq-len = the model's max_position_embeddings.
   With --workers, every token's work is split over the workers (bin/worker <port> on each machine)
   and, with --local-share N, this machine; shares default to each node's measured GMAC.
-  Topology: mesh (default; the workers must reach each other at the addresses given to --workers)
-  or star (every sync goes through this machine).`;
+  Topology: mesh (the workers add their partial sums among themselves; they must reach each other
+  at the addresses given to --workers), star (every sync goes through this machine), or auto
+  (default: mesh, else star).`;
 
 export async function runCommand(argv: readonly string[], command = "client"): Promise<void> {
   const { positionals, flags } = parseArgs(argv, runFlags, command);
@@ -73,7 +74,7 @@ export async function runCommand(argv: readonly string[], command = "client"): P
   }
   const workers = workersFlag === undefined ? null : parseWorkersFlag(workersFlag);
   const topology = flags["topology"] as string | undefined;
-  if (topology !== undefined && topology !== "mesh" && topology !== "star") throw new LlameshError(`${command}: --topology ${JSON.stringify(topology)} is not valid, expected mesh or star`);
+  if (topology !== undefined && topology !== "auto" && topology !== "mesh" && topology !== "star") throw new LlameshError(`${command}: --topology ${JSON.stringify(topology)} is not valid, expected auto, mesh or star`);
   if (topology !== undefined && workersFlag === undefined) throw new LlameshError(`${command}: --topology needs --workers`);
   const system = flags["system"] as string | undefined;
   if (system !== undefined && !flags["chat"]) throw new LlameshError(`${command}: --system needs --chat`);

@@ -91,11 +91,12 @@ export interface DistributedOptions {
    */
   spinMs?: number;
   /**
-   * "mesh" (default): the nodes exchange their partial sums directly, the client only sends each
-   * token's embedding and gathers the logits (see mesh.ts). "star": every sync is a round trip
-   * through the client (for workers that cannot reach each other).
+   * "mesh": the nodes exchange their partial sums directly, the client only sends each token's
+   * embedding and gathers the logits (see mesh.ts). "star": every sync is a round trip through
+   * the client. "auto" (default): mesh, or star when the workers cannot link to each other (said
+   * in the log).
    */
-  topology?: Topology;
+  topology?: Topology | "auto";
 }
 
 export type Topology = "mesh" | "star";
@@ -250,8 +251,17 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
     for (const n of nodes) if (n.conn) jsonOf(await n.conn.requestJson(MSG.READY, {}), MSG.READY_OK, `worker ${n.label}`);
 
     const coord = new Coordinator(config, source, opts.backend, seqLen, batch, nodes, opts.perfCsv, opts.spinMs ?? (local > 0 ? 20 : 0));
-    const topology = opts.topology ?? "mesh";
-    if (topology === "mesh") await coord.startMesh();
+    let topology: Topology = "star";
+    if (opts.topology !== "star") {
+      try {
+        await coord.startMesh();
+        topology = "mesh";
+      } catch (e) {
+        if (opts.topology === "mesh" || !(e instanceof LlameshError) || conns.some((c) => c.error)) throw e;
+        coord.stopMesh();
+        log(`Mesh topology not possible (${e.message}); every sync goes through this machine instead (star topology)`);
+      }
+    }
     const loadMs = performance.now() - t0;
     log(`Cluster ready in ${(loadMs / 1000).toFixed(2)} s: ${nodes.length} node${nodes.length === 1 ? "" : "s"}, weights sent ${formatBytes(totalSend)}`);
     for (const l of planLines(config, plan, nodes)) log(l);
@@ -465,6 +475,16 @@ class Coordinator {
     await Promise.all(workers.map(async (m) => jsonOf(await m.node.conn!.request(MSG.MESH, encodeMesh({ session, rank: m.rank, members: info }, norms)), MSG.MESH_OK, `worker ${m.label}`)));
     await Promise.all(workers.map(async (m) => jsonOf(await m.node.conn!.requestJson(MSG.LINK, {}), MSG.LINK_OK, `worker ${m.label}`)));
     this.mesh = { members, local, step: 0 };
+  }
+
+  /** Back to the star after a failed startMesh (the workers' sessions stay usable). */
+  stopMesh(): void {
+    this.mesh = null;
+    for (const n of this.nodes) {
+      if (!n.conn) continue;
+      n.conn.onUnsolicited = null;
+      n.conn.onClosed = null;
+    }
   }
 
   /** One forward step in mesh mode: embeddings out, logits rows back; the members do the rest. */

@@ -382,7 +382,11 @@ class Session {
         clearTimeout(timer);
         if (!linked) reject(new ProtocolError(`mesh: cannot reach peer ${label} (${(e as NodeJS.ErrnoException).code ?? e.message}); list every worker by an address the other workers can reach`, "peer"));
       });
-      sock.on("close", () => member.fail(new LlameshError(`mesh: link to peer ${label} closed`)));
+      sock.on("close", () => {
+        clearTimeout(timer);
+        if (!linked) reject(new ProtocolError(`mesh: peer ${label} closed the connection before linking; list every worker by an address the other workers can reach`, "peer"));
+        member.fail(new LlameshError(`mesh: link to peer ${label} closed`));
+      });
     });
   }
 

@@ -365,6 +365,12 @@ test("garbage, a wrong protocol version and a wrong fingerprint get error frames
   assert.match(errorText(await b.next()), /unknown message type 999/);
   b.send(encodeFrame(MSG.FFN, 13, Buffer.alloc(3)));
   assert.match(errorText(await b.next()), /SETUP/);
+  b.send(encodeFrame(MSG.STEP, 14, Buffer.alloc(16)));
+  assert.match(errorText(await b.next()), /STEP before MESH/);
+  const c = await raw(w.port);
+  c.send(encodeFrame(MSG.PEER, 15, JSON.stringify({ session: "f".repeat(32), rank: 1 })));
+  assert.match(errorText(await c.next()), /unknown mesh session/);
+  c.close();
   a.close();
   b.close();
 
@@ -373,6 +379,58 @@ test("garbage, a wrong protocol version and a wrong fingerprint get error frames
   assert.equal((await greedy(m, "Once", 5)).length, 5);
   await m.close();
   await w.stop();
+});
+
+/** A TCP forwarder to `port` that lets only its first connection through (a worker behind NAT). */
+function oneWayProxy(port: number): Promise<{ port: number; close: () => void }> {
+  return new Promise((resolve) => {
+    let first = true;
+    const sockets: net.Socket[] = [];
+    const srv = net.createServer((inbound) => {
+      sockets.push(inbound);
+      if (!first) return void inbound.destroy();
+      first = false;
+      const out = net.connect({ host: "127.0.0.1", port });
+      sockets.push(out);
+      inbound.pipe(out);
+      out.pipe(inbound);
+      const end = (): void => sockets.forEach((x) => x.destroy());
+      inbound.on("error", end).on("close", end);
+      out.on("error", end).on("close", end);
+    });
+    srv.listen(0, "127.0.0.1", () => resolve({ port: (srv.address() as net.AddressInfo).port, close: () => { sockets.forEach((x) => x.destroy()); srv.close(); } }));
+  });
+}
+
+test("mesh: workers that cannot reach each other fail with --topology mesh, fall back to the star by default", { skip: skipUnless(STORIES) }, async () => {
+  const ws = await Promise.all([0, 1].map(() => spawnWorker(["--cache-dir", tempDir("llamesh-cache-")])));
+  const expected = await greedy(await openModel(STORIES, { backend, maxSeqLen: 64 }), "Once upon a time", 12);
+  for (const topology of ["mesh", undefined] as const) {
+    // the client reaches worker 0 through the proxy, worker 1 (which links to rank 0) cannot
+    const proxy = await oneWayProxy(ws[0]!.port);
+    const workers: WorkerSpec[] = [{ host: "127.0.0.1", port: proxy.port, share: 50 }, { host: "127.0.0.1", port: ws[1]!.port, share: 50 }];
+    const logLines: string[] = [];
+    try {
+      if (topology === "mesh") {
+        await assert.rejects(
+          () => openDistributedModel(STORIES, { workers, topology, backend, maxSeqLen: 64, log: quiet }),
+          (e: unknown) => e instanceof LlameshError && e.message.includes(`127.0.0.1:${proxy.port}`) && /list every worker by an address the other workers can reach/.test(e.message),
+        );
+      } else {
+        const m = await openDistributedModel(STORIES, { workers, backend, maxSeqLen: 64, log: (l) => logLines.push(l) });
+        try {
+          assert.equal(m.topology, "star");
+          assert.ok(logLines.some((l) => /^Mesh topology not possible .*star topology\)$/.test(l)), logLines.join("\n"));
+          assert.deepEqual(await greedy(m, "Once upon a time", 12), expected);
+        } finally {
+          await m.close();
+        }
+      }
+    } finally {
+      proxy.close();
+    }
+  }
+  await Promise.all(ws.map((w) => w.stop()));
 });
 
 test("a GGUF file runs on the cluster too: client and a worker with --model on the same file, token-identical to single-node", { skip: skipUnless(STORIES) }, async () => {
