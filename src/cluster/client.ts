@@ -8,25 +8,23 @@
  * localShare > 0), nothing else.
  */
 import * as fs from "node:fs";
-import { Arena } from "../kernels/arena.js";
-import type { KernelBackend, Kernels, Ptr } from "../kernels/kernels.js";
-import { pad32, q8RowBytes } from "../kernels/q8.js";
+import type { KernelBackend } from "../kernels/kernels.js";
 import type { LlamaConfig } from "../model/config.js";
-import type { TensorSource } from "../model/safetensors.js";
 import { LlameshError } from "../model/errors.js";
-import { backendScratchBytes, dimsOf, hfNames, type MemoryRow, type MemorySummary } from "../engine/weights.js";
+import { EmbeddingTable } from "../engine/embedding.js";
+import { checkTensors, dimsOf, hfNames, normIndex, readNorms, type MemoryRow, type MemorySummary } from "../engine/weights.js";
 import { openCheckpoint, type LoadedModel } from "../engine/open.js";
 import { formatBytes } from "../cli/progress.js";
-import { modelFingerprint } from "./cache.js";
-import { planCluster, type ClusterPlan, type NodeSlice } from "./planner.js";
+import { modelFingerprint, withKeys } from "./cache.js";
+import { planCluster, type ClusterPlan } from "./planner.js";
 import * as crypto from "node:crypto";
 import { MeshMember, Poller, type MemberInfo } from "./mesh.js";
-import { ResidualStream } from "./residual.js";
+import { ResidualStream } from "../engine/residual.js";
 import {
   Connection, decodeDone, decodePartial, decodeResult, encodeActRequest, encodeMesh, encodeStep, encodeWeightChunk, jsonOf, MSG,
   type StepTimes,
 } from "./protocol.js";
-import { extractSlices, nodeDims, SliceNode, sliceDescs, sliceMacs, withKeys, type SliceDesc } from "./slices.js";
+import { extractSlices, nodeDims, ModelSlice, sliceDescs, sliceMacs, type NodeSlice, type SliceDesc } from "../engine/slice.js";
 
 export interface WorkerSpec {
   host: string;
@@ -114,7 +112,7 @@ interface ClusterNode {
   share: number;
   slice: NodeSlice;
   conn: Connection | null;
-  local: SliceNode | null;
+  local: ModelSlice | null;
   threads: number;
   gmac: number;
   macsPerToken: number;
@@ -175,6 +173,7 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
   const t0 = performance.now();
   const conns: Connection[] = [];
   try {
+    checkTensors(source, config);
     const fingerprint = modelFingerprint(configText, source.files);
 
     // Connect and shake hands with every worker, in parallel.
@@ -214,7 +213,7 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
     const nodes: ClusterNode[] = [];
     const emptyStats = (): NodeStats => ({ rounds: 0, rttMs: 0, computeMs: 0, sent: 0, received: 0 });
     if (local > 0) {
-      const ln = new SliceNode(config, plan.nodes[0]!, seqLen, batch, opts.backend);
+      const ln = new ModelSlice(config, plan.nodes[0]!, seqLen, batch, opts.backend);
       nodes.push({ label: "local", share: local, slice: plan.nodes[0]!, conn: null, local: ln, threads: opts.backend.threads, gmac: 0, macsPerToken: ln.macsPerToken, weightBytes: ln.weightBytes, weightBytesSent: 0, stats: emptyStats() });
     }
     hellos.forEach((h, i) => {
@@ -239,9 +238,13 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
     const toSend = wanted.map((w, i) => (nodes[i]!.local ? 0 : w.reduce((s, d) => s + d.bytes, 0)));
     const totalSend = toSend.reduce((a, b) => a + b, 0);
     if (totalSend > 0) log(`Sending weights: ${nodes.filter((_, i) => toSend[i]! > 0).map((n) => `${n.label} ${formatBytes(toSend[nodes.indexOf(n)]!)}`).join(", ")}`);
-    await extractSlices(source, opts.backend, wanted, async (i, desc, off, data) => {
-      const n = nodes[i]!;
-      if (n.local) {
+    // the same pass fills the client's embedding table (the last list)
+    const embRows = new Uint8Array(EmbeddingTable.desc(config).bytes);
+    await extractSlices(source, opts.backend, [...wanted, [EmbeddingTable.desc(config)]], async (i, desc, off, data) => {
+      const n = nodes[i];
+      if (!n) {
+        embRows.set(data, off);
+      } else if (n.local) {
         n.local.view(desc.id).set(data, off);
       } else {
         n.weightBytesSent += data.length;
@@ -250,7 +253,8 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
     }, opts.onProgress);
     for (const n of nodes) if (n.conn) jsonOf(await n.conn.requestJson(MSG.READY, {}), MSG.READY_OK, `worker ${n.label}`);
 
-    const coord = new Coordinator(config, source, opts.backend, seqLen, batch, nodes, opts.perfCsv, opts.spinMs ?? (local > 0 ? 20 : 0));
+    const embedding = new EmbeddingTable(config, embRows);
+    const coord = new Coordinator(config, embedding, readNorms(source, config), opts.backend, seqLen, batch, nodes, opts.perfCsv, opts.spinMs ?? (local > 0 ? 20 : 0));
     let topology: Topology = "star";
     if (opts.topology !== "star") {
       try {
@@ -334,12 +338,6 @@ interface CsvRow {
 
 /** The coordinator's own arena (embedding, norms, residual stream) and the per-layer rounds. */
 class Coordinator {
-  private readonly arena: Arena;
-  private readonly k: Kernels;
-  private readonly embedding: Ptr;
-  private readonly attnNorm: Ptr[] = [];
-  private readonly ffnNorm: Ptr[] = [];
-  private readonly finalNorm: Ptr;
   /** The residual stream (star: the only one; mesh: the client only fills it with embeddings). */
   private readonly stream: ResidualStream;
   private readonly dimP: number;
@@ -352,11 +350,12 @@ class Coordinator {
   private forwardMs = 0;
   private rounds = 0;
   private roundMs = 0;
-  private readonly embBytes: number;
 
   constructor(
     readonly config: LlamaConfig,
-    source: TensorSource,
+    private readonly embedding: EmbeddingTable,
+    /** readNorms' order: (2 * nLayers + 1) x dim. */
+    private readonly norms: Float32Array,
     private readonly backend: KernelBackend,
     readonly seqLen: number,
     readonly batch: number,
@@ -364,43 +363,9 @@ class Coordinator {
     readonly perfCsv: string | undefined,
     readonly spinMs: number,
   ) {
-    const c = config;
-    const d = dimsOf(c);
-    this.dimP = d.dimP;
-    const rb = q8RowBytes(d.dimP);
-    const stagingRows = Math.max(1, Math.floor((1 << 18) / d.dimP));
-    this.embBytes = pad32(c.vocabSize) * rb;
-    const size = this.embBytes + (2 * c.nLayers + 1) * d.dimP * 4 + ResidualStream.bytes(c, batch) + stagingRows * d.dimP * 4 + backendScratchBytes(backend.threads) + (2 * c.nLayers + 16) * 64;
-    const a = (this.arena = new Arena(size, "coordinator"));
-    this.k = backend.bind(a);
-    this.embedding = a.alloc(this.embBytes);
-    const vec = (name: string): Ptr => {
-      const p = a.alloc(d.dimP * 4);
-      source.readRows(name, 0, 1, a.f32(p, c.dim));
-      return p;
-    };
-    for (let l = 0; l < c.nLayers; l++) {
-      const n = hfNames.layer(l);
-      this.attnNorm.push(vec(n.attnNorm));
-      this.ffnNorm.push(vec(n.ffnNorm));
-    }
-    this.finalNorm = vec(hfNames.finalNorm);
-    this.stream = new ResidualStream(a, this.k, c, batch);
-    const staging = a.alloc(stagingRows * d.dimP * 4);
-    const host = new Float32Array(stagingRows * c.dim);
-    for (let r0 = 0; r0 < c.vocabSize; r0 += stagingRows) {
-      const n = Math.min(stagingRows, c.vocabSize - r0);
-      const st = a.f32(staging, n * d.dimP);
-      if (c.dim === d.dimP) {
-        source.readRows(hfNames.embedding, r0, n, st);
-      } else {
-        source.readRows(hfNames.embedding, r0, n, host.subarray(0, n * c.dim));
-        st.fill(0);
-        for (let r = 0; r < n; r++) st.set(host.subarray(r * c.dim, (r + 1) * c.dim), r * d.dimP);
-      }
-      this.k.quantizeQ8(this.embedding + r0 * rb, staging, n * d.dimP);
-    }
-    this.logits = new Float32Array(c.vocabSize);
+    this.dimP = embedding.dimP;
+    this.stream = new ResidualStream(config, norms, batch, backend);
+    this.logits = new Float32Array(config.vocabSize);
   }
 
   memorySummary(): MemorySummary {
@@ -409,17 +374,17 @@ class Coordinator {
     const L = c.nLayers;
     const local = this.nodes.find((n) => n.local)?.local ?? null;
     const byType: MemoryRow[] = [
-      { type: "embedding", quant: "Q8_0", bytes: this.embBytes, params: c.vocabSize * c.dim },
+      { type: "embedding", quant: "Q8_0", bytes: this.embedding.rows.length, params: c.vocabSize * c.dim },
       { type: "norms", quant: "F32", bytes: (2 * L + 1) * d.dimP * 4, params: (2 * L + 1) * c.dim },
     ];
     if (local) byType.push({ type: "own slice (q,k,v,o,gate,up,down,classifier)", quant: "Q8_0", bytes: local.weightBytes, params: local.macsPerToken });
     const model = byType.reduce((s, r) => s + r.bytes, 0);
     const kvCache = local ? local.kvBytes : 0;
-    const arenas = local ? [this.arena, ...local.arenas] : [this.arena];
+    const arenas = local ? [this.stream.arena, ...local.arenas] : [this.stream.arena];
     const used = arenas.reduce((s, a) => s + a.used, 0);
     return {
       byType,
-      runState: Math.max(0, used - model - kvCache),
+      runState: Math.max(0, used - (model - this.embedding.rows.length) - kvCache),
       kvCache,
       model,
       arenas: arenas.length,
@@ -449,12 +414,7 @@ class Coordinator {
       })
       .filter((m) => m.attn || m.ffn || m.logits);
     const info: MemberInfo[] = members.map(({ node: _n, ...m }) => m);
-    const norms = new Float32Array((2 * c.nLayers + 1) * c.dim);
-    for (let l = 0; l < c.nLayers; l++) {
-      norms.set(this.arena.f32(this.attnNorm[l]!, c.dim), (2 * l) * c.dim);
-      norms.set(this.arena.f32(this.ffnNorm[l]!, c.dim), (2 * l + 1) * c.dim);
-    }
-    norms.set(this.arena.f32(this.finalNorm, c.dim), 2 * c.nLayers * c.dim);
+    const norms = this.norms;
     const session = crypto.randomBytes(16).toString("hex");
     const localInfo = members.find((m) => m.node.local);
     let local: MeshMember | null = null;
@@ -492,7 +452,7 @@ class Coordinator {
     const mesh = this.mesh!;
     const c = this.config;
     const step = ++mesh.step;
-    const x0 = Float32Array.from(this.stream.values(n));
+    const x0 = this.stream.values(n).slice();
     const body = encodeStep(step, pos, n, x0);
     const t0 = performance.now();
     const pending = mesh.members.map((m) => {
@@ -572,7 +532,7 @@ class Coordinator {
       if (!n.local || !has(n)) continue;
       const tl = performance.now();
       const v = op === "attn" ? n.local.attention(layer, pos, nTok, xq) : op === "ffn" ? n.local.ffn(layer, nTok, xq) : n.local.logits(xq);
-      results[i] = Float32Array.from(v);
+      results[i] = v.slice();
       const ms = performance.now() - tl;
       n.stats.rounds++;
       n.stats.rttMs += ms;
@@ -613,12 +573,8 @@ class Coordinator {
     if (n < 1 || n > this.batch) throw new RangeError(`forward: ${n} tokens, expected 1..${this.batch}`);
     if (pos + n > this.seqLen) throw new RangeError(`forward: positions up to ${pos + n} exceed the context ${this.seqLen}`);
     const t0 = performance.now();
-    const rb = q8RowBytes(this.dimP);
-    for (let t = 0; t < n; t++) {
-      const id = tokens[t]!;
-      if (!(id >= 0 && id < c.vocabSize)) throw new RangeError(`token id ${id} outside the vocabulary (0..${c.vocabSize - 1})`);
-      this.k.dequantQ8(this.stream.x + t * this.dimP * 4, this.embedding + id * rb, this.dimP);
-    }
+    const x = this.stream.values(n);
+    for (let t = 0; t < n; t++) this.embedding.lookup(tokens[t]!, x.subarray(t * this.dimP, (t + 1) * this.dimP));
     if (this.mesh) {
       await this.forwardMesh(n, pos);
       this.tokens += n;
@@ -626,10 +582,10 @@ class Coordinator {
       return this.logits;
     }
     for (let l = 0; l < c.nLayers; l++) {
-      this.stream.addPartials(await this.round("attn", l, pos, n, this.stream.normQ(this.attnNorm[l]!, n)), n);
-      this.stream.addPartials(await this.round("ffn", l, pos, n, this.stream.normQ(this.ffnNorm[l]!, n)), n);
+      this.stream.addPartials(await this.round("attn", l, pos, n, this.stream.normQ(normIndex(l, false), n)), n);
+      this.stream.addPartials(await this.round("ffn", l, pos, n, this.stream.normQ(normIndex(l, true), n)), n);
     }
-    const parts = await this.round("logits", 0, pos + n - 1, 1, this.stream.normQ(this.finalNorm, n, true));
+    const parts = await this.round("logits", 0, pos + n - 1, 1, this.stream.normQ(2 * c.nLayers, n, true));
     let i = 0;
     for (const node of this.nodes) {
       const s = node.slice;
@@ -682,7 +638,7 @@ class Coordinator {
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
     for (const r of rows) lines.push("  " + r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  "));
     lines.push("Memory per node (weights + KV cache):");
-    lines.push(`  client (embedding, norms): ${formatBytes(this.embBytes + (2 * this.config.nLayers + 1) * this.dimP * 4)}`);
+    lines.push(`  client (embedding, norms): ${formatBytes(this.embedding.rows.length + (2 * this.config.nLayers + 1) * this.dimP * 4)}`);
     for (const n of this.nodes) {
       const d = nodeDims(this.config, n.slice);
       const kv = this.config.nLayers * 2 * this.seqLen * d.kvRows * 2;

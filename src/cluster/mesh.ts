@@ -15,14 +15,14 @@
  * member, so a node's link carries (N-1) x dim floats each way, against N x dim at the star's
  * client.
  */
-import { Arena } from "../kernels/arena.js";
-import type { KernelBackend, Kernels, Ptr } from "../kernels/kernels.js";
+import type { Arena } from "../kernels/arena.js";
+import type { KernelBackend } from "../kernels/kernels.js";
 import type { LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../model/errors.js";
-import { backendScratchBytes, dimsOf } from "../engine/weights.js";
+import { normIndex } from "../engine/weights.js";
 import { encodeFrame, encodePartial, MSG, type StepTimes } from "./protocol.js";
-import { ResidualStream } from "./residual.js";
-import type { SliceNode } from "./slices.js";
+import { ResidualStream } from "../engine/residual.js";
+import type { ModelSlice } from "../engine/slice.js";
 
 /** A member of the mesh as every member knows it (ranks are the plan's node order). */
 export interface MemberInfo {
@@ -45,14 +45,6 @@ export interface MeshLink {
 /** A step waits this long at most for a partial sum before failing (a member hangs). */
 const WAIT_MS = 120_000;
 
-/**
- * The norms in the order the mesh uses them: attention norm and feed-forward norm of each layer,
- * then the final norm; (2 * nLayers + 1) x dim floats.
- */
-export function normIndex(layer: number, ffn: boolean): number {
-  return 2 * layer + (ffn ? 1 : 0);
-}
-
 /** Keeps the event loop polling (setImmediate) until `until`, so that a reply is seen at once. */
 export class Poller {
   private until = 0;
@@ -72,11 +64,7 @@ export class Poller {
 }
 
 export class MeshMember {
-  private readonly arena: Arena;
-  private readonly k: Kernels;
-  private readonly norms: Ptr;
   private readonly stream: ResidualStream;
-  private readonly dimP: number;
   private readonly attnRanks: number[];
   private readonly ffnRanks: number[];
   readonly links = new Map<number, MeshLink>();
@@ -87,7 +75,7 @@ export class MeshMember {
 
   constructor(
     readonly config: LlamaConfig,
-    readonly node: SliceNode,
+    readonly node: ModelSlice,
     readonly rank: number,
     readonly members: MemberInfo[],
     norms: Float32Array,
@@ -95,25 +83,14 @@ export class MeshMember {
     /** Called before waiting for partial sums (keep the event loop polling). */
     private readonly onWait: () => void = () => undefined,
   ) {
-    const c = config;
-    const d = dimsOf(c);
-    this.dimP = d.dimP;
-    const nNorms = 2 * c.nLayers + 1;
-    if (norms.length !== nNorms * c.dim) throw new LlameshError(`mesh: ${norms.length} norm weights, expected ${nNorms} x ${c.dim}`);
-    const batch = node.batch;
-    const a = (this.arena = new Arena(nNorms * d.dimP * 4 + ResidualStream.bytes(c, batch) + backendScratchBytes(backend.threads) + 4 * 64, "mesh"));
-    this.k = backend.bind(a);
-    this.norms = a.alloc(nNorms * d.dimP * 4);
-    const nv = a.f32(this.norms, nNorms * d.dimP);
-    for (let i = 0; i < nNorms; i++) nv.set(norms.subarray(i * c.dim, (i + 1) * c.dim), i * d.dimP);
-    this.stream = new ResidualStream(a, this.k, c, batch);
+    this.stream = new ResidualStream(config, norms, node.batch, backend);
     this.attnRanks = members.filter((m) => m.attn).map((m) => m.rank).sort((p, q) => p - q);
     this.ffnRanks = members.filter((m) => m.ffn).map((m) => m.rank).sort((p, q) => p - q);
   }
 
   /** The arena of this member's residual stream and norms. */
   get memory(): Arena {
-    return this.arena;
+    return this.stream.arena;
   }
 
   private label(rank: number): string {
@@ -167,10 +144,6 @@ export class MeshMember {
     });
   }
 
-  private normQ(ni: number, nTok: number, lastOnly = false): Uint8Array {
-    return this.stream.normQ(this.norms + ni * this.dimP * 4, nTok, lastOnly);
-  }
-
   /**
    * One forward step of nTok tokens at pos (x0: their embeddings, nTok x dimP): every layer with
    * the others, then this member's rows of the logits of the last token (null without any).
@@ -181,7 +154,7 @@ export class MeshMember {
     if (this.failed) throw this.failed;
     if (!(nTok >= 1 && nTok <= node.batch)) throw new RangeError(`step of ${nTok} tokens, expected 1..${node.batch}`);
     if (pos + nTok > node.seqLen) throw new RangeError(`step: positions up to ${pos + nTok} exceed the context ${node.seqLen}`);
-    if (x0.length !== nTok * this.dimP) throw new RangeError(`step: ${x0.length} embedding values, expected ${nTok} x ${this.dimP}`);
+    if (x0.length !== nTok * this.stream.dimP) throw new RangeError(`step: ${x0.length} embedding values, expected ${nTok} x ${this.stream.dimP}`);
     this.stream.values(nTok).set(x0);
     const times: StepTimes = { computeUs: [], waitUs: [], logitsUs: 0, bytesSent: 0, bytesReceived: 0 };
     const nLinks = this.links.size;
@@ -192,7 +165,7 @@ export class MeshMember {
         const t0 = performance.now();
         let own: Float32Array | null = null;
         if (holders.includes(this.rank)) {
-          const xq = this.normQ(seq, nTok);
+          const xq = this.stream.normQ(seq, nTok);
           own = ffn ? node.ffn(l, nTok, xq) : node.attention(l, pos, nTok, xq);
           const frame = encodeFrame(MSG.PARTIAL, step, encodePartial(step, seq, own));
           for (const link of this.links.values()) link.send(frame);
@@ -222,7 +195,7 @@ export class MeshMember {
     let logits: Float32Array | null = null;
     if (node.hasLogits) {
       const t0 = performance.now();
-      logits = Float32Array.from(node.logits(this.normQ(2 * c.nLayers, nTok, true)));
+      logits = node.logits(this.stream.normQ(2 * c.nLayers, nTok, true)).slice();
       times.logitsUs = (performance.now() - t0) * 1000;
     }
     times.bytesReceived = this.received; // (a fast member's first partial of the next step may count here)

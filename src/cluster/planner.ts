@@ -16,6 +16,9 @@
  * a share of 0 gets nothing.
  */
 import { LlameshError } from "../model/errors.js";
+import type { NodeSlice } from "../engine/slice.js";
+
+export type { NodeSlice };
 
 export interface PlanShape {
   dim: number;
@@ -26,17 +29,6 @@ export interface PlanShape {
   vocabSize: number;
 }
 
-export interface NodeSlice {
-  /** KV heads [kv0, kv1); query heads are [kv0 * g, kv1 * g) with g = nHeads / nKvHeads. */
-  kv0: number;
-  kv1: number;
-  /** Blocks of 32 hidden units [hb0, hb1) of the padded hidden size. */
-  hb0: number;
-  hb1: number;
-  /** Vocabulary rows [v0, v1). */
-  v0: number;
-  v1: number;
-}
 
 export interface ClusterPlan {
   shares: number[];

@@ -19,14 +19,13 @@ import type { LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../model/errors.js";
 import { openWeights } from "../engine/open.js";
 import { backendScratchBytes } from "../engine/weights.js";
-import { modelFingerprint, SliceCache, type CacheWriter } from "./cache.js";
-import type { NodeSlice } from "./planner.js";
+import { modelFingerprint, SliceCache, withKeys, type CacheWriter } from "./cache.js";
 import { MeshMember, Poller, type MemberInfo } from "./mesh.js";
 import {
   decodeActRequest, decodeMesh, decodePartial, decodeStep, decodeWeightChunk, encodeDone, encodeFrame, encodeJson, encodeResult,
   FrameError, FrameReader, MSG, MSG_NAMES, parseJson, PROTOCOL_VERSION, ProtocolError, type Frame,
 } from "./protocol.js";
-import { extractSlices, SliceNode, sliceDescs, withKeys, type SliceDesc } from "./slices.js";
+import { extractSlices, ModelSlice, sliceDescs, type NodeSlice, type SliceDesc } from "../engine/slice.js";
 
 export interface WorkerCounters {
   /** Weight bytes received over the network, since the worker started. */
@@ -136,7 +135,7 @@ function sliceFrom(v: unknown, c: LlamaConfig): NodeSlice {
 export class WorkerServer {
   readonly counters: WorkerCounters = { weightBytesReceived: 0, slicesReceived: 0, slicesFromCache: 0, slicesFromModel: 0, sessions: 0, errorsSent: 0, requests: 0, nodesReused: 0 };
   /** Complete slices of finished sessions, by setup key, for the next client with the same plan. */
-  private readonly parked = new Map<string, SliceNode>();
+  private readonly parked = new Map<string, ModelSlice>();
   readonly cache: SliceCache;
   readonly gmac: number;
   private readonly sockets = new Set<net.Socket>();
@@ -224,13 +223,13 @@ export class WorkerServer {
    * then costs nothing on the worker). Its KV cache is stale but harmless: every position is
    * written before it is read. At most 2 are kept.
    */
-  park(key: string, node: SliceNode): void {
+  park(key: string, node: ModelSlice): void {
     this.parked.delete(key);
     this.parked.set(key, node);
     while (this.parked.size > 2) this.parked.delete(this.parked.keys().next().value!);
   }
 
-  takeParked(key: string): SliceNode | null {
+  takeParked(key: string): ModelSlice | null {
     const n = this.parked.get(key) ?? null;
     this.parked.delete(key);
     return n;
@@ -274,7 +273,7 @@ class Session {
   private linkWaiter: (() => void) | null = null;
   private hello = false;
   private fingerprint = "";
-  private node: SliceNode | null = null;
+  private node: ModelSlice | null = null;
   private nodeKey = "";
   private nodeReady = false;
   private writers = new Map<string, { w: CacheWriter; desc: SliceDesc }>();
@@ -452,7 +451,7 @@ class Session {
           this.reply(MSG.SETUP_OK, f.id, JSON.stringify({ missing: [], slices: descs.length, weightBytes: parked.weightBytes, reused: true }));
           return;
         }
-        const node = new SliceNode(config, slice, seqLen, batch, this.server.opts.backend, descs);
+        const node = new ModelSlice(config, slice, seqLen, batch, this.server.opts.backend, descs);
         const fromModel: SliceDesc[] = [];
         const missing: string[] = [];
         for (const d of descs) {

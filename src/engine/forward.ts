@@ -1,110 +1,111 @@
 /**
- * The Llama forward pass, read top to bottom like llama2.c's run.c: embedding, then per layer
- * RMSNorm -> q,k,v -> RoPE -> KV cache -> attention -> output projection -> residual, RMSNorm ->
- * SwiGLU feed-forward -> residual; final norm and classifier. Every loop is a kernel call.
+ * The Llama forward pass on one machine, read top to bottom like llama2.c's run.c:
+ *
+ *   x = embedding(token)
+ *   per layer:  x += attention(quantize(rmsnorm(x)))       q,k,v -> RoPE -> KV cache -> attention -> o_proj
+ *               x += feedForward(quantize(rmsnorm(x)))     down(silu(gate) * up)
+ *   logits = classifier(quantize(rmsnorm(x)))               (last token only)
+ *
+ * The layer math lives in ModelSlice (slice.ts), and the two lines of the residual stream in
+ * ResidualStream (residual.ts), because a cluster runs exactly the same code on each node's part of
+ * the model and adds the nodes' results (cluster/mesh.ts); on one machine the slice is the whole
+ * model and each sum has a single term. Every loop is a kernel call.
  *
  * A call processes a batch of consecutive tokens (the prompt) at once, so each weight matrix is
  * streamed from memory once per batch rather than once per token.
  */
-import type { Kernels } from "../kernels/kernels.js";
-import { q8RowBytes } from "../kernels/q8.js";
-import type { Matrix, ModelWeights } from "./weights.js";
+import type { KernelBackend } from "../kernels/kernels.js";
+import type { LlamaConfig } from "../model/config.js";
+import type { TensorSource } from "../model/safetensors.js";
+import { EmbeddingTable } from "./embedding.js";
+import { ResidualStream } from "./residual.js";
+import { extractSlices, fullSlice, ModelSlice } from "./slice.js";
+import { checkTensors, expectedTensors, memoryByType, normIndex, readNorms, type MemorySummary } from "./weights.js";
+
+export interface LoadOptions {
+  /** Context length the KV cache holds. */
+  seqLen: number;
+  /** Most tokens one forward call processes (prompt batches); default 32. */
+  batch?: number;
+  /** Called as bytes of checkpoint data are processed. */
+  onProgress?: (done: number, total: number) => void;
+  /** Largest arena to create (tests use small values to exercise several arenas). */
+  maxArenaBytes?: number;
+}
 
 export class ForwardPass {
-  /** Host copy of the residual stream, used to move between arenas. */
-  private readonly hostX: Float32Array;
+  private readonly stream: ResidualStream;
+  private readonly dimP: number;
 
-  constructor(readonly w: ModelWeights) {
-    this.hostX = new Float32Array(w.batch * w.dims.dimP);
+  private constructor(
+    readonly config: LlamaConfig,
+    /** Every matrix of the model and the KV cache. */
+    readonly model: ModelSlice,
+    readonly embedding: EmbeddingTable,
+    norms: Float32Array,
+    backend: KernelBackend,
+  ) {
+    this.dimP = embedding.dimP;
+    this.stream = new ResidualStream(config, norms, model.batch, backend);
+  }
+
+  /** Check the checkpoint's tensors, then read and quantize them in one pass. */
+  static async load(source: TensorSource, config: LlamaConfig, backend: KernelBackend, opts: LoadOptions): Promise<ForwardPass> {
+    checkTensors(source, config);
+    const batch = Math.max(1, Math.min(opts.batch ?? 32, opts.seqLen));
+    const model = new ModelSlice(config, fullSlice(config), opts.seqLen, batch, backend, undefined, opts.maxArenaBytes);
+    // Tied embeddings: the classifier's rows are the embedding table, quantized the same way.
+    const own = config.tiedEmbeddings ? null : new Uint8Array(EmbeddingTable.desc(config).bytes);
+    await extractSlices(source, backend, [model.descs, own ? [EmbeddingTable.desc(config)] : []], (i, desc, off, data) => {
+      if (i === 0) model.view(desc.id).set(data, off);
+      else own!.set(data, off);
+    }, opts.onProgress);
+    const embedding = new EmbeddingTable(config, own ?? model.view("cls"));
+    return new ForwardPass(config, model, embedding, readNorms(source, config), backend);
+  }
+
+  get seqLen(): number {
+    return this.model.seqLen;
+  }
+
+  get batch(): number {
+    return this.model.batch;
+  }
+
+  /** What the report shows of this model's memory. */
+  get memory(): MemorySummary {
+    const byType = memoryByType(this.config);
+    const model = byType.reduce((s, r) => s + r.bytes, 0);
+    const arenas = [...this.model.arenas, this.stream.arena];
+    const used = arenas.reduce((s, a) => s + a.used, 0);
+    const inArenas = model - (this.config.tiedEmbeddings ? 0 : this.embedding.rows.length);
+    return {
+      byType,
+      runState: Math.max(0, used - inArenas - this.model.kvBytes),
+      kvCache: this.model.kvBytes,
+      model,
+      arenas: arenas.length,
+      tensorsLoaded: expectedTensors(this.config).length,
+    };
   }
 
   /**
-   * Run `tokens` at positions pos, pos+1, ... (at most w.batch of them) and return the logits of
+   * Run `tokens` at positions pos, pos+1, ... (at most `batch` of them) and return the logits of
    * the last one (a view into arena memory, valid until the next call).
    */
   forward(tokens: readonly number[], pos: number): Float32Array {
-    const w = this.w;
-    const c = w.config;
-    const { dimP, kvDim, kvDimP, hiddenP } = w.dims;
+    const c = this.config;
+    const m = this.model;
+    const s = this.stream;
     const n = tokens.length;
-    if (n < 1 || n > w.batch) throw new RangeError(`forward: ${n} tokens, expected 1..${w.batch}`);
-    if (pos + n > w.seqLen) throw new RangeError(`forward: positions up to ${pos + n} exceed the context ${w.seqLen}`);
-    const last = w.arenas.length - 1;
-    const f = 4;
-
-    // Embedding lookup (the table lives in the last arena).
-    let cur = last;
-    {
-      const k = w.kernels[last]!;
-      const s = w.scratch[last]!;
-      const rowBytes = q8RowBytes(w.embedding.colsP);
-      for (let t = 0; t < n; t++) {
-        const id = tokens[t]!;
-        if (!(id >= 0 && id < c.vocabSize)) throw new RangeError(`token id ${id} outside the vocabulary (0..${c.vocabSize - 1})`);
-        k.dequantQ8(s.x + t * dimP * f, w.embedding.ptr + id * rowBytes, dimP);
-      }
-    }
-
+    if (n < 1 || n > m.batch) throw new RangeError(`forward: ${n} tokens, expected 1..${m.batch}`);
+    if (pos + n > m.seqLen) throw new RangeError(`forward: positions up to ${pos + n} exceed the context ${m.seqLen}`);
+    const x = s.values(n);
+    for (let t = 0; t < n; t++) this.embedding.lookup(tokens[t]!, x.subarray(t * this.dimP, (t + 1) * this.dimP));
     for (let l = 0; l < c.nLayers; l++) {
-      const L = w.layers[l]!;
-      if (L.arena !== cur) {
-        this.moveResidual(cur, L.arena, n);
-        cur = L.arena;
-      }
-      const k = w.kernels[cur]!;
-      const s = w.scratch[cur]!;
-
-      // Attention.
-      for (let t = 0; t < n; t++) k.rmsnorm(s.xb + t * dimP * f, s.x + t * dimP * f, L.attnNorm, c.dim, c.normEps);
-      this.matmul(k, s.xq, s.q, L.wq, s.xb, n);
-      this.matmul(k, s.xq, s.k, L.wk, s.xb, n, false);
-      this.matmul(k, s.xq, s.v, L.wv, s.xb, n, false);
-      for (let t = 0; t < n; t++) {
-        const p = pos + t;
-        const cs = s.cosSin + p * c.headDim * f;
-        k.rope(s.q + t * dimP * f, c.nHeads, c.headDim, cs);
-        k.rope(s.k + t * kvDimP * f, c.nKvHeads, c.headDim, cs);
-        k.storeBf16(L.kCache + p * kvDim * 2, s.k + t * kvDimP * f, kvDim);
-        k.storeBf16(L.vCache + p * kvDim * 2, s.v + t * kvDimP * f, kvDim);
-      }
-      for (let t = 0; t < n; t++) {
-        k.attention(s.attOut + t * dimP * f, s.q + t * dimP * f, L.kCache, L.vCache, s.scores,
-          c.nHeads, c.nKvHeads, c.headDim, pos + t + 1);
-      }
-      this.matmul(k, s.xq, s.xb, L.wo, s.attOut, n);
-      k.add(s.x, s.xb, n * dimP);
-
-      // Feed-forward: down(silu(gate(x)) * up(x)).
-      for (let t = 0; t < n; t++) k.rmsnorm(s.xb + t * dimP * f, s.x + t * dimP * f, L.ffnNorm, c.dim, c.normEps);
-      this.matmul(k, s.xq, s.hb, L.gate, s.xb, n);
-      this.matmul(k, s.xq, s.hb2, L.up, s.xb, n, false);
-      k.siluMul(s.hb, s.hb2, n * hiddenP);
-      this.matmul(k, s.xq, s.xb, L.down, s.hb, n);
-      k.add(s.x, s.xb, n * dimP);
+      s.addPartials([m.attention(l, pos, n, s.normQ(normIndex(l, false), n))], n);
+      s.addPartials([m.ffn(l, n, s.normQ(normIndex(l, true), n))], n);
     }
-
-    if (cur !== last) this.moveResidual(cur, last, n);
-    const k = w.kernels[last]!;
-    const s = w.scratch[last]!;
-    const lastX = s.x + (n - 1) * dimP * f;
-    k.rmsnorm(s.xb, lastX, w.finalNorm, c.dim, c.normEps);
-    this.matmul(k, s.xq, s.logits, w.classifier, s.xb, 1);
-    return w.arenas[last]!.f32(s.logits, c.vocabSize);
-  }
-
-  /**
-   * out = W x for n token vectors: quantize the inputs to Q8_0 (unless `reuse`, when xq already
-   * holds these inputs quantized), then the Q8_0 product.
-   */
-  private matmul(k: Kernels, xq: number, out: number, m: Matrix, x: number, n: number, quantize = true): void {
-    if (quantize) k.quantizeQ8(xq, x, n * m.colsP);
-    k.matmulQ8(out, m.ptr, xq, m.rowsP, m.colsP, n);
-  }
-
-  private moveResidual(from: number, to: number, n: number): void {
-    const w = this.w;
-    const len = n * w.dims.dimP;
-    this.hostX.set(w.arenas[from]!.f32(w.scratch[from]!.x, len));
-    w.arenas[to]!.f32(w.scratch[to]!.x, len).set(this.hostX.subarray(0, len));
+    return m.logits(s.normQ(2 * c.nLayers, n, true));
   }
 }

@@ -13,7 +13,7 @@ import type { Tokenizer } from "../model/tokenizer-types.js";
 import { loadTokenizer } from "../model/tokenizer.js";
 import { ForwardPass } from "./forward.js";
 import type { LogitsModel } from "./generate.js";
-import { loadWeights, type MemorySummary, type ModelWeights } from "./weights.js";
+import type { MemorySummary } from "./weights.js";
 
 export interface OpenOptions {
   backend: KernelBackend;
@@ -105,27 +105,22 @@ export async function openModel(dir: string, opts: OpenOptions): Promise<LoadedM
   const { config, tokenizer, source } = await openCheckpoint(dir);
   const seqLen = Math.min(opts.maxSeqLen ?? config.seqLen, 1 << 20);
   const t0 = performance.now();
-  let weights: ModelWeights;
+  let fp: ForwardPass;
   try {
-    weights = loadWeights(source, config, opts.backend, {
-      seqLen,
-      onProgress: opts.onProgress,
-      maxArenaBytes: opts.maxArenaBytes,
-    });
+    fp = await ForwardPass.load(source, config, opts.backend, { seqLen, onProgress: opts.onProgress, maxArenaBytes: opts.maxArenaBytes });
   } finally {
     source.close();
   }
   const loadMs = performance.now() - t0;
-  const fp = new ForwardPass(weights);
   return {
     dir,
     config,
     tokenizer,
-    memory: { ...weights.memory, arenas: weights.arenas.length, tensorsLoaded: weights.tensorsLoaded },
+    memory: fp.memory,
     files: source.files.map((f) => ({ file: f, bytes: fs.statSync(f).size })),
     loadMs,
     seqLen,
-    batch: weights.batch,
+    batch: fp.batch,
     forward: (tokens, pos) => fp.forward(tokens, pos),
   };
 }

@@ -29,7 +29,7 @@ import { encodeFrame, FrameReader, MSG, PROTOCOL_VERSION, type Frame } from "../
 import { LlameshError } from "../../src/model/errors.js";
 import { loadLlamaConfig } from "../../src/model/config.js";
 import { SafetensorsModel } from "../../src/model/safetensors.js";
-import { extractSlices, SliceNode } from "../../src/cluster/slices.js";
+import { extractSlices, ModelSlice } from "../../src/engine/slice.js";
 import { STORIES, skipUnless, tempDir, tinyModel, tinyShape } from "../helpers/models.js";
 import { spawnWorker, type SpawnedWorker } from "./helpers.js";
 import { runCli } from "../helpers/cli.js";
@@ -103,13 +103,13 @@ test("a node slice spread over several arenas computes the same as in one", asyn
   const dir = tinyModel(tinyShape({ dim: 64, nHeads: 4, nKvHeads: 2, hiddenDim: 100, nLayers: 4 }));
   const config = loadLlamaConfig(dir);
   const slice = planCluster(config, [60, 40]).nodes[0]!;
-  const one = new SliceNode(config, slice, 16, 2, backend);
+  const one = new ModelSlice(config, slice, 16, 2, backend);
   // shrink the arena limit until the layers need at least 3 arenas
   let limit = one.arenas[0]!.size;
   let many = one;
   while (many.arenas.length < 3) {
     limit -= 4096;
-    many = new SliceNode(config, slice, 16, 2, backend, undefined, limit);
+    many = new ModelSlice(config, slice, 16, 2, backend, undefined, limit);
   }
   assert.equal(one.arenas.length, 1);
   assert.ok(many.arenas.length >= 3, `${many.arenas.length} arenas`);

@@ -15,7 +15,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ForwardPass } from "../../src/engine/forward.js";
-import { arenaFixedBytes, layerBytesFor, loadWeights } from "../../src/engine/weights.js";
+import { fullSlice, ModelSlice } from "../../src/engine/slice.js";
 import { loadLlamaConfig } from "../../src/model/config.js";
 import { SafetensorsModel } from "../../src/model/safetensors.js";
 import type { SyntheticShape } from "../../src/model/synthetic.js";
@@ -43,14 +43,13 @@ const cases: Case[] = [
 
 for (const backend of await testBackends()) {
   for (const c of cases) {
-    test(`[${backend.name}] logits match the float32 reference: ${c.name}`, () => {
+    test(`[${backend.name}] logits match the float32 reference: ${c.name}`, async () => {
       const dir = tinyModel(c.shape, c.dtype, c.shards);
       const config = loadLlamaConfig(dir);
       const src = SafetensorsModel.open(dir);
       const ref = new ReferenceLlama(config, src);
-      const w = loadWeights(src, config, backend, { seqLen: 32, batch: 4 });
+      const fp = await ForwardPass.load(src, config, backend, { seqLen: 32, batch: 4 });
       src.close();
-      const fp = new ForwardPass(w);
       let worst = 0;
       TOKENS.forEach((tok, pos) => {
         const expected = ref.step(tok, pos);
@@ -64,12 +63,12 @@ for (const backend of await testBackends()) {
     });
   }
 
-  test(`[${backend.name}] a prompt batch gives the same logits as one token at a time`, () => {
+  test(`[${backend.name}] a prompt batch gives the same logits as one token at a time`, async () => {
     const dir = tinyModel(tinyShape());
     const config = loadLlamaConfig(dir);
     const src = SafetensorsModel.open(dir);
-    const batched = new ForwardPass(loadWeights(src, config, backend, { seqLen: 32, batch: 5 }));
-    const single = new ForwardPass(loadWeights(src, config, backend, { seqLen: 32, batch: 1 }));
+    const batched = await ForwardPass.load(src, config, backend, { seqLen: 32, batch: 5 });
+    const single = await ForwardPass.load(src, config, backend, { seqLen: 32, batch: 1 });
     src.close();
     // 12 tokens as batches of 5, 5, 2; compare the logits after each batch's last token
     let pos = 0;
@@ -81,22 +80,22 @@ for (const backend of await testBackends()) {
     }
   });
 
-  test(`[${backend.name}] layers spread over several arenas give identical logits`, () => {
+  test(`[${backend.name}] layers spread over several arenas give identical logits`, async () => {
     const shape = tinyShape({ nLayers: 4 });
     const dir = tinyModel(shape);
     const config = loadLlamaConfig(dir);
     const src = SafetensorsModel.open(dir);
-    const one = loadWeights(src, config, backend, { seqLen: 32, batch: 2 });
-    // room for the fixed part and 1.5 layers: one layer per arena
-    const maxArenaBytes = arenaFixedBytes(config, 32, 2, backend.threads) + 1.5 * layerBytesFor(config, 32);
-    const many = loadWeights(src, config, backend, { seqLen: 32, batch: 2, maxArenaBytes });
+    const a = await ForwardPass.load(src, config, backend, { seqLen: 32, batch: 2 });
+    // shrink the arena limit until the layers need at least 3 arenas
+    let maxArenaBytes = a.model.arenas[0]!.size;
+    while (new ModelSlice(config, fullSlice(config), 32, 2, backend, undefined, maxArenaBytes).arenas.length < 3) maxArenaBytes -= 4096;
+    const b = await ForwardPass.load(src, config, backend, { seqLen: 32, batch: 2, maxArenaBytes });
     src.close();
-    assert.equal(one.arenas.length, 1);
-    assert.ok(many.arenas.length >= 3, `expected several arenas, got ${many.arenas.length}`);
-    const a = new ForwardPass(one);
-    const b = new ForwardPass(many);
+    assert.equal(a.model.arenas.length, 1);
+    assert.ok(b.model.arenas.length >= 3, `expected several arenas, got ${b.model.arenas.length}`);
     for (let pos = 0; pos < 6; pos++) {
       assert.deepEqual(Array.from(b.forward([TOKENS[pos]!], pos)), Array.from(a.forward([TOKENS[pos]!], pos)));
     }
   });
+
 }

@@ -8,7 +8,6 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ForwardPass } from "../../src/engine/forward.js";
 import { argmax } from "../../src/engine/sampler.js";
-import { loadWeights } from "../../src/engine/weights.js";
 import { loadLlamaConfig } from "../../src/model/config.js";
 import { SafetensorsModel } from "../../src/model/safetensors.js";
 import { loadTokenizer } from "../../src/model/tokenizer.js";
@@ -38,7 +37,7 @@ test("stories260K: greedy tokens follow the float32 reference for 100 tokens", {
   const ref = new ReferenceLlama(config, src);
   const expected = greedy((t, p) => ref.step(t, p), prompt, 100);
   for (const backend of backends) {
-    const fp = new ForwardPass(loadWeights(src, config, backend, { seqLen: 256 }));
+    const fp = await ForwardPass.load(src, config, backend, { seqLen: 256 });
     const got = greedy((t, p) => fp.forward([t], p), prompt, 100);
     assert.deepEqual(got, expected, `${backend.name}: greedy tokens differ from the reference`);
   }

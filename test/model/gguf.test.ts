@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { ForwardPass } from "../../src/engine/forward.js";
-import { hfNames, loadWeights } from "../../src/engine/weights.js";
+import { hfNames } from "../../src/engine/weights.js";
 import { Arena } from "../../src/kernels/arena.js";
 import { F16_TO_F32, f32ToF16, Q8_0_BLOCK_BYTES, q8RowBytes, QK8_0 } from "../../src/kernels/q8.js";
 import { ReferenceBackend, ReferenceKernels } from "../../src/kernels/reference.js";
@@ -218,20 +218,20 @@ test("writeGgufFromTensors (synthetic, streamed) writes the same file as writeGg
   }
 });
 
-test("the loader fed by a GGUF computes the same logits as fed by the safetensors folder", () => {
+test("the loader fed by a GGUF computes the same logits as fed by the safetensors folder", async () => {
   // every matrix Q8_0-able (hidden 128): the GGUF's Q8_0 rows are the loader's own quantization
   const shape = tinyShape({ hiddenDim: 128 });
   const dir = tinyModel(shape);
   const backend = new ReferenceBackend();
   const config = loadLlamaConfig(dir);
   const st = SafetensorsModel.open(dir);
-  const ref = new ForwardPass(loadWeights(st, config, backend, { seqLen: 16, batch: 4 }));
+  const ref = await ForwardPass.load(st, config, backend, { seqLen: 16, batch: 4 });
   st.close();
   for (const quant of ["Q8_0", "F32"] as GgufQuant[]) {
     const file = path.join(tempDir(), `m-${quant}.gguf`);
     writeGgufFromSafetensors(dir, file, { quant });
     const g = openGguf(file);
-    const fp = new ForwardPass(loadWeights(g.source, g.config, backend, { seqLen: 16, batch: 4 }));
+    const fp = await ForwardPass.load(g.source, g.config, backend, { seqLen: 16, batch: 4 });
     g.source.close();
     const tokens = [1, 300, 261, 42, 7, 330];
     tokens.forEach((t, pos) => {

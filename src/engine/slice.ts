@@ -11,18 +11,31 @@
  * which are whole Q8_0 blocks of the single-node rows, so slicing after quantizing equals
  * quantizing the slice.
  */
-import * as crypto from "node:crypto";
 import { Arena, MAX_ARENA_BYTES } from "../kernels/arena.js";
 import type { KernelBackend, Kernels, Ptr } from "../kernels/kernels.js";
 import { Q8_0_BLOCK_BYTES, pad32, q8RowBytes } from "../kernels/q8.js";
 import type { LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../model/errors.js";
 import type { TensorSource } from "../model/safetensors.js";
-import { backendScratchBytes, hfNames, ropeTable } from "../engine/weights.js";
-import type { NodeSlice } from "./planner.js";
+import { backendScratchBytes, hfNames, ropeTable } from "./weights.js";
 
-/** Bumped whenever the stored slice format changes (it is part of every cache key). */
-export const SLICE_FORMAT = "q8_0-v1";
+/** Which part of every layer a node holds (planner.ts decides; fullSlice is the whole model). */
+export interface NodeSlice {
+  /** KV heads [kv0, kv1); query heads are [kv0 * g, kv1 * g) with g = nHeads / nKvHeads. */
+  kv0: number;
+  kv1: number;
+  /** Blocks of 32 hidden units [hb0, hb1) of the padded hidden size. */
+  hb0: number;
+  hb1: number;
+  /** Vocabulary rows [v0, v1). */
+  v0: number;
+  v1: number;
+}
+
+/** The whole model as one slice: what a single machine computes. */
+export function fullSlice(c: LlamaConfig): NodeSlice {
+  return { kv0: 0, kv1: c.nKvHeads, hb0: 0, hb1: pad32(c.hiddenDim) / 32, v0: 0, v1: c.vocabSize };
+}
 
 export interface SliceDesc {
   /** Short name, unique within a node: "L3.wq", "cls". */
@@ -40,7 +53,7 @@ export interface SliceDesc {
   srcCols: number;
   /** Bytes of the stored slice. */
   bytes: number;
-  /** Content key: hash of the model fingerprint, the format and the slice. Set by withKeys(). */
+  /** Content key of a cached slice (cluster/cache.ts withKeys); "" until set. */
   key: string;
 }
 
@@ -118,15 +131,6 @@ export function sliceDescs(c: LlamaConfig, s: NodeSlice): SliceDesc[] {
   return out;
 }
 
-/** Give every slice its content key (hex, 40 characters). */
-export function withKeys(descs: SliceDesc[], fingerprint: string): SliceDesc[] {
-  return descs.map((d) => {
-    const h = crypto.createHash("sha256");
-    h.update(`${fingerprint}|${SLICE_FORMAT}|${d.tensor}|${d.kind}|${d.r0}-${d.r1}|${d.c0}-${d.c1}|${d.srcRows}x${d.srcCols}`);
-    return { ...d, key: h.digest("hex").slice(0, 40) };
-  });
-}
-
 interface LayerPtrs {
   /** Index of the arena (part) holding this layer. */
   part: number;
@@ -156,7 +160,7 @@ interface Part {
  * A node's slices, its rows of the KV cache and scratch, in one or more arenas (a wasm32 memory
  * ends at 4 GiB; layers are packed into arenas of at most maxArenaBytes, as weights.ts does).
  */
-export class SliceNode {
+export class ModelSlice {
   readonly d: NodeDims;
   readonly descs: SliceDesc[];
   private readonly parts: Part[] = [];
@@ -225,6 +229,23 @@ export class SliceNode {
     groups.forEach((g, pi) => {
       const size = fixed + g.reduce((sum, l) => sum + layerW(l) + kvLayer, 0) + (pi === this.clsPart ? clsBytes : 0);
       const a = new Arena(size, `slice#${pi}`);
+      // the backend's per-thread scratch and the activations first, then the weights
+      const k = backend.bind(a);
+      const s: NodeScratch = {
+        xq: a.alloc(batch * q8RowBytes(d.dimP)),
+        q: a.alloc(batch * d.qRowsP * f),
+        kk: a.alloc(batch * d.kvRowsP * f),
+        v: a.alloc(batch * d.kvRowsP * f),
+        att: a.alloc(batch * d.qRowsP * f),
+        aq: a.alloc(batch * q8RowBytes(pad32(widest))),
+        scores: a.alloc(Math.max(1, d.nHeads) * seqLen * f),
+        hb: a.alloc(batch * d.hRows * f),
+        hb2: a.alloc(batch * d.hRows * f),
+        out: a.alloc(batch * d.dimP * f),
+        logits: a.alloc(d.vRowsP * f),
+        cosSin: a.alloc(seqLen * c.headDim * f),
+      };
+      ropeTable(a, s.cosSin, c, seqLen);
       const place = (id: string): Ptr => {
         const x = byId.get(id);
         if (!x) return 0;
@@ -243,22 +264,7 @@ export class SliceNode {
         };
       }
       if (pi === this.clsPart) place("cls");
-      const s: NodeScratch = {
-        xq: a.alloc(batch * q8RowBytes(d.dimP)),
-        q: a.alloc(batch * d.qRowsP * f),
-        kk: a.alloc(batch * d.kvRowsP * f),
-        v: a.alloc(batch * d.kvRowsP * f),
-        att: a.alloc(batch * d.qRowsP * f),
-        aq: a.alloc(batch * q8RowBytes(pad32(widest))),
-        scores: a.alloc(Math.max(1, d.nHeads) * seqLen * f),
-        hb: a.alloc(batch * d.hRows * f),
-        hb2: a.alloc(batch * d.hRows * f),
-        out: a.alloc(batch * d.dimP * f),
-        logits: a.alloc(d.vRowsP * f),
-        cosSin: a.alloc(seqLen * c.headDim * f),
-      };
-      ropeTable(a, s.cosSin, c, seqLen);
-      this.parts.push({ arena: a, k: backend.bind(a), s });
+      this.parts.push({ arena: a, k, s });
     });
     this.weightBytes = weights;
     this.kvBytes = c.nLayers * (d.kvRows > 0 ? 2 * seqLen * d.kvRows * 2 : 0);
@@ -397,21 +403,29 @@ export async function extractSlices(
     const colsP = pad32(cols);
     const rowBytes = q8RowBytes(colsP);
     const chunk = Math.max(1, Math.floor(stagingFloats / colsP));
+    const q8Direct = info.dtype === "Q8_0" && source.readQ8Rows !== undefined && cols === colsP;
     const needAll = list.some((x) => x.desc.kind === "cols");
     for (let r0 = 0; r0 < rows; r0 += chunk) {
       const n = Math.min(chunk, rows - r0);
       if (!needAll && !list.some((x) => x.desc.r0 < r0 + n && x.desc.r1 > r0)) continue;
-      const staging = arena.f32(fPtr, n * colsP);
-      if (cols === colsP) {
-        source.readRows(tensor, r0, n, staging);
+      let q: Uint8Array;
+      if (q8Direct) {
+        // already Q8_0 in our block layout (GGUF): copied, not re-quantized
+        q = arena.u8(qPtr, n * rowBytes);
+        source.readQ8Rows!(tensor, r0, n, q);
       } else {
-        if (host.length < n * cols) host = new Float32Array(n * cols);
-        source.readRows(tensor, r0, n, host);
-        staging.fill(0);
-        for (let r = 0; r < n; r++) staging.set(host.subarray(r * cols, (r + 1) * cols), r * colsP);
+        const staging = arena.f32(fPtr, n * colsP);
+        if (cols === colsP) {
+          source.readRows(tensor, r0, n, staging);
+        } else {
+          if (host.length < n * cols) host = new Float32Array(n * cols);
+          source.readRows(tensor, r0, n, host);
+          staging.fill(0);
+          for (let r = 0; r < n; r++) staging.set(host.subarray(r * cols, (r + 1) * cols), r * colsP);
+        }
+        k.quantizeQ8(qPtr, fPtr, n * colsP);
+        q = arena.u8(qPtr, n * rowBytes);
       }
-      k.quantizeQ8(qPtr, fPtr, n * colsP);
-      const q = arena.u8(qPtr, n * rowBytes);
       for (const { node, desc } of list) {
         if (desc.kind === "rows") {
           const a = Math.max(desc.r0, r0);
