@@ -97,6 +97,12 @@ export class MeshMember {
     return this.members.find((m) => m.rank === rank)?.label ?? `rank ${rank}`;
   }
 
+  /** Done with this member (its slice is not: the worker may keep it for the next client). */
+  dispose(): void {
+    this.fail(new LlameshError("mesh: member disposed"));
+    this.stream.dispose();
+  }
+
   /** A partial sum arrived from member `from`. */
   deliver(from: number, step: number, seq: number, values: Float32Array, frameBytes: number): void {
     this.received += frameBytes;

@@ -88,6 +88,7 @@ export function measureGmac(backend: KernelBackend, seconds = 0.3): number {
     t = performance.now();
   }
   backend.idle();
+  backend.release(arena);
   return (rows * cols * iters) / ((t - t0) / 1000) / 1e9;
 }
 
@@ -224,9 +225,14 @@ export class WorkerServer {
    * written before it is read. At most 2 are kept.
    */
   park(key: string, node: ModelSlice): void {
+    this.parked.get(key)?.dispose();
     this.parked.delete(key);
     this.parked.set(key, node);
-    while (this.parked.size > 2) this.parked.delete(this.parked.keys().next().value!);
+    while (this.parked.size > 2) {
+      const oldest = this.parked.keys().next().value!;
+      this.parked.get(oldest)!.dispose(); // its arenas go back to the system
+      this.parked.delete(oldest);
+    }
   }
 
   takeParked(key: string): ModelSlice | null {
@@ -302,6 +308,7 @@ class Session {
   /** Give up the current slice (kept for reuse when it was complete). */
   private dropNode(): void {
     if (this.node && this.nodeReady) this.server.park(this.nodeKey, this.node);
+    else this.node?.dispose(); // never completed: nobody can reuse it
     this.node = null;
     this.nodeReady = false;
   }
@@ -328,6 +335,7 @@ class Session {
 
   private endMesh(why: string): void {
     this.member?.fail(new LlameshError(why));
+    this.member?.dispose();
     this.member = null;
     if (this.meshToken && this.server.meshes.get(this.meshToken) === this) this.server.meshes.delete(this.meshToken);
     this.meshToken = "";
@@ -604,7 +612,7 @@ class Session {
         return;
       }
       case MSG.STATS:
-        this.reply(MSG.STATS_OK, f.id, JSON.stringify({ counters: c }));
+        this.reply(MSG.STATS_OK, f.id, JSON.stringify({ counters: { ...c, arenasBound: this.server.opts.backend.boundArenas } }));
         return;
       default:
         throw new ProtocolError(`unknown message type ${f.type}`, "unknown-type");

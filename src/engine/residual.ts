@@ -24,7 +24,7 @@ export class ResidualStream {
   readonly dimP: number;
 
   /** `norms`: (2 * nLayers + 1) x dim weights in readNorms' order (weights.ts). */
-  constructor(private readonly config: LlamaConfig, norms: Float32Array, readonly batch: number, backend: KernelBackend) {
+  constructor(private readonly config: LlamaConfig, norms: Float32Array, readonly batch: number, private readonly backend: KernelBackend) {
     const c = config;
     const dimP = (this.dimP = pad32(c.dim));
     const nNorms = 2 * c.nLayers + 1;
@@ -38,6 +38,11 @@ export class ResidualStream {
     this.xb = a.alloc(batch * dimP * 4);
     this.xq = a.alloc(batch * q8RowBytes(dimP));
     this.acc = new Float32Array(batch * dimP);
+  }
+
+  /** Done with this stream: the backend lets go of its arena. */
+  dispose(): void {
+    this.backend.release(this.arena);
   }
 
   /** The first nTok rows of the stream (a view; write the embeddings here). */

@@ -1,9 +1,11 @@
 /**
- * A node's slice of the model and the computation on it. The same class runs in a worker process
- * and, for the client's own share, inside the client: given the normalised input of a layer
- * (Q8_0, exactly the blocks the single-node pass quantizes) it returns the node's partial sums
- * of the attention output projection or of the feed-forward down projection, or its rows of the
- * logits. One node whose slice covers everything computes exactly what ForwardPass computes.
+ * The layer math, on a slice of the model: some KV heads, some blocks of 32 hidden units and some
+ * vocabulary rows of every layer (NodeSlice). On one machine the slice is the whole model
+ * (fullSlice) and ForwardPass (forward.ts) drives it; in a cluster every node holds one and the
+ * nodes add their results. Given the normalised input of a layer (Q8_0) a ModelSlice returns its
+ * partial sums of the attention output projection (its heads: q/k/v rows, RoPE, its rows of the
+ * KV cache, attention, its columns of o_proj) or of the feed-forward down projection (its rows of
+ * gate/up, its columns of down), or its rows of the logits.
  *
  * Slices are described by SliceDesc (which tensor, which rows or which 32-column blocks); their
  * bytes are Q8_0 rows, row-major. Row slices hold rows [r0, r1) with all (padded) columns; column
@@ -157,8 +159,8 @@ interface Part {
 }
 
 /**
- * A node's slices, its rows of the KV cache and scratch, in one or more arenas (a wasm32 memory
- * ends at 4 GiB; layers are packed into arenas of at most maxArenaBytes, as weights.ts does).
+ * A slice's matrices, its rows of the KV cache and scratch, in one or more arenas (a wasm32 memory
+ * ends at 4 GiB; layers are packed into arenas of at most maxArenaBytes).
  */
 export class ModelSlice {
   readonly d: NodeDims;
@@ -177,7 +179,7 @@ export class ModelSlice {
     readonly slice: NodeSlice,
     readonly seqLen: number,
     readonly batch: number,
-    backend: KernelBackend,
+    private readonly backend: KernelBackend,
     descs?: SliceDesc[],
     maxArenaBytes = MAX_ARENA_BYTES,
   ) {
@@ -274,6 +276,11 @@ export class ModelSlice {
   /** The arenas of this node. */
   get arenas(): Arena[] {
     return this.parts.map((p) => p.arena);
+  }
+
+  /** Done with this slice: the backend lets go of its arenas (their memory can be collected). */
+  dispose(): void {
+    for (const p of this.parts) this.backend.release(p.arena);
   }
 
   /** Where the stored bytes of a slice go (fill it from a cache file, the network or a checkpoint). */
@@ -393,6 +400,24 @@ export async function extractSlices(
   const k = backend.bind(arena);
   const fPtr = arena.alloc(stagingFloats * 4);
   const qPtr = arena.alloc(q8RowBytes(stagingFloats));
+  try {
+    await extractInto(source, byTensor, arena, k, fPtr, qPtr, stagingFloats, sink, onProgress);
+  } finally {
+    backend.release(arena);
+  }
+}
+
+async function extractInto(
+  source: TensorSource,
+  byTensor: Map<string, { node: number; desc: SliceDesc }[]>,
+  arena: Arena,
+  k: Kernels,
+  fPtr: Ptr,
+  qPtr: Ptr,
+  stagingFloats: number,
+  sink: SliceSink,
+  onProgress?: (done: number, total: number) => void,
+): Promise<void> {
   const total = [...byTensor.keys()].reduce((s, t) => s + source.info(t).nbytes, 0);
   let done = 0;
   let host = new Float32Array(0);

@@ -55,6 +55,13 @@ export interface KernelBackend {
   readonly name: string;
   readonly threads: number;
   bind(arena: Arena): Kernels;
+  /**
+   * The arena is no longer used: forget what bind() made for it, so its memory can be collected
+   * (kernels bound to it must not be called again). Unknown arenas are ignored.
+   */
+  release(arena: Arena): void;
+  /** Arenas bound and not released (what a long-lived process holds). */
+  readonly boundArenas: number;
   /** Between tokens: lets spinning helper threads go to sleep. */
   idle(): void;
   close(): Promise<void>;

@@ -126,6 +126,7 @@ function workerMain(init: WorkerInit): void {
   const args = new Float64Array(init.control, ARGS_BYTE, N_ARGS);
   const errBytes = new Uint8Array(init.control, ERR_BYTE, CONTROL_BYTES - ERR_BYTE);
   const instances: KernelExports[] = [];
+  let applied = 0; // sequence number of the last (un)bind message applied
   const share = init.index;
   // The pool dispatches nothing before every worker said "ready", so the generation is still 0.
   let last = Atomics.load(ctrl, C_GEN);
@@ -157,15 +158,18 @@ function workerMain(init: WorkerInit): void {
     const op = ctrl[C_OP]!;
     try {
       if (op === OP_BIND) {
-        const id = ctrl[C_ARENA]!;
+        // apply the (un)bind messages posted before this op, in order, up to number args[0]
+        const upTo = args[0]!;
         const t0 = performance.now();
-        while (instances[id] === undefined) {
+        while (applied < upTo) {
           const msg = receiveMessageOnPort(init.port);
           if (msg) {
-            const m = msg.message as { id: number; memory: WebAssembly.Memory };
-            instances[m.id] = new WebAssembly.Instance(init.module, { env: { memory: m.memory } }).exports as unknown as KernelExports;
+            const m = msg.message as { seq: number; id: number; memory: WebAssembly.Memory | null };
+            if (m.memory) instances[m.id] = new WebAssembly.Instance(init.module, { env: { memory: m.memory } }).exports as unknown as KernelExports;
+            else delete instances[m.id];
+            applied = m.seq;
           } else if (performance.now() - t0 > 10_000) {
-            throw new Error(`arena ${id} never arrived`);
+            throw new Error(`arena message ${upTo} never arrived`);
           }
         }
       } else if (op !== OP_STOP && share < ctrl[C_SHARES]!) {

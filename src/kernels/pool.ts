@@ -23,7 +23,9 @@ export class ThreadPool {
   private readonly ctrl: Int32Array;
   private readonly args: Float64Array;
   private readonly errBytes: Uint8Array;
-  private readonly instances: KernelExports[] = [];
+  /** Per arena id, the main thread's instance (undefined once unregistered). */
+  private readonly instances: (KernelExports | undefined)[] = [];
+  private messages = 0;
   private closed = false;
   private busy = false;
 
@@ -77,11 +79,30 @@ export class ThreadPool {
     const exports = new WebAssembly.Instance(this.module, { env: { memory } }).exports as unknown as KernelExports;
     const id = this.instances.length;
     this.instances.push(exports);
-    if (this.workers.length > 0) {
-      for (const p of this.ports) p.postMessage({ id, memory });
-      this.run(OP_BIND, id, [], 1);
-    }
+    this.post(id, memory);
     return { id, exports };
+  }
+
+  /**
+   * Drop every thread's instance on arena `id`, so that nothing keeps its memory alive (a
+   * long-lived worker serves session after session). Kernels bound to it fail afterwards.
+   */
+  unregister(id: number): void {
+    if (this.instances[id] === undefined || this.closed) return;
+    this.instances[id] = undefined;
+    this.post(id, null);
+  }
+
+  /** Arenas currently registered. */
+  get registered(): number {
+    return this.instances.filter((x) => x !== undefined).length;
+  }
+
+  private post(id: number, memory: WebAssembly.Memory | null): void {
+    if (this.workers.length === 0) return;
+    const seq = ++this.messages;
+    for (const p of this.ports) p.postMessage({ seq, id, memory });
+    this.run(OP_BIND, id, [seq], 1);
   }
 
   /**
@@ -92,6 +113,7 @@ export class ThreadPool {
     if (this.closed) throw new Error("kernel thread pool is closed");
     if (this.busy) throw new Error("kernel thread pool: re-entrant dispatch");
     const k = this.instances[id];
+    if (k === undefined && op !== OP_BIND && op !== OP_STOP) throw new Error(`kernel thread pool: arena ${id} was released`);
     if (shares <= 1 && op !== OP_BIND && op !== OP_STOP) {
       for (let i = 0; i < args.length; i++) this.args[i] = args[i]!;
       runShare(k!, op, this.args, 0, 1);

@@ -146,8 +146,16 @@ export class ReferenceKernels implements Kernels {
 export class ReferenceBackend implements KernelBackend {
   readonly name = "typescript reference (no WebAssembly SIMD)";
   readonly threads = 1;
+  private readonly bound = new Set<Arena>();
   bind(arena: Arena): Kernels {
+    this.bound.add(arena);
     return new ReferenceKernels(arena);
+  }
+  release(arena: Arena): void {
+    this.bound.delete(arena);
+  }
+  get boundArenas(): number {
+    return this.bound.size;
   }
   idle(): void {}
   async close(): Promise<void> {}

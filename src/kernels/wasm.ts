@@ -127,8 +127,11 @@ export class WasmBackend implements KernelBackend {
     return new WasmBackend(await ThreadPool.create(module, n), n, opts.alwaysSplit ?? false);
   }
 
+  private readonly ids = new Map<WebAssembly.Memory, number>();
+
   bind(arena: Arena): WasmKernels {
     const { id, exports } = this.pool.register(arena.memory);
+    this.ids.set(arena.memory, id);
     let scratch = 0;
     let scratchBytes = 0;
     try {
@@ -138,6 +141,17 @@ export class WasmBackend implements KernelBackend {
       // no room: matmulQ8 reads activations straight from the Q8_0 blocks
     }
     return new WasmKernels(arena, this.pool, id, exports, this.threads, scratch, scratchBytes, this.alwaysSplit ? 0 : 1);
+  }
+
+  release(arena: Arena): void {
+    const id = this.ids.get(arena.memory);
+    if (id === undefined) return;
+    this.ids.delete(arena.memory);
+    this.pool.unregister(id);
+  }
+
+  get boundArenas(): number {
+    return this.ids.size;
   }
 
   idle(): void {

@@ -305,6 +305,22 @@ test("a restarted worker gets no weight bytes (disk cache); --model workers cut 
   await Promise.all(own.map((w) => w.stop()));
 });
 
+test("a long-lived worker lets go of finished sessions' memory (at most 2 kept for reuse)", { skip: skipUnless(STORIES) }, async () => {
+  const w = await spawnWorker(["--cache-dir", tempDir("llamesh-cache-")]);
+  const bound: number[] = [];
+  // a different local share each time: a different slice on the worker, so nothing is reused
+  for (const localShare of [10, 20, 30, 40, 50, 60]) {
+    const m = await openDistributedModel(STORIES, { workers: [{ host: "127.0.0.1", port: w.port, share: 100 }], localShare, backend, maxSeqLen: 32, log: quiet });
+    assert.equal((await greedy(m, "Once", 3)).length, 3);
+    bound.push((await m.workerStats())[0]!["arenasBound"] as number);
+    await m.close();
+  }
+  // the session's slice and mesh stream, plus at most 2 parked slices
+  assert.ok(bound.every((b) => b <= 4), `arenas bound per session: ${bound.join(", ")}`);
+  assert.ok(bound[0]! >= 2, `the live session holds arenas: ${bound.join(", ")}`);
+  await w.stop();
+});
+
 /** A raw connection for speaking (and mis-speaking) the protocol. */
 function raw(port: number): Promise<{ send: (b: Buffer) => void; next: () => Promise<Frame | "closed">; close: () => void }> {
   return new Promise((resolve, reject) => {

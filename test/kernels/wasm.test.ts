@@ -313,6 +313,25 @@ describe("wasm backend plumbing", () => {
     assert.ok(a1.used >= kernelScratchBytes(2) - 64, "bind took its scratch from the arena");
   });
 
+  test("a released arena is forgotten by every thread; the others keep working", () => {
+    const be = backends.get(3)!;
+    const before = be.boundArenas;
+    const a1 = new Arena(2 << 20, "r1"), a2 = new Arena(2 << 20, "r2");
+    const k1 = be.bind(a1), k2 = be.bind(a2);
+    assert.equal(be.boundArenas, before + 2);
+    const rows = 64, cols = 64, rb = q8RowBytes(cols);
+    const setup = (a: Arena) => ({ w: a.alloc(rows * rb), x: a.alloc(rb), o: a.alloc(rows * 4) });
+    const p1 = setup(a1), p2 = setup(a2);
+    k1.matmulQ8(p1.o, p1.w, p1.x, rows, cols, 1);
+    be.release(a1);
+    assert.equal(be.boundArenas, before + 1);
+    assert.throws(() => k1.matmulQ8(p1.o, p1.w, p1.x, rows, cols, 1), /released/);
+    k2.matmulQ8(p2.o, p2.w, p2.x, rows, cols, 1); // split over the 3 threads: each still has a2
+    be.release(a2);
+    be.release(a2); // twice: ignored
+    assert.equal(be.boundArenas, before);
+  });
+
   test("an arena without room for scratch still works", () => {
     const be = backends.get(2)!;
     const a = new Arena(1 << 20, "full");
