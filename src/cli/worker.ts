@@ -14,16 +14,17 @@ const flags: Record<string, FlagSpec> = {
   host: { type: "string", help: "address to listen on (default 0.0.0.0)" },
   threads: { type: "int", min: 1, max: 256, help: "compute threads" },
   "cache-dir": { type: "string", help: "folder of the weight-slice cache" },
+  "cache-max-gb": { type: "number", min: 0, max: 1e6, help: "size limit of the cache; least recently used slices are deleted (default 64)" },
   model: { type: "string", help: "a local copy of the model folder to cut slices from" },
   kernels: { type: "string", help: "wasm or ts (the plain TypeScript reference)" },
   "spin-ms": { type: "number", min: 0, max: 1000, help: "ms to keep polling for the next request after each result (default 5, 0 = sleep at once)" },
   help: { type: "boolean", aliases: ["-h"], help: "show usage" },
 };
 
-const USAGE = `usage: worker <port> [--host ADDR] [--threads N] [--cache-dir DIR] [--model DIR] [--kernels wasm|ts] [--spin-ms MS]
+const USAGE = `usage: worker <port> [--host ADDR] [--threads N] [--cache-dir DIR] [--cache-max-gb N] [--model DIR] [--kernels wasm|ts] [--spin-ms MS]
   Serves a share of each token's work to a client started with --workers host:port,...
   Port 0 picks a free port (printed). Defaults: host 0.0.0.0, threads = OMP_NUM_THREADS or the
-  core count, cache-dir = $XDG_CACHE_HOME/llamesh or ~/.cache/llamesh.`;
+  core count, cache-dir = $XDG_CACHE_HOME/llamesh or ~/.cache/llamesh, cache-max-gb = 64.`;
 
 main(async () => {
   const { positionals, flags: f } = parseArgs(process.argv.slice(2), flags, "worker");
@@ -45,6 +46,7 @@ main(async () => {
     server = await WorkerServer.start({
       port, host, backend, log,
       cacheDir: (f["cache-dir"] as string | undefined) ?? defaultCacheDir(),
+      cacheMaxBytes: f["cache-max-gb"] === undefined ? undefined : (f["cache-max-gb"] as number) * 1e9,
       modelDir: f["model"] as string | undefined,
       spinMs: f["spin-ms"] as number | undefined,
       gmac: process.env["LLAMESH_WORKER_GMAC"] ? Number(process.env["LLAMESH_WORKER_GMAC"]) : undefined,
@@ -55,7 +57,7 @@ main(async () => {
     throw e;
   }
   log(`Worker on ${server.addresses().join(", ")}: ${backend.threads} thread${backend.threads === 1 ? "" : "s"}, ${server.gmac.toFixed(2)} GMAC (Q8_0 matvec), kernels ${backend.name}`);
-  log(`Cache: ${server.cache.dir}${server.fingerprint ? `; model ${f["model"] as string} (fingerprint ${server.fingerprint})` : ""}`);
+  log(`Cache: ${server.cache.dir} (at most ${(server.cache.maxBytes / 1e9).toFixed(1)} GB)${server.fingerprint ? `; model ${f["model"] as string} (fingerprint ${server.fingerprint})` : ""}`);
   // Machine-readable for scripts and tests, printed once ready: "listening <host>:<port>".
   process.stdout.write(`listening ${server.host}:${server.port}\n`);
   const stop = (): void => {

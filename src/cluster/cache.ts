@@ -72,8 +72,16 @@ export function modelFingerprint(configText: string, files: readonly string[]): 
   return h.digest("hex").slice(0, 32);
 }
 
+/** Default size limit of a worker's slice cache (--cache-max-gb). */
+export const DEFAULT_CACHE_MAX_BYTES = 64e9;
+
+/**
+ * Least recently used slices are deleted once the cache holds more than `maxBytes` (after a
+ * session's slices are in place; never one of that session's): a file's mtime is its last use
+ * (set when it is written or read).
+ */
 export class SliceCache {
-  constructor(readonly dir: string) {
+  constructor(readonly dir: string, readonly maxBytes = DEFAULT_CACHE_MAX_BYTES) {
     try {
       fs.mkdirSync(dir, { recursive: true });
     } catch (e) {
@@ -105,10 +113,41 @@ export class SliceCache {
         if (n <= 0) return false;
         off += n;
       }
+      const now = new Date();
+      fs.futimesSync(fd, now, now); // last use, for eviction
       return true;
     } finally {
       fs.closeSync(fd);
     }
+  }
+
+  /**
+   * Delete least recently used slices until the cache holds at most maxBytes, keeping `keep`
+   * (the current session's keys) whatever their size. Returns the number of bytes freed.
+   */
+  evict(keep: ReadonlySet<string>): number {
+    let entries: { key: string; file: string; size: number; used: number }[] = [];
+    for (const name of fs.readdirSync(this.dir)) {
+      const m = /^([0-9a-f]{16,64})\.q8$/.exec(name);
+      if (!m) continue;
+      const file = path.join(this.dir, name);
+      try {
+        const st = fs.statSync(file);
+        entries.push({ key: m[1]!, file, size: st.size, used: st.mtimeMs });
+      } catch {
+        // deleted meanwhile (another worker on the same folder)
+      }
+    }
+    let total = entries.reduce((t, e) => t + e.size, 0);
+    let freed = 0;
+    entries = entries.filter((e) => !keep.has(e.key)).sort((a, b) => a.used - b.used);
+    for (const e of entries) {
+      if (total <= this.maxBytes) break;
+      fs.rmSync(e.file, { force: true });
+      total -= e.size;
+      freed += e.size;
+    }
+    return freed;
   }
 
   /** Start writing a slice; chunks may come in any order; commit() publishes it when complete. */

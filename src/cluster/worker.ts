@@ -38,6 +38,8 @@ export interface WorkerCounters {
   requests: number;
   /** Sessions that took over a complete slice left by an earlier session (nothing read or sent). */
   nodesReused: number;
+  /** Bytes of cached slices deleted to stay under the cache size limit. */
+  cacheBytesEvicted: number;
 }
 
 export interface WorkerOptions {
@@ -45,6 +47,8 @@ export interface WorkerOptions {
   host?: string;
   backend: KernelBackend;
   cacheDir: string;
+  /** Size limit of the slice cache (least recently used slices go first); default 64 GB. */
+  cacheMaxBytes?: number;
   /** A local copy of the model to cut slices from instead of receiving them. */
   modelDir?: string;
   log?: (line: string) => void;
@@ -134,7 +138,7 @@ function sliceFrom(v: unknown, c: LlamaConfig): NodeSlice {
 }
 
 export class WorkerServer {
-  readonly counters: WorkerCounters = { weightBytesReceived: 0, slicesReceived: 0, slicesFromCache: 0, slicesFromModel: 0, sessions: 0, errorsSent: 0, requests: 0, nodesReused: 0 };
+  readonly counters: WorkerCounters = { weightBytesReceived: 0, slicesReceived: 0, slicesFromCache: 0, slicesFromModel: 0, sessions: 0, errorsSent: 0, requests: 0, nodesReused: 0, cacheBytesEvicted: 0 };
   /** Complete slices of finished sessions, by setup key, for the next client with the same plan. */
   private readonly parked = new Map<string, ModelSlice>();
   readonly cache: SliceCache;
@@ -149,7 +153,7 @@ export class WorkerServer {
   host = "";
 
   private constructor(readonly opts: WorkerOptions) {
-    this.cache = new SliceCache(opts.cacheDir);
+    this.cache = new SliceCache(opts.cacheDir, opts.cacheMaxBytes);
     if (opts.modelDir) {
       const { source, configText } = openWeights(opts.modelDir);
       this.modelFp = modelFingerprint(configText, source.files);
@@ -501,6 +505,11 @@ class Session {
         }
         this.writers.clear();
         if (short.length > 0) throw new ProtocolError(`slices incomplete: ${short.join(", ")}`, "incomplete");
+        const freed = this.server.cache.evict(new Set(this.node.descs.map((d) => d.key)));
+        if (freed > 0) {
+          c.cacheBytesEvicted += freed;
+          this.server.opts.log?.(`worker: cache over ${(this.server.cache.maxBytes / 1e9).toFixed(2)} GB, ${(freed / 1e6).toFixed(1)} MB of least recently used slices deleted`);
+        }
         this.nodeReady = true;
         this.reply(MSG.READY_OK, f.id, JSON.stringify({ counters: c }));
         return;

@@ -305,6 +305,42 @@ test("a restarted worker gets no weight bytes (disk cache); --model workers cut 
   await Promise.all(own.map((w) => w.stop()));
 });
 
+test("the slice cache stays under --cache-max-gb, least recently used slices first, never the session's own", { skip: skipUnless(STORIES) }, async () => {
+  const cacheBytes = (dir: string): number => fs.readdirSync(dir).filter((f) => f.endsWith(".q8")).reduce((t, f) => t + fs.statSync(`${dir}/${f}`).size, 0);
+  const session = async (w: SpawnedWorker, localShare: number): Promise<{ sent: number; stats: Record<string, unknown>; tokens: number[] }> => {
+    const m = await openDistributedModel(STORIES, { workers: [{ host: "127.0.0.1", port: w.port, share: 100 }], localShare, backend, maxSeqLen: 32, log: quiet });
+    const tokens = await greedy(m, "Once upon a time", 8);
+    const stats = (await m.workerStats())[0]!;
+    await m.close();
+    return { sent: m.weightBytesSent[0]!, stats, tokens };
+  };
+  // sizes of the two sessions' slices, with no limit to speak of
+  const big = tempDir("llamesh-cache-");
+  const w0 = await spawnWorker(["--cache-dir", big]);
+  await session(w0, 0);
+  const sizeA = cacheBytes(big);
+  await session(w0, 100); // the worker's half of a 50/50 split
+  const sizeB = cacheBytes(big) - sizeA;
+  await w0.stop();
+  assert.ok(sizeA > 0 && sizeB > 0 && sizeB < sizeA, `${sizeA} ${sizeB}`);
+
+  const dir = tempDir("llamesh-cache-");
+  const limit = Math.floor(0.9 * sizeA);
+  const w = await spawnWorker(["--cache-dir", dir, "--cache-max-gb", String(limit / 1e9)]);
+  const a = await session(w, 0);
+  assert.equal(cacheBytes(dir), sizeA, "a session's own slices stay, even over the limit");
+  assert.equal(a.stats["cacheBytesEvicted"], 0);
+  const b = await session(w, 100);
+  assert.ok((b.stats["cacheBytesEvicted"] as number) > 0, "the older session's slices were deleted");
+  assert.ok(cacheBytes(dir) <= limit, `${cacheBytes(dir)} bytes cached, limit ${limit}`);
+  await w.stop();
+  const w2 = await spawnWorker(["--cache-dir", dir, "--cache-max-gb", String(limit / 1e9)]);
+  const again = await session(w2, 0);
+  assert.ok(again.sent > 0, "evicted slices are sent again");
+  assert.deepEqual(again.tokens, a.tokens);
+  await w2.stop();
+});
+
 test("a long-lived worker lets go of finished sessions' memory (at most 2 kept for reuse)", { skip: skipUnless(STORIES) }, async () => {
   const w = await spawnWorker(["--cache-dir", tempDir("llamesh-cache-")]);
   const bound: number[] = [];
