@@ -167,6 +167,7 @@ export class ModelSlice {
   readonly descs: SliceDesc[];
   private readonly parts: Part[] = [];
   private readonly ptrs = new Map<string, { part: number; ptr: Ptr }>();
+  private readonly byId: Map<string, SliceDesc>;
   private readonly layers: LayerPtrs[] = [];
   private readonly clsPart: number;
   /** Multiply-accumulates per token of this node's matrices. */
@@ -189,7 +190,7 @@ export class ModelSlice {
     const f = 4;
     const al = 64;
     const allocBytes = (desc: SliceDesc): number => (desc.kind === "cols" ? desc.bytes : pad32(desc.r1 - desc.r0) * q8RowBytes(pad32(desc.srcCols)));
-    const byId = new Map(this.descs.map((x) => [x.id, x]));
+    const byId = (this.byId = new Map(this.descs.map((x) => [x.id, x])));
     const layerW = (l: number): number =>
       ["wq", "wk", "wv", "wo", "gate", "up", "down"].reduce((sum, m) => {
         const x = byId.get(`L${l}.${m}`);
@@ -285,7 +286,7 @@ export class ModelSlice {
 
   /** Where the stored bytes of a slice go (fill it from a cache file, the network or a checkpoint). */
   view(id: string): Uint8Array {
-    const desc = this.descs.find((x) => x.id === id);
+    const desc = this.byId.get(id);
     const at = this.ptrs.get(id);
     if (!desc || at === undefined) throw new RangeError(`no slice ${id} on this node`);
     return this.parts[at.part]!.arena.u8(at.ptr, desc.bytes);
@@ -369,7 +370,10 @@ export class ModelSlice {
   }
 }
 
-/** Receives the bytes of slices as they are produced. `node` indexes the `wanted` list. */
+/**
+ * Receives the bytes of slices as they are produced. `node` indexes the `wanted` list. `data` is a
+ * view of a staging buffer, valid until the sink returns (or its promise settles): copy it.
+ */
 export type SliceSink = (node: number, desc: SliceDesc, offset: number, data: Uint8Array) => void | Promise<void>;
 
 /**
@@ -395,7 +399,7 @@ export async function extractSlices(
   if (byTensor.size === 0) return;
   let widest = 32;
   for (const t of byTensor.keys()) widest = Math.max(widest, pad32(source.info(t).shape[1] ?? 1));
-  const stagingFloats = Math.max(widest, 1 << 18);
+  const stagingFloats = Math.max(widest, 1 << 20); // 4 MB of f32 rows per chunk
   const arena = new Arena(stagingFloats * 4 + q8RowBytes(pad32(stagingFloats)) + backendScratchBytes(backend.threads) + 1024, "staging");
   const k = backend.bind(arena);
   const fPtr = arena.alloc(stagingFloats * 4);
@@ -421,6 +425,7 @@ async function extractInto(
   const total = [...byTensor.keys()].reduce((s, t) => s + source.info(t).nbytes, 0);
   let done = 0;
   let host = new Float32Array(0);
+  let cut = new Uint8Array(0); // column blocks of a chunk, packed
   for (const [tensor, list] of byTensor) {
     const info = source.info(tensor);
     const rows = info.shape[0]!;
@@ -456,13 +461,17 @@ async function extractInto(
           const a = Math.max(desc.r0, r0);
           const b = Math.min(desc.r1, r0 + n);
           if (a >= b) continue;
-          await sink(node, desc, (a - desc.r0) * rowBytes, q.slice((a - r0) * rowBytes, (b - r0) * rowBytes));
+          await sink(node, desc, (a - desc.r0) * rowBytes, q.subarray((a - r0) * rowBytes, (b - r0) * rowBytes));
         } else {
           const b0 = (desc.c0 / 32) * Q8_0_BLOCK_BYTES;
           const w = ((desc.c1 - desc.c0) / 32) * Q8_0_BLOCK_BYTES;
-          const out = new Uint8Array(n * w);
-          for (let r = 0; r < n; r++) out.set(q.subarray(r * rowBytes + b0, r * rowBytes + b0 + w), r * w);
-          await sink(node, desc, r0 * w, out);
+          if (w === rowBytes) {
+            await sink(node, desc, r0 * w, q); // every column: the rows as they are
+            continue;
+          }
+          if (cut.length < n * w) cut = new Uint8Array(n * w);
+          for (let r = 0; r < n; r++) cut.set(q.subarray(r * rowBytes + b0, r * rowBytes + b0 + w), r * w);
+          await sink(node, desc, r0 * w, cut.subarray(0, n * w));
         }
       }
       done += (info.nbytes * n) / rows;
