@@ -61,7 +61,7 @@ export interface WorkerOptions {
   spinMs?: number;
 }
 
-/** Multiply-accumulates per second of a Q8_0 matrix-vector product (a 16 MB matrix), in billions. */
+/** Multiply-accumulates per second of a Q8_0 matrix-vector product (a 16 MB matrix), in billions: the best 50 ms window of `seconds`. */
 export function measureGmac(backend: KernelBackend, seconds = 0.3): number {
   const rows = 4096;
   const cols = 4096;
@@ -83,17 +83,24 @@ export function measureGmac(backend: KernelBackend, seconds = 0.3): number {
   fixScales(w, (rows * cols) / 32);
   fixScales(x, cols / 32);
   const k = backend.bind(arena);
-  let iters = 0;
-  const t0 = performance.now();
-  let t = t0;
-  while (t - t0 < seconds * 1000 || iters < 2) {
-    k.matmulQ8(out, w, x, rows, cols, 1);
-    iters++;
-    t = performance.now();
-  }
+  // The best of several short windows: a burst of other work on the machine at start-up should
+  // not set this node's share for good.
+  const start = performance.now();
+  let best = 0;
+  do {
+    let iters = 0;
+    const t0 = performance.now();
+    let t = t0;
+    while (t - t0 < 50 || iters < 2) {
+      k.matmulQ8(out, w, x, rows, cols, 1);
+      iters++;
+      t = performance.now();
+    }
+    best = Math.max(best, (rows * cols * iters) / ((t - t0) / 1000) / 1e9);
+  } while (performance.now() - start < seconds * 1000);
   backend.idle();
   backend.release(arena);
-  return (rows * cols * iters) / ((t - t0) / 1000) / 1e9;
+  return best;
 }
 
 function intIn(v: unknown, what: string, min = 0): number {
