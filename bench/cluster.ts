@@ -138,10 +138,11 @@ function startWorker(ns: string, core: number, ip: string, cacheDir: string, ext
 let topology: Topology = "mesh";
 /** --csv PREFIX: each client run writes its per-sync CSV to PREFIX-<workers>w-local<share>.csv. */
 let csvPrefix: string | undefined;
+let runNo = 0;
 
 function runClient(workers: WorkerSpec[], tokens: number, localShare = 0): Promise<ClientResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn("ip", ["netns", "exec", NS_A, "taskset", "-c", "0", process.execPath, fileURLToPath(import.meta.url), "--client", JSON.stringify({ workers, tokens, localShare, topology, csv: csvPrefix })], {
+    const child = spawn("ip", ["netns", "exec", NS_A, "taskset", "-c", "0", process.execPath, fileURLToPath(import.meta.url), "--client", JSON.stringify({ workers, tokens, localShare, topology, csv: csvPrefix ? `${csvPrefix}-run${++runNo}` : undefined })], {
       stdio: ["ignore", "pipe", "inherit"],
     });
     let out = "";
