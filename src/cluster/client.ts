@@ -109,6 +109,8 @@ interface NodeStats {
 
 interface ClusterNode {
   label: string;
+  /** Where the worker listens, as --workers gave it (null for the client's own share). */
+  addr: { host: string; port: number } | null;
   share: number;
   slice: NodeSlice;
   conn: Connection | null;
@@ -214,14 +216,14 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
     const emptyStats = (): NodeStats => ({ rounds: 0, rttMs: 0, computeMs: 0, sent: 0, received: 0 });
     if (local > 0) {
       const ln = new ModelSlice(config, plan.nodes[0]!, seqLen, batch, opts.backend);
-      nodes.push({ label: "local", share: local, slice: plan.nodes[0]!, conn: null, local: ln, threads: opts.backend.threads, gmac: 0, macsPerToken: ln.macsPerToken, weightBytes: ln.weightBytes, weightBytesSent: 0, stats: emptyStats() });
+      nodes.push({ label: "local", addr: null, share: local, slice: plan.nodes[0]!, conn: null, local: ln, threads: opts.backend.threads, gmac: 0, macsPerToken: ln.macsPerToken, weightBytes: ln.weightBytes, weightBytesSent: 0, stats: emptyStats() });
     }
     hellos.forEach((h, i) => {
       const slice = plan.nodes[i + (local > 0 ? 1 : 0)]!;
       const descs = sliceDescs(config, slice);
       const bytes = descs.reduce((s, d) => s + d.bytes, 0);
       const macs = sliceMacs(config, slice);
-      nodes.push({ label: h.conn.label, share: workerShares[i]!, slice, conn: h.conn, local: null, threads: h.threads, gmac: h.gmac, macsPerToken: macs, weightBytes: bytes, weightBytesSent: 0, stats: emptyStats() });
+      nodes.push({ label: h.conn.label, addr: { host: opts.workers[i]!.host, port: opts.workers[i]!.port }, share: workerShares[i]!, slice, conn: h.conn, local: null, threads: h.threads, gmac: h.gmac, macsPerToken: macs, weightBytes: bytes, weightBytesSent: 0, stats: emptyStats() });
     });
 
     // Setup: each worker says which slices it lacks.
@@ -301,6 +303,7 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
       close: async () => {
         coord.writeCsv();
         for (const c of conns) c.close();
+        coord.dispose();
       },
     };
     return model;
@@ -402,15 +405,10 @@ class Coordinator {
     const members = this.nodes
       .map((node, rank) => {
         const s = node.slice;
-        const m: MemberInfo & { node: ClusterNode } = {
+        return {
           rank, label: node.conn ? node.label : "client", attn: s.kv1 > s.kv0, ffn: s.hb1 > s.hb0, logits: s.v1 > s.v0, node,
+          ...(node.addr ?? {}),
         };
-        if (node.conn) {
-          const at = node.label.lastIndexOf(":");
-          m.host = node.label.slice(0, at).replace(/^\[|\]$/g, "");
-          m.port = Number(node.label.slice(at + 1));
-        }
-        return m;
       })
       .filter((m) => m.attn || m.ffn || m.logits);
     const info: MemberInfo[] = members.map(({ node: _n, ...m }) => m);
@@ -662,6 +660,13 @@ class Coordinator {
       }
     }
     return lines;
+  }
+
+  /** The connections are closed: let go of the client's own arenas. */
+  dispose(): void {
+    this.mesh?.local?.dispose("the client closed the cluster");
+    for (const n of this.nodes) n.local?.dispose();
+    this.stream.dispose();
   }
 
   writeCsv(): void {

@@ -97,9 +97,9 @@ export class MeshMember {
     return this.members.find((m) => m.rank === rank)?.label ?? `rank ${rank}`;
   }
 
-  /** Done with this member (its slice is not: the worker may keep it for the next client). */
-  dispose(): void {
-    this.fail(new LlameshError("mesh: member disposed"));
+  /** Done with this member, for `why` (its slice is not: the worker may keep it for the next client). */
+  dispose(why: string): void {
+    this.fail(new LlameshError(why));
     this.stream.dispose();
   }
 

@@ -345,8 +345,7 @@ class Session {
   }
 
   private endMesh(why: string): void {
-    this.member?.fail(new LlameshError(why));
-    this.member?.dispose();
+    this.member?.dispose(why);
     this.member = null;
     if (this.meshToken && this.server.meshes.get(this.meshToken) === this) this.server.meshes.delete(this.meshToken);
     this.meshToken = "";
