@@ -10,10 +10,11 @@
 import * as fs from "node:fs";
 import type { KernelBackend } from "../kernels/kernels.js";
 import type { LlamaConfig } from "../model/config.js";
+import type { TensorSource } from "../model/safetensors.js";
 import { LlameshError } from "../model/errors.js";
 import { EmbeddingTable } from "../engine/embedding.js";
 import { checkTensors, dimsOf, hfNames, normIndex, readNorms, type MemoryRow, type MemorySummary } from "../engine/weights.js";
-import { openCheckpoint, type LoadedModel } from "../engine/open.js";
+import { openCheckpoint, openWeights, type LoadedModel } from "../engine/open.js";
 import { formatBytes } from "../cli/progress.js";
 import { modelFingerprint, withKeys } from "./cache.js";
 import { planCluster, type ClusterPlan } from "./planner.js";
@@ -126,8 +127,11 @@ interface ClusterNode {
 export interface DistributedModel extends LoadedModel {
   /** Always asynchronous: every layer waits for the workers. */
   forward(tokens: readonly number[], pos: number): Promise<Float32Array>;
-  plan: ClusterPlan;
-  topology: Topology;
+  /** The plan in use (another one after a lost worker). */
+  readonly plan: ClusterPlan;
+  readonly topology: Topology;
+  /** Lost workers survived so far (see clusterReport). */
+  readonly recoveries: number;
   /** Weight bytes sent to each worker during setup (in worker order). */
   weightBytesSent: number[];
   /** The cluster section of the report (stderr lines). */
@@ -159,6 +163,14 @@ export interface ClusterStats {
     sent: number;
     received: number;
   }[];
+}
+
+/** A worker that answered the handshake. */
+interface WorkerHello {
+  conn: Connection;
+  gmac: number;
+  threads: number;
+  spec: WorkerSpec;
 }
 
 type Op = "attn" | "ffn" | "logits";
@@ -194,106 +206,157 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
     // wait for every attempt, so that no connection is left open behind an error
     const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
     if (failed) throw failed.reason;
-    const hellos = settled.map((r) => (r as PromiseFulfilledResult<{ conn: Connection; gmac: number; threads: number }>).value);
+    const hellos: WorkerHello[] = settled.map((r, i) => ({ ...(r as PromiseFulfilledResult<{ conn: Connection; gmac: number; threads: number }>).value, spec: opts.workers[i]! }));
 
-    // Shares: explicit weights, or measured GMAC.
+    // Shares: explicit weights, or measured GMAC (over the workers still there after a loss).
     const explicit = opts.workers.length > 0 && opts.workers.every((w) => w.share !== undefined);
-    let workerShares: number[];
-    let local: number;
-    if (explicit) {
-      workerShares = opts.workers.map((w) => w.share!);
-      local = localShare;
-    } else {
-      const pct = Math.min(100, localShare);
-      const g = hellos.reduce((s, h) => s + h.gmac, 0);
-      workerShares = hellos.map((h) => (g > 0 ? ((100 - pct) * h.gmac) / g : (100 - pct) / hellos.length));
-      local = pct;
-    }
-    const shares = local > 0 ? [local, ...workerShares] : workerShares;
-    const plan = planCluster(config, shares);
-
-    const nodes: ClusterNode[] = [];
+    const local = explicit ? localShare : Math.min(100, localShare);
+    const sharesOf = (alive: WorkerHello[]): number[] => {
+      if (explicit) return alive.map((h) => h.spec.share!);
+      const g = alive.reduce((s, h) => s + h.gmac, 0);
+      return alive.map((h) => (g > 0 ? ((100 - local) * h.gmac) / g : (100 - local) / alive.length));
+    };
     const emptyStats = (): NodeStats => ({ rounds: 0, rttMs: 0, computeMs: 0, sent: 0, received: 0 });
-    if (local > 0) {
-      const ln = new ModelSlice(config, plan.nodes[0]!, seqLen, batch, opts.backend);
-      nodes.push({ label: "local", addr: null, share: local, slice: plan.nodes[0]!, conn: null, local: ln, threads: opts.backend.threads, gmac: 0, macsPerToken: ln.macsPerToken, weightBytes: ln.weightBytes, weightBytesSent: 0, stats: emptyStats() });
-    }
-    hellos.forEach((h, i) => {
-      const slice = plan.nodes[i + (local > 0 ? 1 : 0)]!;
-      const descs = sliceDescs(config, slice);
-      const bytes = descs.reduce((s, d) => s + d.bytes, 0);
-      const macs = sliceMacs(config, slice);
-      nodes.push({ label: h.conn.label, addr: { host: opts.workers[i]!.host, port: opts.workers[i]!.port }, share: workerShares[i]!, slice, conn: h.conn, local: null, threads: h.threads, gmac: h.gmac, macsPerToken: macs, weightBytes: bytes, weightBytesSent: 0, stats: emptyStats() });
-    });
 
-    // Setup: each worker says which slices it lacks.
-    // (in parallel: a worker with --model cuts its slices from its own copy meanwhile)
-    const wanted: SliceDesc[][] = await Promise.all(
-      nodes.map(async (n) => {
-        if (n.local) return n.local.descs;
-        const descs = withKeys(sliceDescs(config, n.slice), fingerprint);
-        const j = jsonOf(await n.conn!.requestJson(MSG.SETUP, { config, slice: n.slice, seqLen, batch }), MSG.SETUP_OK, `worker ${n.label}`);
-        const missing = new Set(Array.isArray(j["missing"]) ? (j["missing"] as unknown[]).filter((x): x is string => typeof x === "string") : []);
-        return descs.filter((d) => missing.has(d.key));
-      }),
-    );
-    const toSend = wanted.map((w, i) => (nodes[i]!.local ? 0 : w.reduce((s, d) => s + d.bytes, 0)));
-    const totalSend = toSend.reduce((a, b) => a + b, 0);
-    if (totalSend > 0) log(`Sending weights: ${nodes.filter((_, i) => toSend[i]! > 0).map((n) => `${n.label} ${formatBytes(toSend[nodes.indexOf(n)]!)}`).join(", ")}`);
-    // the same pass fills the client's embedding table (the last list)
-    const embRows = new Uint8Array(EmbeddingTable.desc(config).bytes);
-    await extractSlices(source, opts.backend, [...wanted, [EmbeddingTable.desc(config)]], async (i, desc, off, data) => {
-      const n = nodes[i];
-      if (!n) {
-        embRows.set(data, off);
-      } else if (n.local) {
-        n.local.view(desc.id).set(data, off);
-      } else {
-        n.weightBytesSent += data.length;
-        await n.conn!.send(MSG.WEIGHTS, encodeWeightChunk(desc.key, off, data));
+    /**
+     * Plan over `alive` and the local share, build the nodes and give every worker the slices it
+     * lacks, in one pass over the checkpoint (plus `extra`, filled by the same pass).
+     */
+    const deploy = async (src: TensorSource, alive: WorkerHello[], extra: { desc: SliceDesc; rows: Uint8Array } | null, onProgress?: (d: number, t: number) => void) => {
+      const workerShares = sharesOf(alive);
+      const plan = planCluster(config, local > 0 ? [local, ...workerShares] : workerShares);
+      const nodes: ClusterNode[] = [];
+      if (local > 0) {
+        const ln = new ModelSlice(config, plan.nodes[0]!, seqLen, batch, opts.backend);
+        nodes.push({ label: "local", addr: null, share: local, slice: plan.nodes[0]!, conn: null, local: ln, threads: opts.backend.threads, gmac: 0, macsPerToken: ln.macsPerToken, weightBytes: ln.weightBytes, weightBytesSent: 0, stats: emptyStats() });
       }
-    }, opts.onProgress);
-    for (const n of nodes) if (n.conn) jsonOf(await n.conn.requestJson(MSG.READY, {}), MSG.READY_OK, `worker ${n.label}`);
+      alive.forEach((h, i) => {
+        const slice = plan.nodes[i + (local > 0 ? 1 : 0)]!;
+        const bytes = sliceDescs(config, slice).reduce((s, d) => s + d.bytes, 0);
+        nodes.push({ label: h.conn.label, addr: { host: h.spec.host, port: h.spec.port }, share: workerShares[i]!, slice, conn: h.conn, local: null, threads: h.threads, gmac: h.gmac, macsPerToken: sliceMacs(config, slice), weightBytes: bytes, weightBytesSent: 0, stats: emptyStats() });
+      });
+      // Setup: each worker says which slices it lacks.
+      // (in parallel: a worker with --model cuts its slices from its own copy meanwhile)
+      const wanted: SliceDesc[][] = await Promise.all(
+        nodes.map(async (n) => {
+          if (n.local) return n.local.descs;
+          const descs = withKeys(sliceDescs(config, n.slice), fingerprint);
+          const j = jsonOf(await n.conn!.requestJson(MSG.SETUP, { config, slice: n.slice, seqLen, batch }), MSG.SETUP_OK, `worker ${n.label}`);
+          const missing = new Set(Array.isArray(j["missing"]) ? (j["missing"] as unknown[]).filter((x): x is string => typeof x === "string") : []);
+          return descs.filter((d) => missing.has(d.key));
+        }),
+      );
+      const toSend = wanted.map((w, i) => (nodes[i]!.local ? 0 : w.reduce((s, d) => s + d.bytes, 0)));
+      const sent = toSend.reduce((a, b) => a + b, 0);
+      if (sent > 0) log(`Sending weights: ${nodes.filter((_, i) => toSend[i]! > 0).map((n) => `${n.label} ${formatBytes(toSend[nodes.indexOf(n)]!)}`).join(", ")}`);
+      await extractSlices(src, opts.backend, extra ? [...wanted, [extra.desc]] : wanted, async (i, desc, off, data) => {
+        const n = nodes[i];
+        if (!n) {
+          extra!.rows.set(data, off);
+        } else if (n.local) {
+          n.local.view(desc.id).set(data, off);
+        } else {
+          n.weightBytesSent += data.length;
+          await n.conn!.send(MSG.WEIGHTS, encodeWeightChunk(desc.key, off, data));
+        }
+      }, onProgress);
+      for (const n of nodes) if (n.conn) jsonOf(await n.conn.requestJson(MSG.READY, {}), MSG.READY_OK, `worker ${n.label}`);
+      return { nodes, plan, sent };
+    };
 
-    const embedding = new EmbeddingTable(config, embRows);
-    const coord = new Coordinator(config, embedding, readNorms(source, config), opts.backend, seqLen, batch, nodes, opts.perfCsv, opts.spinMs ?? (local > 0 ? 20 : 0));
-    let topology: Topology = "star";
-    if (opts.topology !== "star") {
+    // the first pass also fills the client's embedding table
+    const embedding = new EmbeddingTable(config, new Uint8Array(EmbeddingTable.desc(config).bytes));
+    const first = await deploy(source, hellos, { desc: EmbeddingTable.desc(config), rows: embedding.rows }, opts.onProgress);
+    let plan = first.plan;
+    const coord = new Coordinator(config, embedding, readNorms(source, config), opts.backend, seqLen, batch, first.nodes, opts.perfCsv, opts.spinMs ?? (local > 0 ? 20 : 0));
+    const linkUp = async (): Promise<Topology> => {
+      if (opts.topology === "star") return "star";
       try {
         await coord.startMesh();
-        topology = "mesh";
+        return "mesh";
       } catch (e) {
         if (opts.topology === "mesh" || !(e instanceof LlameshError) || conns.some((c) => c.error)) throw e;
         coord.stopMesh();
         log(`Mesh topology not possible (${e.message}); every sync goes through this machine instead (star topology)`);
+        return "star";
       }
-    }
+    };
+    let topology = await linkUp();
     const loadMs = performance.now() - t0;
-    log(`Cluster ready in ${(loadMs / 1000).toFixed(2)} s: ${nodes.length} node${nodes.length === 1 ? "" : "s"}, weights sent ${formatBytes(totalSend)}`);
-    for (const l of planLines(config, plan, nodes)) log(l);
-    for (const n of nodes) n.stats = emptyStats();
+    log(`Cluster ready in ${(loadMs / 1000).toFixed(2)} s: ${first.nodes.length} node${first.nodes.length === 1 ? "" : "s"}, weights sent ${formatBytes(first.sent)}`);
+    for (const l of planLines(config, plan, first.nodes)) log(l);
     for (const c of conns) c.traffic.sent = c.traffic.received = 0;
 
-    const memory = coord.memorySummary();
+    /**
+     * A worker was lost: plan again over the nodes left, give them their new slices (from the
+     * checkpoint, opened again), rebuild the links and recompute the KV caches by replaying the
+     * `pos` tokens so far. Throws `cause` when no worker was lost (another kind of failure).
+     */
+    let alive = hellos;
+    const recoveries: string[] = [];
+    const recover = async (pos: number, cause: unknown): Promise<void> => {
+      const lost = alive.filter((h) => h.conn.error);
+      if (lost.length === 0) throw cause;
+      alive = alive.filter((h) => !h.conn.error);
+      const names = lost.map((h) => h.conn.label).join(", ");
+      if (alive.length === 0 && local === 0) {
+        throw new LlameshError(`${cause instanceof Error ? cause.message : String(cause)}; no worker left to take over ${names}'s share (run more workers or give this machine a --local-share)`);
+      }
+      const tr = performance.now();
+      const left = alive.length + (local > 0 ? 1 : 0);
+      log(`Lost worker ${names} at position ${pos}: re-planning over ${left} node${left === 1 ? "" : "s"} and replaying ${pos} token${pos === 1 ? "" : "s"}`);
+      const src = openWeights(dir).source;
+      let d: Awaited<ReturnType<typeof deploy>>;
+      try {
+        d = await deploy(src, alive, null);
+      } finally {
+        src.close();
+      }
+      plan = d.plan;
+      coord.replace(d.nodes);
+      topology = await linkUp();
+      await coord.replay(pos);
+      const line = `lost ${names} at position ${pos}: re-planned over ${left} node${left === 1 ? "" : "s"}, ${formatBytes(d.sent)} of weights sent, ${pos} tokens replayed, in ${((performance.now() - tr) / 1000).toFixed(2)} s`;
+      recoveries.push(line);
+      log(`Recovered: ${line}`);
+      for (const l of planLines(config, plan, d.nodes)) log(l);
+    };
+
     const model: DistributedModel = {
       dir,
       config,
       tokenizer,
-      memory,
+      memory: coord.memorySummary(),
       files: source.files.map((f: string) => ({ file: f, bytes: fs.statSync(f).size })),
       loadMs,
       seqLen,
       batch,
-      plan,
-      topology,
-      weightBytesSent: nodes.filter((n) => n.conn).map((n) => n.weightBytesSent),
-      forward: (tokens, pos) => coord.forward(tokens, pos),
-      clusterReport: () => coord.report(),
+      get plan() {
+        return plan;
+      },
+      get topology() {
+        return topology;
+      },
+      get recoveries() {
+        return recoveries.length;
+      },
+      weightBytesSent: first.nodes.filter((n) => n.conn).map((n) => n.weightBytesSent),
+      forward: async (tokens, pos) => {
+        // each recovery drops at least one worker, so this ends
+        for (;;) {
+          try {
+            return await coord.forward(tokens, pos);
+          } catch (e) {
+            await recover(pos, e);
+          }
+        }
+      },
+      clusterReport: () => [...coord.report(), ...recoveries.map((r) => `Recovery: ${r}`)],
       clusterStats: () => coord.stats(),
       resetStats: () => coord.resetStats(),
       workerStats: async () => {
         const out: Record<string, unknown>[] = [];
-        for (const n of nodes) {
+        for (const n of coord.nodes) {
           if (!n.conn) continue;
           const j = jsonOf(await n.conn.requestJson(MSG.STATS, {}), MSG.STATS_OK, `worker ${n.label}`);
           out.push((j["counters"] as Record<string, unknown>) ?? {});
@@ -349,6 +412,8 @@ class Coordinator {
   /** Mesh mode (startMesh): the members in rank order, the client's own member if it has a share. */
   private mesh: { members: (MemberInfo & { node: ClusterNode })[]; local: MeshMember | null; step: number } | null = null;
   private readonly poller = new Poller();
+  /** The token at every position so far: what replay() runs again after a re-plan. */
+  private readonly history: number[] = [];
   private tokens = 0;
   private forwardMs = 0;
   private rounds = 0;
@@ -362,7 +427,8 @@ class Coordinator {
     private readonly backend: KernelBackend,
     readonly seqLen: number,
     readonly batch: number,
-    readonly nodes: ClusterNode[],
+    /** The nodes of the current plan (replace() after a lost worker). */
+    public nodes: ClusterNode[],
     readonly perfCsv: string | undefined,
     readonly spinMs: number,
   ) {
@@ -433,6 +499,20 @@ class Coordinator {
     await Promise.all(workers.map(async (m) => jsonOf(await m.node.conn!.request(MSG.MESH, encodeMesh({ session, rank: m.rank, members: info }, norms)), MSG.MESH_OK, `worker ${m.label}`)));
     await Promise.all(workers.map(async (m) => jsonOf(await m.node.conn!.requestJson(MSG.LINK, {}), MSG.LINK_OK, `worker ${m.label}`)));
     this.mesh = { members, local, step: 0 };
+  }
+
+  /** Take the nodes of a new plan (the old ones' local slice and mesh member are disposed). */
+  replace(nodes: ClusterNode[]): void {
+    this.mesh?.local?.dispose("re-planned");
+    for (const n of this.nodes) n.local?.dispose();
+    this.stopMesh();
+    this.nodes = nodes;
+  }
+
+  /** Recompute every node's KV cache for positions 0..pos-1 (after replace()). */
+  async replay(pos: number): Promise<void> {
+    const h = this.history.slice(0, pos);
+    for (let p = 0; p < pos; p += this.batch) await this.forward(h.slice(p, Math.min(pos, p + this.batch)), p);
   }
 
   /** Back to the star after a failed startMesh (the workers' sessions stay usable). */
@@ -571,8 +651,11 @@ class Coordinator {
     if (n < 1 || n > this.batch) throw new RangeError(`forward: ${n} tokens, expected 1..${this.batch}`);
     if (pos + n > this.seqLen) throw new RangeError(`forward: positions up to ${pos + n} exceed the context ${this.seqLen}`);
     const t0 = performance.now();
+    if (pos > this.history.length) throw new RangeError(`forward: position ${pos} skips positions ${this.history.length}..${pos - 1}`);
     const x = this.stream.values(n);
     for (let t = 0; t < n; t++) this.embedding.lookup(tokens[t]!, x.subarray(t * this.dimP, (t + 1) * this.dimP));
+    this.history.length = pos;
+    this.history.push(...tokens);
     if (this.mesh) {
       await this.forwardMesh(n, pos);
       this.tokens += n;

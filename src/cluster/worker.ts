@@ -285,7 +285,7 @@ class Session {
   /** Rank of the client in the mesh, when it computes a share itself. */
   private clientRank = -1;
   /** This connection is a peer link: its PARTIAL frames go to that session's member. */
-  private peerOf: { target: Session; rank: number } | null = null;
+  private peerOf: { member: MeshMember; rank: number } | null = null;
   private readonly peerSockets: net.Socket[] = [];
   private linkWaiter: (() => void) | null = null;
   private hello = false;
@@ -328,7 +328,7 @@ class Session {
     try {
       const { step, seq, values } = decodePartial(f.body);
       if (this.peerOf) {
-        this.peerOf.target.member?.deliver(this.peerOf.rank, step, seq, values, f.body.length + 16);
+        this.peerOf.member.deliver(this.peerOf.rank, step, seq, values, f.body.length + 16);
       } else if (this.member && this.clientRank >= 0) {
         this.member.deliver(this.clientRank, step, seq, values, f.body.length + 16);
       } else {
@@ -409,8 +409,9 @@ class Session {
 
   dispose(): void {
     if (this.peerOf) {
-      const { target, rank } = this.peerOf;
-      target.member?.fail(new LlameshError(`mesh: link to peer ${target.member.members.find((m) => m.rank === rank)?.label ?? `rank ${rank}`} closed`));
+      // the member of that mesh only: the session may have a newer one since
+      const { member, rank } = this.peerOf;
+      member.fail(new LlameshError(`mesh: link to peer ${member.members.find((m) => m.rank === rank)?.label ?? `rank ${rank}`} closed`));
       this.peerOf = null;
       return;
     }
@@ -604,7 +605,7 @@ class Session {
         const rank = intIn(j["rank"], "peer.rank");
         const m = target.member.members.find((x) => x.rank === rank);
         if (!m || m.host === undefined || rank <= target.member.rank) throw new ProtocolError(`peer: rank ${rank} may not link to rank ${target.member.rank}`, "bad-peer");
-        this.peerOf = { target, rank };
+        this.peerOf = { member: target.member, rank };
         target.member.links.set(rank, { send: (fr) => void this.socket.write(fr) });
         this.reply(MSG.PEER_OK, f.id, "{}");
         target.linkAdded();

@@ -127,15 +127,53 @@ test("a node slice spread over several arenas computes the same as in one", asyn
   assert.deepEqual(Float32Array.from(many.logits(xq.subarray(0, 68))), Float32Array.from(one.logits(xq.subarray(0, 68))));
 });
 
-test("a worker lost mid-generation is a LlameshError naming it", { skip: skipUnless(STORIES) }, async () => {
-  const ws = await Promise.all([0, 1].map(() => spawnWorker(["--cache-dir", tempDir("llamesh-cache-")])));
-  const m = await openDistributedModel(STORIES, { workers: specs(ws, [50, 50]), backend, maxSeqLen: 32, log: quiet });
+test("the last worker lost mid-generation is a LlameshError naming it", { skip: skipUnless(STORIES) }, async () => {
+  const ws = await Promise.all([0].map(() => spawnWorker(["--cache-dir", tempDir("llamesh-cache-")])));
+  const m = await openDistributedModel(STORIES, { workers: specs(ws, [100]), backend, maxSeqLen: 32, log: quiet });
   await m.forward([1, 403], 0);
-  ws[1]!.child.kill("SIGKILL");
-  await new Promise((r) => ws[1]!.child.once("exit", r));
-  await assert.rejects(() => m.forward([261], 2), (e: unknown) => e instanceof LlameshError && e.message.includes(`127.0.0.1:${ws[1]!.port}`));
+  ws[0]!.child.kill("SIGKILL");
+  await new Promise((r) => ws[0]!.child.once("exit", r));
+  await assert.rejects(
+    () => m.forward([261], 2),
+    (e: unknown) => e instanceof LlameshError && e.message.includes(`127.0.0.1:${ws[0]!.port}`) && /no worker left/.test(e.message),
+  );
   await m.close();
-  await ws[0]!.stop();
+});
+
+test("a worker lost mid-generation: the client re-plans over the others, replays, and the greedy output is unchanged", { skip: skipUnless(STORIES) }, async () => {
+  const single = await openModel(STORIES, { backend, maxSeqLen: 128 });
+  const ids = single.tokenizer.encode("Once upon a time", true);
+  const expected = await greedy(single, "Once upon a time", 40);
+  for (const c of [{ topology: "mesh" as const, localShare: 0 }, { topology: "star" as const, localShare: 20 }]) {
+    const cache = tempDir("llamesh-cache-");
+    const ws = await Promise.all([0, 1, 2].map((i) => spawnWorker(["--cache-dir", `${cache}/w${i}`])));
+    const logLines: string[] = [];
+    const m = await openDistributedModel(STORIES, { workers: specs(ws, [40, 30, 30]), localShare: c.localShare, topology: c.topology, backend, maxSeqLen: 128, log: (l) => logLines.push(l) });
+    try {
+      const argmax = (l: Float32Array): number => l.reduce((b, v, i, a) => (v > a[b]! ? i : b), 0);
+      const got: number[] = [];
+      let next = argmax(await m.forward(ids, 0));
+      let pos = ids.length;
+      for (let i = 0; i < 40; i++) {
+        got.push(next);
+        if (i === 15) {
+          ws[1]!.child.kill("SIGKILL"); // mid-generation
+          await new Promise((r) => ws[1]!.child.once("exit", r));
+        }
+        if (i === 39) break;
+        next = argmax(await m.forward([next], pos++));
+      }
+      assert.deepEqual(got, expected, c.topology);
+      assert.equal(m.recoveries, 1);
+      assert.equal(m.topology, c.topology);
+      assert.equal(m.plan.nodes.length, c.localShare > 0 ? 3 : 2, "planned over the nodes left");
+      assert.ok(logLines.some((l) => l.startsWith(`Lost worker 127.0.0.1:${ws[1]!.port} at position ${ids.length + 15}`)), logLines.join("\n"));
+      assert.ok(m.clusterReport().some((l) => /^Recovery: lost 127\.0\.0\.1:\d+ at position \d+: re-planned over \d nodes, .* tokens replayed/.test(l)), m.clusterReport().join("\n"));
+    } finally {
+      await m.close();
+      await Promise.all(ws.map((w) => w.stop()));
+    }
+  }
 });
 
 test("bin/worker: bad flags are one-line errors; at start it prints address, threads and measured GMAC", async () => {

@@ -41,7 +41,7 @@ export function spawnWorker(args: string[] = [], env: NodeJS.ProcessEnv = {}, po
           stderr: () => err,
           stop: () =>
             new Promise<void>((res) => {
-              if (child.exitCode !== null) return res();
+              if (child.exitCode !== null || child.signalCode !== null) return res(); // already gone (killed)
               child.once("exit", () => {
                 live.delete(child);
                 res();
