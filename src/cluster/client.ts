@@ -84,6 +84,12 @@ export interface DistributedOptions {
   perfCsv?: string;
   connectTimeoutMs?: number;
   /**
+   * When a token's replies take longer than this, the client pings the workers that have not
+   * answered; one that does not answer the ping within the same time hangs: it is disconnected
+   * and counts as lost (the client re-plans without it). Default 30 s.
+   */
+  stepTimeoutMs?: number;
+  /**
    * While waiting for the workers' replies in a round, keep polling for up to this many ms
    * instead of sleeping (a sleeping core can take ~1 ms to wake on a VM). Default: 20 when the
    * client has a local share (its cores are its own), else 0 (it may share a core with a worker).
@@ -268,7 +274,7 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
     const embedding = new EmbeddingTable(config, new Uint8Array(EmbeddingTable.desc(config).bytes));
     const first = await deploy(source, hellos, { desc: EmbeddingTable.desc(config), rows: embedding.rows }, opts.onProgress);
     let plan = first.plan;
-    const coord = new Coordinator(config, embedding, readNorms(source, config), opts.backend, seqLen, batch, first.nodes, opts.perfCsv, opts.spinMs ?? (local > 0 ? 20 : 0));
+    const coord = new Coordinator(config, embedding, readNorms(source, config), opts.backend, seqLen, batch, first.nodes, opts.perfCsv, opts.spinMs ?? (local > 0 ? 20 : 0), opts.stepTimeoutMs ?? 30_000);
     const linkUp = async (): Promise<Topology> => {
       if (opts.topology === "star") return "star";
       try {
@@ -303,6 +309,8 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
         throw new LlameshError(`${cause instanceof Error ? cause.message : String(cause)}; no worker left to take over ${names}'s share (run more workers or give this machine a --local-share)`);
       }
       const tr = performance.now();
+      // the others may still wait for the lost one's partial sums
+      for (const h of alive) void h.conn.send(MSG.ABORT, new Uint8Array(0)).catch(() => undefined);
       const left = alive.length + (local > 0 ? 1 : 0);
       log(`Lost worker ${names} at position ${pos}: re-planning over ${left} node${left === 1 ? "" : "s"} and replaying ${pos} token${pos === 1 ? "" : "s"}`);
       const src = openWeights(dir).source;
@@ -431,6 +439,8 @@ class Coordinator {
     public nodes: ClusterNode[],
     readonly perfCsv: string | undefined,
     readonly spinMs: number,
+    /** See DistributedOptions.stepTimeoutMs. */
+    private readonly stepTimeoutMs: number,
   ) {
     this.dimP = embedding.dimP;
     this.stream = new ResidualStream(config, norms, batch, backend);
@@ -501,6 +511,28 @@ class Coordinator {
     this.mesh = { members, local, step: 0 };
   }
 
+  /**
+   * Watch a token's requests: after stepTimeoutMs, ping every worker whose reply has not come;
+   * one that does not answer the ping in as long hangs (stopped, swapping, wedged): it is
+   * disconnected, which fails the token and makes it a lost worker. A worker that answers is
+   * only waiting (for a hung peer, or on a long batch). Returns the function that stops watching.
+   */
+  private watch(waiting: { node: ClusterNode; reply: Promise<unknown> }[]): () => void {
+    const done = new Set<ClusterNode>();
+    for (const w of waiting) void w.reply.then(() => done.add(w.node), () => done.add(w.node));
+    const timer = setTimeout(() => {
+      for (const { node } of waiting) {
+        const conn = node.conn;
+        if (done.has(node) || !conn || conn.error) continue;
+        conn.request(MSG.PING, "{}", this.stepTimeoutMs).catch(() => {
+          conn.kill(new LlameshError(`worker ${conn.label}: no answer to a token's request nor to a ping within ${(2 * this.stepTimeoutMs) / 1000} s: hung, disconnected`));
+        });
+      }
+    }, this.stepTimeoutMs);
+    timer.unref();
+    return () => clearTimeout(timer);
+  }
+
   /** Take the nodes of a new plan (the old ones' local slice and mesh member are disposed). */
   replace(nodes: ClusterNode[]): void {
     this.mesh?.local?.dispose("re-planned");
@@ -544,14 +576,21 @@ class Coordinator {
     for (const p of pending) p?.catch(() => undefined);
     const out: ({ times: StepTimes; logits: Float32Array | null; frame: number } | null)[] = mesh.members.map(() => null);
     const li = mesh.members.findIndex((m) => m.node.local);
+    const stopWatch = this.watch(mesh.members.flatMap((m, i) => (pending[i] ? [{ node: m.node, reply: pending[i]! }] : [])));
     try {
-      if (li >= 0) out[li] = { ...(await mesh.local!.step(step, pos, n, x0)), frame: 0 };
-      for (let i = 0; i < pending.length; i++) if (pending[i]) out[i] = await pending[i]!;
+      // all at once: the first failure (a lost worker) must not wait behind a reply that never comes
+      const own = li >= 0 ? mesh.local!.step(step, pos, n, x0).then((r) => ({ ...r, frame: 0 })) : null;
+      const replies = await Promise.all(mesh.members.map((_, i) => (i === li ? own : pending[i]) ?? null));
+      replies.forEach((r, i) => (out[i] = r));
     } catch (e) {
       // A lost worker makes the others fail too (their link to it closed): blame the lost one.
-      await Promise.race([Promise.allSettled(pending.filter((p) => p !== null)), new Promise((r) => setTimeout(r, 1000).unref())]);
+      if (!mesh.members.some((m) => m.node.conn?.error)) {
+        await Promise.race([Promise.allSettled(pending.filter((p) => p !== null)), new Promise((r) => setTimeout(r, 1000).unref())]);
+      }
       const lost = mesh.members.find((m) => m.node.conn?.error);
       throw lost ? lost.node.conn!.error! : e;
+    } finally {
+      stopWatch();
     }
     const frameBytes = 24 + n * this.dimP * 4;
     const attnN = mesh.members.filter((m) => m.attn).length;
@@ -625,6 +664,12 @@ class Coordinator {
       while (!done && performance.now() < until) await new Promise<void>((r) => setImmediate(r));
     }
     const reqBytes = body.length + 16;
+    const stopWatch = this.watch(this.nodes.flatMap((n, i) => (pending[i] ? [{ node: n, reply: pending[i]! }] : [])));
+    try {
+      await Promise.all(pending);
+    } finally {
+      stopWatch();
+    }
     for (let i = 0; i < this.nodes.length; i++) {
       const p = pending[i];
       if (!p) continue;

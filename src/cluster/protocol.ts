@@ -65,6 +65,11 @@ export const MSG = {
   DONE: 21,
   /** member -> member, no reply: one partial sum of a step (see encodePartial). */
   PARTIAL: 22,
+  /** client -> worker, no reply, handled at once: fail the running step (a peer is lost). */
+  ABORT: 23,
+  /** client -> worker, handled at once even during a step: {}; reply PONG {} (the worker is alive). */
+  PING: 24,
+  PONG: 25,
 } as const;
 export type MsgType = (typeof MSG)[keyof typeof MSG];
 
@@ -425,6 +430,12 @@ export class Connection {
     return this.closedErr;
   }
 
+  /** Give up on this worker (it hangs): every pending request fails with `e`, the socket closes. */
+  kill(e: Error): void {
+    this.fail(e);
+    this.socket.destroy();
+  }
+
   /** Write a frame without waiting (small, latency-bound frames of a step). */
   write(frame: Buffer): void {
     if (this.closedErr) throw this.closedErr;
@@ -444,15 +455,15 @@ export class Connection {
     this.pending.clear();
   }
 
-  /** Send a request and wait for its reply. */
-  request(type: number, body: Uint8Array | string): Promise<Reply> {
+  /** Send a request and wait for its reply (at most `timeoutMs`, default requestTimeoutMs). */
+  request(type: number, body: Uint8Array | string, timeoutMs = this.requestTimeoutMs): Promise<Reply> {
     if (this.closedErr) return Promise.reject(this.closedErr);
     const id = this.nextId++;
     const p = new Promise<Reply>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new LlameshError(`worker ${this.label}: no reply to ${MSG_NAMES[type] ?? type} within ${this.requestTimeoutMs / 1000} s`));
-      }, this.requestTimeoutMs);
+        reject(new LlameshError(`worker ${this.label}: no reply to ${MSG_NAMES[type] ?? type} within ${timeoutMs / 1000} s`));
+      }, timeoutMs);
       timer.unref();
       this.pending.set(id, { resolve, reject, timer });
     });

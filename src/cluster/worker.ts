@@ -303,6 +303,15 @@ class Session {
       this.onPartial(f);
       return;
     }
+    if (f.type === MSG.PING) {
+      this.reply(MSG.PONG, f.id, "{}");
+      return;
+    }
+    if (f.type === MSG.ABORT) {
+      // nor this: the STEP may be waiting for a peer that hangs
+      this.member?.fail(new LlameshError("mesh: step aborted by the client (a peer is lost)"));
+      return;
+    }
     this.chain = this.chain.then(() => this.handle(f)).catch((e: unknown) => {
       const pe = e instanceof ProtocolError ? e : null;
       const msg = e instanceof Error ? e.message : String(e);

@@ -127,6 +127,36 @@ test("a node slice spread over several arenas computes the same as in one", asyn
   assert.deepEqual(Float32Array.from(many.logits(xq.subarray(0, 68))), Float32Array.from(one.logits(xq.subarray(0, 68))));
 });
 
+test("a worker that hangs mid-generation (SIGSTOP) is dropped after the step timeout; the output is unchanged", { skip: skipUnless(STORIES) }, async () => {
+  const single = await openModel(STORIES, { backend, maxSeqLen: 128 });
+  const ids = single.tokenizer.encode("Once upon a time", true);
+  const expected = await greedy(single, "Once upon a time", 24);
+  const ws = await Promise.all([0, 1, 2].map(() => spawnWorker(["--cache-dir", tempDir("llamesh-cache-")])));
+  const logLines: string[] = [];
+  const m = await openDistributedModel(STORIES, { workers: specs(ws, [40, 30, 30]), stepTimeoutMs: 1500, backend, maxSeqLen: 128, log: (l) => logLines.push(l) });
+  try {
+    const argmax = (l: Float32Array): number => l.reduce((b, v, i, a) => (v > a[b]! ? i : b), 0);
+    const got: number[] = [];
+    let next = argmax(await m.forward(ids, 0));
+    let pos = ids.length;
+    for (let i = 0; i < 24; i++) {
+      got.push(next);
+      if (i === 8) ws[2]!.child.kill("SIGSTOP"); // alive but silent: its TCP connection stays open
+      if (i === 23) break;
+      const t0 = performance.now();
+      next = argmax(await m.forward([next], pos++));
+      assert.ok(performance.now() - t0 < 20_000, "the hung worker was given up after the step timeout, not the 120 s wait");
+    }
+    assert.deepEqual(got, expected);
+    assert.equal(m.recoveries, 1);
+    assert.ok(logLines.some((l) => l.startsWith(`Lost worker 127.0.0.1:${ws[2]!.port}`)), logLines.join("\n"));
+  } finally {
+    await m.close();
+    ws[2]!.child.kill("SIGKILL");
+    await Promise.all(ws.map((w) => w.stop()));
+  }
+});
+
 test("the last worker lost mid-generation is a LlameshError naming it", { skip: skipUnless(STORIES) }, async () => {
   const ws = await Promise.all([0].map(() => spawnWorker(["--cache-dir", tempDir("llamesh-cache-")])));
   const m = await openDistributedModel(STORIES, { workers: specs(ws, [100]), backend, maxSeqLen: 32, log: quiet });
