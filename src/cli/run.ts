@@ -31,13 +31,14 @@ export const runFlags: Record<string, FlagSpec> = {
   workers: { type: "string", help: "worker list host:port[@share],..." },
   "local-share": { type: "number", min: 0, max: 1e6, help: "this machine's share of the work when using --workers (0 = coordinate only)" },
   "perf-csv": { type: "string", help: "per-token timing CSV of the cluster run" },
+  "step-timeout": { type: "number", min: 0.1, max: 86400, help: "seconds a token may wait for a worker before it is pinged, and as long again before it is dropped as hung (default 30)" },
   topology: { type: "string", help: "auto (default), mesh (the nodes add their partial sums among themselves) or star (every sync through this machine)" },
   help: { type: "boolean", aliases: ["-h"], help: "show usage" },
 };
 
 export const RUN_USAGE = `usage: client <model-dir> -n <max-new-tokens> -i <prompt> [--temperature T] [--top-p P] [--top-k K]
               [--seed S] [--threads N] [--max-seq-len L] [--kernels wasm|ts] [--chat [--system TEXT]]
-              [--workers host:port[@share],... [--local-share N] [--perf-csv FILE] [--topology auto|mesh|star]]
+              [--workers host:port[@share],... [--local-share N] [--perf-csv FILE] [--topology auto|mesh|star] [--step-timeout S]]
   Streams the continuation of the prompt to stdout; the report goes to stderr.
   Defaults: -n 100, temperature 0.8, top-p 0.95, top-k 40, seed from the clock (printed),
   threads = OMP_NUM_THREADS or the core count, max-seq-len = the model's max_position_embeddings.
@@ -104,6 +105,7 @@ export async function runCommand(argv: readonly string[], command = "client"): P
           log,
           perfCsv: (flags["perf-csv"] as string | undefined) ?? "matmul_perf.csv",
           topology,
+          stepTimeoutMs: flags["step-timeout"] === undefined ? undefined : (flags["step-timeout"] as number) * 1000,
         }))
       : await openModel(dir, { backend, maxSeqLen, onProgress });
     bar.done();
