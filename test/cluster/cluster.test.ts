@@ -47,6 +47,23 @@ async function greedy(m: LoadedModel, prompt: string, n: number): Promise<number
   return r.tokens;
 }
 
+/**
+ * Greedy decoding after the prompt `ids`, one forward call per token, `before(i)` running before
+ * the call that follows token i (to stop or kill a worker mid-generation); each call's time too.
+ */
+async function greedySteps(m: LoadedModel, ids: number[], n: number, before: (i: number) => void | Promise<void>): Promise<{ tokens: number[]; stepMs: number[] }> {
+  const argmax = (l: Float32Array): number => l.reduce((b, v, i, a) => (v > a[b]! ? i : b), 0);
+  const tokens = [argmax(await m.forward(ids, 0))];
+  const stepMs: number[] = [];
+  for (let i = 0; tokens.length < n; i++) {
+    await before(i);
+    const t0 = performance.now();
+    tokens.push(argmax(await m.forward([tokens[i]!], ids.length + i)));
+    stepMs.push(performance.now() - t0);
+  }
+  return { tokens, stepMs };
+}
+
 const specs = (ws: SpawnedWorker[], shares?: number[]): WorkerSpec[] =>
   ws.map((w, i) => ({ host: "127.0.0.1", port: w.port, ...(shares ? { share: shares[i]! } : {}) }));
 
@@ -135,19 +152,11 @@ test("a worker that hangs mid-generation (SIGSTOP) is dropped after the step tim
   const logLines: string[] = [];
   const m = await openDistributedModel(STORIES, { workers: specs(ws, [40, 30, 30]), stepTimeoutMs: 1500, backend, maxSeqLen: 128, log: (l) => logLines.push(l) });
   try {
-    const argmax = (l: Float32Array): number => l.reduce((b, v, i, a) => (v > a[b]! ? i : b), 0);
-    const got: number[] = [];
-    let next = argmax(await m.forward(ids, 0));
-    let pos = ids.length;
-    for (let i = 0; i < 24; i++) {
-      got.push(next);
+    const got = await greedySteps(m, ids, 24, (i) => {
       if (i === 8) ws[2]!.child.kill("SIGSTOP"); // alive but silent: its TCP connection stays open
-      if (i === 23) break;
-      const t0 = performance.now();
-      next = argmax(await m.forward([next], pos++));
-      assert.ok(performance.now() - t0 < 20_000, "the hung worker was given up after the step timeout, not the 120 s wait");
-    }
-    assert.deepEqual(got, expected);
+    });
+    assert.ok(Math.max(...got.stepMs) < 20_000, "the hung worker was given up after the step timeout, not the 120 s wait");
+    assert.deepEqual(got.tokens, expected);
     assert.equal(m.recoveries, 1);
     assert.ok(logLines.some((l) => l.startsWith(`Lost worker 127.0.0.1:${ws[2]!.port}`)), logLines.join("\n"));
   } finally {
@@ -180,20 +189,12 @@ test("a worker lost mid-generation: the client re-plans over the others, replays
     const logLines: string[] = [];
     const m = await openDistributedModel(STORIES, { workers: specs(ws, [40, 30, 30]), localShare: c.localShare, topology: c.topology, backend, maxSeqLen: 128, log: (l) => logLines.push(l) });
     try {
-      const argmax = (l: Float32Array): number => l.reduce((b, v, i, a) => (v > a[b]! ? i : b), 0);
-      const got: number[] = [];
-      let next = argmax(await m.forward(ids, 0));
-      let pos = ids.length;
-      for (let i = 0; i < 40; i++) {
-        got.push(next);
-        if (i === 15) {
-          ws[1]!.child.kill("SIGKILL"); // mid-generation
-          await new Promise((r) => ws[1]!.child.once("exit", r));
-        }
-        if (i === 39) break;
-        next = argmax(await m.forward([next], pos++));
-      }
-      assert.deepEqual(got, expected, c.topology);
+      const got = await greedySteps(m, ids, 40, async (i) => {
+        if (i !== 15) return;
+        ws[1]!.child.kill("SIGKILL"); // mid-generation
+        await new Promise((r) => ws[1]!.child.once("exit", r));
+      });
+      assert.deepEqual(got.tokens, expected, c.topology);
       assert.equal(m.recoveries, 1);
       assert.equal(m.topology, c.topology);
       assert.equal(m.plan.nodes.length, c.localShare > 0 ? 3 : 2, "planned over the nodes left");
