@@ -76,7 +76,9 @@ export async function runCommand(argv: readonly string[], command = "client"): P
   const workers = workersFlag === undefined ? null : parseWorkersFlag(workersFlag);
   const topology = flags["topology"] as string | undefined;
   if (topology !== undefined && topology !== "auto" && topology !== "mesh" && topology !== "star") throw new LlameshError(`${command}: --topology ${JSON.stringify(topology)} is not valid, expected auto, mesh or star`);
-  if (topology !== undefined && workersFlag === undefined) throw new LlameshError(`${command}: --topology needs --workers`);
+  for (const f of ["topology", "step-timeout", "perf-csv"]) {
+    if (flags[f] !== undefined && workersFlag === undefined) throw new LlameshError(`${command}: --${f} needs --workers`);
+  }
   const system = flags["system"] as string | undefined;
   if (system !== undefined && !flags["chat"]) throw new LlameshError(`${command}: --system needs --chat`);
   const chatText = flags["chat"]
