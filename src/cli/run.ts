@@ -5,6 +5,7 @@
 import * as os from "node:os";
 import { generate } from "../engine/generate.js";
 import { openModel, type LoadedModel } from "../engine/open.js";
+import { loadSecret } from "../cluster/auth.js";
 import { openDistributedModel, parseWorkersFlag, type DistributedModel } from "../cluster/client.js";
 import { Sampler } from "../engine/sampler.js";
 import { TextStream } from "../engine/text-stream.js";
@@ -31,6 +32,7 @@ export const runFlags: Record<string, FlagSpec> = {
   workers: { type: "string", help: "worker list host:port[@share],..." },
   "local-share": { type: "number", min: 0, max: 1e6, help: "this machine's share of the work when using --workers (0 = coordinate only)" },
   "perf-csv": { type: "string", help: "per-token timing CSV of the cluster run" },
+  "secret-file": { type: "string", help: "file holding the cluster's shared secret (else LLAMESH_SECRET); workers must prove they know it" },
   "step-timeout": { type: "number", min: 0.1, max: 86400, help: "seconds a token may wait for a worker before it is pinged, and as long again before it is dropped as hung (default 30)" },
   topology: { type: "string", help: "auto (default), mesh (the nodes add their partial sums among themselves) or star (every sync through this machine)" },
   help: { type: "boolean", aliases: ["-h"], help: "show usage" },
@@ -38,7 +40,7 @@ export const runFlags: Record<string, FlagSpec> = {
 
 export const RUN_USAGE = `usage: client <model-dir> -n <max-new-tokens> -i <prompt> [--temperature T] [--top-p P] [--top-k K]
               [--seed S] [--threads N] [--max-seq-len L] [--kernels wasm|ts] [--chat [--system TEXT]]
-              [--workers host:port[@share],... [--local-share N] [--perf-csv FILE] [--topology auto|mesh|star] [--step-timeout S]]
+              [--workers host:port[@share],... [--local-share N] [--perf-csv FILE] [--topology auto|mesh|star] [--step-timeout S] [--secret-file FILE]]
   Streams the continuation of the prompt to stdout; the report goes to stderr.
   Defaults: -n 100, temperature 0.8, top-p 0.95, top-k 40, seed from the clock (printed),
   threads = OMP_NUM_THREADS or the core count, max-seq-len = the model's max_position_embeddings.
@@ -76,9 +78,10 @@ export async function runCommand(argv: readonly string[], command = "client"): P
   const workers = workersFlag === undefined ? null : parseWorkersFlag(workersFlag);
   const topology = flags["topology"] as string | undefined;
   if (topology !== undefined && topology !== "auto" && topology !== "mesh" && topology !== "star") throw new LlameshError(`${command}: --topology ${JSON.stringify(topology)} is not valid, expected auto, mesh or star`);
-  for (const f of ["topology", "step-timeout", "perf-csv"]) {
+  for (const f of ["topology", "step-timeout", "perf-csv", "secret-file"]) {
     if (flags[f] !== undefined && workersFlag === undefined) throw new LlameshError(`${command}: --${f} needs --workers`);
   }
+  const secret = workers ? loadSecret(flags["secret-file"] as string | undefined) : null;
   const system = flags["system"] as string | undefined;
   if (system !== undefined && !flags["chat"]) throw new LlameshError(`${command}: --system needs --chat`);
   const chatText = flags["chat"]
@@ -108,6 +111,7 @@ export async function runCommand(argv: readonly string[], command = "client"): P
           perfCsv: (flags["perf-csv"] as string | undefined) ?? "matmul_perf.csv",
           topology,
           stepTimeoutMs: flags["step-timeout"] === undefined ? undefined : (flags["step-timeout"] as number) * 1000,
+          secret,
         }))
       : await openModel(dir, { backend, maxSeqLen, onProgress });
     bar.done();

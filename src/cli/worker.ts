@@ -6,6 +6,7 @@ import * as os from "node:os";
 import { createBackend } from "../kernels/backend.js";
 import { LlameshError } from "../model/errors.js";
 import { defaultCacheDir } from "../cluster/cache.js";
+import { loadSecret } from "../cluster/auth.js";
 import { WorkerServer } from "../cluster/worker.js";
 import { defaultThreads, parseArgs, type FlagSpec } from "./args.js";
 import { main } from "./main.js";
@@ -14,6 +15,7 @@ const flags: Record<string, FlagSpec> = {
   host: { type: "string", help: "address to listen on (default 0.0.0.0)" },
   threads: { type: "int", min: 1, max: 256, help: "compute threads" },
   "cache-dir": { type: "string", help: "folder of the weight-slice cache" },
+  "secret-file": { type: "string", help: "file holding the cluster's shared secret (else LLAMESH_SECRET); clients and peers must prove they know it" },
   "cache-max-gb": { type: "number", min: 0, max: 1e6, help: "size limit of the cache; least recently used slices are deleted (default 64)" },
   model: { type: "string", help: "a local copy of the model folder to cut slices from" },
   kernels: { type: "string", help: "wasm or ts (the plain TypeScript reference)" },
@@ -21,10 +23,13 @@ const flags: Record<string, FlagSpec> = {
   help: { type: "boolean", aliases: ["-h"], help: "show usage" },
 };
 
-const USAGE = `usage: worker <port> [--host ADDR] [--threads N] [--cache-dir DIR] [--cache-max-gb N] [--model DIR] [--kernels wasm|ts] [--spin-ms MS]
+const USAGE = `usage: worker <port> [--host ADDR] [--threads N] [--secret-file FILE] [--cache-dir DIR] [--cache-max-gb N] [--model DIR]
+              [--kernels wasm|ts] [--spin-ms MS]
   Serves a share of each token's work to a client started with --workers host:port,...
   Port 0 picks a free port (printed). Defaults: host 0.0.0.0, threads = OMP_NUM_THREADS or the
-  core count, cache-dir = $XDG_CACHE_HOME/llamesh or ~/.cache/llamesh, cache-max-gb = 64.`;
+  core count, cache-dir = $XDG_CACHE_HOME/llamesh or ~/.cache/llamesh, cache-max-gb = 64.
+  With a secret (--secret-file, or LLAMESH_SECRET), only clients and peers that prove they know
+  it are served; without one, anyone who reaches the port is.`;
 
 main(async () => {
   const { positionals, flags: f } = parseArgs(process.argv.slice(2), flags, "worker");
@@ -41,11 +46,13 @@ main(async () => {
   const log = (line: string): void => void process.stderr.write(line + "\n");
   const backend = await createBackend({ threads, log, forceReference: kernels === "ts" });
   const host = (f["host"] as string | undefined) ?? "0.0.0.0";
+  const secret = loadSecret(f["secret-file"] as string | undefined);
   let server: WorkerServer;
   try {
     server = await WorkerServer.start({
       port, host, backend, log,
       cacheDir: (f["cache-dir"] as string | undefined) ?? defaultCacheDir(),
+      secret,
       cacheMaxBytes: f["cache-max-gb"] === undefined ? undefined : (f["cache-max-gb"] as number) * 1e9,
       modelDir: f["model"] as string | undefined,
       spinMs: f["spin-ms"] as number | undefined,
@@ -57,6 +64,9 @@ main(async () => {
     throw e;
   }
   log(`Worker on ${server.addresses().join(", ")}: ${backend.threads} thread${backend.threads === 1 ? "" : "s"}, ${server.gmac.toFixed(2)} GMAC (Q8_0 matvec), kernels ${backend.name}`);
+  if (!secret && host !== "127.0.0.1" && host !== "::1" && host !== "localhost") {
+    log(`Warning: no shared secret: anyone who reaches ${host}:${server.port} can use this worker (set --secret-file FILE or LLAMESH_SECRET on every machine, or --host 127.0.0.1)`);
+  }
   log(`Cache: ${server.cache.dir} (at most ${(server.cache.maxBytes / 1e9).toFixed(1)} GB)${server.fingerprint ? `; model ${f["model"] as string} (fingerprint ${server.fingerprint})` : ""}`);
   // Machine-readable for scripts and tests, printed once ready: "listening <host>:<port>".
   process.stdout.write(`listening ${server.host}:${server.port}\n`);

@@ -19,6 +19,7 @@ import { formatBytes } from "../cli/progress.js";
 import { modelFingerprint, withKeys } from "./cache.js";
 import { planCluster, type ClusterPlan } from "./planner.js";
 import * as crypto from "node:crypto";
+import { openSession } from "./auth.js";
 import { MeshMember, Poller, type MemberInfo } from "./mesh.js";
 import { ResidualStream } from "../engine/residual.js";
 import {
@@ -89,6 +90,8 @@ export interface DistributedOptions {
    * and counts as lost (the client re-plans without it). Default 30 s.
    */
   stepTimeoutMs?: number;
+  /** Shared secret of the cluster (auth.ts loadSecret): workers must prove they know it, and this client proves it too. */
+  secret?: Buffer | null;
   /**
    * While waiting for the workers' replies in a round, keep polling for up to this many ms
    * instead of sleeping (a sleeping core can take ~1 ms to wake on a VM). Default: 20 when the
@@ -202,7 +205,7 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
         const tc = performance.now();
         const conn = await Connection.connect(w.host, w.port, opts.connectTimeoutMs ?? 10_000);
         conns.push(conn);
-        const j = jsonOf(await conn.requestJson(MSG.HELLO, { fingerprint, client: "llamesh" }), MSG.HELLO_OK, `worker ${conn.label}`);
+        const j = jsonOf(await openSession(conn, MSG.HELLO, { fingerprint, client: "llamesh" }, opts.secret ?? null), MSG.HELLO_OK, `worker ${conn.label}`);
         const gmac = typeof j["gmac"] === "number" ? j["gmac"] : 1;
         const threads = typeof j["threads"] === "number" ? j["threads"] : 1;
         log(`Connected to worker ${conn.label}: ${threads} thread${threads === 1 ? "" : "s"}, ${gmac.toFixed(2)} GMAC, in ${(performance.now() - tc).toFixed(1)} ms`);

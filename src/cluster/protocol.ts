@@ -70,6 +70,10 @@ export const MSG = {
   /** client -> worker, handled at once even during a step: {}; reply PONG {} (the worker is alive). */
   PING: 24,
   PONG: 25,
+  /** worker -> client, answering HELLO or PEER when the worker has a secret: {nonce, proof} (see auth.ts). */
+  AUTH_CHALLENGE: 26,
+  /** client -> worker: {proof}; answered as the HELLO or PEER it completes (HELLO_OK / PEER_OK). */
+  AUTH: 27,
 } as const;
 export type MsgType = (typeof MSG)[keyof typeof MSG];
 

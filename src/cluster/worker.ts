@@ -20,10 +20,11 @@ import { LlameshError } from "../model/errors.js";
 import { openWeights } from "../engine/open.js";
 import { backendScratchBytes } from "../engine/weights.js";
 import { modelFingerprint, SliceCache, withKeys, type CacheWriter } from "./cache.js";
+import { authProof, isNonce, newNonce, openSession, proofMatches } from "./auth.js";
 import { MeshMember, Poller, type MemberInfo } from "./mesh.js";
 import {
   decodeActRequest, decodeMesh, decodePartial, decodeStep, decodeWeightChunk, encodeDone, encodeFrame, encodeJson, encodeResult,
-  FrameError, FrameReader, MSG, MSG_NAMES, parseJson, PROTOCOL_VERSION, ProtocolError, type Frame,
+  Connection, FrameError, FrameReader, jsonOf, MSG, MSG_NAMES, parseJson, PROTOCOL_VERSION, ProtocolError, type Frame,
 } from "./protocol.js";
 import { extractSlices, ModelSlice, sliceDescs, type NodeSlice, type SliceDesc } from "../engine/slice.js";
 
@@ -40,6 +41,8 @@ export interface WorkerCounters {
   nodesReused: number;
   /** Bytes of cached slices deleted to stay under the cache size limit. */
   cacheBytesEvicted: number;
+  /** Connections refused for a wrong secret. */
+  authFailures: number;
 }
 
 export interface WorkerOptions {
@@ -47,6 +50,8 @@ export interface WorkerOptions {
   host?: string;
   backend: KernelBackend;
   cacheDir: string;
+  /** Shared secret every client and peer must prove it knows (auth.ts); null: none. */
+  secret?: Buffer | null;
   /** Size limit of the slice cache (least recently used slices go first); default 64 GB. */
   cacheMaxBytes?: number;
   /** A local copy of the model to cut slices from instead of receiving them. */
@@ -145,7 +150,7 @@ function sliceFrom(v: unknown, c: LlamaConfig): NodeSlice {
 }
 
 export class WorkerServer {
-  readonly counters: WorkerCounters = { weightBytesReceived: 0, slicesReceived: 0, slicesFromCache: 0, slicesFromModel: 0, sessions: 0, errorsSent: 0, requests: 0, nodesReused: 0, cacheBytesEvicted: 0 };
+  readonly counters: WorkerCounters = { weightBytesReceived: 0, slicesReceived: 0, slicesFromCache: 0, slicesFromModel: 0, sessions: 0, errorsSent: 0, requests: 0, nodesReused: 0, cacheBytesEvicted: 0, authFailures: 0 };
   /** Complete slices of finished sessions, by setup key, for the next client with the same plan. */
   private readonly parked = new Map<string, ModelSlice>();
   readonly cache: SliceCache;
@@ -255,6 +260,10 @@ export class WorkerServer {
   get fingerprint(): string | null {
     return this.modelFp;
   }
+
+  get secret(): Buffer | null {
+    return this.opts.secret ?? null;
+  }
 }
 
 /** Peers of a mesh must connect within this long once LINK has been sent to every member. */
@@ -286,7 +295,10 @@ class Session {
   private clientRank = -1;
   /** This connection is a peer link: its PARTIAL frames go to that session's member. */
   private peerOf: { member: MeshMember; rank: number } | null = null;
-  private readonly peerSockets: net.Socket[] = [];
+  private readonly peerConns: Connection[] = [];
+  /** With a secret: whether this connection proved it knows it, and the open challenge. */
+  private authed = false;
+  private challenge: { cn: string; wn: string; frame: Frame } | null = null;
   private linkWaiter: (() => void) | null = null;
   private hello = false;
   private fingerprint = "";
@@ -298,6 +310,10 @@ class Session {
   constructor(private readonly server: WorkerServer, private readonly socket: net.Socket) {}
 
   enqueue(f: Frame): void {
+    if (this.server.secret && !this.authed && f.type !== MSG.HELLO && f.type !== MSG.PEER && f.type !== MSG.AUTH) {
+      this.sendError(f.id, `${MSG_NAMES[f.type] ?? `message ${f.type}`}: not authenticated: open the session with HELLO (or PEER) and AUTH first`, "auth");
+      return;
+    }
     if (f.type === MSG.PARTIAL) {
       // never queued behind a STEP: the step is waiting for exactly these
       this.onPartial(f);
@@ -359,61 +375,33 @@ class Session {
     if (this.meshToken && this.server.meshes.get(this.meshToken) === this) this.server.meshes.delete(this.meshToken);
     this.meshToken = "";
     this.clientRank = -1;
-    for (const s of this.peerSockets.splice(0)) s.destroy();
+    for (const c of this.peerConns.splice(0)) c.close();
   }
 
-  /** Connect to a lower-ranked worker of the mesh; its partial sums come back on this socket. */
-  private connectPeer(m: MemberInfo, me: number, member: MeshMember): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const label = `${m.host}:${m.port}`;
-      const sock = net.connect({ host: m.host!, port: m.port! });
-      this.peerSockets.push(sock);
-      sock.setNoDelay(true);
-      const reader = new FrameReader();
-      const timer = setTimeout(() => {
-        sock.destroy();
-        reject(new ProtocolError(`mesh: peer ${label} did not answer within ${LINK_TIMEOUT_MS / 1000} s`, "peer"));
-      }, LINK_TIMEOUT_MS);
-      let linked = false;
-      sock.on("connect", () => sock.write(encodeJson(MSG.PEER, 1, { session: this.meshToken, rank: me })));
-      sock.on("data", (d: Buffer) => {
-        let frames: Frame[];
-        try {
-          frames = reader.push(d);
-        } catch (e) {
-          sock.destroy(e as Error);
-          return;
-        }
-        for (const f of frames) {
-          if (f.type === MSG.PARTIAL) {
-            try {
-              const { step, seq, values } = decodePartial(f.body);
-              member.deliver(m.rank, step, seq, values, f.body.length + 16);
-            } catch (e) {
-              sock.destroy(e as Error);
-            }
-          } else if (f.type === MSG.PEER_OK && !linked) {
-            linked = true;
-            clearTimeout(timer);
-            member.links.set(m.rank, { send: (fr) => void sock.write(fr) });
-            resolve();
-          } else if (f.type === MSG.ERROR) {
-            clearTimeout(timer);
-            reject(new ProtocolError(`mesh: peer ${label} refused the link: ${f.body.toString("utf8")}`, "peer"));
-            sock.destroy();
-          }
-        }
-      });
-      sock.on("error", (e) => {
-        clearTimeout(timer);
-        if (!linked) reject(new ProtocolError(`mesh: cannot reach peer ${label} (${(e as NodeJS.ErrnoException).code ?? e.message}); list every worker by an address the other workers can reach`, "peer"));
-      });
-      sock.on("close", () => {
-        clearTimeout(timer);
-        if (!linked) reject(new ProtocolError(`mesh: peer ${label} closed the connection before linking; list every worker by an address the other workers can reach`, "peer"));
-        member.fail(new LlameshError(`mesh: link to peer ${label} closed`));
-      });
-    });
+  /** Connect to a lower-ranked worker of the mesh; its partial sums come back on this connection. */
+  private async connectPeer(m: MemberInfo, me: number, member: MeshMember): Promise<void> {
+    const label = `${m.host}:${m.port}`;
+    const hint = "list every worker by an address the other workers can reach";
+    let conn: Connection;
+    try {
+      conn = await Connection.connect(m.host!, m.port!, LINK_TIMEOUT_MS);
+    } catch (e) {
+      throw new ProtocolError(`mesh: cannot reach peer ${label} (${(e as Error).message}); ${hint}`, "peer");
+    }
+    this.peerConns.push(conn);
+    conn.onUnsolicited = (f) => {
+      const { step, seq, values } = decodePartial(f.body);
+      member.deliver(m.rank, step, seq, values, f.body.length + 16);
+    };
+    conn.onClosed = () => member.fail(new LlameshError(`mesh: link to peer ${label} closed`));
+    try {
+      jsonOf(await openSession(conn, MSG.PEER, { session: this.meshToken, rank: me }, this.server.secret), MSG.PEER_OK, `peer ${label}`);
+    } catch (e) {
+      conn.close();
+      const msg = (e as Error).message;
+      throw new ProtocolError(`mesh: peer ${label} refused the link: ${msg}${/closed|ECONN/.test(msg) ? `; ${hint}` : ""}`, "peer");
+    }
+    member.links.set(m.rank, { send: (fr) => conn.write(fr) });
   }
 
   dispose(): void {
@@ -440,7 +428,30 @@ class Session {
     if (f.version !== PROTOCOL_VERSION) {
       throw new ProtocolError(`protocol version ${f.version} is not supported (this worker speaks version ${PROTOCOL_VERSION}; update llamesh on one side)`, "version");
     }
-    if (f.type !== MSG.HELLO && f.type !== MSG.PEER && !this.hello) throw new ProtocolError("no handshake yet: send HELLO first", "no-hello");
+    if (f.type !== MSG.HELLO && f.type !== MSG.PEER && f.type !== MSG.AUTH && !this.hello) throw new ProtocolError("no handshake yet: send HELLO first", "no-hello");
+    const secret = this.server.secret;
+    if (secret && !this.authed && (f.type === MSG.HELLO || f.type === MSG.PEER)) {
+      // challenge first; the HELLO or PEER is carried out once AUTH proves the secret
+      const cn = parseJson(f.body, MSG_NAMES[f.type]!.toLowerCase())["nonce"];
+      if (!isNonce(cn)) throw new ProtocolError("this worker requires a shared secret: send a nonce and answer its challenge (--secret-file on the client)", "auth");
+      const wn = newNonce();
+      this.challenge = { cn, wn, frame: f };
+      this.reply(MSG.AUTH_CHALLENGE, f.id, JSON.stringify({ nonce: wn, proof: authProof(secret, "worker", cn, wn) }));
+      return;
+    }
+    if (f.type === MSG.AUTH) {
+      const ch = this.challenge;
+      this.challenge = null;
+      if (!secret || !ch) throw new ProtocolError("AUTH without a challenge", "order");
+      if (!proofMatches(secret, "client", ch.cn, ch.wn, parseJson(f.body, "auth")["proof"])) {
+        this.server.counters.authFailures++;
+        this.sendError(f.id, "authentication failed: wrong shared secret", "auth");
+        this.socket.end(); // this connection only; the worker keeps serving
+        return;
+      }
+      this.authed = true;
+      return this.handle({ ...ch.frame, id: f.id }); // answered as the HELLO or PEER it completes
+    }
     switch (f.type) {
       case MSG.HELLO: {
         const j = parseJson(f.body, "hello");

@@ -27,6 +27,7 @@ import { openDistributedModel, parseWorkersFlag, type DistributedModel, type Wor
 import { planCluster, apportion } from "../../src/cluster/planner.js";
 import { encodeFrame, FrameReader, MSG, PROTOCOL_VERSION, type Frame } from "../../src/cluster/protocol.js";
 import { LlameshError } from "../../src/model/errors.js";
+import { authProof, loadSecret } from "../../src/cluster/auth.js";
 import { loadLlamaConfig } from "../../src/model/config.js";
 import { SafetensorsModel } from "../../src/model/safetensors.js";
 import { extractSlices, ModelSlice } from "../../src/engine/slice.js";
@@ -500,6 +501,51 @@ test("garbage, a wrong protocol version and a wrong fingerprint get error frames
   assert.equal((await greedy(m, "Once", 5)).length, 5);
   await m.close();
   await w.stop();
+});
+
+test("shared secret: mutual challenge-response for clients and mesh peers; every wrong side is refused by name", { skip: skipUnless(STORIES) }, async () => {
+  const dir = tempDir("llamesh-secret-");
+  const secretFile = `${dir}/secret`;
+  fs.writeFileSync(secretFile, "0123456789abcdef0123456789abcdef\n");
+  const secret = loadSecret(secretFile)!;
+  const wrong = Buffer.from("fedcba9876543210fedcba9876543210");
+  const ws = await Promise.all([0, 1].map(() => spawnWorker(["--cache-dir", tempDir("llamesh-cache-"), "--secret-file", secretFile])));
+  const expected = await greedy(await openModel(STORIES, { backend, maxSeqLen: 64 }), "Once upon a time", 12);
+  // the right secret: served, and the two workers authenticate to each other for the mesh
+  const m = await openDistributedModel(STORIES, { workers: specs(ws, [50, 50]), secret, topology: "mesh", backend, maxSeqLen: 64, log: quiet });
+  assert.deepEqual(await greedy(m, "Once upon a time", 12), expected);
+  await m.close();
+  // no secret, or another one: refused, naming the worker
+  await assert.rejects(() => openDistributedModel(STORIES, { workers: specs(ws.slice(0, 1)), backend, maxSeqLen: 64, log: quiet }),
+    (e: unknown) => e instanceof LlameshError && e.message.includes(`127.0.0.1:${ws[0]!.port} requires a shared secret`) && e.message.includes("--secret-file"));
+  await assert.rejects(() => openDistributedModel(STORIES, { workers: specs(ws.slice(0, 1)), secret: wrong, backend, maxSeqLen: 64, log: quiet }),
+    (e: unknown) => e instanceof LlameshError && /127\.0\.0\.1:\d+ does not know the shared secret/.test(e.message));
+  // a worker without a secret is refused by a client that has one
+  const open = await spawnWorker(["--cache-dir", tempDir("llamesh-cache-")]);
+  await assert.rejects(() => openDistributedModel(STORIES, { workers: specs([open]), secret, backend, maxSeqLen: 64, log: quiet }),
+    (e: unknown) => e instanceof LlameshError && e.message.includes(`127.0.0.1:${open.port} does not ask for the shared secret`));
+  await open.stop();
+  // raw: nothing before authentication; a wrong proof closes that connection only
+  const r = await raw(ws[0]!.port);
+  r.send(encodeFrame(MSG.SETUP, 1, "{}"));
+  assert.match(errorText(await r.next()), /not authenticated/);
+  r.send(encodeFrame(MSG.HELLO, 2, JSON.stringify({ fingerprint: "0".repeat(32), nonce: "a".repeat(32) })));
+  const ch = await r.next();
+  assert.ok(ch !== "closed" && ch.type === MSG.AUTH_CHALLENGE);
+  const wn = (JSON.parse((ch as Frame).body.toString()) as { nonce: string }).nonce;
+  r.send(encodeFrame(MSG.AUTH, 3, JSON.stringify({ proof: authProof(wrong, "client", "a".repeat(32), wn) })));
+  assert.match(errorText(await r.next()), /authentication failed: wrong shared secret/);
+  assert.equal(await r.next(), "closed");
+  const again = await openDistributedModel(STORIES, { workers: specs(ws.slice(0, 1)), secret, backend, maxSeqLen: 64, log: quiet });
+  assert.equal(((await again.workerStats())[0]!["authFailures"] as number), 1);
+  await again.close();
+  await Promise.all(ws.map((w) => w.stop()));
+  // the secret file itself
+  fs.writeFileSync(`${dir}/short`, "too short\n");
+  assert.throws(() => loadSecret(`${dir}/short`), (e: unknown) => e instanceof LlameshError && /short: the secret is 9 bytes, expected at least 16/.test(e.message));
+  assert.throws(() => loadSecret(`${dir}/missing`), (e: unknown) => e instanceof LlameshError && /--secret-file .*missing: cannot read \(ENOENT\)/.test(e.message));
+  assert.equal(loadSecret(undefined, {}), null);
+  assert.deepEqual(loadSecret(undefined, { LLAMESH_SECRET: "0123456789abcdef" }), Buffer.from("0123456789abcdef"));
 });
 
 /** A TCP forwarder to `port` that lets only its first connection through (a worker behind NAT). */

@@ -15,11 +15,18 @@ after(() => {
   for (const c of live) c.kill("SIGKILL");
 });
 
+/** This process's environment without a cluster secret the developer may have set. */
+function hermetic(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env["LLAMESH_SECRET"];
+  return env;
+}
+
 /** Start `bin/worker 0 --host 127.0.0.1` and wait for its "listening" line. */
 export function spawnWorker(args: string[] = [], env: NodeJS.ProcessEnv = {}, port = 0): Promise<SpawnedWorker> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.resolve("bin", "worker"), String(port), "--host", "127.0.0.1", "--threads", "1", ...args], {
-      env: { ...process.env, LLAMESH_WORKER_GMAC: "1", ...env },
+      env: { ...hermetic(), LLAMESH_WORKER_GMAC: "1", ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     live.add(child);
