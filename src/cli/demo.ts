@@ -58,6 +58,14 @@ try {
   process.stderr.write(`$ bin/client ${cmd.slice(1).map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(" ")}\n`);
   const r = spawnSync(process.execPath, cmd, { stdio: "inherit" });
   process.exitCode = r.status ?? 1;
+  if (r.status === 0) {
+    process.stderr.write(
+      "\nBoth workers ran on this machine, sharing its cores and its memory bandwidth, so the split cannot be\n" +
+        "faster than one process here: the demo shows the mechanics. On a LAN: bin/worker 1234 on each machine,\n" +
+        "then bin/client MODEL --workers host1:1234,host2:1234 (docs/cluster.md; npm run bench:cluster measures two\n" +
+        "\"machines\" made of network namespaces, one core each).\n",
+    );
+  }
 } finally {
   for (const w of workers) {
     w.child.removeAllListeners("exit");
