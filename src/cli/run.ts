@@ -2,19 +2,14 @@
  * `llamesh run` / `bin/client`: load a model folder, stream the continuation of a prompt to
  * stdout, and print the report on stderr.
  */
-import * as os from "node:os";
 import { generate } from "../engine/generate.js";
-import { openModel, type LoadedModel } from "../engine/open.js";
-import { loadSecret } from "../cluster/auth.js";
-import { openDistributedModel, parseWorkersFlag, type DistributedModel } from "../cluster/client.js";
 import { Sampler } from "../engine/sampler.js";
 import { TextStream } from "../engine/text-stream.js";
 import { modelMacsPerToken } from "../engine/weights.js";
-import { createBackend } from "../kernels/backend.js";
 import { applyChatTemplate } from "../model/chat.js";
 import { LlameshError } from "../model/errors.js";
-import { defaultThreads, parseArgs, type FlagSpec } from "./args.js";
-import { ProgressBar } from "./progress.js";
+import { parseArgs, type FlagSpec } from "./args.js";
+import { loadModel, modelFlags, modelSettings } from "./load.js";
 import { modelReport, speedReport } from "./report.js";
 
 export const runFlags: Record<string, FlagSpec> = {
@@ -24,17 +19,9 @@ export const runFlags: Record<string, FlagSpec> = {
   "top-p": { type: "number", min: 0, max: 1, help: "nucleus sampling mass, 1 = off" },
   "top-k": { type: "int", min: 0, max: 1_000_000, help: "keep the k most likely tokens, 0 = off" },
   seed: { type: "int", min: 0, max: Number.MAX_SAFE_INTEGER, help: "random seed for sampling" },
-  threads: { type: "int", min: 1, max: 256, help: "compute threads" },
-  "max-seq-len": { type: "int", min: 2, max: 1 << 20, help: "context length to allocate" },
-  "kernels": { type: "string", help: "wasm or ts (the plain TypeScript reference)" },
   chat: { type: "boolean", help: "format the prompt with the model's chat template (tokenizer_config.json)" },
   system: { type: "string", help: "with --chat: a system message" },
-  workers: { type: "string", help: "worker list host:port[@share],..." },
-  "local-share": { type: "number", min: 0, max: 1e6, help: "this machine's share of the work when using --workers (0 = coordinate only)" },
-  "perf-csv": { type: "string", help: "per-token timing CSV of the cluster run" },
-  "secret-file": { type: "string", help: "file holding the cluster's shared secret (else LLAMESH_SECRET); workers must prove they know it" },
-  "step-timeout": { type: "number", min: 0.1, max: 86400, help: "seconds a token may wait for a worker before it is pinged, and as long again before it is dropped as hung (default 30)" },
-  topology: { type: "string", help: "auto (default), mesh (the nodes add their partial sums among themselves) or star (every sync through this machine)" },
+  ...modelFlags,
   help: { type: "boolean", aliases: ["-h"], help: "show usage" },
 };
 
@@ -63,25 +50,10 @@ export async function runCommand(argv: readonly string[], command = "client"): P
   const prompt = flags["prompt"] as string | undefined;
   if (prompt === undefined) throw new LlameshError(`${command}: missing -i <prompt> (the text to continue)`);
   const maxNew = (flags["max-new-tokens"] as number | undefined) ?? 100;
-  const threads = (flags["threads"] as number | undefined) ?? defaultThreads(process.env, os.availableParallelism());
-  const kernelsFlag = (flags["kernels"] as string | undefined) ?? "wasm";
-  if (kernelsFlag !== "wasm" && kernelsFlag !== "ts") throw new LlameshError(`${command}: --kernels ${JSON.stringify(kernelsFlag)} is not valid, expected wasm or ts`);
+  const settings = modelSettings(flags, command);
   const seed = (flags["seed"] as number | undefined) ?? (Date.now() % 2147483647);
   const log = (line: string): void => void process.stderr.write(line + "\n");
 
-  const workersFlag = flags["workers"] as string | undefined;
-  const localShare = flags["local-share"] as number | undefined;
-  const maxSeqLen = flags["max-seq-len"] as number | undefined;
-  if (localShare !== undefined && workersFlag === undefined) {
-    throw new LlameshError(`${command}: --local-share needs --workers (it is this machine's part next to theirs)`);
-  }
-  const workers = workersFlag === undefined ? null : parseWorkersFlag(workersFlag);
-  const topology = flags["topology"] as string | undefined;
-  if (topology !== undefined && topology !== "auto" && topology !== "mesh" && topology !== "star") throw new LlameshError(`${command}: --topology ${JSON.stringify(topology)} is not valid, expected auto, mesh or star`);
-  for (const f of ["topology", "step-timeout", "perf-csv", "secret-file"]) {
-    if (flags[f] !== undefined && workersFlag === undefined) throw new LlameshError(`${command}: --${f} needs --workers`);
-  }
-  const secret = workers ? loadSecret(flags["secret-file"] as string | undefined) : null;
   const system = flags["system"] as string | undefined;
   if (system !== undefined && !flags["chat"]) throw new LlameshError(`${command}: --system needs --chat`);
   const chatText = flags["chat"]
@@ -94,27 +66,8 @@ export async function runCommand(argv: readonly string[], command = "client"): P
     seed,
   });
 
-  const backend = await createBackend({ threads, log, forceReference: kernelsFlag === "ts" });
-  const bar = new ProgressBar(workers ? "Loading and sending weights" : "Loading");
-  const onProgress = (d: number, t: number): void => bar.update(d, t);
-  let distributed: DistributedModel | null = null;
+  const { model, distributed, backend, close } = await loadModel(dir, settings, log);
   try {
-    // One machine, or this machine coordinating workers: both give a LoadedModel.
-    const model: LoadedModel = workers
-      ? (distributed = await openDistributedModel(dir, {
-          workers,
-          localShare,
-          backend,
-          maxSeqLen,
-          onProgress,
-          log,
-          perfCsv: (flags["perf-csv"] as string | undefined) ?? "matmul_perf.csv",
-          topology,
-          stepTimeoutMs: flags["step-timeout"] === undefined ? undefined : (flags["step-timeout"] as number) * 1000,
-          secret,
-        }))
-      : await openModel(dir, { backend, maxSeqLen, onProgress });
-    bar.done();
     for (const l of modelReport(model, backend.name)) log(l);
 
     // A chat template writes its own BOS (as transformers does, no special tokens are added to it).
@@ -137,7 +90,6 @@ export async function runCommand(argv: readonly string[], command = "client"): P
     for (const l of speedReport(result, modelMacsPerToken(model.config))) log(l);
     if (distributed) for (const l of distributed.clusterReport()) log(l);
   } finally {
-    await distributed?.close();
-    await backend.close();
+    await close();
   }
 }

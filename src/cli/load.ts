@@ -1,0 +1,102 @@
+/**
+ * The flags that say how to load a model (threads, context, kernels, cluster) and the loading
+ * itself, shared by `bin/client` (run.ts) and `llamesh serve` (serve.ts): one machine, or this
+ * machine coordinating workers; both give a LoadedModel.
+ */
+import * as os from "node:os";
+import { loadSecret } from "../cluster/auth.js";
+import { openDistributedModel, parseWorkersFlag, type DistributedModel, type DistributedOptions } from "../cluster/client.js";
+import { openModel, type LoadedModel } from "../engine/open.js";
+import { createBackend } from "../kernels/backend.js";
+import type { KernelBackend } from "../kernels/kernels.js";
+import { LlameshError } from "../model/errors.js";
+import { defaultThreads, type FlagSpec } from "./args.js";
+import { ProgressBar } from "./progress.js";
+
+export const modelFlags: Record<string, FlagSpec> = {
+  threads: { type: "int", min: 1, max: 256, help: "compute threads" },
+  "max-seq-len": { type: "int", min: 2, max: 1 << 20, help: "context length to allocate" },
+  kernels: { type: "string", help: "wasm or ts (the plain TypeScript reference)" },
+  workers: { type: "string", help: "worker list host:port[@share],..." },
+  "local-share": { type: "number", min: 0, max: 1e6, help: "this machine's share of the work when using --workers (0 = coordinate only)" },
+  "perf-csv": { type: "string", help: "per-token timing CSV of the cluster run" },
+  "secret-file": { type: "string", help: "file holding the cluster's shared secret (else LLAMESH_SECRET); workers must prove they know it" },
+  "step-timeout": { type: "number", min: 0.1, max: 86400, help: "seconds a token may wait for a worker before it is pinged, and as long again before it is dropped as hung (default 30)" },
+  topology: { type: "string", help: "auto (default), mesh (the nodes add their partial sums among themselves) or star (every sync through this machine)" },
+};
+
+/** What was loaded, and how to let go of it. */
+export interface Loaded {
+  model: LoadedModel;
+  /** Set when the model runs on workers. */
+  distributed: DistributedModel | null;
+  backend: KernelBackend;
+  close(): Promise<void>;
+}
+
+/** The model-loading flags, checked (before anything heavy), with their defaults. */
+export interface ModelSettings {
+  threads: number;
+  kernels: "wasm" | "ts";
+  maxSeqLen: number | undefined;
+  /** With --workers: how to reach and use them. */
+  cluster: Pick<DistributedOptions, "workers" | "localShare" | "perfCsv" | "topology" | "stepTimeoutMs" | "secret"> | null;
+}
+
+export function modelSettings(flags: Record<string, unknown>, command: string): ModelSettings {
+  const kernels = (flags["kernels"] as string | undefined) ?? "wasm";
+  if (kernels !== "wasm" && kernels !== "ts") throw new LlameshError(`${command}: --kernels ${JSON.stringify(kernels)} is not valid, expected wasm or ts`);
+  const workersFlag = flags["workers"] as string | undefined;
+  if (flags["local-share"] !== undefined && workersFlag === undefined) {
+    throw new LlameshError(`${command}: --local-share needs --workers (it is this machine's part next to theirs)`);
+  }
+  for (const f of ["topology", "step-timeout", "perf-csv", "secret-file"]) {
+    if (flags[f] !== undefined && workersFlag === undefined) throw new LlameshError(`${command}: --${f} needs --workers`);
+  }
+  const topology = flags["topology"] as string | undefined;
+  if (topology !== undefined && topology !== "auto" && topology !== "mesh" && topology !== "star") {
+    throw new LlameshError(`${command}: --topology ${JSON.stringify(topology)} is not valid, expected auto, mesh or star`);
+  }
+  const stepTimeout = flags["step-timeout"] as number | undefined;
+  return {
+    threads: (flags["threads"] as number | undefined) ?? defaultThreads(process.env, os.availableParallelism()),
+    kernels,
+    maxSeqLen: flags["max-seq-len"] as number | undefined,
+    cluster:
+      workersFlag === undefined
+        ? null
+        : {
+            workers: parseWorkersFlag(workersFlag),
+            localShare: flags["local-share"] as number | undefined,
+            perfCsv: (flags["perf-csv"] as string | undefined) ?? "matmul_perf.csv",
+            topology: topology as DistributedOptions["topology"],
+            stepTimeoutMs: stepTimeout === undefined ? undefined : stepTimeout * 1000,
+            secret: loadSecret(flags["secret-file"] as string | undefined),
+          },
+  };
+}
+
+/** Load `dir` as the settings say, with a progress bar on stderr. */
+export async function loadModel(dir: string, s: ModelSettings, log: (line: string) => void): Promise<Loaded> {
+  const backend = await createBackend({ threads: s.threads, log, forceReference: s.kernels === "ts" });
+  const bar = new ProgressBar(s.cluster ? "Loading and sending weights" : "Loading");
+  const onProgress = (d: number, t: number): void => bar.update(d, t);
+  try {
+    const distributed = s.cluster ? await openDistributedModel(dir, { ...s.cluster, backend, maxSeqLen: s.maxSeqLen, onProgress, log }) : null;
+    const model: LoadedModel = distributed ?? (await openModel(dir, { backend, maxSeqLen: s.maxSeqLen, onProgress }));
+    bar.done();
+    return {
+      model,
+      distributed,
+      backend,
+      close: async () => {
+        await distributed?.close();
+        await backend.close();
+      },
+    };
+  } catch (e) {
+    bar.done();
+    await backend.close();
+    throw e;
+  }
+}
