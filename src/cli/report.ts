@@ -53,7 +53,7 @@ export function speedReport(r: GenerationResult, macsPerToken: number): string[]
   const lines: string[] = [];
   const promptRate = r.promptTokens / (r.promptMs / 1000);
   lines.push(`Prompt: ${r.promptTokens} tokens in ${r.promptMs.toFixed(1)} ms, ${promptRate.toFixed(2)} tok/s`);
-  const stop = { length: "reached -n", eos: "end-of-sequence token", context: "context full (--max-seq-len)" }[r.stop];
+  const stop = { length: "reached -n", eos: "end-of-sequence token", context: "context full (--max-seq-len)", stopped: "stopped by the caller" }[r.stop];
   lines.push(`Generated: ${r.tokens.length} tokens (stopped: ${stop})`);
   if (r.decodeSteps > 0) {
     const msPer = r.decodeMs / r.decodeSteps;

@@ -20,9 +20,11 @@ export interface GenerateOptions {
   eosIds: readonly number[];
   /** Called with each new token as soon as it is chosen (not for end-of-sequence tokens). */
   onToken?: (id: number) => void;
+  /** Asked after each token: true ends the generation there (a stop string, a client gone). */
+  shouldStop?: () => boolean;
 }
 
-export type StopReason = "length" | "eos" | "context";
+export type StopReason = "length" | "eos" | "context" | "stopped";
 
 export interface GenerationResult {
   tokens: number[];
@@ -62,6 +64,10 @@ export async function generate(model: LogitsModel, prompt: readonly number[], op
     }
     tokens.push(next);
     opts.onToken?.(next);
+    if (opts.shouldStop?.()) {
+      stop = "stopped";
+      break;
+    }
     if (tokens.length >= opts.maxNewTokens) break;
     if (pos >= model.seqLen) {
       stop = "context";
