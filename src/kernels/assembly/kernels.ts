@@ -152,6 +152,24 @@ export function dequantQ8(out: usize, src: usize, n: u32): void {
 }
 
 /**
+ * Integer dot of one Q8_0 block of the row at p (its 32 int8, widened to i16 here) with the
+ * block's 32 activations as i16 in x0..x3: four i32 lanes whose sum is the block's dot.
+ */
+// @ts-ignore: decorator
+@inline function blockDot(p: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+  return i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p, 2), x0), i32x4.dot_i16x8_s(v128.load8x8_s(p, 10), x1)),
+    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p, 18), x2), i32x4.dot_i16x8_s(v128.load8x8_s(p, 26), x3)));
+}
+
+/** The f16 scales of the current blocks of four rows (p0..p3) as f32x4. */
+// @ts-ignore: decorator
+@inline function rowScales(p0: usize, p1: usize, p2: usize, p3: usize): v128 {
+  const hw = (load<u16>(p0) as u64) | ((load<u16>(p1) as u64) << 16) | ((load<u16>(p2) as u64) << 32) | ((load<u16>(p3) as u64) << 48);
+  return f16hiToF32(i16x8.shuffle(i32x4.splat(0), i64x2.splat(hw), 0, 8, 1, 9, 2, 10, 3, 11));
+}
+
+/**
  * Four rows (pointers p0..p3, which may alias for a remainder) dotted with one quantized vector xp
  * of nb blocks; returns [row0, row1, row2, row3] as f32x4, summed block by block exactly like the
  * reference (integer block dot, f32 scale product, f32 accumulate in block order).
@@ -161,22 +179,12 @@ export function dequantQ8(out: usize, src: usize, n: u32): void {
   let acc = f32x4.splat(0);
   for (let b: u32 = 0; b < nb; b++) {
     const x0 = v128.load8x8_s(xp, 2), x1 = v128.load8x8_s(xp, 10), x2 = v128.load8x8_s(xp, 18), x3 = v128.load8x8_s(xp, 26);
-    const s0 = i32x4.add(
-      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p0, 2), x0), i32x4.dot_i16x8_s(v128.load8x8_s(p0, 10), x1)),
-      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p0, 18), x2), i32x4.dot_i16x8_s(v128.load8x8_s(p0, 26), x3)));
-    const s1 = i32x4.add(
-      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p1, 2), x0), i32x4.dot_i16x8_s(v128.load8x8_s(p1, 10), x1)),
-      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p1, 18), x2), i32x4.dot_i16x8_s(v128.load8x8_s(p1, 26), x3)));
-    const s2 = i32x4.add(
-      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p2, 2), x0), i32x4.dot_i16x8_s(v128.load8x8_s(p2, 10), x1)),
-      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p2, 18), x2), i32x4.dot_i16x8_s(v128.load8x8_s(p2, 26), x3)));
-    const s3 = i32x4.add(
-      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p3, 2), x0), i32x4.dot_i16x8_s(v128.load8x8_s(p3, 10), x1)),
-      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p3, 18), x2), i32x4.dot_i16x8_s(v128.load8x8_s(p3, 26), x3)));
+    const s0 = blockDot(p0, x0, x1, x2, x3);
+    const s1 = blockDot(p1, x0, x1, x2, x3);
+    const s2 = blockDot(p2, x0, x1, x2, x3);
+    const s3 = blockDot(p3, x0, x1, x2, x3);
     const dots = f32x4.convert_i32x4_s(transposeSum(s0, s1, s2, s3));
-    const hw = (load<u16>(p0) as u64) | ((load<u16>(p1) as u64) << 16) | ((load<u16>(p2) as u64) << 32) | ((load<u16>(p3) as u64) << 48);
-    const h = i16x8.shuffle(i32x4.splat(0), i64x2.splat(hw), 0, 8, 1, 9, 2, 10, 3, 11);
-    const scale = f32x4.mul(f16hiToF32(h), f32x4.splat(f16ToF32(load<u16>(xp) as u32)));
+    const scale = f32x4.mul(rowScales(p0, p1, p2, p3), f32x4.splat(f16ToF32(load<u16>(xp) as u32)));
     acc = f32x4.add(acc, f32x4.mul(dots, scale));
     p0 += BLOCK; p1 += BLOCK; p2 += BLOCK; p3 += BLOCK; xp += BLOCK;
   }
@@ -199,25 +207,15 @@ export function dequantQ8(out: usize, src: usize, n: u32): void {
   const xsEnd = xs + nb * XSTRIDE;
   while (xs < xsEnd) {
     const x0 = v128.load(xs, 0), x1 = v128.load(xs, 16), x2 = v128.load(xs, 32), x3 = v128.load(xs, 48);
-    const s0 = i32x4.add(
-      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p0, 2), x0), i32x4.dot_i16x8_s(v128.load8x8_s(p0, 10), x1)),
-      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p0, 18), x2), i32x4.dot_i16x8_s(v128.load8x8_s(p0, 26), x3)));
+    const s0 = blockDot(p0, x0, x1, x2, x3);
     v128.store(xs, s0, 80);
-    const s1 = i32x4.add(
-      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p1, 2), x0), i32x4.dot_i16x8_s(v128.load8x8_s(p1, 10), x1)),
-      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p1, 18), x2), i32x4.dot_i16x8_s(v128.load8x8_s(p1, 26), x3)));
+    const s1 = blockDot(p1, x0, x1, x2, x3);
     v128.store(xs, s1, 80);
-    const s2 = i32x4.add(
-      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p2, 2), x0), i32x4.dot_i16x8_s(v128.load8x8_s(p2, 10), x1)),
-      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p2, 18), x2), i32x4.dot_i16x8_s(v128.load8x8_s(p2, 26), x3)));
+    const s2 = blockDot(p2, x0, x1, x2, x3);
     v128.store(xs, s2, 80);
-    const s3 = i32x4.add(
-      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p3, 2), x0), i32x4.dot_i16x8_s(v128.load8x8_s(p3, 10), x1)),
-      i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p3, 18), x2), i32x4.dot_i16x8_s(v128.load8x8_s(p3, 26), x3)));
+    const s3 = blockDot(p3, x0, x1, x2, x3);
     const dots = f32x4.convert_i32x4_s(transposeSum(s0, s1, s2, s3));
-    const hw = (load<u16>(p0) as u64) | ((load<u16>(p1) as u64) << 16) | ((load<u16>(p2) as u64) << 32) | ((load<u16>(p3) as u64) << 48);
-    const h = i16x8.shuffle(i32x4.splat(0), i64x2.splat(hw), 0, 8, 1, 9, 2, 10, 3, 11);
-    const scale = f32x4.mul(f16hiToF32(h), v128.load(xs, 64));
+    const scale = f32x4.mul(rowScales(p0, p1, p2, p3), v128.load(xs, 64));
     acc = f32x4.add(acc, f32x4.mul(dots, scale));
     p0 += BLOCK; p1 += BLOCK; p2 += BLOCK; p3 += BLOCK; xs += XSTRIDE;
   }
