@@ -14,12 +14,12 @@ import { LlameshError } from "../model/errors.js";
 import type { EmbeddingTable } from "../engine/embedding.js";
 import { ResidualStream } from "../engine/residual.js";
 import { nodeDims, type ModelSlice, type NodeSlice } from "../engine/slice.js";
-import { dimsOf, hfNames, normIndex, type MemoryRow, type MemorySummary } from "../engine/weights.js";
+import { hfNames, normIndex, type MemoryRow, type MemorySummary } from "../engine/weights.js";
 import { formatBytes } from "../cli/progress.js";
 import { MeshMember, Poller, type MemberInfo } from "./mesh.js";
 import type { ClusterPlan } from "./planner.js";
 import {
-  decodeDone, decodePartial, decodeResult, encodeActRequest, encodeMesh, encodeStep, jsonOf, MSG, type Connection, type StepTimes,
+  decodeDone, decodeResult, encodeActRequest, encodeMesh, encodeStep, jsonOf, MSG, type Connection, type StepTimes,
 } from "./protocol.js";
 
 export type Topology = "mesh" | "star";
@@ -136,12 +136,11 @@ export class Coordinator {
 
   memorySummary(): MemorySummary {
     const c = this.config;
-    const d = dimsOf(c);
     const L = c.nLayers;
     const local = this.nodes.find((n) => n.local)?.local ?? null;
     const byType: MemoryRow[] = [
       { type: "embedding", quant: "Q8_0", bytes: this.embedding.rows.length, params: c.vocabSize * c.dim },
-      { type: "norms", quant: "F32", bytes: (2 * L + 1) * d.dimP * 4, params: (2 * L + 1) * c.dim },
+      { type: "norms", quant: "F32", bytes: (2 * L + 1) * this.dimP * 4, params: (2 * L + 1) * c.dim },
     ];
     if (local) byType.push({ type: "own slice (q,k,v,o,gate,up,down,classifier)", quant: "Q8_0", bytes: local.weightBytes, params: local.macsPerToken });
     const model = byType.reduce((s, r) => s + r.bytes, 0);
@@ -185,10 +184,7 @@ export class Coordinator {
         const conn = m.node.conn;
         if (!conn) continue;
         lm.links.set(m.rank, { send: (f) => conn.write(f) });
-        conn.onUnsolicited = (f) => {
-          const { step, seq, values } = decodePartial(f.body);
-          lm.deliver(m.rank, step, seq, values, f.body.length + 16);
-        };
+        conn.onUnsolicited = (f) => lm.deliver(m.rank, f);
         conn.onClosed = (e) => lm.fail(e);
       }
     }

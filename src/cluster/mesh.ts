@@ -20,7 +20,7 @@ import type { KernelBackend } from "../kernels/kernels.js";
 import type { LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../model/errors.js";
 import { normIndex } from "../engine/weights.js";
-import { encodeFrame, encodePartial, MSG, type StepTimes } from "./protocol.js";
+import { decodePartial, encodeFrame, encodePartial, HEADER_BYTES, MSG, type Frame, type StepTimes } from "./protocol.js";
 import { ResidualStream } from "../engine/residual.js";
 import type { ModelSlice } from "../engine/slice.js";
 
@@ -103,9 +103,10 @@ export class MeshMember {
     this.stream.dispose();
   }
 
-  /** A partial sum arrived from member `from`. */
-  deliver(from: number, step: number, seq: number, values: Float32Array, frameBytes: number): void {
-    this.received += frameBytes;
+  /** A PARTIAL frame arrived from member `from` (a malformed one throws a ProtocolError). */
+  deliver(from: number, f: Frame): void {
+    const { step, seq, values } = decodePartial(f.body);
+    this.received += HEADER_BYTES + f.body.length;
     const key = `${from}:${step}:${seq}`;
     const w = this.waiters.get(key);
     if (w) {

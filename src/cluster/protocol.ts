@@ -384,7 +384,13 @@ export class Connection {
       }
       for (const f of frames) {
         if (f.type === MSG.PARTIAL) {
-          this.onUnsolicited?.(f);
+          try {
+            this.onUnsolicited?.(f);
+          } catch (e) {
+            // a malformed frame: this peer cannot be trusted any more
+            this.kill(new LlameshError(`worker ${label}: ${(e as Error).message}`));
+            return;
+          }
           continue;
         }
         const p = this.pending.get(f.id);

@@ -23,7 +23,7 @@ import { modelFingerprint, SliceCache, withKeys, type CacheWriter } from "./cach
 import { authProof, isNonce, newNonce, openSession, proofMatches } from "./auth.js";
 import { MeshMember, Poller, type MemberInfo } from "./mesh.js";
 import {
-  decodeActRequest, decodeMesh, decodePartial, decodeStep, decodeWeightChunk, encodeDone, encodeFrame, encodeJson, encodeResult,
+  decodeActRequest, decodeMesh, decodeStep, decodeWeightChunk, encodeDone, encodeFrame, encodeJson, encodeResult,
   Connection, FrameError, FrameReader, jsonOf, MSG, MSG_NAMES, parseJson, PROTOCOL_VERSION, ProtocolError, type Frame,
 } from "./protocol.js";
 import { extractSlices, ModelSlice, sliceDescs, type NodeSlice, type SliceDesc } from "../engine/slice.js";
@@ -351,11 +351,10 @@ class Session {
 
   private onPartial(f: Frame): void {
     try {
-      const { step, seq, values } = decodePartial(f.body);
       if (this.peerOf) {
-        this.peerOf.member.deliver(this.peerOf.rank, step, seq, values, f.body.length + 16);
+        this.peerOf.member.deliver(this.peerOf.rank, f);
       } else if (this.member && this.clientRank >= 0) {
-        this.member.deliver(this.clientRank, step, seq, values, f.body.length + 16);
+        this.member.deliver(this.clientRank, f);
       } else {
         throw new ProtocolError("partial sum outside a mesh", "order");
       }
@@ -389,10 +388,7 @@ class Session {
       throw new ProtocolError(`mesh: cannot reach peer ${label} (${(e as Error).message}); ${hint}`, "peer");
     }
     this.peerConns.push(conn);
-    conn.onUnsolicited = (f) => {
-      const { step, seq, values } = decodePartial(f.body);
-      member.deliver(m.rank, step, seq, values, f.body.length + 16);
-    };
+    conn.onUnsolicited = (f) => member.deliver(m.rank, f);
     conn.onClosed = () => member.fail(new LlameshError(`mesh: link to peer ${label} closed`));
     try {
       jsonOf(await openSession(conn, MSG.PEER, { session: this.meshToken, rank: me }, this.server.secret), MSG.PEER_OK, `peer ${label}`);
