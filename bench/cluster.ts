@@ -31,7 +31,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createBackend } from "../src/kernels/backend.js";
 import { modelMacsPerToken } from "../src/engine/weights.js";
-import { SHAPES, writeSyntheticModel } from "../src/model/synthetic.js";
+import { SHAPES, writeSyntheticModel } from "../src/synthetic/checkpoint.js";
 import { openDistributedModel, type Topology, type WorkerSpec } from "../src/cluster/client.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");

@@ -11,8 +11,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { LlameshError } from "../src/model/errors.js";
-import { SHAPES } from "../src/model/synthetic.js";
+import { LlameshError } from "../src/core/errors.js";
+import { SHAPES } from "../src/synthetic/checkpoint.js";
 import { benchSynth, defaultCacheDir } from "./synth.js";
 
 const NODE_LLAMA_CPP_VERSION = "3.22.1";

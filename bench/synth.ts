@@ -5,8 +5,8 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { LlameshError } from "../src/model/errors.js";
-import { SHAPES, writeSyntheticModel } from "../src/model/synthetic.js";
+import { LlameshError } from "../src/core/errors.js";
+import { SHAPES, writeSyntheticModel } from "../src/synthetic/checkpoint.js";
 
 export interface SynthResult {
   hfDir: string;
@@ -51,7 +51,7 @@ export async function benchSynth(opts: {
     } else {
       const t0 = performance.now();
       opts.log(`Writing the same weights as GGUF Q8_0 to ${gguf} ...`);
-      const { writeGgufFromSafetensors } = await import("../src/model/gguf-writer.js");
+      const { writeGgufFromSafetensors } = await import("../src/synthetic/gguf-writer.js");
       writeGgufFromSafetensors(hfDir, gguf, { quant: "Q8_0" });
       opts.log(`  done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     }

@@ -2,7 +2,7 @@
  * A small, strict command-line parser: every flag is declared with its type, and a bad value is
  * a one-line error naming the flag and what was expected.
  */
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 
 export type FlagType = "string" | "int" | "number" | "boolean";
 

@@ -3,7 +3,7 @@ import * as os from "node:os";
 import { benchCompare } from "../../bench/compare.js";
 import { benchGmac } from "../../bench/gmac.js";
 import { benchSynth } from "../../bench/synth.js";
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 import { defaultThreads, parseArgs, type FlagSpec } from "./args.js";
 
 export const BENCH_USAGE = `usage: llamesh bench gmac [--threads N] [--seconds S]

@@ -1,5 +1,5 @@
 /** `llamesh <command>`: the one executable with subcommands. */
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 import { main } from "./main.js";
 import { runCommand, RUN_USAGE } from "./run.js";
 import { tokenizeCommand, TOKENIZE_USAGE } from "./tokenize.js";

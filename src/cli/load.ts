@@ -9,7 +9,7 @@ import { openDistributedModel, parseWorkersFlag, type DistributedModel, type Dis
 import { openModel, type LoadedModel } from "../engine/open.js";
 import { createBackend } from "../kernels/backend.js";
 import type { KernelBackend } from "../kernels/kernels.js";
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 import { defaultThreads, type FlagSpec } from "./args.js";
 import { ProgressBar } from "./progress.js";
 

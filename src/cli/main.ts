@@ -3,7 +3,7 @@
  * user can fix) into one line on stderr and exit code 1, and anything else (a bug) into its
  * stack trace and exit code 2.
  */
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 
 export function main(run: () => Promise<void>): void {
   run().then(

@@ -1,3 +1,5 @@
+import { formatBytes } from "../core/format.js";
+
 /** A one-line progress bar on stderr when it is a terminal; silent otherwise (logs stay clean). */
 export class ProgressBar {
   private lastDraw = 0;
@@ -29,15 +31,4 @@ export class ProgressBar {
   done(): void {
     if (this.tty) this.stream.write("\r\x1b[K");
   }
-}
-
-export function formatBytes(n: number): string {
-  const units = ["B", "KB", "MB", "GB", "TB"];
-  let u = 0;
-  let v = n;
-  while (v >= 1000 && u < units.length - 1) {
-    v /= 1000;
-    u++;
-  }
-  return `${u === 0 ? v.toFixed(0) : v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
 }

@@ -5,7 +5,7 @@
 import * as path from "node:path";
 import type { LoadedModel } from "../engine/open.js";
 import type { GenerationResult } from "../engine/generate.js";
-import { formatBytes } from "./progress.js";
+import { formatBytes } from "../core/format.js";
 
 /** A path as the user would type it from here, unless that climbs far up the tree. */
 function relativeToCwd(p: string): string {

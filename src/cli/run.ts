@@ -7,7 +7,7 @@ import { Sampler } from "../engine/sampler.js";
 import { TextStream } from "../engine/text-stream.js";
 import { modelMacsPerToken } from "../engine/weights.js";
 import { applyChatTemplate } from "../model/chat.js";
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 import { parseArgs, type FlagSpec } from "./args.js";
 import { loadModel, modelFlags, modelSettings } from "./load.js";
 import { modelReport, speedReport } from "./report.js";

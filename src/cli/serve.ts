@@ -3,7 +3,7 @@
  * API of src/server/http.ts over one model, on this machine or a cluster (--workers ...).
  */
 import * as path from "node:path";
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 import { createApiServer } from "../server/http.js";
 import { parseArgs, type FlagSpec } from "./args.js";
 import { loadModel, modelFlags, modelSettings } from "./load.js";

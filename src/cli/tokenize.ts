@@ -1,5 +1,5 @@
 /** `llamesh tokenize <model-dir> <text> [--no-bos]`: print the token ids, space separated. */
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 import { loadTokenizer } from "../model/tokenizer.js";
 import { parseArgs, type FlagSpec } from "./args.js";
 

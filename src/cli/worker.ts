@@ -4,7 +4,7 @@
  */
 import * as os from "node:os";
 import { createBackend } from "../kernels/backend.js";
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 import { defaultCacheDir } from "../cluster/cache.js";
 import { loadSecret } from "../cluster/auth.js";
 import { WorkerServer } from "../cluster/worker.js";

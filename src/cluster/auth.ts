@@ -15,7 +15,7 @@
  */
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 import { jsonOf, MSG, type Connection, type Reply } from "./protocol.js";
 
 /** Shortest secret accepted, in bytes. */

@@ -10,7 +10,7 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 import type { SliceDesc } from "../engine/slice.js";
 
 /** Bumped whenever the stored slice format changes (it is part of every cache key). */

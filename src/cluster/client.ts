@@ -9,13 +9,13 @@
  */
 import * as fs from "node:fs";
 import type { KernelBackend } from "../kernels/kernels.js";
-import type { TensorSource } from "../model/safetensors.js";
-import { LlameshError } from "../model/errors.js";
+import type { TensorSource } from "../core/tensor-source.js";
+import { LlameshError } from "../core/errors.js";
 import { EmbeddingTable } from "../engine/embedding.js";
 import { openCheckpoint, openWeights, type LoadedModel } from "../engine/open.js";
 import { extractSlices, ModelSlice, sliceDescs, sliceMacs, type SliceDesc } from "../engine/slice.js";
 import { checkTensors, readNorms } from "../engine/weights.js";
-import { formatBytes } from "../cli/progress.js";
+import { formatBytes } from "../core/format.js";
 import { openSession } from "./auth.js";
 import { modelFingerprint, withKeys } from "./cache.js";
 import { Coordinator, planLines, type ClusterNode, type ClusterStats, type NodeStats, type Topology } from "./coordinator.js";

@@ -10,12 +10,12 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import type { KernelBackend } from "../kernels/kernels.js";
 import type { LlamaConfig } from "../model/config.js";
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 import type { EmbeddingTable } from "../engine/embedding.js";
 import { ResidualStream } from "../engine/residual.js";
 import { nodeDims, type ModelSlice, type NodeSlice } from "../engine/slice.js";
 import { hfNames, normIndex, type MemoryRow, type MemorySummary } from "../engine/weights.js";
-import { formatBytes } from "../cli/progress.js";
+import { formatBytes } from "../core/format.js";
 import { MeshMember, Poller, type MemberInfo } from "./mesh.js";
 import type { ClusterPlan } from "./planner.js";
 import {

@@ -18,7 +18,7 @@
 import type { Arena } from "../kernels/arena.js";
 import type { KernelBackend } from "../kernels/kernels.js";
 import type { LlamaConfig } from "../model/config.js";
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 import { normIndex } from "../engine/weights.js";
 import { decodePartial, encodeFrame, encodePartial, HEADER_BYTES, MSG, type Frame, type StepTimes } from "./protocol.js";
 import { ResidualStream } from "../engine/residual.js";

@@ -15,7 +15,7 @@
  * Units are shared out by the largest-remainder method, in node order, as contiguous ranges;
  * a share of 0 gets nothing.
  */
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 import type { NodeSlice } from "../engine/slice.js";
 
 export type { NodeSlice };

@@ -15,7 +15,7 @@
  * by the helpers below. Sockets run with TCP_NODELAY.
  */
 import * as net from "node:net";
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 
 export const MAGIC = 0x48534d4c; // "LMSH" read as a little-endian u32
 export const PROTOCOL_VERSION = 1;

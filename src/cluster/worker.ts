@@ -16,7 +16,7 @@ import { Arena } from "../kernels/arena.js";
 import type { KernelBackend } from "../kernels/kernels.js";
 import { q8RowBytes } from "../kernels/q8.js";
 import type { LlamaConfig } from "../model/config.js";
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 import { openWeights } from "../engine/open.js";
 import { backendScratchBytes } from "../engine/weights.js";
 import { modelFingerprint, SliceCache, withKeys, type CacheWriter } from "./cache.js";

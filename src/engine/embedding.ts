@@ -4,7 +4,8 @@
  * over the checkpoint as the matrices (extractSlices with EmbeddingTable.desc), so its bytes are
  * exactly those of a quantized classifier row when the embeddings are tied.
  */
-import { F16_TO_F32, pad32, q8RowBytes, QK8_0, Q8_0_BLOCK_BYTES } from "../kernels/q8.js";
+import { pad32, q8RowBytes, QK8_0, Q8_0_BLOCK_BYTES } from "../kernels/q8.js";
+import { F16_TO_F32 } from "../core/numbers.js";
 import type { LlamaConfig } from "../model/config.js";
 import type { SliceDesc } from "./slice.js";
 import { hfNames } from "./weights.js";

@@ -16,7 +16,7 @@
  */
 import type { KernelBackend } from "../kernels/kernels.js";
 import type { LlamaConfig } from "../model/config.js";
-import type { TensorSource } from "../model/safetensors.js";
+import type { TensorSource } from "../core/tensor-source.js";
 import { EmbeddingTable } from "./embedding.js";
 import { ResidualStream } from "./residual.js";
 import { extractSlices, fullSlice, ModelSlice } from "./slice.js";

@@ -2,7 +2,7 @@
  * The generation loop: prompt in batches (prefill), then one token at a time until the token
  * budget, an end-of-sequence token or the end of the context. Timings feed the report.
  */
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 import type { Sampler } from "./sampler.js";
 
 /** Anything that turns tokens at positions into next-token logits: one machine or a cluster. */

@@ -9,7 +9,7 @@ import { Arena } from "../kernels/arena.js";
 import type { KernelBackend, Kernels, Ptr } from "../kernels/kernels.js";
 import { pad32, q8RowBytes } from "../kernels/q8.js";
 import type { LlamaConfig } from "../model/config.js";
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 import { backendScratchBytes } from "./weights.js";
 
 export class ResidualStream {

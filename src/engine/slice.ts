@@ -17,8 +17,8 @@ import { Arena, MAX_ARENA_BYTES } from "../kernels/arena.js";
 import type { KernelBackend, Kernels, Ptr } from "../kernels/kernels.js";
 import { Q8_0_BLOCK_BYTES, pad32, q8RowBytes } from "../kernels/q8.js";
 import type { LlamaConfig } from "../model/config.js";
-import { LlameshError } from "../model/errors.js";
-import type { TensorSource } from "../model/safetensors.js";
+import { LlameshError } from "../core/errors.js";
+import type { TensorSource } from "../core/tensor-source.js";
 import { backendScratchBytes, hfNames, ropeTable } from "./weights.js";
 
 /** Which part of every layer a node holds (planner.ts decides; fullSlice is the whole model). */

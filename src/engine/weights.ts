@@ -12,8 +12,8 @@ import type { Arena } from "../kernels/arena.js";
 import type { Ptr } from "../kernels/kernels.js";
 import { pad32, q8RowBytes } from "../kernels/q8.js";
 import type { LlamaConfig } from "../model/config.js";
-import { LlameshError } from "../model/errors.js";
-import type { TensorSource } from "../model/safetensors.js";
+import { LlameshError } from "../core/errors.js";
+import type { TensorSource } from "../core/tensor-source.js";
 
 export interface Dims {
   dimP: number;

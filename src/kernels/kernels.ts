@@ -23,8 +23,6 @@ export interface Kernels {
    * consecutive quantized vectors of `cols`.
    */
   matmulQ8(out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void;
-  /** out[i] = f32 value of Q8_0 element i of the row at `src` (embedding lookup). */
-  dequantQ8(out: Ptr, src: Ptr, n: number): void;
   /** out = x / sqrt(mean(x^2) + eps) * weight, over `n` values (out may equal x). */
   rmsnorm(out: Ptr, x: Ptr, weight: Ptr, n: number, eps: number): void;
   /**
@@ -45,8 +43,6 @@ export interface Kernels {
     nHeads: number, nKvHeads: number, headDim: number, nPos: number): void;
   /** gate[i] = silu(gate[i]) * up[i], n values. */
   siluMul(gate: Ptr, up: Ptr, n: number): void;
-  /** dst[i] += src[i], n values. */
-  add(dst: Ptr, src: Ptr, n: number): void;
 }
 
 /** Makes Kernels for arenas; owns threads (if any) that must be released with close(). */
@@ -54,6 +50,12 @@ export interface KernelBackend {
   /** For the log line and the report, e.g. "wasm-simd128 x2 threads" or "typescript reference". */
   readonly name: string;
   readonly threads: number;
+  /**
+   * Bytes bind() takes from each arena for the kernels' own scratch (64-aligned, the first
+   * allocation after binding): whoever plans an arena adds exactly this (see engine/layout.ts).
+   */
+  readonly scratchBytes: number;
+  /** Kernels for this arena; throws a RangeError naming the arena when it has no room for scratchBytes. */
   bind(arena: Arena): Kernels;
   /**
    * The arena is no longer used: forget what bind() made for it, so its memory can be collected

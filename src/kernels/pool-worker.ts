@@ -42,14 +42,11 @@ export const CONTROL_BYTES = 4096;
 
 export const OP_BIND = 1;
 export const OP_STOP = 2;
-export const OP_NOOP = 3;
 export const OP_MATMUL = 4;
 export const OP_QUANT = 5;
 export const OP_ATTN = 6;
 export const OP_SILU = 7;
-export const OP_ADD = 8;
 export const OP_BF16 = 9;
-export const OP_DEQUANT = 10;
 export const OP_MEMREAD = 11;
 
 /** How long an idle worker spins before it sleeps. */
@@ -63,7 +60,7 @@ export function shareRange(units: number, s: number, n: number): [number, number
 /**
  * Run share `s` of `n` of a job. Arguments per op (a = args):
  * MATMUL: out w x rows cols nTok scratchBase scratchPerThread (rows split in groups of 4)
- * QUANT: dst src nBlocks; DEQUANT: out src n (n/32 blocks split); SILU/ADD/BF16: a b n (split by 32)
+ * QUANT: dst src nBlocks; SILU/BF16: a b n (split by 32)
  * ATTN: out q k v scratch nHeads nKvHeads headDim nPos (heads split); MEMREAD: ptr bytesPerShare
  */
 export function runShare(k: KernelExports, op: number, a: Float64Array, s: number, n: number): void {
@@ -80,20 +77,13 @@ export function runShare(k: KernelExports, op: number, a: Float64Array, s: numbe
       if (b1 > b0) k.quantizeQ8(a[0]! + b0 * 34, a[1]! + b0 * 128, b1 - b0);
       return;
     }
-    case OP_DEQUANT: {
-      const [b0, b1] = shareRange(a[2]! / 32, s, n);
-      if (b1 > b0) k.dequantQ8(a[0]! + b0 * 128, a[1]! + b0 * 34, (b1 - b0) * 32);
-      return;
-    }
     case OP_SILU:
-    case OP_ADD:
     case OP_BF16: {
       const total = a[2]!;
       const [c0, c1] = shareRange(Math.ceil(total / 32), s, n);
       const i0 = c0 * 32, i1 = Math.min(total, c1 * 32);
       if (i1 <= i0) return;
       if (op === OP_SILU) k.siluMul(a[0]! + i0 * 4, a[1]! + i0 * 4, i1 - i0);
-      else if (op === OP_ADD) k.add(a[0]! + i0 * 4, a[1]! + i0 * 4, i1 - i0);
       else k.storeBf16(a[0]! + i0 * 2, a[1]! + i0 * 4, i1 - i0);
       return;
     }
@@ -106,8 +96,6 @@ export function runShare(k: KernelExports, op: number, a: Float64Array, s: numbe
       k.memRead(a[0]! + s * a[1]!, a[1]!);
       return;
     }
-    case OP_NOOP:
-      return;
     default:
       throw new Error(`kernel pool: unknown op ${op}`);
   }

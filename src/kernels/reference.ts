@@ -4,7 +4,8 @@
  */
 import type { Arena } from "./arena.js";
 import type { KernelBackend, Kernels, Ptr } from "./kernels.js";
-import { F16_TO_F32, Q8_0_BLOCK_BYTES, QK8_0, bf16ToF32, f32ToBf16, f32ToF16, q8RowBytes, roundHalfEven } from "./q8.js";
+import { Q8_0_BLOCK_BYTES, QK8_0, q8RowBytes } from "./q8.js";
+import { F16_TO_F32, bf16ToF32, f32ToBf16, f32ToF16, roundHalfEven } from "../core/numbers.js";
 
 const fround = Math.fround;
 
@@ -56,14 +57,6 @@ export class ReferenceKernels implements Kernels {
         }
         this.f32[(out >> 2) + t * rows + r] = sum;
       }
-    }
-  }
-
-  dequantQ8(out: Ptr, src: Ptr, n: number): void {
-    for (let b = 0; b < n / QK8_0; b++) {
-      const o = src + b * Q8_0_BLOCK_BYTES;
-      const d = F16_TO_F32[this.dv.getUint16(o, true)]!;
-      for (let i = 0; i < QK8_0; i++) this.f32[(out >> 2) + b * QK8_0 + i] = d * this.i8[o + 2 + i]!;
     }
   }
 
@@ -136,16 +129,12 @@ export class ReferenceKernels implements Kernels {
       f[(gate >> 2) + i] = (g / (1 + Math.exp(-g))) * f[(up >> 2) + i]!;
     }
   }
-
-  add(dst: Ptr, src: Ptr, n: number): void {
-    const f = this.f32;
-    for (let i = 0; i < n; i++) f[(dst >> 2) + i] = f[(dst >> 2) + i]! + f[(src >> 2) + i]!;
-  }
 }
 
 export class ReferenceBackend implements KernelBackend {
   readonly name = "typescript reference (no WebAssembly SIMD)";
   readonly threads = 1;
+  readonly scratchBytes = 0;
   private readonly bound = new Set<Arena>();
   bind(arena: Arena): Kernels {
     this.bound.add(arena);

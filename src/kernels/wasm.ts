@@ -3,9 +3,9 @@
  * src/kernels/kernels.wasm) run on a thread pool (pool.ts). Use createBackend(): it falls back to
  * the TypeScript reference kernels where WebAssembly SIMD is missing.
  *
- * Scratch: bind(arena) allocates kernelScratchBytes(threads) bytes in the arena (each thread's
- * widened int16 activations for matmulQ8). Loaders that plan arenas exactly should add that much;
- * if the arena has no room left, matmulQ8 silently uses a slightly slower path without scratch.
+ * Scratch: bind(arena) allocates backend.scratchBytes (threads x 384 KiB) in the arena, each
+ * thread's widened int16 activations for matmulQ8; an arena without that room is an error (the
+ * loaders plan every arena with it, engine/layout.ts).
  */
 import { readFile } from "node:fs/promises";
 import type { Arena } from "./arena.js";
@@ -13,16 +13,12 @@ import type { KernelBackend, Kernels, Ptr } from "./kernels.js";
 import { ReferenceBackend } from "./reference.js";
 import { ThreadPool } from "./pool.js";
 import {
-  OP_ADD, OP_ATTN, OP_BF16, OP_DEQUANT, OP_MATMUL, OP_QUANT, OP_SILU, type KernelExports,
+  OP_ATTN, OP_BF16, OP_MATMUL, OP_QUANT, OP_SILU, type KernelExports,
 } from "./pool-worker.js";
 
 /** Per-thread scratch for matmulQ8 (i16 activations + f32 scales of a chunk of tokens). */
 export const WASM_SCRATCH_BYTES_PER_THREAD = 384 * 1024;
 
-/** Bytes bind() takes from each arena for a backend with `threads` threads (alignment included). */
-export function kernelScratchBytes(threads: number): number {
-  return Math.max(1, threads) * WASM_SCRATCH_BYTES_PER_THREAD + 64;
-}
 
 // Below these amounts of work a kernel runs on the main thread alone (dispatch ~0.3-1 µs).
 const MIN_SPLIT_MACS = 1 << 16;
@@ -129,18 +125,18 @@ export class WasmBackend implements KernelBackend {
 
   private readonly ids = new Map<WebAssembly.Memory, number>();
 
+  get scratchBytes(): number {
+    return this.threads * WASM_SCRATCH_BYTES_PER_THREAD;
+  }
+
   bind(arena: Arena): WasmKernels {
+    if (arena.size - Math.ceil(arena.used / 64) * 64 < this.scratchBytes) {
+      throw new RangeError(`arena ${arena.label}: no room for the kernels' scratch (${this.scratchBytes} bytes, ${this.threads} threads); plan the arena with backend.scratchBytes`);
+    }
+    const scratch = arena.alloc(this.scratchBytes, 64);
     const { id, exports } = this.pool.register(arena.memory);
     this.ids.set(arena.memory, id);
-    let scratch = 0;
-    let scratchBytes = 0;
-    try {
-      scratch = arena.alloc(this.threads * WASM_SCRATCH_BYTES_PER_THREAD, 64);
-      scratchBytes = WASM_SCRATCH_BYTES_PER_THREAD;
-    } catch {
-      // no room: matmulQ8 reads activations straight from the Q8_0 blocks
-    }
-    return new WasmKernels(arena, this.pool, id, exports, this.threads, scratch, scratchBytes, this.alwaysSplit ? 0 : 1);
+    return new WasmKernels(arena, this.pool, id, exports, this.threads, scratch, WASM_SCRATCH_BYTES_PER_THREAD, this.alwaysSplit ? 0 : 1);
   }
 
   release(arena: Arena): void {
@@ -225,14 +221,6 @@ export class WasmKernels implements Kernels {
     }
   }
 
-  dequantQ8(out: Ptr, src: Ptr, n: number): void {
-    this.count("dequantQ8", n, 32);
-    this.check("dequantQ8 out", out, n * 4);
-    this.check("dequantQ8 src", src, (n / 32) * 34);
-    if (this.threads > 1 && n >= MIN_SPLIT_ELEM * this.splitScale) this.dispatch(OP_DEQUANT, this.threads, out, src, n);
-    else this.k.dequantQ8(out, src, n);
-  }
-
   rmsnorm(out: Ptr, x: Ptr, weight: Ptr, n: number, eps: number): void {
     this.count("rmsnorm", n);
     this.check("rmsnorm out", out, n * 4);
@@ -284,13 +272,5 @@ export class WasmKernels implements Kernels {
     this.check("siluMul up", up, n * 4);
     if (this.threads > 1 && n >= MIN_SPLIT_SILU * this.splitScale) this.dispatch(OP_SILU, this.threads, gate, up, n);
     else this.k.siluMul(gate, up, n);
-  }
-
-  add(dst: Ptr, src: Ptr, n: number): void {
-    this.count("add", n);
-    this.check("add dst", dst, n * 4);
-    this.check("add src", src, n * 4);
-    if (this.threads > 1 && n >= MIN_SPLIT_ELEM * this.splitScale) this.dispatch(OP_ADD, this.threads, dst, src, n);
-    else this.k.add(dst, src, n);
   }
 }

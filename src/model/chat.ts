@@ -6,7 +6,7 @@
 import * as path from "node:path";
 import { Template } from "@huggingface/jinja";
 import { readJsonFile } from "./config.js";
-import { LlameshError } from "./errors.js";
+import { LlameshError } from "../core/errors.js";
 
 export interface ChatMessage {
   role: "system" | "user" | "assistant";

@@ -3,7 +3,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { fileError, LlameshError } from "./errors.js";
+import { fileError, LlameshError } from "../core/errors.js";
 
 export interface LlamaConfig {
   /** hidden_size: width of the residual stream. */

@@ -6,41 +6,14 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { fileError, LlameshError } from "./errors.js";
-import { bf16ToF32, F16_TO_F32 } from "../kernels/q8.js";
+import { fileError, LlameshError } from "../core/errors.js";
+import type { TensorInfo, TensorSource } from "../core/tensor-source.js";
+import { bf16ToF32, F16_TO_F32 } from "../core/numbers.js";
 
 export type SafetensorsDtype = "F32" | "F16" | "BF16";
 const DTYPE_BYTES: Record<SafetensorsDtype, number> = { F32: 4, F16: 2, BF16: 2 };
 /** Headers above this are surely corrupt (real 7B-70B headers are well under 1 MB). */
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
-
-export interface TensorInfo {
-  name: string;
-  /** Storage type: safetensors gives F32/F16/BF16; GGUF may also give Q8_0. */
-  dtype: SafetensorsDtype | "Q8_0";
-  shape: number[];
-  /** Absolute path of the file holding it. */
-  file: string;
-  /** Absolute byte offset of its data in the file. */
-  offset: number;
-  nbytes: number;
-}
-
-/** Source of named tensors for the loader, read as f32 rows. */
-export interface TensorSource {
-  /** Files the tensors come from, for the report. */
-  readonly files: readonly string[];
-  has(name: string): boolean;
-  info(name: string): TensorInfo;
-  /** Fill `out` with rows [row0, row0 + nRows) of a 1-D (one row) or 2-D tensor, as f32. */
-  readRows(name: string, row0: number, nRows: number, out: Float32Array): void;
-  /**
-   * Only for tensors stored as Q8_0 (GGUF): copy rows [row0, row0 + nRows) as they are, in the
-   * llama.cpp block layout, so they need no re-quantization.
-   */
-  readQ8Rows?(name: string, row0: number, nRows: number, out: Uint8Array): void;
-  close(): void;
-}
 
 function product(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);

@@ -6,7 +6,7 @@
  * The tokenizer can also be built from plain arrays (pieces, scores, types), which is how a
  * GGUF file stores the same vocabulary.
  */
-import { LlameshError } from "./errors.js";
+import { LlameshError } from "../core/errors.js";
 import type { Tokenizer } from "./tokenizer-types.js";
 
 /** ModelProto.SentencePiece.Type */

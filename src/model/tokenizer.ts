@@ -7,7 +7,7 @@ import { readFileSync, statSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
-import { LlameshError } from "./errors.js";
+import { LlameshError } from "../core/errors.js";
 import { SentencePieceTokenizer, type SentencePieceOptions } from "./sentencepiece.js";
 import type { Tokenizer } from "./tokenizer-types.js";
 

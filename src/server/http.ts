@@ -16,7 +16,7 @@ import type { LoadedModel } from "../engine/open.js";
 import { Sampler } from "../engine/sampler.js";
 import { TextStream } from "../engine/text-stream.js";
 import { applyChatTemplate, type ChatMessage } from "../model/chat.js";
-import { LlameshError } from "../model/errors.js";
+import { LlameshError } from "../core/errors.js";
 
 export interface ServerOptions {
   model: LoadedModel;

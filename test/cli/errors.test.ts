@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { runCommand } from "../../src/cli/run.js";
-import { LlameshError } from "../../src/model/errors.js";
+import { LlameshError } from "../../src/core/errors.js";
 import { runCli } from "../helpers/cli.js";
 import { tempDir, tinyModel, tinyShape } from "../helpers/models.js";
 

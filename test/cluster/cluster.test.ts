@@ -26,7 +26,7 @@ import { Sampler } from "../../src/engine/sampler.js";
 import { openDistributedModel, parseWorkersFlag, type DistributedModel, type WorkerSpec } from "../../src/cluster/client.js";
 import { planCluster, apportion } from "../../src/cluster/planner.js";
 import { encodeFrame, FrameReader, MSG, PROTOCOL_VERSION, type Frame } from "../../src/cluster/protocol.js";
-import { LlameshError } from "../../src/model/errors.js";
+import { LlameshError } from "../../src/core/errors.js";
 import { authProof, loadSecret } from "../../src/cluster/auth.js";
 import { loadLlamaConfig } from "../../src/model/config.js";
 import { SafetensorsModel } from "../../src/model/safetensors.js";
@@ -601,7 +601,7 @@ test("mesh: workers that cannot reach each other fail with --topology mesh, fall
 });
 
 test("a GGUF file runs on the cluster too: client and a worker with --model on the same file, token-identical to single-node", { skip: skipUnless(STORIES) }, async () => {
-  const { writeGgufFromSafetensors } = await import("../../src/model/gguf-writer.js");
+  const { writeGgufFromSafetensors } = await import("../../src/synthetic/gguf-writer.js");
   const gguf = `${tempDir()}/stories260K-q8_0.gguf`;
   writeGgufFromSafetensors(STORIES, gguf, { quant: "Q8_0" });
   const w = await spawnWorker(["--cache-dir", tempDir("llamesh-cache-"), "--model", gguf]);

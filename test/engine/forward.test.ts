@@ -18,7 +18,7 @@ import { ForwardPass } from "../../src/engine/forward.js";
 import { fullSlice, ModelSlice } from "../../src/engine/slice.js";
 import { loadLlamaConfig } from "../../src/model/config.js";
 import { SafetensorsModel } from "../../src/model/safetensors.js";
-import type { SyntheticShape } from "../../src/model/synthetic.js";
+import type { SyntheticShape } from "../../src/synthetic/checkpoint.js";
 import type { SafetensorsDtype } from "../../src/model/safetensors.js";
 import { tinyModel, tinyShape } from "../helpers/models.js";
 import { testBackends } from "../helpers/backends.js";

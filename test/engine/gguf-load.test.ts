@@ -5,7 +5,7 @@ import * as path from "node:path";
 import { generate } from "../../src/engine/generate.js";
 import { openModel } from "../../src/engine/open.js";
 import { Sampler } from "../../src/engine/sampler.js";
-import { writeGgufFromSafetensors } from "../../src/model/gguf-writer.js";
+import { writeGgufFromSafetensors } from "../../src/synthetic/gguf-writer.js";
 import { testBackends } from "../helpers/backends.js";
 import { STORIES, skipUnless, tempDir, tinyModel, tinyShape } from "../helpers/models.js";
 

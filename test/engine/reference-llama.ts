@@ -3,7 +3,7 @@
  * f32 KV cache), to check the engine's logits against.
  */
 import type { LlamaConfig } from "../../src/model/config.js";
-import type { TensorSource } from "../../src/model/safetensors.js";
+import type { TensorSource } from "../../src/core/tensor-source.js";
 
 function read(src: TensorSource, name: string): Float32Array {
   const info = src.info(name);

@@ -2,7 +2,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { writeSyntheticModel, BYTE_TOKENIZER_VOCAB, type SyntheticShape } from "../../src/model/synthetic.js";
+import { writeSyntheticModel, BYTE_TOKENIZER_VOCAB, type SyntheticShape } from "../../src/synthetic/checkpoint.js";
 import type { SafetensorsDtype } from "../../src/model/safetensors.js";
 
 export const SHARED_MODELS = path.resolve(process.cwd(), "../shared/models");

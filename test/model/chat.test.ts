@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { applyChatTemplate } from "../../src/model/chat.js";
-import { LlameshError } from "../../src/model/errors.js";
+import { LlameshError } from "../../src/core/errors.js";
 import { loadTokenizer } from "../../src/model/tokenizer.js";
 import { runCli } from "../helpers/cli.js";
 import { LLAMA2_TOKENIZER, skipUnless, tempDir, tinyModel, tinyShape } from "../helpers/models.js";

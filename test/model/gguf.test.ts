@@ -11,11 +11,13 @@ import * as path from "node:path";
 import { ForwardPass } from "../../src/engine/forward.js";
 import { hfNames } from "../../src/engine/weights.js";
 import { Arena } from "../../src/kernels/arena.js";
-import { F16_TO_F32, f32ToF16, Q8_0_BLOCK_BYTES, q8RowBytes, QK8_0 } from "../../src/kernels/q8.js";
+import { Q8_0_BLOCK_BYTES, q8RowBytes, QK8_0 } from "../../src/kernels/q8.js";
+import { F16_TO_F32, f32ToF16 } from "../../src/core/numbers.js";
 import { ReferenceBackend, ReferenceKernels } from "../../src/kernels/reference.js";
 import { loadLlamaConfig, type LlamaConfig } from "../../src/model/config.js";
-import { LlameshError } from "../../src/model/errors.js";
-import { ggufRowOfHfRow, openGguf, readGguf, shortestF32 } from "../../src/model/gguf.js";
+import { LlameshError } from "../../src/core/errors.js";
+import { readGguf, shortestF32 } from "../../src/gguf/reader.js";
+import { ggufRowOfHfRow, openGguf } from "../../src/model/gguf-llama.js";
 import {
   byteLevelTokenizerSpec,
   llamaMetadata,
@@ -25,9 +27,9 @@ import {
   writeGgufFromTensors,
   type GgufKV,
   type GgufQuant,
-} from "../../src/model/gguf-writer.js";
+} from "../../src/synthetic/gguf-writer.js";
 import { SafetensorsModel } from "../../src/model/safetensors.js";
-import { syntheticTensors, writeSyntheticModel, type SyntheticShape } from "../../src/model/synthetic.js";
+import { syntheticTensors, writeSyntheticModel, type SyntheticShape } from "../../src/synthetic/checkpoint.js";
 import { loadTokenizerSync } from "../../src/model/tokenizer.js";
 import { LLAMA2_TOKENIZER, skipUnless, STORIES, tempDir, tinyModel, tinyShape } from "../helpers/models.js";
 

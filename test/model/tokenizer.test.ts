@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync, mkdirSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { LlameshError } from "../../src/model/errors.js";
+import { LlameshError } from "../../src/core/errors.js";
 import {
   PieceType,
   SentencePieceTokenizer,

@@ -6,9 +6,9 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { f32ToBf16, f32ToF16 } from "../kernels/q8.js";
-import type { LlamaConfig } from "./config.js";
-import type { SafetensorsDtype } from "./safetensors.js";
+import { f32ToBf16, f32ToF16 } from "../core/numbers.js";
+import type { LlamaConfig } from "../model/config.js";
+import type { SafetensorsDtype } from "../model/safetensors.js";
 
 /** The shape of a Llama checkpoint: the config's sizes, and whether the classifier is the embedding. */
 export type SyntheticShape = Pick<LlamaConfig, "dim" | "hiddenDim" | "nLayers" | "nHeads" | "nKvHeads" | "vocabSize" | "seqLen"> & {

@@ -16,20 +16,21 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { f32ToF16, Q8_0_BLOCK_BYTES, QK8_0 } from "../kernels/q8.js";
-import { loadLlamaConfig, parseLlamaConfig, readJsonFile, type LlamaConfig } from "./config.js";
-import { LlameshError } from "./errors.js";
+import { Q8_0_BLOCK_BYTES, QK8_0 } from "../kernels/q8.js";
+import { f32ToF16 } from "../core/numbers.js";
+import { loadLlamaConfig, parseLlamaConfig, readJsonFile, type LlamaConfig } from "../model/config.js";
+import { LlameshError } from "../core/errors.js";
 import {
   GGUF_DEFAULT_ALIGNMENT,
   GgmlType,
   ggmlRowBytes,
-  ggufNameOf,
   GgufValueType,
   type GgufTensorType,
-} from "./gguf.js";
-import { SafetensorsModel } from "./safetensors.js";
-import { parseSentencePieceModel, PieceType } from "./sentencepiece.js";
-import { byteLevelTokenizerJson, syntheticConfig, type SyntheticShape, type TensorSpec } from "./synthetic.js";
+} from "../gguf/reader.js";
+import { ggufNameOf } from "../model/gguf-llama.js";
+import { SafetensorsModel } from "../model/safetensors.js";
+import { parseSentencePieceModel, PieceType } from "../model/sentencepiece.js";
+import { byteLevelTokenizerJson, syntheticConfig, type SyntheticShape, type TensorSpec } from "./checkpoint.js";
 
 // ---------------------------------------------------------------------------------------------
 // Low-level writer
