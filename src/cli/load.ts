@@ -43,7 +43,11 @@ export interface ModelSettings {
   cluster: Pick<DistributedOptions, "workers" | "localShare" | "perfCsv" | "topology" | "stepTimeoutMs" | "secret"> | null;
 }
 
-export function modelSettings(flags: Record<string, unknown>, command: string): ModelSettings {
+/**
+ * `defaultPerfCsv`: the per-sync CSV written without --perf-csv (the client's matmul_perf.csv, as
+ * the seed did); `serve` has none, so a long-running server keeps no per-token rows.
+ */
+export function modelSettings(flags: Record<string, unknown>, command: string, defaultPerfCsv?: string): ModelSettings {
   const kernels = (flags["kernels"] as string | undefined) ?? "wasm";
   if (kernels !== "wasm" && kernels !== "ts") throw new LlameshError(`${command}: --kernels ${JSON.stringify(kernels)} is not valid, expected wasm or ts`);
   const workersFlag = flags["workers"] as string | undefined;
@@ -68,7 +72,7 @@ export function modelSettings(flags: Record<string, unknown>, command: string): 
         : {
             workers: parseWorkersFlag(workersFlag),
             localShare: flags["local-share"] as number | undefined,
-            perfCsv: (flags["perf-csv"] as string | undefined) ?? "matmul_perf.csv",
+            perfCsv: (flags["perf-csv"] as string | undefined) ?? defaultPerfCsv,
             topology: topology as DistributedOptions["topology"],
             stepTimeoutMs: stepTimeout === undefined ? undefined : stepTimeout * 1000,
             secret: loadSecret(flags["secret-file"] as string | undefined),

@@ -50,7 +50,7 @@ export async function runCommand(argv: readonly string[], command = "client"): P
   const prompt = flags["prompt"] as string | undefined;
   if (prompt === undefined) throw new LlameshError(`${command}: missing -i <prompt> (the text to continue)`);
   const maxNew = (flags["max-new-tokens"] as number | undefined) ?? 100;
-  const settings = modelSettings(flags, command);
+  const settings = modelSettings(flags, command, "matmul_perf.csv");
   const seed = (flags["seed"] as number | undefined) ?? (Date.now() % 2147483647);
   const log = (line: string): void => void process.stderr.write(line + "\n");
 

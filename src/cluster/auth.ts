@@ -16,7 +16,8 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import { LlameshError } from "../core/errors.js";
-import { jsonOf, MSG, type Connection, type Reply } from "./protocol.js";
+import { jsonOf, type Connection, type Reply } from "./connection.js";
+import { MSG } from "./protocol.js";
 
 /** Shortest secret accepted, in bytes. */
 export const MIN_SECRET_BYTES = 16;

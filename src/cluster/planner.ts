@@ -88,8 +88,3 @@ export function planCluster(shape: PlanShape, shares: readonly number[]): Cluste
   }
   return { shares: [...shares], kvPerUnit, attnUnits, ffnUnits, vocabUnits, nodes };
 }
-
-/** True when the node has nothing to do. */
-export function isEmptySlice(s: NodeSlice): boolean {
-  return s.kv0 === s.kv1 && s.hb0 === s.hb1 && s.v0 === s.v1;
-}

@@ -1,5 +1,6 @@
 /**
- * The cluster wire format, in one place. Every message is a frame:
+ * The cluster wire format, in one place (the client end of a connection is connection.ts). Every
+ * message is a frame:
  *
  *   offset size  field
  *   0      4     magic "LMSH" (0x4c 0x4d 0x53 0x48)
@@ -9,16 +10,22 @@
  *   12     4     body length in bytes (u32 LE, at most MAX_FRAME_BYTES)
  *   16     ...   body
  *
- * Little-endian everywhere. Control messages (hello, setup, stats, errors) carry a UTF-8 JSON
- * body, so the handshake can grow (authentication comes later) without a new frame layout;
- * the hot messages (attention, feed-forward, logits, weight chunks) carry binary bodies laid out
- * by the helpers below. Sockets run with TCP_NODELAY.
+ * Little-endian everywhere. Control messages (hello, authentication, setup, stats, errors) carry a
+ * UTF-8 JSON body, so the handshake can grow without a new frame layout; the hot messages (a
+ * step, its partial sums, weight chunks) carry binary bodies laid out by the helpers below.
+ * Sockets run with TCP_NODELAY.
+ *
+ * A session, client -> worker: HELLO (+ AUTH with a secret), SETUP (the node's slice) and its
+ * WEIGHTS, READY, MESH (join the step program: the members, the norms, how sums are reduced),
+ * LINK (mesh only: the workers connect to each other with PEER), then one STEP per forward call,
+ * answered by DONE; during a step the members exchange PARTIAL frames (directly in the mesh, via
+ * the client in the relay). See worker-session.ts for the states a connection goes through.
  */
-import * as net from "node:net";
-import { LlameshError } from "../core/errors.js";
+import { type StepTimes } from "../engine/step.js";
 
 export const MAGIC = 0x48534d4c; // "LMSH" read as a little-endian u32
-export const PROTOCOL_VERSION = 1;
+/** 2: one step program for every topology (version 1 had separate per-layer star requests). */
+export const PROTOCOL_VERSION = 2;
 export const HEADER_BYTES = 16;
 /** Largest body accepted: weight chunks are 4 MB, activations far smaller. */
 export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
@@ -39,18 +46,14 @@ export const MSG = {
   /** client -> worker: {} after the last chunk; reply READY_OK {counters} once the node is built. */
   READY: 6,
   READY_OK: 7,
-  /** client -> worker: binary activation request (see encodeActRequest); reply RESULT. */
-  ATTN: 8,
-  FFN: 9,
-  LOGITS: 10,
-  /** worker -> client: u32 compute microseconds, then f32 values. */
-  RESULT: 11,
+  // 8-11: version 1's per-layer star requests, retired
   /** client -> worker: {}; reply STATS_OK {counters}. */
   STATS: 12,
   STATS_OK: 13,
   /**
-   * Mesh mode (see mesh.ts). client -> worker: u32 JSON length, JSON {session, rank, members},
-   * then the norms as f32 (see encodeMesh); reply MESH_OK {} once the session accepts peers.
+   * client -> worker: join the step program: u32 JSON length, JSON {session, rank, members,
+   * reduce: "mesh" | "relay"}, then the norms as f32 (see encodeMesh); reply MESH_OK {} once the
+   * session accepts peers.
    */
   MESH: 14,
   MESH_OK: 15,
@@ -63,7 +66,10 @@ export const MSG = {
   /** client -> worker: one forward step (see encodeStep); reply DONE (see encodeDone). */
   STEP: 20,
   DONE: 21,
-  /** member -> member, no reply: one partial sum of a step (see encodePartial). */
+  /**
+   * No reply: one partial sum of a step (see encodePartial), member -> member in the mesh,
+   * member -> client and client -> member (the sum) in the relay.
+   */
   PARTIAL: 22,
   /** client -> worker, no reply, handled at once: fail the running step (a peer is lost). */
   ABORT: 23,
@@ -183,37 +189,6 @@ export class ProtocolError extends Error {
 
 // ---- binary bodies ----
 
-/**
- * Activation request (ATTN, FFN, LOGITS): u32 layer, u32 pos, u32 nTok, u32 reserved, then nTok
- * Q8_0 rows of the normalised input (dimP values each).
- */
-export function encodeActRequest(layer: number, pos: number, nTok: number, xq: Uint8Array): Buffer {
-  const b = Buffer.allocUnsafe(16 + xq.length);
-  b.writeUInt32LE(layer, 0);
-  b.writeUInt32LE(pos, 4);
-  b.writeUInt32LE(nTok, 8);
-  b.writeUInt32LE(0, 12);
-  b.set(xq, 16);
-  return b;
-}
-
-export function decodeActRequest(body: Buffer): { layer: number; pos: number; nTok: number; xq: Buffer } {
-  if (body.length < 16) throw new ProtocolError(`activation request of ${body.length} bytes is shorter than its 16-byte header`, "bad-body");
-  return { layer: body.readUInt32LE(0), pos: body.readUInt32LE(4), nTok: body.readUInt32LE(8), xq: body.subarray(16) };
-}
-
-/** RESULT body: u32 compute microseconds, then the f32 values. */
-export function encodeResult(computeUs: number, values: Float32Array): Buffer {
-  const b = Buffer.allocUnsafe(4 + values.byteLength);
-  b.writeUInt32LE(Math.min(0xffffffff, Math.max(0, Math.round(computeUs))), 0);
-  b.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), 4);
-  return b;
-}
-
-export function decodeResult(body: Buffer): { computeUs: number; values: Float32Array } {
-  return { computeUs: body.readUInt32LE(0), values: f32Copy(body.subarray(4)) };
-}
-
 /** Weight chunk: u16 key length, key (ASCII), f64 offset, then the bytes. */
 export function encodeWeightChunk(key: string, offset: number, data: Uint8Array): Buffer {
   const k = Buffer.from(key, "ascii");
@@ -285,12 +260,8 @@ export function decodePartial(body: Buffer): { step: number; seq: number; values
   return { step: body.readUInt32LE(0), seq: body.readUInt32LE(4), values: f32Copy(body.subarray(8)) };
 }
 
-/** What a member measured during one step: per sync, its compute and its wait for the others (µs). */
-export interface StepTimes {
-  computeUs: number[];
-  waitUs: number[];
-  /** Classifier compute (µs), 0 without vocabulary rows. */
-  logitsUs: number;
+/** What a member measured during one step (step.ts StepTimes) and the bytes its sums moved. */
+export interface MemberTimes extends StepTimes {
   bytesSent: number;
   bytesReceived: number;
 }
@@ -299,7 +270,7 @@ export interface StepTimes {
  * DONE body: u32 nSync, u32 logits µs, u32 bytes sent, u32 bytes received, nSync x (u32 compute
  * µs, u32 wait µs), then the member's rows of the logits (f32, possibly none).
  */
-export function encodeDone(t: StepTimes, logits: Float32Array | null): Buffer {
+export function encodeDone(t: MemberTimes, logits: Float32Array | null): Buffer {
   const n = t.computeUs.length;
   const head = 16 + 8 * n;
   const b = Buffer.allocUnsafe(head + (logits ? logits.byteLength : 0));
@@ -316,7 +287,7 @@ export function encodeDone(t: StepTimes, logits: Float32Array | null): Buffer {
   return b;
 }
 
-export function decodeDone(body: Buffer): { times: StepTimes; logits: Float32Array } {
+export function decodeDone(body: Buffer): { times: MemberTimes; logits: Float32Array } {
   if (body.length < 16) throw new ProtocolError("done: body too short", "bad-body");
   const n = body.readUInt32LE(0);
   const head = 16 + 8 * n;
@@ -334,187 +305,8 @@ export function decodeDone(body: Buffer): { times: StepTimes; logits: Float32Arr
 }
 
 /** The bytes as f32 values, copied (a frame's body need not be 4-aligned). */
-function f32Copy(bytes: Uint8Array): Float32Array {
+export function f32Copy(bytes: Uint8Array): Float32Array {
   const out = new Float32Array(bytes.length >> 2);
   new Uint8Array(out.buffer).set(bytes.subarray(0, out.length * 4));
   return out;
-}
-
-// ---- a request/response connection (client side) ----
-
-export interface Reply {
-  type: number;
-  body: Buffer;
-}
-
-/** Byte counters of one connection (frames included). */
-export interface Traffic {
-  sent: number;
-  received: number;
-}
-
-/**
- * Client end of a worker connection: numbered requests, replies matched by id, back-pressure on
- * large writes. An ERROR reply rejects with a LlameshError naming the worker.
- */
-export class Connection {
-  private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
-  /** A request without a reply after this long fails (the worker hangs or the link is down). */
-  requestTimeoutMs = 120_000;
-  private readonly reader = new FrameReader();
-  private closedErr: Error | null = null;
-  readonly traffic: Traffic = { sent: 0, received: 0 };
-  /** Frames that answer no request (a mesh member's PARTIAL frames). */
-  onUnsolicited: ((f: Frame) => void) | null = null;
-  /** Called once when the connection fails or closes. */
-  onClosed: ((e: Error) => void) | null = null;
-
-  private constructor(readonly socket: net.Socket, readonly label: string) {
-    socket.setNoDelay(true);
-    socket.on("data", (d: Buffer) => {
-      this.traffic.received += d.length;
-      let frames: Frame[];
-      try {
-        frames = this.reader.push(d);
-      } catch (e) {
-        this.fail(new LlameshError(`worker ${label}: ${(e as Error).message}`));
-        socket.destroy();
-        return;
-      }
-      for (const f of frames) {
-        if (f.type === MSG.PARTIAL) {
-          try {
-            this.onUnsolicited?.(f);
-          } catch (e) {
-            // a malformed frame: this peer cannot be trusted any more
-            this.kill(new LlameshError(`worker ${label}: ${(e as Error).message}`));
-            return;
-          }
-          continue;
-        }
-        const p = this.pending.get(f.id);
-        if (!p) continue;
-        this.pending.delete(f.id);
-        clearTimeout(p.timer);
-        if (f.type === MSG.ERROR) {
-          let msg = f.body.toString("utf8");
-          try {
-            const j = JSON.parse(msg) as { message?: string };
-            msg = j.message ?? msg;
-          } catch {
-            /* keep the raw text */
-          }
-          p.reject(new LlameshError(`worker ${label}: ${msg}`));
-        } else {
-          p.resolve({ type: f.type, body: f.body });
-        }
-      }
-    });
-    socket.on("error", (e) => this.fail(new LlameshError(`worker ${label}: ${e.message}`)));
-    socket.on("close", () => this.fail(new LlameshError(`worker ${label}: connection closed`)));
-  }
-
-  static connect(host: string, port: number, timeoutMs = 10_000): Promise<Connection> {
-    const label = `${host}:${port}`;
-    return new Promise((resolve, reject) => {
-      const s = net.connect({ host, port });
-      const timer = setTimeout(() => {
-        s.destroy();
-        reject(new LlameshError(`worker ${label}: no answer to connect within ${timeoutMs / 1000} s`));
-      }, timeoutMs);
-      s.once("connect", () => {
-        clearTimeout(timer);
-        s.removeAllListeners("error");
-        resolve(new Connection(s, label));
-      });
-      s.once("error", (e) => {
-        clearTimeout(timer);
-        reject(new LlameshError(`worker ${label}: cannot connect (${(e as NodeJS.ErrnoException).code ?? e.message})`));
-      });
-    });
-  }
-
-  /** The error that closed this connection, if it is closed. */
-  get error(): Error | null {
-    return this.closedErr;
-  }
-
-  /** Give up on this worker (it hangs): every pending request fails with `e`, the socket closes. */
-  kill(e: Error): void {
-    this.fail(e);
-    this.socket.destroy();
-  }
-
-  /** Write a frame without waiting (small, latency-bound frames of a step). */
-  write(frame: Buffer): void {
-    if (this.closedErr) throw this.closedErr;
-    this.traffic.sent += frame.length;
-    this.socket.write(frame);
-  }
-
-  private fail(e: Error): void {
-    if (!this.closedErr) {
-      this.closedErr = e;
-      this.onClosed?.(e);
-    }
-    for (const p of this.pending.values()) {
-      clearTimeout(p.timer);
-      p.reject(e);
-    }
-    this.pending.clear();
-  }
-
-  /** Send a request and wait for its reply (at most `timeoutMs`, default requestTimeoutMs). */
-  request(type: number, body: Uint8Array | string, timeoutMs = this.requestTimeoutMs): Promise<Reply> {
-    if (this.closedErr) return Promise.reject(this.closedErr);
-    const id = this.nextId++;
-    const p = new Promise<Reply>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new LlameshError(`worker ${this.label}: no reply to ${MSG_NAMES[type] ?? type} within ${timeoutMs / 1000} s`));
-      }, timeoutMs);
-      timer.unref();
-      this.pending.set(id, { resolve, reject, timer });
-    });
-    const frame = encodeFrame(type, id, body);
-    this.traffic.sent += frame.length;
-    this.socket.write(frame);
-    return p;
-  }
-
-  requestJson(type: number, value: unknown): Promise<Reply> {
-    return this.request(type, JSON.stringify(value));
-  }
-
-  /** Send a frame that gets no reply, waiting for the socket to drain when its buffer is full. */
-  async send(type: number, body: Uint8Array): Promise<void> {
-    if (this.closedErr) throw this.closedErr;
-    const frame = encodeFrame(type, 0, body);
-    this.traffic.sent += frame.length;
-    if (!this.socket.write(frame)) {
-      await new Promise<void>((resolve, reject) => {
-        const onDrain = (): void => {
-          this.socket.off("close", onClose);
-          resolve();
-        };
-        const onClose = (): void => {
-          this.socket.off("drain", onDrain);
-          reject(this.closedErr ?? new LlameshError(`worker ${this.label}: connection closed`));
-        };
-        this.socket.once("drain", onDrain);
-        this.socket.once("close", onClose);
-      });
-    }
-  }
-
-  close(): void {
-    this.socket.end();
-    this.socket.destroy();
-  }
-}
-
-export function jsonOf(r: Reply, expect: number, what: string): Record<string, unknown> {
-  if (r.type !== expect) throw new LlameshError(`${what}: unexpected reply ${MSG_NAMES[r.type] ?? r.type} (expected ${MSG_NAMES[expect]})`);
-  return parseJson(r.body, what);
 }

@@ -1,15 +1,8 @@
 /**
- * The Llama forward pass on one machine, read top to bottom like llama2.c's run.c:
- *
- *   x = embedding(token)
- *   per layer:  x += attention(quantize(rmsnorm(x)))       q,k,v -> RoPE -> KV cache -> attention -> o_proj
- *               x += feedForward(quantize(rmsnorm(x)))     down(silu(gate) * up)
- *   logits = classifier(quantize(rmsnorm(x)))               (last token only)
- *
- * The layer math lives in ModelSlice (slice.ts), and the two lines of the residual stream in
- * ResidualStream (residual.ts), because a cluster runs exactly the same code on each node's part of
- * the model and adds the nodes' results (cluster/mesh.ts); on one machine the slice is the whole
- * model and each sum has a single term. Every loop is a kernel call.
+ * The Llama forward pass on one machine: the embedding lookup, then the layer loop of step.ts on
+ * the whole model as one ModelSlice (slice.ts) with one ResidualStream (residual.ts), where each
+ * sync's sum is this machine's own result (LOCAL_REDUCE). A cluster runs the same loop on each
+ * node's part (cluster/member.ts). Every loop is a kernel call.
  *
  * A call processes a batch of consecutive tokens (the prompt) at once, so each weight matrix is
  * streamed from memory once per batch rather than once per token.
@@ -20,7 +13,8 @@ import type { TensorSource } from "../core/tensor-source.js";
 import { EmbeddingTable } from "./embedding.js";
 import { ResidualStream } from "./residual.js";
 import { extractSlices, fullSlice, ModelSlice } from "./slice.js";
-import { checkTensors, expectedTensors, memoryByType, normIndex, readNorms, type MemorySummary } from "./weights.js";
+import { LOCAL_REDUCE, runStep } from "./step.js";
+import { checkTensors, expectedTensors, memoryByType, readNorms, type MemorySummary } from "./weights.js";
 
 export interface LoadOptions {
   /** Context length the KV cache holds. */
@@ -36,6 +30,7 @@ export interface LoadOptions {
 export class ForwardPass {
   private readonly stream: ResidualStream;
   private readonly dimP: number;
+  private steps = 0;
 
   private constructor(
     readonly config: LlamaConfig,
@@ -93,19 +88,13 @@ export class ForwardPass {
    * Run `tokens` at positions pos, pos+1, ... (at most `batch` of them) and return the logits of
    * the last one (a view into arena memory, valid until the next call).
    */
-  forward(tokens: readonly number[], pos: number): Float32Array {
-    const c = this.config;
+  async forward(tokens: readonly number[], pos: number): Promise<Float32Array> {
     const m = this.model;
-    const s = this.stream;
     const n = tokens.length;
     if (n < 1 || n > m.batch) throw new RangeError(`forward: ${n} tokens, expected 1..${m.batch}`);
     if (pos + n > m.seqLen) throw new RangeError(`forward: positions up to ${pos + n} exceed the context ${m.seqLen}`);
-    const x = s.values(n);
+    const x = this.stream.values(n);
     for (let t = 0; t < n; t++) this.embedding.lookup(tokens[t]!, x.subarray(t * this.dimP, (t + 1) * this.dimP));
-    for (let l = 0; l < c.nLayers; l++) {
-      s.addPartials([m.attention(l, pos, n, s.normQ(normIndex(l, false), n))], n);
-      s.addPartials([m.ffn(l, n, s.normQ(normIndex(l, true), n))], n);
-    }
-    return m.logits(s.normQ(2 * c.nLayers, n, true));
+    return (await runStep(m, this.stream, LOCAL_REDUCE, { step: ++this.steps, pos, nTok: n }))!;
   }
 }

@@ -1,16 +1,32 @@
 /**
- * The residual stream of a forward pass, with the norm weights it is normalised by. Whoever adds
- * the layers' results holds one: the single-machine forward pass (forward.ts), the star's client
- * and every mesh member (cluster/). Two operations: normalise it and quantize it to Q8_0 (the
- * input of a layer's matrices), and add partial sums to it, always in the order given (node
- * order), so that every holder, and every run, adds them the same way.
+ * The residual stream of a forward pass, with the norm weights it is normalised by. Every node
+ * that runs the layer loop (step.ts) holds one: the single-machine forward pass and every member
+ * of a cluster, each its own copy. Two operations: normalise it and quantize it to Q8_0 (the input
+ * of a layer's matrices), and add a layer's output (the sum of the nodes' partial sums, see
+ * sumPartials) to it.
  */
-import { Arena } from "../kernels/arena.js";
+import type { Arena } from "../kernels/arena.js";
 import type { KernelBackend, Kernels, Ptr } from "../kernels/kernels.js";
 import { pad32, q8RowBytes } from "../kernels/q8.js";
 import type { LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../core/errors.js";
-import { backendScratchBytes } from "./weights.js";
+import { plannedArena } from "./layout.js";
+
+/**
+ * The sum of the nodes' partial sums of one sync, always added in the order given (node order),
+ * so that every node, and every run, adds them the same way: one part is returned as it is, more
+ * are added into `acc` (which is returned).
+ */
+export function sumPartials(parts: readonly Float32Array[], len: number, acc: Float32Array): Float32Array {
+  if (parts.length === 0) throw new RangeError("sumPartials: no partial sums");
+  if (parts.length === 1) return parts[0]!;
+  acc.set(parts[0]!.subarray(0, len));
+  for (let j = 1; j < parts.length; j++) {
+    const p = parts[j]!;
+    for (let i = 0; i < len; i++) acc[i] = acc[i]! + p[i]!;
+  }
+  return acc;
+}
 
 export class ResidualStream {
   /** Its own arena: the stream, the norms, the normalised and quantized input. */
@@ -20,7 +36,6 @@ export class ResidualStream {
   private readonly xb: Ptr;
   private readonly xq: Ptr;
   private readonly norms: Ptr;
-  private readonly acc: Float32Array;
   readonly dimP: number;
 
   /** `norms`: (2 * nLayers + 1) x dim weights in readNorms' order (weights.ts). */
@@ -29,15 +44,17 @@ export class ResidualStream {
     const dimP = (this.dimP = pad32(c.dim));
     const nNorms = 2 * c.nLayers + 1;
     if (norms.length !== nNorms * c.dim) throw new LlameshError(`${norms.length} norm weights, expected ${nNorms} x ${c.dim}`);
-    const a = (this.arena = new Arena(nNorms * dimP * 4 + 2 * batch * dimP * 4 + batch * q8RowBytes(dimP) + backendScratchBytes(backend.threads) + 4 * 64, "residual"));
-    this.k = backend.bind(a);
-    this.norms = a.alloc(nNorms * dimP * 4);
-    const nv = a.f32(this.norms, nNorms * dimP);
+    const { arena, k, value } = plannedArena(backend, "residual", "the residual stream", (a) => ({
+      norms: a.alloc(nNorms * dimP * 4),
+      x: a.alloc(batch * dimP * 4),
+      xb: a.alloc(batch * dimP * 4),
+      xq: a.alloc(batch * q8RowBytes(dimP)),
+    }));
+    this.arena = arena;
+    this.k = k;
+    ({ norms: this.norms, x: this.x, xb: this.xb, xq: this.xq } = value);
+    const nv = arena.f32(this.norms, nNorms * dimP);
     for (let i = 0; i < nNorms; i++) nv.set(norms.subarray(i * c.dim, (i + 1) * c.dim), i * dimP);
-    this.x = a.alloc(batch * dimP * 4);
-    this.xb = a.alloc(batch * dimP * 4);
-    this.xq = a.alloc(batch * q8RowBytes(dimP));
-    this.acc = new Float32Array(batch * dimP);
   }
 
   /** Done with this stream: the backend lets go of its arena. */
@@ -62,24 +79,10 @@ export class ResidualStream {
     return this.arena.u8(this.xq, cnt * q8RowBytes(dimP)).slice(); // a copy (slice: one memcpy)
   }
 
-  /**
-   * x += (p0 + p1 + ...), the partial sums added in the order given (node order). With one part
-   * this is x += p0, what a single machine does.
-   */
-  addPartials(parts: Float32Array[], nTok: number): void {
+  /** x += sum, for nTok rows (the sum of a sync's partial sums, sumPartials). */
+  add(sum: Float32Array, nTok: number): void {
     const len = nTok * this.dimP;
     const x = this.values(nTok);
-    if (parts.length === 1) {
-      const p = parts[0]!;
-      for (let i = 0; i < len; i++) x[i] = x[i]! + p[i]!;
-      return;
-    }
-    const acc = this.acc;
-    acc.set(parts[0]!.subarray(0, len));
-    for (let j = 1; j < parts.length; j++) {
-      const p = parts[j]!;
-      for (let i = 0; i < len; i++) acc[i] = acc[i]! + p[i]!;
-    }
-    for (let i = 0; i < len; i++) x[i] = x[i]! + acc[i]!;
+    for (let i = 0; i < len; i++) x[i] = x[i]! + sum[i]!;
   }
 }

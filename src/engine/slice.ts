@@ -13,13 +13,14 @@
  * which are whole Q8_0 blocks of the single-node rows, so slicing after quantizing equals
  * quantizing the slice.
  */
-import { Arena, MAX_ARENA_BYTES } from "../kernels/arena.js";
+import { MAX_ARENA_BYTES, type Arena } from "../kernels/arena.js";
 import type { KernelBackend, Kernels, Ptr } from "../kernels/kernels.js";
 import { Q8_0_BLOCK_BYTES, pad32, q8RowBytes } from "../kernels/q8.js";
 import type { LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../core/errors.js";
 import type { TensorSource } from "../core/tensor-source.js";
-import { backendScratchBytes, hfNames, ropeTable } from "./weights.js";
+import { hfNames, ropeTable } from "./weights.js";
+import { ArenaPlan, plannedArena, plannedSize, type Allocator } from "./layout.js";
 
 /** Which part of every layer a node holds (planner.ts decides; fullSlice is the whole model). */
 export interface NodeSlice {
@@ -147,6 +148,7 @@ interface LayerPtrs {
   vCache: Ptr;
 }
 
+/** A part's activations (every part has its own: kernels address one arena at a time). */
 interface NodeScratch {
   xq: Ptr; q: Ptr; kk: Ptr; v: Ptr; att: Ptr; aq: Ptr; scores: Ptr; hb: Ptr; hb2: Ptr; out: Ptr; logits: Ptr; cosSin: Ptr;
 }
@@ -158,9 +160,17 @@ interface Part {
   s: NodeScratch;
 }
 
+const LAYER_MATRICES = ["wq", "wk", "wv", "wo", "gate", "up", "down"] as const;
+
+/** Bytes a slice takes in an arena: row slices are padded to whole groups of 32 rows (the kernels' row groups). */
+function allocBytes(desc: SliceDesc): number {
+  return desc.kind === "cols" ? desc.bytes : pad32(desc.r1 - desc.r0) * q8RowBytes(pad32(desc.srcCols));
+}
+
 /**
  * A slice's matrices, its rows of the KV cache and scratch, in one or more arenas (a wasm32 memory
- * ends at 4 GiB; layers are packed into arenas of at most maxArenaBytes).
+ * ends at 4 GiB; layers are packed into arenas of at most maxArenaBytes). Every arena is sized by
+ * planning its layout (layout.ts): activations first, then the layers' weights and KV cache.
  */
 export class ModelSlice {
   readonly d: NodeDims;
@@ -187,34 +197,49 @@ export class ModelSlice {
     const c = config;
     const d = (this.d = nodeDims(c, slice));
     this.descs = descs ?? sliceDescs(c, slice);
+    this.byId = new Map(this.descs.map((x) => [x.id, x]));
     const f = 4;
-    const al = 64;
-    const allocBytes = (desc: SliceDesc): number => (desc.kind === "cols" ? desc.bytes : pad32(desc.r1 - desc.r0) * q8RowBytes(pad32(desc.srcCols)));
-    const byId = (this.byId = new Map(this.descs.map((x) => [x.id, x])));
-    const layerW = (l: number): number =>
-      ["wq", "wk", "wv", "wo", "gate", "up", "down"].reduce((sum, m) => {
-        const x = byId.get(`L${l}.${m}`);
-        return sum + (x ? allocBytes(x) + al : 0);
-      }, 0);
-    const kvLayer = d.kvRows > 0 ? 2 * (seqLen * d.kvRows * 2 + al) : 0;
-    const cls = byId.get("cls");
-    const clsBytes = cls ? allocBytes(cls) + al : 0;
     const widest = Math.max(d.qRowsP, d.hRows, 32);
-    const fixed =
-      batch * q8RowBytes(d.dimP) +
-      batch * (d.qRowsP * 2 + d.kvRowsP * 2 + d.hRows * 2 + d.dimP) * f +
-      batch * q8RowBytes(pad32(widest)) +
-      Math.max(1, d.nHeads) * seqLen * f +
-      d.vRowsP * f +
-      seqLen * c.headDim * f +
-      14 * al +
-      backendScratchBytes(backend.threads) +
-      65536;
-    // pack layers into arenas
+    const kvLayerBytes = d.kvRows > 0 ? seqLen * d.kvRows * 2 : 0;
+    const scratchLayout = (a: Allocator): NodeScratch => ({
+      xq: a.alloc(batch * q8RowBytes(d.dimP)),
+      q: a.alloc(batch * d.qRowsP * f),
+      kk: a.alloc(batch * d.kvRowsP * f),
+      v: a.alloc(batch * d.kvRowsP * f),
+      att: a.alloc(batch * d.qRowsP * f),
+      aq: a.alloc(batch * q8RowBytes(pad32(widest))),
+      scores: a.alloc(Math.max(1, d.nHeads) * seqLen * f),
+      hb: a.alloc(batch * d.hRows * f),
+      hb2: a.alloc(batch * d.hRows * f),
+      out: a.alloc(batch * d.dimP * f),
+      logits: a.alloc(d.vRowsP * f),
+      cosSin: a.alloc(seqLen * c.headDim * f),
+    });
+    const place = (a: Allocator, id: string): Ptr => {
+      const x = this.byId.get(id);
+      return x ? a.alloc(allocBytes(x)) : 0;
+    };
+    const layerLayout = (a: Allocator, l: number, part: number): LayerPtrs => {
+      const w = Object.fromEntries(LAYER_MATRICES.map((m) => [m, place(a, `L${l}.${m}`)])) as Record<(typeof LAYER_MATRICES)[number], Ptr>;
+      return { part, ...w, kCache: kvLayerBytes > 0 ? a.alloc(kvLayerBytes) : 0, vCache: kvLayerBytes > 0 ? a.alloc(kvLayerBytes) : 0 };
+    };
+    const partLayout = (a: Allocator, group: number[], part: number, withCls: boolean) => ({
+      s: scratchLayout(a),
+      layers: group.map((l) => layerLayout(a, l, part)),
+      cls: withCls ? place(a, "cls") : 0,
+    });
+    // Pack consecutive layers into arenas; each layer's share is planned on its own (an upper
+    // bound of what it adds to an arena: every allocation starts 64-aligned).
+    const fixed = plannedSize(backend, (a) => scratchLayout(a));
+    const sizeOf = (fn: (a: Allocator) => unknown): number => {
+      const p = new ArenaPlan();
+      fn(p);
+      return p.arenaSize;
+    };
     const groups: number[][] = [[]];
     let used = fixed;
     for (let l = 0; l < c.nLayers; l++) {
-      const need = layerW(l) + kvLayer;
+      const need = sizeOf((a) => layerLayout(a, l, 0));
       if (fixed + need > maxArenaBytes) throw new LlameshError(`one layer of this node's slice needs ${((fixed + need) / 1e9).toFixed(2)} GB, over the arena limit: spread the model over more nodes`);
       if (used + need > maxArenaBytes && groups[groups.length - 1]!.length > 0) {
         groups.push([]);
@@ -223,55 +248,28 @@ export class ModelSlice {
       groups[groups.length - 1]!.push(l);
       used += need;
     }
-    if (used + clsBytes > maxArenaBytes) {
-      groups.push([]);
-      used = fixed;
-    }
+    if (used + sizeOf((a) => place(a, "cls")) > maxArenaBytes) groups.push([]);
     this.clsPart = groups.length - 1;
     let weights = 0;
     groups.forEach((g, pi) => {
-      const size = fixed + g.reduce((sum, l) => sum + layerW(l) + kvLayer, 0) + (pi === this.clsPart ? clsBytes : 0);
-      const a = new Arena(size, `slice#${pi}`);
-      // the backend's per-thread scratch and the activations first, then the weights
-      const k = backend.bind(a);
-      const s: NodeScratch = {
-        xq: a.alloc(batch * q8RowBytes(d.dimP)),
-        q: a.alloc(batch * d.qRowsP * f),
-        kk: a.alloc(batch * d.kvRowsP * f),
-        v: a.alloc(batch * d.kvRowsP * f),
-        att: a.alloc(batch * d.qRowsP * f),
-        aq: a.alloc(batch * q8RowBytes(pad32(widest))),
-        scores: a.alloc(Math.max(1, d.nHeads) * seqLen * f),
-        hb: a.alloc(batch * d.hRows * f),
-        hb2: a.alloc(batch * d.hRows * f),
-        out: a.alloc(batch * d.dimP * f),
-        logits: a.alloc(d.vRowsP * f),
-        cosSin: a.alloc(seqLen * c.headDim * f),
-      };
-      ropeTable(a, s.cosSin, c, seqLen);
-      const place = (id: string): Ptr => {
-        const x = byId.get(id);
-        if (!x) return 0;
-        const ptr = a.alloc(allocBytes(x));
-        this.ptrs.set(id, { part: pi, ptr });
-        weights += allocBytes(x);
-        return ptr;
-      };
-      for (const l of g) {
-        this.layers[l] = {
-          part: pi,
-          wq: place(`L${l}.wq`), wk: place(`L${l}.wk`), wv: place(`L${l}.wv`), wo: place(`L${l}.wo`),
-          gate: place(`L${l}.gate`), up: place(`L${l}.up`), down: place(`L${l}.down`),
-          kCache: d.kvRows > 0 ? a.alloc(seqLen * d.kvRows * 2) : 0,
-          vCache: d.kvRows > 0 ? a.alloc(seqLen * d.kvRows * 2) : 0,
-        };
-      }
-      if (pi === this.clsPart) place("cls");
-      this.parts.push({ arena: a, k, s });
+      const { arena, k, value } = plannedArena(backend, `slice#${pi}`, `layers ${g[0] ?? "-"}..${g[g.length - 1] ?? "-"} of this node's slice`, (a) => partLayout(a, g, pi, pi === this.clsPart), Infinity);
+      ropeTable(arena, value.s.cosSin, c, seqLen);
+      g.forEach((l, i) => {
+        const L = value.layers[i]!;
+        this.layers[l] = L;
+        for (const m of LAYER_MATRICES) this.record(`L${l}.${m}`, pi, L[m]);
+      });
+      if (pi === this.clsPart) this.record("cls", pi, value.cls);
+      this.parts.push({ arena, k, s: value.s });
     });
+    for (const x of this.descs) weights += this.ptrs.has(x.id) ? allocBytes(x) : 0;
     this.weightBytes = weights;
-    this.kvBytes = c.nLayers * (d.kvRows > 0 ? 2 * seqLen * d.kvRows * 2 : 0);
+    this.kvBytes = c.nLayers * 2 * kvLayerBytes;
     this.macsPerToken = sliceMacs(c, slice);
+  }
+
+  private record(id: string, part: number, ptr: Ptr): void {
+    if (this.byId.has(id)) this.ptrs.set(id, { part, ptr });
   }
 
   /** The arenas of this node. */
@@ -400,10 +398,7 @@ export async function extractSlices(
   let widest = 32;
   for (const t of byTensor.keys()) widest = Math.max(widest, pad32(source.info(t).shape[1] ?? 1));
   const stagingFloats = Math.max(widest, 1 << 20); // 4 MB of f32 rows per chunk
-  const arena = new Arena(stagingFloats * 4 + q8RowBytes(pad32(stagingFloats)) + backendScratchBytes(backend.threads) + 1024, "staging");
-  const k = backend.bind(arena);
-  const fPtr = arena.alloc(stagingFloats * 4);
-  const qPtr = arena.alloc(q8RowBytes(stagingFloats));
+  const { arena, k, value: [fPtr, qPtr] } = plannedArena(backend, "staging", "the loader's staging buffer", (a) => [a.alloc(stagingFloats * 4), a.alloc(q8RowBytes(stagingFloats))] as const);
   try {
     await extractInto(source, byTensor, arena, k, fPtr, qPtr, stagingFloats, sink, onProgress);
   } finally {

@@ -15,13 +15,6 @@ import type { LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../core/errors.js";
 import type { TensorSource } from "../core/tensor-source.js";
 
-export interface Dims {
-  dimP: number;
-  kvDim: number;
-  kvDimP: number;
-  hiddenP: number;
-}
-
 export interface MemoryRow {
   type: string;
   quant: string;
@@ -58,23 +51,10 @@ export const hfNames = {
   }),
 };
 
-/**
- * Room left in every arena for the kernel backend's own scratch (bind() allocates it): the WASM
- * kernels keep activations widened to int16 per thread.
- */
-export function backendScratchBytes(threads: number): number {
-  return 1024 * 1024 + threads * 512 * 1024;
-}
-
 /** Multiply-accumulates of all the matrices for one token (the GMAC figure's numerator). */
 export function modelMacsPerToken(c: LlamaConfig): number {
   const kvDim = c.nKvHeads * c.headDim;
   return c.nLayers * (2 * c.dim * c.dim + 2 * kvDim * c.dim + 3 * c.dim * c.hiddenDim) + c.vocabSize * c.dim;
-}
-
-export function dimsOf(c: LlamaConfig): Dims {
-  const kvDim = c.nKvHeads * c.headDim;
-  return { dimP: pad32(c.dim), kvDim, kvDimP: pad32(kvDim), hiddenP: pad32(c.hiddenDim) };
 }
 
 /** cos/sin table of RoPE (shared with the cluster nodes, which must compute it identically). */
@@ -144,14 +124,14 @@ export function matrixBytes(rows: number, cols: number): number {
 
 /** The report's memory rows of a whole model (Q8_0 matrices, f32 norms). */
 export function memoryByType(c: LlamaConfig): MemoryRow[] {
-  const d = dimsOf(c);
+  const kvDim = c.nKvHeads * c.headDim;
   const q8 = matrixBytes;
   const L = c.nLayers;
   const rows: MemoryRow[] = [
     { type: "embedding", quant: "Q8_0", bytes: q8(c.vocabSize, c.dim), params: c.vocabSize * c.dim },
-    { type: "attention (q,k,v,o)", quant: "Q8_0", bytes: L * (2 * q8(c.dim, c.dim) + 2 * q8(d.kvDim, c.dim)), params: L * (2 * c.dim * c.dim + 2 * d.kvDim * c.dim) },
+    { type: "attention (q,k,v,o)", quant: "Q8_0", bytes: L * (2 * q8(c.dim, c.dim) + 2 * q8(kvDim, c.dim)), params: L * (2 * c.dim * c.dim + 2 * kvDim * c.dim) },
     { type: "feed-forward (gate,up,down)", quant: "Q8_0", bytes: L * (2 * q8(c.hiddenDim, c.dim) + q8(c.dim, c.hiddenDim)), params: L * 3 * c.dim * c.hiddenDim },
-    { type: "norms", quant: "F32", bytes: (2 * L + 1) * d.dimP * 4, params: (2 * L + 1) * c.dim },
+    { type: "norms", quant: "F32", bytes: (2 * L + 1) * pad32(c.dim) * 4, params: (2 * L + 1) * c.dim },
   ];
   if (!c.tiedEmbeddings) rows.push({ type: "classifier", quant: "Q8_0", bytes: q8(c.vocabSize, c.dim), params: c.vocabSize * c.dim });
   return rows;

@@ -90,14 +90,14 @@ test("planner: granularity, proportions, share 0, purity", () => {
 });
 
 test("frames: split across chunks, several per chunk, bad magic, too large", () => {
-  const a = encodeFrame(MSG.ATTN, 5, Buffer.from([1, 2, 3]));
+  const a = encodeFrame(MSG.STEP, 5, Buffer.from([1, 2, 3]));
   const b = encodeFrame(MSG.STATS, 6, "{}");
   const all = Buffer.concat([a, b]);
   const r = new FrameReader();
   const got: Frame[] = [];
   for (let i = 0; i < all.length; i += 5) got.push(...r.push(all.subarray(i, i + 5)));
   assert.deepEqual(got.map((f) => [f.type, f.id, f.version, [...f.body]]), [
-    [MSG.ATTN, 5, PROTOCOL_VERSION, [1, 2, 3]],
+    [MSG.STEP, 5, PROTOCOL_VERSION, [1, 2, 3]],
     [MSG.STATS, 6, PROTOCOL_VERSION, [...Buffer.from("{}")]],
   ]);
   assert.equal(new FrameReader().push(Buffer.concat([a, b])).length, 2);
@@ -473,7 +473,7 @@ test("garbage, a wrong protocol version and a wrong fingerprint get error frames
   const vf = await b.next();
   assert.match(errorText(vf), /protocol version 99 is not supported/);
   assert.equal((vf as Frame).id, 7, "the error answers the request id");
-  b.send(encodeFrame(MSG.ATTN, 8, Buffer.alloc(16)));
+  b.send(encodeFrame(MSG.STEP, 8, Buffer.alloc(16)));
   assert.match(errorText(await b.next()), /HELLO first/);
   b.send(encodeFrame(MSG.HELLO, 9, JSON.stringify({ fingerprint: "0".repeat(32) })));
   assert.match(errorText(await b.next()), /fingerprint mismatch/);
@@ -485,7 +485,7 @@ test("garbage, a wrong protocol version and a wrong fingerprint get error frames
   assert.equal((JSON.parse((ok as Frame).body.toString()) as { protocol: number }).protocol, PROTOCOL_VERSION);
   b.send(encodeFrame(999, 12));
   assert.match(errorText(await b.next()), /unknown message type 999/);
-  b.send(encodeFrame(MSG.FFN, 13, Buffer.alloc(3)));
+  b.send(encodeFrame(MSG.STEP, 13, Buffer.alloc(3)));
   assert.match(errorText(await b.next()), /SETUP/);
   b.send(encodeFrame(MSG.STEP, 14, Buffer.alloc(16)));
   assert.match(errorText(await b.next()), /STEP before MESH/);

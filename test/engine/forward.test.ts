@@ -51,13 +51,13 @@ for (const backend of await testBackends()) {
       const fp = await ForwardPass.load(src, config, backend, { seqLen: 32, batch: 4 });
       src.close();
       let worst = 0;
-      TOKENS.forEach((tok, pos) => {
+      for (const [pos, tok] of TOKENS.entries()) {
         const expected = ref.step(tok, pos);
-        const got = fp.forward([tok], pos);
+        const got = await fp.forward([tok], pos);
         const err = relativeError(got, expected);
         worst = Math.max(worst, err);
         assert.ok(err < TOLERANCE, `position ${pos}: relative error ${err.toFixed(4)} >= ${TOLERANCE}`);
-      });
+      }
       assert.ok(worst > 0, "quantized logits cannot equal the f32 reference exactly");
       if (process.env["LLAMESH_TEST_VERBOSE"]) console.log(`worst relative error ${worst.toFixed(4)}`);
     });
@@ -73,9 +73,9 @@ for (const backend of await testBackends()) {
     // 12 tokens as batches of 5, 5, 2; compare the logits after each batch's last token
     let pos = 0;
     for (const chunk of [TOKENS.slice(0, 5), TOKENS.slice(5, 10), TOKENS.slice(10)]) {
-      const a = Float32Array.from(batched.forward(chunk, pos));
+      const a = Float32Array.from(await batched.forward(chunk, pos));
       let b = new Float32Array(0);
-      for (const t of chunk) b = Float32Array.from(single.forward([t], pos++));
+      for (const t of chunk) b = Float32Array.from(await single.forward([t], pos++));
       assert.ok(relativeError(a, b) < 1e-5, `after position ${pos - 1}: ${relativeError(a, b)}`);
     }
   });
@@ -94,7 +94,7 @@ for (const backend of await testBackends()) {
     assert.equal(a.model.arenas.length, 1);
     assert.ok(b.model.arenas.length >= 3, `expected several arenas, got ${b.model.arenas.length}`);
     for (let pos = 0; pos < 6; pos++) {
-      assert.deepEqual(Array.from(b.forward([TOKENS[pos]!], pos)), Array.from(a.forward([TOKENS[pos]!], pos)));
+      assert.deepEqual(Array.from(await b.forward([TOKENS[pos]!], pos)), Array.from(await a.forward([TOKENS[pos]!], pos)));
     }
   });
 

@@ -18,13 +18,13 @@ import { ReferenceLlama } from "./reference-llama.js";
 const skip = skipUnless(STORIES);
 const backends = skip ? [] : await testBackends();
 
-function greedy(step: (tok: number, pos: number) => ArrayLike<number>, prompt: number[], n: number): number[] {
+async function greedy(step: (tok: number, pos: number) => ArrayLike<number> | Promise<ArrayLike<number>>, prompt: number[], n: number): Promise<number[]> {
   const out = [...prompt];
   let logits: ArrayLike<number> = [];
-  for (let p = 0; p < prompt.length; p++) logits = step(prompt[p]!, p);
+  for (let p = 0; p < prompt.length; p++) logits = await step(prompt[p]!, p);
   while (out.length < prompt.length + n) {
     out.push(argmax(logits));
-    logits = step(out[out.length - 1]!, out.length - 1);
+    logits = await step(out[out.length - 1]!, out.length - 1);
   }
   return out.slice(prompt.length);
 }
@@ -35,10 +35,10 @@ test("stories260K: greedy tokens follow the float32 reference for 100 tokens", {
   const prompt = tok.encode("Once upon a time", true);
   const src = SafetensorsModel.open(STORIES);
   const ref = new ReferenceLlama(config, src);
-  const expected = greedy((t, p) => ref.step(t, p), prompt, 100);
+  const expected = await greedy((t, p) => ref.step(t, p), prompt, 100);
   for (const backend of backends) {
     const fp = await ForwardPass.load(src, config, backend, { seqLen: 256 });
-    const got = greedy((t, p) => fp.forward([t], p), prompt, 100);
+    const got = await greedy((t, p) => fp.forward([t], p), prompt, 100);
     assert.deepEqual(got, expected, `${backend.name}: greedy tokens differ from the reference`);
   }
   src.close();

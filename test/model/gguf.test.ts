@@ -236,11 +236,11 @@ test("the loader fed by a GGUF computes the same logits as fed by the safetensor
     const fp = await ForwardPass.load(g.source, g.config, backend, { seqLen: 16, batch: 4 });
     g.source.close();
     const tokens = [1, 300, 261, 42, 7, 330];
-    tokens.forEach((t, pos) => {
-      const want = Float32Array.from(ref.forward([t], pos));
-      const got = Float32Array.from(fp.forward([t], pos));
+    for (const [pos, t] of tokens.entries()) {
+      const want = Float32Array.from(await ref.forward([t], pos));
+      const got = Float32Array.from(await fp.forward([t], pos));
       assert.deepEqual(got, want, `${quant}: logits at position ${pos}`);
-    });
+    }
   }
 });
 

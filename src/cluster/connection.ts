@@ -1,0 +1,182 @@
+/**
+ * The client end of a worker connection (the client's, and a worker's link to a lower-ranked
+ * peer): numbered requests, replies matched by id, back-pressure on large writes, PARTIAL frames
+ * handed to whoever reduces the step's sums. An ERROR reply rejects with a LlameshError naming the
+ * worker.
+ */
+import * as net from "node:net";
+import { LlameshError } from "../core/errors.js";
+import { encodeFrame, FrameReader, MSG, MSG_NAMES, parseJson, type Frame } from "./protocol.js";
+
+export interface Reply {
+  type: number;
+  body: Buffer;
+}
+
+/** Byte counters of one connection (frames included). */
+export interface Traffic {
+  sent: number;
+  received: number;
+}
+
+export class Connection {
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  /** A request without a reply after this long fails (the worker hangs or the link is down). */
+  requestTimeoutMs = 120_000;
+  private readonly reader = new FrameReader();
+  private closedErr: Error | null = null;
+  readonly traffic: Traffic = { sent: 0, received: 0 };
+  /** Frames that answer no request (PARTIAL frames of a step). */
+  onUnsolicited: ((f: Frame) => void) | null = null;
+  /** Called once when the connection fails or closes. */
+  onClosed: ((e: Error) => void) | null = null;
+
+  private constructor(readonly socket: net.Socket, readonly label: string) {
+    socket.setNoDelay(true);
+    socket.on("data", (d: Buffer) => {
+      this.traffic.received += d.length;
+      let frames: Frame[];
+      try {
+        frames = this.reader.push(d);
+      } catch (e) {
+        this.fail(new LlameshError(`worker ${label}: ${(e as Error).message}`));
+        socket.destroy();
+        return;
+      }
+      for (const f of frames) {
+        if (f.type === MSG.PARTIAL) {
+          try {
+            this.onUnsolicited?.(f);
+          } catch (e) {
+            // a malformed frame: this peer cannot be trusted any more
+            this.kill(new LlameshError(`worker ${label}: ${(e as Error).message}`));
+            return;
+          }
+          continue;
+        }
+        const p = this.pending.get(f.id);
+        if (!p) continue;
+        this.pending.delete(f.id);
+        clearTimeout(p.timer);
+        if (f.type === MSG.ERROR) {
+          let msg = f.body.toString("utf8");
+          try {
+            const j = JSON.parse(msg) as { message?: string };
+            msg = j.message ?? msg;
+          } catch {
+            /* keep the raw text */
+          }
+          p.reject(new LlameshError(`worker ${label}: ${msg}`));
+        } else {
+          p.resolve({ type: f.type, body: f.body });
+        }
+      }
+    });
+    socket.on("error", (e) => this.fail(new LlameshError(`worker ${label}: ${e.message}`)));
+    socket.on("close", () => this.fail(new LlameshError(`worker ${label}: connection closed`)));
+  }
+
+  static connect(host: string, port: number, timeoutMs = 10_000): Promise<Connection> {
+    const label = `${host}:${port}`;
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ host, port });
+      const timer = setTimeout(() => {
+        s.destroy();
+        reject(new LlameshError(`worker ${label}: no answer to connect within ${timeoutMs / 1000} s`));
+      }, timeoutMs);
+      s.once("connect", () => {
+        clearTimeout(timer);
+        s.removeAllListeners("error");
+        resolve(new Connection(s, label));
+      });
+      s.once("error", (e) => {
+        clearTimeout(timer);
+        reject(new LlameshError(`worker ${label}: cannot connect (${(e as NodeJS.ErrnoException).code ?? e.message})`));
+      });
+    });
+  }
+
+  /** The error that closed this connection, if it is closed. */
+  get error(): Error | null {
+    return this.closedErr;
+  }
+
+  /** Give up on this worker (it hangs): every pending request fails with `e`, the socket closes. */
+  kill(e: Error): void {
+    this.fail(e);
+    this.socket.destroy();
+  }
+
+  /** Write a frame without waiting (small, latency-bound frames of a step). */
+  write(frame: Buffer): void {
+    if (this.closedErr) throw this.closedErr;
+    this.traffic.sent += frame.length;
+    this.socket.write(frame);
+  }
+
+  private fail(e: Error): void {
+    if (!this.closedErr) {
+      this.closedErr = e;
+      this.onClosed?.(e);
+    }
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(e);
+    }
+    this.pending.clear();
+  }
+
+  /** Send a request and wait for its reply (at most `timeoutMs`, default requestTimeoutMs). */
+  request(type: number, body: Uint8Array | string, timeoutMs = this.requestTimeoutMs): Promise<Reply> {
+    if (this.closedErr) return Promise.reject(this.closedErr);
+    const id = this.nextId++;
+    const p = new Promise<Reply>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new LlameshError(`worker ${this.label}: no reply to ${MSG_NAMES[type] ?? type} within ${timeoutMs / 1000} s`));
+      }, timeoutMs);
+      timer.unref();
+      this.pending.set(id, { resolve, reject, timer });
+    });
+    const frame = encodeFrame(type, id, body);
+    this.traffic.sent += frame.length;
+    this.socket.write(frame);
+    return p;
+  }
+
+  requestJson(type: number, value: unknown): Promise<Reply> {
+    return this.request(type, JSON.stringify(value));
+  }
+
+  /** Send a frame that gets no reply, waiting for the socket to drain when its buffer is full. */
+  async send(type: number, body: Uint8Array): Promise<void> {
+    if (this.closedErr) throw this.closedErr;
+    const frame = encodeFrame(type, 0, body);
+    this.traffic.sent += frame.length;
+    if (!this.socket.write(frame)) {
+      await new Promise<void>((resolve, reject) => {
+        const onDrain = (): void => {
+          this.socket.off("close", onClose);
+          resolve();
+        };
+        const onClose = (): void => {
+          this.socket.off("drain", onDrain);
+          reject(this.closedErr ?? new LlameshError(`worker ${this.label}: connection closed`));
+        };
+        this.socket.once("drain", onDrain);
+        this.socket.once("close", onClose);
+      });
+    }
+  }
+
+  close(): void {
+    this.socket.end();
+    this.socket.destroy();
+  }
+}
+
+export function jsonOf(r: Reply, expect: number, what: string): Record<string, unknown> {
+  if (r.type !== expect) throw new LlameshError(`${what}: unexpected reply ${MSG_NAMES[r.type] ?? r.type} (expected ${MSG_NAMES[expect]})`);
+  return parseJson(r.body, what);
+}

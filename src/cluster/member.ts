@@ -1,0 +1,65 @@
+/**
+ * A member of the cluster's step program: a node's ModelSlice, its own copy of the residual stream
+ * and the way its syncs are reduced (mesh or relay, reduce.ts). Every worker holds one per session,
+ * and so does the client when it computes a share itself. A step is engine/step.ts's layer loop;
+ * the client sends the step's embeddings (STEP) and gathers the logits rows (DONE).
+ */
+import type { Arena } from "../kernels/arena.js";
+import type { KernelBackend } from "../kernels/kernels.js";
+import { LlameshError } from "../core/errors.js";
+import { ResidualStream } from "../engine/residual.js";
+import type { ModelSlice } from "../engine/slice.js";
+import { runStep, type StepInput } from "../engine/step.js";
+import type { MemberTimes } from "./protocol.js";
+import type { MeshReduce, RelayReduce } from "./reduce.js";
+
+export class Member {
+  private readonly stream: ResidualStream;
+  private failed: Error | null = null;
+
+  constructor(
+    readonly node: ModelSlice,
+    readonly rank: number,
+    norms: Float32Array,
+    backend: KernelBackend,
+    readonly reduce: MeshReduce | RelayReduce,
+  ) {
+    this.stream = new ResidualStream(node.config, norms, node.batch, backend);
+  }
+
+  /** The arena of this member's residual stream and norms. */
+  get memory(): Arena {
+    return this.stream.arena;
+  }
+
+  /** This member can take no more steps (a link is gone, the client aborted, it was replaced). */
+  fail(e: Error): void {
+    if (!this.failed) this.failed = e;
+    this.reduce.fail(e);
+  }
+
+  /** Done with this member, for `why` (its slice is not: the worker may keep it for the next client). */
+  dispose(why: string): void {
+    this.fail(new LlameshError(why));
+    this.stream.dispose();
+  }
+
+  /** One step: x0 holds the tokens' embeddings (nTok x dimP); returns this member's logits rows (a copy). */
+  async step(input: StepInput, x0: Float32Array): Promise<{ times: MemberTimes; logits: Float32Array | null }> {
+    const node = this.node;
+    const { pos, nTok } = input;
+    if (this.failed) throw this.failed;
+    if (!(nTok >= 1 && nTok <= node.batch)) throw new RangeError(`step of ${nTok} tokens, expected 1..${node.batch}`);
+    if (pos + nTok > node.seqLen) throw new RangeError(`step: positions up to ${pos + nTok} exceed the context ${node.seqLen}`);
+    if (x0.length !== nTok * this.stream.dimP) throw new RangeError(`step: ${x0.length} embedding values, expected ${nTok} x ${this.stream.dimP}`);
+    this.stream.values(nTok).set(x0);
+    const r = this.reduce;
+    const sent0 = r.bytesSent;
+    const recv0 = r.bytesReceived;
+    const times: MemberTimes = { computeUs: [], waitUs: [], logitsUs: 0, bytesSent: 0, bytesReceived: 0 };
+    const logits = await runStep(node, this.stream, r, input, times);
+    times.bytesSent = r.bytesSent - sent0;
+    times.bytesReceived = r.bytesReceived - recv0; // (a fast member's first partial of the next step may count here)
+    return { times, logits: logits ? logits.slice() : null };
+  }
+}

@@ -1,0 +1,454 @@
+/**
+ * One connection to a worker, as an explicit state machine: a state holds exactly what the
+ * connection has established so far, and each state names the messages it accepts.
+ *
+ *   connected --HELLO--> authenticated                 (with a secret: via challenged, then AUTH)
+ *   connected --PEER---> peer                          (a mesh member linking to this worker's member)
+ *   authenticated --SETUP--> receiving --READY--> ready --MESH--> joined --STEP--> joined ...
+ *   receiving / ready / joined --SETUP--> receiving   (a new plan, after a lost worker)
+ *   joined --MESH--> joined                            (new members)
+ *   any --socket closed--> closed
+ *
+ * PING, PARTIAL and ABORT are handled at once, outside the message queue: the step in progress may
+ * be waiting for exactly those. Everything else runs in order. A message the current state does not
+ * accept gets an ERROR naming what comes first; the connection stays usable.
+ */
+import type * as net from "node:net";
+import { LlameshError } from "../core/errors.js";
+import { openWeights } from "../engine/open.js";
+import { extractSlices, ModelSlice, sliceDescs, type SliceDesc } from "../engine/slice.js";
+import { authProof, isNonce, newNonce, openSession, proofMatches } from "./auth.js";
+import { withKeys, type CacheWriter } from "./cache.js";
+import { Connection, jsonOf } from "./connection.js";
+import { Member } from "./member.js";
+import {
+  decodeMesh, decodeStep, decodeWeightChunk, encodeDone, encodeFrame, encodeJson, encodePartial, MSG, MSG_NAMES, parseJson, PROTOCOL_VERSION,
+  ProtocolError, type Frame,
+} from "./protocol.js";
+import { MeshReduce, RelayReduce, type ReduceKind } from "./reduce.js";
+import { configFrom, intIn, memberFrom, sliceFrom } from "./validate.js";
+import type { WorkerServer } from "./worker.js";
+
+/** Peers of a mesh must connect within this long once LINK has been sent to every member. */
+const LINK_TIMEOUT_MS = 10_000;
+
+interface Slice {
+  node: ModelSlice;
+  /** Setup key: the same key on a later session means the same slice (parked for reuse). */
+  key: string;
+}
+
+type State =
+  | { kind: "connected" }
+  | { kind: "challenged"; cn: string; wn: string; opening: Frame }
+  | { kind: "authenticated"; fingerprint: string }
+  | { kind: "receiving"; fingerprint: string; slice: Slice; writers: Map<string, { w: CacheWriter; desc: SliceDesc }> }
+  | { kind: "ready"; fingerprint: string; slice: Slice }
+  | { kind: "joined"; fingerprint: string; slice: Slice; mesh: Joined }
+  | { kind: "peer"; target: MeshReduce; rank: number }
+  | { kind: "closed" };
+
+type StateKind = State["kind"];
+
+/** What a session in the step program holds. */
+export interface Joined {
+  member: Member;
+  /** Mesh session token (peers attach by it). */
+  token: string;
+  /** Rank of the client in the mesh, when it computes a share itself (its PARTIALs come on this connection). */
+  clientRank: number;
+  /** Links this worker opened to lower-ranked peers. */
+  peers: Connection[];
+  /** Called when a peer links to this member. */
+  onLink: (() => void) | null;
+}
+
+type Handler = (f: Frame) => Promise<void> | void;
+
+/** For each state, what must come before a message it does not accept. */
+const EXPECTED: Record<StateKind, string> = {
+  connected: "no handshake yet: send HELLO first",
+  challenged: "authentication in progress: answer the challenge with AUTH first",
+  authenticated: "no model slice yet: SETUP and READY first",
+  receiving: "the slice is incomplete: send its WEIGHTS and READY first",
+  ready: "send MESH first",
+  joined: "not accepted during a session in the step program",
+  peer: "a peer link carries PARTIAL frames only",
+  closed: "the connection is closed",
+};
+
+export class WorkerSession {
+  private state: State = { kind: "connected" };
+  private chain: Promise<void> = Promise.resolve();
+  /** Where the other end is, captured at accept (the socket may be gone when an error is logged). */
+  private readonly peerLabel: string;
+
+  constructor(private readonly server: WorkerServer, private readonly socket: net.Socket) {
+    this.peerLabel = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
+  }
+
+  /** The handlers of the current state (the messages it accepts). */
+  private handlers(): Partial<Record<number, Handler>> {
+    const s = this.state;
+    const stats: Handler = (f) => this.onStats(f);
+    switch (s.kind) {
+      case "connected":
+        return { [MSG.HELLO]: (f) => this.onOpening(f), [MSG.PEER]: (f) => this.onOpening(f) };
+      case "challenged":
+        return { [MSG.AUTH]: (f) => this.onAuth(f, s) };
+      case "authenticated":
+        return { [MSG.SETUP]: (f) => this.onSetup(f, s.fingerprint), [MSG.STATS]: stats };
+      case "receiving":
+        return { [MSG.WEIGHTS]: (f) => this.onWeights(f, s), [MSG.READY]: (f) => this.onReady(f, s), [MSG.SETUP]: (f) => this.onSetup(f, s.fingerprint), [MSG.STATS]: stats };
+      case "ready":
+        return { [MSG.MESH]: (f) => this.onMesh(f, s.fingerprint, s.slice), [MSG.SETUP]: (f) => this.onSetup(f, s.fingerprint), [MSG.STATS]: stats };
+      case "joined":
+        return {
+          [MSG.STEP]: (f) => this.onStep(f, s.mesh),
+          [MSG.LINK]: (f) => this.onLink(f, s.mesh),
+          [MSG.MESH]: (f) => this.onMesh(f, s.fingerprint, s.slice),
+          [MSG.SETUP]: (f) => this.onSetup(f, s.fingerprint),
+          [MSG.STATS]: stats,
+        };
+      case "peer":
+      case "closed":
+        return {};
+    }
+  }
+
+  /** A frame arrived. */
+  enqueue(f: Frame): void {
+    const s = this.state;
+    const authed = s.kind !== "connected" && s.kind !== "challenged";
+    if (this.server.secret && !authed && f.type !== MSG.HELLO && f.type !== MSG.PEER && f.type !== MSG.AUTH) {
+      this.sendError(f.id, `${MSG_NAMES[f.type] ?? `message ${f.type}`}: not authenticated: open the session with HELLO (or PEER) and AUTH first`, "auth");
+      return;
+    }
+    // at once, never queued behind a STEP: the step may be waiting for exactly these
+    if (f.type === MSG.PARTIAL) return this.onPartial(f);
+    if (f.type === MSG.PING) return this.reply(MSG.PONG, f.id, "{}");
+    if (f.type === MSG.ABORT) {
+      if (s.kind === "joined") s.mesh.member.fail(new LlameshError("step aborted by the client (a member is lost)"));
+      return;
+    }
+    this.chain = this.chain.then(() => this.handle(f)).catch((e: unknown) => {
+      const pe = e instanceof ProtocolError ? e : null;
+      const msg = e instanceof Error ? e.message : String(e);
+      this.sendError(f.id, `${MSG_NAMES[f.type] ?? `message ${f.type}`}: ${msg}`, pe?.code ?? "failed");
+    });
+  }
+
+  private async handle(f: Frame): Promise<void> {
+    if (f.version !== PROTOCOL_VERSION) {
+      throw new ProtocolError(`protocol version ${f.version} is not supported (this worker speaks version ${PROTOCOL_VERSION}; update llamesh on one side)`, "version");
+    }
+    if (MSG_NAMES[f.type] === undefined) throw new ProtocolError(`unknown message type ${f.type}`, "unknown-type");
+    const h = this.handlers()[f.type];
+    if (!h) throw new ProtocolError(refusal(f.type, this.state.kind), "order");
+    await h(f);
+  }
+
+  sendError(id: number, message: string, code: string): void {
+    this.server.counters.errorsSent++;
+    this.server.opts.log?.(`worker: error sent to ${this.peerLabel}: ${message}`);
+    if (!this.socket.destroyed) this.socket.write(encodeJson(MSG.ERROR, id, { message, code }));
+  }
+
+  private reply(type: number, id: number, body: Uint8Array | string): void {
+    if (!this.socket.destroyed) this.socket.write(encodeFrame(type, id, body));
+  }
+
+  // ---- handshake -------------------------------------------------------------------------
+
+  /** HELLO or PEER: challenge first when there is a secret, else carry it out now. */
+  private onOpening(f: Frame): void | Promise<void> {
+    const secret = this.server.secret;
+    if (!secret) return this.open(f);
+    const cn = parseJson(f.body, MSG_NAMES[f.type]!.toLowerCase())["nonce"];
+    if (!isNonce(cn)) throw new ProtocolError("this worker requires a shared secret: send a nonce and answer its challenge (--secret-file on the client)", "auth");
+    const wn = newNonce();
+    this.state = { kind: "challenged", cn, wn, opening: f };
+    this.reply(MSG.AUTH_CHALLENGE, f.id, JSON.stringify({ nonce: wn, proof: authProof(secret, "worker", cn, wn) }));
+  }
+
+  private onAuth(f: Frame, s: Extract<State, { kind: "challenged" }>): void | Promise<void> {
+    const secret = this.server.secret!;
+    this.state = { kind: "connected" };
+    if (!proofMatches(secret, "client", s.cn, s.wn, parseJson(f.body, "auth")["proof"])) {
+      this.server.counters.authFailures++;
+      this.sendError(f.id, "authentication failed: wrong shared secret", "auth");
+      this.socket.end(); // this connection only; the worker keeps serving
+      return;
+    }
+    return this.open({ ...s.opening, id: f.id }); // answered as the HELLO or PEER it completes
+  }
+
+  private open(f: Frame): void {
+    if (f.type === MSG.PEER) return this.onPeer(f);
+    const c = this.server.counters;
+    const fp = parseJson(f.body, "hello")["fingerprint"];
+    if (typeof fp !== "string" || !/^[0-9a-f]{32}$/.test(fp)) throw new ProtocolError(`model fingerprint ${JSON.stringify(fp)} is malformed (expected 32 hex digits)`, "fingerprint");
+    const mine = this.server.fingerprint;
+    if (mine !== null && fp !== mine) {
+      throw new ProtocolError(`model fingerprint mismatch: the client's model is ${fp}, this worker's --model ${this.server.opts.modelDir} is ${mine}`, "fingerprint");
+    }
+    c.sessions++;
+    this.state = { kind: "authenticated", fingerprint: fp };
+    this.reply(MSG.HELLO_OK, f.id, JSON.stringify({
+      worker: "llamesh", protocol: PROTOCOL_VERSION, threads: this.server.opts.backend.threads, gmac: this.server.gmac,
+      hasModel: mine !== null, counters: c,
+    }));
+  }
+
+  /** A mesh peer of higher rank links to this worker's member of session `session`. */
+  private onPeer(f: Frame): void {
+    const j = parseJson(f.body, "peer");
+    const target = typeof j["session"] === "string" ? this.server.meshes.get(j["session"]) : undefined;
+    if (!target) throw new ProtocolError("peer: unknown mesh session", "bad-peer");
+    const reduce = target.member.reduce;
+    const rank = intIn(j["rank"], "peer.rank", 0, "bad-peer");
+    const m = reduce instanceof MeshReduce ? reduce.members.find((x) => x.rank === rank) : undefined;
+    if (!(reduce instanceof MeshReduce) || !m || m.host === undefined || rank <= target.member.rank) throw new ProtocolError(`peer: rank ${rank} may not link to rank ${target.member.rank}`, "bad-peer");
+    this.state = { kind: "peer", target: reduce, rank };
+    reduce.links.set(rank, { send: (fr) => void this.socket.write(fr) });
+    this.reply(MSG.PEER_OK, f.id, "{}");
+    target.onLink?.();
+  }
+
+  // ---- the node's slice --------------------------------------------------------------------
+
+  private async onSetup(f: Frame, fingerprint: string): Promise<void> {
+    const c = this.server.counters;
+    const j = parseJson(f.body, "setup");
+    const config = configFrom(j["config"]);
+    const sliceSpec = sliceFrom(j["slice"], config);
+    const seqLen = intIn(j["seqLen"], "seqLen", 1);
+    const batch = intIn(j["batch"], "batch", 1);
+    if (seqLen > config.seqLen * 64 || batch > 4096) throw new ProtocolError("setup: seqLen or batch out of range", "bad-setup");
+    this.leaveSlice(this.state, "mesh: the session's slice is replaced");
+    this.state = { kind: "authenticated", fingerprint };
+    const descs = withKeys(sliceDescs(config, sliceSpec), fingerprint);
+    const key = JSON.stringify({ fp: fingerprint, config, slice: sliceSpec, seqLen, batch });
+    const parked = this.server.takeParked(key);
+    if (parked) {
+      c.nodesReused++;
+      this.state = { kind: "receiving", fingerprint, slice: { node: parked, key }, writers: new Map() };
+      this.reply(MSG.SETUP_OK, f.id, JSON.stringify({ missing: [], slices: descs.length, weightBytes: parked.weightBytes, reused: true }));
+      return;
+    }
+    const node = new ModelSlice(config, sliceSpec, seqLen, batch, this.server.opts.backend, descs);
+    const fromModel: SliceDesc[] = [];
+    const missing: SliceDesc[] = [];
+    for (const d of descs) {
+      if (this.server.cache.readInto(d.key, node.view(d.id))) c.slicesFromCache++;
+      else if (this.server.opts.modelDir) fromModel.push(d);
+      else missing.push(d);
+    }
+    if (fromModel.length > 0) {
+      const src = openWeights(this.server.opts.modelDir!).source;
+      try {
+        await extractSlices(src, this.server.opts.backend, [fromModel], (_n, d, off, data) => void node.view(d.id).set(data, off));
+      } finally {
+        src.close();
+      }
+      c.slicesFromModel += fromModel.length;
+    }
+    const writers = new Map(missing.map((d) => [d.key, { w: this.server.cache.writer(d.key, d.bytes), desc: d }]));
+    this.state = { kind: "receiving", fingerprint, slice: { node, key }, writers };
+    this.reply(MSG.SETUP_OK, f.id, JSON.stringify({ missing: missing.map((d) => d.key), slices: descs.length, weightBytes: node.weightBytes }));
+  }
+
+  private onWeights(f: Frame, s: Extract<State, { kind: "receiving" }>): void {
+    const { key, offset, data } = decodeWeightChunk(f.body);
+    const e = s.writers.get(key);
+    if (!e) throw new ProtocolError(`weight chunk for unknown slice ${key}`, "bad-weights");
+    if (!(offset >= 0 && offset + data.length <= e.desc.bytes)) throw new ProtocolError(`weight chunk outside slice ${e.desc.id}`, "bad-weights");
+    s.slice.node.view(e.desc.id).set(data, offset);
+    e.w.write(offset, data);
+    this.server.counters.weightBytesReceived += data.length;
+  }
+
+  private onReady(f: Frame, s: Extract<State, { kind: "receiving" }>): void {
+    const c = this.server.counters;
+    const short: string[] = [];
+    for (const { w, desc } of s.writers.values()) {
+      if (w.commit()) c.slicesReceived++;
+      else short.push(desc.id);
+    }
+    s.writers.clear();
+    if (short.length > 0) throw new ProtocolError(`slices incomplete: ${short.join(", ")}`, "incomplete");
+    const freed = this.server.cache.evict(new Set(s.slice.node.descs.map((d) => d.key)));
+    if (freed > 0) {
+      c.cacheBytesEvicted += freed;
+      this.server.opts.log?.(`worker: cache over ${(this.server.cache.maxBytes / 1e9).toFixed(2)} GB, ${(freed / 1e6).toFixed(1)} MB of least recently used slices deleted`);
+    }
+    this.state = { kind: "ready", fingerprint: s.fingerprint, slice: s.slice };
+    this.reply(MSG.READY_OK, f.id, JSON.stringify({ counters: c }));
+  }
+
+  /** Give up the slice and mesh of state `s` (a complete slice is parked for reuse). */
+  private leaveSlice(s: State, why: string): void {
+    if (s.kind === "joined") this.leaveMesh(s.mesh, why);
+    if (s.kind === "receiving") {
+      for (const { w } of s.writers.values()) w.abort();
+      s.slice.node.dispose(); // never completed: nobody can reuse it
+    }
+    if (s.kind === "ready" || s.kind === "joined") this.server.park(s.slice.key, s.slice.node);
+  }
+
+  // ---- the step program ---------------------------------------------------------------------
+
+  private onMesh(f: Frame, fingerprint: string, slice: Slice): void {
+    const { json, norms } = decodeMesh(f.body);
+    const token = json["session"];
+    if (typeof token !== "string" || !/^[0-9a-f]{32}$/.test(token)) throw new ProtocolError("mesh: session must be 32 hex digits", "bad-mesh");
+    const rank = intIn(json["rank"], "mesh.rank", 0, "bad-mesh");
+    const kind: ReduceKind = json["reduce"] === "relay" ? "relay" : json["reduce"] === undefined || json["reduce"] === "mesh" ? "mesh" : (() => {
+      throw new ProtocolError(`mesh: reduce ${JSON.stringify(json["reduce"])}, expected "mesh" or "relay"`, "bad-mesh");
+    })();
+    if (!Array.isArray(json["members"])) throw new ProtocolError("mesh: members must be a list", "bad-mesh");
+    const members = (json["members"] as unknown[]).map(memberFrom);
+    const me = members.find((m) => m.rank === rank);
+    const n = slice.node;
+    if (!me || me.attn !== n.hasAttention || me.ffn !== n.hasFfn || me.logits !== n.hasLogits) throw new ProtocolError(`mesh: rank ${rank} does not match this node's slice`, "bad-mesh");
+    if (new Set(members.map((m) => m.rank)).size !== members.length) throw new ProtocolError("mesh: duplicate ranks", "bad-mesh");
+    if (this.state.kind === "joined") this.leaveMesh(this.state.mesh, "mesh: replaced by a new mesh");
+    const spin = (): void => this.server.spin();
+    const write = (fr: Buffer): void => void this.socket.write(fr);
+    const reduce = kind === "mesh"
+      ? new MeshReduce(rank, members, n.d.dimP, n.batch, spin)
+      : new RelayReduce(rank, (step, seq, values) => {
+        const fr = encodeFrame(MSG.PARTIAL, step, encodePartial(step, seq, values));
+        write(fr);
+        return fr.length;
+      }, spin);
+    let member: Member;
+    try {
+      member = new Member(n, rank, norms, this.server.opts.backend, reduce);
+    } catch (e) {
+      throw new ProtocolError((e as Error).message, "bad-mesh");
+    }
+    const client = members.find((m) => m.host === undefined && m.rank !== rank);
+    if (reduce instanceof MeshReduce && client) reduce.links.set(client.rank, { send: write });
+    const mesh: Joined = { member, token, clientRank: client?.rank ?? -1, peers: [], onLink: null };
+    this.server.meshes.set(token, mesh);
+    this.state = { kind: "joined", fingerprint, slice, mesh };
+    this.reply(MSG.MESH_OK, f.id, "{}");
+  }
+
+  private leaveMesh(mesh: Joined, why: string): void {
+    mesh.member.dispose(why);
+    if (this.server.meshes.get(mesh.token) === mesh) this.server.meshes.delete(mesh.token);
+    for (const c of mesh.peers.splice(0)) c.close();
+  }
+
+  /** Mesh only: connect to the lower-ranked workers, wait for the higher-ranked ones to connect. */
+  private async onLink(f: Frame, mesh: Joined): Promise<void> {
+    const reduce = mesh.member.reduce;
+    if (!(reduce instanceof MeshReduce)) throw new ProtocolError("LINK in a relay session: its members do not link to each other", "order");
+    const me = mesh.member.rank;
+    const lower = reduce.members.filter((m) => m.host !== undefined && m.rank < me);
+    await Promise.all(lower.map((m) => this.connectPeer(m.rank, m.host!, m.port!, mesh, reduce)));
+    const need = reduce.members.length - 1;
+    if (reduce.links.size < need) {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          mesh.onLink = null;
+          const missing = reduce.members.filter((m) => m.rank !== me && !reduce.links.has(m.rank)).map((m) => m.label);
+          reject(new ProtocolError(`mesh: no link from ${missing.join(", ")} within ${LINK_TIMEOUT_MS / 1000} s`, "peer"));
+        }, LINK_TIMEOUT_MS);
+        mesh.onLink = () => {
+          if (reduce.links.size < need) return;
+          clearTimeout(timer);
+          mesh.onLink = null;
+          resolve();
+        };
+      });
+    }
+    this.reply(MSG.LINK_OK, f.id, "{}");
+  }
+
+  /** Connect to a lower-ranked worker of the mesh; its partial sums come back on this connection. */
+  private async connectPeer(rank: number, host: string, port: number, mesh: Joined, reduce: MeshReduce): Promise<void> {
+    const label = `${host}:${port}`;
+    const hint = "list every worker by an address the other workers can reach";
+    let conn: Connection;
+    try {
+      conn = await Connection.connect(host, port, LINK_TIMEOUT_MS);
+    } catch (e) {
+      throw new ProtocolError(`mesh: cannot reach peer ${label} (${(e as Error).message}); ${hint}`, "peer");
+    }
+    mesh.peers.push(conn);
+    conn.onUnsolicited = (fr) => reduce.deliver(rank, fr);
+    conn.onClosed = () => mesh.member.fail(new LlameshError(`mesh: link to peer ${label} closed`));
+    try {
+      jsonOf(await openSession(conn, MSG.PEER, { session: mesh.token, rank: mesh.member.rank }, this.server.secret), MSG.PEER_OK, `peer ${label}`);
+    } catch (e) {
+      conn.close();
+      const msg = (e as Error).message;
+      throw new ProtocolError(`mesh: peer ${label} refused the link: ${msg}${/closed|ECONN/.test(msg) ? `; ${hint}` : ""}`, "peer");
+    }
+    reduce.links.set(rank, { send: (fr) => conn.write(fr) });
+  }
+
+  private async onStep(f: Frame, mesh: Joined): Promise<void> {
+    const { step, pos, nTok, x0 } = decodeStep(f.body);
+    this.server.counters.requests++;
+    let out: Awaited<ReturnType<Member["step"]>>;
+    try {
+      out = await mesh.member.step({ step, pos, nTok }, x0);
+    } catch (e) {
+      if (e instanceof RangeError) throw new ProtocolError(e.message, "bad-body");
+      throw e;
+    }
+    this.reply(MSG.DONE, f.id, encodeDone(out.times, out.logits));
+    this.server.spin();
+  }
+
+  /** At once: a partial sum for this connection's member (peer link), or for this session's member. */
+  private onPartial(f: Frame): void {
+    const s = this.state;
+    try {
+      if (s.kind === "peer") {
+        s.target.deliver(s.rank, f);
+      } else if (s.kind === "joined") {
+        const r = s.mesh.member.reduce;
+        if (r instanceof RelayReduce) r.deliver(f);
+        else if (s.mesh.clientRank >= 0) r.deliver(s.mesh.clientRank, f);
+        else throw new ProtocolError("partial sum from a client without a share in this mesh", "order");
+      } else {
+        throw new ProtocolError("partial sum outside a mesh", "order");
+      }
+    } catch (e) {
+      this.sendError(f.id, `PARTIAL: ${(e as Error).message}`, e instanceof ProtocolError ? e.code : "failed");
+    }
+  }
+
+  private onStats(f: Frame): void {
+    this.reply(MSG.STATS_OK, f.id, JSON.stringify({ counters: { ...this.server.counters, arenasBound: this.server.opts.backend.boundArenas } }));
+  }
+
+  /** The socket closed: let go of everything this connection held. */
+  dispose(): void {
+    const s = this.state;
+    this.state = { kind: "closed" };
+    if (s.kind === "peer") {
+      // the member of that mesh only: the session may have a newer one since
+      const label = s.target.members.find((m) => m.rank === s.rank)?.label ?? `rank ${s.rank}`;
+      s.target.fail(new LlameshError(`mesh: link to peer ${label} closed`));
+      return;
+    }
+    this.leaveSlice(s, "mesh: the client disconnected");
+    this.server.opts.backend.idle();
+  }
+}
+
+/** Why a message is refused in a state: what has to come first, in the session's order. */
+function refusal(type: number, state: StateKind): string {
+  const name = MSG_NAMES[type]!;
+  if (state === "connected" || state === "challenged" || state === "peer" || state === "closed") return EXPECTED[state];
+  if ((type === MSG.STEP || type === MSG.LINK) && state !== "joined") return `${name} before MESH: ${EXPECTED[state]}`;
+  if (type === MSG.MESH) return `MESH before READY: ${EXPECTED[state]}`;
+  if (type === MSG.READY || type === MSG.WEIGHTS) return `${name} before SETUP: a slice is received only between SETUP and READY`;
+  return `${EXPECTED[state]}`;
+}
