@@ -15,6 +15,7 @@ import { EmbeddingTable } from "../engine/embedding.js";
 import { openCheckpoint, openWeights, type LoadedModel } from "../engine/open.js";
 import { checkTensors, hfNames, readNorms, type MemoryRow, type MemorySummary } from "../engine/weights.js";
 import type { LlamaConfig } from "../model/config.js";
+import type { Tokenizer } from "../model/tokenizer-types.js";
 import { modelFingerprint } from "./cache.js";
 import { Cluster, type WorkerSpec } from "./cluster.js";
 import { Coordinator } from "./coordinator.js";
@@ -123,7 +124,6 @@ export interface DistributedModel extends LoadedModel {
 }
 
 export async function openDistributedModel(dir: string, opts: DistributedOptions): Promise<DistributedModel> {
-  const log = opts.log;
   const { config, tokenizer, source, configText } = await openCheckpoint(dir);
   const seqLen = opts.maxSeqLen ?? config.seqLen;
   const batch = Math.max(1, Math.min(opts.batch ?? 32, seqLen));
@@ -132,108 +132,141 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
   let cluster: Cluster | null = null;
   try {
     checkTensors(source, config);
-    const fingerprint = modelFingerprint(configText, source.files);
     cluster = await Cluster.connect({
-      config, fingerprint, workers: opts.workers, localShare, backend: opts.backend, seqLen, batch,
-      secret: opts.secret ?? null, connectTimeoutMs: opts.connectTimeoutMs ?? 10_000, log,
+      config, fingerprint: modelFingerprint(configText, source.files), workers: opts.workers, localShare, backend: opts.backend, seqLen, batch,
+      secret: opts.secret ?? null, connectTimeoutMs: opts.connectTimeoutMs ?? 10_000, log: opts.log,
     });
     // the first pass over the checkpoint also fills the client's embedding table
     const embedding = new EmbeddingTable(config, new Uint8Array(EmbeddingTable.desc(config).bytes));
     const sent = await cluster.deploy(source, { desc: EmbeddingTable.desc(config), rows: embedding.rows }, opts.onProgress);
     const steps = new StepLog(opts.perfCsv);
-    const norms = readNorms(source, config);
-    const coord = new Coordinator(config, embedding, norms, opts.backend, seqLen, batch, steps, {
+    const coord = new Coordinator(config, embedding, readNorms(source, config), opts.backend, seqLen, batch, steps, {
       stepTimeoutMs: opts.stepTimeoutMs ?? 30_000, spinMs: opts.spinMs ?? (localShare > 0 ? 20 : 0),
     });
-    const c = cluster;
-    const start = () => startProgram(c, coord, opts.topology ?? "auto", log);
-    let topology = await start();
-    const loadMs = performance.now() - t0;
-    log(`Cluster ready in ${(loadMs / 1000).toFixed(2)} s: ${c.nodes.length} node${c.nodes.length === 1 ? "" : "s"}, weights sent ${formatBytes(sent)}`);
-    for (const l of planLines(config, c.plan!, c.nodes)) log(l);
-    for (const n of c.workers) n.conn.traffic.sent = n.conn.traffic.received = 0;
-    const weightBytesSent = c.workers.map((n) => n.weightBytesSent);
-
-    /**
-     * A worker was lost: plan again over the nodes left, give them their new slices (from the
-     * checkpoint, opened again), restart the step program and recompute the KV caches by
-     * replaying the `pos` tokens so far. Throws `cause` when no worker was lost.
-     */
-    const recoveries: string[] = [];
-    const recover = async (pos: number, cause: unknown): Promise<void> => {
-      const lost = c.dropLost();
-      if (lost.length === 0) throw cause;
-      const names = lost.join(", ");
-      if (c.nodesLeft === 0) {
-        throw new LlameshError(`${cause instanceof Error ? cause.message : String(cause)}; no worker left to take over ${names}'s share (run more workers or give this machine a --local-share)`);
-      }
-      const tr = performance.now();
-      const left = c.nodesLeft;
-      log(`Lost worker ${names} at position ${pos}: re-planning over ${left} node${left === 1 ? "" : "s"} and replaying ${pos} token${pos === 1 ? "" : "s"}`);
-      coord.leave("re-planned");
-      const src = openWeights(dir).source;
-      let bytes: number;
-      try {
-        bytes = await c.deploy(src, null);
-      } finally {
-        src.close();
-      }
-      topology = await start();
-      await coord.replay(pos);
-      const line = `lost ${names} at position ${pos}: re-planned over ${left} node${left === 1 ? "" : "s"}, ${formatBytes(bytes)} of weights sent, ${pos} tokens replayed, in ${((performance.now() - tr) / 1000).toFixed(2)} s`;
-      recoveries.push(line);
-      log(`Recovered: ${line}`);
-      for (const l of planLines(config, c.plan!, c.nodes)) log(l);
-    };
-
-    const clientBytes = embedding.rows.length + (2 * config.nLayers + 1) * embedding.dimP * 4;
-    return {
-      dir,
-      config,
-      tokenizer,
-      memory: clientMemory(config, embedding, c),
-      files: source.files.map((f: string) => ({ file: f, bytes: fs.statSync(f).size })),
-      loadMs,
-      seqLen,
-      batch,
-      get plan() {
-        return c.plan!;
-      },
-      get topology() {
-        return topology;
-      },
-      get recoveries() {
-        return recoveries.length;
-      },
-      weightBytesSent,
-      forward: async (tokens, pos) => {
-        // each recovery drops at least one worker, so this ends
-        for (;;) {
-          try {
-            return await coord.forward(tokens, pos);
-          } catch (e) {
-            await recover(pos, e);
-          }
-        }
-      },
-      clusterReport: () => [...steps.report(coord.kind, c.nodes, config, seqLen, clientBytes), ...recoveries.map((r) => `Recovery: ${r}`)],
-      clusterStats: () => steps.stats(c.nodes),
-      resetStats: () => steps.reset(c.nodes),
-      get retainedRows() {
-        return steps.retainedRows;
-      },
-      workerStats: () => c.workerStats(),
-      close: async () => {
-        steps.writeCsv();
-        coord.dispose();
-        c.close();
-      },
-    };
+    const m = new ClusterModel(dir, config, tokenizer, cluster, coord, steps, embedding, opts, seqLen, batch);
+    await m.start();
+    m.loadMs = performance.now() - t0;
+    m.files = source.files.map((f: string) => ({ file: f, bytes: fs.statSync(f).size }));
+    opts.log(`Cluster ready in ${(m.loadMs / 1000).toFixed(2)} s: ${cluster.nodes.length} node${cluster.nodes.length === 1 ? "" : "s"}, weights sent ${formatBytes(sent)}`);
+    for (const l of planLines(config, cluster.plan!, cluster.nodes)) opts.log(l);
+    for (const n of cluster.workers) n.conn.traffic.sent = n.conn.traffic.received = 0;
+    return m;
   } catch (e) {
     cluster?.close();
     throw e;
   } finally {
     source.close();
+  }
+}
+
+/** The cluster behind the LoadedModel interface: forward calls that survive lost workers. */
+class ClusterModel implements DistributedModel {
+  topology: Topology = "mesh";
+  loadMs = 0;
+  files: { file: string; bytes: number }[] = [];
+  readonly weightBytesSent: number[];
+  readonly memory: MemorySummary;
+  private readonly recovered: string[] = [];
+  private readonly clientBytes: number;
+
+  constructor(
+    readonly dir: string,
+    readonly config: LlamaConfig,
+    readonly tokenizer: Tokenizer,
+    private readonly cluster: Cluster,
+    private readonly coord: Coordinator,
+    private readonly steps: StepLog,
+    embedding: EmbeddingTable,
+    private readonly opts: DistributedOptions,
+    readonly seqLen: number,
+    readonly batch: number,
+  ) {
+    this.weightBytesSent = cluster.workers.map((n) => n.weightBytesSent);
+    this.memory = clientMemory(config, embedding, cluster);
+    this.clientBytes = embedding.rows.length + (2 * config.nLayers + 1) * embedding.dimP * 4;
+  }
+
+  get plan(): ClusterPlan {
+    return this.cluster.plan!;
+  }
+
+  get recoveries(): number {
+    return this.recovered.length;
+  }
+
+  get retainedRows(): number {
+    return this.steps.retainedRows;
+  }
+
+  /** Start the step program (see startProgram). */
+  async start(): Promise<void> {
+    this.topology = await startProgram(this.cluster, this.coord, this.opts.topology ?? "auto", this.opts.log);
+  }
+
+  async forward(tokens: readonly number[], pos: number): Promise<Float32Array> {
+    // each recovery drops at least one worker, so this ends
+    for (;;) {
+      try {
+        return await this.coord.forward(tokens, pos);
+      } catch (e) {
+        await this.recover(pos, e);
+      }
+    }
+  }
+
+  /**
+   * A worker was lost: plan again over the nodes left, give them their new slices (from the
+   * checkpoint, opened again), restart the step program and recompute the KV caches by
+   * replaying the `pos` tokens so far. Throws `cause` when no worker was lost.
+   */
+  private async recover(pos: number, cause: unknown): Promise<void> {
+    const c = this.cluster;
+    const log = this.opts.log;
+    const lost = c.dropLost();
+    if (lost.length === 0) throw cause;
+    const names = lost.join(", ");
+    const left = c.nodesLeft;
+    if (left === 0) {
+      throw new LlameshError(`${cause instanceof Error ? cause.message : String(cause)}; no worker left to take over ${names}'s share (run more workers or give this machine a --local-share)`);
+    }
+    const tr = performance.now();
+    log(`Lost worker ${names} at position ${pos}: re-planning over ${left} node${left === 1 ? "" : "s"} and replaying ${pos} token${pos === 1 ? "" : "s"}`);
+    this.coord.leave("re-planned");
+    const src = openWeights(this.dir).source;
+    let bytes: number;
+    try {
+      bytes = await c.deploy(src, null);
+    } finally {
+      src.close();
+    }
+    await this.start();
+    await this.coord.replay(pos);
+    const line = `lost ${names} at position ${pos}: re-planned over ${left} node${left === 1 ? "" : "s"}, ${formatBytes(bytes)} of weights sent, ${pos} tokens replayed, in ${((performance.now() - tr) / 1000).toFixed(2)} s`;
+    this.recovered.push(line);
+    log(`Recovered: ${line}`);
+    for (const l of planLines(this.config, c.plan!, c.nodes)) log(l);
+  }
+
+  clusterReport(): string[] {
+    return [...this.steps.report(this.coord.kind, this.cluster.nodes, this.config, this.seqLen, this.clientBytes), ...this.recovered.map((r) => `Recovery: ${r}`)];
+  }
+
+  clusterStats(): ClusterStats {
+    return this.steps.stats(this.cluster.nodes);
+  }
+
+  resetStats(): void {
+    this.steps.reset(this.cluster.nodes);
+  }
+
+  workerStats(): Promise<Record<string, unknown>[]> {
+    return this.cluster.workerStats();
+  }
+
+  async close(): Promise<void> {
+    this.steps.writeCsv();
+    this.coord.dispose();
+    this.cluster.close();
   }
 }
 
