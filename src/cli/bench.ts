@@ -4,52 +4,55 @@ import { benchCompare } from "../../bench/compare.js";
 import { benchGmac } from "../../bench/gmac.js";
 import { benchSynth } from "../../bench/synth.js";
 import { LlameshError } from "../core/errors.js";
-import { defaultThreads, parseArgs, type FlagSpec } from "./args.js";
+import { defaultThreads, parseArgs, type FlagSpecs } from "./args.js";
 
-export const BENCH_USAGE = `usage: llamesh bench gmac [--threads N] [--seconds S]
+export const BENCH_USAGE = `usage: llamesh bench gmac [-t|--threads N] [--seconds S]
        llamesh bench synth --shape 7b|1b|demo [--seed N] [--no-gguf]
-       llamesh bench compare <7b|1b|file.gguf> [--threads N] [--runs R] [-n N]
+       llamesh bench compare <7b|1b|file.gguf> [-t|--threads N] [--runs R] [-n N]
   gmac:    Q8_0 matrix x vector throughput on Llama 2 7B shapes (1 and N threads), memory bandwidth,
            and the tok/s they imply for Llama 2 7B.
   synth:   writes a synthetic checkpoint of that shape (HF bf16 folder + GGUF Q8_0), cached in .cache/synth.
   compare: llamesh vs llama.cpp (node-llama-cpp, installed on first use into .cache/llama-cpp) on the
            same GGUF weights: decode and prompt tok/s, best of 3, alternating.`;
 
-const flags: Record<string, FlagSpec> = {
-  threads: { type: "int", min: 1, max: 256, help: "compute threads" },
+export const benchFlags = {
+  threads: { type: "int", aliases: ["-t"], min: 1, max: 256, help: "compute threads" },
   seconds: { type: "number", min: 0.1, max: 600, help: "measuring time per figure" },
   shape: { type: "string", help: "7b, 1b or demo" },
   seed: { type: "int", min: 0, max: 2 ** 31, help: "seed of the synthetic weights" },
   "no-gguf": { type: "boolean", help: "skip the GGUF copy" },
   runs: { type: "int", min: 1, max: 20, help: "runs of each engine" },
   "max-new-tokens": { type: "int", aliases: ["-n"], min: 2, max: 10000, help: "tokens to generate" },
-  help: { type: "boolean", aliases: ["-h"], help: "show usage" },
-};
+} as const satisfies FlagSpecs;
 
-export async function benchCommand(argv: readonly string[]): Promise<void> {
-  const [sub, ...rest] = argv;
-  const { positionals, flags: f } = parseArgs(rest, flags, `llamesh bench ${sub ?? ""}`.trim());
-  const log = (l: string): void => void process.stderr.write(l + "\n");
-  const threads = (f["threads"] as number | undefined) ?? defaultThreads(process.env, os.availableParallelism());
-  if (f["help"] || sub === undefined) {
+/** Runs one benchmark; resolves with the exit status (1 when none was named: usage on stderr). */
+export async function benchCommand(argv: readonly string[]): Promise<number> {
+  const { positionals, flags: f, help } = parseArgs(argv, benchFlags, `llamesh bench ${argv[0] !== undefined && !argv[0].startsWith("-") ? argv[0] : ""}`.trim());
+  if (help) {
     process.stdout.write(BENCH_USAGE + "\n");
-    return;
+    return 0;
   }
+  const [sub, ...rest] = positionals;
+  if (sub === undefined) {
+    process.stderr.write(BENCH_USAGE + "\n");
+    return 1;
+  }
+  const log = (l: string): void => void process.stderr.write(l + "\n");
+  const threads = f.threads ?? defaultThreads(process.env, os.availableParallelism());
   switch (sub) {
     case "gmac":
-      await benchGmac({ threads, seconds: f["seconds"] as number | undefined, log });
-      return;
+      await benchGmac({ threads, seconds: f.seconds, log });
+      return 0;
     case "synth": {
-      const shape = f["shape"] as string | undefined;
-      if (!shape) throw new LlameshError("llamesh bench synth: missing --shape (7b, 1b or demo)");
-      const r = await benchSynth({ shape, seed: f["seed"] as number | undefined, gguf: !f["no-gguf"], log });
+      if (!f.shape) throw new LlameshError("llamesh bench synth: missing --shape (7b, 1b or demo)");
+      const r = await benchSynth({ shape: f.shape, seed: f.seed, gguf: !f["no-gguf"], log });
       process.stdout.write(`${r.hfDir}\n${r.gguf ?? ""}\n`);
-      return;
+      return 0;
     }
     case "compare": {
-      if (positionals.length !== 1) throw new LlameshError("llamesh bench compare: expected one model: 7b, 1b or a .gguf file");
-      await benchCompare({ model: positionals[0]!, threads, runs: f["runs"] as number | undefined, n: f["max-new-tokens"] as number | undefined, log });
-      return;
+      if (rest.length !== 1) throw new LlameshError("llamesh bench compare: expected one model: 7b, 1b or a .gguf file");
+      await benchCompare({ model: rest[0]!, threads, runs: f.runs, n: f["max-new-tokens"], log });
+      return 0;
     }
     default:
       throw new LlameshError(`llamesh bench: unknown benchmark ${JSON.stringify(sub)} (expected gmac, synth or compare)`);

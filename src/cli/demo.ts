@@ -4,15 +4,19 @@
  * With no folder it builds (once, cached in .cache/) a small synthetic Llama with seeded random
  * weights and the project's own byte-level tokenizer — nothing can be downloaded here.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { SHAPES, writeSyntheticModel } from "../synthetic/checkpoint.js";
+import { escapeControls } from "./escape.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const args = process.argv.slice(2);
 let modelDir = args[0];
+/** The demo's own model: random weights, so its text holds control bytes a terminal must not act on. */
+const random = !modelDir;
 const prompt = "It was a dark and stormy night";
 const extra: string[] = [];
 
@@ -33,8 +37,11 @@ if (!modelDir) {
 /** Start `bin/worker 0` (a free port) on loopback and resolve with its address once it listens. */
 function startWorker(i: number): Promise<{ child: ChildProcess; addr: string }> {
   const cacheDir = path.join(root, ".cache", "demo-workers", String(i));
+  // detached (its own process group): Ctrl-C in the terminal goes to the client, which then
+  // needs its workers to finish the token in flight and print its report
   const child = spawn(process.execPath, [path.join(root, "bin", "worker"), "0", "--host", "127.0.0.1", "--threads", "1", "--cache-dir", cacheDir], {
     stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
   });
   return new Promise((resolve, reject) => {
     let out = "";
@@ -53,12 +60,23 @@ function startWorker(i: number): Promise<{ child: ChildProcess; addr: string }> 
 }
 
 const workers = await Promise.all([startWorker(1), startWorker(2)]);
+// detached workers would outlive a demo that ends another way than through the finally below
+process.on("exit", () => {
+  for (const w of workers) w.child.kill();
+});
 try {
   const cmd = [path.join(root, "bin", "client"), modelDir, "-n", "100", "-i", prompt, "--workers", workers.map((w) => w.addr).join(","), "--threads", "1", ...extra, ...args.slice(1)];
   process.stderr.write(`$ bin/client ${cmd.slice(1).map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(" ")}\n`);
-  const r = spawnSync(process.execPath, cmd, { stdio: "inherit" });
-  process.exitCode = r.status ?? 1;
-  if (r.status === 0) {
+  // the client handles Ctrl-C (report, exit 130); the demo waits for it and passes its status on
+  process.on("SIGINT", () => undefined);
+  const client = spawn(process.execPath, cmd, { stdio: ["inherit", random ? "pipe" : "inherit", "inherit"] });
+  if (random) {
+    client.stdout!.setEncoding("utf8");
+    client.stdout!.on("data", (text: string) => process.stdout.write(escapeControls(text)));
+  }
+  const status = await new Promise<number>((resolve) => client.on("close", (code, signal) => resolve(code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1))));
+  process.exitCode = status;
+  if (status === 0) {
     process.stderr.write(
       "\nBoth workers ran on this machine, sharing its cores and its memory bandwidth, so the split cannot be\n" +
         "faster than one process here: the demo shows the mechanics. On a LAN: bin/worker 1234 on each machine,\n" +

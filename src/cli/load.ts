@@ -10,20 +10,20 @@ import { openModel, type LoadedModel } from "../engine/open.js";
 import { createBackend } from "../kernels/backend.js";
 import type { KernelBackend } from "../kernels/kernels.js";
 import { LlameshError } from "../core/errors.js";
-import { defaultThreads, type FlagSpec } from "./args.js";
+import { defaultThreads, type Flags, type FlagSpecs } from "./args.js";
 import { ProgressBar } from "./progress.js";
 
-export const modelFlags: Record<string, FlagSpec> = {
-  threads: { type: "int", min: 1, max: 256, help: "compute threads" },
-  "max-seq-len": { type: "int", min: 2, max: 1 << 20, help: "context length to allocate" },
-  kernels: { type: "string", help: "wasm or ts (the plain TypeScript reference)" },
+export const modelFlags = {
+  threads: { type: "int", aliases: ["-t"], min: 1, max: 256, help: "compute threads" },
+  "max-seq-len": { type: "int", aliases: ["-c", "--ctx-size"], min: 2, max: 1 << 20, help: "context length to allocate" },
+  kernels: { type: "string", choices: ["wasm", "ts"], default: "wasm", help: "wasm or ts (the plain TypeScript reference)" },
   workers: { type: "string", help: "worker list host:port[@share],..." },
   "local-share": { type: "number", min: 0, max: 1e6, help: "this machine's share of the work when using --workers (0 = coordinate only)" },
   "perf-csv": { type: "string", help: "per-token timing CSV of the cluster run" },
   "secret-file": { type: "string", help: "file holding the cluster's shared secret (else LLAMESH_SECRET); workers must prove they know it" },
   "step-timeout": { type: "number", min: 0.1, max: 86400, help: "seconds a token may wait for a worker before it is pinged, and as long again before it is dropped as hung (default 30)" },
-  topology: { type: "string", help: "auto (default), mesh (the nodes add their partial sums among themselves) or star (every sync through this machine)" },
-};
+  topology: { type: "string", choices: ["auto", "mesh", "star"], help: "auto (default), mesh (the nodes add their partial sums among themselves) or star (every sync through this machine)" },
+} as const satisfies FlagSpecs;
 
 /** What was loaded, and how to let go of it. */
 export interface Loaded {
@@ -47,37 +47,40 @@ export interface ModelSettings {
  * `defaultPerfCsv`: the per-sync CSV written without --perf-csv (the client's matmul_perf.csv, as
  * the seed did); `serve` has none, so a long-running server keeps no per-token rows.
  */
-export function modelSettings(flags: Record<string, unknown>, command: string, defaultPerfCsv?: string): ModelSettings {
-  const kernels = (flags["kernels"] as string | undefined) ?? "wasm";
-  if (kernels !== "wasm" && kernels !== "ts") throw new LlameshError(`${command}: --kernels ${JSON.stringify(kernels)} is not valid, expected wasm or ts`);
-  const workersFlag = flags["workers"] as string | undefined;
+export function modelSettings(flags: Flags<typeof modelFlags>, command: string, defaultPerfCsv?: string): ModelSettings {
+  const workersFlag = flags.workers;
   if (flags["local-share"] !== undefined && workersFlag === undefined) {
     throw new LlameshError(`${command}: --local-share needs --workers (it is this machine's part next to theirs)`);
   }
-  for (const f of ["topology", "step-timeout", "perf-csv", "secret-file"]) {
+  for (const f of ["topology", "step-timeout", "perf-csv", "secret-file"] as const) {
     if (flags[f] !== undefined && workersFlag === undefined) throw new LlameshError(`${command}: --${f} needs --workers`);
   }
-  const topology = flags["topology"] as string | undefined;
-  if (topology !== undefined && topology !== "auto" && topology !== "mesh" && topology !== "star") {
-    throw new LlameshError(`${command}: --topology ${JSON.stringify(topology)} is not valid, expected auto, mesh or star`);
-  }
-  const stepTimeout = flags["step-timeout"] as number | undefined;
+  const stepTimeout = flags["step-timeout"];
   return {
-    threads: (flags["threads"] as number | undefined) ?? defaultThreads(process.env, os.availableParallelism()),
-    kernels,
-    maxSeqLen: flags["max-seq-len"] as number | undefined,
+    threads: flags.threads ?? defaultThreads(process.env, os.availableParallelism()),
+    kernels: flags.kernels,
+    maxSeqLen: flags["max-seq-len"],
     cluster:
       workersFlag === undefined
         ? null
         : {
             workers: parseWorkersFlag(workersFlag),
-            localShare: flags["local-share"] as number | undefined,
-            perfCsv: (flags["perf-csv"] as string | undefined) ?? defaultPerfCsv,
-            topology: topology as DistributedOptions["topology"],
+            localShare: flags["local-share"],
+            perfCsv: flags["perf-csv"] ?? defaultPerfCsv,
+            topology: flags.topology,
             stepTimeoutMs: stepTimeout === undefined ? undefined : stepTimeout * 1000,
-            secret: loadSecret(flags["secret-file"] as string | undefined),
+            secret: loadSecret(flags["secret-file"]),
           },
   };
+}
+
+/**
+ * llama.cpp's warning for a context past the trained one ("n_ctx > n_ctx_train: possible training
+ * context overflow"): allowed, but positions the model never saw in training may degrade the text.
+ */
+export function contextWarning(model: LoadedModel): string | null {
+  if (model.seqLen <= model.config.seqLen) return null;
+  return `Warning: --max-seq-len ${model.seqLen} is beyond the model's trained context (${model.config.seqLen} tokens): text past position ${model.config.seqLen} may degrade`;
 }
 
 /** Load `dir` as the settings say, with a progress bar on stderr. */

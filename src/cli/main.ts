@@ -1,14 +1,15 @@
 /**
  * Process entry shared by every executable: runs a command, turns a LlameshError (a problem the
  * user can fix) into one line on stderr and exit code 1, and anything else (a bug) into its
- * stack trace and exit code 2.
+ * stack trace and exit code 2. A command may resolve with its own exit code (1 for a usage shown
+ * because the command was missing, 130 after Ctrl-C).
  */
 import { LlameshError } from "../core/errors.js";
 
-export function main(run: () => Promise<void>): void {
+export function main(run: () => Promise<number | void>): void {
   run().then(
-    () => {
-      process.exitCode = 0;
+    (code) => {
+      process.exitCode = code ?? 0;
     },
     (e: unknown) => {
       if (e instanceof LlameshError) {

@@ -20,7 +20,8 @@ function table(rows: string[][], align: ("l" | "r")[]): string[] {
   );
 }
 
-export function modelReport(m: LoadedModel, backendName: string): string[] {
+/** `distributed`: the model runs on workers, and its memory summary is this machine's part only. */
+export function modelReport(m: LoadedModel, backendName: string, distributed = false): string[] {
   const c = m.config;
   const mem = m.memory;
   const lines: string[] = [];
@@ -32,7 +33,7 @@ export function modelReport(m: LoadedModel, backendName: string): string[] {
       (m.seqLen !== c.seqLen ? ` (model max ${c.seqLen})` : ""),
   );
   lines.push(`Kernels: ${backendName}; ${mem.arenas} arena${mem.arenas > 1 ? "s" : ""}`);
-  lines.push("Memory by layer type:");
+  lines.push(distributed ? "Memory by layer type, on this machine (the workers' part: Memory per node, below):" : "Memory by layer type:");
   const rows: string[][] = [["layer type", "quant", "memory", "params (M)", "bytes/param"]];
   let params = 0;
   for (const r of mem.byType) {
@@ -49,11 +50,14 @@ export function modelReport(m: LoadedModel, backendName: string): string[] {
   return lines;
 }
 
-export function speedReport(r: GenerationResult, macsPerToken: number): string[] {
+/** `interrupted`: the caller's stop was Ctrl-C. */
+export function speedReport(r: GenerationResult, macsPerToken: number, interrupted = false): string[] {
   const lines: string[] = [];
   const promptRate = r.promptTokens / (r.promptMs / 1000);
   lines.push(`Prompt: ${r.promptTokens} tokens in ${r.promptMs.toFixed(1)} ms, ${promptRate.toFixed(2)} tok/s`);
-  const stop = { length: "reached -n", eos: "end-of-sequence token", context: "context full (--max-seq-len)", stopped: "stopped by the caller" }[r.stop];
+  const stop = interrupted
+    ? "interrupted"
+    : { length: "reached -n", eos: "end-of-sequence token", context: "context full (--max-seq-len)", stopped: "stopped by the caller" }[r.stop];
   lines.push(`Generated: ${r.tokens.length} tokens (stopped: ${stop})`);
   if (r.decodeSteps > 0) {
     const msPer = r.decodeMs / r.decodeSteps;

@@ -1,51 +1,82 @@
 /**
  * `llamesh serve <model-dir> [--port 8080] [--host 127.0.0.1] [model flags]`: the OpenAI-shaped HTTP
  * API of src/server/http.ts over one model, on this machine or a cluster (--workers ...).
+ *
+ * The port is bound before the model is loaded, so a taken port is an error at once rather than
+ * after a long load. While the model loads, requests get 503 (as llama.cpp's server answers
+ * "Loading model"); `listening <host>:<port>` is printed on stdout once requests are served.
  */
+import * as http from "node:http";
 import * as path from "node:path";
 import { LlameshError } from "../core/errors.js";
 import { createApiServer } from "../server/http.js";
-import { parseArgs, type FlagSpec } from "./args.js";
-import { loadModel, modelFlags, modelSettings } from "./load.js";
+import { parseArgs, usageText, type FlagSpecs } from "./args.js";
+import { contextWarning, loadModel, modelFlags, modelSettings } from "./load.js";
 import { modelReport } from "./report.js";
 
-const serveFlags: Record<string, FlagSpec> = {
-  port: { type: "int", min: 0, max: 65535, help: "port to listen on (default 8080, 0 = any free port)" },
-  host: { type: "string", help: "address to listen on (default 127.0.0.1: this machine only)" },
+export const serveFlags = {
+  port: { type: "int", min: 0, max: 65535, default: 8080, help: "port to listen on (default 8080, 0 = any free port)" },
+  host: { type: "string", default: "127.0.0.1", help: "address to listen on (default 127.0.0.1: this machine only)" },
   ...modelFlags,
-  help: { type: "boolean", aliases: ["-h"], help: "show usage" },
-};
+} as const satisfies FlagSpecs;
 
-export const SERVE_USAGE = `usage: llamesh serve <model-dir> [--port N] [--host ADDR] [--threads N] [--max-seq-len L]
-              [--workers host:port[@share],... [--local-share N] [--secret-file FILE] ...]
-  Serves the model over HTTP in OpenAI's shape: POST /v1/completions, POST /v1/chat/completions
+export function serveUsage(command = "llamesh serve"): string {
+  return usageText(
+    command,
+    ["<model-dir> [--port N] [--host ADDR] [-t|--threads N] [--max-seq-len L]", "[--workers host:port[@share],... [--local-share N] [--secret-file FILE] ...]"],
+    `  Serves the model over HTTP in OpenAI's shape: POST /v1/completions, POST /v1/chat/completions
   (with "stream": true for server-sent events), GET /v1/models, GET /health. One request at a
-  time, in arrival order. Defaults: port 8080, host 127.0.0.1 (use --host 0.0.0.0 to serve the LAN).`;
+  time, in arrival order. Defaults: port 8080, host 127.0.0.1 (use --host 0.0.0.0 to serve the LAN).
+  The port is taken before the model loads; until it has loaded, requests get 503.`,
+  );
+}
 
-export async function serveCommand(argv: readonly string[]): Promise<void> {
-  const { positionals, flags } = parseArgs(argv, serveFlags, "llamesh serve");
-  if (flags["help"]) {
-    process.stdout.write(SERVE_USAGE + "\n");
-    return;
+export async function serveCommand(argv: readonly string[], command = "llamesh serve"): Promise<number> {
+  const { positionals, flags, help } = parseArgs(argv, serveFlags, command);
+  if (help) {
+    process.stdout.write(serveUsage(command) + "\n");
+    return 0;
   }
   if (positionals.length !== 1) {
-    throw new LlameshError(`llamesh serve: expected one model folder, got ${positionals.length === 0 ? "none" : positionals.join(" ")}\n${SERVE_USAGE}`);
+    throw new LlameshError(`${command}: expected one model folder, got ${positionals.length === 0 ? "none" : positionals.join(" ")}\n${serveUsage(command)}`);
   }
   const dir = positionals[0]!;
-  const settings = modelSettings(flags, "llamesh serve");
+  const settings = modelSettings(flags, command);
+  const { host, port } = flags;
   const log = (line: string): void => void process.stderr.write(line + "\n");
-  const { model, backend, close } = await loadModel(dir, settings, log);
-  for (const l of modelReport(model, backend.name)) log(l);
-  const server = createApiServer({ model, modelName: path.basename(path.resolve(dir)), log });
-  const host = (flags["host"] as string | undefined) ?? "127.0.0.1";
-  const port = (flags["port"] as number | undefined) ?? 8080;
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (e: NodeJS.ErrnoException) => reject(new LlameshError(`llamesh serve: cannot listen on ${host}:${port} (${e.code ?? e.message})`)));
-    server.listen(port, host, () => resolve());
-  }).catch(async (e: unknown) => {
-    await close();
-    throw e;
+
+  // Bound first, answering 503 until the API (which needs the model) takes over.
+  let api: http.Server | null = null;
+  const server = http.createServer((req, res) => {
+    if (api) {
+      api.emit("request", req, res);
+      return;
+    }
+    res.writeHead(503, { "content-type": "application/json", "retry-after": "1" });
+    res.end(JSON.stringify({ error: { message: "the model is still loading", type: "unavailable_error" } }));
   });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (e: NodeJS.ErrnoException) => reject(new LlameshError(`${command}: cannot listen on ${host}:${port} (${e.code ?? e.message})`)));
+    server.listen(port, host, () => resolve());
+  });
+  const stopListening = (): Promise<void> =>
+    new Promise((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+
+  let loaded: Awaited<ReturnType<typeof loadModel>>;
+  try {
+    loaded = await loadModel(dir, settings, log);
+  } catch (e) {
+    await stopListening();
+    throw e;
+  }
+  const { model, distributed, backend, close } = loaded;
+  for (const l of modelReport(model, backend.name, distributed !== null)) log(l);
+  const warning = contextWarning(model);
+  if (warning) log(warning);
+  api = createApiServer({ model, modelName: path.basename(path.resolve(dir)), log });
   const addr = server.address() as { address: string; port: number };
   log(`Serving ${path.basename(path.resolve(dir))} on http://${addr.address}:${addr.port}/v1 (POST /v1/completions, /v1/chat/completions; GET /v1/models, /health)`);
   process.stdout.write(`listening ${addr.address}:${addr.port}\n`);
@@ -55,5 +86,5 @@ export async function serveCommand(argv: readonly string[]): Promise<void> {
   };
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);
-  await new Promise<never>(() => undefined);
+  return new Promise<never>(() => undefined);
 }

@@ -8,22 +8,21 @@ import { LlameshError } from "../core/errors.js";
 import { defaultCacheDir } from "../cluster/cache.js";
 import { loadSecret } from "../cluster/auth.js";
 import { WorkerServer } from "../cluster/worker.js";
-import { defaultThreads, parseArgs, type FlagSpec } from "./args.js";
+import { defaultThreads, parseArgs, type FlagSpecs } from "./args.js";
 import { main } from "./main.js";
 
-const flags: Record<string, FlagSpec> = {
-  host: { type: "string", help: "address to listen on (default 0.0.0.0)" },
-  threads: { type: "int", min: 1, max: 256, help: "compute threads" },
+export const workerFlags = {
+  host: { type: "string", default: "0.0.0.0", help: "address to listen on (default 0.0.0.0)" },
+  threads: { type: "int", aliases: ["-t"], min: 1, max: 256, help: "compute threads" },
   "cache-dir": { type: "string", help: "folder of the weight-slice cache" },
   "secret-file": { type: "string", help: "file holding the cluster's shared secret (else LLAMESH_SECRET); clients and peers must prove they know it" },
   "cache-max-gb": { type: "number", min: 0, max: 1e6, help: "size limit of the cache; least recently used slices are deleted (default 64)" },
   model: { type: "string", help: "a local copy of the model folder to cut slices from" },
-  kernels: { type: "string", help: "wasm or ts (the plain TypeScript reference)" },
+  kernels: { type: "string", choices: ["wasm", "ts"], default: "wasm", help: "wasm or ts (the plain TypeScript reference)" },
   "spin-ms": { type: "number", min: 0, max: 1000, help: "ms to keep polling for the next request after each result (default 5, 0 = sleep at once)" },
-  help: { type: "boolean", aliases: ["-h"], help: "show usage" },
-};
+} as const satisfies FlagSpecs;
 
-const USAGE = `usage: worker <port> [--host ADDR] [--threads N] [--secret-file FILE] [--cache-dir DIR] [--cache-max-gb N] [--model DIR]
+const USAGE = `usage: worker <port> [--host ADDR] [-t|--threads N] [--secret-file FILE] [--cache-dir DIR] [--cache-max-gb N] [--model DIR]
               [--kernels wasm|ts] [--spin-ms MS]
   Serves a share of each token's work to a client started with --workers host:port,...
   Port 0 picks a free port (printed). Defaults: host 0.0.0.0, threads = OMP_NUM_THREADS or the
@@ -32,30 +31,28 @@ const USAGE = `usage: worker <port> [--host ADDR] [--threads N] [--secret-file F
   it are served; without one, anyone who reaches the port is.`;
 
 main(async () => {
-  const { positionals, flags: f } = parseArgs(process.argv.slice(2), flags, "worker");
-  if (f["help"]) {
+  const { positionals, flags: f, help } = parseArgs(process.argv.slice(2), workerFlags, "worker");
+  if (help) {
     process.stdout.write(USAGE + "\n");
     return;
   }
   if (positionals.length !== 1) throw new LlameshError(`worker: expected one port, got ${positionals.length === 0 ? "none" : positionals.join(" ")}\n${USAGE}`);
   const port = Number(positionals[0]);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new LlameshError(`worker: port ${JSON.stringify(positionals[0])} is not valid, expected an integer between 0 and 65535`);
-  const kernels = (f["kernels"] as string | undefined) ?? "wasm";
-  if (kernels !== "wasm" && kernels !== "ts") throw new LlameshError(`worker: --kernels ${JSON.stringify(kernels)} is not valid, expected wasm or ts`);
-  const threads = (f["threads"] as number | undefined) ?? defaultThreads(process.env, os.availableParallelism());
+  const threads = f.threads ?? defaultThreads(process.env, os.availableParallelism());
   const log = (line: string): void => void process.stderr.write(line + "\n");
-  const backend = await createBackend({ threads, log, forceReference: kernels === "ts" });
-  const host = (f["host"] as string | undefined) ?? "0.0.0.0";
-  const secret = loadSecret(f["secret-file"] as string | undefined);
+  const backend = await createBackend({ threads, log, forceReference: f.kernels === "ts" });
+  const host = f.host;
+  const secret = loadSecret(f["secret-file"]);
   let server: WorkerServer;
   try {
     server = await WorkerServer.start({
       port, host, backend, log,
-      cacheDir: (f["cache-dir"] as string | undefined) ?? defaultCacheDir(),
+      cacheDir: f["cache-dir"] ?? defaultCacheDir(),
       secret,
-      cacheMaxBytes: f["cache-max-gb"] === undefined ? undefined : (f["cache-max-gb"] as number) * 1e9,
-      modelDir: f["model"] as string | undefined,
-      spinMs: f["spin-ms"] as number | undefined,
+      cacheMaxBytes: f["cache-max-gb"] === undefined ? undefined : f["cache-max-gb"] * 1e9,
+      modelDir: f.model,
+      spinMs: f["spin-ms"],
       gmac: process.env["LLAMESH_WORKER_GMAC"] ? Number(process.env["LLAMESH_WORKER_GMAC"]) : undefined,
     });
   } catch (e) {
@@ -67,7 +64,7 @@ main(async () => {
   if (!secret && host !== "127.0.0.1" && host !== "::1" && host !== "localhost") {
     log(`Warning: no shared secret: anyone who reaches ${host}:${server.port} can use this worker (set --secret-file FILE or LLAMESH_SECRET on every machine, or --host 127.0.0.1)`);
   }
-  log(`Cache: ${server.cache.dir} (at most ${(server.cache.maxBytes / 1e9).toFixed(1)} GB)${server.fingerprint ? `; model ${f["model"] as string} (fingerprint ${server.fingerprint})` : ""}`);
+  log(`Cache: ${server.cache.dir} (at most ${(server.cache.maxBytes / 1e9).toFixed(1)} GB)${server.fingerprint ? `; model ${f.model ?? ""} (fingerprint ${server.fingerprint})` : ""}`);
   // Machine-readable for scripts and tests, printed once ready: "listening <host>:<port>".
   process.stdout.write(`listening ${server.host}:${server.port}\n`);
   const stop = (): void => {

@@ -9,6 +9,8 @@ import type { Sampler } from "./sampler.js";
 export interface LogitsModel {
   /** Context length (positions available). */
   readonly seqLen: number;
+  /** The trained context (max_position_embeddings), when known: the error below says so. */
+  readonly config?: { readonly seqLen: number };
   /** Most tokens one forward call takes. */
   readonly batch: number;
   forward(tokens: readonly number[], pos: number): Float32Array | Promise<Float32Array>;
@@ -41,7 +43,7 @@ export async function generate(model: LogitsModel, prompt: readonly number[], op
   if (prompt.length >= model.seqLen) {
     throw new LlameshError(
       `the prompt is ${prompt.length} tokens but the context holds ${model.seqLen} (--max-seq-len): ` +
-        `shorten the prompt or raise --max-seq-len`,
+        (model.config === undefined ? "shorten the prompt or raise --max-seq-len" : prompt.length < model.config.seqLen ? `shorten the prompt or raise --max-seq-len (up to ${model.config.seqLen}, the model's trained context)` : `shorten the prompt: it does not fit in the model's trained context of ${model.config.seqLen} tokens either`),
     );
   }
   const t0 = performance.now();

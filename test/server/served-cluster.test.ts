@@ -9,7 +9,9 @@ import assert from "node:assert/strict";
 import type { AddressInfo } from "node:net";
 import { createBackend } from "../../src/kernels/backend.js";
 import { openDistributedModel } from "../../src/cluster/client.js";
+import { parseArgs } from "../../src/cli/args.js";
 import { modelSettings } from "../../src/cli/load.js";
+import { serveFlags } from "../../src/cli/serve.js";
 import { createApiServer } from "../../src/server/http.js";
 import { STORIES, skipUnless, tempDir } from "../helpers/models.js";
 import { spawnWorker } from "../cluster/helpers.js";
@@ -19,7 +21,8 @@ after(() => backend.close());
 
 test("2,000 tokens through a served cluster keep no per-token rows without --perf-csv", { skip: skipUnless(STORIES) }, async () => {
   const w = await spawnWorker(["--cache-dir", tempDir("llamesh-cache-")]);
-  const settings = modelSettings({ workers: `127.0.0.1:${w.port}` }, "llamesh serve");
+  // the flags as `llamesh serve MODEL --workers HOST:PORT` parses them
+  const settings = modelSettings(parseArgs(["--workers", `127.0.0.1:${w.port}`], serveFlags, "llamesh serve").flags, "llamesh serve");
   assert.ok(settings.cluster);
   assert.equal(settings.cluster.perfCsv, undefined, "serve asks for no CSV by default");
   const m = await openDistributedModel(STORIES, { ...settings.cluster, backend, maxSeqLen: 512, log: () => undefined });
