@@ -16,7 +16,7 @@ import { SHAPES } from "../src/synthetic/checkpoint.js";
 import { benchSynth, defaultCacheDir } from "./synth.js";
 
 const NODE_LLAMA_CPP_VERSION = "3.22.1";
-const PROMPT = "It was a dark and stormy night";
+export const PROMPT = "It was a dark and stormy night";
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
 
@@ -50,10 +50,11 @@ function runLlamaCpp(nlcDir: string, gguf: string, threads: number, n: number, c
   return JSON.parse(line) as RunFigures;
 }
 
-function runLlamesh(model: string, threads: number, n: number, ctx: number): RunFigures {
+/** One bin/client run of the checkout at `checkout` (default: this one) on `model`, greedy. */
+export function runLlamesh(model: string, threads: number, n: number, ctx: number, checkout = root): RunFigures {
   const r = spawnSync(
     process.execPath,
-    [path.join(root, "bin", "client"), model, "-n", String(n), "-i", PROMPT, "--temperature", "0", "--threads", String(threads), "--max-seq-len", String(ctx)],
+    [path.join(checkout, "bin", "client"), model, "-n", String(n), "-i", PROMPT, "--temperature", "0", "--threads", String(threads), "--max-seq-len", String(ctx)],
     { encoding: "utf8", maxBuffer: 1 << 24 },
   );
   if (r.status !== 0) throw new LlameshError(`bench compare: llamesh run failed (exit ${r.status}): ${r.stderr.trim().slice(-500)}`);

@@ -1,5 +1,6 @@
 /** `llamesh bench gmac|synth|compare`: benchmarks, as commands (never part of the tests). */
 import * as os from "node:os";
+import { benchAb } from "../../bench/ab.js";
 import { benchCompare } from "../../bench/compare.js";
 import { benchGmac } from "../../bench/gmac.js";
 import { benchSynth } from "../../bench/synth.js";
@@ -9,11 +10,14 @@ import { defaultThreads, parseArgs, type FlagSpecs } from "./args.js";
 export const BENCH_USAGE = `usage: llamesh bench gmac [-t|--threads N] [--seconds S]
        llamesh bench synth --shape 7b|1b|demo [--seed N] [--no-gguf]
        llamesh bench compare <7b|1b|file.gguf> [-t|--threads N] [--runs R] [-n N]
+       llamesh bench ab <other-checkout> <model> [-t|--threads N] [--runs R] [-n N]
   gmac:    Q8_0 matrix x vector throughput on Llama 2 7B shapes (1 and N threads), memory bandwidth,
            and the tok/s they imply for Llama 2 7B.
   synth:   writes a synthetic checkpoint of that shape (HF bf16 folder + GGUF Q8_0), cached in .cache/synth.
   compare: llamesh vs llama.cpp (node-llama-cpp, installed on first use into .cache/llama-cpp) on the
-           same GGUF weights: decode and prompt tok/s, best of 3, alternating.`;
+           same GGUF weights: decode and prompt tok/s, best of 3, alternating.
+  ab:      this checkout's bin/client against another built checkout's on the same model, alternating:
+           best and median decode and prompt tok/s of each, and their ratios.`;
 
 export const benchFlags = {
   threads: { type: "int", aliases: ["-t"], min: 1, max: 256, help: "compute threads" },
@@ -54,7 +58,12 @@ export async function benchCommand(argv: readonly string[]): Promise<number> {
       await benchCompare({ model: rest[0]!, threads, runs: f.runs, n: f["max-new-tokens"], log });
       return 0;
     }
+    case "ab": {
+      if (rest.length !== 2) throw new LlameshError("llamesh bench ab: expected <other-checkout> <model>");
+      benchAb({ other: rest[0]!, model: rest[1]!, threads, runs: f.runs, n: f["max-new-tokens"], log });
+      return 0;
+    }
     default:
-      throw new LlameshError(`llamesh bench: unknown benchmark ${JSON.stringify(sub)} (expected gmac, synth or compare)`);
+      throw new LlameshError(`llamesh bench: unknown benchmark ${JSON.stringify(sub)} (expected gmac, synth, compare or ab)`);
   }
 }

@@ -20,7 +20,7 @@ function table(rows: string[][], align: ("l" | "r")[]): string[] {
   );
 }
 
-/** `distributed`: the model runs on workers, and its memory summary is this machine's part only. */
+/** `distributed`: the model runs on workers; its memory summary is the whole cluster's (each node's part comes in the cluster report). */
 export function modelReport(m: LoadedModel, backendName: string, distributed = false): string[] {
   const c = m.config;
   const mem = m.memory;
@@ -33,7 +33,7 @@ export function modelReport(m: LoadedModel, backendName: string, distributed = f
       (m.seqLen !== c.seqLen ? ` (model max ${c.seqLen})` : ""),
   );
   lines.push(`Kernels: ${backendName}; ${mem.arenas} arena${mem.arenas > 1 ? "s" : ""}`);
-  lines.push(distributed ? "Memory by layer type, on this machine (the workers' part: Memory per node, below):" : "Memory by layer type:");
+  lines.push(distributed ? "Memory by layer type, across the cluster (each node's part: Memory per node, below):" : "Memory by layer type:");
   const rows: string[][] = [["layer type", "quant", "memory", "params (M)", "bytes/param"]];
   let params = 0;
   for (const r of mem.byType) {

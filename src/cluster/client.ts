@@ -13,7 +13,8 @@ import { LlameshError } from "../core/errors.js";
 import { formatBytes } from "../core/format.js";
 import { EmbeddingTable } from "../engine/embedding.js";
 import { openCheckpoint, openWeights, type LoadedModel } from "../engine/open.js";
-import { checkTensors, hfNames, readNorms, type MemoryRow, type MemorySummary } from "../engine/weights.js";
+import { nodeDims } from "../engine/slice.js";
+import { checkTensors, hfNames, memoryByType, readNorms, type MemorySummary } from "../engine/weights.js";
 import type { LlamaConfig } from "../model/config.js";
 import type { Tokenizer } from "../model/tokenizer-types.js";
 import { modelFingerprint } from "./cache.js";
@@ -182,7 +183,7 @@ class ClusterModel implements DistributedModel {
     readonly batch: number,
   ) {
     this.weightBytesSent = cluster.workers.map((n) => n.weightBytesSent);
-    this.memory = clientMemory(config, embedding, cluster);
+    this.memory = clusterMemory(config, cluster);
     this.clientBytes = embedding.rows.length + (2 * config.nLayers + 1) * embedding.dimP * 4;
   }
 
@@ -290,27 +291,24 @@ async function startProgram(c: Cluster, coord: Coordinator, topology: Topology |
   }
 }
 
-/** What the report shows of the client's own memory: embedding, norms, and its slice when it has a share. */
-function clientMemory(c: LlamaConfig, embedding: EmbeddingTable, cluster: Cluster): MemorySummary {
-  const L = c.nLayers;
+/**
+ * What the report shows of the model's memory: the whole model by layer type (as on one machine;
+ * each node's part is in the cluster report), the KV cache of every node, and this machine's own
+ * run state.
+ */
+function clusterMemory(c: LlamaConfig, cluster: Cluster): MemorySummary {
+  const byType = memoryByType(c);
   const local = cluster.nodes.find((n) => n.kind === "local");
   const model = local?.kind === "local" ? local.model : null;
-  const byType: MemoryRow[] = [
-    { type: "embedding", quant: "Q8_0", bytes: embedding.rows.length, params: c.vocabSize * c.dim },
-    { type: "norms", quant: "F32", bytes: (2 * L + 1) * embedding.dimP * 4, params: (2 * L + 1) * c.dim },
-  ];
-  if (model) byType.push({ type: "own slice (q,k,v,o,gate,up,down,classifier)", quant: "Q8_0", bytes: model.weightBytes, params: model.macsPerToken });
-  const total = byType.reduce((t, r) => t + r.bytes, 0);
-  const kvCache = model ? model.kvBytes : 0;
   const arenas = model ? model.arenas : [];
   const used = arenas.reduce((t, a) => t + a.used, 0);
   return {
     byType,
-    runState: Math.max(0, used - (model ? model.weightBytes : 0) - kvCache),
-    kvCache,
-    model: total,
+    runState: Math.max(0, used - (model ? model.weightBytes + model.kvBytes : 0)),
+    kvCache: cluster.nodes.reduce((t, n) => t + c.nLayers * 2 * cluster.seqLen * nodeDims(c, n.slice).kvRows * 2, 0),
+    model: byType.reduce((t, r) => t + r.bytes, 0),
     arenas: arenas.length,
     // tensors the client itself read: embedding, norms, and those its own slice comes from
-    tensorsLoaded: 2 + 2 * L + (model ? new Set(model.descs.map((x) => x.tensor).filter((t) => t !== hfNames.embedding)).size : 0),
+    tensorsLoaded: 2 + 2 * c.nLayers + (model ? new Set(model.descs.map((x) => x.tensor).filter((t) => t !== hfNames.embedding)).size : 0),
   };
 }

@@ -87,6 +87,10 @@ export class Cluster {
     return new Cluster(s, settled.map((r) => (r as PromiseFulfilledResult<WorkerHello>).value));
   }
 
+  get seqLen(): number {
+    return this.s.seqLen;
+  }
+
   get workers(): WorkerNode[] {
     return this.nodes.filter((n): n is WorkerNode => n.kind === "worker");
   }

@@ -61,6 +61,7 @@ export interface MemberReport {
 export class StepLog {
   private readonly rows: CsvRow[] = [];
   private tokens = 0;
+  private steps = 0;
   private forwardMs = 0;
   private rounds = 0;
   private roundMs = 0;
@@ -111,13 +112,14 @@ export class StepLog {
       st.received += t.bytesReceived + m.stepBytes;
     }
     this.tokens += nTok;
+    this.steps++;
     this.forwardMs += ms;
     this.rounds += (members[0]?.times.computeUs.length ?? 0) + 1;
     this.roundMs += ms;
   }
 
   reset(nodes: readonly ClusterNode[]): void {
-    this.tokens = this.forwardMs = this.rounds = this.roundMs = 0;
+    this.tokens = this.steps = this.forwardMs = this.rounds = this.roundMs = 0;
     this.rows.length = 0;
     for (const n of nodes) n.stats = emptyStats();
   }
@@ -162,9 +164,9 @@ export class StepLog {
       const kv = config.nLayers * 2 * seqLen * nodeDims(config, n.slice).kvRows * 2;
       lines.push(`  ${n.label}: ${formatBytes(n.weightBytes)} + ${formatBytes(kv)}`);
     }
-    const msTok = this.forwardMs / tok;
+    // no tok/s here: the decode speed is the one `Speed` line (these steps include the prompt's batches and replays)
     lines.push(
-      `Cluster speed: ${(1000 / Math.max(1e-9, msTok)).toFixed(2)} tok/s, ${msTok.toFixed(2)} ms/token, ` +
+      `Cluster speed: ${(this.forwardMs / Math.max(1, this.steps)).toFixed(2)} ms per step over ${this.steps} steps (${this.tokens} tokens, prompt batches included), ` +
         `${(this.roundMs / Math.max(1, this.rounds)).toFixed(3)} ms per sync round`,
     );
     // Verdict: compare the network cost per token against the compute the busiest worker saved.

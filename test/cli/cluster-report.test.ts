@@ -1,6 +1,6 @@
 /**
- * The report of a cluster run, as bin/client prints it. The fixes live in src/cluster
- * (coordinator.ts's report()), so these are `todo` until the lead's restructuring makes them.
+ * The report of a cluster run, as bin/client prints it: the same text as one machine, one decode
+ * speed, and the memory of the whole model.
  */
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
@@ -42,7 +42,6 @@ test("a cluster run's text is the single machine's (greedy)", async () => {
 
 test(
   "a cluster run reports one decode speed",
-  { todo: "src/cluster/coordinator.ts report(): 'Cluster speed' counts the prompt's batched (and any replayed) tokens with the decode steps, so it disagrees with 'Speed'; it should print one honest figure" },
   async () => {
     const { cluster } = await bothRuns();
     const speeds = cluster.stderr.split("\n").filter((l) => / tok\/s/.test(l) && !l.startsWith("Prompt:"));
@@ -52,7 +51,6 @@ test(
 
 test(
   "a cluster run's memory report covers the whole model, per node",
-  { todo: "the distributed model's memory summary (src/cluster/client.ts) is only the client's part (embedding, norms, no KV cache); 'Memory by layer type' should count every node's" },
   async () => {
     const { single, cluster } = await bothRuns();
     const params = (r: CliResult): string => /parameters: ([\d.]+) M/.exec(r.stderr)?.[1] ?? "none";
