@@ -16,7 +16,7 @@
 import { MAX_ARENA_BYTES, type Arena } from "../kernels/arena.js";
 import type { KernelBackend, Kernels, Ptr } from "../kernels/kernels.js";
 import { Q8_0_BLOCK_BYTES, pad32, q8RowBytes } from "../kernels/q8.js";
-import type { LlamaConfig } from "../model/config.js";
+import { attnDim, type LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../core/errors.js";
 import type { TensorSource } from "../core/tensor-source.js";
 import { hfNames, ropeTable } from "./weights.js";
@@ -44,8 +44,12 @@ export interface SliceDesc {
   /** Short name, unique within a node: "L3.wq", "cls". */
   id: string;
   tensor: string;
-  kind: "rows" | "cols";
-  /** Source rows [r0, r1) (row slices); column slices take every row. */
+  /**
+   * "rows": rows [r0, r1) of a matrix, Q8_0; "cols": the column blocks [c0, c1) of every row, Q8_0;
+   * "vec": elements [r0, r1) of a vector (a bias, a per-head norm), f32.
+   */
+  kind: "rows" | "cols" | "vec";
+  /** Source rows [r0, r1) (row slices; vector slices: elements); column slices take every row. */
   r0: number;
   r1: number;
   /** Padded columns [c0, c1) (column slices; row slices take [0, pad32(cols))). */
@@ -114,13 +118,29 @@ export function sliceDescs(c: LlamaConfig, s: NodeSlice): SliceDesc[] {
   const cols = (id: string, tensor: string, c0: number, c1: number, srcRows: number, srcCols: number): void => {
     out.push({ id, tensor, kind: "cols", r0: 0, r1: srcRows, c0, c1, srcRows, srcCols, bytes: srcRows * q8RowBytes(c1 - c0), key: "" });
   };
+  const vec = (id: string, tensor: string, r0: number, r1: number, len: number): void => {
+    out.push({ id, tensor, kind: "vec", r0, r1, c0: 0, c1: 0, srcRows: 1, srcCols: len, bytes: (r1 - r0) * 4, key: "" });
+  };
+  const qDim = attnDim(c);
+  const kvDim = c.nKvHeads * c.headDim;
   for (let l = 0; l < c.nLayers; l++) {
     const n = hfNames.layer(l);
     if (d.qRows > 0) {
-      rows(`L${l}.wq`, n.wq, d.qCols0, d.qCols0 + d.qRows, c.dim, c.dim);
-      rows(`L${l}.wk`, n.wk, s.kv0 * c.headDim, s.kv1 * c.headDim, c.nKvHeads * c.headDim, c.dim);
-      rows(`L${l}.wv`, n.wv, s.kv0 * c.headDim, s.kv1 * c.headDim, c.nKvHeads * c.headDim, c.dim);
-      cols(`L${l}.wo`, n.wo, d.qCols0, d.qCols0 + d.qRowsP, c.dim, c.dim);
+      const k0 = s.kv0 * c.headDim;
+      const k1 = s.kv1 * c.headDim;
+      rows(`L${l}.wq`, n.wq, d.qCols0, d.qCols0 + d.qRows, qDim, c.dim);
+      rows(`L${l}.wk`, n.wk, k0, k1, kvDim, c.dim);
+      rows(`L${l}.wv`, n.wv, k0, k1, kvDim, c.dim);
+      cols(`L${l}.wo`, n.wo, d.qCols0, d.qCols0 + d.qRowsP, c.dim, qDim);
+      if (c.attnBias) {
+        vec(`L${l}.bq`, n.bq, d.qCols0, d.qCols0 + d.qRows, qDim);
+        vec(`L${l}.bk`, n.bk, k0, k1, kvDim);
+        vec(`L${l}.bv`, n.bv, k0, k1, kvDim);
+      }
+      if (c.qkNorm) {
+        vec(`L${l}.qn`, n.qNorm, 0, c.headDim, c.headDim);
+        vec(`L${l}.kn`, n.kNorm, 0, c.headDim, c.headDim);
+      }
     }
     if (d.hRows > 0) {
       const h0 = s.hb0 * 32;
@@ -146,6 +166,12 @@ interface LayerPtrs {
   down: Ptr;
   kCache: Ptr;
   vCache: Ptr;
+  /** q/k/v biases (0 without), q/k norms (0 without). */
+  bq: Ptr;
+  bk: Ptr;
+  bv: Ptr;
+  qn: Ptr;
+  kn: Ptr;
 }
 
 /** A part's activations (every part has its own: kernels address one arena at a time). */
@@ -160,10 +186,14 @@ interface Part {
   s: NodeScratch;
 }
 
-const LAYER_MATRICES = ["wq", "wk", "wv", "wo", "gate", "up", "down"] as const;
+const LAYER_TENSORS = ["wq", "wk", "wv", "wo", "gate", "up", "down", "bq", "bk", "bv", "qn", "kn"] as const;
 
-/** Bytes a slice takes in an arena: row slices are padded to whole groups of 32 rows (the kernels' row groups). */
+/**
+ * Bytes a slice takes in an arena: row slices are padded to whole groups of 32 rows (the kernels'
+ * row groups), vectors to 32 values (their padding stays zero, like the rows they are added to).
+ */
 function allocBytes(desc: SliceDesc): number {
+  if (desc.kind === "vec") return pad32(desc.r1 - desc.r0) * 4;
   return desc.kind === "cols" ? desc.bytes : pad32(desc.r1 - desc.r0) * q8RowBytes(pad32(desc.srcCols));
 }
 
@@ -220,7 +250,7 @@ export class ModelSlice {
       return x ? a.alloc(allocBytes(x)) : 0;
     };
     const layerLayout = (a: Allocator, l: number, part: number): LayerPtrs => {
-      const w = Object.fromEntries(LAYER_MATRICES.map((m) => [m, place(a, `L${l}.${m}`)])) as Record<(typeof LAYER_MATRICES)[number], Ptr>;
+      const w = Object.fromEntries(LAYER_TENSORS.map((m) => [m, place(a, `L${l}.${m}`)])) as Record<(typeof LAYER_TENSORS)[number], Ptr>;
       return { part, ...w, kCache: kvLayerBytes > 0 ? a.alloc(kvLayerBytes) : 0, vCache: kvLayerBytes > 0 ? a.alloc(kvLayerBytes) : 0 };
     };
     const partLayout = (a: Allocator, group: number[], part: number, withCls: boolean) => ({
@@ -257,7 +287,7 @@ export class ModelSlice {
       g.forEach((l, i) => {
         const L = value.layers[i]!;
         this.layers[l] = L;
-        for (const m of LAYER_MATRICES) this.record(`L${l}.${m}`, pi, L[m]);
+        for (const m of LAYER_TENSORS) this.record(`L${l}.${m}`, pi, L[m]);
       });
       if (pi === this.clsPart) this.record("cls", pi, value.cls);
       this.parts.push({ arena, k, s: value.s });
@@ -326,16 +356,32 @@ export class ModelSlice {
     k.matmulQ8(s.q, L.wq, s.xq, d.qRowsP, d.dimP, nTok);
     k.matmulQ8(s.kk, L.wk, s.xq, d.kvRowsP, d.dimP, nTok);
     k.matmulQ8(s.v, L.wv, s.xq, d.kvRowsP, d.dimP, nTok);
+    if (c.attnBias) {
+      addRows(p.arena, s.q, L.bq, d.qRows, d.qRowsP, nTok);
+      addRows(p.arena, s.kk, L.bk, d.kvRows, d.kvRowsP, nTok);
+      addRows(p.arena, s.v, L.bv, d.kvRows, d.kvRowsP, nTok);
+    }
     for (let t = 0; t < nTok; t++) {
       const ps = pos + t;
       const cs = s.cosSin + ps * c.headDim * f;
-      k.rope(s.q + t * d.qRowsP * f, d.nHeads, c.headDim, cs);
-      k.rope(s.kk + t * d.kvRowsP * f, d.nKv, c.headDim, cs);
-      k.storeBf16(L.kCache + ps * d.kvRows * 2, s.kk + t * d.kvRowsP * f, d.kvRows);
+      const qt = s.q + t * d.qRowsP * f;
+      const kt = s.kk + t * d.kvRowsP * f;
+      if (c.qkNorm) {
+        // Qwen3: each head's q and k normalised (one weight vector for all heads) before RoPE
+        for (let h = 0; h < d.nHeads; h++) k.rmsnorm(qt + h * c.headDim * f, qt + h * c.headDim * f, L.qn, c.headDim, c.normEps);
+        for (let h = 0; h < d.nKv; h++) k.rmsnorm(kt + h * c.headDim * f, kt + h * c.headDim * f, L.kn, c.headDim, c.normEps);
+      }
+      k.rope(qt, d.nHeads, c.headDim, cs);
+      k.rope(kt, d.nKv, c.headDim, cs);
+      k.storeBf16(L.kCache + ps * d.kvRows * 2, kt, d.kvRows);
       k.storeBf16(L.vCache + ps * d.kvRows * 2, s.v + t * d.kvRowsP * f, d.kvRows);
     }
+    const window = c.slidingWindow;
     for (let t = 0; t < nTok; t++) {
-      k.attention(s.att + t * d.qRowsP * f, s.q + t * d.qRowsP * f, L.kCache, L.vCache, s.scores, d.nHeads, d.nKv, c.headDim, pos + t + 1);
+      // positions [first, pos + t]: all of them, or the last `window` (Mistral's sliding window)
+      const first = window !== null ? Math.max(0, pos + t + 1 - window) : 0;
+      const kvOff = first * d.kvRows * 2;
+      k.attention(s.att + t * d.qRowsP * f, s.q + t * d.qRowsP * f, L.kCache + kvOff, L.vCache + kvOff, s.scores, d.nHeads, d.nKv, c.headDim, pos + t + 1 - first);
     }
     k.quantizeQ8(s.aq, s.att, nTok * d.qRowsP);
     k.matmulQ8(s.out, L.wo, s.aq, d.dimP, d.qRowsP, nTok);
@@ -368,6 +414,13 @@ export class ModelSlice {
   }
 }
 
+/** x[t][i] += bias[i] for i < n of nTok rows of stride `stride` floats (a projection's bias). */
+function addRows(a: Arena, x: Ptr, bias: Ptr, n: number, stride: number, nTok: number): void {
+  const xv = a.f32(x, nTok * stride);
+  const b = a.f32(bias, n);
+  for (let t = 0; t < nTok; t++) for (let i = 0; i < n; i++) xv[t * stride + i] = xv[t * stride + i]! + b[i]!;
+}
+
 /**
  * Receives the bytes of slices as they are produced. `node` indexes the `wanted` list. `data` is a
  * view of a staging buffer, valid until the sink returns (or its promise settles): copy it.
@@ -387,12 +440,24 @@ export async function extractSlices(
   onProgress?: (done: number, total: number) => void,
 ): Promise<void> {
   const byTensor = new Map<string, { node: number; desc: SliceDesc }[]>();
+  const vectors: { node: number; desc: SliceDesc }[] = [];
   for (let n = 0; n < wanted.length; n++) {
     for (const desc of wanted[n]!) {
+      if (desc.kind === "vec") {
+        vectors.push({ node: n, desc });
+        continue;
+      }
       const list = byTensor.get(desc.tensor) ?? [];
       list.push({ node: n, desc });
       byTensor.set(desc.tensor, list);
     }
+  }
+  // vectors (biases, per-head norms): small, f32 as they are
+  for (const { node, desc } of vectors) {
+    const all = new Float32Array(desc.srcCols);
+    source.readRows(desc.tensor, 0, 1, all);
+    const part = all.slice(desc.r0, desc.r1);
+    await sink(node, desc, 0, new Uint8Array(part.buffer));
   }
   if (byTensor.size === 0) return;
   let widest = 32;

@@ -11,7 +11,7 @@
 import type { Arena } from "../kernels/arena.js";
 import type { Ptr } from "../kernels/kernels.js";
 import { pad32, q8RowBytes } from "../kernels/q8.js";
-import type { LlamaConfig } from "../model/config.js";
+import { attnDim, type LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../core/errors.js";
 import type { TensorSource } from "../core/tensor-source.js";
 
@@ -33,7 +33,7 @@ export interface MemorySummary {
   tensorsLoaded: number;
 }
 
-/** Hugging Face Llama tensor names. */
+/** Hugging Face tensor names (Llama, Mistral, Qwen2's biases, Qwen3's q/k norms). */
 export const hfNames = {
   embedding: "model.embed_tokens.weight",
   finalNorm: "model.norm.weight",
@@ -44,6 +44,11 @@ export const hfNames = {
     wk: `model.layers.${i}.self_attn.k_proj.weight`,
     wv: `model.layers.${i}.self_attn.v_proj.weight`,
     wo: `model.layers.${i}.self_attn.o_proj.weight`,
+    bq: `model.layers.${i}.self_attn.q_proj.bias`,
+    bk: `model.layers.${i}.self_attn.k_proj.bias`,
+    bv: `model.layers.${i}.self_attn.v_proj.bias`,
+    qNorm: `model.layers.${i}.self_attn.q_norm.weight`,
+    kNorm: `model.layers.${i}.self_attn.k_norm.weight`,
     ffnNorm: `model.layers.${i}.post_attention_layernorm.weight`,
     gate: `model.layers.${i}.mlp.gate_proj.weight`,
     up: `model.layers.${i}.mlp.up_proj.weight`,
@@ -54,14 +59,44 @@ export const hfNames = {
 /** Multiply-accumulates of all the matrices for one token (the GMAC figure's numerator). */
 export function modelMacsPerToken(c: LlamaConfig): number {
   const kvDim = c.nKvHeads * c.headDim;
-  return c.nLayers * (2 * c.dim * c.dim + 2 * kvDim * c.dim + 3 * c.dim * c.hiddenDim) + c.vocabSize * c.dim;
+  return c.nLayers * (2 * attnDim(c) * c.dim + 2 * kvDim * c.dim + 3 * c.dim * c.hiddenDim) + c.vocabSize * c.dim;
+}
+
+/**
+ * RoPE's angular frequency of each pair i < headDim/2: theta^(-2i/headDim), then the model's
+ * scaling (Hugging Face's rope_init functions; llama.cpp's rope_freqs / freq_scale).
+ */
+export function ropeFrequencies(c: LlamaConfig): Float64Array {
+  const half = c.headDim / 2;
+  const out = new Float64Array(half);
+  const s = c.ropeScaling;
+  for (let i = 0; i < half; i++) {
+    const f = 1 / Math.pow(c.ropeTheta, (2 * i) / c.headDim);
+    if (!s) out[i] = f;
+    else if (s.type === "linear") out[i] = f / s.factor;
+    else if (s.type === "factors") out[i] = f / s.factors[i]!;
+    else {
+      // llama3: wavelengths beyond the original context / low_freq_factor are stretched by factor,
+      // those under it / high_freq_factor kept, and a blend in between
+      const wavelen = (2 * Math.PI) / f;
+      const lowWavelen = s.originalMaxPositions / s.lowFreqFactor;
+      const highWavelen = s.originalMaxPositions / s.highFreqFactor;
+      if (wavelen < highWavelen) out[i] = f;
+      else if (wavelen > lowWavelen) out[i] = f / s.factor;
+      else {
+        const smooth = (s.originalMaxPositions / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+        out[i] = (1 - smooth) * (f / s.factor) + smooth * f;
+      }
+    }
+  }
+  return out;
 }
 
 /** cos/sin table of RoPE (shared with the cluster nodes, which must compute it identically). */
 export function ropeTable(arena: Arena, ptr: Ptr, c: LlamaConfig, seqLen: number): void {
   const half = c.headDim / 2;
   const t = arena.f32(ptr, seqLen * c.headDim);
-  const freqs = Array.from({ length: half }, (_, i) => 1 / Math.pow(c.ropeTheta, (2 * i) / c.headDim));
+  const freqs = ropeFrequencies(c);
   for (let p = 0; p < seqLen; p++) {
     for (let i = 0; i < half; i++) {
       const angle = p * freqs[i]!;
@@ -79,9 +114,11 @@ export function expectedTensors(c: LlamaConfig): [string, number[]][] {
   for (let i = 0; i < c.nLayers; i++) {
     const n = hfNames.layer(i);
     out.push(
-      [n.attnNorm, [c.dim]], [n.wq, [c.dim, c.dim]], [n.wk, [kvDim, c.dim]], [n.wv, [kvDim, c.dim]], [n.wo, [c.dim, c.dim]],
+      [n.attnNorm, [c.dim]], [n.wq, [attnDim(c), c.dim]], [n.wk, [kvDim, c.dim]], [n.wv, [kvDim, c.dim]], [n.wo, [c.dim, attnDim(c)]],
       [n.ffnNorm, [c.dim]], [n.gate, [c.hiddenDim, c.dim]], [n.up, [c.hiddenDim, c.dim]], [n.down, [c.dim, c.hiddenDim]],
     );
+    if (c.attnBias) out.push([n.bq, [attnDim(c)]], [n.bk, [kvDim]], [n.bv, [kvDim]]);
+    if (c.qkNorm) out.push([n.qNorm, [c.headDim]], [n.kNorm, [c.headDim]]);
   }
   return out;
 }
@@ -129,10 +166,12 @@ export function memoryByType(c: LlamaConfig): MemoryRow[] {
   const L = c.nLayers;
   const rows: MemoryRow[] = [
     { type: "embedding", quant: "Q8_0", bytes: q8(c.vocabSize, c.dim), params: c.vocabSize * c.dim },
-    { type: "attention (q,k,v,o)", quant: "Q8_0", bytes: L * (2 * q8(c.dim, c.dim) + 2 * q8(kvDim, c.dim)), params: L * (2 * c.dim * c.dim + 2 * kvDim * c.dim) },
+    { type: "attention (q,k,v,o)", quant: "Q8_0", bytes: L * (q8(attnDim(c), c.dim) + q8(c.dim, attnDim(c)) + 2 * q8(kvDim, c.dim)), params: L * (2 * attnDim(c) * c.dim + 2 * kvDim * c.dim) },
     { type: "feed-forward (gate,up,down)", quant: "Q8_0", bytes: L * (2 * q8(c.hiddenDim, c.dim) + q8(c.dim, c.hiddenDim)), params: L * 3 * c.dim * c.hiddenDim },
     { type: "norms", quant: "F32", bytes: (2 * L + 1) * pad32(c.dim) * 4, params: (2 * L + 1) * c.dim },
   ];
+  const extra = L * ((c.attnBias ? attnDim(c) + 2 * kvDim : 0) + (c.qkNorm ? 2 * c.headDim : 0));
+  if (extra > 0) rows.push({ type: `${[c.attnBias ? "q,k,v biases" : "", c.qkNorm ? "q,k norms" : ""].filter(Boolean).join(", ")}`, quant: "F32", bytes: extra * 4, params: extra });
   if (!c.tiedEmbeddings) rows.push({ type: "classifier", quant: "Q8_0", bytes: q8(c.vocabSize, c.dim), params: c.vocabSize * c.dim });
   return rows;
 }

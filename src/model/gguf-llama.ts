@@ -1,5 +1,6 @@
 /**
- * A llama-architecture GGUF file as the engine sees it: a LlamaConfig from the metadata, and a
+ * A Llama-family GGUF file (general.architecture llama, qwen2 or qwen3) as the engine sees it: a
+ * LlamaConfig from the metadata (`<arch>.embedding_length` and so on), and a
  * TensorSource that answers to the Hugging Face tensor names (see hfNames in engine/weights.ts)
  * with rows in the Hugging Face layout. The container itself is read by gguf/reader.ts, the
  * embedded tokenizer by gguf-tokenizer.ts.
@@ -9,10 +10,12 @@
  *   permute(w, n_head) = w.reshape(n_head, 2, headDim/2, cols).swapaxes(1, 2).reshape(w.shape)
  * so GGUF row 2i of a head holds HF row i and GGUF row 2i+1 holds HF row i + headDim/2. Our
  * kernels use rotate-half, so the source undoes this when reading attn_q / attn_k rows. Rows are
- * whole (Q8_0 rows too), so this is a row reordering, never a re-quantization.
+ * whole (Q8_0 rows too), so this is a row reordering, never a re-quantization. Qwen2 and Qwen3 are
+ * converted without the permutation (llama.cpp applies their RoPE as rotate-half, "NEOX"), so their
+ * rows are read as they are.
  */
 import * as fs from "node:fs";
-import type { LlamaConfig } from "./config.js";
+import { LIMITS, type LlamaConfig, type ModelFamily, type RopeScaling } from "./config.js";
 import { LlameshError } from "../core/errors.js";
 import { bf16ToF32, F16_TO_F32 } from "../core/numbers.js";
 import type { TensorInfo, TensorSource } from "../core/tensor-source.js";
@@ -34,6 +37,11 @@ const LAYER_NAMES: Record<string, string> = {
   "self_attn.k_proj.weight": "attn_k.weight",
   "self_attn.v_proj.weight": "attn_v.weight",
   "self_attn.o_proj.weight": "attn_output.weight",
+  "self_attn.q_proj.bias": "attn_q.bias",
+  "self_attn.k_proj.bias": "attn_k.bias",
+  "self_attn.v_proj.bias": "attn_v.bias",
+  "self_attn.q_norm.weight": "attn_q_norm.weight",
+  "self_attn.k_norm.weight": "attn_k_norm.weight",
   "post_attention_layernorm.weight": "ffn_norm.weight",
   "mlp.gate_proj.weight": "ffn_gate.weight",
   "mlp.up_proj.weight": "ffn_up.weight",
@@ -52,15 +60,18 @@ export interface GgufName {
   rope: "q" | "k" | null;
 }
 
-/** The GGUF name of a Hugging Face Llama tensor name, or null if it has none. */
-export function ggufNameOf(hfName: string): GgufName | null {
+/**
+ * The GGUF name of a Hugging Face tensor name, or null if it has none. `permuted`: q/k weight rows
+ * are RoPE-permuted (the llama architecture; not qwen2/qwen3).
+ */
+export function ggufNameOf(hfName: string, permuted = true): GgufName | null {
   const g = GLOBAL_NAMES[hfName];
   if (g !== undefined) return { name: g, rope: null };
   const m = /^model\.layers\.(\d+)\.(.+)$/.exec(hfName);
   if (m === null) return null;
   const rest = LAYER_NAMES[m[2]!];
   if (rest === undefined) return null;
-  const rope = m[2] === "self_attn.q_proj.weight" ? "q" : m[2] === "self_attn.k_proj.weight" ? "k" : null;
+  const rope = !permuted ? null : m[2] === "self_attn.q_proj.weight" ? "q" : m[2] === "self_attn.k_proj.weight" ? "k" : null;
   return { name: `blk.${Number(m[1])}.${rest}`, rope };
 }
 
@@ -100,12 +111,14 @@ export class GgufSource implements TensorSource {
     readonly gguf: GgufFile,
     nLayers: number,
     headDim: number,
+    /** q/k rows are RoPE-permuted in the file (the llama architecture). */
+    permuted = true,
   ) {
     this.files = [gguf.file];
     const names: string[] = Object.keys(GLOBAL_NAMES);
     for (let i = 0; i < nLayers; i++) for (const k of Object.keys(LAYER_NAMES)) names.push(`model.layers.${i}.${k}`);
     for (const hfName of names) {
-      const g = ggufNameOf(hfName)!;
+      const g = ggufNameOf(hfName, permuted)!;
       const t = gguf.tensors.get(g.name);
       if (t === undefined) continue;
       const cols = t.dims[0]!;
@@ -219,71 +232,106 @@ function decodeRow(type: GgufTensorType, src: Buffer, off: number, out: Float32A
   }
 }
 
-function checkArchitecture(file: string, meta: Map<string, unknown>): void {
+const FAMILY_OF_ARCH: Record<string, ModelFamily> = { llama: "llama", qwen2: "qwen2", qwen3: "qwen3" };
+
+/** general.architecture, checked first: a file of another family says so, not which key it lacks. */
+function architectureOf(file: string, meta: Map<string, unknown>): string {
   const arch = meta.get("general.architecture");
-  if (arch !== "llama") {
+  if (typeof arch !== "string" || FAMILY_OF_ARCH[arch] === undefined) {
     throw new LlameshError(
-      `${file}: general.architecture is ${arch === undefined ? "missing" : describeValue(arch)}, expected "llama" (llamesh runs Llama models)`,
+      `${file}: general.architecture is ${arch === undefined ? "missing" : describeValue(arch)}, expected "llama", "qwen2" or "qwen3" (the families llamesh runs)`,
     );
   }
+  return arch;
 }
 
-/** The LlamaConfig a llama GGUF describes (`tensors` settles vocabulary size and tied embeddings). */
-export function llamaConfigFromGguf(g: GgufFile): LlamaConfig {
+/**
+ * RoPE scaling as llama.cpp reads it: a `rope_freqs.weight` tensor of per-frequency divisors (how
+ * its converter writes Llama 3.1's llama3 scaling), or `<arch>.rope.scaling.type` linear.
+ */
+function ropeScalingOf(g: GgufFile, arch: string, headDim: number, ropeFreqs: Float32Array | null): RopeScaling | null {
   const { file, metadata: meta } = g;
-  checkArchitecture(file, meta);
-  const experts = meta.get("llama.expert_count");
+  const type = meta.get(`${arch}.rope.scaling.type`);
+  const linear = meta.get(`${arch}.rope.scale_linear`);
+  if (ropeFreqs) {
+    if (ropeFreqs.length !== headDim / 2) throw new LlameshError(`${file}: tensor rope_freqs.weight has ${ropeFreqs.length} values, expected ${headDim / 2} (head size / 2)`);
+    if (!ropeFreqs.every((v) => Number.isFinite(v) && v > 0)) throw new LlameshError(`${file}: tensor rope_freqs.weight holds a value that is not a positive number`);
+    return { type: "factors", factors: Array.from(ropeFreqs) };
+  }
+  if (type === "linear" || (type === undefined && typeof linear === "number" && linear !== 1)) {
+    const factor = type === "linear" ? metaNum(meta, `${arch}.rope.scaling.factor`, file, 1) : (linear as number);
+    return factor === 1 ? null : { type: "linear", factor };
+  }
+  if (type !== undefined && type !== "none") throw new LlameshError(`${file}: ${arch}.rope.scaling.type ${describeValue(type)} is not supported (expected none or linear; llama3 scaling comes as rope_freqs.weight)`);
+  return null;
+}
+
+/** The LlamaConfig a GGUF describes (its tensors settle vocabulary size, tied embeddings, biases, norms). */
+export function configFromGguf(g: GgufFile, ropeFreqs: Float32Array | null = null): LlamaConfig {
+  const { file, metadata: meta } = g;
+  const arch = architectureOf(file, meta);
+  const family = FAMILY_OF_ARCH[arch]!;
+  const k = (key: string): string => `${arch}.${key}`;
+  const int = (key: string, fallback?: number, max?: number): number => {
+    const v = metaInt(meta, k(key), file, fallback);
+    if (max !== undefined && v > max) throw new LlameshError(`${file}: metadata ${k(key)} is ${v}, beyond any model llamesh can run (at most ${max})`);
+    return v;
+  };
+  const experts = meta.get(k("expert_count"));
   if (typeof experts === "number" && experts > 0) {
-    throw new LlameshError(`${file}: llama.expert_count is ${experts}: mixture-of-experts models are not supported`);
+    throw new LlameshError(`${file}: ${k("expert_count")} is ${experts}: mixture-of-experts models are not supported`);
   }
-  const scaling = meta.get("llama.rope.scaling.type");
-  const linear = meta.get("llama.rope.scale_linear");
-  if ((scaling !== undefined && scaling !== "none") || (typeof linear === "number" && linear !== 1) || g.tensors.has("rope_freqs.weight")) {
-    throw new LlameshError(`${file}: RoPE scaling is not supported yet (llama.rope.scaling.type / rope_freqs.weight)`);
-  }
-  const dim = metaInt(meta, "llama.embedding_length", file);
-  const nHeads = metaInt(meta, "llama.attention.head_count", file);
-  const nKvHeads = metaInt(meta, "llama.attention.head_count_kv", file, nHeads);
-  if (dim % nHeads !== 0) throw new LlameshError(`${file}: llama.embedding_length ${dim} is not a multiple of llama.attention.head_count ${nHeads}`);
+  const dim = int("embedding_length", undefined, LIMITS.dim);
+  const nHeads = int("attention.head_count", undefined, LIMITS.nHeads);
+  const nKvHeads = int("attention.head_count_kv", nHeads, LIMITS.nHeads);
   if (nHeads % nKvHeads !== 0) {
-    throw new LlameshError(`${file}: llama.attention.head_count ${nHeads} is not a multiple of llama.attention.head_count_kv ${nKvHeads}`);
+    throw new LlameshError(`${file}: ${k("attention.head_count")} ${nHeads} is not a multiple of ${k("attention.head_count_kv")} ${nKvHeads}`);
   }
-  const headDim = metaInt(meta, "llama.attention.key_length", file, dim / nHeads);
-  if (headDim * nHeads !== dim || headDim % 2 !== 0) {
-    throw new LlameshError(`${file}: head size ${headDim} must be even and equal llama.embedding_length / llama.attention.head_count`);
+  if (!meta.has(k("attention.key_length")) && dim % nHeads !== 0) {
+    throw new LlameshError(`${file}: ${k("embedding_length")} ${dim} is not a multiple of ${k("attention.head_count")} ${nHeads}`);
   }
-  const valueLength = metaInt(meta, "llama.attention.value_length", file, headDim);
-  if (valueLength !== headDim) throw new LlameshError(`${file}: llama.attention.value_length ${valueLength} differs from the key length ${headDim}`);
-  const ropeDims = metaInt(meta, "llama.rope.dimension_count", file, headDim);
+  const headDim = int("attention.key_length", dim / nHeads, LIMITS.headDim);
+  if (headDim % 2 !== 0) throw new LlameshError(`${file}: head size ${headDim} must be even`);
+  const valueLength = int("attention.value_length", headDim);
+  if (valueLength !== headDim) throw new LlameshError(`${file}: ${k("attention.value_length")} ${valueLength} differs from the key length ${headDim}`);
+  const ropeDims = int("rope.dimension_count", headDim);
   if (ropeDims !== headDim) {
-    throw new LlameshError(`${file}: llama.rope.dimension_count ${ropeDims} differs from the head size ${headDim} (partial RoPE is not supported)`);
+    throw new LlameshError(`${file}: ${k("rope.dimension_count")} ${ropeDims} differs from the head size ${headDim} (partial RoPE is not supported)`);
   }
   const embd = g.tensors.get("token_embd.weight");
   if (embd === undefined) throw new LlameshError(`${file}: missing tensor token_embd.weight`);
   if (embd.dims.length !== 2) throw new LlameshError(`${file}: tensor token_embd.weight has ${embd.dims.length} dimensions, expected 2`);
   const vocabSize = embd.dims[1]!;
-  const declared = meta.has("llama.vocab_size") ? metaInt(meta, "llama.vocab_size", file) : vocabSize;
+  if (vocabSize > LIMITS.vocabSize) throw new LlameshError(`${file}: token_embd.weight has ${vocabSize} rows, beyond any model llamesh can run (at most ${LIMITS.vocabSize})`);
+  const declared = meta.has(k("vocab_size")) ? int("vocab_size") : vocabSize;
   if (declared !== vocabSize) {
-    throw new LlameshError(`${file}: llama.vocab_size ${declared} differs from the ${vocabSize} rows of token_embd.weight`);
+    throw new LlameshError(`${file}: ${k("vocab_size")} ${declared} differs from the ${vocabSize} rows of token_embd.weight`);
   }
+  const seqLen = int("context_length", 2048, LIMITS.seqLen);
+  const window = meta.has(k("attention.sliding_window")) ? int("attention.sliding_window") : null;
   const bos = metaTokenId(meta, "tokenizer.ggml.bos_token_id", file);
   const eosIds: number[] = [];
-  for (const k of ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]) {
-    const id = metaTokenId(meta, k, file);
+  for (const key of ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"]) {
+    const id = metaTokenId(meta, key, file);
     if (id !== null && !eosIds.includes(id)) eosIds.push(id);
   }
   return {
+    family,
     dim,
-    hiddenDim: metaInt(meta, "llama.feed_forward_length", file),
-    nLayers: metaInt(meta, "llama.block_count", file),
+    hiddenDim: int("feed_forward_length", undefined, LIMITS.hiddenDim),
+    nLayers: int("block_count", undefined, LIMITS.nLayers),
     nHeads,
     nKvHeads,
     vocabSize,
-    seqLen: metaInt(meta, "llama.context_length", file, 2048),
-    normEps: metaNum(meta, "llama.attention.layer_norm_rms_epsilon", file, 1e-5),
-    ropeTheta: metaNum(meta, "llama.rope.freq_base", file, 10000),
+    seqLen,
+    normEps: metaNum(meta, k("attention.layer_norm_rms_epsilon"), file, 1e-5),
+    ropeTheta: metaNum(meta, k("rope.freq_base"), file, 10000),
+    ropeScaling: ropeScalingOf(g, arch, headDim, ropeFreqs),
     tiedEmbeddings: !g.tensors.has("output.weight"),
     headDim,
+    attnBias: g.tensors.has("blk.0.attn_q.bias"),
+    qkNorm: g.tensors.has("blk.0.attn_q_norm.weight"),
+    slidingWindow: window !== null && window < seqLen ? window : null,
     bosTokenId: bos,
     eosTokenIds: eosIds,
   };
@@ -296,15 +344,30 @@ export interface OpenedGguf {
   metadata: Map<string, unknown>;
 }
 
-/** Open a llama GGUF file: its config, its tensors under Hugging Face names, its tokenizer. */
+/** Open a Llama-family GGUF file: its config, its tensors under Hugging Face names, its tokenizer. */
 export function openGguf(file: string): OpenedGguf {
   // the architecture first: a file of another family should say so, not name a tensor type
-  const g = readGguf(file, (meta) => checkArchitecture(file, meta));
-  const config = llamaConfigFromGguf(g);
+  const g = readGguf(file, (meta) => void architectureOf(file, meta));
+  const config = configFromGguf(g, readRopeFreqs(g));
   const tokenizer = tokenizerFromGguf(g);
   if (tokenizer.vocabSize > config.vocabSize) {
     throw new LlameshError(`${file}: the tokenizer has ${tokenizer.vocabSize} tokens but token_embd.weight only ${config.vocabSize} rows`);
   }
-  const source = new GgufSource(g, config.nLayers, config.headDim);
+  const source = new GgufSource(g, config.nLayers, config.headDim, g.metadata.get("general.architecture") === "llama");
   return { config, source, tokenizer, metadata: g.metadata };
+}
+
+/** The rope_freqs.weight tensor (llama.cpp's per-frequency RoPE divisors), or null. */
+function readRopeFreqs(g: GgufFile): Float32Array | null {
+  const t = g.tensors.get("rope_freqs.weight");
+  if (!t) return null;
+  if (t.type !== "F32" || t.dims.length !== 1) throw new LlameshError(`${g.file}: tensor rope_freqs.weight is ${t.type} [${t.dims.join(", ")}], expected F32 with one dimension`);
+  const out = new Float32Array(t.dims[0]!);
+  const fd = openFile(g.file);
+  try {
+    readFully(fd, g.file, new Uint8Array(out.buffer), t.nbytes, t.offset);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return out;
 }

@@ -75,7 +75,7 @@ test("config that is not a Llama", async () => {
   cfg["model_type"] = "gpt2";
   cfg["architectures"] = ["GPT2LMHeadModel"];
   fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify(cfg));
-  await expectError(run(dir), /config\.json: model_type "gpt2".*not a Llama model/);
+  await expectError(run(dir), /config\.json: model_type "gpt2".*not a model llamesh runs \(supported: llama .*qwen3/);
 });
 
 test("config with a bad field", async () => {

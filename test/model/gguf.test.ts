@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { ForwardPass } from "../../src/engine/forward.js";
-import { hfNames } from "../../src/engine/weights.js";
+import { expectedTensors, hfNames } from "../../src/engine/weights.js";
 import { Arena } from "../../src/kernels/arena.js";
 import { Q8_0_BLOCK_BYTES, q8RowBytes, QK8_0 } from "../../src/kernels/q8.js";
 import { F16_TO_F32, f32ToF16 } from "../../src/core/numbers.js";
@@ -43,10 +43,7 @@ function assertLlamesh(fn: () => unknown, ...fragments: string[]): void {
 }
 
 function allNames(c: LlamaConfig): string[] {
-  const names = [hfNames.embedding, hfNames.finalNorm];
-  if (!c.tiedEmbeddings) names.push(hfNames.classifier);
-  for (let i = 0; i < c.nLayers; i++) names.push(...Object.values(hfNames.layer(i)));
-  return names;
+  return expectedTensors(c).map(([name]) => name);
 }
 
 function rowsCols(shape: number[]): [number, number] {
