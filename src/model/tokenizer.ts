@@ -1,14 +1,15 @@
 /**
  * Loads the tokenizer of a Hugging Face model folder: `tokenizer.json` through
  * @huggingface/tokenizers when present, else `tokenizer.model` through the hand-written
- * SentencePiece reader. BOS handling lives here, in one place, for both paths.
+ * SentencePiece reader. BOS handling and the end-of-generation rule live here, in one place, for
+ * every path (folders and GGUF files alike; see open-tokenizer.ts for "a folder or a .gguf").
  */
 import { readFileSync, statSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { LlameshError } from "../core/errors.js";
-import { SentencePieceTokenizer, type SentencePieceOptions } from "./sentencepiece.js";
+import { PieceType, SentencePieceTokenizer, type SentencePieceOptions } from "./sentencepiece.js";
 import type { Tokenizer } from "./tokenizer-types.js";
 
 /** What a concrete tokenizer gives before BOS/EOS configuration is applied. */
@@ -19,6 +20,27 @@ interface RawTokenizer {
   tokenBytes(id: number): Uint8Array;
   /** Id of a token string (for resolving bos_token / eos_token names), if known. */
   tokenToId(token: string): number | undefined;
+  /** Id of `text` when it is a special token (an added token, a CONTROL or USER_DEFINED piece). */
+  specialTokenId(text: string): number | undefined;
+}
+
+/**
+ * End-of-turn tokens of the families we run: Llama 3 (`<|eot_id|>`, `<|eom_id|>` after a tool
+ * call, `<|end_of_text|>`), Qwen (`<|im_end|>`, `<|endoftext|>`). Generation stops at them when
+ * the vocabulary has them as special tokens, whatever eos_token_id says, as llama.cpp does (its
+ * end-of-generation list is built from token texts too, and includes these).
+ */
+export const END_OF_TURN_TOKENS: readonly string[] = ["<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>"];
+
+/** `ids` (valid ones, first occurrence) followed by the end-of-turn tokens `raw` has. */
+function endOfGenerationIds(raw: RawTokenizer, ids: readonly (number | null | undefined)[]): number[] {
+  const out: number[] = [];
+  const add = (id: number | null | undefined): void => {
+    if (typeof id === "number" && Number.isInteger(id) && id >= 0 && id < raw.vocabSize && !out.includes(id)) out.push(id);
+  };
+  for (const id of ids) add(id);
+  for (const t of END_OF_TURN_TOKENS) add(raw.specialTokenId(t));
+  return out;
 }
 
 /** The tokenizer returned by the loaders: a raw tokenizer plus BOS/EOS settings. */
@@ -69,12 +91,18 @@ class SentencePieceRaw implements RawTokenizer {
   tokenToId(token: string): number | undefined {
     return this.sp.pieceToId(token);
   }
+  specialTokenId(text: string): number | undefined {
+    const id = this.sp.pieceToId(text);
+    if (id === undefined) return undefined;
+    const type = this.sp.pieceType(id);
+    return type === PieceType.CONTROL || type === PieceType.USER_DEFINED ? id : undefined;
+  }
 }
 
 export interface SpecialTokenOptions {
   /** Overrides the BOS id (null: no BOS). Default: the model's own. */
   bosId?: number | null;
-  /** Overrides the EOS ids. Default: the model's own. */
+  /** Overrides the EOS ids (the end-of-turn tokens are added to them). Default: the model's own. */
   eosIds?: readonly number[];
   /** add_bos_token; default true. */
   addBosToken?: boolean;
@@ -108,8 +136,9 @@ export function tokenizerFromSentencePiece(
       ? SentencePieceTokenizer.fromModelBytes(model, fileName, { source, parseSpecial })
       : new SentencePieceTokenizer({ ...model, source, fileName: model.fileName ?? fileName, parseSpecial });
   const bosId = options.bosId !== undefined ? options.bosId : sp.bosId;
-  const eosIds = options.eosIds ?? sp.eosIds;
-  return new ConfiguredTokenizer(new SentencePieceRaw(sp), source, bosId, eosIds, options.addBosToken ?? true);
+  const raw = new SentencePieceRaw(sp);
+  const eosIds = endOfGenerationIds(raw, options.eosIds ?? sp.eosIds);
+  return new ConfiguredTokenizer(raw, source, bosId, eosIds, options.addBosToken ?? true);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -196,15 +225,18 @@ class HfJsonRaw implements RawTokenizer {
   private readonly vocab: Map<string, number>;
   private readonly special = new Set<number>();
   private readonly addedText = new Set<number>();
+  private readonly addedIds = new Map<string, number>();
   private readonly layout: DecoderLayout;
   private readonly cache: (Uint8Array | undefined)[];
 
+  /** `vocabSize`: at least this many ids (a GGUF file counts its unused padding tokens). */
   constructor(
     private readonly hf: HfTokenizer,
     json: Json,
+    vocabSize = 0,
   ) {
     this.vocab = hf.get_vocab(true);
-    let max = -1;
+    let max = vocabSize - 1;
     for (const id of this.vocab.values()) if (id > max) max = id;
     const added = Array.isArray(json.added_tokens) ? json.added_tokens : [];
     for (const t of added) {
@@ -212,6 +244,7 @@ class HfJsonRaw implements RawTokenizer {
       if (t.id > max) max = t.id;
       if (t.special === true) this.special.add(t.id);
       else this.addedText.add(t.id);
+      if (typeof t.content === "string") this.addedIds.set(t.content, t.id);
     }
     this.vocabSize = max + 1;
     this.tokens = new Array(this.vocabSize);
@@ -226,6 +259,10 @@ class HfJsonRaw implements RawTokenizer {
 
   tokenToId(token: string): number | undefined {
     return this.vocab.get(token);
+  }
+
+  specialTokenId(text: string): number | undefined {
+    return this.addedIds.get(text);
   }
 
   tokenBytes(id: number): Uint8Array {
@@ -257,6 +294,38 @@ class HfJsonRaw implements RawTokenizer {
     }
     return utf8.encode(spaceChar !== null ? tok.replaceAll(spaceChar, " ") : tok);
   }
+}
+
+/** @huggingface/tokenizers on a parsed tokenizer.json; a load failure names `file`. */
+function hfRaw(json: Json, tokenizerConfig: Json | null, file: string, vocabSize = 0): HfJsonRaw {
+  if (!isObject(json.model)) throw new LlameshError(`${file}: expected a Hugging Face tokenizer with a "model" object`);
+  let hf: HfTokenizer;
+  try {
+    hf = new HfTokenizer(json, tokenizerConfig ?? {});
+  } catch (e) {
+    throw new LlameshError(`${file}: cannot load the tokenizer (${(e as Error).message.split("\n")[0]})`);
+  }
+  return new HfJsonRaw(hf, json, vocabSize);
+}
+
+export interface HfJsonLoadOptions extends SpecialTokenOptions {
+  /** Names the origin in error messages. */
+  fileName: string;
+  /** Tokenizer.source; default "tokenizer.json". */
+  source?: string;
+  /** At least this many ids (GGUF: the token count, padding included). */
+  vocabSize?: number;
+}
+
+/**
+ * A tokenizer from a tokenizer.json object (as another loader builds it, e.g. from a GGUF
+ * vocabulary). BOS, EOS and add_bos_token come from `options` only (default: none, none, true);
+ * the end-of-turn tokens are added to the EOS ids.
+ */
+export function tokenizerFromHfJson(json: Json, options: HfJsonLoadOptions): ConfiguredTokenizer {
+  const raw = hfRaw(json, null, options.fileName, options.vocabSize);
+  const bosId = options.bosId ?? null;
+  return new ConfiguredTokenizer(raw, options.source ?? "tokenizer.json", bosId, endOfGenerationIds(raw, options.eosIds ?? []), options.addBosToken ?? true);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -313,14 +382,7 @@ function buildFromFiles(f: FolderFiles): ConfiguredTokenizer {
   if (f.tokenizerJson !== null) {
     const file = path.join(f.dir, "tokenizer.json");
     const json = parseJson(f.tokenizerJson, file)!;
-    if (!isObject(json.model)) throw new LlameshError(`${file}: expected a Hugging Face tokenizer with a "model" object`);
-    let hf: HfTokenizer;
-    try {
-      hf = new HfTokenizer(json, tokenizerConfig ?? {});
-    } catch (e) {
-      throw new LlameshError(`${file}: cannot load the tokenizer (${(e as Error).message})`);
-    }
-    raw = new HfJsonRaw(hf, json);
+    raw = hfRaw(json, tokenizerConfig, file);
     source = "tokenizer.json";
     if (json.post_processor !== undefined && json.post_processor !== null) {
       const t = templateBos(json);
@@ -354,15 +416,13 @@ function buildFromFiles(f: FolderFiles): ConfiguredTokenizer {
   ];
   const bosId = bosCandidates.find(valid) ?? null;
 
-  // EOS: the union of everything that says what ends a generation.
-  const eosIds: number[] = [];
-  const eosCandidates: (number | null | undefined)[] = [
+  // EOS: the union of everything that says what ends a generation, then the end-of-turn tokens.
+  const eosIds = endOfGenerationIds(raw, [
     lookup(tokenName(tokenizerConfig?.eos_token)),
     ...nativeEos,
     ...idList(generationConfig?.eos_token_id),
     ...idList(config?.eos_token_id),
-  ];
-  for (const id of eosCandidates) if (valid(id) && !eosIds.includes(id)) eosIds.push(id);
+  ]);
 
   let addBosToken: boolean;
   if (typeof tokenizerConfig?.add_bos_token === "boolean") addBosToken = tokenizerConfig.add_bos_token;

@@ -10,7 +10,9 @@
  *   f16; rounding half to even as gguf-py and our kernels do), F16 or F32, and norms as F32. A
  *   matrix whose rows are not a multiple of 32 cannot be Q8_0 and is written as F16, as the
  *   converter falls back;
- * - writes the llama metadata and the SentencePiece vocabulary (tokenizer.ggml.*).
+ * - writes the llama metadata and the vocabulary (tokenizer.ggml.*): SentencePiece-style
+ *   ("llama") or byte-level BPE ("gpt2" with merges and the pre-tokenizer name, for Llama 3 and
+ *   Qwen tokenizer.json files, written as llama.cpp's converter writes them), and the chat template.
  *
  * Tensors are streamed a slice of rows at a time: a 7B file is never held in memory.
  */
@@ -30,6 +32,8 @@ import {
 import { ggufNameOf } from "../model/gguf-llama.js";
 import { SafetensorsModel } from "../model/safetensors.js";
 import { parseSentencePieceModel, PieceType } from "../model/sentencepiece.js";
+import { preTokenizerNameOf } from "../model/gguf-bpe.js";
+import { folderChatTemplate } from "../model/chat.js";
 import { byteLevelTokenizerJson, syntheticConfig, type SyntheticShape, type TensorSpec } from "./checkpoint.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -273,19 +277,31 @@ export function writeGguf(file: string, metadata: GgufKV[], tensors: GgufTensorO
 // Llama metadata and vocabulary
 // ---------------------------------------------------------------------------------------------
 
-/** A SentencePiece vocabulary as GGUF stores it. */
+/** A vocabulary as GGUF stores it: SentencePiece-style ("llama") or byte-level BPE ("gpt2"). */
 export interface GgufTokenizerSpec {
+  /** tokenizer.ggml.model; default "llama". */
+  model?: "llama" | "gpt2";
+  /** tokenizer.ggml.pre ("gpt2" only: "llama-bpe", "qwen2", "gpt-2", "default"). */
+  pre?: string;
   pieces: readonly string[];
-  scores: ArrayLike<number>;
+  /** tokenizer.ggml.scores ("llama"; a "gpt2" vocabulary has none). */
+  scores?: ArrayLike<number>;
   /** PieceType values (llama.cpp's token types are the same numbers). */
   types: ArrayLike<number>;
+  /** tokenizer.ggml.merges ("gpt2"): "left right" in rank order. */
+  merges?: readonly string[];
   bos: number | null;
   eos: number | null;
   unk?: number | null;
-  /** tokenizer.ggml.add_bos_token; default true. */
+  eot?: number | null;
+  eom?: number | null;
+  padding?: number | null;
+  /** tokenizer.ggml.add_bos_token; "llama": default true; "gpt2": not written unless set. */
   addBos?: boolean;
-  /** tokenizer.ggml.add_space_prefix (SentencePiece's add_dummy_prefix); default true. */
+  /** tokenizer.ggml.add_space_prefix (SentencePiece's add_dummy_prefix, "llama" only); default true. */
   addSpacePrefix?: boolean;
+  /** tokenizer.chat_template */
+  chatTemplate?: string;
 }
 
 export type GgufQuant = "Q8_0" | "F16" | "F32";
@@ -303,22 +319,6 @@ const FILE_TYPE: Record<GgufQuant, number> = { F32: 0, F16: 1, Q8_0: 7 };
 
 /** The llama metadata llama.cpp reads, for `c` and `tok` (padded with unused pieces to the vocabulary size). */
 export function llamaMetadata(c: LlamaConfig, tok: GgufTokenizerSpec, quant: GgufQuant, name = "llamesh"): GgufKV[] {
-  const n = tok.pieces.length;
-  if (tok.scores.length !== n || tok.types.length !== n) {
-    throw new LlameshError(`tokenizer: ${n} pieces but ${tok.scores.length} scores and ${tok.types.length} types`);
-  }
-  if (n > c.vocabSize) {
-    throw new LlameshError(`tokenizer: ${n} pieces, more than the model's vocabulary of ${c.vocabSize} (llama.cpp needs them equal)`);
-  }
-  // llama.cpp needs one piece per embedding row: pad as its converter does
-  const pieces = [...tok.pieces];
-  const scores = Array.from(tok.scores);
-  const types = Array.from(tok.types);
-  for (let id = n; id < c.vocabSize; id++) {
-    pieces.push(`[PAD${id}]`);
-    scores.push(-1000);
-    types.push(PieceType.UNUSED);
-  }
   const u = (key: string, value: number): GgufKV => ({ key, value: { type: "u32", value } });
   const f = (key: string, value: number): GgufKV => ({ key, value: { type: "f32", value } });
   const kvs: GgufKV[] = [
@@ -336,23 +336,65 @@ export function llamaMetadata(c: LlamaConfig, tok: GgufTokenizerSpec, quant: Ggu
     u("llama.attention.head_count_kv", c.nKvHeads),
     f("llama.attention.layer_norm_rms_epsilon", c.normEps),
     f("llama.rope.freq_base", c.ropeTheta),
-    { key: "tokenizer.ggml.model", value: { type: "string", value: "llama" } },
-    { key: "tokenizer.ggml.pre", value: { type: "string", value: "default" } },
-    { key: "tokenizer.ggml.tokens", value: { type: "string[]", value: pieces } },
-    { key: "tokenizer.ggml.scores", value: { type: "f32[]", value: scores } },
-    { key: "tokenizer.ggml.token_type", value: { type: "i32[]", value: types } },
+    ...tokenizerMetadata(tok, c.vocabSize),
   ];
+  return kvs;
+}
+
+/**
+ * The tokenizer.ggml.* (and tokenizer.chat_template) keys for `tok`, padded with unused pieces to
+ * `vocabSize` (llama.cpp needs one piece per embedding row, and its converter pads so).
+ */
+export function tokenizerMetadata(tok: GgufTokenizerSpec, vocabSize: number): GgufKV[] {
+  const model = tok.model ?? "llama";
+  const n = tok.pieces.length;
+  if (tok.types.length !== n || (model === "llama" && tok.scores?.length !== n)) {
+    throw new LlameshError(`tokenizer: ${n} pieces but ${tok.scores?.length ?? "no"} scores and ${tok.types.length} types`);
+  }
+  if (n > vocabSize) {
+    throw new LlameshError(`tokenizer: ${n} pieces, more than the model's vocabulary of ${vocabSize} (llama.cpp needs them equal)`);
+  }
+  if (model === "gpt2" && (tok.merges === undefined || tok.pre === undefined)) {
+    throw new LlameshError(`tokenizer: a "gpt2" vocabulary needs merges and a pre-tokenizer name`);
+  }
+  const pieces = [...tok.pieces];
+  const scores = model === "llama" ? Array.from(tok.scores!) : null;
+  const types = Array.from(tok.types);
+  for (let id = n; id < vocabSize; id++) {
+    pieces.push(`[PAD${id}]`);
+    scores?.push(-1000);
+    types.push(PieceType.UNUSED);
+  }
+  const u = (key: string, value: number): GgufKV => ({ key, value: { type: "u32", value } });
+  const str = (key: string, value: string): GgufKV => ({ key, value: { type: "string", value } });
+  const bool = (key: string, value: boolean): GgufKV => ({ key, value: { type: "bool", value } });
+  const kvs: GgufKV[] = [
+    str("tokenizer.ggml.model", model),
+    str("tokenizer.ggml.pre", model === "gpt2" ? tok.pre! : "default"),
+    { key: "tokenizer.ggml.tokens", value: { type: "string[]", value: pieces } },
+  ];
+  if (scores !== null) kvs.push({ key: "tokenizer.ggml.scores", value: { type: "f32[]", value: scores } });
+  kvs.push({ key: "tokenizer.ggml.token_type", value: { type: "i32[]", value: types } });
+  if (model === "gpt2") kvs.push({ key: "tokenizer.ggml.merges", value: { type: "string[]", value: tok.merges! } });
   const id = (key: string, v: number | null | undefined): void => {
-    if (v !== null && v !== undefined && v >= 0 && v < c.vocabSize) kvs.push(u(key, v));
+    if (v !== null && v !== undefined && v >= 0 && v < vocabSize) kvs.push(u(key, v));
   };
   id("tokenizer.ggml.bos_token_id", tok.bos);
   id("tokenizer.ggml.eos_token_id", tok.eos);
   id("tokenizer.ggml.unknown_token_id", tok.unk);
-  kvs.push(
-    { key: "tokenizer.ggml.add_bos_token", value: { type: "bool", value: tok.addBos ?? true } },
-    { key: "tokenizer.ggml.add_eos_token", value: { type: "bool", value: false } },
-    { key: "tokenizer.ggml.add_space_prefix", value: { type: "bool", value: tok.addSpacePrefix ?? true } },
-  );
+  id("tokenizer.ggml.eot_token_id", tok.eot);
+  id("tokenizer.ggml.eom_token_id", tok.eom);
+  id("tokenizer.ggml.padding_token_id", tok.padding);
+  if (model === "llama") {
+    kvs.push(
+      bool("tokenizer.ggml.add_bos_token", tok.addBos ?? true),
+      bool("tokenizer.ggml.add_eos_token", false),
+      bool("tokenizer.ggml.add_space_prefix", tok.addSpacePrefix ?? true),
+    );
+  } else if (tok.addBos !== undefined) {
+    kvs.push(bool("tokenizer.ggml.add_bos_token", tok.addBos));
+  }
+  if (tok.chatTemplate !== undefined) kvs.push(str("tokenizer.chat_template", tok.chatTemplate));
   return kvs;
 }
 
@@ -368,6 +410,13 @@ const BYTE_PIECE = /^<0x[0-9A-Fa-f]{2}>$/;
  * pieces no merge makes score lower than all of them, in id order.
  */
 export function tokenizerSpecFromJson(json: Json, file: string, ids: { bos?: number | null; eos?: number | null; addBos?: boolean } = {}): GgufTokenizerSpec {
+  if (isByteLevelJson(json)) {
+    const spec = byteLevelSpecFromJson(json, file);
+    if (ids.bos !== undefined) spec.bos = ids.bos;
+    if (ids.eos !== undefined) spec.eos = ids.eos;
+    if (ids.addBos !== undefined) spec.addBos = ids.addBos;
+    return spec;
+  }
   const model = json["model"];
   if (!isObject(model) || model["type"] !== "BPE" || !isObject(model["vocab"])) {
     throw new LlameshError(`${file}: not a Llama tokenizer.json (expected a BPE model with a vocab, as SentencePiece converts to)`);
@@ -423,6 +472,90 @@ export function tokenizerSpecFromJson(json: Json, file: string, ids: { bos?: num
   };
 }
 
+/** A byte-level BPE tokenizer.json (GPT-2, Llama 3, Qwen): a ByteLevel pre-tokenizer or decoder. */
+function isByteLevelJson(json: Json): boolean {
+  const has = (node: unknown, listKey: string): boolean => {
+    if (!isObject(node)) return false;
+    if (node["type"] === "ByteLevel") return true;
+    const list = node[listKey];
+    return node["type"] === "Sequence" && Array.isArray(list) && list.some((c) => has(c, listKey));
+  };
+  return has(json["pre_tokenizer"], "pretokenizers") || has(json["decoder"], "decoders");
+}
+
+/** llama.cpp's converter (does_token_look_special): added tokens it makes CONTROL though not marked special. */
+function looksSpecial(t: string): boolean {
+  return (
+    ["<pad>", "<mask>", "<2mass>", "[@BOS@]"].includes(t) ||
+    (t.startsWith("<|") && t.endsWith("|>")) ||
+    (t.startsWith("<\uff5c") && t.endsWith("\uff5c>")) ||
+    (t.startsWith("<unused") && t.endsWith(">"))
+  );
+}
+
+/**
+ * A "gpt2" vocabulary from a byte-level tokenizer.json, as llama.cpp's converter builds it
+ * (get_vocab_base): the vocabulary's byte-level strings NORMAL, added tokens as their text,
+ * CONTROL when special or special-looking ("<|...|>") and USER_DEFINED otherwise, missing ids
+ * "[PADn]" UNUSED; the merges as "left right"; the pre-tokenizer name from its Split regex.
+ * bos/eos: the tokenizer's first-position template token only (the folder reader adds the rest).
+ */
+function byteLevelSpecFromJson(json: Json, file: string): GgufTokenizerSpec {
+  const model = json["model"];
+  if (!isObject(model) || model["type"] !== "BPE" || !isObject(model["vocab"])) {
+    throw new LlameshError(`${file}: expected a byte-level BPE tokenizer.json (a "model" of type BPE with a vocab)`);
+  }
+  const pre = preTokenizerNameOf(json);
+  if (pre === null) {
+    throw new LlameshError(`${file}: its pre-tokenizer is none that llamesh can name in a GGUF file (supported: Llama 3 "llama-bpe", Qwen2 "qwen2", GPT-2 "gpt-2")`);
+  }
+  const vocab = model["vocab"] as Record<string, unknown>;
+  const added = Array.isArray(json["added_tokens"]) ? (json["added_tokens"] as unknown[]).filter(isObject) : [];
+  let size = 0;
+  for (const v of Object.values(vocab)) if (typeof v === "number" && v + 1 > size) size = v + 1;
+  for (const t of added) if (typeof t["id"] === "number" && t["id"] + 1 > size) size = t["id"] + 1;
+  const pieces: (string | undefined)[] = new Array(size);
+  const types = new Int32Array(size).fill(PieceType.NORMAL);
+  for (const [p, v] of Object.entries(vocab)) if (typeof v === "number" && v >= 0) pieces[v] = p;
+  for (const t of added) {
+    if (typeof t["id"] !== "number" || typeof t["content"] !== "string") continue;
+    pieces[t["id"]] = t["content"];
+    types[t["id"]] = t["special"] === true || looksSpecial(t["content"]) ? PieceType.CONTROL : PieceType.USER_DEFINED;
+  }
+  for (let id = 0; id < size; id++) {
+    if (pieces[id] === undefined) {
+      pieces[id] = `[PAD${id}]`;
+      types[id] = PieceType.UNUSED;
+    }
+  }
+  const rawMerges = Array.isArray(model["merges"]) ? (model["merges"] as unknown[]) : [];
+  const merges = rawMerges.map((m, i) => {
+    if (typeof m === "string") return m;
+    if (Array.isArray(m) && m.length === 2 && typeof m[0] === "string" && typeof m[1] === "string") {
+      // the pair form may hold spaces; the converter writes them as U+0120 as the byte-level alphabet does
+      return (m as string[]).map((part) => part.replaceAll(" ", "\u0120")).join(" ");
+    }
+    throw new LlameshError(`${file}: model.merges[${i}] is ${JSON.stringify(m)}, expected "left right" or ["left", "right"]`);
+  });
+  // a post-processor template that starts with a special token adds it as BOS
+  let bos: number | null = null;
+  let addBos: boolean | undefined;
+  const procs: unknown[] = [];
+  const pp = json["post_processor"];
+  if (isObject(pp)) procs.push(...(Array.isArray(pp["processors"]) ? pp["processors"] : [pp]));
+  for (const p of procs) {
+    if (!isObject(p) || p["type"] !== "TemplateProcessing" || !Array.isArray(p["single"]) || p["single"].length < 2) continue;
+    const first: unknown = p["single"][0];
+    if (isObject(first) && isObject(first["SpecialToken"]) && typeof first["SpecialToken"]["id"] === "string") {
+      const name = first["SpecialToken"]["id"];
+      const idx = pieces.indexOf(name);
+      if (idx >= 0) bos = idx;
+      addBos = true;
+    }
+  }
+  return { model: "gpt2", pre, pieces: pieces as string[], types, merges, bos, eos: null, addBos };
+}
+
 function firstId(v: unknown): number | null | undefined {
   if (typeof v === "number" && Number.isInteger(v)) return v;
   if (Array.isArray(v) && typeof v[0] === "number") return v[0];
@@ -447,10 +580,31 @@ export function tokenizerSpecFromFolder(dir: string): GgufTokenizerSpec {
   };
   const config = opt("config.json");
   const tc = opt("tokenizer_config.json");
-  const addBos = typeof tc?.["add_bos_token"] === "boolean" ? (tc["add_bos_token"] as boolean) : true;
+  const tcAddBos = typeof tc?.["add_bos_token"] === "boolean" ? (tc["add_bos_token"] as boolean) : undefined;
+  const addBos = tcAddBos ?? true;
   const spFile = path.join(dir, "tokenizer.model");
   const jsonFile = path.join(dir, "tokenizer.json");
+  const chat = folderChatTemplate(dir);
   let spec: GgufTokenizerSpec;
+  const json = !fs.existsSync(spFile) && fs.existsSync(jsonFile) ? readJsonFile(jsonFile) : null;
+  if (json !== null && isByteLevelJson(json)) {
+    // as llama.cpp's converter (SpecialVocab): tokenizer_config's token names first, then config.json's ids
+    spec = byteLevelSpecFromJson(json, jsonFile);
+    if (tcAddBos !== undefined) spec.addBos = tcAddBos;
+    const addedId = (v: unknown): number | undefined => {
+      const name = tokenName(v);
+      if (name === null) return undefined;
+      const id = spec.pieces.indexOf(name);
+      return id >= 0 && spec.types[id] !== PieceType.NORMAL ? id : undefined;
+    };
+    const idOf = (key: "bos" | "eos" | "pad"): number | null | undefined =>
+      addedId(tc?.[`${key}_token`]) ?? firstId(config?.[`${key}_token_id`]);
+    spec.bos = idOf("bos") ?? spec.bos;
+    spec.eos = idOf("eos") ?? null;
+    spec.padding = idOf("pad") ?? null;
+    if (chat !== null) spec.chatTemplate = chat.template;
+    return spec;
+  }
   if (fs.existsSync(spFile)) {
     const m = parseSentencePieceModel(fs.readFileSync(spFile), spFile);
     if (m.trainerSpec.modelType !== "bpe") {
@@ -468,8 +622,8 @@ export function tokenizerSpecFromFolder(dir: string): GgufTokenizerSpec {
       addBos,
       addSpacePrefix: m.normalizerSpec.addDummyPrefix,
     };
-  } else if (fs.existsSync(jsonFile)) {
-    spec = tokenizerSpecFromJson(readJsonFile(jsonFile), jsonFile, { addBos });
+  } else if (json !== null) {
+    spec = tokenizerSpecFromJson(json, jsonFile, { addBos });
   } else {
     throw new LlameshError(`${dir}: no tokenizer.model or tokenizer.json (a GGUF file needs the vocabulary)`);
   }
@@ -483,6 +637,7 @@ export function tokenizerSpecFromFolder(dir: string): GgufTokenizerSpec {
   const eos = firstId(config?.["eos_token_id"]) ?? lookup(tc?.["eos_token"]);
   if (bos !== undefined) spec.bos = bos;
   if (eos !== undefined) spec.eos = eos;
+  if (chat !== null) spec.chatTemplate = chat.template;
   return spec;
 }
 
@@ -605,4 +760,14 @@ export function writeGgufFromTensors(file: string, shape: SyntheticShape, tensor
     }),
   );
   writeGguf(file, meta, out, { onProgress: opts.onProgress });
+}
+
+/**
+ * A GGUF file holding a vocabulary and no tensors (llama architecture metadata of a tiny model, so
+ * llama.cpp opens it with vocab_only, as its own ggml-vocab-*.gguf test files): for tokenizer tests.
+ */
+export function writeTokenizerGguf(file: string, tok: GgufTokenizerSpec, vocabSize = tok.pieces.length): void {
+  const shape: SyntheticShape = { dim: 64, hiddenDim: 128, nLayers: 1, nHeads: 2, nKvHeads: 2, vocabSize, seqLen: 256, tied: true };
+  const c = parseLlamaConfig(syntheticConfig(shape, "F32"), "vocabulary-only GGUF");
+  writeGguf(file, llamaMetadata(c, tok, "F32", "llamesh vocabulary"), []);
 }
