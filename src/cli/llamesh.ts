@@ -10,7 +10,7 @@ export const LLAMESH_USAGE = `usage: llamesh <command> ...
 commands:
   run <model-dir> -n N -i PROMPT ...   generate text (same as bin/client)
   serve <model-dir> [--port N] ...     OpenAI-shaped HTTP API (completions, chat, streaming)
-  tokenize <model-dir> <text>          print token ids
+  tokenize <model-dir|.gguf> <text>    print token ids
   bench gmac|synth|compare ...         benchmarks
   help [<command>]                     this text, or a command's
 run 'llamesh <command> --help' for details.

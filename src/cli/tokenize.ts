@@ -2,13 +2,12 @@
 import { LlameshError } from "../core/errors.js";
 import { loadTokenizerFor } from "../model/open-tokenizer.js";
 import { isGgufPath } from "../model/chat.js";
-import { parseArgs, type FlagSpec } from "./args.js";
+import { parseArgs, type FlagSpecs } from "./args.js";
 
-const flags: Record<string, FlagSpec> = {
+export const tokenizeFlags = {
   "no-bos": { type: "boolean", help: "do not prepend the BOS token" },
-  tokenizer: { type: "string", help: "which file to use when both exist: json (tokenizer.json, default) or model (tokenizer.model)" },
-  help: { type: "boolean", aliases: ["-h"], help: "show usage" },
-};
+  tokenizer: { type: "string", choices: ["json", "model"], help: "which file to use when both exist: json (tokenizer.json, default) or model (tokenizer.model)" },
+} as const satisfies FlagSpecs;
 
 export const TOKENIZE_USAGE = `usage: llamesh tokenize <model-dir | model.gguf> <text> [--no-bos] [--tokenizer json|model]
   Prints the token ids of <text> on one line. A folder may hold only tokenizer files; a .gguf
@@ -17,18 +16,15 @@ export const TOKENIZE_USAGE = `usage: llamesh tokenize <model-dir | model.gguf> 
   --tokenizer json|model   a folder with both files: tokenizer.json (default) or tokenizer.model`;
 
 export async function tokenizeCommand(argv: readonly string[]): Promise<void> {
-  const { positionals, flags: f } = parseArgs(argv, flags, "llamesh tokenize");
-  if (f["help"]) {
+  const { positionals, flags: f, help } = parseArgs(argv, tokenizeFlags, "llamesh tokenize");
+  if (help) {
     process.stdout.write(TOKENIZE_USAGE + "\n");
     return;
   }
   if (positionals.length !== 2) {
     throw new LlameshError(`llamesh tokenize: expected <model-dir | model.gguf> <text>, got ${positionals.length} argument(s) (see llamesh tokenize --help)`);
   }
-  const which = f["tokenizer"] as string | undefined;
-  if (which !== undefined && which !== "json" && which !== "model") {
-    throw new LlameshError(`llamesh tokenize: --tokenizer ${JSON.stringify(which)} is not valid, expected json or model`);
-  }
+  const which = f.tokenizer;
   const model = positionals[0]!;
   if (which !== undefined && isGgufPath(model)) {
     throw new LlameshError(`llamesh tokenize: --tokenizer applies to model folders; ${model} is a GGUF file with one vocabulary`);
