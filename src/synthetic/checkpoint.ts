@@ -7,12 +7,27 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { f32ToBf16, f32ToF16 } from "../core/numbers.js";
-import type { LlamaConfig } from "../model/config.js";
+import type { LlamaConfig, ModelFamily } from "../model/config.js";
 import type { SafetensorsDtype } from "../model/safetensors.js";
 
-/** The shape of a Llama checkpoint: the config's sizes, and whether the classifier is the embedding. */
+/**
+ * The shape of a checkpoint: the config's sizes, whether the classifier is the embedding, and for
+ * the other families what sets them apart (Qwen2: q/k/v biases; Qwen3: per-head q/k norms and a
+ * head size of its own; Llama 3.1: rope_scaling; Mistral: a sliding window).
+ */
 export type SyntheticShape = Pick<LlamaConfig, "dim" | "hiddenDim" | "nLayers" | "nHeads" | "nKvHeads" | "vocabSize" | "seqLen"> & {
   tied: boolean;
+  /** Default "llama". */
+  family?: ModelFamily;
+  /** Default dim / nHeads. */
+  headDim?: number;
+  ropeTheta?: number;
+  /** config.json's rope_scaling object, as Hugging Face writes it. */
+  ropeScaling?: Record<string, unknown>;
+  /** Mistral's sliding_window. */
+  slidingWindow?: number;
+  bosTokenId?: number;
+  eosTokenId?: number | number[];
 };
 
 export const SHAPES: Record<string, SyntheticShape> = {
@@ -20,6 +35,16 @@ export const SHAPES: Record<string, SyntheticShape> = {
   "7b": { dim: 4096, hiddenDim: 11008, nLayers: 32, nHeads: 32, nKvHeads: 32, vocabSize: 32000, seqLen: 4096, tied: false },
   /** TinyLlama 1.1B. */
   "1b": { dim: 2048, hiddenDim: 5632, nLayers: 22, nHeads: 32, nKvHeads: 4, vocabSize: 32000, seqLen: 2048, tied: false },
+  /** Llama 3.1 8B: GQA 32/8, a 128K vocabulary, llama3 RoPE scaling. */
+  "llama3-8b": {
+    family: "llama", dim: 4096, hiddenDim: 14336, nLayers: 32, nHeads: 32, nKvHeads: 8, vocabSize: 128256, seqLen: 131072, tied: false, ropeTheta: 500000,
+    ropeScaling: { rope_type: "llama3", factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 }, bosTokenId: 128000, eosTokenId: [128001, 128008, 128009],
+  },
+  /** Qwen3 8B: q/k norms, head_dim 128, a 152K vocabulary. */
+  "qwen3-8b": {
+    family: "qwen3", dim: 4096, hiddenDim: 12288, nLayers: 36, nHeads: 32, nKvHeads: 8, headDim: 128, vocabSize: 151936, seqLen: 40960, tied: false, ropeTheta: 1000000,
+    bosTokenId: 151643, eosTokenId: 151645,
+  },
   /** The demo: small enough to build in a second, big enough to look like a model. */
   demo: { dim: 256, hiddenDim: 688, nLayers: 4, nHeads: 8, nKvHeads: 4, vocabSize: 354, seqLen: 512, tied: false },
 };
@@ -137,8 +162,10 @@ export interface SyntheticOptions {
 /** The tensors of a Llama checkpoint of this shape, with seeded Gaussian values. */
 export function syntheticTensors(shape: SyntheticShape, seed: number, weightStd?: number): TensorSpec[] {
   const rng = new SeededRandom(seed);
-  const headDim = shape.dim / shape.nHeads;
+  const headDim = shape.headDim ?? shape.dim / shape.nHeads;
+  const qDim = shape.nHeads * headDim;
   const kvDim = shape.nKvHeads * headDim;
+  const family = shape.family ?? "llama";
   const std = weightStd ?? Math.min(0.02 * Math.sqrt(4096 / shape.dim), 0.5 / Math.sqrt(shape.dim));
   const gauss = (s: number) => (out: Float32Array) => {
     for (let i = 0; i < out.length; i++) out[i] = rng.fastGaussian() * s;
@@ -151,10 +178,26 @@ export function syntheticTensors(shape: SyntheticShape, seed: number, weightStd?
     const p = `model.layers.${l}.`;
     t.push(
       { name: p + "input_layernorm.weight", shape: [shape.dim], fill: norm },
-      { name: p + "self_attn.q_proj.weight", shape: [shape.dim, shape.dim], fill: gauss(std) },
+      { name: p + "self_attn.q_proj.weight", shape: [qDim, shape.dim], fill: gauss(std) },
       { name: p + "self_attn.k_proj.weight", shape: [kvDim, shape.dim], fill: gauss(std) },
       { name: p + "self_attn.v_proj.weight", shape: [kvDim, shape.dim], fill: gauss(std) },
-      { name: p + "self_attn.o_proj.weight", shape: [shape.dim, shape.dim], fill: gauss(std) },
+    );
+    // biases and norms far from trivial (a bug that drops one changes the logits a lot)
+    if (family === "qwen2") {
+      t.push(
+        { name: p + "self_attn.q_proj.bias", shape: [qDim], fill: gauss(0.5) },
+        { name: p + "self_attn.k_proj.bias", shape: [kvDim], fill: gauss(0.5) },
+        { name: p + "self_attn.v_proj.bias", shape: [kvDim], fill: gauss(0.5) },
+      );
+    }
+    if (family === "qwen3") {
+      const headNorm = (out: Float32Array) => {
+        for (let i = 0; i < out.length; i++) out[i] = 1 + 0.5 * rng.fastGaussian();
+      };
+      t.push({ name: p + "self_attn.q_norm.weight", shape: [headDim], fill: headNorm }, { name: p + "self_attn.k_norm.weight", shape: [headDim], fill: headNorm });
+    }
+    t.push(
+      { name: p + "self_attn.o_proj.weight", shape: [shape.dim, qDim], fill: gauss(std) },
       { name: p + "post_attention_layernorm.weight", shape: [shape.dim], fill: norm },
       { name: p + "mlp.gate_proj.weight", shape: [shape.hiddenDim, shape.dim], fill: gauss(std) },
       { name: p + "mlp.up_proj.weight", shape: [shape.hiddenDim, shape.dim], fill: gauss(std) },
@@ -166,10 +209,19 @@ export function syntheticTensors(shape: SyntheticShape, seed: number, weightStd?
   return t;
 }
 
+const ARCHITECTURE: Record<ModelFamily, string> = {
+  llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM",
+};
+
 export function syntheticConfig(shape: SyntheticShape, dtype: SafetensorsDtype): Record<string, unknown> {
+  const family = shape.family ?? "llama";
   return {
-    architectures: ["LlamaForCausalLM"],
-    model_type: "llama",
+    architectures: [ARCHITECTURE[family]],
+    model_type: family,
+    ...(shape.headDim !== undefined ? { head_dim: shape.headDim } : {}),
+    ...(shape.ropeScaling !== undefined ? { rope_scaling: shape.ropeScaling } : {}),
+    ...(family === "mistral" ? { sliding_window: shape.slidingWindow ?? null } : {}),
+    ...(family === "qwen2" || family === "qwen3" ? { use_sliding_window: false, sliding_window: null, max_window_layers: 0 } : {}),
     hidden_size: shape.dim,
     intermediate_size: shape.hiddenDim,
     num_hidden_layers: shape.nLayers,
@@ -178,11 +230,11 @@ export function syntheticConfig(shape: SyntheticShape, dtype: SafetensorsDtype):
     vocab_size: shape.vocabSize,
     max_position_embeddings: shape.seqLen,
     rms_norm_eps: 1e-5,
-    rope_theta: 10000.0,
+    rope_theta: shape.ropeTheta ?? 10000.0,
     hidden_act: "silu",
     tie_word_embeddings: shape.tied,
-    bos_token_id: 1,
-    eos_token_id: 2,
+    bos_token_id: shape.bosTokenId ?? 1,
+    eos_token_id: shape.eosTokenId ?? 2,
     torch_dtype: { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype],
   };
 }
@@ -257,9 +309,9 @@ export function writeSyntheticModel(dir: string, shape: SyntheticShape, opts: Sy
     );
   }
   fs.writeFileSync(path.join(tmp, "config.json"), JSON.stringify(syntheticConfig(shape, opts.dtype), null, 2));
-  fs.writeFileSync(path.join(tmp, "generation_config.json"), JSON.stringify({ bos_token_id: 1, eos_token_id: 2 }, null, 2));
+  fs.writeFileSync(path.join(tmp, "generation_config.json"), JSON.stringify({ bos_token_id: shape.bosTokenId ?? 1, eos_token_id: shape.eosTokenId ?? 2 }, null, 2));
   if (opts.tokenizerFrom) {
-    for (const f of ["tokenizer.json", "tokenizer.model", "tokenizer_config.json"]) {
+    for (const f of ["tokenizer.json", "tokenizer.model", "tokenizer_config.json", "chat_template.jinja"]) {
       const src = path.join(opts.tokenizerFrom, f);
       if (fs.existsSync(src)) fs.copyFileSync(src, path.join(tmp, f));
     }

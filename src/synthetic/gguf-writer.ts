@@ -317,28 +317,62 @@ export interface GgufWriteOptions {
 
 const FILE_TYPE: Record<GgufQuant, number> = { F32: 0, F16: 1, Q8_0: 7 };
 
-/** The llama metadata llama.cpp reads, for `c` and `tok` (padded with unused pieces to the vocabulary size). */
+/** The GGUF architecture llama.cpp's converter writes for a family (Mistral 7B is "llama"). */
+export function ggufArchitecture(c: LlamaConfig): "llama" | "qwen2" | "qwen3" {
+  return c.family === "qwen2" || c.family === "qwen3" ? c.family : "llama";
+}
+
+/** The metadata llama.cpp reads, for `c` and `tok` (padded with unused pieces to the vocabulary size). */
 export function llamaMetadata(c: LlamaConfig, tok: GgufTokenizerSpec, quant: GgufQuant, name = "llamesh"): GgufKV[] {
-  const u = (key: string, value: number): GgufKV => ({ key, value: { type: "u32", value } });
-  const f = (key: string, value: number): GgufKV => ({ key, value: { type: "f32", value } });
+  const arch = ggufArchitecture(c);
+  const u = (key: string, value: number): GgufKV => ({ key: `${arch}.${key}`, value: { type: "u32", value } });
+  const f = (key: string, value: number): GgufKV => ({ key: `${arch}.${key}`, value: { type: "f32", value } });
   const kvs: GgufKV[] = [
-    { key: "general.architecture", value: { type: "string", value: "llama" } },
+    { key: "general.architecture", value: { type: "string", value: arch } },
     { key: "general.name", value: { type: "string", value: name } },
-    u("general.file_type", FILE_TYPE[quant]),
-    u("general.quantization_version", 2),
-    u("llama.vocab_size", c.vocabSize),
-    u("llama.context_length", c.seqLen),
-    u("llama.embedding_length", c.dim),
-    u("llama.block_count", c.nLayers),
-    u("llama.feed_forward_length", c.hiddenDim),
-    u("llama.rope.dimension_count", c.headDim),
-    u("llama.attention.head_count", c.nHeads),
-    u("llama.attention.head_count_kv", c.nKvHeads),
-    f("llama.attention.layer_norm_rms_epsilon", c.normEps),
-    f("llama.rope.freq_base", c.ropeTheta),
+    { key: "general.file_type", value: { type: "u32", value: FILE_TYPE[quant] } },
+    { key: "general.quantization_version", value: { type: "u32", value: 2 } },
+    u("vocab_size", c.vocabSize),
+    u("context_length", c.seqLen),
+    u("embedding_length", c.dim),
+    u("block_count", c.nLayers),
+    u("feed_forward_length", c.hiddenDim),
+    u("rope.dimension_count", c.headDim),
+    u("attention.head_count", c.nHeads),
+    u("attention.head_count_kv", c.nKvHeads),
+    ...(c.headDim * c.nHeads !== c.dim || arch === "qwen3" ? [u("attention.key_length", c.headDim), u("attention.value_length", c.headDim)] : []),
+    f("attention.layer_norm_rms_epsilon", c.normEps),
+    f("rope.freq_base", c.ropeTheta),
+    ...(c.ropeScaling?.type === "linear"
+      ? [{ key: `${arch}.rope.scaling.type`, value: { type: "string", value: "linear" } } as GgufKV, f("rope.scaling.factor", c.ropeScaling.factor)]
+      : []),
     ...tokenizerMetadata(tok, c.vocabSize),
   ];
   return kvs;
+}
+
+/**
+ * llama.cpp's form of llama3 RoPE scaling: one divisor per frequency, computed as its converter
+ * does (convert_hf_to_gguf.py LlamaModel.generate_extra_tensors) and stored as rope_freqs.weight.
+ */
+export function ropeFreqFactors(c: LlamaConfig): Float32Array | null {
+  const s = c.ropeScaling;
+  if (!s || s.type === "linear") return null;
+  if (s.type === "factors") return Float32Array.from(s.factors);
+  const out = new Float32Array(c.headDim / 2);
+  const low = s.originalMaxPositions / s.lowFreqFactor;
+  const high = s.originalMaxPositions / s.highFreqFactor;
+  for (let i = 0; i < out.length; i++) {
+    const freq = 1 / Math.pow(c.ropeTheta, (2 * i) / c.headDim);
+    const wavelen = (2 * Math.PI) / freq;
+    if (wavelen < high) out[i] = 1;
+    else if (wavelen > low) out[i] = s.factor;
+    else {
+      const smooth = (s.originalMaxPositions / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+      out[i] = 1 / ((1 - smooth) / s.factor + smooth);
+    }
+  }
+  return out;
 }
 
 /**
@@ -657,14 +691,15 @@ interface Described {
   rope: "q" | "k" | null;
 }
 
-function describeHf(hfName: string): Described {
-  const g = ggufNameOf(hfName);
-  if (g === null) throw new LlameshError(`tensor ${hfName} has no GGUF name (not a Llama tensor llamesh knows)`);
+function describeHf(hfName: string, c: LlamaConfig): Described {
+  // the llama architecture has its q/k rows permuted for llama.cpp's interleaved RoPE; qwen does not
+  const g = ggufNameOf(hfName, ggufArchitecture(c) === "llama");
+  if (g === null) throw new LlameshError(`tensor ${hfName} has no GGUF name (not a tensor llamesh knows)`);
   return g;
 }
 
 function outTensor(c: LlamaConfig, hfName: string, shape: number[], quant: GgufQuant, produce: GgufTensorOut["produce"]): GgufTensorOut {
-  const g = describeHf(hfName);
+  const g = describeHf(hfName, c);
   return {
     name: g.name,
     shape,
@@ -682,6 +717,8 @@ function llamaTensorNames(c: LlamaConfig): string[] {
     "self_attn.q_proj.weight",
     "self_attn.k_proj.weight",
     "self_attn.v_proj.weight",
+    ...(c.attnBias ? ["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"] : []),
+    ...(c.qkNorm ? ["self_attn.q_norm.weight", "self_attn.k_norm.weight"] : []),
     "self_attn.o_proj.weight",
     "post_attention_layernorm.weight",
     "mlp.gate_proj.weight",
@@ -719,7 +756,7 @@ export function writeGgufFromSafetensors(modelDir: string, file: string, opts: G
         }
       });
     });
-    writeGguf(file, meta, tensors, { onProgress: opts.onProgress });
+    writeGguf(file, meta, [...tensors, ...ropeFreqsTensor(c)], { onProgress: opts.onProgress });
   } finally {
     src.close();
   }
@@ -759,7 +796,13 @@ export function writeGgufFromTensors(file: string, shape: SyntheticShape, tensor
       }
     }),
   );
-  writeGguf(file, meta, out, { onProgress: opts.onProgress });
+  writeGguf(file, meta, [...out, ...ropeFreqsTensor(c)], { onProgress: opts.onProgress });
+}
+
+/** rope_freqs.weight for llama3 RoPE scaling (none otherwise). */
+function ropeFreqsTensor(c: LlamaConfig): GgufTensorOut[] {
+  const f = ropeFreqFactors(c);
+  return f ? [{ name: "rope_freqs.weight", shape: [f.length], type: "F32", produce: (emit) => emit(f) }] : [];
 }
 
 /**
