@@ -15,7 +15,6 @@ import { LlameshError } from "../src/core/errors.js";
 import { SHAPES } from "../src/synthetic/checkpoint.js";
 import { benchSynth, defaultCacheDir } from "./synth.js";
 
-const NODE_LLAMA_CPP_VERSION = "3.22.1";
 export const PROMPT = "It was a dark and stormy night";
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
@@ -26,17 +25,13 @@ export interface RunFigures {
   generated: number;
 }
 
+/** node-llama-cpp in <cacheDir>/llama-cpp, installed on first use (scripts/install-llama-cpp.mjs). */
 export function ensureNodeLlamaCpp(cacheDir: string, log: (l: string) => void): string {
   const dir = path.join(cacheDir, "llama-cpp");
   if (fs.existsSync(path.join(dir, "node_modules", "node-llama-cpp", "package.json"))) return dir;
-  log(`Installing node-llama-cpp@${NODE_LLAMA_CPP_VERSION} (llama.cpp prebuilt, ~700 MB) into ${dir}, once ...`);
-  fs.mkdirSync(dir, { recursive: true });
-  if (!fs.existsSync(path.join(dir, "package.json"))) fs.writeFileSync(path.join(dir, "package.json"), '{"private":true}\n');
-  const r = spawnSync("npm", ["install", "--no-audit", "--no-fund", "--ignore-scripts", `node-llama-cpp@${NODE_LLAMA_CPP_VERSION}`], {
-    cwd: dir,
-    stdio: ["ignore", "inherit", "inherit"],
-  });
-  if (r.status !== 0) throw new LlameshError(`bench compare: installing node-llama-cpp into ${dir} failed (npm exit ${r.status})`);
+  log(`Installing node-llama-cpp (llama.cpp prebuilt for this platform, ~85 MB) into ${dir}, once ...`);
+  const r = spawnSync(process.execPath, [path.join(root, "scripts", "install-llama-cpp.mjs"), cacheDir], { stdio: ["ignore", "ignore", "inherit"] });
+  if (r.status !== 0) throw new LlameshError(`bench compare: installing node-llama-cpp into ${dir} failed (exit ${r.status})`);
   return dir;
 }
 
