@@ -13,6 +13,7 @@
  */
 import * as fs from "node:fs";
 import type { LlamaConfig } from "./config.js";
+import { dequantizeRow } from "../kernels/quant/index.js";
 import { LlameshError } from "../core/errors.js";
 import { bf16ToF32, F16_TO_F32 } from "../core/numbers.js";
 import type { TensorInfo, TensorSource } from "../core/tensor-source.js";
@@ -216,6 +217,9 @@ function decodeRow(type: GgufTensorType, src: Buffer, off: number, out: Float32A
       }
       return;
     }
+    default:
+      // the other GGUF block types: ggml's dequantization (kernels/quant), bit-exact
+      dequantizeRow(type, new Uint8Array(src.buffer, p, ggmlRowBytes(type, cols)), 0, out, at, cols);
   }
 }
 
