@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const src = path.join(root, "src/kernels/assembly/kernels.ts");
+const src = path.join(root, "src/kernels/assembly/kernels.ts"); // the entry: it imports the other files
 const out = path.join(root, "src/kernels/kernels.wasm");
 const wat = path.join(root, ".cache/kernels.wat");
 await mkdir(path.dirname(wat), { recursive: true });

@@ -4,12 +4,14 @@
  * implement it; the loaders (engine/slice.ts extractSlices) consume it.
  */
 
-/** How a tensor is stored in its file: safetensors gives F32/F16/BF16, GGUF may also give Q8_0. */
-export type TensorDtype = "F32" | "F16" | "BF16" | "Q8_0";
+import type { TensorType } from "../kernels/formats.js";
+
+/** How a tensor is stored in its file: safetensors gives F32/F16/BF16, GGUF any of kernels/formats.ts. */
+export type TensorDtype = TensorType;
 
 export interface TensorInfo {
   name: string;
-  /** Storage type: safetensors gives F32/F16/BF16; GGUF may also give Q8_0. */
+  /** Storage type: safetensors gives F32/F16/BF16; GGUF any type of kernels/formats.ts. */
   dtype: TensorDtype;
   shape: number[];
   /** Absolute path of the file holding it. */

@@ -14,7 +14,7 @@
  */
 import * as fs from "node:fs";
 import { fileError, LlameshError } from "../core/errors.js";
-import { Q8_0_BLOCK_BYTES, QK8_0 } from "../kernels/q8.js";
+import { TENSOR_TYPES, rowBytes, typeInfo, type TensorType } from "../kernels/formats.js";
 
 export const GGUF_MAGIC = "GGUF";
 export const GGUF_DEFAULT_ALIGNMENT = 32;
@@ -36,9 +36,11 @@ export const GgufValueType = {
   FLOAT64: 12,
 } as const;
 
-/** ggml_type ids of the tensor types we read (ggml.h / gguf-py constants). */
-export const GgmlType = { F32: 0, F16: 1, Q8_0: 8, BF16: 30 } as const;
-export type GgufTensorType = keyof typeof GgmlType;
+/** ggml_type ids of the tensor types we read (ggml.h / gguf-py constants; see kernels/formats.ts). */
+export const GgmlType: Readonly<Record<TensorType, number>> = Object.fromEntries(
+  TENSOR_TYPES.map((t) => [t, typeInfo(t).ggmlId]),
+) as Record<TensorType, number>;
+export type GgufTensorType = TensorType;
 
 /** Names of the other ggml types, for error messages. */
 const GGML_TYPE_NAMES: Record<number, string> = {
@@ -57,17 +59,9 @@ const TYPE_BY_ID = new Map<number, GgufTensorType>(
   (Object.entries(GgmlType) as [GgufTensorType, number][]).map(([name, id]) => [id, name]),
 );
 
-/** Bytes of `n` values (n a multiple of 32 for Q8_0) of a supported type. */
+/** Bytes of `n` values (n a multiple of the type's block size) of a supported type. */
 export function ggmlRowBytes(type: GgufTensorType, n: number): number {
-  switch (type) {
-    case "F32":
-      return n * 4;
-    case "F16":
-    case "BF16":
-      return n * 2;
-    case "Q8_0":
-      return (n / QK8_0) * Q8_0_BLOCK_BYTES;
-  }
+  return rowBytes(type, n);
 }
 
 /** A tensor as the GGUF file describes it. */
@@ -309,7 +303,7 @@ function readArray(c: Cursor, key: string): unknown {
 
 /**
  * Parse and validate the header, metadata and tensor infos of a GGUF file (any architecture).
- * Tensors must be of a type we read (F32, F16, BF16, Q8_0) and lie inside the file.
+ * Tensors must be of a type we read (kernels/formats.ts) and lie inside the file.
  */
 export function readGguf(file: string, checkMetadata?: (metadata: Map<string, unknown>) => void): GgufFile {
   const fd = openFile(file);
@@ -389,11 +383,12 @@ function parseGguf(fd: number, file: string, checkMetadata?: (metadata: Map<stri
     const type = TYPE_BY_ID.get(typeId);
     if (type === undefined) {
       throw new LlameshError(
-        `${file}: tensor ${name} has type ${ggmlTypeName(typeId)}, which llamesh does not read (expected F32, F16, BF16 or Q8_0; requantize with llama-quantize to Q8_0)`,
+        `${file}: tensor ${name} has type ${ggmlTypeName(typeId)}, which llamesh does not read (expected one of ${TENSOR_TYPES.join(", ")}; requantize with llama-quantize)`,
       );
     }
-    if (type === "Q8_0" && dims[0]! % QK8_0 !== 0) {
-      throw new LlameshError(`${file}: tensor ${name} is Q8_0 with rows of ${dims[0]} values, not a multiple of ${QK8_0}`);
+    const block = typeInfo(type).blockValues;
+    if (dims[0]! % block !== 0) {
+      throw new LlameshError(`${file}: tensor ${name} is ${type} with rows of ${dims[0]} values, not a multiple of its ${block}-value blocks`);
     }
     const count = dims.reduce((a, b) => a * b, 1);
     const nbytes = ggmlRowBytes(type, count);

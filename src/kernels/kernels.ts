@@ -3,25 +3,45 @@
  * into one Arena. Two implementations exist: `reference.ts` (plain TypeScript, the specification
  * and the fallback) and `wasm.ts` (WebAssembly SIMD on a thread pool). Tests compare them.
  *
- * Formats: f32 vectors; Q8_0 rows (see q8.ts); the KV cache in bfloat16.
- * All sizes called `cols` or `n` passed to Q8_0 kernels are multiples of 32.
+ * Formats: f32 vectors; weight matrices in any tensor type of formats.ts (GGUF block layouts), each
+ * multiplied with activations quantized to its activation type (actTypeOf); the KV cache in bfloat16.
+ * Sizes called `cols` or `n` are multiples of the block size of the type they are in.
  */
 import type { Arena } from "./arena.js";
+import type { ActType, TensorType } from "./formats.js";
 
 export type Ptr = number;
 
 export interface Kernels {
   readonly arena: Arena;
   /**
-   * Quantize `n` f32 values at `src` to n/32 Q8_0 blocks at `dst`, llama.cpp's formula:
-   * d = max|x| / 127 (f32), id = d ? 1/d : 0, q = roundHalfEven(x * id), scale stored as f16(d).
+   * Quantize `n` f32 values at `src` to `act` at `dst` (rowBytes(act, n) bytes), as llama.cpp's CPU
+   * backend does (kernels/quant/act.ts): Q8_0/Q8_1 with d = max|x|/127 and q = roundHalfEven(x * 127/max|x|),
+   * Q8_K with ggml's quantize_row_q8_K_ref, F16/BF16 round to nearest even, F32 a copy. Bit-identical
+   * in every implementation.
+   */
+  quantizeAct(act: ActType, dst: Ptr, src: Ptr, n: number): void;
+  /**
+   * out[t * rows + r] = dot(row r of w in `type`, token t of x in actTypeOf(type)) for r < rows,
+   * t < nTok; rows of w are rowBytes(type, cols) apart, tokens of x rowBytes(actTypeOf(type), cols).
+   * The dot has ggml's semantics (kernels/quant/dot.ts: integer sums per block or super-block, then
+   * the f32 scales in block order); implementations agree up to f32 reassociation (in practice the
+   * integer types are bit-identical; the float types sum in a different order).
+   */
+  matmul(type: TensorType, out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void;
+  /**
+   * Quantize `n` f32 values at `src` to weight type `type` at `dst` (rowBytes(type, n) bytes),
+   * bit-identical with kernels/quant quantizeRow (llama-quantize without an importance matrix).
+   */
+  quantizeWeights(type: TensorType, dst: Ptr, src: Ptr, n: number): void;
+  /**
+   * The engine's former Q8_0 quantizer, for weights and activations alike (kept, numerics unchanged,
+   * until the engine calls quantizeAct and quantizeWeights): d = max|x|/127 (f32), id = d ? 1/d : 0,
+   * q = roundHalfEven(x * id), scale stored as f16(d). llama.cpp quantizes activations with
+   * id = 127/max|x| (quantizeAct "Q8_0") and weights with round-half-away (quantizeWeights "Q8_0").
    */
   quantizeQ8(dst: Ptr, src: Ptr, n: number): void;
-  /**
-   * out[t * rows + r] = sum over blocks b of f16(w.d[r,b]) * f16(x.d[t,b]) * (int dot of the 32 int8 pairs),
-   * for r < rows, t < nTok. `w` is rows x cols in Q8_0 (row stride q8RowBytes(cols)), `x` is nTok
-   * consecutive quantized vectors of `cols`.
-   */
+  /** matmul("Q8_0", ...) (kept until the engine calls matmul). */
   matmulQ8(out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void;
   /** out = x / sqrt(mean(x^2) + eps) * weight, over `n` values (out may equal x). */
   rmsnorm(out: Ptr, x: Ptr, weight: Ptr, n: number, eps: number): void;

@@ -11,15 +11,17 @@ import { isMainThread, parentPort, receiveMessageOnPort, workerData, type Messag
 
 /** Exports of kernels.wasm (src/kernels/assembly/kernels.ts). Pointers are u32 byte offsets. */
 export interface KernelExports {
-  quantizeQ8(dst: number, src: number, nBlocks: number): void;
-  dequantQ8(out: number, src: number, n: number): void;
-  matmulQ8(out: number, w: number, x: number, rows: number, cols: number, nTok: number,
+  /** type: ggml id of the weight type; x in its activation type; rows [r0, r1). */
+  matmul(type: number, out: number, w: number, x: number, rows: number, cols: number, nTok: number,
     r0: number, r1: number, scratch: number, scratchBytes: number): void;
+  /** act: ggml id; n: blocks (Q8_0, Q8_1, Q8_K) or values (F32, F16, BF16). */
+  quantizeAct(act: number, dst: number, src: number, n: number): void;
+  /** type: ggml id; n: blocks (values for F32, F16, BF16); scratch: 576 bytes of this thread's. */
+  quantizeWeights(type: number, dst: number, src: number, n: number, scratch: number): void;
   rmsnorm(out: number, x: number, weight: number, n: number, eps: number): void;
   rope(vec: number, h0: number, h1: number, headDim: number, cosSin: number): void;
   storeBf16(dst: number, src: number, n: number): void;
   siluMul(gate: number, up: number, n: number): void;
-  add(dst: number, src: number, n: number): void;
   attention(out: number, q: number, kCache: number, vCache: number, scratch: number,
     nHeads: number, nKvHeads: number, headDim: number, nPos: number, h0: number, h1: number): void;
   memRead(p: number, bytes: number): number;
@@ -48,6 +50,7 @@ export const OP_ATTN = 6;
 export const OP_SILU = 7;
 export const OP_BF16 = 9;
 export const OP_MEMREAD = 11;
+export const OP_QWEIGHTS = 12;
 
 /** How long an idle worker spins before it sleeps. */
 export const SPIN_MS = 3;
@@ -58,23 +61,31 @@ export function shareRange(units: number, s: number, n: number): [number, number
 }
 
 /**
- * Run share `s` of `n` of a job. Arguments per op (a = args):
- * MATMUL: out w x rows cols nTok scratchBase scratchPerThread (rows split in groups of 4)
- * QUANT: dst src nBlocks; SILU/BF16: a b n (split by 32)
- * ATTN: out q k v scratch nHeads nKvHeads headDim nPos (heads split); MEMREAD: ptr bytesPerShare
+ * Run share `s` of `n` of a job. Every op is split into units [u0, u1) of its own (so that a job can
+ * also be handed out in small chunks). Arguments per op (a = args):
+ * MATMUL: type out w x rows cols nTok scratchBase scratchPerThread (units: groups of 4 rows)
+ * QUANT: act dst src nUnits dstBytesPerUnit srcBytesPerUnit (units: blocks, or values for float types)
+ * QWEIGHTS: type dst src nUnits dstBytesPerUnit srcBytesPerUnit scratchBase scratchPerThread
+ * SILU/BF16: a b n (units: 32 values)
+ * ATTN: out q k v scratch nHeads nKvHeads headDim nPos (units: heads); MEMREAD: ptr bytesPerShare
  */
 export function runShare(k: KernelExports, op: number, a: Float64Array, s: number, n: number): void {
   switch (op) {
     case OP_MATMUL: {
-      const rows = a[3]!;
+      const rows = a[4]!;
       const [g0, g1] = shareRange(Math.ceil(rows / 4), s, n);
       const r0 = g0 * 4, r1 = Math.min(rows, g1 * 4);
-      if (r1 > r0) k.matmulQ8(a[0]!, a[1]!, a[2]!, rows, a[4]!, a[5]!, r0, r1, a[6]! + s * a[7]!, a[7]!);
+      if (r1 > r0) k.matmul(a[0]!, a[1]!, a[2]!, a[3]!, rows, a[5]!, a[6]!, r0, r1, a[7]! + s * a[8]!, a[8]!);
       return;
     }
     case OP_QUANT: {
-      const [b0, b1] = shareRange(a[2]!, s, n);
-      if (b1 > b0) k.quantizeQ8(a[0]! + b0 * 34, a[1]! + b0 * 128, b1 - b0);
+      const [u0, u1] = shareRange(a[3]!, s, n);
+      if (u1 > u0) k.quantizeAct(a[0]!, a[1]! + u0 * a[4]!, a[2]! + u0 * a[5]!, u1 - u0);
+      return;
+    }
+    case OP_QWEIGHTS: {
+      const [u0, u1] = shareRange(a[3]!, s, n);
+      if (u1 > u0) k.quantizeWeights(a[0]!, a[1]! + u0 * a[4]!, a[2]! + u0 * a[5]!, u1 - u0, a[6]! + s * a[7]!);
       return;
     }
     case OP_SILU:

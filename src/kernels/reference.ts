@@ -4,60 +4,56 @@
  */
 import type { Arena } from "./arena.js";
 import type { KernelBackend, Kernels, Ptr } from "./kernels.js";
-import { Q8_0_BLOCK_BYTES, QK8_0, q8RowBytes } from "./q8.js";
-import { F16_TO_F32, bf16ToF32, f32ToBf16, f32ToF16, roundHalfEven } from "../core/numbers.js";
-
-const fround = Math.fround;
+import { actTypeOf, rowBytes, type ActType, type TensorType } from "./formats.js";
+import { quantizeActRow, quantizeRow, vecDot } from "./quant/index.js";
+import { bf16ToF32, f32ToBf16, f32ToF16, roundHalfEven } from "../core/numbers.js";
 
 export class ReferenceKernels implements Kernels {
-  private readonly dv: DataView;
-  private readonly i8: Int8Array;
+  private readonly u8: Uint8Array;
   private readonly f32: Float32Array;
   private readonly u16: Uint16Array;
 
   constructor(readonly arena: Arena) {
     const buf = arena.memory.buffer;
-    this.dv = new DataView(buf);
-    this.i8 = new Int8Array(buf);
+    this.u8 = new Uint8Array(buf);
     this.f32 = new Float32Array(buf);
     this.u16 = new Uint16Array(buf);
+  }
+
+  quantizeAct(act: ActType, dst: Ptr, src: Ptr, n: number): void {
+    quantizeActRow(act, this.f32, src >> 2, this.u8, dst, n);
+  }
+
+  matmul(type: TensorType, out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void {
+    const wb = rowBytes(type, cols), xb = rowBytes(actTypeOf(type), cols);
+    for (let t = 0; t < nTok; t++) {
+      for (let r = 0; r < rows; r++) {
+        this.f32[(out >> 2) + t * rows + r] = vecDot(type, cols, this.u8, w + r * wb, this.u8, x + t * xb);
+      }
+    }
+  }
+
+  quantizeWeights(type: TensorType, dst: Ptr, src: Ptr, n: number): void {
+    quantizeRow(type, this.f32, src >> 2, this.u8, dst, n);
   }
 
   quantizeQ8(dst: Ptr, src: Ptr, n: number): void {
     const x = this.f32;
     const s = src >> 2;
-    for (let b = 0; b < n / QK8_0; b++) {
+    const dv = new DataView(this.u8.buffer);
+    for (let b = 0; b < n / 32; b++) {
       let amax = 0;
-      for (let i = 0; i < QK8_0; i++) amax = Math.max(amax, Math.abs(x[s + b * QK8_0 + i]!));
-      const d = fround(amax / 127);
-      const id = d !== 0 ? fround(1 / d) : 0;
-      const o = dst + b * Q8_0_BLOCK_BYTES;
-      this.dv.setUint16(o, f32ToF16(d), true);
-      for (let i = 0; i < QK8_0; i++) {
-        this.i8[o + 2 + i] = roundHalfEven(fround(x[s + b * QK8_0 + i]! * id));
-      }
+      for (let i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(x[s + b * 32 + i]!));
+      const d = Math.fround(amax / 127);
+      const id = d !== 0 ? Math.fround(1 / d) : 0;
+      const o = dst + b * 34;
+      dv.setUint16(o, f32ToF16(d), true);
+      for (let i = 0; i < 32; i++) dv.setInt8(o + 2 + i, roundHalfEven(Math.fround(x[s + b * 32 + i]! * id)));
     }
   }
 
   matmulQ8(out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void {
-    const rowBytes = q8RowBytes(cols);
-    const nb = cols / QK8_0;
-    for (let t = 0; t < nTok; t++) {
-      const xRow = x + t * rowBytes;
-      for (let r = 0; r < rows; r++) {
-        const wRow = w + r * rowBytes;
-        let sum = 0;
-        for (let b = 0; b < nb; b++) {
-          const wb = wRow + b * Q8_0_BLOCK_BYTES;
-          const xb = xRow + b * Q8_0_BLOCK_BYTES;
-          let dot = 0;
-          for (let i = 0; i < QK8_0; i++) dot += this.i8[wb + 2 + i]! * this.i8[xb + 2 + i]!;
-          const scale = fround(F16_TO_F32[this.dv.getUint16(wb, true)]! * F16_TO_F32[this.dv.getUint16(xb, true)]!);
-          sum = fround(sum + fround(dot * scale));
-        }
-        this.f32[(out >> 2) + t * rows + r] = sum;
-      }
-    }
+    this.matmul("Q8_0", out, w, x, rows, cols, nTok);
   }
 
   rmsnorm(out: Ptr, x: Ptr, weight: Ptr, n: number, eps: number): void {

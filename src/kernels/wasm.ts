@@ -3,21 +3,42 @@
  * src/kernels/kernels.wasm) run on a thread pool (pool.ts). Use createBackend(): it falls back to
  * the TypeScript reference kernels where WebAssembly SIMD is missing.
  *
- * Scratch: bind(arena) allocates backend.scratchBytes (threads x 384 KiB) in the arena, each
- * thread's widened int16 activations for matmulQ8; an arena without that room is an error (the
- * loaders plan every arena with it, engine/layout.ts).
+ * Scratch: bind(arena) allocates backend.scratchBytes (threads x WASM_SCRATCH_BYTES_PER_THREAD)
+ * in the arena, each thread's own: the widened activations of matmul (one token needs
+ * matmulScratchBytes(type, cols), at most 4 * cols + 64 bytes; prefill widens as many tokens at a
+ * time as fit, at least two, else it runs token by token) and quantizeWeights' level buffers
+ * (QUANTW_SCRATCH_BYTES). An arena without that room is an error (the loaders plan every arena
+ * with it, engine/layout.ts).
  */
 import { readFile } from "node:fs/promises";
 import type { Arena } from "./arena.js";
 import type { KernelBackend, Kernels, Ptr } from "./kernels.js";
+import { actTypeOf, rowBytes, typeInfo, type ActType, type TensorType } from "./formats.js";
 import { ReferenceBackend } from "./reference.js";
 import { ThreadPool } from "./pool.js";
 import {
-  OP_ATTN, OP_BF16, OP_MATMUL, OP_QUANT, OP_SILU, type KernelExports,
+  OP_ATTN, OP_BF16, OP_MATMUL, OP_QUANT, OP_QWEIGHTS, OP_SILU, type KernelExports,
 } from "./pool-worker.js";
 
-/** Per-thread scratch for matmulQ8 (i16 activations + f32 scales of a chunk of tokens). */
+/** Per-thread scratch: matmul's widened activations (i16 values + f32 scales of a chunk of tokens). */
 export const WASM_SCRATCH_BYTES_PER_THREAD = 384 * 1024;
+/** Scratch quantizeWeights uses per thread (level buffers, assembly/quantw.ts). */
+export const QUANTW_SCRATCH_BYTES = 576;
+
+/**
+ * Scratch bytes matmul needs per thread for one token of `cols` (assembly/matmul.ts, q8.ts):
+ * widened blocks of 96 (Q8_0), 112 (other 32-value types) or 592 bytes (K-quants), or the token
+ * as f32 (F16, BF16) plus a 64-byte slot.
+ */
+export function matmulScratchBytes(type: TensorType, cols: number): number {
+  switch (type) {
+    case "Q8_0": return (cols / 32) * 96;
+    case "F32": return 64;
+    case "F16": case "BF16": return 64 + 4 * cols;
+    case "Q2_K": case "Q3_K": case "Q4_K": case "Q5_K": case "Q6_K": return (cols / 256) * 592;
+    default: return (cols / 32) * 112;
+  }
+}
 
 
 // Below these amounts of work a kernel runs on the main thread alone (dispatch ~0.3-1 µs).
@@ -25,7 +46,10 @@ const MIN_SPLIT_MACS = 1 << 16;
 const MIN_SPLIT_ATTN = 1 << 15;
 const MIN_SPLIT_SILU = 1 << 13;
 const MIN_SPLIT_ELEM = 1 << 16;
-const MIN_SPLIT_QUANT_BLOCKS = 1 << 9;
+const MIN_SPLIT_QUANT_VALUES = 1 << 14;
+/** quantizeAct id of quantizeQ8's formula (assembly/quant.ts). */
+const Q8_0_LEGACY = 0x108;
+const MIN_SPLIT_QWEIGHT_VALUES = 1 << 12;
 
 /** (module (func (result v128) (v128.const i32x4 0 0 0 0))) */
 const SIMD_PROBE = new Uint8Array([
@@ -79,21 +103,22 @@ export function warmUpKernels(module: WebAssembly.Module): void {
   warmedUp = true;
   const memory = new WebAssembly.Memory({ initial: 32, maximum: 32, shared: true });
   const k = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as KernelExports;
-  // Layout (bytes): w 64 rows x 1024 cols Q8_0 at 64K, x (4 tokens) at 160K, out at 176K, f32
-  // vectors at 192K/208K/224K, scratch (matmul: 96K, attention scores) at 256K, KV at 384K/448K.
-  const rb = (1024 / 32) * 34;
+  // Layout (bytes): w 64 rows x 1024 cols (up to 210 bytes per 256 values: 54 KiB) at 64K, x (4
+  // tokens, any activation type) at 160K, out at 176K, f32 vectors at 192K/208K/224K, scratch at
+  // 256K (96K), KV at 384K/448K.
   const w = 65536, x = 163840, out = 180224, a = 196608, b = 212992, c = 229376, scratch = 262144;
   const kc = 393216, vc = 458752;
+  const types = [0, 1, 30, 8, 2, 3, 6, 7, 10, 11, 12, 13, 14, 20];
   for (let i = 0; i < 40; i++) {
-    k.matmulQ8(out, w, x, 64, 1024, 1, 0, 64, scratch, 98304);
-    k.matmulQ8(out, w, x, 64, 1024, 3, 0, 64, scratch, 98304);
-    k.matmulQ8(out, w, x, 8, 1024, 2, 0, 8, 0, 0);
-    k.quantizeQ8(x, a, 1024 / 32);
-    k.dequantQ8(a, w + i * rb, 1024);
+    for (const t of types) {
+      k.matmul(t, out, w, x, 64, 1024, 1, 0, 64, scratch, 98304);
+      if (i < 20) k.matmul(t, out, w, x, 64, 1024, 3, 0, 64, scratch, 98304);
+    }
+    k.quantizeAct(8, x, a, 1024 / 32);
+    k.quantizeAct(15, x, a, 1024 / 256);
     k.rmsnorm(b, a, c, 1024, 1e-5);
     k.rope(b, 0, 16, 64, c);
     k.siluMul(a, b, 1024);
-    k.add(a, b, 1024);
     k.storeBf16(kc, a, 1024);
     k.attention(b, a, kc, vc, scratch, 8, 2, 64, 32, 0, 8);
   }
@@ -196,29 +221,63 @@ export class WasmKernels implements Kernels {
     this.pool.run(op, this.arenaId, args.subarray(0, a.length), shares);
   }
 
+  quantizeAct(act: ActType, dst: Ptr, src: Ptr, n: number): void {
+    const info = typeInfo(act);
+    this.count(`quantizeAct ${act}`, n, info.blockValues);
+    const units = n / info.blockValues;
+    this.check(`quantizeAct ${act} dst`, dst, units * info.blockBytes);
+    this.check(`quantizeAct ${act} src`, src, n * 4);
+    if (this.threads > 1 && n >= MIN_SPLIT_QUANT_VALUES * this.splitScale) {
+      this.dispatch(OP_QUANT, this.threads, info.ggmlId, dst, src, units, info.blockBytes, info.blockValues * 4);
+    } else {
+      this.k.quantizeAct(info.ggmlId, dst, src, units);
+    }
+  }
+
+  matmul(type: TensorType, out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void {
+    const info = typeInfo(type);
+    this.count(`matmul ${type} rows`, rows);
+    this.count(`matmul ${type} cols`, cols, info.blockValues);
+    this.count(`matmul ${type} nTok`, nTok);
+    const need = matmulScratchBytes(type, cols);
+    if (need > this.scratchBytes) {
+      throw new RangeError(`matmul ${type}: rows of ${cols} values need ${need} bytes of scratch per thread, more than the ${this.scratchBytes} there are`);
+    }
+    this.check(`matmul ${type} out`, out, rows * nTok * 4);
+    this.check(`matmul ${type} w`, w, rows * rowBytes(type, cols));
+    this.check(`matmul ${type} x`, x, nTok * rowBytes(actTypeOf(type), cols));
+    const macs = rows * cols * nTok;
+    if (this.threads > 1 && rows >= 8 * this.splitScale && macs >= MIN_SPLIT_MACS * this.splitScale) {
+      this.dispatch(OP_MATMUL, Math.min(this.threads, Math.ceil(rows / 4)), info.ggmlId, out, w, x, rows, cols, nTok, this.scratch, this.scratchBytes);
+    } else {
+      this.k.matmul(info.ggmlId, out, w, x, rows, cols, nTok, 0, rows, this.scratch, this.scratchBytes);
+    }
+  }
+
+  quantizeWeights(type: TensorType, dst: Ptr, src: Ptr, n: number): void {
+    const info = typeInfo(type);
+    this.count(`quantizeWeights ${type}`, n, info.blockValues);
+    const units = n / info.blockValues;
+    this.check(`quantizeWeights ${type} dst`, dst, units * info.blockBytes);
+    this.check(`quantizeWeights ${type} src`, src, n * 4);
+    if (this.threads > 1 && n >= MIN_SPLIT_QWEIGHT_VALUES * this.splitScale) {
+      this.dispatch(OP_QWEIGHTS, this.threads, info.ggmlId, dst, src, units, info.blockBytes, info.blockValues * 4, this.scratch, this.scratchBytes);
+    } else {
+      this.k.quantizeWeights(info.ggmlId, dst, src, units, this.scratch);
+    }
+  }
+
   quantizeQ8(dst: Ptr, src: Ptr, n: number): void {
     this.count("quantizeQ8", n, 32);
     const nb = n / 32;
     this.check("quantizeQ8 dst", dst, nb * 34);
     this.check("quantizeQ8 src", src, n * 4);
-    if (this.threads > 1 && nb >= MIN_SPLIT_QUANT_BLOCKS * this.splitScale) this.dispatch(OP_QUANT, this.threads, dst, src, nb);
-    else this.k.quantizeQ8(dst, src, nb);
+    if (this.threads > 1 && n >= MIN_SPLIT_QUANT_VALUES * this.splitScale) this.dispatch(OP_QUANT, this.threads, Q8_0_LEGACY, dst, src, nb, 34, 128);
+    else this.k.quantizeAct(Q8_0_LEGACY, dst, src, nb);
   }
 
   matmulQ8(out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void {
-    this.count("matmulQ8 rows", rows);
-    this.count("matmulQ8 cols", cols, 32);
-    this.count("matmulQ8 nTok", nTok);
-    const rowBytes = (cols / 32) * 34;
-    this.check("matmulQ8 out", out, rows * nTok * 4);
-    this.check("matmulQ8 w", w, rows * rowBytes);
-    this.check("matmulQ8 x", x, nTok * rowBytes);
-    const macs = rows * cols * nTok;
-    if (this.threads > 1 && rows >= 8 * this.splitScale && macs >= MIN_SPLIT_MACS * this.splitScale) {
-      this.dispatch(OP_MATMUL, Math.min(this.threads, Math.ceil(rows / 4)), out, w, x, rows, cols, nTok, this.scratch, this.scratchBytes);
-    } else {
-      this.k.matmulQ8(out, w, x, rows, cols, nTok, 0, rows, this.scratch, this.scratchBytes);
-    }
+    this.matmul("Q8_0", out, w, x, rows, cols, nTok);
   }
 
   rmsnorm(out: Ptr, x: Ptr, weight: Ptr, n: number, eps: number): void {

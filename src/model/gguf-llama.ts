@@ -16,6 +16,7 @@
  */
 import * as fs from "node:fs";
 import { LIMITS, type LlamaConfig, type ModelFamily, type RopeScaling } from "./config.js";
+import { dequantizeRow } from "../kernels/quant/index.js";
 import { LlameshError } from "../core/errors.js";
 import { bf16ToF32, F16_TO_F32 } from "../core/numbers.js";
 import type { TensorInfo, TensorSource } from "../core/tensor-source.js";
@@ -229,6 +230,9 @@ function decodeRow(type: GgufTensorType, src: Buffer, off: number, out: Float32A
       }
       return;
     }
+    default:
+      // the other GGUF block types: ggml's dequantization (kernels/quant), bit-exact
+      dequantizeRow(type, new Uint8Array(src.buffer, p, ggmlRowBytes(type, cols)), 0, out, at, cols);
   }
 }
 

@@ -187,7 +187,7 @@ export class SafetensorsModel implements TensorSource {
   readRows(name: string, row0: number, nRows: number, out: Float32Array): void {
     const t = this.info(name);
     const rowLen = t.shape.length === 1 ? t.shape[0]! : product(t.shape.slice(1));
-    if (t.dtype === "Q8_0") throw new Error(`${name}: Q8_0 in a safetensors file`);
+    if (t.dtype !== "F32" && t.dtype !== "F16" && t.dtype !== "BF16") throw new Error(`${name}: ${t.dtype} in a safetensors file`);
     const bytesPer = DTYPE_BYTES[t.dtype];
     const n = nRows * rowLen;
     const nbytes = n * bytesPer;

@@ -20,6 +20,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { Q8_0_BLOCK_BYTES, QK8_0 } from "../kernels/q8.js";
 import { f32ToF16 } from "../core/numbers.js";
+import { typeInfo } from "../kernels/formats.js";
+import { quantizeRow } from "../kernels/quant/index.js";
 import { loadLlamaConfig, parseLlamaConfig, readJsonFile, type LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../core/errors.js";
 import {
@@ -170,6 +172,12 @@ function encodeRows(type: GgufTensorType, x: Float32Array): Uint8Array {
       quantizeQ8_0(x, out);
       return out;
     }
+    default: {
+      // the other block types: llama-quantize's own quantizers (kernels/quant), bit for bit
+      const out = new Uint8Array(ggmlRowBytes(type, x.length));
+      quantizeRow(type, x, 0, out, 0, x.length);
+      return out;
+    }
   }
 }
 
@@ -209,7 +217,7 @@ export function writeGguf(file: string, metadata: GgufKV[], tensors: GgufTensorO
   const sizes: number[] = [];
   for (const t of tensors) {
     const cols = t.shape[t.shape.length - 1]!;
-    if (t.type === "Q8_0" && cols % QK8_0 !== 0) throw new Error(`${t.name}: Q8_0 rows of ${cols} values`);
+    if (cols % typeInfo(t.type).blockValues !== 0) throw new Error(`${t.name}: ${t.type} rows of ${cols} values`);
     const n = t.shape.reduce((a, b) => a * b, 1);
     const nbytes = ggmlRowBytes(t.type, n);
     head.push(...gstring(t.name), u32(t.shape.length));

@@ -327,7 +327,7 @@ describe("wasm backend plumbing", () => {
       assert.throws(() => k.quantizeQ8(x, o, 33), RangeError);
       // bypass the checks: a wasm trap in a worker (or the main thread) becomes an Error here
       const rows = 64, cols = 128;
-      assert.throws(() => be.pool.run(OP_MATMUL, k.arenaId, [o, 0x7ff00000, x, rows, cols, 1, 0, 0], threads),
+      assert.throws(() => be.pool.run(OP_MATMUL, k.arenaId, [8, o, 0x7ff00000, x, rows, cols, 1, 0, 0], threads),
         /out of bounds|unreachable|RuntimeError/i);
       // still usable afterwards
       k.siluMul(o, o, 8);

@@ -1,0 +1,339 @@
+// The Q8_0 x Q8_0 matmul (decode: four long row streams over widened activations; prefill: two rows
+// times a chunk of tokens), moved unchanged from kernels.ts; and the Q8_0 / Q8_1 / Q8_K activation
+// quantizers. See docs/kernels.md for the design and measurements.
+import { f16ToF32, f16hiToF32, f32ToF16, transposeSum } from "./common";
+
+const QK: u32 = 32;
+const BLOCK: u32 = 34;
+/** Bytes per block of widened activations in matmulQ8 scratch: 64 (i16) + 16 (scale) + 16 (slack). */
+const XSTRIDE: u32 = 96;
+
+// ---------------------------------------------------------------------------------------------
+// Q8_0
+
+/** Quantize nBlocks blocks of 32 f32 at src into Q8_0 at dst (llama.cpp's x86 quantize_row_q8_0, or legacy). */
+export function quantActQ8_0(dst: usize, src: usize, nBlocks: u32, legacy: bool): void {
+  const absMask = i32x4.splat(0x7fffffff);
+  for (let b: u32 = 0; b < nBlocks; b++) {
+    const s = src + b * 128;
+    const o = dst + b * BLOCK;
+    const v0 = v128.load(s, 0), v1 = v128.load(s, 16), v2 = v128.load(s, 32), v3 = v128.load(s, 48);
+    const v4 = v128.load(s, 64), v5 = v128.load(s, 80), v6 = v128.load(s, 96), v7 = v128.load(s, 112);
+    let m = f32x4.max(
+      f32x4.max(f32x4.max(v128.and(v0, absMask), v128.and(v1, absMask)), f32x4.max(v128.and(v2, absMask), v128.and(v3, absMask))),
+      f32x4.max(f32x4.max(v128.and(v4, absMask), v128.and(v5, absMask)), f32x4.max(v128.and(v6, absMask), v128.and(v7, absMask))));
+    m = f32x4.max(m, i32x4.shuffle(m, m, 2, 3, 0, 1));
+    m = f32x4.max(m, i32x4.shuffle(m, m, 1, 0, 3, 2));
+    const amax = f32x4.extract_lane(m, 0);
+    // llama.cpp's x86 quantize_row_q8_0: the multiplier is 127/amax, not 1/d (legacy: 1/d, the
+    // engine's quantizeQ8 until it uses quantizeAct and quantizeWeights)
+    const d: f32 = amax / (127.0 as f32);
+    const id: f32 = legacy ? (d != 0 ? (1.0 as f32) / d : 0) : amax != 0 ? (127.0 as f32) / amax : 0;
+    store<u16>(o, f32ToF16(d) as u16);
+    const vid = f32x4.splat(id);
+    const q0 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v0, vid)));
+    const q1 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v1, vid)));
+    const q2 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v2, vid)));
+    const q3 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v3, vid)));
+    const q4 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v4, vid)));
+    const q5 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v5, vid)));
+    const q6 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v6, vid)));
+    const q7 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v7, vid)));
+    const lo = i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3));
+    const hi = i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q4, q5), i16x8.narrow_i32x4_s(q6, q7));
+    v128.store(o, lo, 2);
+    v128.store(o, hi, 18);
+  }
+}
+
+/**
+ * Integer dot of one Q8_0 block of the row at p (its 32 int8, widened to i16 here) with the
+ * block's 32 activations as i16 in x0..x3: four i32 lanes whose sum is the block's dot.
+ */
+// @ts-ignore: decorator
+@inline function blockDot(p: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+  return i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p, 2), x0), i32x4.dot_i16x8_s(v128.load8x8_s(p, 10), x1)),
+    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p, 18), x2), i32x4.dot_i16x8_s(v128.load8x8_s(p, 26), x3)));
+}
+
+/** The f16 scales of the current blocks of four rows (p0..p3) as f32x4. */
+// @ts-ignore: decorator
+@inline function rowScales(p0: usize, p1: usize, p2: usize, p3: usize): v128 {
+  const hw = (load<u16>(p0) as u64) | ((load<u16>(p1) as u64) << 16) | ((load<u16>(p2) as u64) << 32) | ((load<u16>(p3) as u64) << 48);
+  return f16hiToF32(i16x8.shuffle(i32x4.splat(0), i64x2.splat(hw), 0, 8, 1, 9, 2, 10, 3, 11));
+}
+
+/**
+ * Four rows (pointers p0..p3, which may alias for a remainder) dotted with one quantized vector xp
+ * of nb blocks; returns [row0, row1, row2, row3] as f32x4, summed block by block exactly like the
+ * reference (integer block dot, f32 scale product, f32 accumulate in block order).
+ */
+// @ts-ignore: decorator
+@inline function dot4(p0: usize, p1: usize, p2: usize, p3: usize, xp: usize, nb: u32): v128 {
+  let acc = f32x4.splat(0);
+  for (let b: u32 = 0; b < nb; b++) {
+    const x0 = v128.load8x8_s(xp, 2), x1 = v128.load8x8_s(xp, 10), x2 = v128.load8x8_s(xp, 18), x3 = v128.load8x8_s(xp, 26);
+    const s0 = blockDot(p0, x0, x1, x2, x3);
+    const s1 = blockDot(p1, x0, x1, x2, x3);
+    const s2 = blockDot(p2, x0, x1, x2, x3);
+    const s3 = blockDot(p3, x0, x1, x2, x3);
+    const dots = f32x4.convert_i32x4_s(transposeSum(s0, s1, s2, s3));
+    const scale = f32x4.mul(rowScales(p0, p1, p2, p3), f32x4.splat(f16ToF32(load<u16>(xp) as u32)));
+    acc = f32x4.add(acc, f32x4.mul(dots, scale));
+    p0 += BLOCK; p1 += BLOCK; p2 += BLOCK; p3 += BLOCK; xp += BLOCK;
+  }
+  return acc;
+}
+
+/**
+ * Like dot4, but the vector was pre-widened: per block XSTRIDE bytes at xs = 32 i16 (64 bytes), the
+ * f32 scale splatted (16 bytes), and 16 bytes of slack that serve as a store barrier (below).
+ * Plain 16-byte loads for the activations, no per-block f16 decode of the activation scale.
+ *
+ * The v128.store of each row's partial sum into the slack is deliberate: V8 (TurboFan) keeps
+ * memory accesses in program order but sinks pure arithmetic to its uses, so without a store
+ * between rows it issues all 16 weight loads first and spills half of them (measured: 12.5 ->
+ * 16 GMAC/s in cache with the barriers).
+ */
+// @ts-ignore: decorator
+@inline function dot4w(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nb: u32): v128 {
+  let acc = f32x4.splat(0);
+  const xsEnd = xs + nb * XSTRIDE;
+  while (xs < xsEnd) {
+    const x0 = v128.load(xs, 0), x1 = v128.load(xs, 16), x2 = v128.load(xs, 32), x3 = v128.load(xs, 48);
+    const s0 = blockDot(p0, x0, x1, x2, x3);
+    v128.store(xs, s0, 80);
+    const s1 = blockDot(p1, x0, x1, x2, x3);
+    v128.store(xs, s1, 80);
+    const s2 = blockDot(p2, x0, x1, x2, x3);
+    v128.store(xs, s2, 80);
+    const s3 = blockDot(p3, x0, x1, x2, x3);
+    const dots = f32x4.convert_i32x4_s(transposeSum(s0, s1, s2, s3));
+    const scale = f32x4.mul(rowScales(p0, p1, p2, p3), v128.load(xs, 64));
+    acc = f32x4.add(acc, f32x4.mul(dots, scale));
+    p0 += BLOCK; p1 += BLOCK; p2 += BLOCK; p3 += BLOCK; xs += XSTRIDE;
+  }
+  return acc;
+}
+
+/** One pair of tokens (xp, xp + XSTRIDE) for the two rows of dot2xT: acc at ap += dots * scales. */
+// @ts-ignore: decorator
+@inline function pair2x2(wa0: v128, wa1: v128, wa2: v128, wa3: v128, wb0: v128, wb1: v128, wb2: v128, wb3: v128,
+  ws: usize, xp: usize, ap: usize, tmp: usize): void {
+  let x0 = v128.load(xp, 0), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
+  let c0 = i32x4.dot_i16x8_s(wa0, x0), c1 = i32x4.dot_i16x8_s(wb0, x0);
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa1, x1)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb1, x1));
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa2, x2)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb2, x2));
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa3, x3)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb3, x3));
+  const ha = i32x4.add(i32x4.shuffle(c0, c1, 0, 4, 1, 5), i32x4.shuffle(c0, c1, 2, 6, 3, 7));
+  v128.store(tmp, ha);
+  x0 = v128.load(xp, 96); x1 = v128.load(xp, 112); x2 = v128.load(xp, 128); x3 = v128.load(xp, 144);
+  c0 = i32x4.dot_i16x8_s(wa0, x0); c1 = i32x4.dot_i16x8_s(wb0, x0);
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa1, x1)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb1, x1));
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa2, x2)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb2, x2));
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa3, x3)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb3, x3));
+  const hb = i32x4.add(i32x4.shuffle(c0, c1, 0, 4, 1, 5), i32x4.shuffle(c0, c1, 2, 6, 3, 7));
+  const dots = f32x4.convert_i32x4_s(i32x4.add(i32x4.shuffle(ha, hb, 0, 1, 4, 5), i32x4.shuffle(ha, hb, 2, 3, 6, 7)));
+  v128.store(ap, f32x4.add(v128.load(ap), f32x4.mul(dots, f32x4.mul(v128.load(ws), v128.load(xp, 64)))));
+}
+
+/** The last, unpaired token (xp) for the two rows of dot2xT: lanes 0, 1 of the acc at ap (2, 3 get junk). */
+// @ts-ignore: decorator
+@inline function one2x1(wa0: v128, wa1: v128, wa2: v128, wa3: v128, wb0: v128, wb1: v128, wb2: v128, wb3: v128,
+  ws: usize, xp: usize, ap: usize): void {
+  const x0 = v128.load(xp, 0), x1 = v128.load(xp, 16), x2 = v128.load(xp, 32), x3 = v128.load(xp, 48);
+  let c0 = i32x4.dot_i16x8_s(wa0, x0), c1 = i32x4.dot_i16x8_s(wb0, x0);
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa1, x1)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb1, x1));
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa2, x2)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb2, x2));
+  c0 = i32x4.add(c0, i32x4.dot_i16x8_s(wa3, x3)); c1 = i32x4.add(c1, i32x4.dot_i16x8_s(wb3, x3));
+  const ha = i32x4.add(i32x4.shuffle(c0, c1, 0, 4, 1, 5), i32x4.shuffle(c0, c1, 2, 6, 3, 7));
+  const dots = f32x4.convert_i32x4_s(i32x4.add(ha, i32x4.shuffle(ha, ha, 2, 3, 0, 1)));
+  v128.store(ap, f32x4.add(v128.load(ap), f32x4.mul(dots, f32x4.mul(v128.load(ws), v128.load(xp, 64)))));
+}
+
+/**
+ * Prefill inner kernel: two rows (pa, pb) times all tc tokens of a chunk, block by block. The two
+ * rows' block (8 vectors of i16) is widened into registers once and reused for every token; the
+ * activations are block-major in the scratch (block b of token t at xs + (b*tc + t)*XSTRIDE), so
+ * the token loop walks contiguous memory. Accumulators live at acc: one f32x4
+ * [rowA tok t, rowB tok t, rowA tok t+1, rowB tok t+1] per pair of tokens (tc rounded up to even;
+ * the caller duplicated the last token's activations if tc is odd). `tmp` is 32 bytes of scratch.
+ *
+ * Same numerics as dot4w: integer block dot, f32(wd * xd), f32 accumulate in block order.
+ * The store of the first token's half-reduced dots is a scheduling barrier (see dot4w): it keeps
+ * V8 from loading the second token's activations before the first token's dots are done (eight
+ * weight vectors stay in registers, so only four activation vectors fit at a time).
+ */
+// @ts-ignore: decorator
+@inline function dot2xT(pa: usize, pb: usize, xs: usize, tc: u32, nb: u32, acc: usize, tmp: usize): void {
+  const pairBytes: u32 = XSTRIDE << 1;
+  const pairEnd = acc + ((tc >> 1) << 4);
+  const odd = (tc & 1) != 0;
+  let xp = xs;
+  for (let b: u32 = 0; b < nb; b++) {
+    const wa0 = v128.load8x8_s(pa, 2), wa1 = v128.load8x8_s(pa, 10), wa2 = v128.load8x8_s(pa, 18), wa3 = v128.load8x8_s(pa, 26);
+    const wb0 = v128.load8x8_s(pb, 2), wb1 = v128.load8x8_s(pb, 10), wb2 = v128.load8x8_s(pb, 18), wb3 = v128.load8x8_s(pb, 26);
+    const hw = (load<u16>(pa) as u64) | ((load<u16>(pb) as u64) << 16);
+    v128.store(tmp, f16hiToF32(i16x8.shuffle(i32x4.splat(0), i64x2.splat(hw | (hw << 32)), 0, 8, 1, 9, 2, 10, 3, 11)), 16);
+    let ap = acc;
+    const ws = tmp + 16;
+    while (ap + 32 <= pairEnd) {
+      pair2x2(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp, ap, tmp);
+      pair2x2(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp + pairBytes, ap + 16, tmp);
+      xp += pairBytes << 1; ap += 32;
+    }
+    if (ap < pairEnd) {
+      pair2x2(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp, ap, tmp);
+      xp += pairBytes; ap += 16;
+    }
+    if (odd) {
+      one2x1(wa0, wa1, wa2, wa3, wb0, wb1, wb2, wb3, ws, xp, ap);
+      xp += pairBytes;
+    }
+    pa += BLOCK; pb += BLOCK;
+  }
+}
+
+// @ts-ignore: decorator
+@inline function store4(o: usize, acc: v128, left: u32): void {
+  if (left >= 4) {
+    v128.store(o, acc);
+  } else {
+    v128.store32_lane(o, acc, 0);
+    if (left > 1) v128.store32_lane(o, acc, 1, 4);
+    if (left > 2) v128.store32_lane(o, acc, 2, 8);
+  }
+}
+
+/** Bytes of scratch one token needs in matmulQ8 for `cols` (i16 values + f32 block scales). */
+// @ts-ignore: decorator
+@inline function widenBytes(nb: u32): u32 {
+  return nb * XSTRIDE;
+}
+
+/**
+ * out[t * rows + r] = row r of w . token t of x, for r in [r0, r1), t < nTok.
+ *
+ * With scratch (this thread's own, scratchBytes long): the activations of a chunk of tokens are
+ * widened to i16 once, then rows are done four at a time, each group of four rows (a few KB, cache
+ * resident) reused for every token of the chunk, so weights stream from DRAM once per chunk.
+ * Without scratch (or if one token does not fit), activations are read from the Q8_0 blocks directly.
+ */
+export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32): void {
+  const nb = cols / QK;
+  const rb = nb * BLOCK;
+  const per = widenBytes(nb);
+  // With scratch: one token needs per bytes; prefill needs room for two plus accumulators.
+  const fits = nTok > 1 ? (per << 1) + 48 <= scratchBytes : per <= scratchBytes;
+  if (scratch == 0 || !fits || nTok == 0) {
+    let r = r0;
+    while (r < r1) {
+      const left = r1 - r;
+      const p0 = w + r * rb;
+      const p1 = left > 1 ? p0 + rb : p0;
+      const p2 = left > 2 ? p0 + 2 * rb : p0;
+      const p3 = left > 3 ? p0 + 3 * rb : p0;
+      for (let t: u32 = 0; t < nTok; t++) {
+        store4(out + ((t * rows + r) << 2), dot4(p0, p1, p2, p3, x + t * rb, nb), left);
+      }
+      r += left >= 4 ? 4 : left;
+    }
+    return;
+  }
+  if (nTok > 1) {
+    matmulQ8Prefill(out, w, x, rows, nb, nTok, r0, r1, scratch, scratchBytes);
+    return;
+  }
+  // One token: widen it, then four long sequential streams: rows r0+i, r0+q+i, r0+2q+i, r0+3q+i
+  // (q = ceil(n/4)), so each stream runs on into the next row and the hardware prefetchers never
+  // restart.
+  {
+    let p = x;
+    let q = scratch;
+    for (let b: u32 = 0; b < nb; b++) {
+      v128.store(q, v128.load8x8_s(p, 2), 0);
+      v128.store(q, v128.load8x8_s(p, 10), 16);
+      v128.store(q, v128.load8x8_s(p, 18), 32);
+      v128.store(q, v128.load8x8_s(p, 26), 48);
+      v128.store(q, f32x4.splat(f16ToF32(load<u16>(p) as u32)), 64);
+      p += BLOCK; q += XSTRIDE;
+    }
+  }
+  const n = r1 - r0;
+  const q: u32 = (n + 3) >> 2;
+  for (let i: u32 = 0; i < q; i++) {
+    const ra = r0 + i;
+    const p0 = w + ra * rb;
+    const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
+    const p1 = v1 ? p0 + q * rb : p0;
+    const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
+    const p3 = v3 ? p0 + q * rb * 3 : p0;
+    const acc = dot4w(p0, p1, p2, p3, scratch, nb);
+    const o = out + (ra << 2);
+    v128.store32_lane(o, acc, 0);
+    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
+    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
+    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+  }
+}
+
+/**
+ * matmulQ8 with nTok > 1 and scratch: chunks of tokens are widened block-major into the scratch
+ * (even token count per chunk; an odd last token is widened twice), then for each pair of rows
+ * (two long sequential streams: r0+i and r0+h+i, h = ceil(n/2)) dot2xT runs over all tokens of
+ * the chunk, so the rows' weights are read once per chunk. The end of the scratch holds the
+ * accumulators (16 bytes per token pair) and 32 bytes for dot2xT.
+ */
+function matmulQ8Prefill(out: usize, w: usize, x: usize, rows: u32, nb: u32, nTok: u32,
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32): void {
+  const rb = nb * BLOCK;
+  const per = widenBytes(nb);
+  // chunk: even number of tokens with chunk * per + chunk/2 * 16 + 32 <= scratchBytes
+  let chunk: u32 = ((scratchBytes - 32) / (per + 8)) & ~1;
+  if (chunk < 2) chunk = 2; // caller guarantees 2 * per + 48 <= scratchBytes
+  const n = r1 - r0;
+  const h: u32 = (n + 1) >> 1;
+  for (let t0: u32 = 0; t0 < nTok; t0 += chunk) {
+    const tc = nTok - t0 < chunk ? nTok - t0 : chunk;
+    const tce = (tc + 1) & ~1;
+    const acc = scratch + tce * per;
+    const tmp = acc + (tce << 3);
+    // widen tokens t0 .. t0+tc-1, block-major (token tc duplicates token tc-1 when tc is odd)
+    for (let j: u32 = 0; j < tce; j++) {
+      let p = x + (t0 + (j < tc ? j : tc - 1)) * rb;
+      let qd = scratch + j * XSTRIDE;
+      const stride = tce * XSTRIDE;
+      // the pair's activation scales [x_j, x_j, x_j+1, x_j+1] go into the even token's slot at 64
+      const sOff: usize = (j & 1) * (XSTRIDE - 8);
+      for (let b: u32 = 0; b < nb; b++) {
+        v128.store(qd, v128.load8x8_s(p, 2), 0);
+        v128.store(qd, v128.load8x8_s(p, 10), 16);
+        v128.store(qd, v128.load8x8_s(p, 18), 32);
+        v128.store(qd, v128.load8x8_s(p, 26), 48);
+        v128.store64_lane(qd - sOff, f32x4.splat(f16ToF32(load<u16>(p) as u32)), 0, 64);
+        p += BLOCK; qd += stride;
+      }
+    }
+    for (let i: u32 = 0; i < h; i++) {
+      const ra = r0 + i;
+      const pa = w + ra * rb;
+      const vb = h + i < n;
+      const pb = vb ? pa + h * rb : pa;
+      for (let a = acc; a < tmp; a += 16) v128.store(a, f32x4.splat(0));
+      dot2xT(pa, pb, scratch, tc, nb, acc, tmp);
+      for (let j: u32 = 0; j < tc; j++) {
+        const v = v128.load(acc + ((j >> 1) << 4));
+        const o = out + (((t0 + j) * rows + ra) << 2);
+        if ((j & 1) == 0) {
+          v128.store32_lane(o, v, 0);
+          if (vb) v128.store32_lane(o + (h << 2), v, 1);
+        } else {
+          v128.store32_lane(o, v, 2);
+          if (vb) v128.store32_lane(o + (h << 2), v, 3);
+        }
+      }
+    }
+  }
+}
