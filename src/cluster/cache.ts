@@ -1,8 +1,9 @@
 /**
  * The worker's disk cache of weight slices, and the model fingerprint that keys it.
  *
- * A slice is stored as one file `<key>.q8` holding its Q8_0 bytes, where the key hashes the model
- * fingerprint, the slice format and the slice's place in its tensor (withKeys below). Files
+ * A slice is stored as one file `<key>.q8` holding its bytes (in its tensor's type), where the key
+ * hashes the model fingerprint, the slice format, the type and the slice's place in its tensor
+ * (withKeys below). Files
  * are written under a temporary name and renamed once complete, so a crash never leaves a short
  * file behind under a real key.
  */
@@ -14,13 +15,13 @@ import { LlameshError } from "../core/errors.js";
 import type { SliceDesc } from "../engine/slice.js";
 
 /** Bumped whenever the stored slice format changes (it is part of every cache key). */
-export const SLICE_FORMAT = "q8_0-v1";
+export const SLICE_FORMAT = "typed-v2";
 
 /** Give every slice its content key (hex, 40 characters). */
 export function withKeys(descs: SliceDesc[], fingerprint: string): SliceDesc[] {
   return descs.map((d) => {
     const h = crypto.createHash("sha256");
-    h.update(`${fingerprint}|${SLICE_FORMAT}|${d.tensor}|${d.kind}|${d.r0}-${d.r1}|${d.c0}-${d.c1}|${d.srcRows}x${d.srcCols}`);
+    h.update(`${fingerprint}|${SLICE_FORMAT}|${d.tensor}|${d.type}|${d.kind}|${d.r0}-${d.r1}|${d.c0}-${d.c1}|${d.srcRows}x${d.srcCols}`);
     return { ...d, key: h.digest("hex").slice(0, 40) };
   });
 }

@@ -14,6 +14,7 @@ import { formatBytes } from "../core/format.js";
 import { EmbeddingTable } from "../engine/embedding.js";
 import { openCheckpoint, openWeights, type LoadedModel } from "../engine/open.js";
 import { nodeDims } from "../engine/slice.js";
+import { defaultQuant, typePlan, type QuantChoice, type TypePlan } from "../engine/types.js";
 import { checkTensors, hfNames, memoryByType, readNorms, type MemorySummary } from "../engine/weights.js";
 import type { LlamaConfig } from "../model/config.js";
 import type { Tokenizer } from "../model/tokenizer-types.js";
@@ -76,6 +77,8 @@ export interface DistributedOptions {
   batch?: number;
   onProgress?: (done: number, total: number) => void;
   log: (line: string) => void;
+  /** The matrices' types (engine/types.ts): default a GGUF's own, Q8_0 for a folder. */
+  quant?: QuantChoice;
   /** Write one row per step, sync and node here at close() (rows are kept only when this is set). */
   perfCsv?: string;
   connectTimeoutMs?: number;
@@ -133,18 +136,20 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
   let cluster: Cluster | null = null;
   try {
     checkTensors(source, config);
+    const plan = typePlan(source, config, opts.quant ?? defaultQuant(source));
     cluster = await Cluster.connect({
-      config, fingerprint: modelFingerprint(configText, source.files), workers: opts.workers, localShare, backend: opts.backend, seqLen, batch,
+      config, plan, fingerprint: modelFingerprint(configText, source.files), workers: opts.workers, localShare, backend: opts.backend, seqLen, batch,
       secret: opts.secret ?? null, connectTimeoutMs: opts.connectTimeoutMs ?? 10_000, log: opts.log,
     });
     // the first pass over the checkpoint also fills the client's embedding table
-    const embedding = new EmbeddingTable(config, new Uint8Array(EmbeddingTable.desc(config).bytes));
-    const sent = await cluster.deploy(source, { desc: EmbeddingTable.desc(config), rows: embedding.rows }, opts.onProgress);
+    const embDesc = EmbeddingTable.desc(config, plan);
+    const embedding = new EmbeddingTable(config, plan, new Uint8Array(embDesc.bytes));
+    const sent = await cluster.deploy(source, { desc: embDesc, rows: embedding.rows }, opts.onProgress);
     const steps = new StepLog(opts.perfCsv);
     const coord = new Coordinator(config, embedding, readNorms(source, config), opts.backend, seqLen, batch, steps, {
       stepTimeoutMs: opts.stepTimeoutMs ?? 30_000, spinMs: opts.spinMs ?? (localShare > 0 ? 20 : 0),
     });
-    const m = new ClusterModel(dir, config, tokenizer, cluster, coord, steps, embedding, opts, seqLen, batch);
+    const m = new ClusterModel(dir, config, tokenizer, cluster, coord, steps, embedding, plan, opts, seqLen, batch);
     await m.start();
     m.loadMs = performance.now() - t0;
     m.files = source.files.map((f: string) => ({ file: f, bytes: fs.statSync(f).size }));
@@ -178,12 +183,13 @@ class ClusterModel implements DistributedModel {
     private readonly coord: Coordinator,
     private readonly steps: StepLog,
     embedding: EmbeddingTable,
+    plan: TypePlan,
     private readonly opts: DistributedOptions,
     readonly seqLen: number,
     readonly batch: number,
   ) {
     this.weightBytesSent = cluster.workers.map((n) => n.weightBytesSent);
-    this.memory = clusterMemory(config, cluster);
+    this.memory = clusterMemory(config, plan, cluster);
     this.clientBytes = embedding.rows.length + (2 * config.nLayers + 1) * embedding.dimP * 4;
   }
 
@@ -296,8 +302,8 @@ async function startProgram(c: Cluster, coord: Coordinator, topology: Topology |
  * each node's part is in the cluster report), the KV cache of every node, and this machine's own
  * run state.
  */
-function clusterMemory(c: LlamaConfig, cluster: Cluster): MemorySummary {
-  const byType = memoryByType(c);
+function clusterMemory(c: LlamaConfig, plan: TypePlan, cluster: Cluster): MemorySummary {
+  const byType = memoryByType(c, plan);
   const local = cluster.nodes.find((n) => n.kind === "local");
   const model = local?.kind === "local" ? local.model : null;
   const arenas = model ? model.arenas : [];

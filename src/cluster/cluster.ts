@@ -10,12 +10,20 @@ import { LlameshError } from "../core/errors.js";
 import { formatBytes } from "../core/format.js";
 import { extractSlices, ModelSlice, sliceDescs, sliceMacs, type SliceDesc } from "../engine/slice.js";
 import type { LlamaConfig } from "../model/config.js";
+import { widestBlock, type TypePlan } from "../engine/types.js";
+import { hfNames } from "../engine/weights.js";
 import { openSession } from "./auth.js";
 import { withKeys } from "./cache.js";
 import { Connection, jsonOf } from "./connection.js";
 import { emptyStats, type ClusterNode, type WorkerNode } from "./nodes.js";
 import { planCluster, type ClusterPlan } from "./planner.js";
 import { encodeWeightChunk, MSG } from "./protocol.js";
+
+/** The blocks column splits must respect: the widest among o_proj's types and among down's. */
+export function planBlocks(c: LlamaConfig, plan: TypePlan): { attn: number; ffn: number } {
+  const layers = Array.from({ length: c.nLayers }, (_, l) => hfNames.layer(l));
+  return { attn: widestBlock(layers.map((n) => plan[n.wo]!)), ffn: widestBlock(layers.map((n) => plan[n.down]!)) };
+}
 
 export interface WorkerSpec {
   host: string;
@@ -34,6 +42,8 @@ interface WorkerHello {
 
 export interface ClusterSetup {
   config: LlamaConfig;
+  /** The matrices' types (engine/types.ts): the slices travel and compute in them. */
+  plan: TypePlan;
   /** The model's fingerprint (cache.ts modelFingerprint): workers key their slices by it. */
   fingerprint: string;
   workers: WorkerSpec[];
@@ -112,15 +122,15 @@ export class Cluster {
     const s = this.s;
     const c = s.config;
     const shares = this.workerShares();
-    const plan = planCluster(c, this.local > 0 ? [this.local, ...shares] : shares);
+    const plan = planCluster(c, this.local > 0 ? [this.local, ...shares] : shares, planBlocks(c, s.plan));
     const nodes: ClusterNode[] = [];
     if (this.local > 0) {
-      const model = new ModelSlice(c, plan.nodes[0]!, s.seqLen, s.batch, s.backend);
+      const model = new ModelSlice(c, plan.nodes[0]!, s.plan, s.seqLen, s.batch, s.backend);
       nodes.push({ kind: "local", label: "local", share: this.local, slice: plan.nodes[0]!, model, threads: s.backend.threads, gmac: 0, macsPerToken: model.macsPerToken, weightBytes: model.weightBytes, stats: emptyStats() });
     }
     this.alive.forEach((h, i) => {
       const slice = plan.nodes[i + (this.local > 0 ? 1 : 0)]!;
-      const weightBytes = sliceDescs(c, slice).reduce((t, d) => t + d.bytes, 0);
+      const weightBytes = sliceDescs(c, slice, s.plan).reduce((t, d) => t + d.bytes, 0);
       nodes.push({ kind: "worker", label: h.conn.label, addr: { host: h.spec.host, port: h.spec.port }, share: shares[i]!, slice, conn: h.conn, threads: h.threads, gmac: h.gmac, macsPerToken: sliceMacs(c, slice), weightBytes, weightBytesSent: 0, stats: emptyStats() });
     });
     this.disposeLocal();
@@ -130,8 +140,8 @@ export class Cluster {
     const wanted: SliceDesc[][] = await Promise.all(
       nodes.map(async (n) => {
         if (n.kind === "local") return n.model.descs;
-        const descs = withKeys(sliceDescs(c, n.slice), s.fingerprint);
-        const j = jsonOf(await n.conn.requestJson(MSG.SETUP, { config: c, slice: n.slice, seqLen: s.seqLen, batch: s.batch }), MSG.SETUP_OK, `worker ${n.label}`);
+        const descs = withKeys(sliceDescs(c, n.slice, s.plan), s.fingerprint);
+        const j = jsonOf(await n.conn.requestJson(MSG.SETUP, { config: c, slice: n.slice, seqLen: s.seqLen, batch: s.batch, types: s.plan }), MSG.SETUP_OK, `worker ${n.label}`);
         const missing = new Set(Array.isArray(j["missing"]) ? (j["missing"] as unknown[]).filter((x): x is string => typeof x === "string") : []);
         return descs.filter((d) => missing.has(d.key));
       }),

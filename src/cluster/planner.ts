@@ -4,12 +4,13 @@
  * lost) and gives the same answer for the same input.
  *
  * - Attention is split by groups of KV heads. A node multiplies its heads' attention output by
- *   its COLUMNS of o_proj, and that product quantizes its input in blocks of 32 columns; for the
- *   blocks to be the very blocks of the single-node pass, a node's columns must start on a
- *   multiple of 32. The unit is therefore lcm(headDim * nHeads/nKvHeads, 32) columns, i.e.
- *   `kvPerUnit` KV heads (stories260K: 2 of its 4; TinyLlama: 1 of its 4; Llama 2 7B: 1 of 32).
- * - The feed-forward is split by blocks of 32 hidden units (rows of gate/up, columns of down),
- *   counted over the padded hidden size.
+ *   its COLUMNS of o_proj, and that product quantizes its input in blocks (32 columns, 256 for
+ *   the K-quants); for the blocks to be the very blocks of the single-node pass, a node's columns
+ *   must start on a multiple of the block. The unit is therefore lcm(headDim * nHeads/nKvHeads,
+ *   block) columns, i.e. `kvPerUnit` KV heads (Q8_0: stories260K 2 of its 4, TinyLlama 1 of its
+ *   4, Llama 2 7B 1 of 32; Q4_K: Llama 2 7B 2 of 32).
+ * - The feed-forward is split by blocks of hidden units (rows of gate/up, columns of down; 32, or
+ *   256 when down is a K-quant), counted over the hidden size padded to 32.
  * - The classifier is split by blocks of 32 vocabulary rows.
  *
  * Units are shared out by the largest-remainder method, in node order, as contiguous ranges;
@@ -56,15 +57,20 @@ export function apportion(n: number, shares: readonly number[]): number[] {
   return counts;
 }
 
-export function planCluster(shape: PlanShape, shares: readonly number[]): ClusterPlan {
+/**
+ * `blocks`: the widest block (values) among o_proj's types (attn) and down's (ffn): a node's
+ * columns of those start on a multiple of it. Default 32 (Q8_0).
+ */
+export function planCluster(shape: PlanShape, shares: readonly number[], blocks: { attn: number; ffn: number } = { attn: 32, ffn: 32 }): ClusterPlan {
   if (shares.length === 0) throw new LlameshError("shares: no nodes");
   for (const s of shares) if (!(s >= 0) || !Number.isFinite(s)) throw new LlameshError(`shares: ${s} is not a number >= 0`);
   const g = shape.nHeads / shape.nKvHeads;
   const groupCols = shape.headDim * g;
-  const unitCols = (groupCols * 32) / gcd(groupCols, 32);
+  const unitCols = (groupCols * blocks.attn) / gcd(groupCols, blocks.attn);
   const kvPerUnit = unitCols / groupCols;
   const attnUnits = Math.ceil(shape.nKvHeads / kvPerUnit);
-  const ffnUnits = Math.ceil(shape.hiddenDim / 32);
+  const ffnBlocks = blocks.ffn / 32; // blocks of 32 hidden units per unit
+  const ffnUnits = Math.ceil(shape.hiddenDim / blocks.ffn);
   const vocabUnits = Math.ceil(shape.vocabSize / 32);
   const a = apportion(attnUnits, shares);
   const f = apportion(ffnUnits, shares);
@@ -74,11 +80,12 @@ export function planCluster(shape: PlanShape, shares: readonly number[]): Cluste
   let fu = 0;
   let vu = 0;
   for (let i = 0; i < shares.length; i++) {
+    const hbEnd = Math.ceil(shape.hiddenDim / 32);
     nodes.push({
       kv0: Math.min(au * kvPerUnit, shape.nKvHeads),
       kv1: Math.min((au + a[i]!) * kvPerUnit, shape.nKvHeads),
-      hb0: fu,
-      hb1: fu + f[i]!,
+      hb0: Math.min(fu * ffnBlocks, hbEnd),
+      hb1: Math.min((fu + f[i]!) * ffnBlocks, hbEnd),
       v0: Math.min(vu * 32, shape.vocabSize),
       v1: Math.min((vu + v[i]!) * 32, shape.vocabSize),
     });

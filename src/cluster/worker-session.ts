@@ -17,6 +17,7 @@ import type * as net from "node:net";
 import { LlameshError } from "../core/errors.js";
 import { openWeights } from "../engine/open.js";
 import { extractSlices, ModelSlice, sliceDescs, type SliceDesc } from "../engine/slice.js";
+import { checkTypePlan, type TypePlan } from "../engine/types.js";
 import { authProof, isNonce, newNonce, openSession, proofMatches } from "./auth.js";
 import { withKeys, type CacheWriter } from "./cache.js";
 import { Connection, jsonOf } from "./connection.js";
@@ -225,10 +226,16 @@ export class WorkerSession {
     const seqLen = intIn(j["seqLen"], "seqLen", 1);
     const batch = intIn(j["batch"], "batch", 1);
     if (seqLen > config.seqLen * 64 || batch > 4096) throw new ProtocolError("setup: seqLen or batch out of range", "bad-setup");
+    let plan: TypePlan;
+    try {
+      plan = checkTypePlan(j["types"], config);
+    } catch (e) {
+      throw new ProtocolError(`setup: ${(e as Error).message}`, "bad-setup");
+    }
     this.leaveSlice(this.state, "mesh: the session's slice is replaced");
     this.state = { kind: "authenticated", fingerprint };
-    const descs = withKeys(sliceDescs(config, sliceSpec), fingerprint);
-    const key = JSON.stringify({ fp: fingerprint, config, slice: sliceSpec, seqLen, batch });
+    const descs = withKeys(sliceDescs(config, sliceSpec, plan), fingerprint);
+    const key = JSON.stringify({ fp: fingerprint, config, slice: sliceSpec, seqLen, batch, plan });
     const parked = this.server.takeParked(key);
     if (parked) {
       c.nodesReused++;
@@ -236,7 +243,7 @@ export class WorkerSession {
       this.reply(MSG.SETUP_OK, f.id, JSON.stringify({ missing: [], slices: descs.length, weightBytes: parked.weightBytes, reused: true }));
       return;
     }
-    const node = new ModelSlice(config, sliceSpec, seqLen, batch, this.server.opts.backend, descs);
+    const node = new ModelSlice(config, sliceSpec, plan, seqLen, batch, this.server.opts.backend, descs);
     const fromModel: SliceDesc[] = [];
     const missing: SliceDesc[] = [];
     for (const d of descs) {

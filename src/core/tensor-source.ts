@@ -30,9 +30,9 @@ export interface TensorSource {
   /** Fill `out` with rows [row0, row0 + nRows) of a 1-D (one row) or 2-D tensor, as f32. */
   readRows(name: string, row0: number, nRows: number, out: Float32Array): void;
   /**
-   * Only for tensors stored as Q8_0 (GGUF): copy rows [row0, row0 + nRows) as they are, in the
-   * llama.cpp block layout, so they need no re-quantization.
+   * Sources that store blocks the engine computes with (GGUF): copy rows [row0, row0 + nRows) as
+   * they are, in the ggml block layout of info().dtype, so they need no re-quantization.
    */
-  readQ8Rows?(name: string, row0: number, nRows: number, out: Uint8Array): void;
+  readRawRows?(name: string, row0: number, nRows: number, out: Uint8Array): void;
   close(): void;
 }

@@ -14,11 +14,17 @@ import { EmbeddingTable } from "./embedding.js";
 import { ResidualStream } from "./residual.js";
 import { extractSlices, fullSlice, ModelSlice } from "./slice.js";
 import { LOCAL_REDUCE, runStep } from "./step.js";
+import { defaultQuant, typePlan, type QuantChoice, type TypePlan } from "./types.js";
 import { checkTensors, expectedTensors, memoryByType, readNorms, type MemorySummary } from "./weights.js";
 
 export interface LoadOptions {
   /** Context length the KV cache holds. */
   seqLen: number;
+  /**
+   * The type of every matrix (types.ts): a GGUF's own by default ("keep"), Q8_0 for a folder (the
+   * seed's), or what --quant says.
+   */
+  quant?: QuantChoice;
   /** Most tokens one forward call processes (prompt batches); default 32. */
   batch?: number;
   /** Called as bytes of checkpoint data are processed. */
@@ -39,6 +45,7 @@ export class ForwardPass {
     readonly embedding: EmbeddingTable,
     norms: Float32Array,
     backend: KernelBackend,
+    readonly plan: TypePlan,
   ) {
     this.dimP = embedding.dimP;
     this.stream = new ResidualStream(config, norms, model.batch, backend);
@@ -47,16 +54,18 @@ export class ForwardPass {
   /** Check the checkpoint's tensors, then read and quantize them in one pass. */
   static async load(source: TensorSource, config: LlamaConfig, backend: KernelBackend, opts: LoadOptions): Promise<ForwardPass> {
     checkTensors(source, config);
+    const plan = typePlan(source, config, opts.quant ?? defaultQuant(source));
     const batch = Math.max(1, Math.min(opts.batch ?? 32, opts.seqLen));
-    const model = new ModelSlice(config, fullSlice(config), opts.seqLen, batch, backend, undefined, opts.maxArenaBytes);
-    // Tied embeddings: the classifier's rows are the embedding table, quantized the same way.
-    const own = config.tiedEmbeddings ? null : new Uint8Array(EmbeddingTable.desc(config).bytes);
-    await extractSlices(source, backend, [model.descs, own ? [EmbeddingTable.desc(config)] : []], (i, desc, off, data) => {
+    const model = new ModelSlice(config, fullSlice(config), plan, opts.seqLen, batch, backend, undefined, opts.maxArenaBytes);
+    // Tied embeddings: the classifier's rows are the embedding table, in the same type.
+    const embDesc = EmbeddingTable.desc(config, plan);
+    const own = config.tiedEmbeddings ? null : new Uint8Array(embDesc.bytes);
+    await extractSlices(source, backend, [model.descs, own ? [embDesc] : []], (i, desc, off, data) => {
       if (i === 0) model.view(desc.id).set(data, off);
       else own!.set(data, off);
     }, opts.onProgress);
-    const embedding = new EmbeddingTable(config, own ?? model.view("cls"));
-    return new ForwardPass(config, model, embedding, readNorms(source, config), backend);
+    const embedding = new EmbeddingTable(config, plan, own ?? model.view("cls"));
+    return new ForwardPass(config, model, embedding, readNorms(source, config), backend, plan);
   }
 
   get seqLen(): number {
@@ -69,7 +78,7 @@ export class ForwardPass {
 
   /** What the report shows of this model's memory. */
   get memory(): MemorySummary {
-    const byType = memoryByType(this.config);
+    const byType = memoryByType(this.config, this.plan);
     const model = byType.reduce((s, r) => s + r.bytes, 0);
     const arenas = [...this.model.arenas, this.stream.arena];
     const used = arenas.reduce((s, a) => s + a.used, 0);

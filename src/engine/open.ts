@@ -14,6 +14,7 @@ import type { Tokenizer } from "../model/tokenizer-types.js";
 import { loadTokenizer } from "../model/tokenizer.js";
 import { ForwardPass } from "./forward.js";
 import type { LogitsModel } from "./generate.js";
+import type { QuantChoice } from "./types.js";
 import type { MemorySummary } from "./weights.js";
 
 export interface OpenOptions {
@@ -22,6 +23,8 @@ export interface OpenOptions {
   maxSeqLen?: number;
   onProgress?: (done: number, total: number) => void;
   maxArenaBytes?: number;
+  /** The matrices' types (types.ts): default a GGUF's own, Q8_0 for a folder. */
+  quant?: QuantChoice;
 }
 
 export interface LoadedModel extends LogitsModel {
@@ -108,7 +111,7 @@ export async function openModel(dir: string, opts: OpenOptions): Promise<LoadedM
   const t0 = performance.now();
   let fp: ForwardPass;
   try {
-    fp = await ForwardPass.load(source, config, opts.backend, { seqLen, onProgress: opts.onProgress, maxArenaBytes: opts.maxArenaBytes });
+    fp = await ForwardPass.load(source, config, opts.backend, { seqLen, onProgress: opts.onProgress, maxArenaBytes: opts.maxArenaBytes, quant: opts.quant });
   } finally {
     source.close();
   }

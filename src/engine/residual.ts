@@ -1,13 +1,13 @@
 /**
  * The residual stream of a forward pass, with the norm weights it is normalised by. Every node
  * that runs the layer loop (step.ts) holds one: the single-machine forward pass and every member
- * of a cluster, each its own copy. Two operations: normalise it and quantize it to Q8_0 (the input
- * of a layer's matrices), and add a layer's output (the sum of the nodes' partial sums, see
- * sumPartials) to it.
+ * of a cluster, each its own copy. Two operations: normalise it (the input of a layer's matrices,
+ * which quantize it to their own activation type), and add a layer's output (the sum of the
+ * nodes' partial sums, see sumPartials) to it.
  */
 import type { Arena } from "../kernels/arena.js";
 import type { KernelBackend, Kernels, Ptr } from "../kernels/kernels.js";
-import { pad32, q8RowBytes } from "../kernels/q8.js";
+import { pad32 } from "../kernels/q8.js";
 import type { LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../core/errors.js";
 import { plannedArena } from "./layout.js";
@@ -34,7 +34,6 @@ export class ResidualStream {
   private readonly k: Kernels;
   private readonly x: Ptr;
   private readonly xb: Ptr;
-  private readonly xq: Ptr;
   private readonly norms: Ptr;
   readonly dimP: number;
 
@@ -48,11 +47,10 @@ export class ResidualStream {
       norms: a.alloc(nNorms * dimP * 4),
       x: a.alloc(batch * dimP * 4),
       xb: a.alloc(batch * dimP * 4),
-      xq: a.alloc(batch * q8RowBytes(dimP)),
     }));
     this.arena = arena;
     this.k = k;
-    ({ norms: this.norms, x: this.x, xb: this.xb, xq: this.xq } = value);
+    ({ norms: this.norms, x: this.x, xb: this.xb } = value);
     const nv = arena.f32(this.norms, nNorms * dimP);
     for (let i = 0; i < nNorms; i++) nv.set(norms.subarray(i * c.dim, (i + 1) * c.dim), i * dimP);
   }
@@ -67,16 +65,15 @@ export class ResidualStream {
     return this.arena.f32(this.x, nTok * this.dimP);
   }
 
-  /** RMSNorm with norm `ni` (weights.ts normIndex) of nTok rows, or only the last, quantized to Q8_0 (a copy). */
-  normQ(ni: number, nTok: number, lastOnly = false): Uint8Array {
+  /** RMSNorm with norm `ni` (weights.ts normIndex) of nTok rows, or only the last (a copy, nTok x dimP). */
+  norm(ni: number, nTok: number, lastOnly = false): Float32Array {
     const c = this.config;
     const dimP = this.dimP;
     const t0 = lastOnly ? nTok - 1 : 0;
     const cnt = nTok - t0;
     const w = this.norms + ni * dimP * 4;
     for (let t = 0; t < cnt; t++) this.k.rmsnorm(this.xb + t * dimP * 4, this.x + (t0 + t) * dimP * 4, w, c.dim, c.normEps);
-    this.k.quantizeQ8(this.xq, this.xb, cnt * dimP);
-    return this.arena.u8(this.xq, cnt * q8RowBytes(dimP)).slice(); // a copy (slice: one memcpy)
+    return this.arena.f32(this.xb, cnt * dimP).slice(); // a copy (slice: one memcpy)
   }
 
   /** x += sum, for nTok rows (the sum of a sync's partial sums, sumPartials). */

@@ -2,25 +2,29 @@
  * The layer math, on a slice of the model: some KV heads, some blocks of 32 hidden units and some
  * vocabulary rows of every layer (NodeSlice). On one machine the slice is the whole model
  * (fullSlice) and ForwardPass (forward.ts) drives it; in a cluster every node holds one and the
- * nodes add their results. Given the normalised input of a layer (Q8_0) a ModelSlice returns its
+ * nodes add their results. Given the normalised input of a layer (f32) a ModelSlice returns its
  * partial sums of the attention output projection (its heads: q/k/v rows, RoPE, its rows of the
  * KV cache, attention, its columns of o_proj) or of the feed-forward down projection (its rows of
- * gate/up, its columns of down), or its rows of the logits.
+ * gate/up, its columns of down), or its rows of the logits. Each matrix is in its own type (the
+ * type plan, types.ts); a product's input is quantized to that type's activation type first,
+ * as llama.cpp does (Q8_0 for the 32-value types, Q8_K for the K-quants).
  *
- * Slices are described by SliceDesc (which tensor, which rows or which 32-column blocks); their
- * bytes are Q8_0 rows, row-major. Row slices hold rows [r0, r1) with all (padded) columns; column
- * slices hold every row but only columns [c0, c1) (multiples of 32, in padded column space),
- * which are whole Q8_0 blocks of the single-node rows, so slicing after quantizing equals
- * quantizing the slice.
+ * Slices are described by SliceDesc (which tensor, which rows or which column blocks); their
+ * bytes are rows of the tensor's type, row-major. Row slices hold rows [r0, r1) with all (padded)
+ * columns; column slices hold every row but only columns [c0, c1) (multiples of the type's block,
+ * in padded column space), which are whole blocks of the single-node rows, so slicing after
+ * quantizing equals quantizing the slice.
  */
 import { MAX_ARENA_BYTES, type Arena } from "../kernels/arena.js";
+import { actTypeOf, rowBytes, typeInfo, type ActType, type TensorType } from "../kernels/formats.js";
 import type { KernelBackend, Kernels, Ptr } from "../kernels/kernels.js";
-import { Q8_0_BLOCK_BYTES, pad32, q8RowBytes } from "../kernels/q8.js";
+import { pad32 } from "../kernels/q8.js";
 import { attnDim, type LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../core/errors.js";
 import type { TensorSource } from "../core/tensor-source.js";
 import { hfNames, ropeTable } from "./weights.js";
 import { ArenaPlan, plannedArena, plannedSize, type Allocator } from "./layout.js";
+import type { TypePlan } from "./types.js";
 
 /** Which part of every layer a node holds (planner.ts decides; fullSlice is the whole model). */
 export interface NodeSlice {
@@ -49,6 +53,8 @@ export interface SliceDesc {
    * "vec": elements [r0, r1) of a vector (a bias, a per-head norm), f32.
    */
   kind: "rows" | "cols" | "vec";
+  /** Storage type of the bytes (the type plan's for a matrix, F32 for a vector). */
+  type: TensorType;
   /** Source rows [r0, r1) (row slices; vector slices: elements); column slices take every row. */
   r0: number;
   r1: number;
@@ -108,18 +114,29 @@ export function sliceMacs(c: LlamaConfig, s: NodeSlice): number {
   return c.nLayers * (d.qRows * c.dim * 2 + d.kvRows * c.dim * 2 + hReal * c.dim * 3) + d.vRows * c.dim;
 }
 
+/** The type of a matrix in the plan (a missing entry is a bug of whoever made the plan). */
+function typeOf(plan: TypePlan, tensor: string): TensorType {
+  const t = plan[tensor];
+  if (t === undefined) throw new RangeError(`type plan: no type for ${tensor}`);
+  return t;
+}
+
 /** The slices a node holds, in a fixed order (layer by layer, then the classifier). */
-export function sliceDescs(c: LlamaConfig, s: NodeSlice): SliceDesc[] {
+export function sliceDescs(c: LlamaConfig, s: NodeSlice, plan: TypePlan): SliceDesc[] {
   const d = nodeDims(c, s);
   const out: SliceDesc[] = [];
   const rows = (id: string, tensor: string, r0: number, r1: number, srcRows: number, srcCols: number): void => {
-    out.push({ id, tensor, kind: "rows", r0, r1, c0: 0, c1: pad32(srcCols), srcRows, srcCols, bytes: (r1 - r0) * q8RowBytes(pad32(srcCols)), key: "" });
+    const type = typeOf(plan, tensor);
+    out.push({ id, tensor, kind: "rows", type, r0, r1, c0: 0, c1: pad32(srcCols), srcRows, srcCols, bytes: (r1 - r0) * rowBytes(type, pad32(srcCols)), key: "" });
   };
   const cols = (id: string, tensor: string, c0: number, c1: number, srcRows: number, srcCols: number): void => {
-    out.push({ id, tensor, kind: "cols", r0: 0, r1: srcRows, c0, c1, srcRows, srcCols, bytes: srcRows * q8RowBytes(c1 - c0), key: "" });
+    const type = typeOf(plan, tensor);
+    const block = typeInfo(type).blockValues;
+    if (c0 % block !== 0) throw new RangeError(`${tensor}: a column slice starting at ${c0} is not on a ${block}-value block of ${type}`);
+    out.push({ id, tensor, kind: "cols", type, r0: 0, r1: srcRows, c0, c1, srcRows, srcCols, bytes: srcRows * rowBytes(type, c1 - c0), key: "" });
   };
   const vec = (id: string, tensor: string, r0: number, r1: number, len: number): void => {
-    out.push({ id, tensor, kind: "vec", r0, r1, c0: 0, c1: 0, srcRows: 1, srcCols: len, bytes: (r1 - r0) * 4, key: "" });
+    out.push({ id, tensor, kind: "vec", type: "F32", r0, r1, c0: 0, c1: 0, srcRows: 1, srcCols: len, bytes: (r1 - r0) * 4, key: "" });
   };
   const qDim = attnDim(c);
   const kvDim = c.nKvHeads * c.headDim;
@@ -176,7 +193,9 @@ interface LayerPtrs {
 
 /** A part's activations (every part has its own: kernels address one arena at a time). */
 interface NodeScratch {
-  xq: Ptr; q: Ptr; kk: Ptr; v: Ptr; att: Ptr; aq: Ptr; scores: Ptr; hb: Ptr; hb2: Ptr; out: Ptr; logits: Ptr; cosSin: Ptr;
+  /** The layer's normalised input (f32), and it quantized for the matrices that read it. */
+  xf: Ptr; xa: Ptr;
+  q: Ptr; kk: Ptr; v: Ptr; att: Ptr; aq: Ptr; scores: Ptr; hb: Ptr; hb2: Ptr; out: Ptr; logits: Ptr; cosSin: Ptr;
 }
 
 /** One arena of a node: a group of its layers (the last one also holds the classifier slice). */
@@ -184,6 +203,8 @@ interface Part {
   arena: Arena;
   k: Kernels;
   s: NodeScratch;
+  /** What xa holds: the input quantized to this type, for this many tokens (null: stale). */
+  xaAs: ActType | null;
 }
 
 const LAYER_TENSORS = ["wq", "wk", "wv", "wo", "gate", "up", "down", "bq", "bk", "bv", "qn", "kn"] as const;
@@ -194,7 +215,12 @@ const LAYER_TENSORS = ["wq", "wk", "wv", "wo", "gate", "up", "down", "bq", "bk",
  */
 function allocBytes(desc: SliceDesc): number {
   if (desc.kind === "vec") return pad32(desc.r1 - desc.r0) * 4;
-  return desc.kind === "cols" ? desc.bytes : pad32(desc.r1 - desc.r0) * q8RowBytes(pad32(desc.srcCols));
+  return desc.kind === "cols" ? desc.bytes : pad32(desc.r1 - desc.r0) * rowBytes(desc.type, pad32(desc.srcCols));
+}
+
+/** Bytes of the widest activation row, over the activation types of `types`, for `cols` values. */
+function actRowBytes(types: readonly TensorType[], cols: number): number {
+  return types.reduce((m, t) => Math.max(m, rowBytes(actTypeOf(t), cols)), rowBytes("Q8_0", cols));
 }
 
 /**
@@ -218,6 +244,7 @@ export class ModelSlice {
   constructor(
     readonly config: LlamaConfig,
     readonly slice: NodeSlice,
+    readonly plan: TypePlan,
     readonly seqLen: number,
     readonly batch: number,
     private readonly backend: KernelBackend,
@@ -226,18 +253,20 @@ export class ModelSlice {
   ) {
     const c = config;
     const d = (this.d = nodeDims(c, slice));
-    this.descs = descs ?? sliceDescs(c, slice);
+    this.descs = descs ?? sliceDescs(c, slice, plan);
     this.byId = new Map(this.descs.map((x) => [x.id, x]));
     const f = 4;
     const widest = Math.max(d.qRowsP, d.hRows, 32);
     const kvLayerBytes = d.kvRows > 0 ? seqLen * d.kvRows * 2 : 0;
+    const matrixTypes = this.descs.filter((x) => x.kind !== "vec").map((x) => x.type);
     const scratchLayout = (a: Allocator): NodeScratch => ({
-      xq: a.alloc(batch * q8RowBytes(d.dimP)),
+      xf: a.alloc(batch * d.dimP * f),
+      xa: a.alloc(batch * actRowBytes(matrixTypes, d.dimP)),
       q: a.alloc(batch * d.qRowsP * f),
       kk: a.alloc(batch * d.kvRowsP * f),
       v: a.alloc(batch * d.kvRowsP * f),
       att: a.alloc(batch * d.qRowsP * f),
-      aq: a.alloc(batch * q8RowBytes(pad32(widest))),
+      aq: a.alloc(batch * actRowBytes(matrixTypes, pad32(widest))),
       scores: a.alloc(Math.max(1, d.nHeads) * seqLen * f),
       hb: a.alloc(batch * d.hRows * f),
       hb2: a.alloc(batch * d.hRows * f),
@@ -290,7 +319,7 @@ export class ModelSlice {
         for (const m of LAYER_TENSORS) this.record(`L${l}.${m}`, pi, L[m]);
       });
       if (pi === this.clsPart) this.record("cls", pi, value.cls);
-      this.parts.push({ arena, k, s: value.s });
+      this.parts.push({ arena, k, s: value.s, xaAs: null });
     });
     for (const x of this.descs) weights += this.ptrs.has(x.id) ? allocBytes(x) : 0;
     this.weightBytes = weights;
@@ -330,12 +359,32 @@ export class ModelSlice {
     return this.d.vRows > 0;
   }
 
-  private loadInput(p: Part, xq: Uint8Array, nTok: number): void {
-    const need = nTok * q8RowBytes(this.d.dimP);
-    if (nTok < 1 || nTok > this.batch || xq.length !== need) {
-      throw new RangeError(`input of ${xq.length} bytes for ${nTok} tokens (expected ${need}, at most ${this.batch} tokens)`);
+  /** The layer's normalised input (nTok x dimP f32) into the part's arena; quantized lazily per type. */
+  private loadInput(p: Part, xn: Float32Array, nTok: number): void {
+    const need = nTok * this.d.dimP;
+    if (nTok < 1 || nTok > this.batch || xn.length !== need) {
+      throw new RangeError(`input of ${xn.length} values for ${nTok} tokens (expected ${need}, at most ${this.batch} tokens)`);
     }
-    p.arena.u8(p.s.xq, need).set(xq);
+    p.arena.f32(p.s.xf, need).set(xn);
+    p.xaAs = null;
+  }
+
+  /** out = W x for the loaded input, W of `type` (rows x dimP); the input quantized to W's activation type once. */
+  private project(p: Part, id: string, out: Ptr, w: Ptr, rows: number, nTok: number): void {
+    const type = this.byId.get(id)!.type;
+    const act = actTypeOf(type);
+    if (p.xaAs !== act) {
+      p.k.quantizeAct(act, p.s.xa, p.s.xf, nTok * this.d.dimP);
+      p.xaAs = act;
+    }
+    p.k.matmul(type, out, w, p.s.xa, rows, this.d.dimP, nTok);
+  }
+
+  /** out = W a for nTok rows of `cols` activations at `src` (the attention output or the SiLU product). */
+  private projectFrom(p: Part, id: string, out: Ptr, w: Ptr, rows: number, src: Ptr, cols: number, nTok: number): void {
+    const type = this.byId.get(id)!.type;
+    p.k.quantizeAct(actTypeOf(type), p.s.aq, src, nTok * cols);
+    p.k.matmul(type, out, w, p.s.aq, rows, cols, nTok);
   }
 
   /**
@@ -343,7 +392,7 @@ export class ModelSlice {
    * attention, then its o_proj columns. Returns nTok x dimP partial sums (a view, valid until the
    * next call).
    */
-  attention(layer: number, pos: number, nTok: number, xq: Uint8Array): Float32Array {
+  attention(layer: number, pos: number, nTok: number, xn: Float32Array): Float32Array {
     const c = this.config;
     const d = this.d;
     const L = this.layers[layer];
@@ -351,11 +400,11 @@ export class ModelSlice {
     if (pos + nTok > this.seqLen) throw new RangeError(`attention: positions up to ${pos + nTok} exceed the context ${this.seqLen}`);
     const p = this.parts[L.part]!;
     const { k, s } = p;
-    this.loadInput(p, xq, nTok);
+    this.loadInput(p, xn, nTok);
     const f = 4;
-    k.matmulQ8(s.q, L.wq, s.xq, d.qRowsP, d.dimP, nTok);
-    k.matmulQ8(s.kk, L.wk, s.xq, d.kvRowsP, d.dimP, nTok);
-    k.matmulQ8(s.v, L.wv, s.xq, d.kvRowsP, d.dimP, nTok);
+    this.project(p, `L${layer}.wq`, s.q, L.wq, d.qRowsP, nTok);
+    this.project(p, `L${layer}.wk`, s.kk, L.wk, d.kvRowsP, nTok);
+    this.project(p, `L${layer}.wv`, s.v, L.wv, d.kvRowsP, nTok);
     if (c.attnBias) {
       addRows(p.arena, s.q, L.bq, d.qRows, d.qRowsP, nTok);
       addRows(p.arena, s.kk, L.bk, d.kvRows, d.kvRowsP, nTok);
@@ -383,33 +432,31 @@ export class ModelSlice {
       const kvOff = first * d.kvRows * 2;
       k.attention(s.att + t * d.qRowsP * f, s.q + t * d.qRowsP * f, L.kCache + kvOff, L.vCache + kvOff, s.scores, d.nHeads, d.nKv, c.headDim, pos + t + 1 - first);
     }
-    k.quantizeQ8(s.aq, s.att, nTok * d.qRowsP);
-    k.matmulQ8(s.out, L.wo, s.aq, d.dimP, d.qRowsP, nTok);
+    this.projectFrom(p, `L${layer}.wo`, s.out, L.wo, d.dimP, s.att, d.qRowsP, nTok);
     return p.arena.f32(s.out, nTok * d.dimP);
   }
 
   /** Feed-forward of this node's hidden blocks: nTok x dimP partial sums of down(silu(gate x) * up x). */
-  ffn(layer: number, nTok: number, xq: Uint8Array): Float32Array {
+  ffn(layer: number, nTok: number, xn: Float32Array): Float32Array {
     const d = this.d;
     const L = this.layers[layer];
     if (!L || !this.hasFfn) throw new RangeError(`ffn: layer ${layer} not on this node`);
     const p = this.parts[L.part]!;
     const { k, s } = p;
-    this.loadInput(p, xq, nTok);
-    k.matmulQ8(s.hb, L.gate, s.xq, d.hRows, d.dimP, nTok);
-    k.matmulQ8(s.hb2, L.up, s.xq, d.hRows, d.dimP, nTok);
+    this.loadInput(p, xn, nTok);
+    this.project(p, `L${layer}.gate`, s.hb, L.gate, d.hRows, nTok);
+    this.project(p, `L${layer}.up`, s.hb2, L.up, d.hRows, nTok);
     k.siluMul(s.hb, s.hb2, nTok * d.hRows);
-    k.quantizeQ8(s.aq, s.hb, nTok * d.hRows);
-    k.matmulQ8(s.out, L.down, s.aq, d.dimP, d.hRows, nTok);
+    this.projectFrom(p, `L${layer}.down`, s.out, L.down, d.dimP, s.hb, d.hRows, nTok);
     return p.arena.f32(s.out, nTok * d.dimP);
   }
 
   /** This node's rows [v0, v1) of the logits for one normalised token. */
-  logits(xq: Uint8Array): Float32Array {
+  logits(xn: Float32Array): Float32Array {
     if (!this.hasLogits) throw new RangeError("logits: no vocabulary rows on this node");
     const p = this.parts[this.clsPart]!;
-    this.loadInput(p, xq, 1);
-    p.k.matmulQ8(p.s.logits, this.ptrs.get("cls")!.ptr, p.s.xq, this.d.vRowsP, this.d.dimP, 1);
+    this.loadInput(p, xn, 1);
+    this.project(p, "cls", p.s.logits, this.ptrs.get("cls")!.ptr, this.d.vRowsP, 1);
     return p.arena.f32(p.s.logits, this.d.vRows);
   }
 }
@@ -429,8 +476,9 @@ export type SliceSink = (node: number, desc: SliceDesc, offset: number, data: Ui
 
 /**
  * One pass over the checkpoint producing the slices of several nodes: each tensor is read a few
- * rows at a time and quantized once (with the given kernels' quantizer, the same as the
- * single-node loader), then every wanted slice gets its rows or blocks. Memory: one chunk.
+ * rows at a time and, unless the file already holds it in the slice's type (a GGUF's own blocks,
+ * copied as they are), quantized once to that type with the given kernels (the same quantizer as
+ * the single-node loader); then every wanted slice gets its rows or blocks. Memory: one chunk.
  */
 export async function extractSlices(
   source: TensorSource,
@@ -448,6 +496,7 @@ export async function extractSlices(
         continue;
       }
       const list = byTensor.get(desc.tensor) ?? [];
+      if (list.length > 0 && list[0]!.desc.type !== desc.type) throw new RangeError(`${desc.tensor}: slices of two types (${list[0]!.desc.type}, ${desc.type})`);
       list.push({ node: n, desc });
       byTensor.set(desc.tensor, list);
     }
@@ -463,7 +512,8 @@ export async function extractSlices(
   let widest = 32;
   for (const t of byTensor.keys()) widest = Math.max(widest, pad32(source.info(t).shape[1] ?? 1));
   const stagingFloats = Math.max(widest, 1 << 20); // 4 MB of f32 rows per chunk
-  const { arena, k, value: [fPtr, qPtr] } = plannedArena(backend, "staging", "the loader's staging buffer", (a) => [a.alloc(stagingFloats * 4), a.alloc(q8RowBytes(stagingFloats))] as const);
+  // the quantized chunk is at most as large as the f32 one (F32 is the widest type)
+  const { arena, k, value: [fPtr, qPtr] } = plannedArena(backend, "staging", "the loader's staging buffer", (a) => [a.alloc(stagingFloats * 4), a.alloc(stagingFloats * 4)] as const);
   try {
     await extractInto(source, byTensor, arena, k, fPtr, qPtr, stagingFloats, sink, onProgress);
   } finally {
@@ -488,21 +538,22 @@ async function extractInto(
   let cut = new Uint8Array(0); // column blocks of a chunk, packed
   for (const [tensor, list] of byTensor) {
     const info = source.info(tensor);
+    const type = list[0]!.desc.type;
+    const { blockValues, blockBytes } = typeInfo(type);
     const rows = info.shape[0]!;
     const cols = info.shape[1] ?? 1;
     const colsP = pad32(cols);
-    const rowBytes = q8RowBytes(colsP);
+    const rb = rowBytes(type, colsP);
     const chunk = Math.max(1, Math.floor(stagingFloats / colsP));
-    const q8Direct = info.dtype === "Q8_0" && source.readQ8Rows !== undefined && cols === colsP;
+    // already in the slice's type and layout (a GGUF's blocks): copied, not re-quantized
+    const direct = info.dtype === type && source.readRawRows !== undefined && cols === colsP;
     const needAll = list.some((x) => x.desc.kind === "cols");
     for (let r0 = 0; r0 < rows; r0 += chunk) {
       const n = Math.min(chunk, rows - r0);
       if (!needAll && !list.some((x) => x.desc.r0 < r0 + n && x.desc.r1 > r0)) continue;
-      let q: Uint8Array;
-      if (q8Direct) {
-        // already Q8_0 in our block layout (GGUF): copied, not re-quantized
-        q = arena.u8(qPtr, n * rowBytes);
-        source.readQ8Rows!(tensor, r0, n, q);
+      const q = arena.u8(qPtr, n * rb);
+      if (direct) {
+        source.readRawRows!(tensor, r0, n, q);
       } else {
         const staging = arena.f32(fPtr, n * colsP);
         if (cols === colsP) {
@@ -513,24 +564,23 @@ async function extractInto(
           staging.fill(0);
           for (let r = 0; r < n; r++) staging.set(host.subarray(r * cols, (r + 1) * cols), r * colsP);
         }
-        k.quantizeQ8(qPtr, fPtr, n * colsP);
-        q = arena.u8(qPtr, n * rowBytes);
+        k.quantizeWeights(type, qPtr, fPtr, n * colsP);
       }
       for (const { node, desc } of list) {
         if (desc.kind === "rows") {
           const a = Math.max(desc.r0, r0);
           const b = Math.min(desc.r1, r0 + n);
           if (a >= b) continue;
-          await sink(node, desc, (a - desc.r0) * rowBytes, q.subarray((a - r0) * rowBytes, (b - r0) * rowBytes));
+          await sink(node, desc, (a - desc.r0) * rb, q.subarray((a - r0) * rb, (b - r0) * rb));
         } else {
-          const b0 = (desc.c0 / 32) * Q8_0_BLOCK_BYTES;
-          const w = ((desc.c1 - desc.c0) / 32) * Q8_0_BLOCK_BYTES;
-          if (w === rowBytes) {
+          const b0 = (desc.c0 / blockValues) * blockBytes;
+          const w = ((desc.c1 - desc.c0) / blockValues) * blockBytes;
+          if (w === rb) {
             await sink(node, desc, r0 * w, q); // every column: the rows as they are
             continue;
           }
           if (cut.length < n * w) cut = new Uint8Array(n * w);
-          for (let r = 0; r < n; r++) cut.set(q.subarray(r * rowBytes + b0, r * rowBytes + b0 + w), r * w);
+          for (let r = 0; r < n; r++) cut.set(q.subarray(r * rb + b0, r * rb + b0 + w), r * w);
           await sink(node, desc, r0 * w, cut.subarray(0, n * w));
         }
       }

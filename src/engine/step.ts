@@ -4,9 +4,9 @@
  * (cluster/member.ts); what differs is only how a sync adds up the nodes' partial sums (AllReduce):
  *
  *   x = embeddings of the step's tokens                         (the caller fills the stream)
- *   per layer:  x += allReduce(attention part(quantize(rmsnorm(x))))
- *               x += allReduce(feed-forward part(quantize(rmsnorm(x))))
- *   logits rows = classifier part(quantize(rmsnorm(x)))        (last token only; gathered by the caller)
+ *   per layer:  x += allReduce(attention part(rmsnorm(x)))
+ *               x += allReduce(feed-forward part(rmsnorm(x)))
+ *   logits rows = classifier part(rmsnorm(x))                   (last token only; gathered by the caller)
  *
  * A node without a part in an operation (no attention heads, say) still takes part in the sync:
  * it receives the others' sum, so that every node's copy of the residual stream stays identical.
@@ -62,7 +62,7 @@ export async function runStep(node: ModelSlice, stream: ResidualStream, allReduc
       const seq = normIndex(l, ffn);
       const t0 = times ? performance.now() : 0;
       const has = ffn ? node.hasFfn : node.hasAttention;
-      const own = !has ? null : ffn ? node.ffn(l, nTok, stream.normQ(seq, nTok)) : node.attention(l, pos, nTok, stream.normQ(seq, nTok));
+      const own = !has ? null : ffn ? node.ffn(l, nTok, stream.norm(seq, nTok)) : node.attention(l, pos, nTok, stream.norm(seq, nTok));
       const t1 = times ? performance.now() : 0;
       const sum = allReduce.reduce(step, seq, own, nTok);
       stream.add(sum instanceof Promise ? await sum : sum, nTok);
@@ -74,7 +74,7 @@ export async function runStep(node: ModelSlice, stream: ResidualStream, allReduc
   }
   if (!node.hasLogits) return null;
   const t0 = times ? performance.now() : 0;
-  const logits = node.logits(stream.normQ(2 * nLayers, nTok, true));
+  const logits = node.logits(stream.norm(2 * nLayers, nTok, true));
   if (times) times.logitsUs = (performance.now() - t0) * 1000;
   return logits;
 }

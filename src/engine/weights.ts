@@ -10,7 +10,9 @@
  */
 import type { Arena } from "../kernels/arena.js";
 import type { Ptr } from "../kernels/kernels.js";
-import { pad32, q8RowBytes } from "../kernels/q8.js";
+import { rowBytes, type TensorType } from "../kernels/formats.js";
+import { pad32 } from "../kernels/q8.js";
+import type { TypePlan } from "./types.js";
 import { attnDim, type LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../core/errors.js";
 import type { TensorSource } from "../core/tensor-source.js";
@@ -154,24 +156,34 @@ export function normIndex(layer: number, ffn: boolean): number {
   return 2 * layer + (ffn ? 1 : 0);
 }
 
-/** Q8_0 bytes of a rows x cols matrix as stored (both padded to 32). */
-export function matrixBytes(rows: number, cols: number): number {
-  return pad32(rows) * q8RowBytes(pad32(cols));
+/** Bytes of a rows x cols matrix of `type` as stored (both padded to 32). */
+export function matrixBytes(rows: number, cols: number, type: TensorType = "Q8_0"): number {
+  return pad32(rows) * rowBytes(type, pad32(cols));
 }
 
-/** The report's memory rows of a whole model (Q8_0 matrices, f32 norms). */
-export function memoryByType(c: LlamaConfig): MemoryRow[] {
+/** The report's memory rows of a whole model: each group of matrices with its type(s), f32 norms. */
+export function memoryByType(c: LlamaConfig, plan: TypePlan): MemoryRow[] {
   const kvDim = c.nKvHeads * c.headDim;
-  const q8 = matrixBytes;
   const L = c.nLayers;
+  const group = (type: string, tensors: [string, number, number][]): MemoryRow => {
+    const types = [...new Set(tensors.map(([n]) => plan[n]!))];
+    return {
+      type,
+      quant: types.join("+"),
+      bytes: tensors.reduce((s, [n, r, k]) => s + matrixBytes(r, k, plan[n]!), 0),
+      params: tensors.reduce((s, [, r, k]) => s + r * k, 0),
+    };
+  };
+  const layers = (f: (n: ReturnType<typeof hfNames.layer>) => [string, number, number][]): [string, number, number][] =>
+    Array.from({ length: L }, (_, l) => f(hfNames.layer(l))).flat();
   const rows: MemoryRow[] = [
-    { type: "embedding", quant: "Q8_0", bytes: q8(c.vocabSize, c.dim), params: c.vocabSize * c.dim },
-    { type: "attention (q,k,v,o)", quant: "Q8_0", bytes: L * (q8(attnDim(c), c.dim) + q8(c.dim, attnDim(c)) + 2 * q8(kvDim, c.dim)), params: L * (2 * attnDim(c) * c.dim + 2 * kvDim * c.dim) },
-    { type: "feed-forward (gate,up,down)", quant: "Q8_0", bytes: L * (2 * q8(c.hiddenDim, c.dim) + q8(c.dim, c.hiddenDim)), params: L * 3 * c.dim * c.hiddenDim },
+    group("embedding", [[hfNames.embedding, c.vocabSize, c.dim]]),
+    group("attention (q,k,v,o)", layers((n) => [[n.wq, attnDim(c), c.dim], [n.wk, kvDim, c.dim], [n.wv, kvDim, c.dim], [n.wo, c.dim, attnDim(c)]])),
+    group("feed-forward (gate,up,down)", layers((n) => [[n.gate, c.hiddenDim, c.dim], [n.up, c.hiddenDim, c.dim], [n.down, c.dim, c.hiddenDim]])),
     { type: "norms", quant: "F32", bytes: (2 * L + 1) * pad32(c.dim) * 4, params: (2 * L + 1) * c.dim },
   ];
   const extra = L * ((c.attnBias ? attnDim(c) + 2 * kvDim : 0) + (c.qkNorm ? 2 * c.headDim : 0));
   if (extra > 0) rows.push({ type: `${[c.attnBias ? "q,k,v biases" : "", c.qkNorm ? "q,k norms" : ""].filter(Boolean).join(", ")}`, quant: "F32", bytes: extra * 4, params: extra });
-  if (!c.tiedEmbeddings) rows.push({ type: "classifier", quant: "Q8_0", bytes: q8(c.vocabSize, c.dim), params: c.vocabSize * c.dim });
+  if (!c.tiedEmbeddings) rows.push(group("classifier", [[hfNames.classifier, c.vocabSize, c.dim]]));
   return rows;
 }

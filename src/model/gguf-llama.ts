@@ -190,9 +190,8 @@ export class GgufSource implements TensorSource {
     this.readRaw(m, row0, nRows, (off, k) => decodeRow(m.t.type, this.buf, off, out, k * cols, cols));
   }
 
-  readQ8Rows(name: string, row0: number, nRows: number, out: Uint8Array): void {
+  readRawRows(name: string, row0: number, nRows: number, out: Uint8Array): void {
     const m = this.get(name);
-    if (m.t.type !== "Q8_0") throw new Error(`${name}: readQ8Rows on a ${m.t.type} tensor`);
     const rb = m.rowBytes;
     if (out.length < nRows * rb) throw new RangeError(`${name}: output holds ${out.length} bytes, need ${nRows * rb}`);
     this.readRaw(m, row0, nRows, (off, k) => out.set(this.buf.subarray(off, off + rb), k * rb));

@@ -18,7 +18,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { Q8_0_BLOCK_BYTES, QK8_0 } from "../kernels/q8.js";
+import { QK8_0 } from "../kernels/q8.js";
 import { f32ToF16 } from "../core/numbers.js";
 import { typeInfo } from "../kernels/formats.js";
 import { quantizeRow } from "../kernels/quant/index.js";
@@ -129,31 +129,12 @@ function encodeKV(kv: GgufKV, out: Buffer[]): void {
 }
 
 /**
- * Adding then subtracting 1.5 * 2^52 rounds a double of magnitude below 2^51 to an integer, ties
- * to even (the IEEE default rounding): the same as roundHalfEven, several times faster.
+ * Quantize whole Q8_0 blocks of `x` into `out` (34 bytes per 32 values) with llama-quantize's own
+ * quantizer (kernels/quant, ggml's quantize_row_q8_0_ref), which is also what the loader uses for
+ * a folder: a GGUF we write holds the bytes llama.cpp would write and the loader would make.
  */
-const ROUND_MAGIC = 6755399441055744;
-
-/** Quantize whole Q8_0 blocks of `x` into `out` (34 bytes per 32 values), as ReferenceKernels.quantizeQ8. */
 export function quantizeQ8_0(x: Float32Array, out: Uint8Array): void {
-  const fround = Math.fround;
-  const nb = x.length / QK8_0;
-  const i8 = new Int8Array(out.buffer, out.byteOffset, nb * Q8_0_BLOCK_BYTES);
-  for (let b = 0; b < nb; b++) {
-    const s = b * QK8_0;
-    let amax = 0;
-    for (let i = 0; i < QK8_0; i++) {
-      const a = Math.abs(x[s + i]!);
-      if (a > amax) amax = a;
-    }
-    const d = fround(amax / 127);
-    const id = d !== 0 ? fround(1 / d) : 0;
-    const o = b * Q8_0_BLOCK_BYTES;
-    const h = f32ToF16(d);
-    out[o] = h & 0xff;
-    out[o + 1] = h >>> 8;
-    for (let i = 0; i < QK8_0; i++) i8[o + 2 + i] = fround(x[s + i]! * id) + ROUND_MAGIC - ROUND_MAGIC;
-  }
+  quantizeRow("Q8_0", x, 0, out, 0, x.length);
 }
 
 function encodeRows(type: GgufTensorType, x: Float32Array): Uint8Array {

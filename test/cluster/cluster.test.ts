@@ -31,6 +31,7 @@ import { authProof, loadSecret } from "../../src/cluster/auth.js";
 import { loadLlamaConfig } from "../../src/model/config.js";
 import { SafetensorsModel } from "../../src/model/safetensors.js";
 import { extractSlices, ModelSlice } from "../../src/engine/slice.js";
+import { typePlan } from "../../src/engine/types.js";
 import { STORIES, skipUnless, tempDir, tinyModel, tinyShape } from "../helpers/models.js";
 import { spawnWorker, type SpawnedWorker } from "./helpers.js";
 import { runCli } from "../helpers/cli.js";
@@ -121,28 +122,28 @@ test("a node slice spread over several arenas computes the same as in one", asyn
   const dir = tinyModel(tinyShape({ dim: 64, nHeads: 4, nKvHeads: 2, hiddenDim: 100, nLayers: 4 }));
   const config = loadLlamaConfig(dir);
   const slice = planCluster(config, [60, 40]).nodes[0]!;
-  const one = new ModelSlice(config, slice, 16, 2, backend);
+  const src = SafetensorsModel.open(dir);
+  const plan = typePlan(src, config, "Q8_0");
+  const one = new ModelSlice(config, slice, plan, 16, 2, backend);
   // shrink the arena limit until the layers need at least 3 arenas
   let limit = one.arenas[0]!.size;
   let many = one;
   while (many.arenas.length < 3) {
     limit -= 4096;
-    many = new ModelSlice(config, slice, 16, 2, backend, undefined, limit);
+    many = new ModelSlice(config, slice, plan, 16, 2, backend, undefined, limit);
   }
   assert.equal(one.arenas.length, 1);
   assert.ok(many.arenas.length >= 3, `${many.arenas.length} arenas`);
-  const src = SafetensorsModel.open(dir);
   await extractSlices(src, backend, [one.descs, many.descs], (i, d, off, data) => void (i === 0 ? one : many).view(d.id).set(data, off));
   src.close();
-  const xq = new Uint8Array(2 * 34 * 2);
-  for (let i = 0; i < xq.length; i++) xq[i] = (i * 53 + 11) & 0x7f;
-  const dv = new DataView(xq.buffer);
-  for (let b = 0; b < 4; b++) dv.setUint16(b * 34, 0x2c00, true);
+  // two tokens of a normalised input (f32, 64 values each)
+  const xq = new Float32Array(2 * 64);
+  for (let i = 0; i < xq.length; i++) xq[i] = (((i * 53 + 11) & 0x7f) - 64) / 32;
   for (let l = 0; l < 4; l++) {
     assert.deepEqual(Float32Array.from(many.attention(l, 0, 2, xq)), Float32Array.from(one.attention(l, 0, 2, xq)));
     assert.deepEqual(Float32Array.from(many.ffn(l, 2, xq)), Float32Array.from(one.ffn(l, 2, xq)));
   }
-  assert.deepEqual(Float32Array.from(many.logits(xq.subarray(0, 68))), Float32Array.from(one.logits(xq.subarray(0, 68))));
+  assert.deepEqual(Float32Array.from(many.logits(xq.subarray(0, 64))), Float32Array.from(one.logits(xq.subarray(0, 64))));
 });
 
 test("a worker that hangs mid-generation (SIGSTOP) is dropped after the step timeout; the output is unchanged", { skip: skipUnless(STORIES) }, async () => {

@@ -50,14 +50,14 @@ function rowsCols(shape: number[]): [number, number] {
   return shape.length === 1 ? [1, shape[0]!] : [shape[0]!, shape[1]!];
 }
 
-/** Q8_0 bytes of `x` by the reference kernel (the loader's own quantizer). */
+/** Q8_0 bytes of `x` by the reference kernel's weight quantizer (the loader's own). */
 function referenceQ8(x: Float32Array): Uint8Array {
   const arena = new Arena(x.length * 4 + q8RowBytes(x.length) + 1024, "test");
   const k = new ReferenceKernels(arena);
   const src = arena.alloc(x.length * 4);
   const dst = arena.alloc(q8RowBytes(x.length));
   arena.f32(src, x.length).set(x);
-  k.quantizeQ8(dst, src, x.length);
+  k.quantizeWeights("Q8_0", dst, src, x.length);
   return arena.u8(dst, q8RowBytes(x.length)).slice();
 }
 
@@ -113,8 +113,8 @@ for (const c of CASES) {
             // Q8_0: the very bytes our quantizer makes of the safetensors rows
             const q = referenceQ8(want);
             const raw = new Uint8Array(q.length);
-            g.source.readQ8Rows!(name, 0, rows, raw);
-            assert.ok(Buffer.from(raw).equals(Buffer.from(q)), `${name}: Q8_0 bytes differ from ReferenceKernels.quantizeQ8`);
+            g.source.readRawRows!(name, 0, rows, raw);
+            assert.ok(Buffer.from(raw).equals(Buffer.from(q)), `${name}: Q8_0 bytes differ from the loader's quantizer`);
             assert.deepEqual(got, dequantQ8(q, rows * cols), name);
             // within Q8 rounding: half a step (max |x| / 127 of the block), plus the f16 scale's error
             let worst = 0;
@@ -138,9 +138,9 @@ for (const c of CASES) {
               if (type === "Q8_0") {
                 const rb = q8RowBytes(cols);
                 const rawPart = new Uint8Array(n * rb);
-                g.source.readQ8Rows!(name, r0, n, rawPart);
+                g.source.readRawRows!(name, r0, n, rawPart);
                 const whole = new Uint8Array(rows * rb);
-                g.source.readQ8Rows!(name, 0, rows, whole);
+                g.source.readRawRows!(name, 0, rows, whole);
                 assert.ok(Buffer.from(rawPart).equals(Buffer.from(whole.subarray(r0 * rb, (r0 + n) * rb))), `${name} q8 rows ${r0}+${n}`);
               }
             }
@@ -224,9 +224,11 @@ test("the loader fed by a GGUF computes the same logits as fed by the safetensor
   const backend = new ReferenceBackend();
   const config = loadLlamaConfig(dir);
   const st = SafetensorsModel.open(dir);
-  const ref = await ForwardPass.load(st, config, backend, { seqLen: 16, batch: 4 });
+  // a GGUF's matrices keep their types; the folder is loaded in the same type
+  const refs = { Q8_0: await ForwardPass.load(st, config, backend, { seqLen: 16, batch: 4, quant: "Q8_0" }), F32: await ForwardPass.load(st, config, backend, { seqLen: 16, batch: 4, quant: "F32" }) };
   st.close();
-  for (const quant of ["Q8_0", "F32"] as GgufQuant[]) {
+  for (const quant of ["Q8_0", "F32"] as const) {
+    const ref = refs[quant];
     const file = path.join(tempDir(), `m-${quant}.gguf`);
     writeGgufFromSafetensors(dir, file, { quant });
     const g = openGguf(file);
@@ -466,7 +468,7 @@ test("metadata values of every type round trip; f32 scalars read as their shorte
   assert.equal(g.tensors.size, 0);
 });
 
-test("quantizeQ8_0 matches ReferenceKernels.quantizeQ8 bit for bit, ties and zeros included", () => {
+test("quantizeQ8_0 matches the loader's quantizer (ReferenceKernels.quantizeWeights Q8_0) bit for bit, ties and zeros included", () => {
   const x = new Float32Array(32 * 6);
   for (let i = 0; i < x.length; i++) x[i] = Math.sin(i * 1.3) * (i % 7);
   x.fill(0, 32, 64); // an all-zero block
