@@ -56,8 +56,10 @@ export interface Kernels {
   /**
    * Causal grouped-query attention for one query token at position nPos-1.
    * q: nHeads*headDim f32. kCache/vCache: [position][nKvHeads*headDim] bf16 (rows 0..nPos-1 are used).
-   * Query head h reads KV head floor(h / (nHeads/nKvHeads)). scores = q.k / sqrt(headDim), softmax
-   * over positions, out[h] = sum_p softmax_p * v[p]. scratch: nHeads*nPos f32.
+   * Query head h reads KV head floor(h / (nHeads/nKvHeads)). scores = bf16(q).k / sqrt(headDim),
+   * softmax over positions, out[h] = sum_p bf16(softmax_p) * v[p]: as llama.cpp multiplies a BF16
+   * cache, q (rounded in place: its buffer is changed) and the weights are rounded to bf16 first.
+   * scratch: nHeads*nPos f32.
    */
   attention(out: Ptr, q: Ptr, kCache: Ptr, vCache: Ptr, scratch: Ptr,
     nHeads: number, nKvHeads: number, headDim: number, nPos: number): void;

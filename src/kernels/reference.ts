@@ -8,6 +8,37 @@ import { actTypeOf, rowBytes, type ActType, type TensorType } from "./formats.js
 import { quantizeActRow, quantizeRow, vecDot } from "./quant/index.js";
 import { bf16ToF32, f32ToBf16, f32ToF16, roundHalfEven } from "../core/numbers.js";
 
+const fround = Math.fround;
+
+/** The sum of four f32 lanes as the kernels' hsum adds them: (l0 + l2) + (l1 + l3). */
+function hsum4(l: readonly number[]): number {
+  return fround(fround(l[0]! + l[2]!) + fround(l[1]! + l[3]!));
+}
+
+const f32c = (v: number): number => fround(v);
+const EXP_LO = f32c(-87.33654475), EXP_HI = f32c(88.0), LOG2E = f32c(1.44269504088896341);
+const C1 = f32c(0.693359375), C2 = f32c(-2.12194440e-4);
+const P = [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1].map(f32c);
+const expBuf = new Float32Array(1);
+const expBits = new Int32Array(expBuf.buffer);
+
+/**
+ * e^x as the kernels compute it (Cephes expf, kernels/assembly expx4), every step rounded to f32:
+ * about 1e-7 relative to the true value.
+ */
+export function expf32(x0: number): number {
+  let x = Math.min(Math.max(x0, EXP_LO), EXP_HI);
+  const fx = Math.floor(fround(fround(x * LOG2E) + 0.5));
+  x = fround(x - fround(fx * C1));
+  x = fround(x - fround(fx * C2));
+  const z = fround(x * x);
+  let y = P[0]!;
+  for (let i = 1; i < P.length; i++) y = fround(fround(y * x) + P[i]!);
+  y = fround(fround(fround(y * z) + x) + 1);
+  expBits[0] = (Math.trunc(fx) + 127) << 23;
+  return fround(y * expBuf[0]!);
+}
+
 export class ReferenceKernels implements Kernels {
   private readonly u8: Uint8Array;
   private readonly f32: Float32Array;
@@ -85,37 +116,73 @@ export class ReferenceKernels implements Kernels {
     for (let i = 0; i < n; i++) this.u16[(dst >> 1) + i] = f32ToBf16(this.f32[(src >> 2) + i]!);
   }
 
+  /**
+   * The softmax weights are rounded to bf16, so a difference in their last bit can move a weight by
+   * 2^-8: the reference therefore computes them in the very order of operations of the WebAssembly
+   * kernel (4-lane partial sums, the same exp polynomial), so both give the same bits.
+   */
   attention(out: Ptr, q: Ptr, kCache: Ptr, vCache: Ptr, scratch: Ptr,
     nHeads: number, nKvHeads: number, headDim: number, nPos: number): void {
     const f = this.f32;
     const kvDim = nKvHeads * headDim;
     const group = nHeads / nKvHeads;
-    const scale = 1 / Math.sqrt(headDim);
+    const scale = fround(1 / Math.sqrt(headDim));
     for (let h = 0; h < nHeads; h++) {
       const kvh = Math.floor(h / group);
       const qo = (q >> 2) + h * headDim;
       const att = (scratch >> 2) + h * nPos;
+      // q to bf16 precision, in place: llama.cpp converts it to the BF16 cache's type for the dots
+      for (let i = 0; i < headDim; i++) f[qo + i] = bf16ToF32(f32ToBf16(f[qo + i]!));
       let max = -Infinity;
       for (let p = 0; p < nPos; p++) {
         const ko = (kCache >> 1) + p * kvDim + kvh * headDim;
-        let dot = 0;
-        for (let i = 0; i < headDim; i++) dot += f[qo + i]! * bf16ToF32(this.u16[ko + i]!);
-        f[att + p] = dot * scale;
+        f[att + p] = fround(this.dotBf16(qo, ko, headDim) * scale);
         if (f[att + p]! > max) max = f[att + p]!;
       }
-      let sum = 0;
-      for (let p = 0; p < nPos; p++) {
-        f[att + p] = Math.exp(f[att + p]! - max);
-        sum += f[att + p]!;
+      // exp(score - max) and their sum: four lanes over whole groups of 4 positions, then the rest
+      const lanes = [0, 0, 0, 0];
+      let p = 0;
+      for (; p + 4 <= nPos; p += 4) {
+        for (let j = 0; j < 4; j++) {
+          const e = expf32(fround(f[att + p + j]! - max));
+          f[att + p + j] = e;
+          lanes[j] = fround(lanes[j]! + e);
+        }
       }
+      let sum = hsum4(lanes);
+      for (; p < nPos; p++) {
+        const e = expf32(fround(f[att + p]! - max));
+        f[att + p] = e;
+        sum = fround(sum + e);
+      }
+      // the weights e * (1 / sum) (llama.cpp's soft_max), rounded to bf16 as they are for the BF16 values
+      const inv = fround(1 / sum);
+      for (let pp = 0; pp < nPos; pp++) f[att + pp] = bf16ToF32(f32ToBf16(fround(f[att + pp]! * inv)));
       const oo = (out >> 2) + h * headDim;
       for (let i = 0; i < headDim; i++) f[oo + i] = 0;
-      for (let p = 0; p < nPos; p++) {
-        const a = f[att + p]! / sum;
-        const vo = (vCache >> 1) + p * kvDim + kvh * headDim;
-        for (let i = 0; i < headDim; i++) f[oo + i] = f[oo + i]! + a * bf16ToF32(this.u16[vo + i]!);
+      for (let pp = 0; pp < nPos; pp++) {
+        const a = f[att + pp]!;
+        const vo = (vCache >> 1) + pp * kvDim + kvh * headDim;
+        for (let i = 0; i < headDim; i++) f[oo + i] = fround(f[oo + i]! + fround(a * bf16ToF32(this.u16[vo + i]!)));
       }
     }
+  }
+
+  /** q (f32) . k (bf16) over n values, in the kernel's order: two 4-lane accumulators per 8, then the rest. */
+  private dotBf16(qo: number, ko: number, n: number): number {
+    const f = this.f32;
+    const a0 = [0, 0, 0, 0];
+    const a1 = [0, 0, 0, 0];
+    let i = 0;
+    for (; i + 8 <= n; i += 8) {
+      for (let j = 0; j < 4; j++) {
+        a0[j] = fround(a0[j]! + fround(f[qo + i + j]! * bf16ToF32(this.u16[ko + i + j]!)));
+        a1[j] = fround(a1[j]! + fround(f[qo + i + 4 + j]! * bf16ToF32(this.u16[ko + i + 4 + j]!)));
+      }
+    }
+    let s = hsum4(a0.map((v, j) => fround(v + a1[j]!)));
+    for (; i < n; i++) s = fround(s + fround(f[qo + i]! * bf16ToF32(this.u16[ko + i]!)));
+    return s;
   }
 
   siluMul(gate: Ptr, up: Ptr, n: number): void {

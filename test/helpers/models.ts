@@ -7,6 +7,10 @@ import type { SafetensorsDtype } from "../../src/model/safetensors.js";
 
 export const SHARED_MODELS = path.resolve(process.cwd(), "../shared/models");
 export const STORIES = path.join(SHARED_MODELS, "stories260K");
+/** stories260K embedded in a 256-aligned shape (every row whole K-quant blocks). */
+export const STORIES_256 = path.join(SHARED_MODELS, "stories260K-256");
+/** stories260K-256 quantized by llama.cpp's llama-quantize: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0. */
+export const GGUF_LLAMACPP = path.join(SHARED_MODELS, "gguf-llamacpp");
 export const LLAMA2_TOKENIZER = path.join(SHARED_MODELS, "llama2-tokenizer");
 
 /** A reason to skip, or false when the folder is there. */

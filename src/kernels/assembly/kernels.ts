@@ -155,9 +155,17 @@ export function siluMul(gate: usize, up: usize, n: u32): void {
   return s;
 }
 
+/** f32 lanes rounded to the nearest bfloat16 (ties to even), as f32. */
+// @ts-ignore: decorator
+@inline function roundBf16(v: v128): v128 {
+  return i32x4.shl(bf16x4(v), 16);
+}
+
 /**
  * Causal GQA attention for query heads [h0, h1); see kernels.ts. scratch holds nHeads*nPos f32
- * (head h uses scratch + h*nPos*4).
+ * (head h uses scratch + h*nPos*4). As llama.cpp multiplies a BF16 cache: q is rounded to bf16
+ * (in place) before its dots with the keys, the softmax weights to bf16 before they weight the
+ * values.
  */
 export function attention(out: usize, q: usize, kCache: usize, vCache: usize, scratch: usize,
   nHeads: u32, nKvHeads: u32, headDim: u32, nPos: u32, h0: u32, h1: u32): void {
@@ -171,6 +179,10 @@ export function attention(out: usize, q: usize, kCache: usize, vCache: usize, sc
     const qo = q + ((h * headDim) << 2);
     const att = scratch + ((h * nPos) << 2);
     const headOff = (kvh * headDim) << 1;
+    // q to bf16 precision (llama.cpp converts it to the cache's type for the dot products)
+    let j: u32 = 0;
+    for (; j + 4 <= headDim; j += 4) v128.store(qo + (j << 2), roundBf16(v128.load(qo + (j << 2))));
+    for (; j < headDim; j++) store<f32>(qo + (j << 2), f32x4.extract_lane(roundBf16(f32x4.splat(load<f32>(qo + (j << 2)))), 0));
     // scores
     let max: f32 = -Infinity;
     let kp = kCache + headOff;
@@ -195,7 +207,11 @@ export function attention(out: usize, q: usize, kCache: usize, vCache: usize, sc
       store<f32>(att + (p << 2), e);
       sum += e;
     }
+    // the weights: e / sum (as llama.cpp's soft_max: e * (1 / sum)), rounded to bf16
     const inv = f32x4.splat((1.0 as f32) / sum);
+    p = 0;
+    for (; p + 4 <= nPos; p += 4) v128.store(att + (p << 2), roundBf16(f32x4.mul(v128.load(att + (p << 2)), inv)));
+    for (; p < nPos; p++) store<f32>(att + (p << 2), f32x4.extract_lane(roundBf16(f32x4.mul(f32x4.splat(load<f32>(att + (p << 2))), inv)), 0));
     // weighted sum of values, 16 dims at a time (4 accumulators) over all positions
     const oo = out + ((h * headDim) << 2);
     let i: u32 = 0;
@@ -212,10 +228,10 @@ export function attention(out: usize, q: usize, kCache: usize, vCache: usize, sc
         vp += rowBytes;
       }
       const d = oo + (i << 2);
-      v128.store(d, f32x4.mul(o0, inv), 0);
-      v128.store(d, f32x4.mul(o1, inv), 16);
-      v128.store(d, f32x4.mul(o2, inv), 32);
-      v128.store(d, f32x4.mul(o3, inv), 48);
+      v128.store(d, o0, 0);
+      v128.store(d, o1, 16);
+      v128.store(d, o2, 32);
+      v128.store(d, o3, 48);
     }
     for (; i < headDim; i++) {
       let o: f32 = 0;
@@ -224,7 +240,7 @@ export function attention(out: usize, q: usize, kCache: usize, vCache: usize, sc
         o += load<f32>(att + (pp << 2)) * reinterpret<f32>((load<u16>(vp) as u32) << 16);
         vp += rowBytes;
       }
-      store<f32>(oo + (i << 2), o * f32x4.extract_lane(inv, 0));
+      store<f32>(oo + (i << 2), o);
     }
   }
 }
