@@ -7,6 +7,7 @@ import * as os from "node:os";
 import { loadSecret } from "../cluster/auth.js";
 import { openDistributedModel, parseWorkersFlag, type DistributedModel, type DistributedOptions } from "../cluster/client.js";
 import { openModel, type LoadedModel } from "../engine/open.js";
+import { parseQuantChoice, QUANT_CHOICES, type QuantChoice } from "../engine/types.js";
 import { createBackend } from "../kernels/backend.js";
 import type { KernelBackend } from "../kernels/kernels.js";
 import { LlameshError } from "../core/errors.js";
@@ -17,6 +18,7 @@ export const modelFlags = {
   threads: { type: "int", aliases: ["-t"], min: 1, max: 256, help: "compute threads" },
   "max-seq-len": { type: "int", aliases: ["-c", "--ctx-size"], min: 2, max: 1 << 20, help: "context length to allocate" },
   kernels: { type: "string", choices: ["wasm", "ts"], default: "wasm", help: "wasm or ts (the plain TypeScript reference)" },
+  quant: { type: "string", aliases: ["-q"], help: `the matrices' type: ${QUANT_CHOICES} (default: q8_0 for a folder, a GGUF's own types)` },
   workers: { type: "string", help: "worker list host:port[@share],..." },
   "local-share": { type: "number", min: 0, max: 1e6, help: "this machine's share of the work when using --workers (0 = coordinate only)" },
   "perf-csv": { type: "string", help: "per-token timing CSV of the cluster run" },
@@ -39,6 +41,8 @@ export interface ModelSettings {
   threads: number;
   kernels: "wasm" | "ts";
   maxSeqLen: number | undefined;
+  /** --quant; undefined: the default (q8_0 for a folder, a GGUF's own types). */
+  quant: QuantChoice | undefined;
   /** With --workers: how to reach and use them. */
   cluster: Pick<DistributedOptions, "workers" | "localShare" | "perfCsv" | "topology" | "stepTimeoutMs" | "secret"> | null;
 }
@@ -60,6 +64,7 @@ export function modelSettings(flags: Flags<typeof modelFlags>, command: string, 
     threads: flags.threads ?? defaultThreads(process.env, os.availableParallelism()),
     kernels: flags.kernels,
     maxSeqLen: flags["max-seq-len"],
+    quant: flags.quant === undefined ? undefined : parseQuantChoice(flags.quant, `${command}: --quant`),
     cluster:
       workersFlag === undefined
         ? null
@@ -89,8 +94,8 @@ export async function loadModel(dir: string, s: ModelSettings, log: (line: strin
   const bar = new ProgressBar(s.cluster ? "Loading and sending weights" : "Loading");
   const onProgress = (d: number, t: number): void => bar.update(d, t);
   try {
-    const distributed = s.cluster ? await openDistributedModel(dir, { ...s.cluster, backend, maxSeqLen: s.maxSeqLen, onProgress, log }) : null;
-    const model: LoadedModel = distributed ?? (await openModel(dir, { backend, maxSeqLen: s.maxSeqLen, onProgress }));
+    const distributed = s.cluster ? await openDistributedModel(dir, { ...s.cluster, backend, maxSeqLen: s.maxSeqLen, quant: s.quant, onProgress, log }) : null;
+    const model: LoadedModel = distributed ?? (await openModel(dir, { backend, maxSeqLen: s.maxSeqLen, quant: s.quant, onProgress }));
     bar.done();
     return {
       model,

@@ -25,6 +25,7 @@ import type { TensorSource } from "../core/tensor-source.js";
 import { hfNames, ropeTable } from "./weights.js";
 import { ArenaPlan, plannedArena, plannedSize, type Allocator } from "./layout.js";
 import type { TypePlan } from "./types.js";
+import { firstNonFinite, firstNonFiniteRow, nonFiniteError } from "./finite.js";
 
 /** Which part of every layer a node holds (planner.ts decides; fullSlice is the whole model). */
 export interface NodeSlice {
@@ -256,17 +257,20 @@ export class ModelSlice {
     this.descs = descs ?? sliceDescs(c, slice, plan);
     this.byId = new Map(this.descs.map((x) => [x.id, x]));
     const f = 4;
-    const widest = Math.max(d.qRowsP, d.hRows, 32);
     const kvLayerBytes = d.kvRows > 0 ? seqLen * d.kvRows * 2 : 0;
-    const matrixTypes = this.descs.filter((x) => x.kind !== "vec").map((x) => x.type);
+    // inputs of width dimP (q, k, v, gate, up, classifier), qRowsP (o_proj) and hRows (down)
+    const typesOf = (re: RegExp): TensorType[] => this.descs.filter((x) => x.kind !== "vec" && re.test(x.id)).map((x) => x.type);
+    const inTypes = typesOf(/\.(wq|wk|wv|gate|up)$|^cls$/);
+    const woTypes = typesOf(/\.wo$/);
+    const downTypes = typesOf(/\.down$/);
     const scratchLayout = (a: Allocator): NodeScratch => ({
       xf: a.alloc(batch * d.dimP * f),
-      xa: a.alloc(batch * actRowBytes(matrixTypes, d.dimP)),
+      xa: a.alloc(batch * actRowBytes(inTypes, d.dimP)),
       q: a.alloc(batch * d.qRowsP * f),
       kk: a.alloc(batch * d.kvRowsP * f),
       v: a.alloc(batch * d.kvRowsP * f),
       att: a.alloc(batch * d.qRowsP * f),
-      aq: a.alloc(batch * actRowBytes(matrixTypes, pad32(widest))),
+      aq: a.alloc(batch * Math.max(actRowBytes(woTypes, d.qRowsP), actRowBytes(downTypes, d.hRows))),
       scores: a.alloc(Math.max(1, d.nHeads) * seqLen * f),
       hb: a.alloc(batch * d.hRows * f),
       hb2: a.alloc(batch * d.hRows * f),
@@ -505,6 +509,7 @@ export async function extractSlices(
   for (const { node, desc } of vectors) {
     const all = new Float32Array(desc.srcCols);
     source.readRows(desc.tensor, 0, 1, all);
+    if (firstNonFinite(all) >= 0) throw nonFiniteError(source.info(desc.tensor).file, desc.tensor, 0);
     const part = all.slice(desc.r0, desc.r1);
     await sink(node, desc, 0, new Uint8Array(part.buffer));
   }
@@ -554,6 +559,8 @@ async function extractInto(
       const q = arena.u8(qPtr, n * rb);
       if (direct) {
         source.readRawRows!(tensor, r0, n, q);
+        const bad = firstNonFiniteRow(type, q, n, colsP);
+        if (bad >= 0) throw nonFiniteError(info.file, tensor, r0 + bad);
       } else {
         const staging = arena.f32(fPtr, n * colsP);
         if (cols === colsP) {
@@ -564,6 +571,8 @@ async function extractInto(
           staging.fill(0);
           for (let r = 0; r < n; r++) staging.set(host.subarray(r * cols, (r + 1) * cols), r * colsP);
         }
+        const bad = firstNonFinite(staging);
+        if (bad >= 0) throw nonFiniteError(info.file, tensor, r0 + Math.floor(bad / colsP));
         k.quantizeWeights(type, qPtr, fPtr, n * colsP);
       }
       for (const { node, desc } of list) {

@@ -13,6 +13,7 @@ import type { Ptr } from "../kernels/kernels.js";
 import { rowBytes, type TensorType } from "../kernels/formats.js";
 import { pad32 } from "../kernels/q8.js";
 import type { TypePlan } from "./types.js";
+import { firstNonFinite, nonFiniteError } from "./finite.js";
 import { attnDim, type LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../core/errors.js";
 import type { TensorSource } from "../core/tensor-source.js";
@@ -148,6 +149,12 @@ export function readNorms(source: TensorSource, c: LlamaConfig): Float32Array {
     source.readRows(n.ffnNorm, 0, 1, out.subarray((2 * l + 1) * c.dim, (2 * l + 2) * c.dim));
   }
   source.readRows(hfNames.finalNorm, 0, 1, out.subarray(2 * c.nLayers * c.dim));
+  const bad = firstNonFinite(out);
+  if (bad >= 0) {
+    const i = Math.floor(bad / c.dim);
+    const name = i === 2 * c.nLayers ? hfNames.finalNorm : i % 2 === 0 ? hfNames.layer(i >> 1).attnNorm : hfNames.layer(i >> 1).ffnNorm;
+    throw nonFiniteError(source.info(name).file, name, 0);
+  }
   return out;
 }
 

@@ -405,7 +405,7 @@ function parseGguf(fd: number, file: string, checkMetadata?: (metadata: Map<stri
     const end = begin + t.nbytes;
     if (end > size) {
       throw new LlameshError(
-        `${file}: tensor ${t.name} data [${begin}, ${end}) lies outside the file (${size} bytes; truncated or corrupt GGUF file?)`,
+        `${file}: tensor ${t.name} (${t.type} [${t.dims.join(", ")}], ${t.nbytes} bytes) data [${begin}, ${end}) lies outside the file (${size} bytes; truncated or corrupt GGUF file?)`,
       );
     }
     tensors.set(t.name, { name: t.name, dims: t.dims, type: t.type, offset: begin, nbytes: t.nbytes });

@@ -15,7 +15,7 @@ import { Q8_0_BLOCK_BYTES, q8RowBytes, QK8_0 } from "../../src/kernels/q8.js";
 import { F16_TO_F32, f32ToF16 } from "../../src/core/numbers.js";
 import { ReferenceBackend, ReferenceKernels } from "../../src/kernels/reference.js";
 import { loadLlamaConfig, type LlamaConfig } from "../../src/model/config.js";
-import { LlameshError } from "../../src/core/errors.js";
+import { assertLlamesh, tensorInfoAt } from "../helpers/gguf.js";
 import { readGguf, shortestF32 } from "../../src/gguf/reader.js";
 import { ggufRowOfHfRow, openGguf } from "../../src/model/gguf-llama.js";
 import {
@@ -32,15 +32,6 @@ import { SafetensorsModel } from "../../src/model/safetensors.js";
 import { syntheticTensors, writeSyntheticModel, type SyntheticShape } from "../../src/synthetic/checkpoint.js";
 import { loadTokenizerSync } from "../../src/model/tokenizer.js";
 import { LLAMA2_TOKENIZER, skipUnless, STORIES, tempDir, tinyModel, tinyShape } from "../helpers/models.js";
-
-function assertLlamesh(fn: () => unknown, ...fragments: string[]): void {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof LlameshError, `expected LlameshError, got ${String(e)}`);
-    for (const f of fragments) assert.ok(e.message.includes(f), `message ${JSON.stringify(e.message)} lacks ${JSON.stringify(f)}`);
-    assert.ok(!e.message.includes("\n"), "one-line message");
-    return true;
-  });
-}
 
 function allNames(c: LlamaConfig): string[] {
   return expectedTensors(c).map(([name]) => name);
@@ -338,17 +329,6 @@ function corrupt(name: string, edit: (b: Buffer) => Buffer): string {
   const f = path.join(tempDir(), name);
   fs.writeFileSync(f, edit(Buffer.from(fs.readFileSync(good()))));
   return f;
-}
-
-/** Byte position of the fields after a tensor's name in the tensor infos. */
-function tensorInfoAt(b: Buffer, name: string): { nDims: number; typeAt: number; offsetAt: number } {
-  const needle = Buffer.concat([Buffer.from([name.length, 0, 0, 0, 0, 0, 0, 0]), Buffer.from(name)]);
-  const p = b.indexOf(needle);
-  assert.ok(p > 0, `tensor info ${name} not found`);
-  const at = p + needle.length;
-  const nDims = b.readUInt32LE(at);
-  const typeAt = at + 4 + 8 * nDims;
-  return { nDims, typeAt, offsetAt: typeAt + 4 };
 }
 
 test("bad GGUF files give one-line LlameshErrors naming the file", () => {
