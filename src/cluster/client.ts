@@ -14,6 +14,7 @@ import { formatBytes } from "../core/format.js";
 import { EmbeddingTable } from "../engine/embedding.js";
 import { openCheckpoint, openWeights, type LoadedModel } from "../engine/open.js";
 import { nodeDims } from "../engine/slice.js";
+import type { SequenceChunk } from "../engine/forward.js";
 import { defaultQuant, typePlan, type QuantChoice, type TypePlan } from "../engine/types.js";
 import { checkTensors, hfNames, memoryByType, readNorms, type MemorySummary } from "../engine/weights.js";
 import type { LlamaConfig } from "../model/config.js";
@@ -79,6 +80,8 @@ export interface DistributedOptions {
   log: (line: string) => void;
   /** The matrices' types (engine/types.ts): default a GGUF's own, Q8_0 for a folder. */
   quant?: QuantChoice;
+  /** Sequences served at once (each node holds a KV region of maxSeqLen positions per slot); default 1. */
+  slots?: number;
   /** Write one row per step, sync and node here at close() (rows are kept only when this is set). */
   perfCsv?: string;
   connectTimeoutMs?: number;
@@ -124,7 +127,15 @@ export interface DistributedModel extends LoadedModel {
   readonly retainedRows: number;
   /** Worker counters (STATS), in worker order. */
   workerStats(): Promise<Record<string, unknown>[]>;
+  /** The cluster's state now: every worker it started with (ok), fewer (degraded), or none left to compute (down). */
+  health(): ClusterHealth;
   close(): Promise<void>;
+}
+
+export interface ClusterHealth {
+  state: "ok" | "degraded" | "down";
+  /** The workers the cluster was started with, and whether each is in the current plan. */
+  workers: { label: string; inPlan: boolean }[];
 }
 
 export async function openDistributedModel(dir: string, opts: DistributedOptions): Promise<DistributedModel> {
@@ -132,13 +143,14 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
   const seqLen = opts.maxSeqLen ?? config.seqLen;
   const batch = Math.max(1, Math.min(opts.batch ?? 32, seqLen));
   const localShare = opts.localShare ?? 0;
+  const slots = opts.slots ?? 1;
   const t0 = performance.now();
   let cluster: Cluster | null = null;
   try {
     checkTensors(source, config);
     const plan = typePlan(source, config, opts.quant ?? defaultQuant(source));
     cluster = await Cluster.connect({
-      config, plan, fingerprint: modelFingerprint(configText, source.files), workers: opts.workers, localShare, backend: opts.backend, seqLen, batch,
+      config, plan, fingerprint: modelFingerprint(configText, source.files), workers: opts.workers, localShare, backend: opts.backend, seqLen, batch, slots,
       secret: opts.secret ?? null, connectTimeoutMs: opts.connectTimeoutMs ?? 10_000, log: opts.log,
     });
     // the first pass over the checkpoint also fills the client's embedding table
@@ -146,10 +158,10 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
     const embedding = new EmbeddingTable(config, plan, new Uint8Array(embDesc.bytes));
     const sent = await cluster.deploy(source, { desc: embDesc, rows: embedding.rows }, opts.onProgress);
     const steps = new StepLog(opts.perfCsv);
-    const coord = new Coordinator(config, embedding, readNorms(source, config), opts.backend, seqLen, batch, steps, {
+    const coord = new Coordinator(config, embedding, readNorms(source, config), opts.backend, seqLen, batch, slots, steps, {
       stepTimeoutMs: opts.stepTimeoutMs ?? 30_000, spinMs: opts.spinMs ?? (localShare > 0 ? 20 : 0),
     });
-    const m = new ClusterModel(dir, config, tokenizer, cluster, coord, steps, embedding, plan, opts, seqLen, batch);
+    const m = new ClusterModel(dir, config, tokenizer, cluster, coord, steps, embedding, plan, opts, { seqLen, batch, slots });
     await m.start();
     m.loadMs = performance.now() - t0;
     m.files = source.files.map((f: string) => ({ file: f, bytes: fs.statSync(f).size }));
@@ -172,6 +184,9 @@ class ClusterModel implements DistributedModel {
   files: { file: string; bytes: number }[] = [];
   readonly weightBytesSent: number[];
   readonly memory: MemorySummary;
+  readonly seqLen: number;
+  readonly batch: number;
+  readonly slots: number;
   private readonly recovered: string[] = [];
   private readonly clientBytes: number;
 
@@ -185,9 +200,11 @@ class ClusterModel implements DistributedModel {
     embedding: EmbeddingTable,
     plan: TypePlan,
     private readonly opts: DistributedOptions,
-    readonly seqLen: number,
-    readonly batch: number,
+    shape: { seqLen: number; batch: number; slots: number },
   ) {
+    this.seqLen = shape.seqLen;
+    this.batch = shape.batch;
+    this.slots = shape.slots;
     this.weightBytesSent = cluster.workers.map((n) => n.weightBytesSent);
     this.memory = clusterMemory(config, plan, cluster);
     this.clientBytes = embedding.rows.length + (2 * config.nLayers + 1) * embedding.dimP * 4;
@@ -211,12 +228,17 @@ class ClusterModel implements DistributedModel {
   }
 
   async forward(tokens: readonly number[], pos: number): Promise<Float32Array> {
+    return (await this.forwardBatch([{ slot: 0, pos, tokens }]))[0]!;
+  }
+
+  async forwardBatch(chunks: readonly SequenceChunk[]): Promise<Float32Array[]> {
     // each recovery drops at least one worker, so this ends
     for (;;) {
+      const before = this.coord.lengthsBefore(chunks);
       try {
-        return await this.coord.forward(tokens, pos);
+        return await this.coord.forwardBatch(chunks);
       } catch (e) {
-        await this.recover(pos, e);
+        await this.recover(before, chunks[0]!.pos, e);
       }
     }
   }
@@ -226,7 +248,7 @@ class ClusterModel implements DistributedModel {
    * checkpoint, opened again), restart the step program and recompute the KV caches by
    * replaying the `pos` tokens so far. Throws `cause` when no worker was lost.
    */
-  private async recover(pos: number, cause: unknown): Promise<void> {
+  private async recover(lengths: ReadonlyMap<number, number>, pos: number, cause: unknown): Promise<void> {
     const c = this.cluster;
     const log = this.opts.log;
     const lost = c.dropLost();
@@ -247,7 +269,7 @@ class ClusterModel implements DistributedModel {
       src.close();
     }
     await this.start();
-    await this.coord.replay(pos);
+    await this.coord.replay(lengths);
     const line = `lost ${names} at position ${pos}: re-planned over ${left} node${left === 1 ? "" : "s"}, ${formatBytes(bytes)} of weights sent, ${pos} tokens replayed, in ${((performance.now() - tr) / 1000).toFixed(2)} s`;
     this.recovered.push(line);
     log(`Recovered: ${line}`);
@@ -268,6 +290,13 @@ class ClusterModel implements DistributedModel {
 
   workerStats(): Promise<Record<string, unknown>[]> {
     return this.cluster.workerStats();
+  }
+
+  health(): ClusterHealth {
+    const inPlan = new Set(this.cluster.workers.map((w) => w.label));
+    const workers = this.opts.workers.map((w) => `${w.host}:${w.port}`).map((label) => ({ label, inPlan: inPlan.has(label) && !this.cluster.isLost(label) }));
+    const up = workers.filter((w) => w.inPlan).length + (this.cluster.nodes.some((n) => n.kind === "local") ? 1 : 0);
+    return { state: up === 0 ? "down" : workers.every((w) => w.inPlan) ? "ok" : "degraded", workers };
   }
 
   async close(): Promise<void> {

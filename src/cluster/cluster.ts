@@ -52,6 +52,8 @@ export interface ClusterSetup {
   backend: KernelBackend;
   seqLen: number;
   batch: number;
+  /** KV regions every node holds (sequences served at once). */
+  slots: number;
   secret: Buffer | null;
   connectTimeoutMs: number;
   log: (line: string) => void;
@@ -125,7 +127,7 @@ export class Cluster {
     const plan = planCluster(c, this.local > 0 ? [this.local, ...shares] : shares, planBlocks(c, s.plan));
     const nodes: ClusterNode[] = [];
     if (this.local > 0) {
-      const model = new ModelSlice(c, plan.nodes[0]!, s.plan, s.seqLen, s.batch, s.backend);
+      const model = new ModelSlice(c, plan.nodes[0]!, s.plan, s.backend, { seqLen: s.seqLen, batch: s.batch, slots: s.slots });
       nodes.push({ kind: "local", label: "local", share: this.local, slice: plan.nodes[0]!, model, threads: s.backend.threads, gmac: 0, macsPerToken: model.macsPerToken, weightBytes: model.weightBytes, stats: emptyStats() });
     }
     this.alive.forEach((h, i) => {
@@ -141,7 +143,7 @@ export class Cluster {
       nodes.map(async (n) => {
         if (n.kind === "local") return n.model.descs;
         const descs = withKeys(sliceDescs(c, n.slice, s.plan), s.fingerprint);
-        const j = jsonOf(await n.conn.requestJson(MSG.SETUP, { config: c, slice: n.slice, seqLen: s.seqLen, batch: s.batch, types: s.plan }), MSG.SETUP_OK, `worker ${n.label}`);
+        const j = jsonOf(await n.conn.requestJson(MSG.SETUP, { config: c, slice: n.slice, seqLen: s.seqLen, batch: s.batch, slots: s.slots, types: s.plan }), MSG.SETUP_OK, `worker ${n.label}`);
         const missing = new Set(Array.isArray(j["missing"]) ? (j["missing"] as unknown[]).filter((x): x is string => typeof x === "string") : []);
         return descs.filter((d) => missing.has(d.key));
       }),
@@ -179,6 +181,11 @@ export class Cluster {
     this.alive = this.alive.filter((h) => !h.conn.error);
     for (const h of this.alive) void h.conn.send(MSG.ABORT, new Uint8Array(0)).catch(() => undefined);
     return lost.map((h) => h.conn.label);
+  }
+
+  /** Whether the worker `label` (host:port) has lost its connection. */
+  isLost(label: string): boolean {
+    return this.workers.some((w) => w.label === label && w.conn.error !== null);
   }
 
   /** Nodes a new plan would have: the workers left and the local share. */

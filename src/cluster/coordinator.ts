@@ -9,6 +9,7 @@ import * as crypto from "node:crypto";
 import type { KernelBackend } from "../kernels/kernels.js";
 import { LlameshError } from "../core/errors.js";
 import type { EmbeddingTable } from "../engine/embedding.js";
+import { checkChunks, type SequenceChunk } from "../engine/forward.js";
 import type { LlamaConfig } from "../model/config.js";
 import { jsonOf } from "./connection.js";
 import { Member } from "./member.js";
@@ -37,9 +38,10 @@ export class Coordinator {
   private program: Program | null = null;
   private readonly poller = new Poller();
   private readonly dimP: number;
-  private readonly logits: Float32Array;
-  /** The token at every position so far: what replay() runs again after a re-plan. */
-  private readonly history: number[] = [];
+  /** Logits rows per segment of the last step (vocabSize each). */
+  private logits: Float32Array;
+  /** Per slot, the token at every position so far: what replay() runs again after a re-plan. */
+  private readonly history = new Map<number, number[]>();
   private step = 0;
 
   constructor(
@@ -50,6 +52,7 @@ export class Coordinator {
     private readonly backend: KernelBackend,
     readonly seqLen: number,
     readonly batch: number,
+    readonly slots: number,
     private readonly log: StepLog,
     private readonly opts: CoordinatorOptions,
   ) {
@@ -149,21 +152,33 @@ export class Coordinator {
     return () => clearTimeout(timer);
   }
 
-  /** Run `tokens` at positions pos.. on the cluster; the logits of the last one (valid until the next call). */
+  /** Run `tokens` at positions pos.. of slot 0 on the cluster; the logits of the last one (valid until the next call). */
   async forward(tokens: readonly number[], pos: number): Promise<Float32Array> {
+    return (await this.forwardBatch([{ slot: 0, pos, tokens }]))[0]!;
+  }
+
+  /** One step over several sequences (engine/forward.ts SequenceChunk); each chunk's last logits (views, valid until the next call). */
+  async forwardBatch(chunks: readonly SequenceChunk[]): Promise<Float32Array[]> {
     const p = this.program;
     if (!p) throw new LlameshError("the cluster has no step program (join() first)");
-    const n = tokens.length;
-    if (n < 1 || n > this.batch) throw new RangeError(`forward: ${n} tokens, expected 1..${this.batch}`);
-    if (pos + n > this.seqLen) throw new RangeError(`forward: positions up to ${pos + n} exceed the context ${this.seqLen}`);
-    if (pos > this.history.length) throw new RangeError(`forward: position ${pos} skips positions ${this.history.length}..${pos - 1}`);
+    const segments = checkChunks(chunks, this.batch, this.seqLen, this.slots);
+    for (const ch of chunks) {
+      const h = this.history.get(ch.slot) ?? [];
+      if (ch.pos > h.length) throw new RangeError(`forward: slot ${ch.slot}: position ${ch.pos} skips positions ${h.length}..${ch.pos - 1}`);
+    }
     const t0 = performance.now();
+    const n = segments.reduce((m, g) => m + g.nTok, 0);
     const x0 = new Float32Array(n * this.dimP);
-    for (let t = 0; t < n; t++) this.embedding.lookup(tokens[t]!, x0.subarray(t * this.dimP, (t + 1) * this.dimP));
-    this.history.length = pos;
-    this.history.push(...tokens);
-    const input = { step: ++this.step, pos, nTok: n };
-    const body = encodeStep(input.step, pos, n, x0);
+    let t = 0;
+    for (const ch of chunks) for (const tok of ch.tokens) this.embedding.lookup(tok, x0.subarray(t * this.dimP, ++t * this.dimP));
+    for (const ch of chunks) {
+      const h = this.history.get(ch.slot) ?? [];
+      h.length = ch.pos;
+      h.push(...ch.tokens);
+      this.history.set(ch.slot, h);
+    }
+    const input = { step: ++this.step, segments };
+    const body = encodeStep(input.step, segments, x0);
     const stepFrame = encodeFrame(MSG.STEP, 0, body).length;
     this.poller.keep(this.opts.spinMs);
     const pending = p.members.map((m) => {
@@ -184,14 +199,25 @@ export class Coordinator {
     } finally {
       stopWatch();
     }
+    const vocab = this.config.vocabSize;
+    if (this.logits.length < chunks.length * vocab) this.logits = new Float32Array(chunks.length * vocab);
     replies.forEach((r, i) => {
       const s = p.members[i]!.node.slice;
-      if (r.logits) this.logits.set(r.logits.subarray(0, s.v1 - s.v0), s.v0);
+      const w = s.v1 - s.v0;
+      if (!r.logits || w === 0) return;
+      if (r.logits.length !== chunks.length * w) throw new LlameshError(`worker ${p.members[i]!.label}: ${r.logits.length} logits, expected ${chunks.length} x ${w}`);
+      for (let c = 0; c < chunks.length; c++) this.logits.set(r.logits.subarray(c * w, (c + 1) * w), c * vocab + s.v0);
     });
-    this.log.record(p.kind, pos, n, this.dimP, p.members.map((m, i) => ({
+    this.log.record(p.kind, segments[0]!.pos, n, this.dimP, p.members.map((m, i) => ({
       node: m.node, info: m, times: replies[i]!.times, stepBytes: m.node.kind === "worker" ? stepFrame : 0, doneBytes: replies[i]!.doneBytes,
     })), performance.now() - t0);
-    return this.logits;
+    return chunks.map((_, c) => this.logits.subarray(c * vocab, (c + 1) * vocab));
+  }
+
+  /** Forget slot `slot`'s history (its sequence ended; a new one starts at position 0 or reuses a prefix). */
+  truncate(slot: number, length: number): void {
+    const h = this.history.get(slot);
+    if (h) h.length = Math.min(h.length, length);
   }
 
   /** A step failed: a lost worker makes the others fail too (their link to it closed), so blame the lost one. */
@@ -201,10 +227,23 @@ export class Coordinator {
     return lost()?.conn.error ?? e;
   }
 
-  /** Recompute every node's KV cache for positions 0..pos-1 (after a new join()). */
-  async replay(pos: number): Promise<void> {
-    const h = this.history.slice(0, pos);
-    for (let q = 0; q < pos; q += this.batch) await this.forward(h.slice(q, Math.min(pos, q + this.batch)), q);
+  /**
+   * Recompute every node's KV cache (after a new join()): for each slot, its positions so far, up
+   * to `upTo` (a map slot -> length; the failed step's own tokens are not replayed).
+   */
+  async replay(upTo: ReadonlyMap<number, number>): Promise<void> {
+    for (const [slot, len] of upTo) {
+      const h = (this.history.get(slot) ?? []).slice(0, len);
+      for (let q = 0; q < h.length; q += this.batch) await this.forwardBatch([{ slot, pos: q, tokens: h.slice(q, q + this.batch) }]);
+    }
+  }
+
+  /** Each slot's length before the chunks of a step (what a replay must rebuild if that step fails). */
+  lengthsBefore(chunks: readonly SequenceChunk[]): Map<number, number> {
+    const out = new Map<number, number>();
+    for (const [slot, h] of this.history) out.set(slot, h.length);
+    for (const ch of chunks) out.set(ch.slot, Math.min(out.get(ch.slot) ?? 0, ch.pos));
+    return out;
   }
 
   dispose(): void {

@@ -9,7 +9,7 @@ import type { KernelBackend } from "../kernels/kernels.js";
 import { LlameshError } from "../core/errors.js";
 import { ResidualStream } from "../engine/residual.js";
 import type { ModelSlice } from "../engine/slice.js";
-import { runStep, type StepInput } from "../engine/step.js";
+import { runStep, stepTokens, type StepInput } from "../engine/step.js";
 import type { MemberTimes } from "./protocol.js";
 import type { MeshReduce, RelayReduce } from "./reduce.js";
 
@@ -44,13 +44,20 @@ export class Member {
     this.stream.dispose();
   }
 
-  /** One step: x0 holds the tokens' embeddings (nTok x dimP); returns this member's logits rows (a copy). */
+  /**
+   * One step: x0 holds the tokens' embeddings (all segments' tokens x dimP); returns this member's
+   * logits rows for each segment's last token (segment after segment, vRows each; a copy).
+   */
   async step(input: StepInput, x0: Float32Array): Promise<{ times: MemberTimes; logits: Float32Array | null }> {
     const node = this.node;
-    const { pos, nTok } = input;
     if (this.failed) throw this.failed;
+    const nTok = stepTokens(input);
     if (!(nTok >= 1 && nTok <= node.batch)) throw new RangeError(`step of ${nTok} tokens, expected 1..${node.batch}`);
-    if (pos + nTok > node.seqLen) throw new RangeError(`step: positions up to ${pos + nTok} exceed the context ${node.seqLen}`);
+    for (const g of input.segments) {
+      if (!(g.slot < node.slots)) throw new RangeError(`step: slot ${g.slot} outside 0..${node.slots - 1}`);
+      if (g.pos + g.nTok > node.seqLen) throw new RangeError(`step: positions up to ${g.pos + g.nTok} exceed the context ${node.seqLen}`);
+    }
+    if (input.segments.length > Math.min(node.batch, node.slots)) throw new RangeError(`step of ${input.segments.length} segments, expected at most ${Math.min(node.batch, node.slots)}`);
     if (x0.length !== nTok * this.stream.dimP) throw new RangeError(`step: ${x0.length} embedding values, expected ${nTok} x ${this.stream.dimP}`);
     this.stream.values(nTok).set(x0);
     const r = this.reduce;
@@ -60,6 +67,13 @@ export class Member {
     const logits = await runStep(node, this.stream, r, input, times);
     times.bytesSent = r.bytesSent - sent0;
     times.bytesReceived = r.bytesReceived - recv0; // (a fast member's first partial of the next step may count here)
-    return { times, logits: logits ? logits.slice() : null };
+    return { times, logits: logits ? compactRows(logits, input.segments.length, node.logitsStride, node.d.vRows) : null };
   }
+}
+
+/** n rows of `width` values out of rows laid out `stride` apart (a copy). */
+function compactRows(x: Float32Array, n: number, stride: number, width: number): Float32Array {
+  const out = new Float32Array(n * width);
+  for (let i = 0; i < n; i++) out.set(x.subarray(i * stride, i * stride + width), i * width);
+  return out;
 }

@@ -21,6 +21,7 @@
  * answered by DONE; during a step the members exchange PARTIAL frames (directly in the mesh, via
  * the client in the relay). See worker-session.ts for the states a connection goes through.
  */
+import type { Segment } from "../engine/slice.js";
 import { type StepTimes } from "../engine/step.js";
 
 export const MAGIC = 0x48534d4c; // "LMSH" read as a little-endian u32
@@ -230,20 +231,34 @@ export function decodeMesh(body: Buffer): { json: Record<string, unknown>; norms
   return { json, norms: f32Copy(body.subarray(Math.min(off, body.length))) };
 }
 
-/** STEP body: u32 step, u32 pos, u32 nTok, u32 reserved, then nTok x dimP f32 (the embeddings). */
-export function encodeStep(step: number, pos: number, nTok: number, x0: Float32Array): Buffer {
-  const b = Buffer.allocUnsafe(16 + x0.byteLength);
+/** Most segments (sequences) one step may carry. */
+export const MAX_SEGMENTS = 1024;
+
+/**
+ * STEP body: u32 step, u32 nSeg, nSeg x (u32 slot, u32 pos, u32 nTok), then the tokens'
+ * embeddings, segment after segment (sum of nTok x dimP f32).
+ */
+export function encodeStep(step: number, segments: readonly Segment[], x0: Float32Array): Buffer {
+  const head = 8 + 12 * segments.length;
+  const b = Buffer.allocUnsafe(head + x0.byteLength);
   b.writeUInt32LE(step >>> 0, 0);
-  b.writeUInt32LE(pos, 4);
-  b.writeUInt32LE(nTok, 8);
-  b.writeUInt32LE(0, 12);
-  b.set(new Uint8Array(x0.buffer, x0.byteOffset, x0.byteLength), 16);
+  b.writeUInt32LE(segments.length, 4);
+  segments.forEach((g, i) => {
+    b.writeUInt32LE(g.slot, 8 + 12 * i);
+    b.writeUInt32LE(g.pos, 12 + 12 * i);
+    b.writeUInt32LE(g.nTok, 16 + 12 * i);
+  });
+  b.set(new Uint8Array(x0.buffer, x0.byteOffset, x0.byteLength), head);
   return b;
 }
 
-export function decodeStep(body: Buffer): { step: number; pos: number; nTok: number; x0: Float32Array } {
-  if (body.length < 16) throw new ProtocolError(`step of ${body.length} bytes is shorter than its 16-byte header`, "bad-body");
-  return { step: body.readUInt32LE(0), pos: body.readUInt32LE(4), nTok: body.readUInt32LE(8), x0: f32Copy(body.subarray(16)) };
+export function decodeStep(body: Buffer): { step: number; segments: Segment[]; x0: Float32Array } {
+  if (body.length < 8) throw new ProtocolError(`step of ${body.length} bytes is shorter than its 8-byte header`, "bad-body");
+  const n = body.readUInt32LE(4);
+  if (n < 1 || n > MAX_SEGMENTS || 8 + 12 * n > body.length) throw new ProtocolError(`step: ${n} segments do not fit its ${body.length} bytes (at most ${MAX_SEGMENTS})`, "bad-body");
+  const segments: Segment[] = [];
+  for (let i = 0; i < n; i++) segments.push({ slot: body.readUInt32LE(8 + 12 * i), pos: body.readUInt32LE(12 + 12 * i), nTok: body.readUInt32LE(16 + 12 * i) });
+  return { step: body.readUInt32LE(0), segments, x0: f32Copy(body.subarray(8 + 12 * n)) };
 }
 
 /** PARTIAL body: u32 step, u32 sync index (2 * layer + 0 attention / 1 feed-forward), then f32 values. */
@@ -268,7 +283,8 @@ export interface MemberTimes extends StepTimes {
 
 /**
  * DONE body: u32 nSync, u32 logits µs, u32 bytes sent, u32 bytes received, nSync x (u32 compute
- * µs, u32 wait µs), then the member's rows of the logits (f32, possibly none).
+ * µs, u32 wait µs), then the member's rows of the logits (f32, possibly none): its vocabulary
+ * rows for each segment's last token, segment after segment.
  */
 export function encodeDone(t: MemberTimes, logits: Float32Array | null): Buffer {
   const n = t.computeUs.length;

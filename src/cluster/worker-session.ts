@@ -225,6 +225,7 @@ export class WorkerSession {
     const sliceSpec = sliceFrom(j["slice"], config);
     const seqLen = intIn(j["seqLen"], "seqLen", 1);
     const batch = intIn(j["batch"], "batch", 1);
+    const slots = j["slots"] === undefined ? 1 : intIn(j["slots"], "slots", 1, "bad-setup", 256);
     if (seqLen > config.seqLen * 64 || batch > 4096) throw new ProtocolError("setup: seqLen or batch out of range", "bad-setup");
     let plan: TypePlan;
     try {
@@ -235,7 +236,7 @@ export class WorkerSession {
     this.leaveSlice(this.state, "mesh: the session's slice is replaced");
     this.state = { kind: "authenticated", fingerprint };
     const descs = withKeys(sliceDescs(config, sliceSpec, plan), fingerprint);
-    const key = JSON.stringify({ fp: fingerprint, config, slice: sliceSpec, seqLen, batch, plan });
+    const key = JSON.stringify({ fp: fingerprint, config, slice: sliceSpec, seqLen, batch, slots, plan });
     const parked = this.server.takeParked(key);
     if (parked) {
       c.nodesReused++;
@@ -243,7 +244,7 @@ export class WorkerSession {
       this.reply(MSG.SETUP_OK, f.id, JSON.stringify({ missing: [], slices: descs.length, weightBytes: parked.weightBytes, reused: true }));
       return;
     }
-    const node = new ModelSlice(config, sliceSpec, plan, seqLen, batch, this.server.opts.backend, descs);
+    const node = new ModelSlice(config, sliceSpec, plan, this.server.opts.backend, { seqLen, batch, slots, descs });
     const fromModel: SliceDesc[] = [];
     const missing: SliceDesc[] = [];
     for (const d of descs) {
@@ -399,11 +400,11 @@ export class WorkerSession {
   }
 
   private async onStep(f: Frame, mesh: Joined): Promise<void> {
-    const { step, pos, nTok, x0 } = decodeStep(f.body);
+    const { step, segments, x0 } = decodeStep(f.body);
     this.server.counters.requests++;
     let out: Awaited<ReturnType<Member["step"]>>;
     try {
-      out = await mesh.member.step({ step, pos, nTok }, x0);
+      out = await mesh.member.step({ step, segments }, x0);
     } catch (e) {
       if (e instanceof RangeError) throw new ProtocolError(e.message, "bad-body");
       throw e;

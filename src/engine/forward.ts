@@ -12,7 +12,7 @@ import type { LlamaConfig } from "../model/config.js";
 import type { TensorSource } from "../core/tensor-source.js";
 import { EmbeddingTable } from "./embedding.js";
 import { ResidualStream } from "./residual.js";
-import { extractSlices, fullSlice, ModelSlice } from "./slice.js";
+import { extractSlices, fullSlice, ModelSlice, type Segment } from "./slice.js";
 import { LOCAL_REDUCE, runStep } from "./step.js";
 import { defaultQuant, typePlan, type QuantChoice, type TypePlan } from "./types.js";
 import { checkTensors, expectedTensors, memoryByType, readNorms, type MemorySummary } from "./weights.js";
@@ -31,6 +31,8 @@ export interface LoadOptions {
   onProgress?: (done: number, total: number) => void;
   /** Largest arena to create (tests use small values to exercise several arenas). */
   maxArenaBytes?: number;
+  /** Sequences served at once, each with its own KV region of seqLen positions; default 1. */
+  slots?: number;
 }
 
 export class ForwardPass {
@@ -56,7 +58,7 @@ export class ForwardPass {
     checkTensors(source, config);
     const plan = typePlan(source, config, opts.quant ?? defaultQuant(source));
     const batch = Math.max(1, Math.min(opts.batch ?? 32, opts.seqLen));
-    const model = new ModelSlice(config, fullSlice(config), plan, opts.seqLen, batch, backend, undefined, opts.maxArenaBytes);
+    const model = new ModelSlice(config, fullSlice(config), plan, backend, { seqLen: opts.seqLen, batch, slots: opts.slots, maxArenaBytes: opts.maxArenaBytes });
     // Tied embeddings: the classifier's rows are the embedding table, in the same type.
     const embDesc = EmbeddingTable.desc(config, plan);
     const own = config.tiedEmbeddings ? null : new Uint8Array(embDesc.bytes);
@@ -74,6 +76,10 @@ export class ForwardPass {
 
   get batch(): number {
     return this.model.batch;
+  }
+
+  get slots(): number {
+    return this.model.slots;
   }
 
   /** What the report shows of this model's memory. */
@@ -94,16 +100,47 @@ export class ForwardPass {
   }
 
   /**
-   * Run `tokens` at positions pos, pos+1, ... (at most `batch` of them) and return the logits of
-   * the last one (a view into arena memory, valid until the next call).
+   * Run `tokens` at positions pos, pos+1, ... of slot 0 (at most `batch` of them) and return the
+   * logits of the last one (a view into arena memory, valid until the next call).
    */
   async forward(tokens: readonly number[], pos: number): Promise<Float32Array> {
-    const m = this.model;
-    const n = tokens.length;
-    if (n < 1 || n > m.batch) throw new RangeError(`forward: ${n} tokens, expected 1..${m.batch}`);
-    if (pos + n > m.seqLen) throw new RangeError(`forward: positions up to ${pos + n} exceed the context ${m.seqLen}`);
-    const x = this.stream.values(n);
-    for (let t = 0; t < n; t++) this.embedding.lookup(tokens[t]!, x.subarray(t * this.dimP, (t + 1) * this.dimP));
-    return (await runStep(m, this.stream, LOCAL_REDUCE, { step: ++this.steps, pos, nTok: n }))!;
+    return (await this.forwardBatch([{ slot: 0, pos, tokens }]))[0]!;
   }
+
+  /**
+   * One step over several sequences: each chunk's tokens at its positions in its slot (at most
+   * `batch` tokens in all, one chunk per slot); the logits of each chunk's last token (views,
+   * valid until the next call).
+   */
+  async forwardBatch(chunks: readonly SequenceChunk[]): Promise<Float32Array[]> {
+    const m = this.model;
+    const segments = checkChunks(chunks, m.batch, m.seqLen, m.slots);
+    const x = this.stream.values(segments.reduce((n, g) => n + g.nTok, 0));
+    let t = 0;
+    for (const ch of chunks) for (const tok of ch.tokens) this.embedding.lookup(tok, x.subarray(t * this.dimP, ++t * this.dimP));
+    const logits = (await runStep(m, this.stream, LOCAL_REDUCE, { step: ++this.steps, segments }))!;
+    const stride = m.logitsStride;
+    return chunks.map((_, i) => logits.subarray(i * stride, i * stride + this.config.vocabSize));
+  }
+}
+
+/** The tokens of one sequence a step carries: at positions pos.. of KV region `slot`. */
+export interface SequenceChunk {
+  slot: number;
+  pos: number;
+  tokens: readonly number[];
+}
+
+/** The segments of a step's chunks, checked: tokens within the batch, positions within the context, a slot once. */
+export function checkChunks(chunks: readonly SequenceChunk[], batch: number, seqLen: number, slots: number): Segment[] {
+  const n = chunks.reduce((s, c) => s + c.tokens.length, 0);
+  if (chunks.length === 0 || n < 1 || n > batch) throw new RangeError(`forward: ${n} tokens, expected 1..${batch}`);
+  const seen = new Set<number>();
+  return chunks.map((c) => {
+    if (!(Number.isInteger(c.slot) && c.slot >= 0 && c.slot < slots) || seen.has(c.slot)) throw new RangeError(`forward: slot ${c.slot} twice or outside 0..${slots - 1}`);
+    seen.add(c.slot);
+    if (c.tokens.length < 1) throw new RangeError(`forward: slot ${c.slot} has no tokens`);
+    if (c.pos + c.tokens.length > seqLen) throw new RangeError(`forward: positions up to ${c.pos + c.tokens.length} exceed the context ${seqLen}`);
+    return { slot: c.slot, pos: c.pos, nTok: c.tokens.length };
+  });
 }

@@ -12,7 +12,7 @@ import type { TensorSource } from "../core/tensor-source.js";
 import { SafetensorsModel } from "../model/safetensors.js";
 import type { Tokenizer } from "../model/tokenizer-types.js";
 import { loadTokenizer } from "../model/tokenizer.js";
-import { ForwardPass } from "./forward.js";
+import { ForwardPass, type SequenceChunk } from "./forward.js";
 import type { LogitsModel } from "./generate.js";
 import type { QuantChoice } from "./types.js";
 import type { MemorySummary } from "./weights.js";
@@ -25,9 +25,15 @@ export interface OpenOptions {
   maxArenaBytes?: number;
   /** The matrices' types (types.ts): default a GGUF's own, Q8_0 for a folder. */
   quant?: QuantChoice;
+  /** Sequences served at once (each its own KV region of maxSeqLen positions); default 1. */
+  slots?: number;
 }
 
 export interface LoadedModel extends LogitsModel {
+  /** KV regions: sequences that can run at once (forwardBatch). */
+  readonly slots: number;
+  /** One step over several sequences (forward.ts SequenceChunk); the logits of each chunk's last token. */
+  forwardBatch(chunks: readonly SequenceChunk[]): Promise<Float32Array[]>;
   dir: string;
   config: LlamaConfig;
   tokenizer: Tokenizer;
@@ -111,7 +117,7 @@ export async function openModel(dir: string, opts: OpenOptions): Promise<LoadedM
   const t0 = performance.now();
   let fp: ForwardPass;
   try {
-    fp = await ForwardPass.load(source, config, opts.backend, { seqLen, onProgress: opts.onProgress, maxArenaBytes: opts.maxArenaBytes, quant: opts.quant });
+    fp = await ForwardPass.load(source, config, opts.backend, { seqLen, onProgress: opts.onProgress, maxArenaBytes: opts.maxArenaBytes, quant: opts.quant, slots: opts.slots });
   } finally {
     source.close();
   }
@@ -125,6 +131,8 @@ export async function openModel(dir: string, opts: OpenOptions): Promise<LoadedM
     loadMs,
     seqLen,
     batch: fp.batch,
+    slots: fp.slots,
     forward: (tokens, pos) => fp.forward(tokens, pos),
+    forwardBatch: (chunks) => fp.forwardBatch(chunks),
   };
 }

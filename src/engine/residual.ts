@@ -65,15 +65,18 @@ export class ResidualStream {
     return this.arena.f32(this.x, nTok * this.dimP);
   }
 
-  /** RMSNorm with norm `ni` (weights.ts normIndex) of nTok rows, or only the last (a copy, nTok x dimP). */
-  norm(ni: number, nTok: number, lastOnly = false): Float32Array {
+  /** RMSNorm with norm `ni` (weights.ts normIndex) of the first nTok rows (a copy, nTok x dimP). */
+  norm(ni: number, nTok: number): Float32Array {
+    return this.normRows(ni, Array.from({ length: nTok }, (_, t) => t));
+  }
+
+  /** RMSNorm with norm `ni` of the given rows, in that order (a copy, rows.length x dimP). */
+  normRows(ni: number, rows: readonly number[]): Float32Array {
     const c = this.config;
     const dimP = this.dimP;
-    const t0 = lastOnly ? nTok - 1 : 0;
-    const cnt = nTok - t0;
     const w = this.norms + ni * dimP * 4;
-    for (let t = 0; t < cnt; t++) this.k.rmsnorm(this.xb + t * dimP * 4, this.x + (t0 + t) * dimP * 4, w, c.dim, c.normEps);
-    return this.arena.f32(this.xb, cnt * dimP).slice(); // a copy (slice: one memcpy)
+    rows.forEach((r, t) => this.k.rmsnorm(this.xb + t * dimP * 4, this.x + r * dimP * 4, w, c.dim, c.normEps));
+    return this.arena.f32(this.xb, rows.length * dimP).slice(); // a copy (slice: one memcpy)
   }
 
   /** x += sum, for nTok rows (the sum of a sync's partial sums, sumPartials). */

@@ -27,6 +27,31 @@ import { ArenaPlan, plannedArena, plannedSize, type Allocator } from "./layout.j
 import type { TypePlan } from "./types.js";
 import { firstNonFinite, firstNonFiniteRow, nonFiniteError } from "./finite.js";
 
+/**
+ * A run of consecutive tokens of one sequence within a step: the KV region (slot) it belongs to,
+ * its first position, and how many tokens. A step is one or more segments (batched serving runs
+ * the next token of every active sequence, and chunks of waiting prompts, in one step).
+ */
+export interface Segment {
+  slot: number;
+  pos: number;
+  nTok: number;
+}
+
+/** How a ModelSlice is sized: context per slot, most tokens per step, KV regions. */
+export interface SliceShape {
+  /** Positions each slot's KV cache holds. */
+  seqLen: number;
+  /** Most tokens one step carries (all segments together). */
+  batch: number;
+  /** KV regions (sequences served at once); default 1. */
+  slots?: number;
+  /** The slices to hold (default: sliceDescs of the slice and plan). */
+  descs?: SliceDesc[];
+  /** Largest arena to create (tests use small values to exercise several arenas). */
+  maxArenaBytes?: number;
+}
+
 /** Which part of every layer a node holds (planner.ts decides; fullSlice is the whole model). */
 export interface NodeSlice {
   /** KV heads [kv0, kv1); query heads are [kv0 * g, kv1 * g) with g = nHeads / nKvHeads. */
@@ -241,23 +266,32 @@ export class ModelSlice {
   readonly macsPerToken: number;
   readonly weightBytes: number;
   readonly kvBytes: number;
+  /** Bytes of one slot's KV region in one layer (keys or values). */
+  private readonly kvSlotBytes: number;
+
+  readonly seqLen: number;
+  readonly batch: number;
+  readonly slots: number;
 
   constructor(
     readonly config: LlamaConfig,
     readonly slice: NodeSlice,
     readonly plan: TypePlan,
-    readonly seqLen: number,
-    readonly batch: number,
     private readonly backend: KernelBackend,
-    descs?: SliceDesc[],
-    maxArenaBytes = MAX_ARENA_BYTES,
+    shape: SliceShape,
   ) {
     const c = config;
     const d = (this.d = nodeDims(c, slice));
-    this.descs = descs ?? sliceDescs(c, slice, plan);
+    const seqLen = (this.seqLen = shape.seqLen);
+    const batch = (this.batch = shape.batch);
+    const slots = (this.slots = shape.slots ?? 1);
+    const maxArenaBytes = shape.maxArenaBytes ?? MAX_ARENA_BYTES;
+    this.descs = shape.descs ?? sliceDescs(c, slice, plan);
     this.byId = new Map(this.descs.map((x) => [x.id, x]));
     const f = 4;
-    const kvLayerBytes = d.kvRows > 0 ? seqLen * d.kvRows * 2 : 0;
+    this.kvSlotBytes = d.kvRows > 0 ? seqLen * d.kvRows * 2 : 0;
+    const kvLayerBytes = slots * this.kvSlotBytes;
+    const logitRows = Math.min(batch, slots);
     // inputs of width dimP (q, k, v, gate, up, classifier), qRowsP (o_proj) and hRows (down)
     const typesOf = (re: RegExp): TensorType[] => this.descs.filter((x) => x.kind !== "vec" && re.test(x.id)).map((x) => x.type);
     const inTypes = typesOf(/\.(wq|wk|wv|gate|up)$|^cls$/);
@@ -275,7 +309,7 @@ export class ModelSlice {
       hb: a.alloc(batch * d.hRows * f),
       hb2: a.alloc(batch * d.hRows * f),
       out: a.alloc(batch * d.dimP * f),
-      logits: a.alloc(d.vRowsP * f),
+      logits: a.alloc(logitRows * d.vRowsP * f),
       cosSin: a.alloc(seqLen * c.headDim * f),
     });
     const place = (a: Allocator, id: string): Ptr => {
@@ -392,16 +426,16 @@ export class ModelSlice {
   }
 
   /**
-   * Attention of this node's heads for nTok tokens at pos..: q/k/v rows, RoPE, its KV cache rows,
-   * attention, then its o_proj columns. Returns nTok x dimP partial sums (a view, valid until the
-   * next call).
+   * Attention of this node's heads for the step's tokens (segments, nTok in all): q/k/v rows,
+   * RoPE, each token's keys and values into its slot's KV rows, attention over its own sequence,
+   * then its o_proj columns. Returns nTok x dimP partial sums (a view, valid until the next call).
    */
-  attention(layer: number, pos: number, nTok: number, xn: Float32Array): Float32Array {
+  attention(layer: number, segs: readonly Segment[], xn: Float32Array): Float32Array {
     const c = this.config;
     const d = this.d;
     const L = this.layers[layer];
     if (!L || !this.hasAttention) throw new RangeError(`attention: layer ${layer} not on this node`);
-    if (pos + nTok > this.seqLen) throw new RangeError(`attention: positions up to ${pos + nTok} exceed the context ${this.seqLen}`);
+    const nTok = this.checkSegments(segs);
     const p = this.parts[L.part]!;
     const { k, s } = p;
     this.loadInput(p, xn, nTok);
@@ -414,30 +448,52 @@ export class ModelSlice {
       addRows(p.arena, s.kk, L.bk, d.kvRows, d.kvRowsP, nTok);
       addRows(p.arena, s.v, L.bv, d.kvRows, d.kvRowsP, nTok);
     }
-    for (let t = 0; t < nTok; t++) {
-      const ps = pos + t;
-      const cs = s.cosSin + ps * c.headDim * f;
-      const qt = s.q + t * d.qRowsP * f;
-      const kt = s.kk + t * d.kvRowsP * f;
-      if (c.qkNorm) {
-        // Qwen3: each head's q and k normalised (one weight vector for all heads) before RoPE
-        for (let h = 0; h < d.nHeads; h++) k.rmsnorm(qt + h * c.headDim * f, qt + h * c.headDim * f, L.qn, c.headDim, c.normEps);
-        for (let h = 0; h < d.nKv; h++) k.rmsnorm(kt + h * c.headDim * f, kt + h * c.headDim * f, L.kn, c.headDim, c.normEps);
-      }
-      k.rope(qt, d.nHeads, c.headDim, cs);
-      k.rope(kt, d.nKv, c.headDim, cs);
-      k.storeBf16(L.kCache + ps * d.kvRows * 2, kt, d.kvRows);
-      k.storeBf16(L.vCache + ps * d.kvRows * 2, s.v + t * d.kvRowsP * f, d.kvRows);
-    }
     const window = c.slidingWindow;
-    for (let t = 0; t < nTok; t++) {
-      // positions [first, pos + t]: all of them, or the last `window` (Mistral's sliding window)
-      const first = window !== null ? Math.max(0, pos + t + 1 - window) : 0;
-      const kvOff = first * d.kvRows * 2;
-      k.attention(s.att + t * d.qRowsP * f, s.q + t * d.qRowsP * f, L.kCache + kvOff, L.vCache + kvOff, s.scores, d.nHeads, d.nKv, c.headDim, pos + t + 1 - first);
+    let t = 0;
+    for (const seg of segs) {
+      const kBase = L.kCache + seg.slot * this.kvSlotBytes;
+      const vBase = L.vCache + seg.slot * this.kvSlotBytes;
+      for (let j = 0; j < seg.nTok; j++, t++) {
+        const ps = seg.pos + j;
+        const cs = s.cosSin + ps * c.headDim * f;
+        const qt = s.q + t * d.qRowsP * f;
+        const kt = s.kk + t * d.kvRowsP * f;
+        if (c.qkNorm) {
+          // Qwen3: each head's q and k normalised (one weight vector for all heads) before RoPE
+          for (let h = 0; h < d.nHeads; h++) k.rmsnorm(qt + h * c.headDim * f, qt + h * c.headDim * f, L.qn, c.headDim, c.normEps);
+          for (let h = 0; h < d.nKv; h++) k.rmsnorm(kt + h * c.headDim * f, kt + h * c.headDim * f, L.kn, c.headDim, c.normEps);
+        }
+        k.rope(qt, d.nHeads, c.headDim, cs);
+        k.rope(kt, d.nKv, c.headDim, cs);
+        k.storeBf16(kBase + ps * d.kvRows * 2, kt, d.kvRows);
+        k.storeBf16(vBase + ps * d.kvRows * 2, s.v + t * d.kvRowsP * f, d.kvRows);
+      }
+    }
+    t = 0;
+    for (const seg of segs) {
+      for (let j = 0; j < seg.nTok; j++, t++) {
+        // positions [first, pos]: all of the sequence so far, or the last `window` (Mistral's sliding window)
+        const pos = seg.pos + j;
+        const first = window !== null ? Math.max(0, pos + 1 - window) : 0;
+        const kvOff = seg.slot * this.kvSlotBytes + first * d.kvRows * 2;
+        k.attention(s.att + t * d.qRowsP * f, s.q + t * d.qRowsP * f, L.kCache + kvOff, L.vCache + kvOff, s.scores, d.nHeads, d.nKv, c.headDim, pos + 1 - first);
+      }
     }
     this.projectFrom(p, `L${layer}.wo`, s.out, L.wo, d.dimP, s.att, d.qRowsP, nTok);
     return p.arena.f32(s.out, nTok * d.dimP);
+  }
+
+  /** Tokens in the step; every segment inside its slot's context, and within the batch. */
+  private checkSegments(segs: readonly Segment[]): number {
+    let n = 0;
+    for (const g of segs) {
+      if (!(Number.isInteger(g.slot) && g.slot >= 0 && g.slot < this.slots)) throw new RangeError(`slot ${g.slot} outside 0..${this.slots - 1}`);
+      if (!(Number.isInteger(g.nTok) && g.nTok >= 1)) throw new RangeError(`segment of ${g.nTok} tokens`);
+      if (!(Number.isInteger(g.pos) && g.pos >= 0 && g.pos + g.nTok <= this.seqLen)) throw new RangeError(`attention: positions up to ${g.pos + g.nTok} exceed the context ${this.seqLen}`);
+      n += g.nTok;
+    }
+    if (n < 1 || n > this.batch) throw new RangeError(`step of ${n} tokens, expected 1..${this.batch}`);
+    return n;
   }
 
   /** Feed-forward of this node's hidden blocks: nTok x dimP partial sums of down(silu(gate x) * up x). */
@@ -455,13 +511,22 @@ export class ModelSlice {
     return p.arena.f32(s.out, nTok * d.dimP);
   }
 
-  /** This node's rows [v0, v1) of the logits for one normalised token. */
-  logits(xn: Float32Array): Float32Array {
+  /**
+   * This node's rows [v0, v1) of the logits for `n` normalised tokens (one per segment: n x vRowsP
+   * values, row t at t * vRowsP; a view, valid until the next call).
+   */
+  logits(xn: Float32Array, n = 1): Float32Array {
     if (!this.hasLogits) throw new RangeError("logits: no vocabulary rows on this node");
+    if (!(n >= 1 && n <= Math.min(this.batch, this.slots))) throw new RangeError(`logits of ${n} tokens, expected 1..${Math.min(this.batch, this.slots)}`);
     const p = this.parts[this.clsPart]!;
-    this.loadInput(p, xn, 1);
-    this.project(p, "cls", p.s.logits, this.ptrs.get("cls")!.ptr, this.d.vRowsP, 1);
-    return p.arena.f32(p.s.logits, this.d.vRows);
+    this.loadInput(p, xn, n);
+    this.project(p, "cls", p.s.logits, this.ptrs.get("cls")!.ptr, this.d.vRowsP, n);
+    return p.arena.f32(p.s.logits, n === 1 ? this.d.vRows : n * this.d.vRowsP);
+  }
+
+  /** Padded width of a row of this node's logits (logits() with n > 1 lays rows out at this stride). */
+  get logitsStride(): number {
+    return this.d.vRowsP;
   }
 }
 

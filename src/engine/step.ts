@@ -11,7 +11,7 @@
  * A node without a part in an operation (no attention heads, say) still takes part in the sync:
  * it receives the others' sum, so that every node's copy of the residual stream stays identical.
  */
-import type { ModelSlice } from "./slice.js";
+import type { ModelSlice, Segment } from "./slice.js";
 import type { ResidualStream } from "./residual.js";
 import { normIndex } from "./weights.js";
 
@@ -44,25 +44,39 @@ export interface StepTimes {
 export interface StepInput {
   /** Step number, unique per forward call of a session (keys the partial sums in flight). */
   step: number;
-  /** Position of the first token, and how many consecutive tokens the step carries. */
-  pos: number;
-  nTok: number;
+  /** The sequences' runs of tokens the step carries, in the order of the stream's rows. */
+  segments: readonly Segment[];
+}
+
+/** Tokens a step carries (the stream's rows). */
+export function stepTokens(input: StepInput): number {
+  return input.segments.reduce((n, g) => n + g.nTok, 0);
+}
+
+/** Row of each segment's last token: the ones whose logits the step returns. */
+export function lastRows(input: StepInput): number[] {
+  const out: number[] = [];
+  let t = 0;
+  for (const g of input.segments) out.push((t += g.nTok) - 1);
+  return out;
 }
 
 /**
  * Run every layer of `node` for the tokens whose embeddings are in `stream`, adding each sync's
- * sum through `allReduce`; returns this node's rows of the last token's logits (a view, valid until
- * the next step), or null when it holds no vocabulary rows. With `times`, records what it measured.
+ * sum through `allReduce`; returns this node's rows of the logits of each segment's last token
+ * (one row per segment at node.logitsStride; a view, valid until the next step), or null when it
+ * holds no vocabulary rows. With `times`, records what it measured.
  */
 export async function runStep(node: ModelSlice, stream: ResidualStream, allReduce: AllReduce, input: StepInput, times?: StepTimes): Promise<Float32Array | null> {
-  const { step, pos, nTok } = input;
+  const { step, segments } = input;
+  const nTok = stepTokens(input);
   const nLayers = node.config.nLayers;
   for (let l = 0; l < nLayers; l++) {
     for (const ffn of [false, true]) {
       const seq = normIndex(l, ffn);
       const t0 = times ? performance.now() : 0;
       const has = ffn ? node.hasFfn : node.hasAttention;
-      const own = !has ? null : ffn ? node.ffn(l, nTok, stream.norm(seq, nTok)) : node.attention(l, pos, nTok, stream.norm(seq, nTok));
+      const own = !has ? null : ffn ? node.ffn(l, nTok, stream.norm(seq, nTok)) : node.attention(l, segments, stream.norm(seq, nTok));
       const t1 = times ? performance.now() : 0;
       const sum = allReduce.reduce(step, seq, own, nTok);
       stream.add(sum instanceof Promise ? await sum : sum, nTok);
@@ -74,7 +88,8 @@ export async function runStep(node: ModelSlice, stream: ResidualStream, allReduc
   }
   if (!node.hasLogits) return null;
   const t0 = times ? performance.now() : 0;
-  const logits = node.logits(stream.norm(2 * nLayers, nTok, true));
+  const rows = lastRows(input);
+  const logits = node.logits(stream.normRows(2 * nLayers, rows), rows.length);
   if (times) times.logitsUs = (performance.now() - t0) * 1000;
   return logits;
 }

@@ -124,13 +124,13 @@ test("a node slice spread over several arenas computes the same as in one", asyn
   const slice = planCluster(config, [60, 40]).nodes[0]!;
   const src = SafetensorsModel.open(dir);
   const plan = typePlan(src, config, "Q8_0");
-  const one = new ModelSlice(config, slice, plan, 16, 2, backend);
+  const one = new ModelSlice(config, slice, plan, backend, { seqLen: 16, batch: 2 });
   // shrink the arena limit until the layers need at least 3 arenas
   let limit = one.arenas[0]!.size;
   let many = one;
   while (many.arenas.length < 3) {
     limit -= 4096;
-    many = new ModelSlice(config, slice, plan, 16, 2, backend, undefined, limit);
+    many = new ModelSlice(config, slice, plan, backend, { seqLen: 16, batch: 2, maxArenaBytes: limit });
   }
   assert.equal(one.arenas.length, 1);
   assert.ok(many.arenas.length >= 3, `${many.arenas.length} arenas`);
@@ -140,7 +140,8 @@ test("a node slice spread over several arenas computes the same as in one", asyn
   const xq = new Float32Array(2 * 64);
   for (let i = 0; i < xq.length; i++) xq[i] = (((i * 53 + 11) & 0x7f) - 64) / 32;
   for (let l = 0; l < 4; l++) {
-    assert.deepEqual(Float32Array.from(many.attention(l, 0, 2, xq)), Float32Array.from(one.attention(l, 0, 2, xq)));
+    const seg = [{ slot: 0, pos: 0, nTok: 2 }];
+    assert.deepEqual(Float32Array.from(many.attention(l, seg, xq)), Float32Array.from(one.attention(l, seg, xq)));
     assert.deepEqual(Float32Array.from(many.ffn(l, 2, xq)), Float32Array.from(one.ffn(l, 2, xq)));
   }
   assert.deepEqual(Float32Array.from(many.logits(xq.subarray(0, 64))), Float32Array.from(one.logits(xq.subarray(0, 64))));

@@ -88,7 +88,7 @@ for (const backend of await testBackends()) {
     const a = await ForwardPass.load(src, config, backend, { seqLen: 32, batch: 2 });
     // shrink the arena limit until the layers need at least 3 arenas
     let maxArenaBytes = a.model.arenas[0]!.size;
-    while (new ModelSlice(config, fullSlice(config), a.plan, 32, 2, backend, undefined, maxArenaBytes).arenas.length < 3) maxArenaBytes -= 4096;
+    while (new ModelSlice(config, fullSlice(config), a.plan, backend, { seqLen: 32, batch: 2, maxArenaBytes }).arenas.length < 3) maxArenaBytes -= 4096;
     const b = await ForwardPass.load(src, config, backend, { seqLen: 32, batch: 2, maxArenaBytes });
     src.close();
     assert.equal(a.model.arenas.length, 1);
