@@ -22,7 +22,8 @@ export const modelFlags = {
   workers: { type: "string", help: "worker list host:port[@share],..." },
   "local-share": { type: "number", min: 0, max: 1e6, help: "this machine's share of the work when using --workers (0 = coordinate only)" },
   "perf-csv": { type: "string", help: "per-token timing CSV of the cluster run" },
-  "secret-file": { type: "string", help: "file holding the cluster's shared secret (else LLAMESH_SECRET); workers must prove they know it" },
+  "secret-file": { type: "string", help: "file holding the cluster's shared secret (else LLAMESH_SECRET); workers must prove they know it, and every link is encrypted" },
+  "no-encryption": { type: "boolean", help: "with --secret-file: authenticate only, do not encrypt (the workers must say the same)" },
   "step-timeout": { type: "number", min: 0.1, max: 86400, help: "seconds a token may wait for a worker before it is pinged, and as long again before it is dropped as hung (default 30)" },
   topology: { type: "string", choices: ["auto", "mesh", "star"], help: "auto (default), mesh (the nodes add their partial sums among themselves) or star (every sync through this machine)" },
 } as const satisfies FlagSpecs;
@@ -44,7 +45,7 @@ export interface ModelSettings {
   /** --quant; undefined: the default (q8_0 for a folder, a GGUF's own types). */
   quant: QuantChoice | undefined;
   /** With --workers: how to reach and use them. */
-  cluster: Pick<DistributedOptions, "workers" | "localShare" | "perfCsv" | "topology" | "stepTimeoutMs" | "secret"> | null;
+  cluster: Pick<DistributedOptions, "workers" | "localShare" | "perfCsv" | "topology" | "stepTimeoutMs" | "secret" | "encrypt"> | null;
 }
 
 /**
@@ -75,6 +76,7 @@ export function modelSettings(flags: Flags<typeof modelFlags>, command: string, 
             topology: flags.topology,
             stepTimeoutMs: stepTimeout === undefined ? undefined : stepTimeout * 1000,
             secret: loadSecret(flags["secret-file"]),
+            encrypt: !flags["no-encryption"],
           },
   };
 }

@@ -10,13 +10,13 @@
  *
  * with H = HMAC-SHA256(secret, "llamesh-auth-v1|role|cn|wn") and fresh 128-bit nonces on both
  * sides. A worker without a secret answers HELLO_OK at once; a client with a secret refuses it
- * (it would hand its prompt to anyone who answers). Traffic is authenticated at connection time,
- * not encrypted: use it on a LAN you trust, or inside a VPN.
+ * (it would hand its prompt to anyone who answers). With a secret the links are also encrypted
+ * (secure.ts: TLS keyed from the secret), and this exchange runs inside the tunnel.
  */
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import { LlameshError } from "../core/errors.js";
-import { jsonOf, type Connection, type Reply } from "./connection.js";
+import { jsonOf, WorkerError, type Connection, type Reply } from "./connection.js";
 import { MSG } from "./protocol.js";
 
 /** Shortest secret accepted, in bytes. */
@@ -71,7 +71,18 @@ export function proofMatches(secret: Buffer, role: "client" | "worker", clientNo
  */
 export async function openSession(conn: Connection, type: number, body: Record<string, unknown>, secret: Buffer | null): Promise<Reply> {
   const cn = newNonce();
-  const r = await conn.requestJson(type, { ...body, nonce: cn });
+  let r: Reply;
+  try {
+    r = await conn.requestJson(type, { ...body, nonce: cn });
+  } catch (e) {
+    // a plain connection to a worker that encrypts (secure.ts): say which side must change
+    if (e instanceof WorkerError && e.code === "needs-secret") {
+      throw new LlameshError(secret
+        ? `worker ${conn.label} encrypts its links: this side must too (drop --no-encryption)`
+        : `worker ${conn.label} requires a shared secret: give this side the same one (--secret-file FILE or LLAMESH_SECRET)`);
+    }
+    throw e;
+  }
   if (r.type !== MSG.AUTH_CHALLENGE) {
     if (secret) {
       throw new LlameshError(`worker ${conn.label} does not ask for the shared secret: start it with --secret-file too (a client with a secret talks only to workers that prove they know it)`);

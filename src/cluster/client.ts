@@ -93,6 +93,8 @@ export interface DistributedOptions {
   stepTimeoutMs?: number;
   /** Shared secret of the cluster (auth.ts loadSecret): workers must prove they know it, and this client proves it too. */
   secret?: Buffer | null;
+  /** With a secret, encrypt every link (secure.ts); default true. */
+  encrypt?: boolean;
   /**
    * While waiting for the workers' replies in a round, keep polling for up to this many ms
    * instead of sleeping (a sleeping core can take ~1 ms to wake on a VM). Default: 20 when the
@@ -151,7 +153,7 @@ export async function openDistributedModel(dir: string, opts: DistributedOptions
     const plan = typePlan(source, config, opts.quant ?? defaultQuant(source));
     cluster = await Cluster.connect({
       config, plan, fingerprint: modelFingerprint(configText, source.files), workers: opts.workers, localShare, backend: opts.backend, seqLen, batch, slots,
-      secret: opts.secret ?? null, connectTimeoutMs: opts.connectTimeoutMs ?? 10_000, log: opts.log,
+      secret: opts.secret ?? null, encrypt: opts.encrypt, connectTimeoutMs: opts.connectTimeoutMs ?? 10_000, log: opts.log,
     });
     // the first pass over the checkpoint also fills the client's embedding table
     const embDesc = EmbeddingTable.desc(config, plan);

@@ -15,6 +15,7 @@ import { hfNames } from "../engine/weights.js";
 import { openSession } from "./auth.js";
 import { withKeys } from "./cache.js";
 import { Connection, jsonOf } from "./connection.js";
+import { linkSecurity } from "./secure.js";
 import { emptyStats, type ClusterNode, type WorkerNode } from "./nodes.js";
 import { planCluster, type ClusterPlan } from "./planner.js";
 import { encodeWeightChunk, MSG } from "./protocol.js";
@@ -55,6 +56,8 @@ export interface ClusterSetup {
   /** KV regions every node holds (sequences served at once). */
   slots: number;
   secret: Buffer | null;
+  /** Encrypt the links when there is a secret (secure.ts); default true. */
+  encrypt?: boolean;
   connectTimeoutMs: number;
   log: (line: string) => void;
 }
@@ -82,7 +85,7 @@ export class Cluster {
     const settled = await Promise.allSettled(
       s.workers.map(async (w) => {
         const tc = performance.now();
-        const conn = await Connection.connect(w.host, w.port, s.connectTimeoutMs);
+        const conn = await Connection.connect(w.host, w.port, s.connectTimeoutMs, linkSecurity(s.secret, s.encrypt));
         conns.push(conn);
         const j = jsonOf(await openSession(conn, MSG.HELLO, { fingerprint: s.fingerprint, client: "llamesh" }, s.secret), MSG.HELLO_OK, `worker ${conn.label}`);
         const gmac = typeof j["gmac"] === "number" ? j["gmac"] : 1;

@@ -4,9 +4,17 @@
  * handed to whoever reduces the step's sums. An ERROR reply rejects with a LlameshError naming the
  * worker.
  */
-import * as net from "node:net";
+import type * as net from "node:net";
 import { LlameshError } from "../core/errors.js";
+import { connectSocket, linkSecurity, type LinkSecurity } from "./secure.js";
 import { encodeFrame, FrameReader, MSG, MSG_NAMES, parseJson, type Frame } from "./protocol.js";
+
+/** An ERROR reply from a worker: its message (naming the worker) and its code. */
+export class WorkerError extends LlameshError {
+  constructor(message: string, readonly code: string) {
+    super(message);
+  }
+}
 
 export interface Reply {
   type: number;
@@ -61,13 +69,15 @@ export class Connection {
         clearTimeout(p.timer);
         if (f.type === MSG.ERROR) {
           let msg = f.body.toString("utf8");
+          let code = "";
           try {
-            const j = JSON.parse(msg) as { message?: string };
+            const j = JSON.parse(msg) as { message?: string; code?: string };
             msg = j.message ?? msg;
+            code = typeof j.code === "string" ? j.code : "";
           } catch {
             /* keep the raw text */
           }
-          p.reject(new LlameshError(`worker ${label}: ${msg}`));
+          p.reject(new WorkerError(`worker ${label}: ${msg}`, code));
         } else {
           p.resolve({ type: f.type, body: f.body });
         }
@@ -77,24 +87,10 @@ export class Connection {
     socket.on("close", () => this.fail(new LlameshError(`worker ${label}: connection closed`)));
   }
 
-  static connect(host: string, port: number, timeoutMs = 10_000): Promise<Connection> {
+  /** Connect to host:port, encrypted when `sec` says so (secure.ts). */
+  static async connect(host: string, port: number, timeoutMs = 10_000, sec: LinkSecurity = linkSecurity(null)): Promise<Connection> {
     const label = `${host}:${port}`;
-    return new Promise((resolve, reject) => {
-      const s = net.connect({ host, port });
-      const timer = setTimeout(() => {
-        s.destroy();
-        reject(new LlameshError(`worker ${label}: no answer to connect within ${timeoutMs / 1000} s`));
-      }, timeoutMs);
-      s.once("connect", () => {
-        clearTimeout(timer);
-        s.removeAllListeners("error");
-        resolve(new Connection(s, label));
-      });
-      s.once("error", (e) => {
-        clearTimeout(timer);
-        reject(new LlameshError(`worker ${label}: cannot connect (${(e as NodeJS.ErrnoException).code ?? e.message})`));
-      });
-    });
+    return new Connection(await connectSocket(host, port, timeoutMs, sec, label), label);
   }
 
   /** The error that closed this connection, if it is closed. */

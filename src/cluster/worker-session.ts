@@ -84,8 +84,14 @@ export class WorkerSession {
   /** Where the other end is, captured at accept (the socket may be gone when an error is logged). */
   private readonly peerLabel: string;
 
-  constructor(private readonly server: WorkerServer, private readonly socket: net.Socket) {
-    this.peerLabel = `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
+  constructor(
+    private readonly server: WorkerServer,
+    private readonly socket: net.Socket,
+    peer: string,
+    /** A plain connection to a worker that encrypts: its first frame gets one error, then it closes. */
+    private readonly refuse = false,
+  ) {
+    this.peerLabel = peer;
   }
 
   /** The handlers of the current state (the messages it accepts). */
@@ -119,6 +125,11 @@ export class WorkerSession {
 
   /** A frame arrived. */
   enqueue(f: Frame): void {
+    if (this.refuse) {
+      this.sendError(f.id, "this worker encrypts its links (it has a shared secret): connect with the same --secret-file, without --no-encryption", "needs-secret");
+      this.socket.end();
+      return;
+    }
     const s = this.state;
     const authed = s.kind !== "connected" && s.kind !== "challenged";
     if (this.server.secret && !authed && f.type !== MSG.HELLO && f.type !== MSG.PEER && f.type !== MSG.AUTH) {
@@ -382,7 +393,7 @@ export class WorkerSession {
     const hint = "list every worker by an address the other workers can reach";
     let conn: Connection;
     try {
-      conn = await Connection.connect(host, port, LINK_TIMEOUT_MS);
+      conn = await Connection.connect(host, port, LINK_TIMEOUT_MS, this.server.security);
     } catch (e) {
       throw new ProtocolError(`mesh: cannot reach peer ${label} (${(e as Error).message}); ${hint}`, "peer");
     }

@@ -12,6 +12,7 @@
  * length is known); garbage (bad magic, over-long frame) ends that connection only.
  */
 import * as net from "node:net";
+import * as tls from "node:tls";
 import * as os from "node:os";
 import type { KernelBackend } from "../kernels/kernels.js";
 import { q8RowBytes } from "../kernels/q8.js";
@@ -20,6 +21,7 @@ import { plannedArena } from "../engine/layout.js";
 import type { ModelSlice } from "../engine/slice.js";
 import { modelFingerprint, SliceCache } from "./cache.js";
 import { Poller } from "./poller.js";
+import { Acceptor, linkSecurity, type LinkSecurity } from "./secure.js";
 import { FrameReader, type FrameError, type Frame } from "./protocol.js";
 import { WorkerSession, type Joined } from "./worker-session.js";
 
@@ -38,6 +40,8 @@ export interface WorkerCounters {
   cacheBytesEvicted: number;
   /** Connections refused for a wrong secret. */
   authFailures: number;
+  /** Encrypted handshakes that failed (a client without the secret, or a tampered stream). */
+  tlsFailures: number;
 }
 
 export interface WorkerOptions {
@@ -47,6 +51,8 @@ export interface WorkerOptions {
   cacheDir: string;
   /** Shared secret every client and peer must prove it knows (auth.ts); null: none. */
   secret?: Buffer | null;
+  /** Encrypt every link when there is a secret (secure.ts); default true. */
+  encrypt?: boolean;
   /** Size limit of the slice cache (least recently used slices go first); default 64 GB. */
   cacheMaxBytes?: number;
   /** A local copy of the model to cut slices from instead of receiving them. */
@@ -100,7 +106,7 @@ export function measureGmac(backend: KernelBackend, seconds = 0.3): number {
 }
 
 export class WorkerServer {
-  readonly counters: WorkerCounters = { weightBytesReceived: 0, slicesReceived: 0, slicesFromCache: 0, slicesFromModel: 0, sessions: 0, errorsSent: 0, requests: 0, nodesReused: 0, cacheBytesEvicted: 0, authFailures: 0 };
+  readonly counters: WorkerCounters = { weightBytesReceived: 0, slicesReceived: 0, slicesFromCache: 0, slicesFromModel: 0, sessions: 0, errorsSent: 0, requests: 0, nodesReused: 0, cacheBytesEvicted: 0, authFailures: 0, tlsFailures: 0 };
   /** Complete slices of finished sessions, by setup key, for the next client with the same plan. */
   private readonly parked = new Map<string, ModelSlice>();
   readonly cache: SliceCache;
@@ -108,6 +114,7 @@ export class WorkerServer {
   private readonly sockets = new Set<net.Socket>();
   private modelFp: string | null = null;
   private server!: net.Server;
+  private acceptor: Acceptor | null = null;
   private readonly poller = new Poller();
   /** Sessions in the step program, by mesh session token (peers attach to them). */
   readonly meshes = new Map<string, Joined>();
@@ -126,7 +133,16 @@ export class WorkerServer {
 
   static async start(opts: WorkerOptions): Promise<WorkerServer> {
     const w = new WorkerServer(opts);
-    w.server = net.createServer((s) => w.accept(s));
+    w.acceptor = new Acceptor(w.security, (s, peer) => w.accept(s, peer), (peer, why, kind) => {
+      if (kind === "tls") w.counters.tlsFailures++;
+      opts.log?.(`worker: connection from ${peer} refused: ${why}`);
+    });
+    w.server = net.createServer((s) => {
+      s.setNoDelay(true);
+      w.sockets.add(s);
+      s.once("close", () => w.sockets.delete(s));
+      w.acceptor!.accept(s);
+    });
     await new Promise<void>((resolve, reject) => {
       w.server.once("error", reject);
       w.server.listen(opts.port, opts.host ?? "0.0.0.0", () => {
@@ -152,13 +168,21 @@ export class WorkerServer {
 
   close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
+    this.acceptor?.close();
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 
-  private accept(socket: net.Socket): void {
+  /** How this worker's links are secured (secure.ts): its secret, and encryption unless turned off. */
+  get security(): LinkSecurity {
+    return linkSecurity(this.opts.secret ?? null, this.opts.encrypt);
+  }
+
+  private accept(socket: net.Socket, peer: string): void {
     socket.setNoDelay(true);
     this.sockets.add(socket);
-    const session = new WorkerSession(this, socket);
+    // a plain connection to a worker that encrypts: answered with one error, then closed
+    const plainButEncrypted = this.security.encrypt && !(socket instanceof tls.TLSSocket);
+    const session = new WorkerSession(this, socket, peer, plainButEncrypted);
     const reader = new FrameReader();
     socket.on("data", (d: Buffer) => {
       let frames: Frame[];

@@ -28,6 +28,7 @@ import { planCluster, apportion } from "../../src/cluster/planner.js";
 import { encodeFrame, FrameReader, MSG, PROTOCOL_VERSION, type Frame } from "../../src/cluster/protocol.js";
 import { LlameshError } from "../../src/core/errors.js";
 import { authProof, loadSecret } from "../../src/cluster/auth.js";
+import { connectSocket, linkSecurity } from "../../src/cluster/secure.js";
 import { loadLlamaConfig } from "../../src/model/config.js";
 import { SafetensorsModel } from "../../src/model/safetensors.js";
 import { extractSlices, ModelSlice } from "../../src/engine/slice.js";
@@ -429,10 +430,11 @@ test("a long-lived worker lets go of finished sessions' memory (at most 2 kept f
   await w.stop();
 });
 
-/** A raw connection for speaking (and mis-speaking) the protocol. */
-function raw(port: number): Promise<{ send: (b: Buffer) => void; next: () => Promise<Frame | "closed">; close: () => void }> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host: "127.0.0.1", port }, () => {
+/** A raw connection for speaking (and mis-speaking) the protocol; encrypted (secure.ts) with `secret`. */
+async function raw(port: number, secret: Buffer | null = null): Promise<{ send: (b: Buffer) => void; next: () => Promise<Frame | "closed">; close: () => void }> {
+  const s = await connectSocket("127.0.0.1", port, 5000, linkSecurity(secret), `127.0.0.1:${port}`);
+  return new Promise((resolve) => {
+    {
       const reader = new FrameReader();
       const queue: (Frame | "closed")[] = [];
       const waiting: ((f: Frame | "closed") => void)[] = [];
@@ -448,8 +450,7 @@ function raw(port: number): Promise<{ send: (b: Buffer) => void; next: () => Pro
         next: () => (queue.length ? Promise.resolve(queue.shift()!) : new Promise((r) => waiting.push(r))),
         close: () => s.destroy(),
       });
-    });
-    s.once("error", reject);
+    }
   });
 }
 
@@ -527,8 +528,8 @@ test("shared secret: mutual challenge-response for clients and mesh peers; every
   await assert.rejects(() => openDistributedModel(STORIES, { workers: specs([open]), secret, backend, maxSeqLen: 64, log: quiet }),
     (e: unknown) => e instanceof LlameshError && e.message.includes(`127.0.0.1:${open.port} does not ask for the shared secret`));
   await open.stop();
-  // raw: nothing before authentication; a wrong proof closes that connection only
-  const r = await raw(ws[0]!.port);
+  // raw, inside the encrypted link: nothing before authentication; a wrong proof closes that connection only
+  const r = await raw(ws[0]!.port, secret);
   r.send(encodeFrame(MSG.SETUP, 1, "{}"));
   assert.match(errorText(await r.next()), /not authenticated/);
   r.send(encodeFrame(MSG.HELLO, 2, JSON.stringify({ fingerprint: "0".repeat(32), nonce: "a".repeat(32) })));
