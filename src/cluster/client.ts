@@ -234,6 +234,7 @@ class ClusterModel implements DistributedModel {
   }
 
   async forwardBatch(chunks: readonly SequenceChunk[]): Promise<Float32Array[]> {
+    if (this.cluster.returning > 0) await this.readmit(this.coord.lengthsBefore(chunks));
     // each recovery drops at least one worker, so this ends
     for (;;) {
       const before = this.coord.lengthsBefore(chunks);
@@ -276,6 +277,32 @@ class ClusterModel implements DistributedModel {
     this.recovered.push(line);
     log(`Recovered: ${line}`);
     for (const l of planLines(this.config, c.plan!, c.nodes)) log(l);
+  }
+
+  /**
+   * Workers lost earlier answer again (Cluster.watchLost): take them back in between steps: plan
+   * over every node again, give them their slices (their disk cache usually has them), restart
+   * the step program and replay the positions so far, so the next step runs at full width.
+   */
+  private async readmit(lengths: ReadonlyMap<number, number>): Promise<void> {
+    const c = this.cluster;
+    const tr = performance.now();
+    const names = c.admitReturning().join(", ");
+    this.coord.leave("re-planned");
+    const src = openWeights(this.dir).source;
+    let bytes: number;
+    try {
+      bytes = await c.deploy(src, null);
+    } finally {
+      src.close();
+    }
+    await this.start();
+    await this.coord.replay(lengths);
+    const replayed = [...lengths.values()].reduce((a, b) => a + b, 0);
+    const line = `${names} back: re-planned over ${c.nodesLeft} node${c.nodesLeft === 1 ? "" : "s"}, ${formatBytes(bytes)} of weights sent, ${replayed} tokens replayed, in ${((performance.now() - tr) / 1000).toFixed(2)} s`;
+    this.recovered.push(line);
+    this.opts.log(`Rejoined: ${line}`);
+    for (const l of planLines(this.config, c.plan!, c.nodes)) this.opts.log(l);
   }
 
   clusterReport(): string[] {

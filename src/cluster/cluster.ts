@@ -33,6 +33,29 @@ export interface WorkerSpec {
   share?: number;
 }
 
+/** How often lost workers are tried again, and how long one attempt may take. */
+const REJOIN_PROBE_MS = 2000;
+const REJOIN_CONNECT_MS = 1500;
+/** How often an idle session says it is alive. */
+const KEEPALIVE_MS = 60_000;
+
+/** Connect to a worker and shake hands (authenticating when there is a secret). */
+async function hello(s: ClusterSetup, w: WorkerSpec, timeoutMs: number, opened: (c: Connection) => void, quiet = false): Promise<WorkerHello> {
+  const tc = performance.now();
+  const conn = await Connection.connect(w.host, w.port, timeoutMs, linkSecurity(s.secret, s.encrypt));
+  opened(conn);
+  try {
+    const j = jsonOf(await openSession(conn, MSG.HELLO, { fingerprint: s.fingerprint, client: "llamesh" }, s.secret), MSG.HELLO_OK, `worker ${conn.label}`);
+    const gmac = typeof j["gmac"] === "number" ? j["gmac"] : 1;
+    const threads = typeof j["threads"] === "number" ? j["threads"] : 1;
+    if (!quiet) s.log(`Connected to worker ${conn.label}: ${threads} thread${threads === 1 ? "" : "s"}, ${gmac.toFixed(2)} GMAC, in ${(performance.now() - tc).toFixed(1)} ms`);
+    return { conn, gmac, threads, spec: w };
+  } catch (e) {
+    conn.close();
+    throw e;
+  }
+}
+
 /** A worker that answered the handshake. */
 interface WorkerHello {
   conn: Connection;
@@ -67,11 +90,23 @@ export class Cluster {
   nodes: ClusterNode[] = [];
   plan: ClusterPlan | null = null;
   private alive: WorkerHello[];
+  /** Workers lost during the run (their --workers entries), and those of them answering again. */
+  private lost: WorkerSpec[] = [];
+  private back: WorkerHello[] = [];
+  private watchTimer: NodeJS.Timeout | null = null;
+  private probing = false;
+  private closed = false;
+  private readonly keepAlive: NodeJS.Timeout;
   private readonly explicit: boolean;
   private readonly local: number;
 
   private constructor(private readonly s: ClusterSetup, hellos: WorkerHello[]) {
     this.alive = hellos;
+    // a PING now and then keeps an idle session open (workers close connections idle for long)
+    this.keepAlive = setInterval(() => {
+      for (const h of this.alive) if (!h.conn.error) h.conn.request(MSG.PING, "{}", KEEPALIVE_MS).catch(() => undefined);
+    }, KEEPALIVE_MS);
+    this.keepAlive.unref();
     this.explicit = s.workers.length > 0 && s.workers.every((w) => w.share !== undefined);
     // with explicit shares the local share is a weight like theirs; otherwise a percentage of the whole
     this.local = this.explicit ? s.localShare : Math.min(100, s.localShare);
@@ -82,24 +117,53 @@ export class Cluster {
     if (!(s.localShare >= 0)) throw new LlameshError(`--local-share ${s.localShare}: expected a number >= 0`);
     if (s.workers.length === 0 && s.localShare === 0) throw new LlameshError("--workers: no workers and --local-share 0: nobody would compute");
     const conns: Connection[] = [];
-    const settled = await Promise.allSettled(
-      s.workers.map(async (w) => {
-        const tc = performance.now();
-        const conn = await Connection.connect(w.host, w.port, s.connectTimeoutMs, linkSecurity(s.secret, s.encrypt));
-        conns.push(conn);
-        const j = jsonOf(await openSession(conn, MSG.HELLO, { fingerprint: s.fingerprint, client: "llamesh" }, s.secret), MSG.HELLO_OK, `worker ${conn.label}`);
-        const gmac = typeof j["gmac"] === "number" ? j["gmac"] : 1;
-        const threads = typeof j["threads"] === "number" ? j["threads"] : 1;
-        s.log(`Connected to worker ${conn.label}: ${threads} thread${threads === 1 ? "" : "s"}, ${gmac.toFixed(2)} GMAC, in ${(performance.now() - tc).toFixed(1)} ms`);
-        return { conn, gmac, threads, spec: w };
-      }),
-    );
+    const settled = await Promise.allSettled(s.workers.map((w) => hello(s, w, s.connectTimeoutMs, (c) => conns.push(c))));
     const failed = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
     if (failed) {
       for (const c of conns) c.close();
       throw failed.reason;
     }
     return new Cluster(s, settled.map((r) => (r as PromiseFulfilledResult<WorkerHello>).value));
+  }
+
+  /** Workers lost earlier that answer again (see watchLost), waiting to be taken back in. */
+  get returning(): number {
+    return this.back.length;
+  }
+
+  /**
+   * Take the workers that came back into the plan (in --workers order); returns their names. The
+   * caller re-deploys, restarts the step program and replays, between tokens.
+   */
+  admitReturning(): string[] {
+    const back = this.back.splice(0);
+    const order = (h: WorkerHello): number => this.s.workers.indexOf(h.spec);
+    this.alive = [...this.alive, ...back].sort((a, b) => order(a) - order(b));
+    this.lost = this.lost.filter((spec) => !back.some((h) => h.spec === spec));
+    if (this.lost.length === 0) this.stopWatching();
+    return back.map((h) => h.conn.label);
+  }
+
+  /** Every few seconds, try the lost workers again: one that answers the handshake is kept for admitReturning. */
+  private watchLost(): void {
+    if (this.watchTimer) return;
+    this.watchTimer = setInterval(() => {
+      if (this.probing) return;
+      this.probing = true;
+      const todo = this.lost.filter((spec) => !this.back.some((h) => h.spec === spec));
+      void Promise.allSettled(todo.map(async (spec) => {
+        const h = await hello(this.s, spec, REJOIN_CONNECT_MS, () => undefined, true);
+        if (this.closed) return h.conn.close();
+        this.back.push(h);
+        this.s.log(`Worker ${h.conn.label} answers again: it rejoins at the next step`);
+      })).finally(() => (this.probing = false));
+    }, REJOIN_PROBE_MS);
+    this.watchTimer.unref();
+  }
+
+  private stopWatching(): void {
+    if (this.watchTimer) clearInterval(this.watchTimer);
+    this.watchTimer = null;
   }
 
   get seqLen(): number {
@@ -183,6 +247,8 @@ export class Cluster {
     if (lost.length === 0) return [];
     this.alive = this.alive.filter((h) => !h.conn.error);
     for (const h of this.alive) void h.conn.send(MSG.ABORT, new Uint8Array(0)).catch(() => undefined);
+    this.lost.push(...lost.map((h) => h.spec));
+    this.watchLost();
     return lost.map((h) => h.conn.label);
   }
 
@@ -211,7 +277,10 @@ export class Cluster {
   }
 
   close(): void {
-    for (const h of this.alive) h.conn.close();
+    this.closed = true;
+    this.stopWatching();
+    clearInterval(this.keepAlive);
+    for (const h of [...this.alive, ...this.back.splice(0)]) h.conn.close();
     for (const n of this.workers) n.conn.close();
     this.disposeLocal();
   }
