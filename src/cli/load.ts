@@ -25,7 +25,7 @@ export const modelFlags = {
   "secret-file": { type: "string", help: "file holding the cluster's shared secret (else LLAMESH_SECRET); workers must prove they know it, and every link is encrypted" },
   "no-encryption": { type: "boolean", help: "with --secret-file: authenticate only, do not encrypt (the workers must say the same)" },
   "step-timeout": { type: "number", min: 0.1, max: 86400, help: "seconds a token may wait for a worker before it is pinged, and as long again before it is dropped as hung (default 30)" },
-  topology: { type: "string", choices: ["auto", "mesh", "star"], help: "auto (default), mesh (the nodes add their partial sums among themselves) or star (every sync through this machine)" },
+  topology: { type: "string", choices: ["auto", "mesh", "scatter", "star"], help: "auto (default: mesh up to 4 nodes, scatter above), mesh (the nodes add their partial sums among themselves), scatter (each node sums a chunk, for 5+ nodes) or star (every sync through this machine)" },
 } as const satisfies FlagSpecs;
 
 /** What was loaded, and how to let go of it. */

@@ -40,7 +40,7 @@ export function runUsage(command: string): string {
     [
       "<model-dir> -n <max-new-tokens> -i <prompt>|-f <file> [--temp T] [--top-p P] [--top-k K]",
       "[--seed S] [-t|--threads N] [--max-seq-len L] [--kernels wasm|ts] [--chat [--system TEXT]]",
-      "[--workers host:port[@share],... [--local-share N] [--perf-csv FILE] [--topology auto|mesh|star] [--step-timeout S] [--secret-file FILE]]",
+      "[--workers host:port[@share],... [--local-share N] [--perf-csv FILE] [--topology auto|mesh|scatter|star] [--step-timeout S] [--secret-file FILE]]",
     ],
     `  Streams the continuation of the prompt to stdout (exactly the model's text); the report goes to stderr.
   -i - reads the prompt from stdin, -f FILE from a file (one final newline dropped, as llama.cpp does).
@@ -52,8 +52,10 @@ export function runUsage(command: string): string {
   With --workers, every token's work is split over the workers (bin/worker <port> on each machine)
   and, with --local-share N, this machine; shares default to each node's measured GMAC.
   Topology: mesh (the workers add their partial sums among themselves; they must reach each other
-  at the addresses given to --workers), star (every sync goes through this machine), or auto
-  (default: mesh, else star).`,
+  at the addresses given to --workers), scatter (the same links; each node adds up one chunk of
+  every sum: fewer bytes per node, one more trip per sync), star (every sync goes through this
+  machine), or auto (default: mesh up to 4 nodes, scatter above, star when the workers cannot
+  reach each other).`,
   );
 }
 

@@ -21,16 +21,21 @@ import type { LlamaConfig } from "../model/config.js";
 import type { Tokenizer } from "../model/tokenizer-types.js";
 import { modelFingerprint } from "./cache.js";
 import { Cluster, type WorkerSpec } from "./cluster.js";
-import { Coordinator } from "./coordinator.js";
+import { Coordinator, hasPart } from "./coordinator.js";
 import { planLines } from "./nodes.js";
+import { SCATTER_ABOVE } from "./reduce.js";
 import type { ClusterPlan } from "./planner.js";
 import { StepLog, type ClusterStats } from "./stats.js";
 
 export type { ClusterStats } from "./stats.js";
 export type { WorkerSpec } from "./cluster.js";
 
-/** How the nodes exchange their partial sums: "mesh" directly, "star" through the client (the relay). */
-export type Topology = "mesh" | "star";
+/**
+ * How the nodes exchange their partial sums: "mesh" directly (each to every other), "scatter"
+ * directly in chunks (reduce-scatter + all-gather, for larger clusters), "star" through the
+ * client (the relay).
+ */
+export type Topology = "mesh" | "scatter" | "star";
 
 /** Parse `--workers host:port[@share],...` (IPv6 hosts in brackets: `[::1]:1234`). */
 export function parseWorkersFlag(value: string, flag = "--workers"): WorkerSpec[] {
@@ -103,9 +108,11 @@ export interface DistributedOptions {
   spinMs?: number;
   /**
    * "mesh": the nodes exchange their partial sums directly, the client only sends each token's
-   * embedding and gathers the logits (reduce.ts MeshReduce). "star": every sync is a round trip
-   * through the client (the relay). "auto" (default): mesh, or star when the workers cannot link to each other (said
-   * in the log).
+   * embedding and gathers the logits (reduce.ts MeshReduce). "scatter": directly too, each node
+   * adding up one chunk of every sum and sending it to the others (ScatterReduce: two trips per
+   * sync, 2(N-1)/N instead of N-1 sums sent per node). "star": every sync is a round trip through
+   * the client (the relay). "auto" (default): mesh up to 4 nodes with a part, scatter above, or
+   * star when the workers cannot link to each other (said in the log).
    */
   topology?: Topology | "auto";
 }
@@ -344,12 +351,14 @@ async function startProgram(c: Cluster, coord: Coordinator, topology: Topology |
     await coord.join(c.nodes, "relay");
     return "star";
   }
+  const withPart = c.nodes.filter(hasPart).length;
+  const linked: Topology = topology === "auto" ? (withPart > SCATTER_ABOVE ? "scatter" : "mesh") : topology;
   try {
-    await coord.join(c.nodes, "mesh");
-    return "mesh";
+    await coord.join(c.nodes, linked);
+    return linked;
   } catch (e) {
-    if (topology === "mesh" || !(e instanceof LlameshError) || c.anyLost) throw e;
-    log(`Mesh topology not possible (${e.message}); every sync goes through this machine instead (star topology)`);
+    if (topology !== "auto" || !(e instanceof LlameshError) || c.anyLost) throw e;
+    log(`${linked === "mesh" ? "Mesh" : "Scatter"} topology not possible (${e.message}); every sync goes through this machine instead (star topology)`);
     await coord.join(c.nodes, "relay");
     return "star";
   }

@@ -16,7 +16,7 @@ import { Member } from "./member.js";
 import type { ClusterNode, WorkerNode } from "./nodes.js";
 import { Poller } from "./poller.js";
 import { decodeDone, encodeFrame, encodeMesh, encodeStep, MSG, type MemberTimes } from "./protocol.js";
-import { MeshReduce, RelayHub, RelayReduce, type MemberInfo, type ReduceKind } from "./reduce.js";
+import { MeshReduce, RelayHub, RelayReduce, ScatterReduce, type MemberInfo, type ReduceKind } from "./reduce.js";
 import type { StepLog } from "./stats.js";
 
 /** The members of the step program in rank order (rank = node order), with what reduces their sums. */
@@ -32,6 +32,11 @@ export interface CoordinatorOptions {
   stepTimeoutMs: number;
   /** Keep the event loop polling this long while a step runs (see DistributedOptions.spinMs). */
   spinMs: number;
+}
+
+/** Whether a node holds any rows (only those are members of the step program). */
+export function hasPart(n: ClusterNode): boolean {
+  return n.slice.kv1 > n.slice.kv0 || n.slice.hb1 > n.slice.hb0 || n.slice.v1 > n.slice.v0;
 }
 
 export class Coordinator {
@@ -72,7 +77,7 @@ export class Coordinator {
    */
   async join(nodes: readonly ClusterNode[], kind: ReduceKind): Promise<void> {
     this.leave("re-planned");
-    const withPart = nodes.filter((n) => n.slice.kv1 > n.slice.kv0 || n.slice.hb1 > n.slice.hb0 || n.slice.v1 > n.slice.v0);
+    const withPart = nodes.filter(hasPart);
     const members = withPart.map((node, rank) => ({
       rank,
       label: node.label,
@@ -88,9 +93,9 @@ export class Coordinator {
     const spin = (): void => this.poller.keep(this.opts.spinMs);
     let local: Member | null = null;
     let hub: RelayHub | null = null;
-    if (kind === "mesh") {
+    if (kind !== "relay") {
       if (localInfo && localInfo.node.kind === "local") {
-        const reduce = new MeshReduce(localInfo.rank, info, this.dimP, this.batch, spin);
+        const reduce = new (kind === "mesh" ? MeshReduce : ScatterReduce)(localInfo.rank, info, this.dimP, this.batch, spin);
         for (const m of workers) reduce.links.set(m.rank, { send: (f) => m.node.conn.write(f) });
         local = new Member(localInfo.node.model, localInfo.rank, this.norms, this.backend, reduce);
         for (const m of workers) m.node.conn.onUnsolicited = (f) => reduce.deliver(m.rank, f);
@@ -112,7 +117,7 @@ export class Coordinator {
     this.program = { kind, members, local, hub };
     const session = crypto.randomBytes(16).toString("hex");
     await Promise.all(workers.map(async (m) => jsonOf(await m.node.conn.request(MSG.MESH, encodeMesh({ session, rank: m.rank, members: info, reduce: kind }, this.norms)), MSG.MESH_OK, `worker ${m.label}`)));
-    if (kind === "mesh") await Promise.all(workers.map(async (m) => jsonOf(await m.node.conn.requestJson(MSG.LINK, {}), MSG.LINK_OK, `worker ${m.label}`)));
+    if (kind !== "relay") await Promise.all(workers.map(async (m) => jsonOf(await m.node.conn.requestJson(MSG.LINK, {}), MSG.LINK_OK, `worker ${m.label}`)));
   }
 
   /** Stop the current program (its members' sessions stay usable for another join). */

@@ -1,6 +1,6 @@
 /**
  * A member of the cluster's step program: a node's ModelSlice, its own copy of the residual stream
- * and the way its syncs are reduced (mesh or relay, reduce.ts). Every worker holds one per session,
+ * and the way its syncs are reduced (mesh, scatter or relay, reduce.ts). Every worker holds one per session,
  * and so does the client when it computes a share itself. A step is engine/step.ts's layer loop;
  * the client sends the step's embeddings (STEP) and gathers the logits rows (DONE).
  */
@@ -11,7 +11,7 @@ import { ResidualStream } from "../engine/residual.js";
 import type { ModelSlice } from "../engine/slice.js";
 import { runStep, stepTokens, type StepInput } from "../engine/step.js";
 import type { MemberTimes } from "./protocol.js";
-import type { MeshReduce, RelayReduce } from "./reduce.js";
+import type { LinkedReduce, RelayReduce } from "./reduce.js";
 
 export class Member {
   private readonly stream: ResidualStream;
@@ -22,7 +22,7 @@ export class Member {
     readonly rank: number,
     norms: Float32Array,
     backend: KernelBackend,
-    readonly reduce: MeshReduce | RelayReduce,
+    readonly reduce: LinkedReduce | RelayReduce,
   ) {
     this.stream = new ResidualStream(node.config, norms, node.batch, backend);
   }

@@ -53,7 +53,7 @@ export const MSG = {
   STATS_OK: 13,
   /**
    * client -> worker: join the step program: u32 JSON length, JSON {session, rank, members,
-   * reduce: "mesh" | "relay"}, then the norms as f32 (see encodeMesh); reply MESH_OK {} once the
+   * reduce: "mesh" | "scatter" | "relay"}, then the norms as f32 (see encodeMesh); reply MESH_OK {} once the
    * session accepts peers.
    */
   MESH: 14,
@@ -69,7 +69,8 @@ export const MSG = {
   DONE: 21,
   /**
    * No reply: one partial sum of a step (see encodePartial), member -> member in the mesh,
-   * member -> client and client -> member (the sum) in the relay.
+   * member -> client and client -> member (the sum) in the relay; in the scatter a chunk of a
+   * part, or with bit 31 of the sync index set a summed chunk, member -> member.
    */
   PARTIAL: 22,
   /** client -> worker, no reply, handled at once: fail the running step (a peer is lost). */

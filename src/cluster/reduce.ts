@@ -9,9 +9,15 @@
  *   them and sends the sum back to every member. For workers that cannot reach each other (NAT,
  *   firewalls): a round trip through the client per sync, N x dim floats each way at the client.
  *
- * Either way every member adds the same parts in the same (rank) order with the same code
- * (residual.ts sumPartials), so every copy of the residual stream is identical, bit for bit, to
- * the single-machine forward pass when one node holds everything.
+ * - ScatterReduce: for larger clusters (reduce-scatter + all-gather over the same links): the sum
+ *   is cut into one chunk per member; every member with a part sends chunk j to member j, which
+ *   adds the chunk's parts and sends the summed chunk to everyone. Two one-way trips per sync, but
+ *   each member sends 2(N-1)/N x dim floats instead of the mesh's (N-1) x dim.
+ *
+ * Every way, every member adds the same parts in the same (rank) order with the same code
+ * (residual.ts sumPartials; per element, which is all a chunk changes), so every copy of the
+ * residual stream is identical, bit for bit, whichever reduction runs, and identical to the
+ * single-machine forward pass when one node holds everything.
  */
 import { LlameshError } from "../core/errors.js";
 import { sumPartials } from "../engine/residual.js";
@@ -32,7 +38,10 @@ export interface MemberInfo {
   logits: boolean;
 }
 
-export type ReduceKind = "mesh" | "relay";
+export type ReduceKind = "mesh" | "relay" | "scatter";
+
+/** Above this many members, "auto" picks the scatter reduce over the mesh (see docs/cluster.md). */
+export const SCATTER_ABOVE = 4;
 
 /** Sends frames to one other member (or the hub). */
 export interface Link {
@@ -121,6 +130,103 @@ export class MeshReduce implements AllReduce, ReduceTraffic {
       parts.push(v);
     }
     return sumPartials(parts, nTok * this.dimP, this.acc);
+  }
+}
+
+/** Bit 31 of a PARTIAL's sync index marks a summed chunk (the all-gather half of ScatterReduce). */
+const GATHER = 0x80000000;
+
+/** Chunk j of n over `len` values: [start, end). */
+function chunkOf(len: number, j: number, n: number): [number, number] {
+  return [Math.floor((len * j) / n), Math.floor((len * (j + 1)) / n)];
+}
+
+export class ScatterReduce implements AllReduce, ReduceTraffic {
+  readonly links = new Map<number, Link>();
+  private readonly inbox: Inbox<Float32Array>;
+  private readonly holders: [number[], number[]];
+  private readonly ranks: number[];
+  private readonly acc: Float32Array;
+  private readonly out: Float32Array;
+  bytesSent = 0;
+  bytesReceived = 0;
+
+  constructor(
+    readonly rank: number,
+    readonly members: readonly MemberInfo[],
+    private readonly dimP: number,
+    batch: number,
+    /** Called before waiting for partial sums (keep the event loop polling). */
+    private readonly onWait: () => void = () => undefined,
+  ) {
+    this.holders = [holdersOf(members, 0), holdersOf(members, 1)];
+    this.ranks = members.map((m) => m.rank).sort((a, b) => a - b);
+    this.acc = new Float32Array(batch * dimP);
+    this.out = new Float32Array(batch * dimP);
+    this.inbox = new Inbox(WAIT_MS, (key) => `scatter: no partial sum from ${labelOf(members, Number(key.split(":")[0]))}`);
+  }
+
+  /** Partial sums received and not yet used. */
+  get pending(): number {
+    return this.inbox.size;
+  }
+
+  /** A PARTIAL frame from member `from`: a chunk of its part (scatter) or a summed chunk (gather). */
+  deliver(from: number, f: Frame): void {
+    const { step, seq, values } = decodePartial(f.body);
+    this.bytesReceived += HEADER_BYTES + f.body.length;
+    this.inbox.put(`${from}:${step}:${seq}`, values);
+  }
+
+  /** A link is gone: every wait fails now, and every later step. */
+  fail(e: Error): void {
+    this.inbox.fail(e);
+  }
+
+  private send(to: number, step: number, seq: number, values: Float32Array): void {
+    const frame = partialFrame(step, seq, values);
+    this.links.get(to)!.send(frame);
+    this.bytesSent += frame.length;
+  }
+
+  private async take(from: number, step: number, seq: number, want: number, waited: { v: boolean }): Promise<Float32Array> {
+    let v = this.inbox.take(`${from}:${step}:${seq}`);
+    if (v instanceof Promise) {
+      if (!waited.v) this.onWait();
+      waited.v = true;
+      v = await v;
+    }
+    if (v.length !== want) throw new LlameshError(`scatter: ${labelOf(this.members, from)} sent ${v.length} values for sync ${seq & ~GATHER} of step ${step}, expected ${want}`);
+    return v;
+  }
+
+  async reduce(step: number, seq: number, own: Float32Array | null, nTok: number): Promise<Float32Array> {
+    const len = nTok * this.dimP;
+    const n = this.ranks.length;
+    const me = this.ranks.indexOf(this.rank);
+    const waited = { v: false };
+    // scatter: chunk j of this member's part to member j
+    if (own) {
+      this.ranks.forEach((r, j) => {
+        if (r === this.rank) return;
+        const [a, b] = chunkOf(len, j, n);
+        this.send(r, step, seq, own.subarray(a, b));
+      });
+    }
+    // reduce this member's chunk, in rank order, then send it to everyone
+    const [a, b] = chunkOf(len, me, n);
+    const parts: Float32Array[] = [];
+    for (const r of this.holders[seq & 1]!) parts.push(r === this.rank ? own!.subarray(a, b) : await this.take(r, step, seq, b - a, waited));
+    const mine = sumPartials(parts, b - a, this.acc);
+    for (const r of this.ranks) if (r !== this.rank) this.send(r, step, (seq | GATHER) >>> 0, mine.subarray(0, b - a));
+    this.out.set(mine.subarray(0, b - a), a);
+    // gather: every other member's summed chunk
+    for (const [j, r] of this.ranks.entries()) {
+      if (r === this.rank) continue;
+      const [ca, cb] = chunkOf(len, j, n);
+      this.out.set(await this.take(r, step, (seq | GATHER) >>> 0, cb - ca, waited), ca);
+    }
+    return this.out.subarray(0, len);
   }
 }
 
@@ -219,4 +325,11 @@ export class RelayHub {
     this.parts.clear();
     this.local?.fail(e);
   }
+}
+
+/** The reductions whose members link to each other (LINK/PEER), as opposed to the relay. */
+export type LinkedReduce = MeshReduce | ScatterReduce;
+
+export function isLinked(r: unknown): r is LinkedReduce {
+  return r instanceof MeshReduce || r instanceof ScatterReduce;
 }

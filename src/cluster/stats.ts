@@ -77,7 +77,6 @@ export class StepLog {
   /** One step of nTok tokens at pos through `members` (reduce `kind`), taking `ms` at the client. */
   record(kind: ReduceKind, pos: number, nTok: number, dimP: number, members: readonly MemberReport[], ms: number): void {
     const nLinks = members.length - 1;
-    const frame = HEADER_BYTES + 8 + nTok * dimP * 4; // one PARTIAL
     const holders = [members.filter((m) => m.info.attn).length, members.filter((m) => m.info.ffn).length];
     for (const m of members) {
       const t = m.times;
@@ -90,13 +89,10 @@ export class StepLog {
         if (!this.csvFile) continue;
         const ffn = (s & 1) === 1;
         const has = ffn ? m.info.ffn : m.info.attn;
-        // In the mesh every member carries out every sync itself (it adds the others' parts): a row
-        // each. In the relay the sync happens at the client: a row per member that contributes a part.
+        // In the mesh and the scatter every member carries out every sync itself (it adds parts): a
+        // row each. In the relay the sync happens at the client: a row per member that contributes a part.
         if (kind === "relay" && !has) continue;
-        const local = m.node.kind === "local";
-        // per sync, as the reduce moves them: the mesh sends a part to every other member; the relay one part to the client and the sum back
-        const sent = kind === "mesh" ? (has ? frame * nLinks : 0) : local ? 0 : has ? frame : 0;
-        const received = kind === "mesh" ? (holders[s & 1]! - (has ? 1 : 0)) * frame : local ? 0 : frame;
+        const { sent, received } = syncBytes(kind, has, m.node.kind === "local", holders[s & 1]!, nLinks, nTok * dimP);
         this.rows.push({
           pos, nTok, layer: s >> 1, op: ffn ? "ffn" : "attn", node: m.node.label,
           rttMs: (t.computeUs[s]! + t.waitUs[s]!) / 1000, computeMs: t.computeUs[s]! / 1000, sent, received,
@@ -140,7 +136,8 @@ export class StepLog {
     const lines: string[] = [];
     const tok = Math.max(1, this.tokens);
     const total = nodes.reduce((s, n) => s + n.share, 0);
-    const what = kind === "mesh" ? "mesh: the nodes add their partial sums among themselves" : "star: every sync through the client";
+    const what = kind === "mesh" ? "mesh: the nodes add their partial sums among themselves"
+      : kind === "scatter" ? "scatter: each node adds up a chunk of every sum and sends it to the others" : "star: every sync through the client";
     lines.push(`Cluster (${what}): ${nodes.length} node${nodes.length === 1 ? "" : "s"}, ${this.tokens} tokens through the cluster, ${(this.rounds / tok).toFixed(1)} sync rounds per token`);
     // a node's sync = its compute + its wait for the others (and, in the star, the trip through the client)
     const rows: string[][] = [["node", "share", "syncs", "avg sync ms", "wait ms", "compute ms/tok", "sent/tok", "recv/tok", "GMAC"]];
@@ -190,4 +187,20 @@ export class StepLog {
     }
     fs.writeFileSync(this.csvFile, out.join("\n") + "\n");
   }
+}
+
+/**
+ * The bytes one member's reduce moves in one sync of `values` floats, as reduce.ts sends them:
+ * the mesh sends its part to every other member; the scatter sends a chunk of its part to every
+ * other member and its summed chunk to every other member (chunks of about values / members);
+ * the relay sends one part to the client and gets the sum back (the client's own part moves no bytes).
+ */
+function syncBytes(kind: ReduceKind, has: boolean, local: boolean, holders: number, links: number, values: number): { sent: number; received: number } {
+  const frame = (n: number): number => HEADER_BYTES + 8 + n * 4; // one PARTIAL of n floats
+  if (kind === "mesh") return { sent: has ? frame(values) * links : 0, received: (holders - (has ? 1 : 0)) * frame(values) };
+  if (kind === "scatter") {
+    const chunk = frame(Math.round(values / (links + 1)));
+    return { sent: (has ? links : 0) * chunk + links * chunk, received: (holders - (has ? 1 : 0)) * chunk + links * chunk };
+  }
+  return local ? { sent: 0, received: 0 } : { sent: has ? frame(values) : 0, received: frame(values) };
 }

@@ -26,7 +26,7 @@ import {
   decodeMesh, decodeStep, decodeWeightChunk, encodeDone, encodeFrame, encodeJson, encodePartial, MSG, MSG_NAMES, parseJson, PROTOCOL_VERSION,
   ProtocolError, type Frame,
 } from "./protocol.js";
-import { MeshReduce, RelayReduce, type ReduceKind } from "./reduce.js";
+import { isLinked, MeshReduce, RelayReduce, ScatterReduce, type LinkedReduce, type ReduceKind } from "./reduce.js";
 import { configFrom, intIn, memberFrom, sliceFrom } from "./validate.js";
 import type { WorkerServer } from "./worker.js";
 
@@ -46,7 +46,7 @@ type State =
   | { kind: "receiving"; fingerprint: string; slice: Slice; writers: Map<string, { w: CacheWriter; desc: SliceDesc }> }
   | { kind: "ready"; fingerprint: string; slice: Slice }
   | { kind: "joined"; fingerprint: string; slice: Slice; mesh: Joined }
-  | { kind: "peer"; target: MeshReduce; rank: number }
+  | { kind: "peer"; target: LinkedReduce; rank: number }
   | { kind: "closed" };
 
 type StateKind = State["kind"];
@@ -219,8 +219,8 @@ export class WorkerSession {
     if (!target) throw new ProtocolError("peer: unknown mesh session", "bad-peer");
     const reduce = target.member.reduce;
     const rank = intIn(j["rank"], "peer.rank", 0, "bad-peer");
-    const m = reduce instanceof MeshReduce ? reduce.members.find((x) => x.rank === rank) : undefined;
-    if (!(reduce instanceof MeshReduce) || !m || m.host === undefined || rank <= target.member.rank) throw new ProtocolError(`peer: rank ${rank} may not link to rank ${target.member.rank}`, "bad-peer");
+    const m = isLinked(reduce) ? reduce.members.find((x) => x.rank === rank) : undefined;
+    if (!isLinked(reduce) || !m || m.host === undefined || rank <= target.member.rank) throw new ProtocolError(`peer: rank ${rank} may not link to rank ${target.member.rank}`, "bad-peer");
     this.state = { kind: "peer", target: reduce, rank };
     reduce.links.set(rank, { send: (fr) => void this.socket.write(fr) });
     this.reply(MSG.PEER_OK, f.id, "{}");
@@ -322,9 +322,7 @@ export class WorkerSession {
     const token = json["session"];
     if (typeof token !== "string" || !/^[0-9a-f]{32}$/.test(token)) throw new ProtocolError("mesh: session must be 32 hex digits", "bad-mesh");
     const rank = intIn(json["rank"], "mesh.rank", 0, "bad-mesh");
-    const kind: ReduceKind = json["reduce"] === "relay" ? "relay" : json["reduce"] === undefined || json["reduce"] === "mesh" ? "mesh" : (() => {
-      throw new ProtocolError(`mesh: reduce ${JSON.stringify(json["reduce"])}, expected "mesh" or "relay"`, "bad-mesh");
-    })();
+    const kind = reduceKindOf(json["reduce"]);
     if (!Array.isArray(json["members"])) throw new ProtocolError("mesh: members must be a list", "bad-mesh");
     const members = (json["members"] as unknown[]).map(memberFrom);
     const me = members.find((m) => m.rank === rank);
@@ -334,8 +332,8 @@ export class WorkerSession {
     if (this.state.kind === "joined") this.leaveMesh(this.state.mesh, "mesh: replaced by a new mesh");
     const spin = (): void => this.server.spin();
     const write = (fr: Buffer): void => void this.socket.write(fr);
-    const reduce = kind === "mesh"
-      ? new MeshReduce(rank, members, n.d.dimP, n.batch, spin)
+    const reduce = kind !== "relay"
+      ? new (kind === "mesh" ? MeshReduce : ScatterReduce)(rank, members, n.d.dimP, n.batch, spin)
       : new RelayReduce(rank, (step, seq, values) => {
         const fr = encodeFrame(MSG.PARTIAL, step, encodePartial(step, seq, values));
         write(fr);
@@ -348,7 +346,7 @@ export class WorkerSession {
       throw new ProtocolError((e as Error).message, "bad-mesh");
     }
     const client = members.find((m) => m.host === undefined && m.rank !== rank);
-    if (reduce instanceof MeshReduce && client) reduce.links.set(client.rank, { send: write });
+    if (isLinked(reduce) && client) reduce.links.set(client.rank, { send: write });
     const mesh: Joined = { member, token, clientRank: client?.rank ?? -1, peers: [], onLink: null };
     this.server.meshes.set(token, mesh);
     this.state = { kind: "joined", fingerprint, slice, mesh };
@@ -364,7 +362,7 @@ export class WorkerSession {
   /** Mesh only: connect to the lower-ranked workers, wait for the higher-ranked ones to connect. */
   private async onLink(f: Frame, mesh: Joined): Promise<void> {
     const reduce = mesh.member.reduce;
-    if (!(reduce instanceof MeshReduce)) throw new ProtocolError("LINK in a relay session: its members do not link to each other", "order");
+    if (!isLinked(reduce)) throw new ProtocolError("LINK in a relay session: its members do not link to each other", "order");
     const me = mesh.member.rank;
     const lower = reduce.members.filter((m) => m.host !== undefined && m.rank < me);
     await Promise.all(lower.map((m) => this.connectPeer(m.rank, m.host!, m.port!, mesh, reduce)));
@@ -388,7 +386,7 @@ export class WorkerSession {
   }
 
   /** Connect to a lower-ranked worker of the mesh; its partial sums come back on this connection. */
-  private async connectPeer(rank: number, host: string, port: number, mesh: Joined, reduce: MeshReduce): Promise<void> {
+  private async connectPeer(rank: number, host: string, port: number, mesh: Joined, reduce: LinkedReduce): Promise<void> {
     const label = `${host}:${port}`;
     const hint = "list every worker by an address the other workers can reach";
     let conn: Connection;
@@ -470,4 +468,11 @@ function refusal(type: number, state: StateKind): string {
   if (type === MSG.MESH) return `MESH before READY: ${EXPECTED[state]}`;
   if (type === MSG.READY || type === MSG.WEIGHTS) return `${name} before SETUP: a slice is received only between SETUP and READY`;
   return `${EXPECTED[state]}`;
+}
+
+/** MESH's reduce field (absent: the mesh, as version 2's first workers knew only it). */
+function reduceKindOf(v: unknown): ReduceKind {
+  if (v === undefined) return "mesh";
+  if (v === "mesh" || v === "relay" || v === "scatter") return v;
+  throw new ProtocolError(`mesh: reduce ${JSON.stringify(v)}, expected "mesh", "scatter" or "relay"`, "bad-mesh");
 }
