@@ -46,8 +46,8 @@ export function runUsage(command: string): string {
   -i - reads the prompt from stdin, -f FILE from a file (one final newline dropped, as llama.cpp does).
   As in llama.cpp: -t is --threads, --temp is --temperature, -p is -i, -c (--ctx-size) is --max-seq-len, -s is --seed.
   Defaults: -n 100, temperature 0.8, top-p 0.95, top-k 40, seed from the clock (printed),
-  threads = OMP_NUM_THREADS or the core count, max-seq-len = the model's max_position_embeddings
-  (more is allowed, with a warning: the model was not trained past it).
+  threads = OMP_NUM_THREADS or the core count, max-seq-len = the model's max_position_embeddings,
+  at most 4096 as in llama.cpp (more is allowed, with a warning past the trained context).
   Ctrl-C stops the generation and prints the report (exit status 130); a second Ctrl-C exits at once.
   With --workers, every token's work is split over the workers (bin/worker <port> on each machine)
   and, with --local-share N, this machine; shares default to each node's measured GMAC.

@@ -12,7 +12,7 @@ import type { KernelBackend } from "../kernels/kernels.js";
 import { LlameshError } from "../core/errors.js";
 import { formatBytes } from "../core/format.js";
 import { EmbeddingTable } from "../engine/embedding.js";
-import { openCheckpoint, openWeights, type LoadedModel } from "../engine/open.js";
+import { defaultSeqLen, openCheckpoint, openWeights, type LoadedModel } from "../engine/open.js";
 import { nodeDims } from "../engine/slice.js";
 import type { SequenceChunk } from "../engine/forward.js";
 import { defaultQuant, typePlan, type QuantChoice, type TypePlan } from "../engine/types.js";
@@ -149,7 +149,7 @@ export interface ClusterHealth {
 
 export async function openDistributedModel(dir: string, opts: DistributedOptions): Promise<DistributedModel> {
   const { config, tokenizer, source, configText } = await openCheckpoint(dir);
-  const seqLen = opts.maxSeqLen ?? config.seqLen;
+  const seqLen = opts.maxSeqLen ?? defaultSeqLen(config);
   const batch = Math.max(1, Math.min(opts.batch ?? 32, seqLen));
   const localShare = opts.localShare ?? 0;
   const slots = opts.slots ?? 1;

@@ -110,10 +110,21 @@ export async function openCheckpoint(p: string): Promise<Weights & { tokenizer: 
   }
 }
 
+/**
+ * Context allocated when none is asked for: the model's trained context, at most 4096 tokens
+ * (llama.cpp's default -c). Llama 3.1's 131,072 positions would otherwise mean a 17 GB KV cache
+ * for the 8B model before the first token.
+ */
+export const DEFAULT_MAX_CONTEXT = 4096;
+
+export function defaultSeqLen(config: LlamaConfig): number {
+  return Math.min(config.seqLen, DEFAULT_MAX_CONTEXT);
+}
+
 /** A model path is a Hugging Face folder or a single .gguf file (llama architecture). */
 export async function openModel(dir: string, opts: OpenOptions): Promise<LoadedModel> {
   const { config, tokenizer, source } = await openCheckpoint(dir);
-  const seqLen = Math.min(opts.maxSeqLen ?? config.seqLen, 1 << 20);
+  const seqLen = Math.min(opts.maxSeqLen ?? defaultSeqLen(config), 1 << 20);
   const t0 = performance.now();
   let fp: ForwardPass;
   try {

@@ -99,3 +99,17 @@ for (const backend of await testBackends()) {
   });
 
 }
+
+test("default context: the trained context, at most 4096 positions (llama.cpp's -c default); more when asked", async () => {
+  const { openModel } = await import("../../src/engine/open.js");
+  const { createBackend } = await import("../../src/kernels/backend.js");
+  const backend = await createBackend({ threads: 1 });
+  try {
+    for (const [trained, asked, want] of [[64, undefined, 64], [8192, undefined, 4096], [8192, 6000, 6000]] as const) {
+      const m = await openModel(tinyModel(tinyShape({ seqLen: trained })), { backend, ...(asked ? { maxSeqLen: asked } : {}) });
+      assert.equal(m.seqLen, want, `trained ${trained}, asked ${asked ?? "nothing"}`);
+    }
+  } finally {
+    await backend.close();
+  }
+});
