@@ -268,22 +268,8 @@ class ClusterModel implements DistributedModel {
     if (left === 0) {
       throw new LlameshError(`${cause instanceof Error ? cause.message : String(cause)}; no worker left to take over ${names}'s share (run more workers or give this machine a --local-share)`);
     }
-    const tr = performance.now();
     log(`Lost worker ${names} at position ${pos}: re-planning over ${left} node${left === 1 ? "" : "s"} and replaying ${pos} token${pos === 1 ? "" : "s"}`);
-    this.coord.leave("re-planned");
-    const src = openWeights(this.dir).source;
-    let bytes: number;
-    try {
-      bytes = await c.deploy(src, null);
-    } finally {
-      src.close();
-    }
-    await this.start();
-    await this.coord.replay(lengths);
-    const line = `lost ${names} at position ${pos}: re-planned over ${left} node${left === 1 ? "" : "s"}, ${formatBytes(bytes)} of weights sent, ${pos} tokens replayed, in ${((performance.now() - tr) / 1000).toFixed(2)} s`;
-    this.recovered.push(line);
-    log(`Recovered: ${line}`);
-    for (const l of planLines(this.config, c.plan!, c.nodes)) log(l);
+    await this.replan(lengths, "Recovered", `lost ${names} at position ${pos}`);
   }
 
   /**
@@ -292,9 +278,14 @@ class ClusterModel implements DistributedModel {
    * the step program and replay the positions so far, so the next step runs at full width.
    */
   private async readmit(lengths: ReadonlyMap<number, number>): Promise<void> {
+    const names = this.cluster.admitReturning().join(", ");
+    await this.replan(lengths, "Rejoined", `${names} back`);
+  }
+
+  /** Re-plan over the cluster's nodes now, send the slices they lack, restart the program, replay; log and report it. */
+  private async replan(lengths: ReadonlyMap<number, number>, verb: string, what: string): Promise<void> {
     const c = this.cluster;
     const tr = performance.now();
-    const names = c.admitReturning().join(", ");
     this.coord.leave("re-planned");
     const src = openWeights(this.dir).source;
     let bytes: number;
@@ -306,9 +297,10 @@ class ClusterModel implements DistributedModel {
     await this.start();
     await this.coord.replay(lengths);
     const replayed = [...lengths.values()].reduce((a, b) => a + b, 0);
-    const line = `${names} back: re-planned over ${c.nodesLeft} node${c.nodesLeft === 1 ? "" : "s"}, ${formatBytes(bytes)} of weights sent, ${replayed} tokens replayed, in ${((performance.now() - tr) / 1000).toFixed(2)} s`;
+    const n = c.nodesLeft;
+    const line = `${what}: re-planned over ${n} node${n === 1 ? "" : "s"}, ${formatBytes(bytes)} of weights sent, ${replayed} tokens replayed, in ${((performance.now() - tr) / 1000).toFixed(2)} s`;
     this.recovered.push(line);
-    this.opts.log(`Rejoined: ${line}`);
+    this.opts.log(`${verb}: ${line}`);
     for (const l of planLines(this.config, c.plan!, c.nodes)) this.opts.log(l);
   }
 

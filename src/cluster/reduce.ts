@@ -70,26 +70,33 @@ export interface ReduceTraffic {
   bytesReceived: number;
 }
 
-export class MeshReduce implements AllReduce, ReduceTraffic {
+/**
+ * What the mesh and the scatter share: links to every other member, an inbox of the PARTIAL
+ * frames received (keyed by member, step and sync), traffic counters.
+ */
+abstract class LinkedBase implements AllReduce, ReduceTraffic {
   readonly links = new Map<number, Link>();
-  private readonly inbox: Inbox<Float32Array>;
-  private readonly holders: [number[], number[]];
-  private readonly acc: Float32Array;
+  protected readonly inbox: Inbox<Float32Array>;
+  protected readonly holders: [number[], number[]];
+  protected readonly acc: Float32Array;
   bytesSent = 0;
   bytesReceived = 0;
 
   constructor(
     readonly rank: number,
     readonly members: readonly MemberInfo[],
-    private readonly dimP: number,
+    protected readonly dimP: number,
     batch: number,
     /** Called before waiting for partial sums (keep the event loop polling). */
-    private readonly onWait: () => void = () => undefined,
+    private readonly onWait: () => void,
+    private readonly what: string,
   ) {
     this.holders = [holdersOf(members, 0), holdersOf(members, 1)];
     this.acc = new Float32Array(batch * dimP);
-    this.inbox = new Inbox(WAIT_MS, (key) => `mesh: no partial sum from ${labelOf(members, Number(key.split(":")[0]))}`);
+    this.inbox = new Inbox(WAIT_MS, (key) => `${what}: no partial sum from ${labelOf(members, Number(key.split(":")[0]))}`);
   }
+
+  abstract reduce(step: number, seq: number, own: Float32Array | null, nTok: number): Promise<Float32Array>;
 
   /** Partial sums received and not yet used. */
   get pending(): number {
@@ -108,28 +115,41 @@ export class MeshReduce implements AllReduce, ReduceTraffic {
     this.inbox.fail(e);
   }
 
+  protected send(to: number, step: number, seq: number, values: Float32Array): void {
+    const frame = partialFrame(step, seq, values);
+    this.links.get(to)!.send(frame);
+    this.bytesSent += frame.length;
+  }
+
+  /** Member `from`'s values for (step, seq), which must be `want` long; `waited.v` is set once the first wait starts. */
+  protected async take(from: number, step: number, seq: number, want: number, waited: { v: boolean }): Promise<Float32Array> {
+    let v = this.inbox.take(`${from}:${step}:${seq}`);
+    if (v instanceof Promise) {
+      if (!waited.v) this.onWait();
+      waited.v = true;
+      v = await v;
+    }
+    if (v.length !== want) throw new LlameshError(`${this.what}: ${labelOf(this.members, from)} sent ${v.length} values for sync ${seq & ~GATHER} of step ${step}, expected ${want}`);
+    return v;
+  }
+}
+
+export class MeshReduce extends LinkedBase {
+  constructor(rank: number, members: readonly MemberInfo[], dimP: number, batch: number, onWait: () => void = () => undefined) {
+    super(rank, members, dimP, batch, onWait, "mesh");
+  }
+
   async reduce(step: number, seq: number, own: Float32Array | null, nTok: number): Promise<Float32Array> {
+    const len = nTok * this.dimP;
     if (own) {
       const frame = partialFrame(step, seq, own);
       for (const link of this.links.values()) link.send(frame);
       this.bytesSent += frame.length * this.links.size;
     }
     const parts: Float32Array[] = [];
-    let waited = false;
-    for (const r of this.holders[seq & 1]!) {
-      if (r === this.rank) {
-        parts.push(own!);
-        continue;
-      }
-      let v = this.inbox.take(`${r}:${step}:${seq}`);
-      if (v instanceof Promise) {
-        if (!waited) this.onWait();
-        waited = true;
-        v = await v;
-      }
-      parts.push(v);
-    }
-    return sumPartials(parts, nTok * this.dimP, this.acc);
+    const waited = { v: false };
+    for (const r of this.holders[seq & 1]!) parts.push(r === this.rank ? own! : await this.take(r, step, seq, len, waited));
+    return sumPartials(parts, len, this.acc);
   }
 }
 
@@ -141,63 +161,14 @@ function chunkOf(len: number, j: number, n: number): [number, number] {
   return [Math.floor((len * j) / n), Math.floor((len * (j + 1)) / n)];
 }
 
-export class ScatterReduce implements AllReduce, ReduceTraffic {
-  readonly links = new Map<number, Link>();
-  private readonly inbox: Inbox<Float32Array>;
-  private readonly holders: [number[], number[]];
+export class ScatterReduce extends LinkedBase {
   private readonly ranks: number[];
-  private readonly acc: Float32Array;
   private readonly out: Float32Array;
-  bytesSent = 0;
-  bytesReceived = 0;
 
-  constructor(
-    readonly rank: number,
-    readonly members: readonly MemberInfo[],
-    private readonly dimP: number,
-    batch: number,
-    /** Called before waiting for partial sums (keep the event loop polling). */
-    private readonly onWait: () => void = () => undefined,
-  ) {
-    this.holders = [holdersOf(members, 0), holdersOf(members, 1)];
+  constructor(rank: number, members: readonly MemberInfo[], dimP: number, batch: number, onWait: () => void = () => undefined) {
+    super(rank, members, dimP, batch, onWait, "scatter");
     this.ranks = members.map((m) => m.rank).sort((a, b) => a - b);
-    this.acc = new Float32Array(batch * dimP);
     this.out = new Float32Array(batch * dimP);
-    this.inbox = new Inbox(WAIT_MS, (key) => `scatter: no partial sum from ${labelOf(members, Number(key.split(":")[0]))}`);
-  }
-
-  /** Partial sums received and not yet used. */
-  get pending(): number {
-    return this.inbox.size;
-  }
-
-  /** A PARTIAL frame from member `from`: a chunk of its part (scatter) or a summed chunk (gather). */
-  deliver(from: number, f: Frame): void {
-    const { step, seq, values } = decodePartial(f.body);
-    this.bytesReceived += HEADER_BYTES + f.body.length;
-    this.inbox.put(`${from}:${step}:${seq}`, values);
-  }
-
-  /** A link is gone: every wait fails now, and every later step. */
-  fail(e: Error): void {
-    this.inbox.fail(e);
-  }
-
-  private send(to: number, step: number, seq: number, values: Float32Array): void {
-    const frame = partialFrame(step, seq, values);
-    this.links.get(to)!.send(frame);
-    this.bytesSent += frame.length;
-  }
-
-  private async take(from: number, step: number, seq: number, want: number, waited: { v: boolean }): Promise<Float32Array> {
-    let v = this.inbox.take(`${from}:${step}:${seq}`);
-    if (v instanceof Promise) {
-      if (!waited.v) this.onWait();
-      waited.v = true;
-      v = await v;
-    }
-    if (v.length !== want) throw new LlameshError(`scatter: ${labelOf(this.members, from)} sent ${v.length} values for sync ${seq & ~GATHER} of step ${step}, expected ${want}`);
-    return v;
   }
 
   async reduce(step: number, seq: number, own: Float32Array | null, nTok: number): Promise<Float32Array> {
