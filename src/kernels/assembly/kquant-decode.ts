@@ -1,0 +1,278 @@
+// Hand-written decode (one token) loops for the K-quants that matter most for speed: Q4_K and
+// Q6_K (llama.cpp's Q4_K_M files are Q4_K with some Q6_K tensors). Same numerics as the generic
+// loop of matmul.ts (integer super-block sums, then the f32 scales), bit-identical with it.
+//
+// The activations are the widened Q8_K super-blocks of matmul.ts (KS = 592 bytes: 256 i16, d as
+// f32x4 at 512, slack at 528, bsums (16 i16) at 544, sums per 32 (8 i16) at 576).
+import { halves4, transposeSum } from "./common";
+
+const KS: u32 = 592;
+
+/**
+ * Q4_K scales and mins (get_scale_min_k4 for j = 0..7) of the 12 bytes at q, as bytes
+ * [sc0..sc7, m0..m7]. Reads 16 bytes (the 4 after the scales are the first quants, unused).
+ */
+// @ts-ignore: decorator
+@inline function q4kScales(q: usize): v128 {
+  const v = v128.load(q);
+  const low = v128.and(v, i8x16.splat(63));                 // lanes 0..7: sc0..3, m0..3
+  const top = i8x16.shl(i8x16.shr_u(v, 6), 4);              // lanes 0..7: their top 2 bits << 4
+  const n = i8x16.shuffle(v, v, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11);
+  const lohi = i8x16.shuffle(v128.and(n, i8x16.splat(15)), i8x16.shr_u(n, 4), 0, 1, 2, 3, 20, 21, 22, 23, 0, 1, 2, 3, 20, 21, 22, 23);
+  const upper = v128.or(lohi, top);                         // lanes 0..7: sc4..7, m4..7
+  return i8x16.shuffle(low, upper, 0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+}
+
+/**
+ * One Q4_K super-block of one row (at p) with the widened activations xs: returns the integer
+ * dot with the sub-block scales applied (i32x4 lanes summing to isum); the min term
+ * (i32x4 lanes summing to sum of m * xsum32) is stored at mo.
+ * Per 64 values: four 8-byte loads widened to i16, low nibbles (and 15) for the first sub-block,
+ * high nibbles (shr 4) for the second, eight i32x4.dot_i16x8_s. The per-lane partial sums of a
+ * sub-block fit i16 (at most 4 x 2 x 15 x 127), so the two sub-blocks of a group are narrowed into
+ * one i16x8 and multiplied by their scales with one more dot_i16x8_s.
+ */
+// @ts-ignore: decorator
+@inline function superQ4K(p: usize, xs: usize, mo: usize): v128 {
+  const s8 = q4kScales(p + 4);
+  const sc = i16x8.extend_low_i8x16_u(s8);
+  v128.store(mo, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), v128.load(xs, 576)));
+  const m15 = i16x8.splat(15);
+  let acc = i32x4.splat(0);
+  // group 0
+  {
+    const q = p + 16, x = xs;
+    const a0 = v128.load8x8_u(q, 0), a1 = v128.load8x8_u(q, 8), a2 = v128.load8x8_u(q, 16), a3 = v128.load8x8_u(q, 24);
+    const pa = i32x4.add(
+      i32x4.add(i32x4.dot_i16x8_s(v128.and(a0, m15), v128.load(x, 0)), i32x4.dot_i16x8_s(v128.and(a1, m15), v128.load(x, 16))),
+      i32x4.add(i32x4.dot_i16x8_s(v128.and(a2, m15), v128.load(x, 32)), i32x4.dot_i16x8_s(v128.and(a3, m15), v128.load(x, 48))));
+    v128.store(xs, pa, 528);
+    const pb = i32x4.add(
+      i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(a0, 4), v128.load(x, 64)), i32x4.dot_i16x8_s(i16x8.shr_u(a1, 4), v128.load(x, 80))),
+      i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(a2, 4), v128.load(x, 96)), i32x4.dot_i16x8_s(i16x8.shr_u(a3, 4), v128.load(x, 112))));
+    acc = i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(pa, pb), i16x8.shuffle(sc, sc, 0, 0, 0, 0, 1, 1, 1, 1)));
+  }
+  v128.store(xs, acc, 528);
+  {
+    const q = p + 48, x = xs + 128;
+    const a0 = v128.load8x8_u(q, 0), a1 = v128.load8x8_u(q, 8), a2 = v128.load8x8_u(q, 16), a3 = v128.load8x8_u(q, 24);
+    const pa = i32x4.add(
+      i32x4.add(i32x4.dot_i16x8_s(v128.and(a0, m15), v128.load(x, 0)), i32x4.dot_i16x8_s(v128.and(a1, m15), v128.load(x, 16))),
+      i32x4.add(i32x4.dot_i16x8_s(v128.and(a2, m15), v128.load(x, 32)), i32x4.dot_i16x8_s(v128.and(a3, m15), v128.load(x, 48))));
+    v128.store(xs, pa, 528);
+    const pb = i32x4.add(
+      i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(a0, 4), v128.load(x, 64)), i32x4.dot_i16x8_s(i16x8.shr_u(a1, 4), v128.load(x, 80))),
+      i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(a2, 4), v128.load(x, 96)), i32x4.dot_i16x8_s(i16x8.shr_u(a3, 4), v128.load(x, 112))));
+    acc = i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(pa, pb), i16x8.shuffle(sc, sc, 2, 2, 2, 2, 3, 3, 3, 3)));
+  }
+  v128.store(xs, acc, 528);
+  {
+    const q = p + 80, x = xs + 256;
+    const a0 = v128.load8x8_u(q, 0), a1 = v128.load8x8_u(q, 8), a2 = v128.load8x8_u(q, 16), a3 = v128.load8x8_u(q, 24);
+    const pa = i32x4.add(
+      i32x4.add(i32x4.dot_i16x8_s(v128.and(a0, m15), v128.load(x, 0)), i32x4.dot_i16x8_s(v128.and(a1, m15), v128.load(x, 16))),
+      i32x4.add(i32x4.dot_i16x8_s(v128.and(a2, m15), v128.load(x, 32)), i32x4.dot_i16x8_s(v128.and(a3, m15), v128.load(x, 48))));
+    v128.store(xs, pa, 528);
+    const pb = i32x4.add(
+      i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(a0, 4), v128.load(x, 64)), i32x4.dot_i16x8_s(i16x8.shr_u(a1, 4), v128.load(x, 80))),
+      i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(a2, 4), v128.load(x, 96)), i32x4.dot_i16x8_s(i16x8.shr_u(a3, 4), v128.load(x, 112))));
+    acc = i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(pa, pb), i16x8.shuffle(sc, sc, 4, 4, 4, 4, 5, 5, 5, 5)));
+  }
+  v128.store(xs, acc, 528);
+  {
+    const q = p + 112, x = xs + 384;
+    const a0 = v128.load8x8_u(q, 0), a1 = v128.load8x8_u(q, 8), a2 = v128.load8x8_u(q, 16), a3 = v128.load8x8_u(q, 24);
+    const pa = i32x4.add(
+      i32x4.add(i32x4.dot_i16x8_s(v128.and(a0, m15), v128.load(x, 0)), i32x4.dot_i16x8_s(v128.and(a1, m15), v128.load(x, 16))),
+      i32x4.add(i32x4.dot_i16x8_s(v128.and(a2, m15), v128.load(x, 32)), i32x4.dot_i16x8_s(v128.and(a3, m15), v128.load(x, 48))));
+    v128.store(xs, pa, 528);
+    const pb = i32x4.add(
+      i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(a0, 4), v128.load(x, 64)), i32x4.dot_i16x8_s(i16x8.shr_u(a1, 4), v128.load(x, 80))),
+      i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(a2, 4), v128.load(x, 96)), i32x4.dot_i16x8_s(i16x8.shr_u(a3, 4), v128.load(x, 112))));
+    acc = i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(pa, pb), i16x8.shuffle(sc, sc, 6, 6, 6, 6, 7, 7, 7, 7)));
+  }
+  return acc;
+}
+
+/** Integer dot of 32 nibbles (low: hi = false, or high) of the 8-byte groups at q with x0..x3. */
+// @ts-ignore: decorator
+@inline function nib32(q: usize, hi: bool, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+  const a0 = v128.load8x8_u(q, 0), a1 = v128.load8x8_u(q, 8), a2 = v128.load8x8_u(q, 16), a3 = v128.load8x8_u(q, 24);
+  const m = i16x8.splat(15);
+  const b0 = hi ? i16x8.shr_u(a0, 4) : v128.and(a0, m), b1 = hi ? i16x8.shr_u(a1, 4) : v128.and(a1, m);
+  const b2 = hi ? i16x8.shr_u(a2, 4) : v128.and(a2, m), b3 = hi ? i16x8.shr_u(a3, 4) : v128.and(a3, m);
+  return i32x4.add(i32x4.add(i32x4.dot_i16x8_s(b0, x0), i32x4.dot_i16x8_s(b1, x1)),
+    i32x4.add(i32x4.dot_i16x8_s(b2, x2), i32x4.dot_i16x8_s(b3, x3)));
+}
+
+/** Four Q4_K rows (p0..p3, may alias) dotted with the widened token xs of nsb super-blocks. */
+// @ts-ignore: decorator
+@inline function dot4Q4K(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
+  let acc = f32x4.splat(0);
+  const tmp = xs + nsb * KS; // 64 bytes: min terms, then 4 x 16: low-nibble sums; 4 x 16: scales
+  for (let sb: u32 = 0; sb < nsb; sb++) {
+    let s8 = q4kScales(p0 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 128);
+    const xm = v128.load(xs, 576);
+    const m0 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p1 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 144);
+    const m1 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p2 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 160);
+    const m2 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p3 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 176);
+    const m3 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    v128.store(tmp, transposeSum(m0, m1, m2, m3), 0);
+    let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
+    for (let g: u32 = 0; g < 4; g++) {
+      const qo: usize = 16 + (g << 5);
+      const xa = xs + (g << 7);
+      let x0 = v128.load(xa, 0), x1 = v128.load(xa, 16), x2 = v128.load(xa, 32), x3 = v128.load(xa, 48);
+      v128.store(tmp, nib32(p0 + qo, false, x0, x1, x2, x3), 64);
+      v128.store(tmp, nib32(p1 + qo, false, x0, x1, x2, x3), 80);
+      v128.store(tmp, nib32(p2 + qo, false, x0, x1, x2, x3), 96);
+      v128.store(tmp, nib32(p3 + qo, false, x0, x1, x2, x3), 112);
+      x0 = v128.load(xa, 64); x1 = v128.load(xa, 80); x2 = v128.load(xa, 96); x3 = v128.load(xa, 112);
+      // the scale pair (2g, 2g+1) of each row: i32 lanes 0/1 of its 8 i16 scales, spread to 4+4 lanes
+      const sh = i8x16(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3);
+      const sel = i8x16.add(sh, i8x16.splat((g << 2) as i8));
+      i0 = i32x4.add(i0, i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(v128.load(tmp, 64), nib32(p0 + qo, true, x0, x1, x2, x3)), i8x16.swizzle(v128.load(tmp, 128), sel)));
+      i1 = i32x4.add(i1, i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(v128.load(tmp, 80), nib32(p1 + qo, true, x0, x1, x2, x3)), i8x16.swizzle(v128.load(tmp, 144), sel)));
+      i2 = i32x4.add(i2, i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(v128.load(tmp, 96), nib32(p2 + qo, true, x0, x1, x2, x3)), i8x16.swizzle(v128.load(tmp, 160), sel)));
+      i3 = i32x4.add(i3, i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(v128.load(tmp, 112), nib32(p3 + qo, true, x0, x1, x2, x3)), i8x16.swizzle(v128.load(tmp, 176), sel)));
+    }
+    const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
+    const mins = f32x4.convert_i32x4_s(v128.load(tmp));
+    const dx = v128.load(xs, 512);
+    const tt = f32x4.mul(isum, f32x4.mul(halves4(p0, p1, p2, p3, 0), dx));
+    acc = f32x4.add(acc, f32x4.sub(tt, f32x4.mul(mins, f32x4.mul(halves4(p0, p1, p2, p3, 2), dx))));
+    p0 += 144; p1 += 144; p2 += 144; p3 += 144; xs += KS;
+  }
+  return acc;
+}
+
+/** Rows [r0, r1) of Q4_K weights w (rb bytes per row, nsb super-blocks) times the widened token xs. */
+export function decodeQ4KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void {
+  const n = r1 - r0;
+  const q: u32 = (n + 3) >> 2;
+  for (let i: u32 = 0; i < q; i++) {
+    const ra = r0 + i;
+    const p0 = w + ra * rb;
+    const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
+    const p1 = v1 ? p0 + q * rb : p0;
+    const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
+    const p3 = v3 ? p0 + q * rb * 3 : p0;
+    const acc = dot4Q4K(p0, p1, p2, p3, xs, nsb);
+    const o = out + (ra << 2);
+    v128.store32_lane(o, acc, 0);
+    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
+    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
+    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q6_K
+
+/**
+ * Sub-blocks 8n + 2j + h (j = 0..3) of one Q6_K row (block at p) with the activations of half n:
+ * each sub-block's sum of two dots (16 values) fits i16 per lane (4 x 63 x 127), so pairs are
+ * narrowed and multiplied by their int8 scales (as i16 at sc: this row's 16 scales) with one
+ * dot_i16x8_s. Values are the unsigned levels (0..63); the -32 is applied per super-block.
+ */
+// @ts-ignore: decorator
+@inline function q6Quarter(p: usize, xs: usize, n: u32, h: u32, sc: usize, bar: usize): v128 {
+  const ql = p + (n << 6), qh = p + 128 + (n << 5), x = xs + (n << 8);
+  const l0: usize = h << 4;
+  const A0 = v128.load8x8_u(ql + l0), B0 = v128.load8x8_u(ql + 32 + l0), H0 = v128.load8x8_u(qh + l0);
+  const A1 = v128.load8x8_u(ql + l0 + 8), B1 = v128.load8x8_u(ql + 40 + l0), H1 = v128.load8x8_u(qh + l0 + 8);
+  const m15 = i16x8.splat(15), m30 = i16x8.splat(0x30);
+  const xo = x + (l0 << 1);
+  const p0 = i32x4.add(
+    i32x4.dot_i16x8_s(v128.or(v128.and(A0, m15), v128.and(i16x8.shl(H0, 4), m30)), v128.load(xo, 0)),
+    i32x4.dot_i16x8_s(v128.or(v128.and(A1, m15), v128.and(i16x8.shl(H1, 4), m30)), v128.load(xo, 16)));
+  v128.store(bar, p0);
+  const p1 = i32x4.add(
+    i32x4.dot_i16x8_s(v128.or(v128.and(B0, m15), v128.and(i16x8.shl(H0, 2), m30)), v128.load(xo, 64)),
+    i32x4.dot_i16x8_s(v128.or(v128.and(B1, m15), v128.and(i16x8.shl(H1, 2), m30)), v128.load(xo, 80)));
+  v128.store(bar, p1);
+  const p2 = i32x4.add(
+    i32x4.dot_i16x8_s(v128.or(i16x8.shr_u(A0, 4), v128.and(H0, m30)), v128.load(xo, 128)),
+    i32x4.dot_i16x8_s(v128.or(i16x8.shr_u(A1, 4), v128.and(H1, m30)), v128.load(xo, 144)));
+  v128.store(bar, p2);
+  const p3 = i32x4.add(
+    i32x4.dot_i16x8_s(v128.or(i16x8.shr_u(B0, 4), v128.and(i16x8.shr_u(H0, 2), m30)), v128.load(xo, 192)),
+    i32x4.dot_i16x8_s(v128.or(i16x8.shr_u(B1, 4), v128.and(i16x8.shr_u(H1, 2), m30)), v128.load(xo, 208)));
+  // scales of sub-blocks 8n+h, 8n+2+h (pair 0) and 8n+4+h, 8n+6+h (pair 1): i16 lanes of sc
+  const s = v128.load(sc + (n << 4));
+  const h2 = i8x16.splat((h << 1) as i8);
+  const s01 = i8x16.swizzle(s, i8x16.add(i8x16(0, 1, 0, 1, 0, 1, 0, 1, 4, 5, 4, 5, 4, 5, 4, 5), h2));
+  const s23 = i8x16.swizzle(s, i8x16.add(i8x16(8, 9, 8, 9, 8, 9, 8, 9, 12, 13, 12, 13, 12, 13, 12, 13), h2));
+  return i32x4.add(i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p0, p1), s01), i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p2, p3), s23));
+}
+
+/** Four Q6_K rows (may alias) with the widened token xs of nsb super-blocks: acc += f32(d * dx) * f32(isum). */
+// @ts-ignore: decorator
+@inline function dot4Q6K(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
+  let acc = f32x4.splat(0);
+  const tmp = xs + nsb * KS; // 4 rows x 32 bytes: their 16 scales as i16; then a barrier slot
+  for (let sb: u32 = 0; sb < nsb; sb++) {
+    const b0 = v128.load(xs, 544), b1 = v128.load(xs, 560);
+    // per row: scales as i16 to tmp, and the integer sum starts at -32 * sum(scale * bsum)
+    let s = v128.load(p0, 192);
+    let lo = i16x8.extend_low_i8x16_s(s), hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 0); v128.store(tmp, hi, 16);
+    let i0 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    s = v128.load(p1, 192);
+    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 32); v128.store(tmp, hi, 48);
+    let i1 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    s = v128.load(p2, 192);
+    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 64); v128.store(tmp, hi, 80);
+    let i2 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    s = v128.load(p3, 192);
+    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 96); v128.store(tmp, hi, 112);
+    let i3 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    i0 = i32x4.sub(i32x4.splat(0), i0); i1 = i32x4.sub(i32x4.splat(0), i1);
+    i2 = i32x4.sub(i32x4.splat(0), i2); i3 = i32x4.sub(i32x4.splat(0), i3);
+    for (let q: u32 = 0; q < 4; q++) {
+      const n = q >> 1, h = q & 1;
+      i0 = i32x4.add(i0, q6Quarter(p0, xs, n, h, tmp, tmp + 144));
+      v128.store(tmp, i0, 128);
+      i1 = i32x4.add(i1, q6Quarter(p1, xs, n, h, tmp + 32, tmp + 144));
+      v128.store(tmp, i1, 128);
+      i2 = i32x4.add(i2, q6Quarter(p2, xs, n, h, tmp + 64, tmp + 144));
+      v128.store(tmp, i2, 128);
+      i3 = i32x4.add(i3, q6Quarter(p3, xs, n, h, tmp + 96, tmp + 144));
+      v128.store(tmp, i3, 128);
+    }
+    const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
+    acc = f32x4.add(acc, f32x4.mul(isum, f32x4.mul(halves4(p0, p1, p2, p3, 208), v128.load(xs, 512))));
+    p0 += 210; p1 += 210; p2 += 210; p3 += 210; xs += KS;
+  }
+  return acc;
+}
+
+/** Rows [r0, r1) of Q6_K weights w (rb bytes per row, nsb super-blocks) times the widened token xs. */
+export function decodeQ6KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void {
+  const n = r1 - r0;
+  const q: u32 = (n + 3) >> 2;
+  for (let i: u32 = 0; i < q; i++) {
+    const ra = r0 + i;
+    const p0 = w + ra * rb;
+    const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
+    const p1 = v1 ? p0 + q * rb : p0;
+    const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
+    const p3 = v3 ? p0 + q * rb * 3 : p0;
+    const acc = dot4Q6K(p0, p1, p2, p3, xs, nsb);
+    const o = out + (ra << 2);
+    v128.store32_lane(o, acc, 0);
+    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
+    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
+    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+  }
+}
