@@ -5,23 +5,9 @@
 // The activations are the widened Q8_K super-blocks of matmul.ts (KS = 592 bytes: 256 i16, d as
 // f32x4 at 512, slack at 528, bsums (16 i16) at 544, sums per 32 (8 i16) at 576).
 import { halves4, transposeSum } from "./common";
+import { q4kScales } from "./unpack";
 
 const KS: u32 = 592;
-
-/**
- * Q4_K scales and mins (get_scale_min_k4 for j = 0..7) of the 12 bytes at q, as bytes
- * [sc0..sc7, m0..m7]. Reads 16 bytes (the 4 after the scales are the first quants, unused).
- */
-// @ts-ignore: decorator
-@inline function q4kScales(q: usize): v128 {
-  const v = v128.load(q);
-  const low = v128.and(v, i8x16.splat(63));                 // lanes 0..7: sc0..3, m0..3
-  const top = i8x16.shl(i8x16.shr_u(v, 6), 4);              // lanes 0..7: their top 2 bits << 4
-  const n = i8x16.shuffle(v, v, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11);
-  const lohi = i8x16.shuffle(v128.and(n, i8x16.splat(15)), i8x16.shr_u(n, 4), 0, 1, 2, 3, 20, 21, 22, 23, 0, 1, 2, 3, 20, 21, 22, 23);
-  const upper = v128.or(lohi, top);                         // lanes 0..7: sc4..7, m4..7
-  return i8x16.shuffle(low, upper, 0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
-}
 
 /**
  * One Q4_K super-block of one row (at p) with the widened activations xs: returns the integer
