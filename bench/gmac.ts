@@ -397,3 +397,76 @@ export async function benchTypes(opts: {
 export async function compileKernels(file: string): Promise<WebAssembly.Module> {
   return WebAssembly.compile(readFileSync(file));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The matrices of a real GGUF file
+
+/**
+ * Every matrix product of a forward pass over the weights of a GGUF file as they are stored (per
+ * layer attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down, then output), with the
+ * activation quantization before each: the kernels' share of a token, without attention, norms
+ * or anything else. Reports ms per step and tokens/s for nTok = 1 (decode) and a prompt of
+ * `promptTokens`, best and median of `reps` alternating runs.
+ */
+export async function benchGgufMatmuls(opts: { file: string; threads: number; reps?: number; promptTokens?: number; log: (line: string) => void }): Promise<void> {
+  const { readGguf } = await import("../src/gguf/reader.js");
+  const fs = await import("node:fs");
+  const g = readGguf(opts.file);
+  const reps = opts.reps ?? 5, nPrompt = opts.promptTokens ?? 9;
+  const names: string[] = [];
+  for (let l = 0; g.tensors.has(`blk.${l}.attn_q.weight`); l++) {
+    for (const t of ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]) names.push(`blk.${l}.${t}.weight`);
+  }
+  names.push(g.tensors.has("output.weight") ? "output.weight" : "token_embd.weight");
+  let total = 0, maxCols = 0, macs = 0;
+  const byType = new Map<string, number>();
+  for (const n of names) {
+    const t = g.tensors.get(n)!;
+    total += Math.ceil(t.nbytes / 64) * 64;
+    maxCols = Math.max(maxCols, t.dims[0]!);
+    macs += t.dims[0]! * t.dims[1]!;
+    byType.set(t.type, (byType.get(t.type) ?? 0) + t.dims[0]! * t.dims[1]!);
+  }
+  const be = await WasmBackend.create(opts.threads);
+  const arena = new Arena(total + nPrompt * maxCols * 8 + 2 * nPrompt * 32768 * 4 + be.scratchBytes + (16 << 20), "bench-gguf");
+  const k = be.bind(arena);
+  const fd = fs.openSync(opts.file, "r");
+  const mats: { type: TensorType; w: number; rows: number; cols: number }[] = [];
+  try {
+    for (const n of names) {
+      const t = g.tensors.get(n)!;
+      const w = arena.alloc(t.nbytes);
+      fs.readSync(fd, arena.u8(w, t.nbytes), 0, t.nbytes, t.offset);
+      mats.push({ type: t.type as TensorType, w, rows: t.dims[1]!, cols: t.dims[0]! });
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  const xf = arena.alloc(nPrompt * maxCols * 4);
+  const f = arena.f32(xf, nPrompt * maxCols);
+  for (let i = 0; i < f.length; i++) f[i] = Math.sin(i * 0.37) * (1 + (i % 7));
+  const xq = arena.alloc(nPrompt * maxCols * 4 + 4096);
+  const out = arena.alloc(nPrompt * 32768 * 4 * 2);
+  const step = (nTok: number): number => {
+    const t0 = performance.now();
+    for (const m of mats) {
+      k.quantizeAct(actTypeOf(m.type), xq, xf, nTok * m.cols);
+      k.matmul(m.type, out, m.w, xq, m.rows, m.cols, nTok);
+    }
+    be.idle();
+    return performance.now() - t0;
+  };
+  step(1); step(nPrompt);
+  const dec: number[] = [], pre: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    dec.push(step(1));
+    pre.push(step(nPrompt));
+  }
+  const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const mix = [...byType].map(([t, m]) => `${t} ${((100 * m) / macs).toFixed(0)}%`).join(", ");
+  opts.log(`${opts.file}: ${mats.length} matrices, ${(total / 1e9).toFixed(2)} GB, ${(macs / 1e9).toFixed(2)} GMAC per token (${mix}), ${opts.threads} threads`);
+  opts.log(`  decode: best ${Math.min(...dec).toFixed(1)} ms/token (${(1000 / Math.min(...dec)).toFixed(1)} tok/s, ${(macs / Math.min(...dec) / 1e6).toFixed(1)} GMAC/s), median ${med(dec).toFixed(1)} ms`);
+  opts.log(`  prompt of ${nPrompt}: best ${Math.min(...pre).toFixed(1)} ms (${((1000 * nPrompt) / Math.min(...pre)).toFixed(1)} tok/s, ${((macs * nPrompt) / Math.min(...pre) / 1e6).toFixed(1)} GMAC/s), median ${med(pre).toFixed(1)} ms`);
+  be.release(arena);
+  await be.close();
+}

@@ -4,7 +4,7 @@
 //
 // The activations are the widened Q8_K super-blocks of matmul.ts (KS = 592 bytes: 256 i16, d as
 // f32x4 at 512, slack at 528, bsums (16 i16) at 544, sums per 32 (8 i16) at 576).
-import { halves4, transposeSum } from "./common";
+import { halves4Safe, transposeSum } from "./common";
 import { q4kScales } from "./unpack";
 
 const KS: u32 = 592;
@@ -132,8 +132,8 @@ const KS: u32 = 592;
     const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
     const mins = f32x4.convert_i32x4_s(v128.load(tmp));
     const dx = v128.load(xs, 512);
-    const tt = f32x4.mul(isum, f32x4.mul(halves4(p0, p1, p2, p3, 0), dx));
-    acc = f32x4.add(acc, f32x4.sub(tt, f32x4.mul(mins, f32x4.mul(halves4(p0, p1, p2, p3, 2), dx))));
+    const tt = f32x4.mul(isum, f32x4.mul(halves4Safe(p0, p1, p2, p3, 0), dx));
+    acc = f32x4.add(acc, f32x4.sub(tt, f32x4.mul(mins, f32x4.mul(halves4Safe(p0, p1, p2, p3, 2), dx))));
     p0 += 144; p1 += 144; p2 += 144; p3 += 144; xs += KS;
   }
   return acc;
@@ -237,7 +237,7 @@ export function decodeQ4KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32
       v128.store(tmp, i3, 128);
     }
     const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
-    acc = f32x4.add(acc, f32x4.mul(isum, f32x4.mul(halves4(p0, p1, p2, p3, 208), v128.load(xs, 512))));
+    acc = f32x4.add(acc, f32x4.mul(isum, f32x4.mul(halves4Safe(p0, p1, p2, p3, 208), v128.load(xs, 512))));
     p0 += 210; p1 += 210; p2 += 210; p3 += 210; xs += KS;
   }
   return acc;

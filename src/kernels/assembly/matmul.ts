@@ -9,7 +9,7 @@
 import {
   T_BF16, T_F16, T_F32, T_Q4_1, T_Q5_1, T_Q8_0, T_Q4_0, T_Q5_0, T_IQ4_NL,
   T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K,
-  blockBytes, f16ToF32, f16hiToF32, halves4, isKQuant, transposeSum, transposeSumF,
+  blockBytes, f16ToF32, f16hiToF32Safe, halves4, halves4Safe, isKQuant, transposeSum, transposeSumF,
 } from "./common";
 import { dOffset, hasMin, kScales16, mOffset, subMin, subScale, w16 } from "./unpack";
 import { matmulQ8 } from "./q8";
@@ -141,14 +141,14 @@ function widenK(x: usize, nsb: u32, dst: usize): void {
     }
     const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
     const dx = v128.load(xs, 512);
-    const tt = f32x4.mul(isum, f32x4.mul(halves4(p0, p1, p2, p3, dOff), dx));
+    const tt = f32x4.mul(isum, f32x4.mul(halves4Safe(p0, p1, p2, p3, dOff), dx));
     if (hasMin(t)) {
       const bs = xs + 544;
       let m = i32x4.splat(minSum(t, p0, bs));
       m = i32x4.replace_lane(m, 1, minSum(t, p1, bs));
       m = i32x4.replace_lane(m, 2, minSum(t, p2, bs));
       m = i32x4.replace_lane(m, 3, minSum(t, p3, bs));
-      acc = f32x4.add(acc, f32x4.sub(tt, f32x4.mul(f32x4.convert_i32x4_s(m), f32x4.mul(halves4(p0, p1, p2, p3, mOff), dx))));
+      acc = f32x4.add(acc, f32x4.sub(tt, f32x4.mul(f32x4.convert_i32x4_s(m), f32x4.mul(halves4Safe(p0, p1, p2, p3, mOff), dx))));
     } else {
       acc = f32x4.add(acc, tt);
     }
@@ -345,8 +345,8 @@ function decode(t: u32, out: usize, w: usize, xs: usize, nb: u32, rb: u32, r0: u
       for (let a = FA; a < IA; a += 16) v128.store(a, f32x4.splat(0));
       for (let b: u32 = 0; b < nblk; b++) {
         if (!K) {
-          const dAB = halves4(pa, pb, pa, pb, 0);
-          const mAB = withMin ? halves4(pa, pb, pa, pb, 2) : f32x4.splat(0);
+          const dAB = halves4Safe(pa, pb, pa, pb, 0);
+          const mAB = withMin ? halves4Safe(pa, pb, pa, pb, 2) : f32x4.splat(0);
           pairsFloat(w16(t, pa, 0, 0), w16(t, pa, 0, 1), w16(t, pa, 0, 2), w16(t, pa, 0, 3),
             w16(t, pb, 0, 0), w16(t, pb, 0, 1), w16(t, pb, 0, 2), w16(t, pb, 0, 3),
             V + b * tce * 64, M + b * np * 32, FA, np, dAB, mAB, withMin, TMP);
@@ -363,8 +363,8 @@ function decode(t: u32, out: usize, w: usize, xs: usize, nb: u32, rb: u32, r0: u
               i16x8.mul(w16(t, pb, c, 0), sb0), i16x8.mul(w16(t, pb, c, 1), sb0), i16x8.mul(w16(t, pb, c, 2), sb1), i16x8.mul(w16(t, pb, c, 3), sb1),
               V + ((b << 3) + c) * tce * 64, IA, np, TMP);
           }
-          const dAB = halves4(pa, pb, pa, pb, dOff);
-          const mAB = withMin ? halves4(pa, pb, pa, pb, mOff) : f32x4.splat(0);
+          const dAB = halves4Safe(pa, pb, pa, pb, dOff);
+          const mAB = withMin ? halves4Safe(pa, pb, pa, pb, mOff) : f32x4.splat(0);
           const ma0 = v128.load(SC, 32), ma1 = v128.load(SC, 48), mb0 = v128.load(SC, 96), mb1 = v128.load(SC, 112);
           let mp = M + b * np * 80;
           for (let p: u32 = 0; p < np; p++) {
@@ -429,14 +429,14 @@ function prefill(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: u32, n
   if (t == T_F32) return v128.load(p + (i << 2));
   const v = v128.load(p + (i << 1));
   const s = i16x8.shuffle(i32x4.splat(0), v, 0, 8, 1, 9, 2, 10, 3, 11);
-  return t == T_F16 ? f16hiToF32(s) : s;
+  return t == T_F16 ? f16hiToF32Safe(s) : s;
 }
 // @ts-ignore: decorator
 @inline function hi8(t: u32, p: usize, i: u32): v128 {
   if (t == T_F32) return v128.load(p + (i << 2), 16);
   const v = v128.load(p + (i << 1));
   const s = i16x8.shuffle(i32x4.splat(0), v, 4, 12, 5, 13, 6, 14, 7, 15);
-  return t == T_F16 ? f16hiToF32(s) : s;
+  return t == T_F16 ? f16hiToF32Safe(s) : s;
 }
 // @ts-ignore: decorator
 @inline function one(t: u32, p: usize, i: u32): f32 {
