@@ -170,27 +170,23 @@ export function decodeQ4KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32
  */
 // @ts-ignore: decorator
 @inline function q6Quarter(p: usize, xs: usize, n: u32, h: u32, sc: usize, bar: usize): v128 {
-  const ql = p + (n << 6), qh = p + 128 + (n << 5), x = xs + (n << 8);
+  // the quarter's 64 values: l = 16h .. 16h+15 of the four 32-value rows j of half n, built as
+  // bytes 16 at a time (i16x8 shifts are fine on byte data: every result is masked to its bits)
   const l0: usize = h << 4;
-  const A0 = v128.load8x8_u(ql + l0), B0 = v128.load8x8_u(ql + 32 + l0), H0 = v128.load8x8_u(qh + l0);
-  const A1 = v128.load8x8_u(ql + l0 + 8), B1 = v128.load8x8_u(ql + 40 + l0), H1 = v128.load8x8_u(qh + l0 + 8);
-  const m15 = i16x8.splat(15), m30 = i16x8.splat(0x30);
-  const xo = x + (l0 << 1);
-  const p0 = i32x4.add(
-    i32x4.dot_i16x8_s(v128.or(v128.and(A0, m15), v128.and(i16x8.shl(H0, 4), m30)), v128.load(xo, 0)),
-    i32x4.dot_i16x8_s(v128.or(v128.and(A1, m15), v128.and(i16x8.shl(H1, 4), m30)), v128.load(xo, 16)));
+  const A = v128.load(p + (n << 6) + l0), B = v128.load(p + (n << 6) + 32 + l0), H = v128.load(p + 128 + (n << 5) + l0);
+  const m0f = i8x16.splat(0x0f), m30 = i8x16.splat(0x30);
+  const q1 = v128.or(v128.and(A, m0f), v128.and(i16x8.shl(H, 4), m30));
+  const q2 = v128.or(v128.and(B, m0f), v128.and(i16x8.shl(H, 2), m30));
+  const q3 = v128.or(v128.and(i16x8.shr_u(A, 4), m0f), v128.and(H, m30));
+  const q4 = v128.or(v128.and(i16x8.shr_u(B, 4), m0f), v128.and(i16x8.shr_u(H, 2), m30));
+  const xo = xs + (n << 8) + (l0 << 1);
+  const p0 = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(q1), v128.load(xo, 0)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(q1), v128.load(xo, 16)));
   v128.store(bar, p0);
-  const p1 = i32x4.add(
-    i32x4.dot_i16x8_s(v128.or(v128.and(B0, m15), v128.and(i16x8.shl(H0, 2), m30)), v128.load(xo, 64)),
-    i32x4.dot_i16x8_s(v128.or(v128.and(B1, m15), v128.and(i16x8.shl(H1, 2), m30)), v128.load(xo, 80)));
+  const p1 = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(q2), v128.load(xo, 64)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(q2), v128.load(xo, 80)));
   v128.store(bar, p1);
-  const p2 = i32x4.add(
-    i32x4.dot_i16x8_s(v128.or(i16x8.shr_u(A0, 4), v128.and(H0, m30)), v128.load(xo, 128)),
-    i32x4.dot_i16x8_s(v128.or(i16x8.shr_u(A1, 4), v128.and(H1, m30)), v128.load(xo, 144)));
+  const p2 = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(q3), v128.load(xo, 128)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(q3), v128.load(xo, 144)));
   v128.store(bar, p2);
-  const p3 = i32x4.add(
-    i32x4.dot_i16x8_s(v128.or(i16x8.shr_u(B0, 4), v128.and(i16x8.shr_u(H0, 2), m30)), v128.load(xo, 192)),
-    i32x4.dot_i16x8_s(v128.or(i16x8.shr_u(B1, 4), v128.and(i16x8.shr_u(H1, 2), m30)), v128.load(xo, 208)));
+  const p3 = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(q4), v128.load(xo, 192)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(q4), v128.load(xo, 208)));
   // scales of sub-blocks 8n+h, 8n+2+h (pair 0) and 8n+4+h, 8n+6+h (pair 1): i16 lanes of sc
   const s = v128.load(sc + (n << 4));
   const h2 = i8x16.splat((h << 1) as i8);

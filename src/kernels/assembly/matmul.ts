@@ -14,7 +14,7 @@ import {
 import { dOffset, hasMin, kScales16, mOffset, subMin, subScale, w16 } from "./unpack";
 import { matmulQ8 } from "./q8";
 import { decodeQ4KFast, decodeQ6KFast } from "./kquant-decode";
-import { decodeQ4_0Fast } from "./legacy-decode";
+import { decodeQ4_0Fast, widenQ4_0 } from "./legacy-decode";
 
 /** Widened Q8_0/Q8_1 block: 32 i16 (64 B), d as f32x4 (16), barrier slack (16), Q8_1 s as f32x4 or sum(q) as i32x4 (16). */
 const XS: u32 = 112;
@@ -548,6 +548,7 @@ export function matmul(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: 
   for (let tok: u32 = 0; tok < nTok; tok++) {
     const xt = x + tok * arb;
     if (K) widenK(xt, nb, scratch);
+    else if (t == T_Q4_0) widenQ4_0(xt, nb, scratch);
     else widen32(xt, nb, scratch, one);
     decode(t, out + tok * rows * 4, w, scratch, nb, rb, r0, r1);
   }
