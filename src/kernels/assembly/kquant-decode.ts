@@ -1,6 +1,9 @@
-// Hand-written decode (one token) loops for the K-quants that matter most for speed: Q4_K and
-// Q6_K (llama.cpp's Q4_K_M files are Q4_K with some Q6_K tensors). Same numerics as the generic
-// loop of matmul.ts (integer super-block sums, then the f32 scales), bit-identical with it.
+// Hand-written decode (one token) loops for the K-quants that matter most for speed: Q4_K, Q5_K
+// and Q6_K (llama.cpp's Q4_K_M / Q5_K_M files are Q4_K / Q5_K with some Q6_K tensors). Same
+// numerics as the generic loop of matmul.ts (integer super-block sums, then the f32 scales),
+// bit-identical with it. Four rows per iteration as four long streams (see decodeRows), one row
+// after the other within a super-block, with a store of each row's running sum between them as a
+// scheduling barrier (docs/kernels.md).
 //
 // The activations are the widened Q8_K super-blocks of matmul.ts (KS = 592 bytes: 256 i16, d as
 // f32x4 at 512, slack at 528, bsums (16 i16) at 544, sums per 32 (8 i16) at 576).
@@ -9,86 +12,23 @@ import { q4kScales } from "./unpack";
 
 const KS: u32 = 592;
 
-/**
- * One Q4_K super-block of one row (at p) with the widened activations xs: returns the integer
- * dot with the sub-block scales applied (i32x4 lanes summing to isum); the min term
- * (i32x4 lanes summing to sum of m * xsum32) is stored at mo.
- * Per 64 values: four 8-byte loads widened to i16, low nibbles (and 15) for the first sub-block,
- * high nibbles (shr 4) for the second, eight i32x4.dot_i16x8_s. The per-lane partial sums of a
- * sub-block fit i16 (at most 4 x 2 x 15 x 127), so the two sub-blocks of a group are narrowed into
- * one i16x8 and multiplied by their scales with one more dot_i16x8_s.
- */
+/** Group g of one Q4_K row (as q5Group without the fifth bit). */
 // @ts-ignore: decorator
-@inline function superQ4K(p: usize, xs: usize, mo: usize): v128 {
-  const s8 = q4kScales(p + 4);
-  const sc = i16x8.extend_low_i8x16_u(s8);
-  v128.store(mo, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), v128.load(xs, 576)));
-  const m15 = i16x8.splat(15);
-  let acc = i32x4.splat(0);
-  // group 0
-  {
-    const q = p + 16, x = xs;
-    const a0 = v128.load8x8_u(q, 0), a1 = v128.load8x8_u(q, 8), a2 = v128.load8x8_u(q, 16), a3 = v128.load8x8_u(q, 24);
-    const pa = i32x4.add(
-      i32x4.add(i32x4.dot_i16x8_s(v128.and(a0, m15), v128.load(x, 0)), i32x4.dot_i16x8_s(v128.and(a1, m15), v128.load(x, 16))),
-      i32x4.add(i32x4.dot_i16x8_s(v128.and(a2, m15), v128.load(x, 32)), i32x4.dot_i16x8_s(v128.and(a3, m15), v128.load(x, 48))));
-    v128.store(xs, pa, 528);
-    const pb = i32x4.add(
-      i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(a0, 4), v128.load(x, 64)), i32x4.dot_i16x8_s(i16x8.shr_u(a1, 4), v128.load(x, 80))),
-      i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(a2, 4), v128.load(x, 96)), i32x4.dot_i16x8_s(i16x8.shr_u(a3, 4), v128.load(x, 112))));
-    acc = i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(pa, pb), i16x8.shuffle(sc, sc, 0, 0, 0, 0, 1, 1, 1, 1)));
-  }
-  v128.store(xs, acc, 528);
-  {
-    const q = p + 48, x = xs + 128;
-    const a0 = v128.load8x8_u(q, 0), a1 = v128.load8x8_u(q, 8), a2 = v128.load8x8_u(q, 16), a3 = v128.load8x8_u(q, 24);
-    const pa = i32x4.add(
-      i32x4.add(i32x4.dot_i16x8_s(v128.and(a0, m15), v128.load(x, 0)), i32x4.dot_i16x8_s(v128.and(a1, m15), v128.load(x, 16))),
-      i32x4.add(i32x4.dot_i16x8_s(v128.and(a2, m15), v128.load(x, 32)), i32x4.dot_i16x8_s(v128.and(a3, m15), v128.load(x, 48))));
-    v128.store(xs, pa, 528);
-    const pb = i32x4.add(
-      i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(a0, 4), v128.load(x, 64)), i32x4.dot_i16x8_s(i16x8.shr_u(a1, 4), v128.load(x, 80))),
-      i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(a2, 4), v128.load(x, 96)), i32x4.dot_i16x8_s(i16x8.shr_u(a3, 4), v128.load(x, 112))));
-    acc = i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(pa, pb), i16x8.shuffle(sc, sc, 2, 2, 2, 2, 3, 3, 3, 3)));
-  }
-  v128.store(xs, acc, 528);
-  {
-    const q = p + 80, x = xs + 256;
-    const a0 = v128.load8x8_u(q, 0), a1 = v128.load8x8_u(q, 8), a2 = v128.load8x8_u(q, 16), a3 = v128.load8x8_u(q, 24);
-    const pa = i32x4.add(
-      i32x4.add(i32x4.dot_i16x8_s(v128.and(a0, m15), v128.load(x, 0)), i32x4.dot_i16x8_s(v128.and(a1, m15), v128.load(x, 16))),
-      i32x4.add(i32x4.dot_i16x8_s(v128.and(a2, m15), v128.load(x, 32)), i32x4.dot_i16x8_s(v128.and(a3, m15), v128.load(x, 48))));
-    v128.store(xs, pa, 528);
-    const pb = i32x4.add(
-      i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(a0, 4), v128.load(x, 64)), i32x4.dot_i16x8_s(i16x8.shr_u(a1, 4), v128.load(x, 80))),
-      i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(a2, 4), v128.load(x, 96)), i32x4.dot_i16x8_s(i16x8.shr_u(a3, 4), v128.load(x, 112))));
-    acc = i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(pa, pb), i16x8.shuffle(sc, sc, 4, 4, 4, 4, 5, 5, 5, 5)));
-  }
-  v128.store(xs, acc, 528);
-  {
-    const q = p + 112, x = xs + 384;
-    const a0 = v128.load8x8_u(q, 0), a1 = v128.load8x8_u(q, 8), a2 = v128.load8x8_u(q, 16), a3 = v128.load8x8_u(q, 24);
-    const pa = i32x4.add(
-      i32x4.add(i32x4.dot_i16x8_s(v128.and(a0, m15), v128.load(x, 0)), i32x4.dot_i16x8_s(v128.and(a1, m15), v128.load(x, 16))),
-      i32x4.add(i32x4.dot_i16x8_s(v128.and(a2, m15), v128.load(x, 32)), i32x4.dot_i16x8_s(v128.and(a3, m15), v128.load(x, 48))));
-    v128.store(xs, pa, 528);
-    const pb = i32x4.add(
-      i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(a0, 4), v128.load(x, 64)), i32x4.dot_i16x8_s(i16x8.shr_u(a1, 4), v128.load(x, 80))),
-      i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(a2, 4), v128.load(x, 96)), i32x4.dot_i16x8_s(i16x8.shr_u(a3, 4), v128.load(x, 112))));
-    acc = i32x4.add(acc, i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(pa, pb), i16x8.shuffle(sc, sc, 6, 6, 6, 6, 7, 7, 7, 7)));
-  }
-  return acc;
-}
-
-/** Integer dot of 32 nibbles (low: hi = false, or high) of the 8-byte groups at q with x0..x3. */
-// @ts-ignore: decorator
-@inline function nib32(q: usize, hi: bool, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
-  const a0 = v128.load8x8_u(q, 0), a1 = v128.load8x8_u(q, 8), a2 = v128.load8x8_u(q, 16), a3 = v128.load8x8_u(q, 24);
-  const m = i16x8.splat(15);
-  const b0 = hi ? i16x8.shr_u(a0, 4) : v128.and(a0, m), b1 = hi ? i16x8.shr_u(a1, 4) : v128.and(a1, m);
-  const b2 = hi ? i16x8.shr_u(a2, 4) : v128.and(a2, m), b3 = hi ? i16x8.shr_u(a3, 4) : v128.and(a3, m);
-  return i32x4.add(i32x4.add(i32x4.dot_i16x8_s(b0, x0), i32x4.dot_i16x8_s(b1, x1)),
-    i32x4.add(i32x4.dot_i16x8_s(b2, x2), i32x4.dot_i16x8_s(b3, x3)));
+@inline function q4Group(p: usize, xs: usize, g: u32, sc: usize, bar: usize): v128 {
+  const m0f = i8x16.splat(0x0f);
+  const q = p + 16 + (g << 5), x = xs + (g << 7);
+  const V0 = v128.load(q), V1 = v128.load(q, 16);
+  const lo0 = v128.and(V0, m0f), lo1 = v128.and(V1, m0f);
+  const pa = i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo0), v128.load(x, 0)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo0), v128.load(x, 16))),
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo1), v128.load(x, 32)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo1), v128.load(x, 48))));
+  v128.store(bar, pa);
+  const hi0 = v128.and(i16x8.shr_u(V0, 4), m0f), hi1 = v128.and(i16x8.shr_u(V1, 4), m0f);
+  const pb = i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi0), v128.load(x, 64)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi0), v128.load(x, 80))),
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi1), v128.load(x, 96)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi1), v128.load(x, 112))));
+  const sel = i8x16.add(i8x16(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3), i8x16.splat((g << 2) as i8));
+  return i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(pa, pb), i8x16.swizzle(v128.load(sc), sel));
 }
 
 /** Four Q4_K rows (p0..p3, may alias) dotted with the widened token xs of nsb super-blocks. */
@@ -113,21 +53,14 @@ const KS: u32 = 592;
     v128.store(tmp, transposeSum(m0, m1, m2, m3), 0);
     let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
     for (let g: u32 = 0; g < 4; g++) {
-      const qo: usize = 16 + (g << 5);
-      const xa = xs + (g << 7);
-      let x0 = v128.load(xa, 0), x1 = v128.load(xa, 16), x2 = v128.load(xa, 32), x3 = v128.load(xa, 48);
-      v128.store(tmp, nib32(p0 + qo, false, x0, x1, x2, x3), 64);
-      v128.store(tmp, nib32(p1 + qo, false, x0, x1, x2, x3), 80);
-      v128.store(tmp, nib32(p2 + qo, false, x0, x1, x2, x3), 96);
-      v128.store(tmp, nib32(p3 + qo, false, x0, x1, x2, x3), 112);
-      x0 = v128.load(xa, 64); x1 = v128.load(xa, 80); x2 = v128.load(xa, 96); x3 = v128.load(xa, 112);
-      // the scale pair (2g, 2g+1) of each row: i32 lanes 0/1 of its 8 i16 scales, spread to 4+4 lanes
-      const sh = i8x16(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3);
-      const sel = i8x16.add(sh, i8x16.splat((g << 2) as i8));
-      i0 = i32x4.add(i0, i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(v128.load(tmp, 64), nib32(p0 + qo, true, x0, x1, x2, x3)), i8x16.swizzle(v128.load(tmp, 128), sel)));
-      i1 = i32x4.add(i1, i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(v128.load(tmp, 80), nib32(p1 + qo, true, x0, x1, x2, x3)), i8x16.swizzle(v128.load(tmp, 144), sel)));
-      i2 = i32x4.add(i2, i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(v128.load(tmp, 96), nib32(p2 + qo, true, x0, x1, x2, x3)), i8x16.swizzle(v128.load(tmp, 160), sel)));
-      i3 = i32x4.add(i3, i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(v128.load(tmp, 112), nib32(p3 + qo, true, x0, x1, x2, x3)), i8x16.swizzle(v128.load(tmp, 176), sel)));
+      i0 = i32x4.add(i0, q4Group(p0, xs, g, tmp + 128, tmp + 64));
+      v128.store(tmp, i0, 80);
+      i1 = i32x4.add(i1, q4Group(p1, xs, g, tmp + 144, tmp + 64));
+      v128.store(tmp, i1, 80);
+      i2 = i32x4.add(i2, q4Group(p2, xs, g, tmp + 160, tmp + 64));
+      v128.store(tmp, i2, 80);
+      i3 = i32x4.add(i3, q4Group(p3, xs, g, tmp + 176, tmp + 64));
+      v128.store(tmp, i3, 80);
     }
     const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
     const mins = f32x4.convert_i32x4_s(v128.load(tmp));
@@ -251,6 +184,104 @@ export function decodeQ6KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32
     const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
     const p3 = v3 ? p0 + q * rb * 3 : p0;
     const acc = dot4Q6K(p0, p1, p2, p3, xs, nsb);
+    const o = out + (ra << 2);
+    v128.store32_lane(o, acc, 0);
+    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
+    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
+    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q5_K: Q4_K plus a fifth bit per value from qh (bit 2g for the low nibbles of group g, 2g+1 for
+// the high ones); same loop as dot4Q4K.
+
+/**
+ * Group g (sub-blocks 2g, 2g+1: the 32 bytes qs[32g..]) of one Q5_K row at p with the widened
+ * activations xs: levels assembled 16 bytes at a time (low nibble | qh bit 2g << 4, high nibble |
+ * qh bit 2g+1 << 4; i16x8 shifts on byte data, every result masked to its bits), widened, dotted;
+ * each sub-block's per-lane sums fit i16 (4 x 2 x 31 x 127), so the pair is narrowed and scaled
+ * by one dot_i16x8_s with its two scales (sel: lanes of the row's 8 scales at sc).
+ */
+// @ts-ignore: decorator
+@inline function q5Group(p: usize, xs: usize, g: u32, sc: usize, bar: usize): v128 {
+  const m0f = i8x16.splat(0x0f), m10 = i8x16.splat(0x10);
+  // bit b = 2g (low nibbles) or 2g+1 (high) of each qh byte moved to bit 4: shl by 4 - b or shr by b - 4
+  // (a left shift by 4 of i16 lanes would lose the high byte's bits 4..7)
+  const bl = g << 1, bh = bl + 1;
+  const upl: u32 = bl < 4 ? 4 - bl : 0, dnl: u32 = bl > 4 ? bl - 4 : 0;
+  const uph: u32 = bh < 4 ? 4 - bh : 0, dnh: u32 = bh > 4 ? bh - 4 : 0;
+  const q = p + 48 + (g << 5), x = xs + (g << 7);
+  const V0 = v128.load(q), V1 = v128.load(q, 16);
+  const H0 = v128.load(p, 16), H1 = v128.load(p, 32);
+  const lo0 = v128.or(v128.and(V0, m0f), v128.and(i16x8.shr_u(i16x8.shl(H0, upl), dnl), m10));
+  const lo1 = v128.or(v128.and(V1, m0f), v128.and(i16x8.shr_u(i16x8.shl(H1, upl), dnl), m10));
+  const pa = i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo0), v128.load(x, 0)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo0), v128.load(x, 16))),
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo1), v128.load(x, 32)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo1), v128.load(x, 48))));
+  v128.store(bar, pa);
+  const hi0 = v128.or(v128.and(i16x8.shr_u(V0, 4), m0f), v128.and(i16x8.shr_u(i16x8.shl(H0, uph), dnh), m10));
+  const hi1 = v128.or(v128.and(i16x8.shr_u(V1, 4), m0f), v128.and(i16x8.shr_u(i16x8.shl(H1, uph), dnh), m10));
+  const pb = i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi0), v128.load(x, 64)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi0), v128.load(x, 80))),
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi1), v128.load(x, 96)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi1), v128.load(x, 112))));
+  const sel = i8x16.add(i8x16(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3), i8x16.splat((g << 2) as i8));
+  return i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(pa, pb), i8x16.swizzle(v128.load(sc), sel));
+}
+
+/** Four Q5_K rows (may alias) with the widened token xs of nsb super-blocks (per super-block like dot4Q4K). */
+// @ts-ignore: decorator
+@inline function dot4Q5K(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
+  let acc = f32x4.splat(0);
+  const tmp = xs + nsb * KS; // min terms; barrier slot at +64; the rows' 8 scales as i16 at +128
+  for (let sb: u32 = 0; sb < nsb; sb++) {
+    let s8 = q4kScales(p0 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 128);
+    const xm = v128.load(xs, 576);
+    const m0 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p1 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 144);
+    const m1 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p2 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 160);
+    const m2 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p3 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 176);
+    const m3 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    v128.store(tmp, transposeSum(m0, m1, m2, m3), 0);
+    let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
+    for (let g: u32 = 0; g < 4; g++) {
+      i0 = i32x4.add(i0, q5Group(p0, xs, g, tmp + 128, tmp + 64));
+      v128.store(tmp, i0, 80);
+      i1 = i32x4.add(i1, q5Group(p1, xs, g, tmp + 144, tmp + 64));
+      v128.store(tmp, i1, 80);
+      i2 = i32x4.add(i2, q5Group(p2, xs, g, tmp + 160, tmp + 64));
+      v128.store(tmp, i2, 80);
+      i3 = i32x4.add(i3, q5Group(p3, xs, g, tmp + 176, tmp + 64));
+      v128.store(tmp, i3, 80);
+    }
+    const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
+    const mins = f32x4.convert_i32x4_s(v128.load(tmp));
+    const dx = v128.load(xs, 512);
+    const tt = f32x4.mul(isum, f32x4.mul(halves4Safe(p0, p1, p2, p3, 0), dx));
+    acc = f32x4.add(acc, f32x4.sub(tt, f32x4.mul(mins, f32x4.mul(halves4Safe(p0, p1, p2, p3, 2), dx))));
+    p0 += 176; p1 += 176; p2 += 176; p3 += 176; xs += KS;
+  }
+  return acc;
+}
+
+/** Rows [r0, r1) of Q5_K weights w (rb bytes per row, nsb super-blocks) times the widened token xs. */
+export function decodeQ5KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void {
+  const n = r1 - r0;
+  const q: u32 = (n + 3) >> 2;
+  for (let i: u32 = 0; i < q; i++) {
+    const ra = r0 + i;
+    const p0 = w + ra * rb;
+    const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
+    const p1 = v1 ? p0 + q * rb : p0;
+    const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
+    const p3 = v3 ? p0 + q * rb * 3 : p0;
+    const acc = dot4Q5K(p0, p1, p2, p3, xs, nsb);
     const o = out + (ra << 2);
     v128.store32_lane(o, acc, 0);
     if (v1) v128.store32_lane(o + (q << 2), acc, 1);

@@ -13,7 +13,7 @@ import {
 } from "./common";
 import { dOffset, hasMin, kScales16, mOffset, subMin, subScale, w16 } from "./unpack";
 import { matmulQ8 } from "./q8";
-import { decodeQ4KFast, decodeQ6KFast } from "./kquant-decode";
+import { decodeQ4KFast, decodeQ5KFast, decodeQ6KFast } from "./kquant-decode";
 import { decodeQ4_0Fast, widenQ4_0 } from "./legacy-decode";
 
 /** Widened Q8_0/Q8_1 block: 32 i16 (64 B), d as f32x4 (16), barrier slack (16), Q8_1 s as f32x4 or sum(q) as i32x4 (16). */
@@ -187,7 +187,6 @@ function decodeQ5_1(out: usize, w: usize, xs: usize, nb: u32, rb: u32, r0: u32, 
 function decodeIQ4_NL(out: usize, w: usize, xs: usize, nb: u32, rb: u32, r0: u32, r1: u32): void { decodeRows(T_IQ4_NL, out, w, xs, nb, rb, r0, r1); }
 function decodeQ2_K(out: usize, w: usize, xs: usize, nb: u32, rb: u32, r0: u32, r1: u32): void { decodeRows(T_Q2_K, out, w, xs, nb, rb, r0, r1); }
 function decodeQ3_K(out: usize, w: usize, xs: usize, nb: u32, rb: u32, r0: u32, r1: u32): void { decodeRows(T_Q3_K, out, w, xs, nb, rb, r0, r1); }
-function decodeQ5_K(out: usize, w: usize, xs: usize, nb: u32, rb: u32, r0: u32, r1: u32): void { decodeRows(T_Q5_K, out, w, xs, nb, rb, r0, r1); }
 
 function decode(t: u32, out: usize, w: usize, xs: usize, nb: u32, rb: u32, r0: u32, r1: u32): void {
   switch (t) {
@@ -199,7 +198,7 @@ function decode(t: u32, out: usize, w: usize, xs: usize, nb: u32, rb: u32, r0: u
     case T_Q2_K: decodeQ2_K(out, w, xs, nb, rb, r0, r1); break;
     case T_Q3_K: decodeQ3_K(out, w, xs, nb, rb, r0, r1); break;
     case T_Q4_K: decodeQ4KFast(out, w, xs, nb, rb, r0, r1); break;
-    case T_Q5_K: decodeQ5_K(out, w, xs, nb, rb, r0, r1); break;
+    case T_Q5_K: decodeQ5KFast(out, w, xs, nb, rb, r0, r1); break;
     case T_Q6_K: decodeQ6KFast(out, w, xs, nb, rb, r0, r1); break;
   }
 }
