@@ -23,7 +23,7 @@ import {
 /** Per-thread scratch: matmul's widened activations (i16 values + f32 scales of a chunk of tokens). */
 export const WASM_SCRATCH_BYTES_PER_THREAD = 384 * 1024;
 /** Scratch quantizeWeights uses per thread (level buffers, assembly/quantw.ts). */
-export const QUANTW_SCRATCH_BYTES = 576;
+export const QUANTW_SCRATCH_BYTES = 2624;
 
 /**
  * Scratch bytes matmul needs per thread for one token of `cols` (assembly/matmul.ts, q8.ts):

@@ -11,7 +11,7 @@ import {
   T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K,
   blockBytes, f16ToF32, f16hiToF32Safe, halves4, halves4Safe, isKQuant, transposeSum, transposeSumF,
 } from "./common";
-import { dOffset, hasMin, kScales16, mOffset, subMin, subScale, w16 } from "./unpack";
+import { dOffset, hasMin, kScales16, mOffset, subMin, subScale, w16, w8 } from "./unpack";
 import { matmulQ8 } from "./q8";
 import { decodeQ4KFast, decodeQ5KFast, decodeQ6KFast } from "./kquant-decode";
 import { decodeQ4_0Fast, widenQ4_0 } from "./legacy-decode";
@@ -66,6 +66,12 @@ function widenK(x: usize, nsb: u32, dst: usize): void {
 /** Integer dot of one 32-value block (type t, at p) with widened activations x0..x3: i32x4 lanes summing to it. */
 // @ts-ignore: decorator
 @inline function blockDot(t: u32, p: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+  if (t == T_Q4_1 || t == T_Q5_0 || t == T_Q5_1 || t == T_IQ4_NL) {
+    const lo = w8(t, p, false), hi = w8(t, p, true);
+    return i32x4.add(
+      i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(lo), x0), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(lo), x1)),
+      i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(hi), x2), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(hi), x3)));
+  }
   return i32x4.add(
     i32x4.add(i32x4.dot_i16x8_s(w16(t, p, 0, 0), x0), i32x4.dot_i16x8_s(w16(t, p, 0, 1), x1)),
     i32x4.add(i32x4.dot_i16x8_s(w16(t, p, 0, 2), x2), i32x4.dot_i16x8_s(w16(t, p, 0, 3), x3)));

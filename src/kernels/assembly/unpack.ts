@@ -130,6 +130,27 @@ import {
   }
 }
 
+/**
+ * The levels of values 0..15 (hi = false) or 16..31 (hi = true) of a 32-value block (Q4_1, Q5_0,
+ * Q5_1, IQ4_NL) at p as i8x16, built 16 bytes at a time: signed for Q5_0 and IQ4_NL, unsigned
+ * (0..31) for Q4_1 and Q5_1. The fifth bits of Q5_x: qh byte k/8 spread to lane k, tested
+ * against its bit.
+ */
+// @ts-ignore: decorator
+@inline export function w8(t: u32, p: usize, hi: bool): v128 {
+  const qo: usize = t == T_Q4_1 ? 4 : t == T_Q5_0 ? 6 : t == T_Q5_1 ? 8 : 2;
+  const v = v128.load(p + qo);
+  const q = hi ? v128.and(i16x8.shr_u(v, 4), i8x16.splat(15)) : v128.and(v, i8x16.splat(15));
+  if (t == T_IQ4_NL) return i8x16.swizzle(iq4Table(), q);
+  if (t == T_Q4_1) return q;
+  const qh = v128.load32_splat(p + (t == T_Q5_1 ? 4 : 2));
+  const bytes = hi ? i8x16.shuffle(qh, qh, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)
+    : i8x16.shuffle(qh, qh, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  const bit = i8x16(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+  const u = v128.or(q, v128.and(i8x16.eq(v128.and(bytes, bit), bit), i8x16.splat(16)));
+  return t == T_Q5_0 ? i8x16.sub(u, i8x16.splat(16)) : u;
+}
+
 /** Integer scale of 16-value sub-block s (0..15) of a K-quant super-block at p. */
 // @ts-ignore: decorator
 @inline export function subScale(t: u32, p: usize, s: u32): i32 {
