@@ -470,3 +470,39 @@ export async function benchGgufMatmuls(opts: { file: string; threads: number; re
   be.release(arena);
   await be.close();
 }
+
+/**
+ * One matrix of `type` (rows x cols, random weights with sane scales) in cache: matmul with nTok
+ * tokens repeated, best and median GMAC/s of `reps` timed runs (~0.2e9 MACs each).
+ */
+export async function benchHot(opts: { type: TensorType; rows: number; cols: number; nTok: number; reps?: number; threads?: number; log: (line: string) => void }): Promise<{ best: number; median: number }> {
+  const { type, rows, cols, nTok } = opts;
+  const act = actTypeOf(type);
+  const arena = new Arena(rows * rowBytes(type, cols) + nTok * (cols * 4 + rowBytes(act, cols)) + nTok * rows * 4 + (16 << 20), "bench-hot");
+  const be = await WasmBackend.create(opts.threads ?? 1);
+  const k = be.bind(arena);
+  const w = arena.alloc(rows * rowBytes(type, cols));
+  fillType(arena, type, w, rows * rowBytes(type, cols));
+  const xf = arena.alloc(nTok * cols * 4);
+  const f = arena.f32(xf, nTok * cols);
+  for (let i = 0; i < f.length; i++) f[i] = Math.sin(i);
+  const x = arena.alloc(nTok * rowBytes(act, cols));
+  const out = arena.alloc(nTok * rows * 4);
+  k.quantizeAct(act, x, xf, nTok * cols);
+  const n = Math.max(1, Math.round(2e8 / (rows * cols * nTok)));
+  const run = (): number => {
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) k.matmul(type, out, w, x, rows, cols, nTok);
+    return (performance.now() - t0) / 1000 / n;
+  };
+  for (let i = 0; i < 3; i++) run();
+  const ts: number[] = [];
+  for (let i = 0; i < (opts.reps ?? 9); i++) ts.push(run());
+  ts.sort((a, b) => a - b);
+  const g = (t: number): number => (rows * cols * nTok) / t / 1e9;
+  const r = { best: g(ts[0]!), median: g(ts[ts.length >> 1]!) };
+  opts.log(`${type} ${rows}x${cols} x${nTok} [${be.threads}T]: best ${r.best.toFixed(2)}, median ${r.median.toFixed(2)} GMAC/s`);
+  be.release(arena);
+  await be.close();
+  return r;
+}
