@@ -11,6 +11,7 @@ import { Arena } from "../src/kernels/arena.js";
 import { OP_MEMREAD } from "../src/kernels/pool-worker.js";
 import { WasmBackend, type WasmKernels } from "../src/kernels/wasm.js";
 import { q8RowBytes } from "../src/kernels/q8.js";
+import { actTypeOf, rowBytes, typeInfo, type TensorType } from "../src/kernels/formats.js";
 
 /** Llama 2 7B: multiply-accumulates per token (matrices incl. the output head) and Q8_0 weight bytes. */
 export const LLAMA2_7B_MACS_PER_TOKEN = 6.7e9;
@@ -254,4 +255,254 @@ export async function benchPrefill(opts: { threads: number; tokens?: number[]; r
     }
   }
   return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every tensor type
+
+/** Bytes of one 7B-shaped layer set, per type (the working set is LAYERS of them, fewer for floats). */
+function layersFor(type: TensorType): number {
+  return type === "F32" ? 1 : type === "F16" || type === "BF16" ? 2 : LAYERS;
+}
+
+/** Offsets of f16 scale fields per block (kept sane in random blocks; see test/kernels/type-helpers.ts). */
+const SCALE_FIELDS: Partial<Record<TensorType, number[]>> = {
+  Q4_0: [0], Q5_0: [0], Q8_0: [0], IQ4_NL: [0], Q4_1: [0, 2], Q5_1: [0, 2],
+  Q2_K: [80, 82], Q3_K: [108], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208],
+};
+
+/** Random weights of `type` over `bytes` at p: random bits, sane f16 scales (or small float values). */
+function fillType(arena: Arena, type: TensorType, p: number, bytes: number): void {
+  const u32 = new Uint32Array(arena.memory.buffer, p, Math.floor(bytes / 4));
+  let s = 0x9e3779b9;
+  const mask = type === "F16" ? 0x37ff37ff : type === "BF16" ? 0x3e7f3e7f : type === "F32" ? 0x3e7fffff : 0xffffffff;
+  for (let i = 0; i < u32.length; i++) {
+    s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
+    u32[i] = (s & mask) >>> 0;
+  }
+  const fields = SCALE_FIELDS[type];
+  if (!fields) return;
+  const { blockBytes } = typeInfo(type);
+  const dv = new DataView(arena.memory.buffer);
+  for (let o = p; o + blockBytes <= p + bytes; o += blockBytes) for (const f of fields) dv.setUint16(o + f, 0x2000 + (o & 0x3ff), true);
+}
+
+export interface TypeFigures {
+  type: TensorType;
+  /** Build label (A/B runs) */
+  build: string;
+  threads: number;
+  /** Matrix x vector over the working set (DRAM-bound), best and median of the passes. */
+  decodeBest: GmacPoint;
+  decodeMedian: GmacPoint;
+  /** Matrix x 8 tokens over the working set, best and median. */
+  prefillBest: GmacPoint;
+  prefillMedian: GmacPoint;
+}
+
+/**
+ * Per tensor type: matrix x vector (decode) and matrix x 8 tokens (prefill) over LAYERS x the
+ * Llama 2 7B layer shapes in that type (a working set far above the last-level cache), at 1 and
+ * `threads` threads. With several builds (A/B), passes alternate between them in this process and
+ * each figure is the best and the median of `reps` passes.
+ */
+export async function benchTypes(opts: {
+  threads: number;
+  types: TensorType[];
+  reps?: number;
+  builds?: { name: string; module?: WebAssembly.Module }[];
+  threadCounts?: number[];
+  log: (line: string) => void;
+}): Promise<TypeFigures[]> {
+  const reps = opts.reps ?? 7;
+  const builds = opts.builds ?? [{ name: "current" }];
+  const counts = opts.threadCounts ?? (opts.threads > 1 ? [1, Math.floor(opts.threads)] : [1]);
+  const results: TypeFigures[] = [];
+  const nTokPrefill = 8;
+  for (const type of opts.types) {
+    const layers = layersFor(type);
+    const act = actTypeOf(type);
+    let matBytes = 0;
+    for (const [r, c] of SHAPES) matBytes += r * rowBytes(type, c);
+    matBytes *= layers;
+    const maxCols = 11008;
+    const arena = new Arena(matBytes + nTokPrefill * (rowBytes(act, maxCols) + maxCols * 4) + (48 << 20), `bench-${type}`);
+    const base = arena.alloc(matBytes, 4096);
+    const mats: Mat[] = [];
+    let p = base;
+    for (let l = 0; l < layers; l++) {
+      for (const [rows, cols] of SHAPES) {
+        mats.push({ w: p, rows, cols });
+        p += rows * rowBytes(type, cols);
+      }
+    }
+    fillType(arena, type, base, matBytes);
+    const xf = arena.alloc(nTokPrefill * maxCols * 4);
+    const f = arena.f32(xf, nTokPrefill * maxCols);
+    for (let i = 0; i < f.length; i++) f[i] = Math.sin(i * 0.37) * (1 + (i % 7));
+    const x = arena.alloc(nTokPrefill * rowBytes(act, maxCols));
+    const out = arena.alloc(nTokPrefill * 11008 * 4);
+    const runs: { build: string; threads: number; be: WasmBackend; k: WasmKernels; dec: number[]; pre: number[] }[] = [];
+    for (const b of builds) {
+      for (const t of counts) {
+        const be = await WasmBackend.create(t, { module: b.module });
+        runs.push({ build: b.name, threads: t, be, k: be.bind(arena), dec: [], pre: [] });
+      }
+    }
+    try {
+      runs[0]!.k.quantizeAct(act, x, xf, nTokPrefill * maxCols);
+      let macs = 0, bytes = 0;
+      for (const m of mats) {
+        macs += m.rows * m.cols;
+        bytes += m.rows * rowBytes(type, m.cols);
+      }
+      const pass = (k: WasmKernels, nTok: number): number => {
+        const t0 = performance.now();
+        for (const m of mats) k.matmul(type, out, m.w, x, m.rows, m.cols, nTok);
+        return (performance.now() - t0) / 1000;
+      };
+      for (const r of runs) {
+        pass(r.k, 1); // warm-up (tiers the code up in every thread)
+        pass(r.k, nTokPrefill);
+      }
+      for (let i = 0; i < reps; i++) {
+        for (const r of runs) r.dec.push(pass(r.k, 1));
+        for (const r of runs) r.pre.push(pass(r.k, nTokPrefill));
+      }
+      const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+      for (const r of runs) {
+        const pt = (sec: number, nTok: number): GmacPoint => ({ gmacs: (macs * nTok) / sec / 1e9, gbs: bytes / sec / 1e9 });
+        const fig: TypeFigures = {
+          type, build: r.build, threads: r.threads,
+          decodeBest: pt(Math.min(...r.dec), 1), decodeMedian: pt(median(r.dec), 1),
+          prefillBest: pt(Math.min(...r.pre), nTokPrefill), prefillMedian: pt(median(r.pre), nTokPrefill),
+        };
+        results.push(fig);
+        opts.log(`${type.padEnd(6)} ${builds.length > 1 ? r.build.padEnd(8) + " " : ""}[${r.threads}T] ` +
+          `decode ${fig.decodeBest.gmacs.toFixed(2)} GMAC/s ${fig.decodeBest.gbs.toFixed(2)} GB/s (median ${fig.decodeMedian.gmacs.toFixed(2)}), ` +
+          `prefill x${nTokPrefill} ${fig.prefillBest.gmacs.toFixed(2)} GMAC/s (median ${fig.prefillMedian.gmacs.toFixed(2)}); ` +
+          `${(bytes / 1e9).toFixed(2)} GB, ${(bytes / macs).toFixed(4)} B/weight`);
+      }
+    } finally {
+      for (const r of runs) {
+        r.be.release(arena);
+        await r.be.close();
+      }
+    }
+  }
+  return results;
+}
+
+/** Compile another kernels.wasm (A/B runs). */
+export async function compileKernels(file: string): Promise<WebAssembly.Module> {
+  return WebAssembly.compile(readFileSync(file));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The matrices of a real GGUF file
+
+/**
+ * Every matrix product of a forward pass over the weights of a GGUF file as they are stored (per
+ * layer attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down, then output), with the
+ * activation quantization before each: the kernels' share of a token, without attention, norms
+ * or anything else. Reports ms per step and tokens/s for nTok = 1 (decode) and a prompt of
+ * `promptTokens`, best and median of `reps` alternating runs.
+ */
+export async function benchGgufMatmuls(opts: { file: string; threads: number; reps?: number; promptTokens?: number; log: (line: string) => void }): Promise<void> {
+  const { readGguf } = await import("../src/gguf/reader.js");
+  const fs = await import("node:fs");
+  const g = readGguf(opts.file);
+  const reps = opts.reps ?? 5, nPrompt = opts.promptTokens ?? 9;
+  const names: string[] = [];
+  for (let l = 0; g.tensors.has(`blk.${l}.attn_q.weight`); l++) {
+    for (const t of ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]) names.push(`blk.${l}.${t}.weight`);
+  }
+  names.push(g.tensors.has("output.weight") ? "output.weight" : "token_embd.weight");
+  let total = 0, maxCols = 0, macs = 0;
+  const byType = new Map<string, number>();
+  for (const n of names) {
+    const t = g.tensors.get(n)!;
+    total += Math.ceil(t.nbytes / 64) * 64;
+    maxCols = Math.max(maxCols, t.dims[0]!);
+    macs += t.dims[0]! * t.dims[1]!;
+    byType.set(t.type, (byType.get(t.type) ?? 0) + t.dims[0]! * t.dims[1]!);
+  }
+  const be = await WasmBackend.create(opts.threads);
+  const arena = new Arena(total + nPrompt * maxCols * 8 + 2 * nPrompt * 32768 * 4 + be.scratchBytes + (16 << 20), "bench-gguf");
+  const k = be.bind(arena);
+  const fd = fs.openSync(opts.file, "r");
+  const mats: { type: TensorType; w: number; rows: number; cols: number }[] = [];
+  try {
+    for (const n of names) {
+      const t = g.tensors.get(n)!;
+      const w = arena.alloc(t.nbytes);
+      fs.readSync(fd, arena.u8(w, t.nbytes), 0, t.nbytes, t.offset);
+      mats.push({ type: t.type as TensorType, w, rows: t.dims[1]!, cols: t.dims[0]! });
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  const xf = arena.alloc(nPrompt * maxCols * 4);
+  const f = arena.f32(xf, nPrompt * maxCols);
+  for (let i = 0; i < f.length; i++) f[i] = Math.sin(i * 0.37) * (1 + (i % 7));
+  const xq = arena.alloc(nPrompt * maxCols * 4 + 4096);
+  const out = arena.alloc(nPrompt * 32768 * 4 * 2);
+  const step = (nTok: number): number => {
+    const t0 = performance.now();
+    for (const m of mats) {
+      k.quantizeAct(actTypeOf(m.type), xq, xf, nTok * m.cols);
+      k.matmul(m.type, out, m.w, xq, m.rows, m.cols, nTok);
+    }
+    be.idle();
+    return performance.now() - t0;
+  };
+  step(1); step(nPrompt);
+  const dec: number[] = [], pre: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    dec.push(step(1));
+    pre.push(step(nPrompt));
+  }
+  const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const mix = [...byType].map(([t, m]) => `${t} ${((100 * m) / macs).toFixed(0)}%`).join(", ");
+  opts.log(`${opts.file}: ${mats.length} matrices, ${(total / 1e9).toFixed(2)} GB, ${(macs / 1e9).toFixed(2)} GMAC per token (${mix}), ${opts.threads} threads`);
+  opts.log(`  decode: best ${Math.min(...dec).toFixed(1)} ms/token (${(1000 / Math.min(...dec)).toFixed(1)} tok/s, ${(macs / Math.min(...dec) / 1e6).toFixed(1)} GMAC/s), median ${med(dec).toFixed(1)} ms`);
+  opts.log(`  prompt of ${nPrompt}: best ${Math.min(...pre).toFixed(1)} ms (${((1000 * nPrompt) / Math.min(...pre)).toFixed(1)} tok/s, ${((macs * nPrompt) / Math.min(...pre) / 1e6).toFixed(1)} GMAC/s), median ${med(pre).toFixed(1)} ms`);
+  be.release(arena);
+  await be.close();
+}
+
+/**
+ * One matrix of `type` (rows x cols, random weights with sane scales) in cache: matmul with nTok
+ * tokens repeated, best and median GMAC/s of `reps` timed runs (~0.2e9 MACs each).
+ */
+export async function benchHot(opts: { type: TensorType; rows: number; cols: number; nTok: number; reps?: number; threads?: number; log: (line: string) => void }): Promise<{ best: number; median: number }> {
+  const { type, rows, cols, nTok } = opts;
+  const act = actTypeOf(type);
+  const arena = new Arena(rows * rowBytes(type, cols) + nTok * (cols * 4 + rowBytes(act, cols)) + nTok * rows * 4 + (16 << 20), "bench-hot");
+  const be = await WasmBackend.create(opts.threads ?? 1);
+  const k = be.bind(arena);
+  const w = arena.alloc(rows * rowBytes(type, cols));
+  fillType(arena, type, w, rows * rowBytes(type, cols));
+  const xf = arena.alloc(nTok * cols * 4);
+  const f = arena.f32(xf, nTok * cols);
+  for (let i = 0; i < f.length; i++) f[i] = Math.sin(i);
+  const x = arena.alloc(nTok * rowBytes(act, cols));
+  const out = arena.alloc(nTok * rows * 4);
+  k.quantizeAct(act, x, xf, nTok * cols);
+  const n = Math.max(1, Math.round(2e8 / (rows * cols * nTok)));
+  const run = (): number => {
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) k.matmul(type, out, w, x, rows, cols, nTok);
+    return (performance.now() - t0) / 1000 / n;
+  };
+  for (let i = 0; i < 3; i++) run();
+  const ts: number[] = [];
+  for (let i = 0; i < (opts.reps ?? 9); i++) ts.push(run());
+  ts.sort((a, b) => a - b);
+  const g = (t: number): number => (rows * cols * nTok) / t / 1e9;
+  const r = { best: g(ts[0]!), median: g(ts[ts.length >> 1]!) };
+  opts.log(`${type} ${rows}x${cols} x${nTok} [${be.threads}T]: best ${r.best.toFixed(2)}, median ${r.median.toFixed(2)} GMAC/s`);
+  be.release(arena);
+  await be.close();
+  return r;
 }

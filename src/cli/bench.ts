@@ -2,17 +2,19 @@
 import * as os from "node:os";
 import { benchAb } from "../../bench/ab.js";
 import { benchCompare } from "../../bench/compare.js";
-import { benchGmac } from "../../bench/gmac.js";
+import { benchGmac, benchTypes } from "../../bench/gmac.js";
+import { TENSOR_TYPES, isTensorType, type TensorType } from "../kernels/formats.js";
 import { benchSynth } from "../../bench/synth.js";
 import { LlameshError } from "../core/errors.js";
 import { defaultThreads, parseArgs, type FlagSpecs } from "./args.js";
 
-export const BENCH_USAGE = `usage: llamesh bench gmac [-t|--threads N] [--seconds S]
+export const BENCH_USAGE = `usage: llamesh bench gmac [-t|--threads N] [--seconds S] [--types Q8_0,Q4_0,Q4_K,Q6_K|all|none]
        llamesh bench synth --shape 7b|1b|demo [--seed N] [--no-gguf]
        llamesh bench compare <7b|1b|file.gguf> [-t|--threads N] [--runs R] [-n N]
        llamesh bench ab <other-checkout> <model> [-t|--threads N] [--runs R] [-n N]
   gmac:    Q8_0 matrix x vector throughput on Llama 2 7B shapes (1 and N threads), memory bandwidth,
-           and the tok/s they imply for Llama 2 7B.
+           and the tok/s they imply for Llama 2 7B; then per tensor type (--types, default
+           Q8_0,Q4_0,Q4_K,Q6_K) decode and 8-token prefill GMAC/s and GB/s, best and median.
   synth:   writes a synthetic checkpoint of that shape (HF bf16 folder + GGUF Q8_0), cached in .cache/synth.
   compare: llamesh vs llama.cpp (node-llama-cpp, installed on first use into .cache/llama-cpp) on the
            same GGUF weights: decode and prompt tok/s, best of 3, alternating.
@@ -22,6 +24,7 @@ export const BENCH_USAGE = `usage: llamesh bench gmac [-t|--threads N] [--second
 export const benchFlags = {
   threads: { type: "int", aliases: ["-t"], min: 1, max: 256, help: "compute threads" },
   seconds: { type: "number", min: 0.1, max: 600, help: "measuring time per figure" },
+  types: { type: "string", help: "tensor types for the per-type figures (comma-separated, all or none)" },
   shape: { type: "string", help: "7b, 1b or demo" },
   seed: { type: "int", min: 0, max: 2 ** 31, help: "seed of the synthetic weights" },
   "no-gguf": { type: "boolean", help: "skip the GGUF copy" },
@@ -44,9 +47,12 @@ export async function benchCommand(argv: readonly string[]): Promise<number> {
   const log = (l: string): void => void process.stderr.write(l + "\n");
   const threads = f.threads ?? defaultThreads(process.env, os.availableParallelism());
   switch (sub) {
-    case "gmac":
+    case "gmac": {
+      const types = parseTypes(f.types);
       await benchGmac({ threads, seconds: f.seconds, log });
+      if (types.length) await benchTypes({ threads, types, log });
       return 0;
+    }
     case "synth": {
       if (!f.shape) throw new LlameshError("llamesh bench synth: missing --shape (7b, 1b or demo)");
       const r = await benchSynth({ shape: f.shape, seed: f.seed, gguf: !f["no-gguf"], log });
@@ -66,4 +72,17 @@ export async function benchCommand(argv: readonly string[]): Promise<number> {
     default:
       throw new LlameshError(`llamesh bench: unknown benchmark ${JSON.stringify(sub)} (expected gmac, synth, compare or ab)`);
   }
+}
+
+function parseTypes(v: string | undefined): TensorType[] {
+  if (v === undefined) return ["Q8_0", "Q4_0", "Q4_K", "Q6_K"];
+  if (v === "all") return [...TENSOR_TYPES];
+  if (v === "none") return [];
+  const out: TensorType[] = [];
+  for (const t of v.split(",")) {
+    const u = t.trim().toUpperCase();
+    if (!isTensorType(u)) throw new LlameshError(`llamesh bench gmac: --types ${JSON.stringify(t)} is not a tensor type (expected some of ${TENSOR_TYPES.join(", ")}, all or none)`);
+    out.push(u);
+  }
+  return out;
 }

@@ -16,7 +16,7 @@ export interface KernelExports {
     r0: number, r1: number, scratch: number, scratchBytes: number): void;
   /** act: ggml id; n: blocks (Q8_0, Q8_1, Q8_K) or values (F32, F16, BF16). */
   quantizeAct(act: number, dst: number, src: number, n: number): void;
-  /** type: ggml id; n: blocks (values for F32, F16, BF16); scratch: 576 bytes of this thread's. */
+  /** type: ggml id; n: blocks (values for F32, F16, BF16); scratch: QUANTW_SCRATCH_BYTES of this thread's. */
   quantizeWeights(type: number, dst: number, src: number, n: number, scratch: number): void;
   rmsnorm(out: number, x: number, weight: number, n: number, eps: number): void;
   rope(vec: number, h0: number, h1: number, headDim: number, cosSin: number): void;

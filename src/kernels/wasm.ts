@@ -23,11 +23,11 @@ import {
 /** Per-thread scratch: matmul's widened activations (i16 values + f32 scales of a chunk of tokens). */
 export const WASM_SCRATCH_BYTES_PER_THREAD = 384 * 1024;
 /** Scratch quantizeWeights uses per thread (level buffers, assembly/quantw.ts). */
-export const QUANTW_SCRATCH_BYTES = 576;
+export const QUANTW_SCRATCH_BYTES = 2624;
 
 /**
  * Scratch bytes matmul needs per thread for one token of `cols` (assembly/matmul.ts, q8.ts):
- * widened blocks of 96 (Q8_0), 112 (other 32-value types) or 592 bytes (K-quants), or the token
+ * widened blocks of 96 (Q8_0), 112 (other 32-value types) or 592 bytes (K-quants, plus 256), or the token
  * as f32 (F16, BF16) plus a 64-byte slot.
  */
 export function matmulScratchBytes(type: TensorType, cols: number): number {
@@ -35,7 +35,7 @@ export function matmulScratchBytes(type: TensorType, cols: number): number {
     case "Q8_0": return (cols / 32) * 96;
     case "F32": return 64;
     case "F16": case "BF16": return 64 + 4 * cols;
-    case "Q2_K": case "Q3_K": case "Q4_K": case "Q5_K": case "Q6_K": return (cols / 256) * 592;
+    case "Q2_K": case "Q3_K": case "Q4_K": case "Q5_K": case "Q6_K": return (cols / 256) * 592 + 256;
     default: return (cols / 32) * 112;
   }
 }
@@ -140,10 +140,17 @@ export class WasmBackend implements KernelBackend {
     this.name = `wasm-simd128 x${threads} thread${threads === 1 ? "" : "s"}`;
   }
 
-  /** alwaysSplit (for tests): spread every splittable kernel over all threads, however small. */
-  static async create(threads: number, opts: { alwaysSplit?: boolean } = {}): Promise<WasmBackend> {
+  /**
+   * alwaysSplit (for tests): spread every splittable kernel over all threads, however small.
+   * module (for A/B benchmarks): another build of kernels.wasm with the same exports.
+   */
+  static async create(threads: number, opts: { alwaysSplit?: boolean; module?: WebAssembly.Module } = {}): Promise<WasmBackend> {
     const n = Math.max(1, Math.floor(threads) || 1);
-    const module = await loadKernelModule();
+    const module = opts.module ?? await loadKernelModule();
+    if (opts.module) {
+      warmedUp = false; // warm the other build up too
+      warmUpKernels(module);
+    }
     warmUpKernels(module);
     return new WasmBackend(await ThreadPool.create(module, n), n, opts.alwaysSplit ?? false);
   }

@@ -161,7 +161,7 @@ test("bad flag values", async () => {
   await expectError([dir, "-n", "5"], /missing -i <prompt>/);
   await expectError([dir, "-n", "5", "-i"], /-i needs a value/);
   await expectError(["-n", "5", "-i", "x"], /expected one model folder, got none/);
-  await expectError([dir, "-n", "5", "-i", "x", "--workers", "127.0.0.1:1", "--topology", "ring"], /--topology "ring" is not valid, expected auto, mesh or star/);
+  await expectError([dir, "-n", "5", "-i", "x", "--workers", "127.0.0.1:1", "--topology", "ring"], /--topology "ring" is not valid, expected auto, mesh, scatter or star/);
   await expectError([dir, "-n", "5", "-i", "x", "--topology", "star"], /--topology needs --workers/);
   await expectError([dir, "-n", "5", "-i", "x", "--step-timeout", "5"], /--step-timeout needs --workers/);
   await expectError([dir, "-n", "5", "-i", "x", "--workers", "127.0.0.1:1", "--step-timeout", "0"], /--step-timeout "0" is not valid/);

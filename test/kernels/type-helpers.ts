@@ -63,7 +63,8 @@ export function randomWeights(type: TensorType, rows: number, cols: number, r: (
     for (let i = 0; i < rb; i++) out[o + i] = Math.floor(r() * 256);
     for (let b = 0; b < cols / info.blockValues; b++) {
       for (const off of SCALES[type]!) {
-        const h = f32ToF16((r() < 0.5 ? -1 : 1) * Math.exp(-3 - r() * 6));
+        // magnitudes down to 6e-7: subnormal f16 scales too (the kernels decode them exactly)
+        const h = f32ToF16((r() < 0.5 ? -1 : 1) * Math.exp(-3 - r() * 11));
         const p = o + b * info.blockBytes + off;
         out[p] = h & 0xff;
         out[p + 1] = h >> 8;

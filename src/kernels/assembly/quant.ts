@@ -59,7 +59,7 @@ function quantActQ8_K(dst: usize, src: usize, nBlocks: u32): void {
       continue;
     }
     let j: u32 = 0;
-    while (abs<f32>(load<f32>(s + (j << 2))) != amax) j++;
+    while (j < 255 && abs<f32>(load<f32>(s + (j << 2))) != amax) j++; // (bounded: a NaN matches nothing)
     const iscale: f32 = (-127.0 as f32) / load<f32>(s + (j << 2));
     const vs = f32x4.splat(iscale);
     for (let g: u32 = 0; g < 16; g++) {

@@ -2,7 +2,9 @@
 // ggml's quantize_row_*_ref and quantize_iq4_nl operation by operation), bit-identical with them.
 // WebAssembly f32 arithmetic is IEEE single precision with no contraction, like ggml-base's C.
 // Level buffers live in the caller's scratch (no allocation): L at +0 (256 B), Laux at +256 (32),
-// weights at +320 (32 f32), scales at +448 (16 f32), mins at +512 (16 f32); 576 bytes in all.
+// weights at +320 (32 f32), scales at +448 (16 f32), mins at +512 (16 f32); then, for
+// makeQkx2x4, x, weights, L and Laux of four sub-blocks side by side (4 x 512 bytes at +576);
+// QUANTW_SCRATCH = 2624 bytes in all.
 import {
   T_IQ4_NL, T_Q2_K, T_Q3_K, T_Q4_0, T_Q4_1, T_Q4_K, T_Q5_0, T_Q5_1, T_Q5_K, T_Q6_K, T_Q8_0,
   f16ToF32, f32ToF16, minK4, scaleK4, scaleQ3K,
@@ -133,16 +135,38 @@ function quantQ5_1(s: usize, o: usize): void {
   return trunc32(r);
 }
 
+/** roundf of four lanes (half away from zero), as i32: trunc, then +-1 where |v - trunc| >= 0.5. */
+// @ts-ignore: decorator
+@inline function roundAway4(v: v128): v128 {
+  const t = f32x4.trunc(v);
+  const away = f32x4.ge(v128.and(f32x4.sub(v, t), i32x4.splat(0x7fffffff)), f32x4.splat(0.5));
+  const one = v128.or(v128.and(v, i32x4.splat(0x80000000)), f32x4.splat(1)); // copysign(1, v)
+  return i32x4.trunc_sat_f32x4_s(f32x4.add(t, v128.and(one, away)));
+}
+
 function quantQ8_0(s: usize, o: usize): void {
-  let amax: f32 = 0;
-  for (let j: u32 = 0; j < 32; j++) {
-    const a = abs<f32>(ld(s, j));
-    amax = amax > a ? amax : a;
-  }
+  const absMask = i32x4.splat(0x7fffffff);
+  const v0 = v128.load(s, 0), v1 = v128.load(s, 16), v2 = v128.load(s, 32), v3 = v128.load(s, 48);
+  const v4 = v128.load(s, 64), v5 = v128.load(s, 80), v6 = v128.load(s, 96), v7 = v128.load(s, 112);
+  // MAX(amax, fabsf(v)) in order equals the plain maximum (no NaN in weights)
+  let m = f32x4.max(
+    f32x4.max(f32x4.max(v128.and(v0, absMask), v128.and(v1, absMask)), f32x4.max(v128.and(v2, absMask), v128.and(v3, absMask))),
+    f32x4.max(f32x4.max(v128.and(v4, absMask), v128.and(v5, absMask)), f32x4.max(v128.and(v6, absMask), v128.and(v7, absMask))));
+  m = f32x4.max(m, i32x4.shuffle(m, m, 2, 3, 0, 1));
+  m = f32x4.max(m, i32x4.shuffle(m, m, 1, 0, 3, 2));
+  const amax = f32x4.extract_lane(m, 0);
   const d: f32 = amax / (127.0 as f32);
   const id: f32 = d != 0 ? (1.0 as f32) / d : 0;
   wrHalf(o, d);
-  for (let j: u32 = 0; j < 32; j++) store<u8>(o + 2 + j, (roundAway(ld(s, j) * id) & 0xff) as u8);
+  const vid = f32x4.splat(id);
+  const lo = i8x16.narrow_i16x8_s(
+    i16x8.narrow_i32x4_s(roundAway4(f32x4.mul(v0, vid)), roundAway4(f32x4.mul(v1, vid))),
+    i16x8.narrow_i32x4_s(roundAway4(f32x4.mul(v2, vid)), roundAway4(f32x4.mul(v3, vid))));
+  const hi = i8x16.narrow_i16x8_s(
+    i16x8.narrow_i32x4_s(roundAway4(f32x4.mul(v4, vid)), roundAway4(f32x4.mul(v5, vid))),
+    i16x8.narrow_i32x4_s(roundAway4(f32x4.mul(v6, vid)), roundAway4(f32x4.mul(v7, vid))));
+  v128.store(o, lo, 2);
+  v128.store(o, hi, 18);
 }
 
 /** best_index_int8 over the IQ4_NL levels (lane i of iq4Table). */
@@ -287,6 +311,195 @@ function makeQkx2(n: u32, nmax: i32, x: usize, weights: usize, L: usize, Laux: u
   return scale;
 }
 
+/**
+ * make_qkx2_quants on four sub-blocks at once, one per f32x4 lane: xt, wt hold value i of the four
+ * sub-blocks at +16i (n values), levels go to Lt (i32 lanes, +16i; Lauxt: scratch). Every lane runs
+ * exactly the scalar sequence of makeQkx2 (same operations in the same order; comparisons and the
+ * scalar branches become lane masks and selects), so the results are bit-identical with it.
+ * Scales to sOut (f32x4), -min to mOut.
+ */
+function makeQkx2x4(n: u32, nmax: i32, xt: usize, wt: usize, Lt: usize, Lauxt: usize,
+  rmin: f32, rdelta: f32, nstep: i32, useMad: bool, sOut: usize, mOut: usize): void {
+  const zero = f32x4.splat(0);
+  const magic = f32x4.splat(12582912.0);
+  const lo = i32x4.splat(0), hi = i32x4.splat(nmax);
+  const absMask = i32x4.splat(0x7fffffff);
+  let mn = v128.load(xt), mx = mn;
+  let sumW = v128.load(wt);
+  let sumX = f32x4.mul(sumW, mn);
+  for (let i: u32 = 1; i < n; i++) {
+    const xi = v128.load(xt + (i << 4));
+    mn = v128.bitselect(xi, mn, f32x4.lt(xi, mn));
+    mx = v128.bitselect(xi, mx, f32x4.gt(xi, mx));
+    const w = v128.load(wt + (i << 4));
+    sumW = f32x4.add(sumW, w);
+    sumX = f32x4.add(sumX, f32x4.mul(w, xi));
+  }
+  mn = v128.bitselect(zero, mn, f32x4.gt(mn, zero));
+  const flat = f32x4.eq(mx, mn); // lanes with max == min: levels 0, scale 0, result min -min
+  let iscale = f32x4.div(f32x4.splat(nmax as f32), f32x4.sub(mx, mn));
+  let scale = f32x4.div(f32x4.splat(1), iscale);
+  let bestError = zero;
+  for (let i: u32 = 0; i < n; i++) {
+    const xi = v128.load(xt + (i << 4));
+    const l = i32x4.min_s(i32x4.max_s(i32x4.sub(v128.and(f32x4.add(f32x4.mul(iscale, f32x4.sub(xi, mn)), magic), i32x4.splat(0x007fffff)), i32x4.splat(0x00400000)), lo), hi);
+    v128.store(Lt + (i << 4), l);
+    let diff = f32x4.sub(f32x4.add(f32x4.mul(scale, f32x4.convert_i32x4_s(l)), mn), xi);
+    diff = useMad ? v128.and(diff, absMask) : f32x4.mul(diff, diff);
+    bestError = f32x4.add(bestError, f32x4.mul(v128.load(wt + (i << 4)), diff));
+  }
+  if (nstep >= 1) {
+    for (let is: i32 = 0; is <= nstep; is++) {
+      iscale = f32x4.div(f32x4.add(f32x4.add(f32x4.splat(rmin), f32x4.splat(rdelta * (is as f32))), f32x4.splat(nmax as f32)), f32x4.sub(mx, mn));
+      let sumL = zero, sumL2 = zero, sumXL = zero;
+      for (let i: u32 = 0; i < n; i++) {
+        const xi = v128.load(xt + (i << 4));
+        const l = i32x4.min_s(i32x4.max_s(i32x4.sub(v128.and(f32x4.add(f32x4.mul(iscale, f32x4.sub(xi, mn)), magic), i32x4.splat(0x007fffff)), i32x4.splat(0x00400000)), lo), hi);
+        v128.store(Lauxt + (i << 4), l);
+        const wl = f32x4.mul(v128.load(wt + (i << 4)), f32x4.convert_i32x4_s(l));
+        sumL = f32x4.add(sumL, wl);
+        sumL2 = f32x4.add(sumL2, f32x4.mul(wl, f32x4.convert_i32x4_s(l)));
+        sumXL = f32x4.add(sumXL, f32x4.mul(wl, xi));
+      }
+      const D = f32x4.sub(f32x4.mul(sumW, sumL2), f32x4.mul(sumL, sumL));
+      const ok = f32x4.gt(D, zero);
+      if (!v128.any_true(ok)) continue;
+      let thisScale = f32x4.div(f32x4.sub(f32x4.mul(sumW, sumXL), f32x4.mul(sumX, sumL)), D);
+      let thisMin = f32x4.div(f32x4.sub(f32x4.mul(sumL2, sumX), f32x4.mul(sumL, sumXL)), D);
+      const pos = f32x4.gt(thisMin, zero);
+      thisMin = v128.bitselect(zero, thisMin, pos);
+      thisScale = v128.bitselect(f32x4.div(sumXL, sumL2), thisScale, pos);
+      let curError = zero;
+      for (let i: u32 = 0; i < n; i++) {
+        let diff = f32x4.sub(f32x4.add(f32x4.mul(thisScale, f32x4.convert_i32x4_s(v128.load(Lauxt + (i << 4)))), thisMin), v128.load(xt + (i << 4)));
+        diff = useMad ? v128.and(diff, absMask) : f32x4.mul(diff, diff);
+        curError = f32x4.add(curError, f32x4.mul(v128.load(wt + (i << 4)), diff));
+      }
+      const better = v128.andnot(v128.and(ok, f32x4.lt(curError, bestError)), flat);
+      if (!v128.any_true(better)) continue;
+      for (let i: u32 = 0; i < n; i++) v128.store(Lt + (i << 4), v128.bitselect(v128.load(Lauxt + (i << 4)), v128.load(Lt + (i << 4)), better));
+      bestError = v128.bitselect(curError, bestError, better);
+      scale = v128.bitselect(thisScale, scale, better);
+      mn = v128.bitselect(thisMin, mn, better);
+    }
+  }
+  if (v128.any_true(flat)) {
+    for (let i: u32 = 0; i < n; i++) v128.store(Lt + (i << 4), v128.bitselect(i32x4.splat(0), v128.load(Lt + (i << 4)), flat));
+    scale = v128.bitselect(zero, scale, flat);
+  }
+  v128.store(sOut, scale);
+  v128.store(mOut, f32x4.neg(mn));
+}
+
+/**
+ * Scales, mins and levels of 4 sub-blocks of n values (sub-block j + jb starts at s + j*n*4; levels
+ * to L + (jb + j)*n) with makeQkx2x4. Weights: |x| (absW) or rms + |x| (ggml's Q4_K/Q5_K).
+ */
+function subBlocks4(s: usize, n: u32, jb: u32, absW: bool, nmax: i32, rmin: f32, nstep: i32, useMad: bool, scratch: usize): void {
+  const L = scratch, scales = scratch + 448, mins = scratch + 512;
+  const xt = scratch + 576, wt = xt + 512, Lt = wt + 512, Lauxt = Lt + 512;
+  transpose4(s + jb * (n << 2), n, xt);
+  const absMask = i32x4.splat(0x7fffffff);
+  if (absW) {
+    for (let i: u32 = 0; i < n; i++) v128.store(wt + (i << 4), v128.and(v128.load(xt + (i << 4)), absMask));
+  } else {
+    let sx2 = f32x4.splat(0);
+    for (let i: u32 = 0; i < n; i++) {
+      const xi = v128.load(xt + (i << 4));
+      sx2 = f32x4.add(sx2, f32x4.mul(xi, xi));
+    }
+    const av = f32x4.sqrt(f32x4.div(sx2, f32x4.splat(n as f32)));
+    for (let i: u32 = 0; i < n; i++) v128.store(wt + (i << 4), f32x4.add(av, v128.and(v128.load(xt + (i << 4)), absMask)));
+  }
+  makeQkx2x4(n, nmax, xt, wt, Lt, Lauxt, rmin, 0.1, nstep, useMad, scales + (jb << 2), mins + (jb << 2));
+  untranspose4(Lt, n, L + jb * n);
+}
+
+/**
+ * make_qx_quants (rmse_type 1, no importance weights) on four sub-blocks of n values at once, one
+ * per lane (layout as makeQkx2x4; levels + nmax to Lt). Bit-identical with makeQx lane by lane.
+ */
+function makeQx4(n: u32, nmax: i32, xt: usize, Lt: usize, Lauxt: usize, sOut: usize): void {
+  const zero = f32x4.splat(0);
+  const magic = f32x4.splat(12582912.0);
+  const lo = i32x4.splat(-nmax), hi = i32x4.splat(nmax - 1), off = i32x4.splat(nmax);
+  const absMask = i32x4.splat(0x7fffffff);
+  let max = zero, amax = zero;
+  for (let i: u32 = 0; i < n; i++) {
+    const xi = v128.load(xt + (i << 4));
+    const ax = v128.and(xi, absMask);
+    const g = f32x4.gt(ax, amax);
+    amax = v128.bitselect(ax, amax, g);
+    max = v128.bitselect(xi, max, g);
+  }
+  const tiny = f32x4.lt(amax, f32x4.splat(GROUP_MAX_EPS));
+  let iscale = f32x4.div(f32x4.splat((-nmax) as f32), max);
+  let sumlx = zero, suml2 = zero;
+  for (let i: u32 = 0; i < n; i++) {
+    const xi = v128.load(xt + (i << 4));
+    const l = i32x4.min_s(i32x4.max_s(i32x4.sub(v128.and(f32x4.add(f32x4.mul(iscale, xi), magic), i32x4.splat(0x007fffff)), i32x4.splat(0x00400000)), lo), hi);
+    v128.store(Lt + (i << 4), i32x4.add(l, off));
+    const w = f32x4.mul(xi, xi), lf = f32x4.convert_i32x4_s(l);
+    sumlx = f32x4.add(sumlx, f32x4.mul(f32x4.mul(w, xi), lf));
+    suml2 = f32x4.add(suml2, f32x4.mul(f32x4.mul(w, lf), lf));
+  }
+  let scale = v128.bitselect(zero, f32x4.div(sumlx, suml2), f32x4.eq(suml2, zero));
+  let best = f32x4.mul(scale, sumlx);
+  for (let is: i32 = -9; is <= 9; is++) {
+    if (is == 0) continue;
+    iscale = f32x4.div(f32x4.neg(f32x4.add(f32x4.splat(nmax as f32), f32x4.splat((0.1 as f32) * (is as f32)))), max);
+    sumlx = zero;
+    suml2 = zero;
+    for (let i: u32 = 0; i < n; i++) {
+      const xi = v128.load(xt + (i << 4));
+      const l = i32x4.min_s(i32x4.max_s(i32x4.sub(v128.and(f32x4.add(f32x4.mul(iscale, xi), magic), i32x4.splat(0x007fffff)), i32x4.splat(0x00400000)), lo), hi);
+      v128.store(Lauxt + (i << 4), i32x4.add(l, off));
+      const w = f32x4.mul(xi, xi), lf = f32x4.convert_i32x4_s(l);
+      sumlx = f32x4.add(sumlx, f32x4.mul(f32x4.mul(w, xi), lf));
+      suml2 = f32x4.add(suml2, f32x4.mul(f32x4.mul(w, lf), lf));
+    }
+    const better = v128.andnot(v128.and(f32x4.gt(suml2, zero), f32x4.gt(f32x4.mul(sumlx, sumlx), f32x4.mul(best, suml2))), tiny);
+    if (!v128.any_true(better)) continue;
+    for (let i: u32 = 0; i < n; i++) v128.store(Lt + (i << 4), v128.bitselect(v128.load(Lauxt + (i << 4)), v128.load(Lt + (i << 4)), better));
+    const sc = f32x4.div(sumlx, suml2);
+    scale = v128.bitselect(sc, scale, better);
+    best = v128.bitselect(f32x4.mul(sc, sumlx), best, better);
+  }
+  if (v128.any_true(tiny)) {
+    for (let i: u32 = 0; i < n; i++) v128.store(Lt + (i << 4), v128.bitselect(i32x4.splat(0), v128.load(Lt + (i << 4)), tiny));
+    scale = v128.bitselect(zero, scale, tiny);
+  }
+  v128.store(sOut, scale);
+}
+
+/** Transpose four sub-blocks of n values (sub-block j at base + j*n*4) to xt (value i of each at +16i). */
+// @ts-ignore: decorator
+@inline function transpose4(base: usize, n: u32, xt: usize): void {
+  const rs = n << 2;
+  for (let i: u32 = 0; i < n; i += 4) {
+    const a = v128.load(base + (i << 2)), b = v128.load(base + rs + (i << 2));
+    const c = v128.load(base + 2 * rs + (i << 2)), d = v128.load(base + 3 * rs + (i << 2));
+    const ab0 = i32x4.shuffle(a, b, 0, 4, 1, 5), ab1 = i32x4.shuffle(a, b, 2, 6, 3, 7);
+    const cd0 = i32x4.shuffle(c, d, 0, 4, 1, 5), cd1 = i32x4.shuffle(c, d, 2, 6, 3, 7);
+    v128.store(xt + (i << 4), i32x4.shuffle(ab0, cd0, 0, 1, 4, 5));
+    v128.store(xt + ((i + 1) << 4), i32x4.shuffle(ab0, cd0, 2, 3, 6, 7));
+    v128.store(xt + ((i + 2) << 4), i32x4.shuffle(ab1, cd1, 0, 1, 4, 5));
+    v128.store(xt + ((i + 3) << 4), i32x4.shuffle(ab1, cd1, 2, 3, 6, 7));
+  }
+}
+
+/** Levels (i32 lanes at Lt, value i at +16i) of four sub-blocks of n back to bytes at L + j*n. */
+// @ts-ignore: decorator
+@inline function untranspose4(Lt: usize, n: u32, L: usize): void {
+  for (let i: u32 = 0; i < n; i++) {
+    const l = v128.load(Lt + (i << 4));
+    store<u8>(L + i, i32x4.extract_lane(l, 0) as u8);
+    store<u8>(L + n + i, i32x4.extract_lane(l, 1) as u8);
+    store<u8>(L + 2 * n + i, i32x4.extract_lane(l, 2) as u8);
+    store<u8>(L + 3 * n + i, i32x4.extract_lane(l, 3) as u8);
+  }
+}
+
 /** make_q3_quants with do_rmse; levels (int8, + nmax at the end) at L. */
 function makeQ3(n: u32, nmax: i32, x: usize, L: usize): f32 {
   let max: f32 = 0, amax: f32 = 0;
@@ -395,12 +608,10 @@ function quantQ2_K(s: usize, o: usize, scratch: usize): void {
   const L = scratch, Laux = scratch + 256, weights = scratch + 320, scales = scratch + 448, mins = scratch + 512;
   const q4scale: f32 = 15;
   let maxScale: f32 = 0, maxMin: f32 = 0;
+  for (let j: u32 = 0; j < 16; j += 4) subBlocks4(s, 16, j, true, 3, -0.5, 15, true, scratch);
   for (let j: u32 = 0; j < 16; j++) {
-    for (let l: u32 = 0; l < 16; l++) store<f32>(weights + (l << 2), abs<f32>(ld(s, 16 * j + l)));
-    const sc = makeQkx2(16, 3, s + 64 * j, weights, L + 16 * j, Laux, -0.5, 0.1, 15, true, mins + (j << 2));
-    store<f32>(scales + (j << 2), sc);
+    const sc = load<f32>(scales + (j << 2)), m = load<f32>(mins + (j << 2));
     if (sc > maxScale) maxScale = sc;
-    const m = load<f32>(mins + (j << 2));
     if (m > maxMin) maxMin = m;
   }
   if (maxScale > 0) {
@@ -482,16 +693,11 @@ function quantQ3_K(s: usize, o: usize, scratch: usize): void {
 function quantK4K5(s: usize, o: usize, scratch: usize, nmax: i32, rmin: f32, nstep: i32): void {
   const L = scratch, Laux = scratch + 256, weights = scratch + 320, scales = scratch + 448, mins = scratch + 512;
   let maxScale: f32 = 0, maxMin: f32 = 0;
+  subBlocks4(s, 32, 0, false, nmax, rmin, nstep, false, scratch);
+  subBlocks4(s, 32, 4, false, nmax, rmin, nstep, false, scratch);
   for (let j: u32 = 0; j < 8; j++) {
-    const x = s + 128 * j;
-    let sumX2: f32 = 0;
-    for (let l: u32 = 0; l < 32; l++) sumX2 += ld(x, l) * ld(x, l);
-    const avX = sqrt<f32>(sumX2 / (32.0 as f32));
-    for (let l: u32 = 0; l < 32; l++) store<f32>(weights + (l << 2), avX + abs<f32>(ld(x, l)));
-    const sc = makeQkx2(32, nmax, x, weights, L + 32 * j, Laux, rmin, 0.1, nstep, false, mins + (j << 2));
-    store<f32>(scales + (j << 2), sc);
+    const sc = load<f32>(scales + (j << 2)), m = load<f32>(mins + (j << 2));
     if (sc > maxScale) maxScale = sc;
-    const m = load<f32>(mins + (j << 2));
     if (m > maxMin) maxMin = m;
   }
   const sb = o + 4;
@@ -555,9 +761,14 @@ function quantQ5_K(s: usize, o: usize, scratch: usize): void {
 function quantQ6_K(s: usize, o: usize, scratch: usize): void {
   const L = scratch, scales = scratch + 448;
   let maxScale: f32 = 0, maxAbsScale: f32 = 0;
+  const xt = scratch + 576, Lt = xt + 1024, Lauxt = Lt + 512;
+  for (let ib: u32 = 0; ib < 16; ib += 4) {
+    transpose4(s + 64 * ib, 16, xt);
+    makeQx4(16, 32, xt, Lt, Lauxt, scales + (ib << 2));
+    untranspose4(Lt, 16, L + 16 * ib);
+  }
   for (let ib: u32 = 0; ib < 16; ib++) {
-    const scale = makeQx(16, 32, s + 64 * ib, L + 16 * ib);
-    store<f32>(scales + (ib << 2), scale);
+    const scale = load<f32>(scales + (ib << 2));
     if (abs<f32>(scale) > maxAbsScale) { maxAbsScale = abs<f32>(scale); maxScale = scale; }
   }
   if (maxAbsScale < GROUP_MAX_EPS) {

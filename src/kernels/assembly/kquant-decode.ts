@@ -1,0 +1,291 @@
+// Hand-written decode (one token) loops for the K-quants that matter most for speed: Q4_K, Q5_K
+// and Q6_K (llama.cpp's Q4_K_M / Q5_K_M files are Q4_K / Q5_K with some Q6_K tensors). Same
+// numerics as the generic loop of matmul.ts (integer super-block sums, then the f32 scales),
+// bit-identical with it. Four rows per iteration as four long streams (see decodeRows), one row
+// after the other within a super-block, with a store of each row's running sum between them as a
+// scheduling barrier (docs/kernels.md).
+//
+// The activations are the widened Q8_K super-blocks of matmul.ts (KS = 592 bytes: 256 i16, d as
+// f32x4 at 512, slack at 528, bsums (16 i16) at 544, sums per 32 (8 i16) at 576).
+import { halves4Safe, transposeSum } from "./common";
+import { q4kScales } from "./unpack";
+
+const KS: u32 = 592;
+
+/** Group g of one Q4_K row (as q5Group without the fifth bit). */
+// @ts-ignore: decorator
+@inline function q4Group(p: usize, xs: usize, g: u32, sc: usize, bar: usize): v128 {
+  const m0f = i8x16.splat(0x0f);
+  const q = p + 16 + (g << 5), x = xs + (g << 7);
+  const V0 = v128.load(q), V1 = v128.load(q, 16);
+  const lo0 = v128.and(V0, m0f), lo1 = v128.and(V1, m0f);
+  const pa = i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo0), v128.load(x, 0)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo0), v128.load(x, 16))),
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo1), v128.load(x, 32)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo1), v128.load(x, 48))));
+  v128.store(bar, pa);
+  const hi0 = v128.and(i16x8.shr_u(V0, 4), m0f), hi1 = v128.and(i16x8.shr_u(V1, 4), m0f);
+  const pb = i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi0), v128.load(x, 64)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi0), v128.load(x, 80))),
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi1), v128.load(x, 96)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi1), v128.load(x, 112))));
+  const sel = i8x16.add(i8x16(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3), i8x16.splat((g << 2) as i8));
+  return i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(pa, pb), i8x16.swizzle(v128.load(sc), sel));
+}
+
+/** Four Q4_K rows (p0..p3, may alias) dotted with the widened token xs of nsb super-blocks. */
+// @ts-ignore: decorator
+@inline function dot4Q4K(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
+  let acc = f32x4.splat(0);
+  const tmp = xs + nsb * KS; // 64 bytes: min terms, then 4 x 16: low-nibble sums; 4 x 16: scales
+  for (let sb: u32 = 0; sb < nsb; sb++) {
+    let s8 = q4kScales(p0 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 128);
+    const xm = v128.load(xs, 576);
+    const m0 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p1 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 144);
+    const m1 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p2 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 160);
+    const m2 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p3 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 176);
+    const m3 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    v128.store(tmp, transposeSum(m0, m1, m2, m3), 0);
+    let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
+    for (let g: u32 = 0; g < 4; g++) {
+      i0 = i32x4.add(i0, q4Group(p0, xs, g, tmp + 128, tmp + 64));
+      v128.store(tmp, i0, 80);
+      i1 = i32x4.add(i1, q4Group(p1, xs, g, tmp + 144, tmp + 64));
+      v128.store(tmp, i1, 80);
+      i2 = i32x4.add(i2, q4Group(p2, xs, g, tmp + 160, tmp + 64));
+      v128.store(tmp, i2, 80);
+      i3 = i32x4.add(i3, q4Group(p3, xs, g, tmp + 176, tmp + 64));
+      v128.store(tmp, i3, 80);
+    }
+    const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
+    const mins = f32x4.convert_i32x4_s(v128.load(tmp));
+    const dx = v128.load(xs, 512);
+    const tt = f32x4.mul(isum, f32x4.mul(halves4Safe(p0, p1, p2, p3, 0), dx));
+    acc = f32x4.add(acc, f32x4.sub(tt, f32x4.mul(mins, f32x4.mul(halves4Safe(p0, p1, p2, p3, 2), dx))));
+    p0 += 144; p1 += 144; p2 += 144; p3 += 144; xs += KS;
+  }
+  return acc;
+}
+
+/** Rows [r0, r1) of Q4_K weights w (rb bytes per row, nsb super-blocks) times the widened token xs. */
+export function decodeQ4KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void {
+  const n = r1 - r0;
+  const q: u32 = (n + 3) >> 2;
+  for (let i: u32 = 0; i < q; i++) {
+    const ra = r0 + i;
+    const p0 = w + ra * rb;
+    const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
+    const p1 = v1 ? p0 + q * rb : p0;
+    const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
+    const p3 = v3 ? p0 + q * rb * 3 : p0;
+    const acc = dot4Q4K(p0, p1, p2, p3, xs, nsb);
+    const o = out + (ra << 2);
+    v128.store32_lane(o, acc, 0);
+    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
+    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
+    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q6_K
+
+/**
+ * Sub-blocks 8n + 2j + h (j = 0..3) of one Q6_K row (block at p) with the activations of half n:
+ * each sub-block's sum of two dots (16 values) fits i16 per lane (4 x 63 x 127), so pairs are
+ * narrowed and multiplied by their int8 scales (as i16 at sc: this row's 16 scales) with one
+ * dot_i16x8_s. Values are the unsigned levels (0..63); the -32 is applied per super-block.
+ */
+// @ts-ignore: decorator
+@inline function q6Quarter(p: usize, xs: usize, n: u32, h: u32, sc: usize, bar: usize): v128 {
+  // the quarter's 64 values: l = 16h .. 16h+15 of the four 32-value rows j of half n, built as
+  // bytes 16 at a time (i16x8 shifts are fine on byte data: every result is masked to its bits)
+  const l0: usize = h << 4;
+  const A = v128.load(p + (n << 6) + l0), B = v128.load(p + (n << 6) + 32 + l0), H = v128.load(p + 128 + (n << 5) + l0);
+  const m0f = i8x16.splat(0x0f), m30 = i8x16.splat(0x30);
+  const q1 = v128.or(v128.and(A, m0f), v128.and(i16x8.shl(H, 4), m30));
+  const q2 = v128.or(v128.and(B, m0f), v128.and(i16x8.shl(H, 2), m30));
+  const q3 = v128.or(v128.and(i16x8.shr_u(A, 4), m0f), v128.and(H, m30));
+  const q4 = v128.or(v128.and(i16x8.shr_u(B, 4), m0f), v128.and(i16x8.shr_u(H, 2), m30));
+  const xo = xs + (n << 8) + (l0 << 1);
+  const p0 = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(q1), v128.load(xo, 0)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(q1), v128.load(xo, 16)));
+  v128.store(bar, p0);
+  const p1 = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(q2), v128.load(xo, 64)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(q2), v128.load(xo, 80)));
+  v128.store(bar, p1);
+  const p2 = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(q3), v128.load(xo, 128)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(q3), v128.load(xo, 144)));
+  v128.store(bar, p2);
+  const p3 = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(q4), v128.load(xo, 192)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(q4), v128.load(xo, 208)));
+  // scales of sub-blocks 8n+h, 8n+2+h (pair 0) and 8n+4+h, 8n+6+h (pair 1): i16 lanes of sc
+  const s = v128.load(sc + (n << 4));
+  const h2 = i8x16.splat((h << 1) as i8);
+  const s01 = i8x16.swizzle(s, i8x16.add(i8x16(0, 1, 0, 1, 0, 1, 0, 1, 4, 5, 4, 5, 4, 5, 4, 5), h2));
+  const s23 = i8x16.swizzle(s, i8x16.add(i8x16(8, 9, 8, 9, 8, 9, 8, 9, 12, 13, 12, 13, 12, 13, 12, 13), h2));
+  return i32x4.add(i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p0, p1), s01), i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p2, p3), s23));
+}
+
+/** Four Q6_K rows (may alias) with the widened token xs of nsb super-blocks: acc += f32(d * dx) * f32(isum). */
+// @ts-ignore: decorator
+@inline function dot4Q6K(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
+  let acc = f32x4.splat(0);
+  const tmp = xs + nsb * KS; // 4 rows x 32 bytes: their 16 scales as i16; then a barrier slot
+  for (let sb: u32 = 0; sb < nsb; sb++) {
+    const b0 = v128.load(xs, 544), b1 = v128.load(xs, 560);
+    // per row: scales as i16 to tmp, and the integer sum starts at -32 * sum(scale * bsum)
+    let s = v128.load(p0, 192);
+    let lo = i16x8.extend_low_i8x16_s(s), hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 0); v128.store(tmp, hi, 16);
+    let i0 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    s = v128.load(p1, 192);
+    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 32); v128.store(tmp, hi, 48);
+    let i1 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    s = v128.load(p2, 192);
+    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 64); v128.store(tmp, hi, 80);
+    let i2 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    s = v128.load(p3, 192);
+    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 96); v128.store(tmp, hi, 112);
+    let i3 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    i0 = i32x4.sub(i32x4.splat(0), i0); i1 = i32x4.sub(i32x4.splat(0), i1);
+    i2 = i32x4.sub(i32x4.splat(0), i2); i3 = i32x4.sub(i32x4.splat(0), i3);
+    for (let q: u32 = 0; q < 4; q++) {
+      const n = q >> 1, h = q & 1;
+      i0 = i32x4.add(i0, q6Quarter(p0, xs, n, h, tmp, tmp + 144));
+      v128.store(tmp, i0, 128);
+      i1 = i32x4.add(i1, q6Quarter(p1, xs, n, h, tmp + 32, tmp + 144));
+      v128.store(tmp, i1, 128);
+      i2 = i32x4.add(i2, q6Quarter(p2, xs, n, h, tmp + 64, tmp + 144));
+      v128.store(tmp, i2, 128);
+      i3 = i32x4.add(i3, q6Quarter(p3, xs, n, h, tmp + 96, tmp + 144));
+      v128.store(tmp, i3, 128);
+    }
+    const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
+    acc = f32x4.add(acc, f32x4.mul(isum, f32x4.mul(halves4Safe(p0, p1, p2, p3, 208), v128.load(xs, 512))));
+    p0 += 210; p1 += 210; p2 += 210; p3 += 210; xs += KS;
+  }
+  return acc;
+}
+
+/** Rows [r0, r1) of Q6_K weights w (rb bytes per row, nsb super-blocks) times the widened token xs. */
+export function decodeQ6KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void {
+  const n = r1 - r0;
+  const q: u32 = (n + 3) >> 2;
+  for (let i: u32 = 0; i < q; i++) {
+    const ra = r0 + i;
+    const p0 = w + ra * rb;
+    const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
+    const p1 = v1 ? p0 + q * rb : p0;
+    const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
+    const p3 = v3 ? p0 + q * rb * 3 : p0;
+    const acc = dot4Q6K(p0, p1, p2, p3, xs, nsb);
+    const o = out + (ra << 2);
+    v128.store32_lane(o, acc, 0);
+    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
+    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
+    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q5_K: Q4_K plus a fifth bit per value from qh (bit 2g for the low nibbles of group g, 2g+1 for
+// the high ones); same loop as dot4Q4K.
+
+/**
+ * Group g (sub-blocks 2g, 2g+1: the 32 bytes qs[32g..]) of one Q5_K row at p with the widened
+ * activations xs: levels assembled 16 bytes at a time (low nibble | qh bit 2g << 4, high nibble |
+ * qh bit 2g+1 << 4; i16x8 shifts on byte data, every result masked to its bits), widened, dotted;
+ * each sub-block's per-lane sums fit i16 (4 x 2 x 31 x 127), so the pair is narrowed and scaled
+ * by one dot_i16x8_s with its two scales (sel: lanes of the row's 8 scales at sc).
+ */
+// @ts-ignore: decorator
+@inline function q5Group(p: usize, xs: usize, g: u32, sc: usize, bar: usize): v128 {
+  const m0f = i8x16.splat(0x0f), m10 = i8x16.splat(0x10);
+  // bit b = 2g (low nibbles) or 2g+1 (high) of each qh byte moved to bit 4: shl by 4 - b or shr by b - 4
+  // (a left shift by 4 of i16 lanes would lose the high byte's bits 4..7)
+  const bl = g << 1, bh = bl + 1;
+  const upl: u32 = bl < 4 ? 4 - bl : 0, dnl: u32 = bl > 4 ? bl - 4 : 0;
+  const uph: u32 = bh < 4 ? 4 - bh : 0, dnh: u32 = bh > 4 ? bh - 4 : 0;
+  const q = p + 48 + (g << 5), x = xs + (g << 7);
+  const V0 = v128.load(q), V1 = v128.load(q, 16);
+  const H0 = v128.load(p, 16), H1 = v128.load(p, 32);
+  const lo0 = v128.or(v128.and(V0, m0f), v128.and(i16x8.shr_u(i16x8.shl(H0, upl), dnl), m10));
+  const lo1 = v128.or(v128.and(V1, m0f), v128.and(i16x8.shr_u(i16x8.shl(H1, upl), dnl), m10));
+  const pa = i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo0), v128.load(x, 0)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo0), v128.load(x, 16))),
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo1), v128.load(x, 32)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo1), v128.load(x, 48))));
+  v128.store(bar, pa);
+  const hi0 = v128.or(v128.and(i16x8.shr_u(V0, 4), m0f), v128.and(i16x8.shr_u(i16x8.shl(H0, uph), dnh), m10));
+  const hi1 = v128.or(v128.and(i16x8.shr_u(V1, 4), m0f), v128.and(i16x8.shr_u(i16x8.shl(H1, uph), dnh), m10));
+  const pb = i32x4.add(
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi0), v128.load(x, 64)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi0), v128.load(x, 80))),
+    i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi1), v128.load(x, 96)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi1), v128.load(x, 112))));
+  const sel = i8x16.add(i8x16(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3), i8x16.splat((g << 2) as i8));
+  return i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(pa, pb), i8x16.swizzle(v128.load(sc), sel));
+}
+
+/** Four Q5_K rows (may alias) with the widened token xs of nsb super-blocks (per super-block like dot4Q4K). */
+// @ts-ignore: decorator
+@inline function dot4Q5K(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
+  let acc = f32x4.splat(0);
+  const tmp = xs + nsb * KS; // min terms; barrier slot at +64; the rows' 8 scales as i16 at +128
+  for (let sb: u32 = 0; sb < nsb; sb++) {
+    let s8 = q4kScales(p0 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 128);
+    const xm = v128.load(xs, 576);
+    const m0 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p1 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 144);
+    const m1 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p2 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 160);
+    const m2 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p3 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 176);
+    const m3 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    v128.store(tmp, transposeSum(m0, m1, m2, m3), 0);
+    let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
+    for (let g: u32 = 0; g < 4; g++) {
+      i0 = i32x4.add(i0, q5Group(p0, xs, g, tmp + 128, tmp + 64));
+      v128.store(tmp, i0, 80);
+      i1 = i32x4.add(i1, q5Group(p1, xs, g, tmp + 144, tmp + 64));
+      v128.store(tmp, i1, 80);
+      i2 = i32x4.add(i2, q5Group(p2, xs, g, tmp + 160, tmp + 64));
+      v128.store(tmp, i2, 80);
+      i3 = i32x4.add(i3, q5Group(p3, xs, g, tmp + 176, tmp + 64));
+      v128.store(tmp, i3, 80);
+    }
+    const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
+    const mins = f32x4.convert_i32x4_s(v128.load(tmp));
+    const dx = v128.load(xs, 512);
+    const tt = f32x4.mul(isum, f32x4.mul(halves4Safe(p0, p1, p2, p3, 0), dx));
+    acc = f32x4.add(acc, f32x4.sub(tt, f32x4.mul(mins, f32x4.mul(halves4Safe(p0, p1, p2, p3, 2), dx))));
+    p0 += 176; p1 += 176; p2 += 176; p3 += 176; xs += KS;
+  }
+  return acc;
+}
+
+/** Rows [r0, r1) of Q5_K weights w (rb bytes per row, nsb super-blocks) times the widened token xs. */
+export function decodeQ5KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void {
+  const n = r1 - r0;
+  const q: u32 = (n + 3) >> 2;
+  for (let i: u32 = 0; i < q; i++) {
+    const ra = r0 + i;
+    const p0 = w + ra * rb;
+    const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
+    const p1 = v1 ? p0 + q * rb : p0;
+    const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
+    const p3 = v3 ? p0 + q * rb * 3 : p0;
+    const acc = dot4Q5K(p0, p1, p2, p3, xs, nsb);
+    const o = out + (ra << 2);
+    v128.store32_lane(o, acc, 0);
+    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
+    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
+    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+  }
+}
