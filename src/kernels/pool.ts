@@ -16,6 +16,7 @@ import {
   C_MAIN_WAITING, C_OP, C_SLEEPERS, C_SLEEP_REQ, ERR_BYTE, MAX_CHUNKS, N_ARGS, OP_BIND, OP_STOP,
   claimWord, runShare, takeChunks, type KernelExports,
 } from "./pool-worker.js";
+import { ModeProbe } from "./pool-adapt.js";
 
 /** A worker that has not finished its share after this long is considered dead. */
 const HANG_MS = 120_000;
@@ -36,14 +37,16 @@ export class ThreadPool {
     control: SharedArrayBuffer,
     private readonly workers: Worker[],
     private readonly ports: MessagePort[],
+    adaptive: boolean,
   ) {
+    this.probe = new ModeProbe(adaptive && threads > 1 && process.env["LLAMESH_POOL_ADAPT"] !== "0");
     this.ctrl = new Int32Array(control);
     this.args = new Float64Array(control, ARGS_BYTE, N_ARGS);
     this.errBytes = new Uint8Array(control, ERR_BYTE, CONTROL_BYTES - ERR_BYTE);
   }
 
   /** Start `threads - 1` workers (threads >= 1) and wait until they run. */
-  static async create(module: WebAssembly.Module, threads: number): Promise<ThreadPool> {
+  static async create(module: WebAssembly.Module, threads: number, adaptive = true): Promise<ThreadPool> {
     const control = new SharedArrayBuffer(CONTROL_BYTES);
     const workers: Worker[] = [];
     const ports: MessagePort[] = [];
@@ -72,7 +75,7 @@ export class ThreadPool {
       await Promise.all(workers.map((w) => w.terminate()));
       throw e;
     }
-    return new ThreadPool(module, threads, control, workers, ports);
+    return new ThreadPool(module, threads, control, workers, ports, adaptive);
   }
 
   /** Instantiate the kernels on `memory` in every thread; returns the main thread's exports. */
@@ -111,16 +114,18 @@ export class ThreadPool {
    * included, takes from a shared counter. Returns when every chunk is done; rethrows the first
    * error. BIND and STOP are broadcasts instead: every worker handles them once.
    */
-  run(op: number, id: number, args: ArrayLike<number>, chunks: number): void {
+  run(op: number, id: number, args: ArrayLike<number>, chunks: number, key = -1): void {
     if (this.closed) throw new Error("kernel thread pool is closed");
     if (this.busy) throw new Error("kernel thread pool: re-entrant dispatch");
     const broadcast = op === OP_BIND || op === OP_STOP;
     const k = this.instances[id];
     if (k === undefined && !broadcast) throw new Error(`kernel thread pool: arena ${id} was released`);
     const n = Math.min(MAX_CHUNKS, Math.max(1, Math.floor(chunks)));
-    if ((n <= 1 || this.workers.length === 0) && !broadcast) {
+    if ((n <= 1 || this.workers.length === 0 || this.probe.solo) && !broadcast) {
+      const t0 = performance.now();
       for (let i = 0; i < args.length; i++) this.args[i] = args[i]!;
-      for (let c = 0; c < n; c++) runShare(k!, op, this.args, c, n, 0);
+      runShare(k!, op, this.args, 0, 1, 0);
+      if (key >= 0 && n > 1) this.probe.record(key, performance.now() - t0);
       return;
     }
     const ctrl = this.ctrl;
@@ -136,10 +141,10 @@ export class ThreadPool {
       // Published last: from here on any thread may take a chunk.
       Atomics.store(ctrl, C_CLAIM, claimWord(gen, broadcast ? 0 : n));
       if (Atomics.load(ctrl, C_SLEEPERS) > 0) Atomics.notify(ctrl, C_GEN);
+      const t0 = performance.now();
       if (broadcast) {
         this.await(C_ACKS, this.workers.length, op, 0);
       } else {
-        const t0 = performance.now();
         const ran = takeChunks(ctrl, this.args, this.errBytes, this.instances, 0);
         // Spin about as long as a chunk takes (the other threads' last chunks are at most that far
         // from done unless their thread was preempted), then sleep: a waiting thread that yields
@@ -147,6 +152,7 @@ export class ThreadPool {
         const perChunk = ran > 0 ? (performance.now() - t0) / ran : 0.2;
         this.await(C_DONE, n, op, Math.min(2, 0.02 + 1.5 * perChunk));
       }
+      if (key >= 0 && !broadcast) this.probe.record(key, performance.now() - t0);
       if (Atomics.load(ctrl, C_ERR) !== 0) {
         const len = Atomics.load(ctrl, C_ERR_LEN);
         const msg = new TextDecoder().decode(this.errBytes.slice(0, len));
@@ -186,6 +192,8 @@ export class ThreadPool {
 
   /** Times the main thread went to sleep waiting for the other threads (for benchmarks). */
   sleeps = 0;
+  /** Decides when the helpers are worth it (pool-adapt.ts); off with LLAMESH_POOL_ADAPT=0. */
+  readonly probe: ModeProbe;
 
   /** Let the workers sleep now (between tokens) instead of spinning for SPIN_MS. */
   idle(): void {

@@ -159,7 +159,8 @@ export class WasmBackend implements KernelBackend {
       warmUpKernels(module);
     }
     warmUpKernels(module);
-    return new WasmBackend(await ThreadPool.create(module, n), n, opts.alwaysSplit ?? false);
+    // alwaysSplit (tests) keeps every job on all threads: no switching to the main thread alone
+    return new WasmBackend(await ThreadPool.create(module, n, !opts.alwaysSplit), n, opts.alwaysSplit ?? false);
   }
 
   private readonly ids = new Map<WebAssembly.Memory, number>();
@@ -242,6 +243,13 @@ export class WasmKernels implements Kernels {
     this.pool.run(op, this.arenaId, args.subarray(0, a.length), shares);
   }
 
+  /** A matmul, with its shape as the key under which the pool times it (pool-adapt.ts). */
+  private dispatchMatmul(chunks: number, type: number, out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void {
+    const a = this.args;
+    a[0] = type; a[1] = out; a[2] = w; a[3] = x; a[4] = rows; a[5] = cols; a[6] = nTok; a[7] = this.scratch; a[8] = this.scratchBytes;
+    this.pool.run(OP_MATMUL, this.arenaId, a.subarray(0, 9), chunks, ((rows * 65536 + cols / 32) * 64 + Math.min(nTok, 63)) * 64 + type);
+  }
+
   quantizeAct(act: ActType, dst: Ptr, src: Ptr, n: number): void {
     const info = typeInfo(act);
     this.count(`quantizeAct ${act}`, n, info.blockValues);
@@ -269,7 +277,7 @@ export class WasmKernels implements Kernels {
     this.check(`matmul ${type} x`, x, nTok * rowBytes(actTypeOf(type), cols));
     const macs = rows * cols * nTok;
     if (this.threads > 1 && rows >= 8 * this.splitScale && macs >= MIN_SPLIT_MACS * this.splitScale) {
-      this.dispatch(OP_MATMUL, this.chunks(Math.ceil(rows / 4), macs, MIN_CHUNK_MACS), info.ggmlId, out, w, x, rows, cols, nTok, this.scratch, this.scratchBytes);
+      this.dispatchMatmul(this.chunks(Math.ceil(rows / 4), macs, MIN_CHUNK_MACS), info.ggmlId, out, w, x, rows, cols, nTok);
     } else {
       this.k.matmul(info.ggmlId, out, w, x, rows, cols, nTok, 0, rows, this.scratch, this.scratchBytes);
     }
