@@ -10,11 +10,14 @@
  * alone), and now and then one runs in the other ("a probe"). A probe whose jobs took less time
  * than the chosen mode's recent times for the same keys (an average per key) switches the mode;
  * a probe that loses doubles the wait before the next (up to MAX_PROBE epochs, about a second of
- * decode), so on a quiet machine probing costs about 1%.
+ * decode), so on a quiet machine probing costs about 1%. An epoch on all threads that took longer
+ * than the main thread alone would have at its own pace (its time per chunk x chunks, which the
+ * pool passes along) brings the next probe forward to the next epoch: a short prompt (stories260K's
+ * 81 tokens are 35 matmuls) is mostly run alone once another program is found busy.
  */
-const EPOCH = 48;
-const FIRST_PROBE = 2;
-const MAX_PROBE = 64;
+const EPOCH = 16;
+const FIRST_PROBE = 4;
+const MAX_PROBE = 192;
 /** A probe must beat the chosen mode by this factor (noise between epochs is a few %). */
 const MARGIN = 0.95;
 const ALPHA = 0.25;
@@ -30,6 +33,9 @@ export class ModeProbe {
   private nextProbe = FIRST_PROBE;
   private sumProbe = 0;
   private sumChosen = 0;
+  /** This epoch (all threads, chosen): job times, and the main thread's estimate of them alone. */
+  private sumAll = 0;
+  private sumAloneEstimate = 0;
   /** Per key: average ms per job [all threads, alone] (NaN: not seen yet). */
   private readonly avg = new Map<number, [number, number]>();
   /** Epochs run alone and probes that switched the mode (for benchmarks and tests). */
@@ -43,9 +49,16 @@ export class ModeProbe {
     return this.enabled && this.current;
   }
 
-  /** A keyed job of the current mode took `ms`. */
-  record(key: number, ms: number): void {
+  /**
+   * A keyed job of the current mode took `ms`; on all threads, `aloneMs` estimates it on the main
+   * thread alone (NaN if unknown).
+   */
+  record(key: number, ms: number, aloneMs = Number.NaN): void {
     if (!this.enabled) return;
+    if (!this.current && !this.chosen && !Number.isNaN(aloneMs)) {
+      this.sumAll += ms;
+      this.sumAloneEstimate += aloneMs;
+    }
     let a = this.avg.get(key);
     if (a === undefined) this.avg.set(key, (a = [Number.NaN, Number.NaN]));
     const i = this.current ? 1 : 0;
@@ -74,7 +87,10 @@ export class ModeProbe {
       }
       this.nextProbe = this.epochs + this.probeEvery;
       this.sumProbe = this.sumChosen = 0;
+    } else if (this.sumAloneEstimate > 0 && this.sumAll > this.sumAloneEstimate) {
+      this.nextProbe = this.epochs;
     }
+    this.sumAll = this.sumAloneEstimate = 0;
     this.current = this.epochs >= this.nextProbe ? !this.chosen : this.chosen;
   }
 }

@@ -151,8 +151,8 @@ export class ThreadPool {
         // its core lets the scheduler run the preempted one there.
         const perChunk = ran > 0 ? (performance.now() - t0) / ran : 0.2;
         this.await(C_DONE, n, op, Math.min(2, 0.02 + 1.5 * perChunk));
+        if (key >= 0) this.probe.record(key, performance.now() - t0, ran > 0 ? perChunk * n : Number.NaN);
       }
-      if (key >= 0 && !broadcast) this.probe.record(key, performance.now() - t0);
       if (Atomics.load(ctrl, C_ERR) !== 0) {
         const len = Atomics.load(ctrl, C_ERR_LEN);
         const msg = new TextDecoder().decode(this.errBytes.slice(0, len));

@@ -45,3 +45,24 @@ test("a small difference (noise) does not switch; disabled never goes alone", ()
   const off = new ModeProbe(false);
   assert.equal(drive(off, 48 * 50, 2, 1), 0);
 });
+
+test("all threads slower than the main thread's own pace: the probe comes at once (a short prompt runs mostly alone)", () => {
+  const p = new ModeProbe(true);
+  let alone = 0;
+  for (let i = 0; i < 16 * 3; i++) {
+    const key = i % 7;
+    if (p.solo) alone++;
+    if (p.solo) p.record(key, 1);
+    else p.record(key, 3, 1.2); // the job took 3 ms; alone, at its pace, the main thread needs 1.2
+  }
+  assert.equal(p.switches, 1, "switched after one epoch on all threads and one probe");
+  assert.equal(alone, 16 * 2);
+  // on a quiet machine the estimate is above the job time: no early probe
+  const q = new ModeProbe(true);
+  let probes = 0;
+  for (let i = 0; i < 16 * 4; i++) {
+    if (q.solo) probes++;
+    q.record(i % 7, q.solo ? 1.8 : 1, 1.9);
+  }
+  assert.equal(probes, 0);
+});
