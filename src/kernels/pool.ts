@@ -206,6 +206,10 @@ export class ThreadPool {
   }
 
   async close(): Promise<void> {
+    if (process.env["LLAMESH_POOL_DEBUG"]) {
+      const p = this.probe;
+      process.stderr.write(`pool: ${p.switches} switches, ${p.soloEpochs} of ${p.epochCount} epochs alone, main slept ${this.sleeps} times\n`);
+    }
     if (this.closed && this.workers.length === 0) return;
     if (!this.closed && this.workers.length > 0) {
       try {
