@@ -21,8 +21,8 @@ const PROBE_EPOCH = 8;
 /** The first probe comes right after the first epoch: a prompt is a few epochs long. */
 const FIRST_PROBE = 1;
 const MAX_PROBE = 192;
-/** A probe must beat the chosen mode by this factor: on a shared VM, epochs vary by 10% and more (at 0.95, a quiet run switched 8-12 times in 32 tokens); a busy core costs far more. */
-const MARGIN = 0.85;
+/** A probe must beat the chosen mode by this factor: on a shared VM epochs vary by 10% and more (at 0.95 a quiet run switched 4-12 times in 32 tokens; at 0.85 the prompt under load rarely switched in time). */
+const MARGIN = 0.9;
 const ALPHA = 0.25;
 
 export class ModeProbe {
