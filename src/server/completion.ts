@@ -115,12 +115,15 @@ export async function complete(ctx: CompletionContext, req: http.IncomingMessage
   const stream = new TextStream(ctx.model.tokenizer);
   const filter = new StopFilter(p.stop);
   let job: ReturnType<Scheduler["submit"]>;
+  let made = 0;
+  let goneAt = -1;
   try {
     job = ctx.scheduler.submit({
       prompt: ids,
       maxTokens,
       sampler: new Sampler({ temperature: p.temperature, topP: p.topP, topK: p.topK, seed: p.seed }),
       onToken: (tok) => {
+        made++;
         answer.emit(filter.push(stream.push(tok)));
         return filter.stopped;
       },
@@ -130,21 +133,24 @@ export async function complete(ctx: CompletionContext, req: http.IncomingMessage
     throw e;
   }
   res.on("close", () => {
-    if (!res.writableFinished) job.cancel();
+    if (res.writableFinished) return;
+    goneAt = made;
+    job.cancel();
   });
   answer.start();
   // a failed step (a cluster with no worker left) fails the request, not the server
   const r = await job.done.catch((e: unknown) => {
     throw new HttpError(503, `the model failed: ${e instanceof Error ? e.message : String(e)}`, "unavailable_error", { "retry-after": "5" });
   });
-  finishAnswer(ctx, req, answer, filter, stream, r);
+  finishAnswer(ctx, req, answer, filter, stream, r, goneAt);
 }
 
-function finishAnswer(ctx: CompletionContext, req: http.IncomingMessage, answer: Answer, filter: StopFilter, stream: TextStream, r: JobResult): void {
+/** Log the request and write the end of its answer; `goneAt`: tokens made when the client went away (-1: it stayed). */
+function finishAnswer(ctx: CompletionContext, req: http.IncomingMessage, answer: Answer, filter: StopFilter, stream: TextStream, r: JobResult, goneAt: number): void {
   const gone = r.stop === "cancelled";
   ctx.log?.(
     `${req.method} ${req.url}: ${r.promptTokens} prompt tokens (${r.cachedTokens} cached), ${r.tokens.length} generated (${r.stop}); queued ${(r.queueMs / 1000).toFixed(2)} s, ` +
-      `first token ${(r.firstTokenMs / 1000).toFixed(2)} s, total ${(r.totalMs / 1000).toFixed(2)} s${gone ? ", client gone" : ""}`,
+      `first token ${(r.firstTokenMs / 1000).toFixed(2)} s, total ${(r.totalMs / 1000).toFixed(2)} s${goneAt >= 0 ? `, client gone after ${goneAt} tokens` : ""}`,
   );
   if (gone) return;
   answer.emit(filter.push(stream.end()));
