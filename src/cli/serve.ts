@@ -114,7 +114,8 @@ export async function serveCommand(argv: readonly string[], command = "llamesh s
   server.requestTimeout = api.requestTimeout;
   server.keepAliveTimeout = api.keepAliveTimeout;
   const addr = server.address() as { address: string; port: number };
-  log(`Serving ${name} on http://${addr.address}:${addr.port}/ (chat page) and /v1 (POST /v1/completions, /v1/chat/completions; GET /v1/models, /health, /metrics): ${parallel} slot${parallel === 1 ? "" : "s"} of ${model.seqLen} positions${apiKey ? ", API key required" : ""}`);
+  const at = `http://${addr.address}:${addr.port}`;
+  log(`Serving ${name} on ${at}/v1 (POST /v1/completions, /v1/chat/completions; GET /v1/models, /health, /metrics), chat page at ${at}/: ${parallel} slot${parallel === 1 ? "" : "s"} of ${model.seqLen} positions${apiKey ? ", API key required" : ""}`);
   process.stdout.write(`listening ${addr.address}:${addr.port}\n`);
   const stop = (): void => {
     server.close();
