@@ -43,6 +43,13 @@ export class Metrics {
       family("llamesh_steps_total", "counter", "Forward passes (each over every active slot).", [[{}, s.steps]]),
       family("llamesh_step_seconds_total", "counter", "Time spent in forward passes.", [[{}, s.stepMs / 1000]]),
     ];
+    const mem = process.memoryUsage();
+    out.push(
+      family("process_resident_memory_bytes", "gauge", "Resident memory of the server process.", [[{}, mem.rss]]),
+      family("nodejs_heap_used_bytes", "gauge", "JavaScript heap in use.", [[{}, mem.heapUsed]]),
+      family("nodejs_heap_total_bytes", "gauge", "JavaScript heap reserved.", [[{}, mem.heapTotal]]),
+      family("nodejs_external_memory_bytes", "gauge", "Memory of buffers and WebAssembly outside the heap.", [[{}, mem.external]]),
+    );
     if (cluster) out.push(...clusterFamilies(cluster.stats, cluster.health));
     return out.join("\n") + "\n";
   }
