@@ -1,0 +1,174 @@
+/**
+ * `llamesh bench serve [model] [--streams 1,8] [-n N] [--runs R] [-t T]`: a load generator for
+ * `llamesh serve`. It starts the server on the model (default: the TinyLlama 1.1B-shape synthetic
+ * GGUF of `bench synth --shape 1b`) with as many slots as the largest stream count, then, R times
+ * in alternation, runs bin/client alone on the same model (its decode tok/s, the reference for
+ * one stream) and each stream count: N concurrent greedy streams with fixed prompts, each asking
+ * for n tokens. Per run: aggregate tok/s (every stream's tokens over the wall time), per-stream
+ * decode tok/s (tokens after the first over the time after the first), time to first token and
+ * queue time (the server's log). Prints best and median of the runs.
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import * as path from "node:path";
+import { LlameshError } from "../src/core/errors.js";
+import { benchSynth } from "./synth.js";
+
+export interface ServeBenchOptions {
+  model?: string;
+  threads: number;
+  streams: number[];
+  n: number;
+  runs: number;
+  log: (line: string) => void;
+}
+
+const PROMPTS = [
+  "Once upon a time, in a small village by the sea,",
+  "The history of the printing press begins",
+  "Here is a recipe for bread:",
+  "In 1969, the first people to walk on the moon",
+  "The weather today is",
+  "A list of the largest cities in Europe:",
+  "Dear friend, I am writing to tell you",
+  "The rules of chess are simple:",
+];
+
+interface StreamRun {
+  tokens: number;
+  firstMs: number;
+  decodeTokPerS: number;
+}
+
+interface LoadRun {
+  streams: number;
+  aggregate: number;
+  perStream: number;
+  ttftMs: number;
+  queueMs: number;
+  tokens: number;
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+
+/** Start `llamesh serve` on a free port; resolves with its address once it is listening. */
+async function startServer(model: string, threads: number, slots: number, ctx: number): Promise<{ base: string; child: ChildProcess; stderr: () => string }> {
+  const bin = path.resolve("bin", "llamesh");
+  const child = spawn(process.execPath, [bin, "serve", model, "--port", "0", "-t", String(threads), "--parallel", String(slots), "--slot-ctx", String(ctx)], { stdio: ["ignore", "pipe", "pipe"] });
+  let err = "";
+  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = "";
+    child.stdout!.on("data", (d: Buffer) => {
+      out += d.toString();
+      const m = /listening [^\s]*:(\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    child.on("exit", (code) => reject(new LlameshError(`bench serve: llamesh serve exited (${code}): ${err.trim().split("\n").at(-1)}`)));
+  });
+  return { base: `http://127.0.0.1:${port}`, child, stderr: () => err };
+}
+
+/** One greedy stream: its tokens (from the usage chunk), time to its first token, decode rate after it. */
+async function oneStream(base: string, prompt: string, n: number): Promise<StreamRun> {
+  const t0 = performance.now();
+  const r = await fetch(`${base}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ prompt, max_tokens: n, temperature: 0, stream: true, stream_options: { include_usage: true } }),
+  });
+  if (r.status !== 200) throw new LlameshError(`bench serve: HTTP ${r.status}: ${await r.text()}`);
+  const reader = r.body!.getReader();
+  const dec = new TextDecoder();
+  let buf = "";
+  let first = 0;
+  let last = 0;
+  let tokens = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += dec.decode(value, { stream: true });
+    let i: number;
+    while ((i = buf.indexOf("\n\n")) >= 0) {
+      const ev = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      if (!ev.startsWith("data: {")) continue;
+      const j = JSON.parse(ev.slice(6)) as { choices: { text?: string }[]; usage?: { completion_tokens: number } };
+      if (j.usage) tokens = j.usage.completion_tokens;
+      else if (j.choices[0]?.text) {
+        if (!first) first = performance.now();
+        last = performance.now();
+      }
+    }
+  }
+  return { tokens, firstMs: first - t0, decodeTokPerS: tokens > 1 && last > first ? ((tokens - 1) * 1000) / (last - first) : 0 };
+}
+
+/** `streams` concurrent streams; queue times from the server log lines they add. */
+async function load(srv: { base: string; stderr: () => string }, streams: number, n: number): Promise<LoadRun> {
+  const logStart = srv.stderr().length;
+  const t0 = performance.now();
+  const runs = await Promise.all(Array.from({ length: streams }, (_, i) => oneStream(srv.base, PROMPTS[i % PROMPTS.length]!, n)));
+  const wall = performance.now() - t0;
+  await new Promise((r) => setTimeout(r, 50)); // the log lines follow the last event
+  const queued = [...srv.stderr().slice(logStart).matchAll(/queued ([\d.]+) s/g)].map((m) => Number(m[1]) * 1000);
+  const tokens = runs.reduce((s, r) => s + r.tokens, 0);
+  return {
+    streams,
+    aggregate: (tokens * 1000) / wall,
+    perStream: median(runs.map((r) => r.decodeTokPerS)),
+    ttftMs: median(runs.map((r) => r.firstMs)),
+    queueMs: queued.length ? median(queued) : 0,
+    tokens,
+  };
+}
+
+/** bin/client's decode tok/s on the same model, prompt and context. */
+function clientSpeed(model: string, threads: number, n: number, ctx: number): number {
+  const r = spawnSync(process.execPath, [path.resolve("bin", "client"), model, "-n", String(n), "-t", String(threads), "-c", String(ctx), "--temp", "0", "-i", PROMPTS[0]!], { encoding: "utf8" });
+  const m = /Speed: ([\d.]+) tok\/s/.exec(r.stderr);
+  if (!m) throw new LlameshError(`bench serve: bin/client gave no speed (exit ${r.status}): ${r.stderr.trim().split("\n").at(-1)}`);
+  return Number(m[1]);
+}
+
+export async function benchServe(opts: ServeBenchOptions): Promise<void> {
+  const model = opts.model ?? (await benchSynth({ shape: "1b", log: opts.log })).gguf!;
+  const ctx = Math.max(256, 2 * (opts.n + 32));
+  const slots = Math.max(...opts.streams);
+  opts.log(`bench serve: ${model}, ${opts.threads} threads, ${slots} slots of ${ctx} positions, ${opts.n} tokens per stream, ${opts.runs} runs alternating bin/client and ${opts.streams.join(", ")} streams`);
+  const srv = await startServer(model, opts.threads, slots, ctx);
+  const client: number[] = [];
+  const byStreams = new Map<number, LoadRun[]>(opts.streams.map((s) => [s, []]));
+  try {
+    await load(srv, 1, 8); // warm up: first-use costs out of the figures
+    for (let run = 0; run < opts.runs; run++) {
+      client.push(clientSpeed(model, opts.threads, opts.n, ctx));
+      opts.log(`  run ${run + 1}: bin/client ${client.at(-1)!.toFixed(2)} tok/s`);
+      for (const s of opts.streams) {
+        const r = await load(srv, s, opts.n);
+        byStreams.get(s)!.push(r);
+        opts.log(`  run ${run + 1}: ${s} stream${s === 1 ? "" : "s"}: ${r.aggregate.toFixed(2)} tok/s aggregate, ${r.perStream.toFixed(2)} per stream, ttft ${r.ttftMs.toFixed(0)} ms, queue ${r.queueMs.toFixed(0)} ms, ${r.tokens} tokens`);
+      }
+    }
+  } finally {
+    srv.child.kill("SIGTERM");
+  }
+  printTable(client, byStreams, opts.streams);
+}
+
+function printTable(client: number[], byStreams: Map<number, LoadRun[]>, streams: number[]): void {
+  const one = byStreams.get(Math.min(...streams))!;
+  const base = Math.max(...one.map((r) => r.aggregate));
+  const rows = [
+    "| streams | aggregate tok/s (best / median) | per-stream tok/s (median) | time to first token (median) | queue (median) | vs 1 stream |",
+    "|---:|---:|---:|---:|---:|---:|",
+    ...streams.map((s) => {
+      const rs = byStreams.get(s)!;
+      const agg = rs.map((r) => r.aggregate);
+      return `| ${s} | ${Math.max(...agg).toFixed(2)} / ${median(agg).toFixed(2)} | ${median(rs.map((r) => r.perStream)).toFixed(2)} | ${median(rs.map((r) => r.ttftMs)).toFixed(0)} ms | ${median(rs.map((r) => r.queueMs)).toFixed(0)} ms | ${(Math.max(...agg) / base).toFixed(2)}x |`;
+    }),
+    `| bin/client | ${Math.max(...client).toFixed(2)} / ${median(client).toFixed(2)} | | | | ${(Math.max(...client) / base).toFixed(2)}x |`,
+  ];
+  const decode1 = median(one.map((r) => r.perStream));
+  rows.push("", `1 stream's decode ${decode1.toFixed(2)} tok/s vs bin/client's ${median(client).toFixed(2)} (medians): ${((decode1 / median(client)) * 100).toFixed(1)}%`);
+  process.stdout.write(rows.join("\n") + "\n");
+}
