@@ -8,7 +8,6 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { after } from "node:test";
 import { authProof, newNonce } from "../../src/cluster/auth.js";
 import { modelFingerprint } from "../../src/cluster/cache.js";
 import type { Limits } from "../../src/cluster/limits.js";
@@ -40,8 +39,9 @@ export interface ChildWorker {
   stop: () => Promise<void>;
 }
 
+// (not node:test's after(): bench/fuzz.ts uses this kit outside the test runner)
 const live = new Set<ChildProcess>();
-after(() => {
+process.once("exit", () => {
   for (const c of live) c.kill("SIGKILL");
 });
 
