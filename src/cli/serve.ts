@@ -77,7 +77,7 @@ export async function serveCommand(argv: readonly string[], command = "llamesh s
 
   // Bound first, answering 503 until the API (which needs the model) takes over.
   let api: http.Server | null = null;
-  const server = http.createServer((req, res) => {
+  const server = http.createServer({ connectionsCheckingInterval: 1000 }, (req, res) => {
     if (api) {
       api.emit("request", req, res);
       return;

@@ -85,7 +85,8 @@ export function createApiServer(opts: ServerOptions): http.Server {
     }
   };
 
-  const server = http.createServer((req, res) => {
+  // timeouts are checked every second (Node's default: every 30 s)
+  const server = http.createServer({ connectionsCheckingInterval: 1000 }, (req, res) => {
     const url = (req.url ?? "/").split("?")[0]!;
     res.on("finish", () => metrics.request(ROUTES.includes(url) ? url : "other", res.statusCode));
     route(req, res, url).catch((e: unknown) => fail(req, res, url, e, opts.log));

@@ -116,7 +116,7 @@ export class Scheduler {
   /** Mean time a job held its slot (ms), for Retry-After. */
   private meanJobMs = 1000;
 
-  constructor(private readonly model: LoadedModel, private readonly eosIds: readonly number[], opts: SchedulerOptions = {}) {
+  constructor(private readonly model: LoadedModel, private readonly eosIds: readonly number[], private readonly opts: SchedulerOptions = {}) {
     this.slots = Array.from({ length: model.slots }, (_, index) => ({ index, held: [], job: null, freedAt: 0 }));
     this.maxQueue = opts.maxQueue ?? 32;
   }
@@ -249,7 +249,14 @@ export class Scheduler {
     if (j.cancelled) return this.release(s, "cancelled");
     j.out.push(tok);
     this.counters.generatedTokens++;
-    const stop = j.req.onToken(tok);
+    let stop: boolean;
+    try {
+      stop = j.req.onToken(tok);
+    } catch (e) {
+      // the request's writer failed (its socket, say): end that job, not the loop serving the others
+      this.opts.log?.(`a request's token handler failed: ${e instanceof Error ? e.message : String(e)}`);
+      return this.release(s, "cancelled");
+    }
     if (stop) return this.release(s, "stopped");
     // the next step would feed this token at position held.length
     if (j.out.length >= j.req.maxTokens || s.held.length >= this.model.seqLen) return this.release(s, "length");

@@ -4,10 +4,12 @@
  * uncached run; the queue limit (503 + Retry-After), the body limit (413), API keys (401, /health
  * and the page open); dropped queued requests never run; the official `openai` client streams 4
  * requests at once; stream usage; n and logprobs rejected by name; /metrics in Prometheus text;
- * a long prompt is tokenized off the event loop and gives the main thread's ids.
+ * a long prompt is tokenized off the event loop and gives the main thread's ids; a client that
+ * never finishes its headers is cut off (408).
  */
 import { test, after, before } from "node:test";
 import assert from "node:assert/strict";
+import * as net from "node:net";
 import OpenAI from "openai";
 import { createBackend } from "../../src/kernels/backend.js";
 import { openModel, type LoadedModel } from "../../src/engine/open.js";
@@ -96,6 +98,24 @@ test("body limit: 413 from Content-Length or while reading a chunked body; the s
     const rc = await fetch(`${s.base}/v1/completions`, { method: "POST", body: chunks, duplex: "half" } as RequestInit);
     assert.equal(rc.status, 413);
     assert.equal((await post(s.base, "/v1/completions", { prompt: PROMPT, max_tokens: 3 })).status, 200);
+  } finally {
+    await s.close();
+  }
+});
+
+test("header timeout: a client that never finishes its headers is cut off", { skip }, async () => {
+  const s = await serve(model, { limits: { headersTimeoutMs: 300 } });
+  try {
+    const sock = net.connect(Number(new URL(s.base).port), "127.0.0.1");
+    await new Promise((r) => sock.once("connect", r));
+    sock.write("POST /v1/completions HTTP/1.1\r\nHost: x\r\n"); // and nothing more
+    const t0 = performance.now();
+    let reply = "";
+    sock.on("data", (d) => (reply += d.toString()));
+    await new Promise((r) => sock.once("close", r));
+    const ms = performance.now() - t0;
+    assert.ok(ms < 2500, `closed after ${ms.toFixed(0)} ms`);
+    assert.match(reply, /^HTTP\/1\.1 408/);
   } finally {
     await s.close();
   }
