@@ -30,6 +30,6 @@ const rl = readline.createInterface({ input: process.stdin });
 rl.on("line", (line) => {
   if (line.trim() !== "stats") return;
   const m = process.memoryUsage();
-  process.stdout.write(JSON.stringify({ counters: server.counters, rss: m.rss, heapUsed: m.heapUsed, connections: server.connections }) + "\n");
+  process.stdout.write(JSON.stringify({ counters: server.counters, rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, connections: server.connections, arenas: backend.boundArenas }) + "\n");
 });
 rl.on("close", () => void server.close().then(() => process.exit(0)));
