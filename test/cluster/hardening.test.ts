@@ -59,7 +59,7 @@ function assertQuietLog(w: ChildWorker, marker: string): void {
   }
 }
 
-test("huge sizes in SETUP are refused before any allocation, in one line without the input; --model pins the config", { skip }, async () => {
+test("huge sizes in SETUP are refused before any allocation, in one line without the input; --model pins the config", { skip }, async (t) => {
   const m = modelFacts(STORIES);
   const w = await childWorker({ limits: { maxMemoryBytes: 2e9 } });
   const rss0 = w.rss();
@@ -92,6 +92,7 @@ test("huge sizes in SETUP are refused before any allocation, in one line without
   assert.match(fmsg, /model fingerprint is malformed/);
   assert.ok(!fmsg.includes("xxxxxxxx"));
   const grown = w.rss() - rss0;
+  t.diagnostic(`worker RSS +${(grown / MB).toFixed(1)} MB`);
   assert.ok(grown < 150 * MB, `worker RSS grew ${(grown / MB).toFixed(0)} MB (bound 150 MB)`);
   assertQuietLog(w, "xxxxxxxx");
   c.close();
@@ -122,7 +123,7 @@ function announce(len: number, send: number): Buffer {
 }
 
 for (const secret of [undefined, SECRET]) {
-  test(`before authentication${secret ? " (inside the TLS tunnel)" : ""}: frames of at most 64 KiB, a handshake deadline, a cap on connections`, { skip }, async () => {
+  test(`before authentication${secret ? " (inside the TLS tunnel)" : ""}: frames of at most 64 KiB, a handshake deadline, a cap on connections`, { skip }, async (t) => {
     const w = await childWorker({ secret, limits: { handshakeDeadlineMs: 800 } });
     const rss0 = w.rss();
     // 24 connections announcing 60 MB frames and sending 1 MB each: refused at the header, closed
@@ -133,6 +134,7 @@ for (const secret of [undefined, SECRET]) {
       await c.closed;
     }
     const grown = w.rss() - rss0;
+    t.diagnostic(`worker RSS +${(grown / MB).toFixed(1)} MB`);
     assert.ok(grown < 64 * MB, `worker RSS grew ${(grown / MB).toFixed(0)} MB for 24 MB sent (bound 64 MB)`);
     // silent connections (a TLS tunnel without a HELLO, or not even a first byte) are closed at the deadline
     const silent = await rawConn(w.port, secret);
@@ -153,7 +155,36 @@ for (const secret of [undefined, SECRET]) {
   });
 }
 
-test("replies a peer never reads are not buffered; errors and log lines are bounded", { skip }, async () => {
+test("after the handshake: JSON frames at most 1 MB, frames in progress bounded across all connections", { skip }, async (t) => {
+  const m = modelFacts(STORIES);
+  const w = await childWorker();
+  const rss0 = w.rss();
+  const c = await rawConn(w.port);
+  await hello(c, m.fingerprint);
+  c.send(encodeFrame(MSG.SETUP, 2, JSON.stringify({ pad: "x".repeat(2 * MB) })));
+  assert.match(errorOf(await c.next()), /frame body of \d+ bytes exceeds the 1048576-byte maximum/);
+  // 8 sessions (no secret: anyone can open one) each announce a 60 MB STEP and send 40 MB of it
+  const conns = await Promise.all(Array.from({ length: 8 }, () => rawConn(w.port)));
+  for (const d of conns) await hello(d, m.fingerprint);
+  const part = Buffer.alloc(40 * MB, 1);
+  for (const d of conns) {
+    const h = announce(60 * MB, 0);
+    h.writeUInt16LE(MSG.STEP, 6);
+    d.send(Buffer.concat([h, part]));
+  }
+  await sleep(1500);
+  const st = await w.stats();
+  assert.ok(st.counters["connectionsClosed"]! >= 2, `${st.counters["connectionsClosed"]} closed: 320 MB in progress is over the 256 MB bound`);
+  const grown = w.rss() - rss0;
+  t.diagnostic(`worker RSS +${(grown / MB).toFixed(1)} MB`);
+  assert.ok(grown < 400 * MB, `worker RSS grew ${(grown / MB).toFixed(0)} MB for 320 MB of unfinished frames (bound 400 MB)`);
+  conns.forEach((d) => d.close());
+  c.close();
+  await stillServes(w);
+  await w.stop();
+});
+
+test("replies a peer never reads are not buffered; errors and log lines are bounded", { skip }, async (t) => {
   const w = await childWorker();
   const rss0 = w.rss();
   // 16 MB of PING frames from a peer that never reads its PONGs
@@ -168,6 +199,7 @@ test("replies a peer never reads are not buffered; errors and log lines are boun
   let st = await w.stats();
   assert.ok(st.counters["connectionsClosed"]! >= 1, "the peer that does not read was closed");
   const grown = w.rss() - rss0;
+  t.diagnostic(`worker RSS +${(grown / MB).toFixed(1)} MB`);
   assert.ok(grown < 96 * MB, `worker RSS grew ${(grown / MB).toFixed(0)} MB for 16 MB of unread replies (bound 96 MB)`);
   c.close();
   // 16 MB of tiny bad frames: the connection is closed after 64 errors, and the log stays short
@@ -184,7 +216,7 @@ test("replies a peer never reads are not buffered; errors and log lines are boun
   await w.stop();
 });
 
-test("idle sessions are closed; a session that pings stays", { skip }, async () => {
+test("idle sessions are closed; a session that pings stays", { skip }, async (t) => {
   const m = modelFacts(STORIES);
   const w = await childWorker({ limits: { idleTimeoutMs: 800 } });
   const idle = await rawConn(w.port);
@@ -220,7 +252,7 @@ function listener(onConn: (s: net.Socket) => void = () => undefined): Promise<{ 
   });
 }
 
-test("mesh member lists are bounded before any dial; a failed link tells nothing of what listens there", { skip }, async () => {
+test("mesh member lists are bounded before any dial; a failed link tells nothing of what listens there", { skip }, async (t) => {
   const m = modelFacts(STORIES);
   const w = await childWorker({ model: STORIES, limits: { peerConnectMs: 1000 } });
   const probe = await listener();
@@ -258,7 +290,7 @@ test("mesh member lists are bounded before any dial; a failed link tells nothing
   await w.stop();
 });
 
-test("an authenticated peer sending sums for future steps is refused and closed, not buffered", { skip }, async () => {
+test("an authenticated peer sending sums for future steps is refused and closed, not buffered", { skip }, async (t) => {
   const m = modelFacts(STORIES);
   const w = await childWorker({ model: STORIES, secret: SECRET });
   const rss0 = w.rss();
@@ -282,6 +314,7 @@ test("an authenticated peer sending sums for future steps is refused and closed,
   assert.match(errorOf(await p.next()), /partial sums already wait to be used \(at most 24\)/);
   await p.closed;
   const grown = w.rss() - rss0;
+  t.diagnostic(`worker RSS +${(grown / MB).toFixed(1)} MB`);
   assert.ok(grown < 64 * MB, `worker RSS grew ${(grown / MB).toFixed(0)} MB (bound 64 MB)`);
   c.close();
   big.close();
@@ -326,7 +359,7 @@ function tamperingRelay(port: number, spare: number): Promise<{ port: number; fl
   });
 }
 
-test("a relay that changes bytes of the encrypted stream: the client fails with an integrity error, never prints forged text", { skip }, async () => {
+test("a relay that changes bytes of the encrypted stream: the client fails with an integrity error, never prints forged text", { skip }, async (t) => {
   const w = await childWorker({ secret: SECRET });
   const relay = await tamperingRelay(w.port, 3);
   const expected = await greedy(await openModel(STORIES, { backend, maxSeqLen: 64 }), "Once upon a time", 20);
