@@ -46,7 +46,7 @@ process.once("exit", () => {
 });
 
 /** Start hardening-worker.js in a child process. */
-export function childWorker(opts: { secret?: string; model?: string; limits?: Partial<Limits> } = {}): Promise<ChildWorker> {
+export function childWorker(opts: { secret?: string; model?: string; limits?: Partial<Limits>; encrypt?: boolean } = {}): Promise<ChildWorker> {
   const script = path.join(path.dirname(fileURLToPath(import.meta.url)), "hardening-worker.js");
   const child = spawn(process.execPath, [script, JSON.stringify({ ...opts, cacheDir: tempDir("llamesh-harden-cache-") })], { stdio: ["pipe", "pipe", "pipe"] });
   live.add(child);

@@ -1,7 +1,7 @@
 /**
  * A worker in a child process for the hardening and fuzz tests, so its memory (RSS from
  * /proc/PID/status) and its survival are its own: `node hardening-worker.js '{json}'` with
- * {secret?: hex, model?: dir, limits?: Partial<Limits>, cacheDir}. Prints "listening PORT" on
+ * {secret?, model?: dir, limits?: Partial<Limits>, encrypt?: false, cacheDir}. Prints "listening PORT" on
  * stdout; each line "stats" on stdin is answered with one JSON line {counters, rss, heapUsed,
  * connections}. Log lines go to stderr.
  */
@@ -14,6 +14,8 @@ interface Args {
   secret?: string;
   model?: string;
   limits?: Partial<Limits>;
+  /** false: authenticated but not encrypted (--no-encryption). */
+  encrypt?: boolean;
   cacheDir: string;
 }
 
@@ -22,7 +24,7 @@ const backend = await createBackend({ threads: 1 });
 const server = await WorkerServer.start({
   port: 0, host: "127.0.0.1", backend, cacheDir: args.cacheDir, gmac: 1, spinMs: 0,
   secret: args.secret ? Buffer.from(args.secret, "utf8") : null,
-  modelDir: args.model, limits: args.limits,
+  modelDir: args.model, limits: args.limits, encrypt: args.encrypt,
   log: (l) => void process.stderr.write(l + "\n"),
 });
 process.stdout.write(`listening 127.0.0.1:${server.port}\n`);

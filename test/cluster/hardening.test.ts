@@ -380,3 +380,51 @@ test("a relay that changes bytes of the encrypted stream: the client fails with 
   await stillServes(w, SECRET);
   await w.stop();
 });
+
+/**
+ * The same relay on an authenticated link without encryption (--no-encryption on both sides):
+ * it parses the plain frames and makes token `forged` the best of every DONE's logits. The
+ * client then returns the forged text: the relay really tampers, and only the AEAD of the
+ * encrypted link (the test above) stops it.
+ */
+function forgingRelay(port: number, forged: number): Promise<{ port: number; close: () => void }> {
+  return new Promise((resolve) => {
+    const socks: net.Socket[] = [];
+    const srv = net.createServer((inbound) => {
+      const out = net.connect({ host: "127.0.0.1", port });
+      socks.push(inbound, out);
+      let buf = Buffer.alloc(0);
+      inbound.on("data", (d: Buffer) => out.write(d));
+      out.on("data", (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        while (buf.length >= HEADER_BYTES && buf.length >= HEADER_BYTES + buf.readUInt32LE(12)) {
+          const n = HEADER_BYTES + buf.readUInt32LE(12);
+          const fr = Buffer.from(buf.subarray(0, n));
+          buf = buf.subarray(n);
+          if (fr.readUInt16LE(6) === MSG.DONE) {
+            const logits = HEADER_BYTES + 16 + 8 * fr.readUInt32LE(HEADER_BYTES);
+            if (logits + 4 * (forged + 1) <= n) fr.writeFloatLE(1e9, logits + 4 * forged);
+          }
+          inbound.write(fr);
+        }
+      });
+      const end = (): void => void (inbound.destroy(), out.destroy());
+      inbound.on("error", end).on("close", end);
+      out.on("error", end).on("close", end);
+    });
+    srv.listen(0, "127.0.0.1", () => resolve({ port: (srv.address() as net.AddressInfo).port, close: () => (socks.forEach((s) => s.destroy()), srv.close()) }));
+  });
+}
+
+test("without encryption the same kind of relay forges the text (why the links are encrypted by default)", { skip }, async () => {
+  const w = await childWorker({ secret: SECRET, encrypt: false });
+  const relay = await forgingRelay(w.port, 100);
+  const m = await openDistributedModel(STORIES, { workers: [{ host: "127.0.0.1", port: relay.port }], secret: Buffer.from(SECRET), encrypt: false, backend, maxSeqLen: 64, log: quiet });
+  try {
+    assert.deepEqual(await greedy(m, "Once upon a time", 5), [100, 100, 100, 100, 100], "the relay chose every token");
+  } finally {
+    await m.close();
+  }
+  relay.close();
+  await w.stop();
+});
