@@ -137,6 +137,12 @@ export class FrameReader {
     public maxBodyOf: ((type: number) => number) | null = null,
   ) {}
 
+  /** Let go of what is held (the connection is closed). */
+  clear(): void {
+    this.chunks = [];
+    this.have = 0;
+  }
+
   /** Bytes held for a frame not yet complete. */
   get buffered(): number {
     return this.have;

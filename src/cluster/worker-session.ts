@@ -123,7 +123,9 @@ export class WorkerSession {
     if (mine > 0 && this.server.buffered > this.server.limits.maxBufferedBytes) {
       this.close(`the worker holds ${this.server.buffered} bytes of unserved frames (at most ${this.server.limits.maxBufferedBytes})`);
       this.socket.destroy();
+      this.reader.clear();
       this.account();
+      this.server.reclaim(); // what it held goes back now, not at V8's next whim
       return false;
     }
     return true;

@@ -269,6 +269,16 @@ export class WorkerServer {
     return live() + bytes <= this.limits.maxMemoryBytes;
   }
 
+  private lastReclaim = 0;
+
+  /** A full collection now (at most one per 200 ms): a connection holding many MB was closed. */
+  reclaim(): void {
+    const now = Date.now();
+    if (now - this.lastReclaim < 200) return;
+    this.lastReclaim = now;
+    collectGarbage();
+  }
+
   /** Bytes of arenas let go since the last collection. */
   private unreclaimed = 0;
 

@@ -157,7 +157,8 @@ for (const secret of [undefined, SECRET]) {
 
 test("after the handshake: JSON frames at most 1 MB, frames in progress bounded across all connections", { skip }, async (t) => {
   const m = modelFacts(STORIES);
-  const w = await childWorker();
+  // the bound lowered from 256 MB to 128 MB, so what it saves stands out from the process's own memory
+  const w = await childWorker({ limits: { maxBufferedBytes: 128 * MB } });
   const rss0 = w.rss();
   const c = await rawConn(w.port);
   await hello(c, m.fingerprint);
@@ -172,12 +173,16 @@ test("after the handshake: JSON frames at most 1 MB, frames in progress bounded 
     h.writeUInt16LE(MSG.STEP, 6);
     d.send(Buffer.concat([h, part]));
   }
-  await sleep(1500);
-  const st = await w.stats();
-  assert.ok(st.counters["connectionsClosed"]! >= 2, `${st.counters["connectionsClosed"]} closed: 320 MB in progress is over the 256 MB bound`);
+  // (a loaded machine takes a while to move 320 MB over loopback)
+  let st = await w.stats();
+  for (let i = 0; i < 100 && st.counters["connectionsClosed"]! < 2; i++) {
+    await sleep(200);
+    st = await w.stats();
+  }
+  assert.ok(st.counters["connectionsClosed"]! >= 2, `${st.counters["connectionsClosed"]} closed: 320 MB in progress is over the 128 MB bound`);
   const grown = w.rss() - rss0;
   t.diagnostic(`worker RSS +${(grown / MB).toFixed(1)} MB`);
-  assert.ok(grown < 400 * MB, `worker RSS grew ${(grown / MB).toFixed(0)} MB for 320 MB of unfinished frames (bound 400 MB)`);
+  assert.ok(grown < 224 * MB, `worker RSS grew ${(grown / MB).toFixed(0)} MB for 320 MB of unfinished frames (bound 224 MB)`);
   conns.forEach((d) => d.close());
   c.close();
   await stillServes(w);
