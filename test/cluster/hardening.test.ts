@@ -18,10 +18,13 @@ import { encodeFrame, encodeMesh, encodePartial, HEADER_BYTES, MAGIC, MSG, PROTO
 import { newNonce } from "../../src/cluster/auth.js";
 import { LIMITS } from "../../src/model/config.js";
 import { STORIES, skipUnless } from "../helpers/models.js";
-import { childWorker, errorOf, hello, joinMesh, json, modelFacts, rawConn, SECRET, setupBody, sleep, wholeMember, type ChildWorker } from "./hardening-kit.js";
+import { childWorker, killAll, errorOf, hello, joinMesh, json, modelFacts, rawConn, SECRET, setupBody, sleep, wholeMember, type ChildWorker } from "./hardening-kit.js";
 
 const backend = await createBackend({ threads: 1 });
-after(() => backend.close());
+after(() => {
+  killAll();
+  backend.close();
+});
 const quiet = (): void => undefined;
 const MB = 1024 * 1024;
 const skip = skipUnless(STORIES);
