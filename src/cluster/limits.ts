@@ -29,6 +29,15 @@ export const MAX_UNREAD_BYTES = 64 * 1024 * 1024;
 export const PREAUTH_MAX_UNREAD_BYTES = 256 * 1024;
 /** Error replies one connection may cause; the next one closes it (a client that errs this often is broken). */
 export const MAX_ERRORS_PER_CONNECTION = 64;
+/** Largest JSON control message (HELLO, SETUP, STATS...; a SETUP of 1,024 layers is ~250 KB). */
+export const MAX_JSON_BYTES = 1024 * 1024;
+/**
+ * A connection whose queue holds more than this stops being read until it is served (TCP pushes
+ * back on the sender): a legitimate client has at most one request queued behind a step.
+ */
+export const QUEUE_PAUSE_BYTES = 16 * 1024 * 1024;
+/** Bytes buffered for all connections together (frames in progress and queued); the connection that goes over is closed. */
+export const MAX_BUFFERED_BYTES = 256 * 1024 * 1024;
 /** Frames received and waiting for the ones before them to be served, at most (then the connection is closed). */
 export const MAX_QUEUED_FRAMES = 1024;
 /** Bytes of such frames, at most. */
@@ -64,6 +73,7 @@ export interface Limits {
   maxQueuedFrames: number;
   maxQueuedBytes: number;
   peerConnectMs: number;
+  maxBufferedBytes: number;
   /** Memory the slices of all sessions (and those parked) may take together; default 75% of the machine's. */
   maxMemoryBytes: number;
 }
@@ -73,7 +83,7 @@ export function limitsWith(over: Partial<Limits> = {}, totalMemory: number): Lim
     preauthMaxFrameBytes: PREAUTH_MAX_FRAME_BYTES, handshakeDeadlineMs: HANDSHAKE_DEADLINE_MS, maxPreauthConnections: MAX_PREAUTH_CONNECTIONS,
     maxConnections: MAX_CONNECTIONS, idleTimeoutMs: IDLE_TIMEOUT_MS, maxUnreadBytes: MAX_UNREAD_BYTES, preauthMaxUnreadBytes: PREAUTH_MAX_UNREAD_BYTES,
     maxErrorsPerConnection: MAX_ERRORS_PER_CONNECTION, maxQueuedFrames: MAX_QUEUED_FRAMES, maxQueuedBytes: MAX_QUEUED_BYTES, peerConnectMs: PEER_CONNECT_MS,
-    maxMemoryBytes: Math.floor(totalMemory * 0.75),
+    maxBufferedBytes: MAX_BUFFERED_BYTES, maxMemoryBytes: Math.floor(totalMemory * 0.75),
     ...over,
   };
 }

@@ -131,7 +131,17 @@ export class FrameReader {
    * Largest body accepted now: a worker keeps it small until the peer has authenticated
    * (limits.ts), so a stranger cannot make it buffer a 64 MB frame.
    */
-  constructor(public maxBody = MAX_FRAME_BYTES) {}
+  constructor(
+    public maxBody = MAX_FRAME_BYTES,
+    /** A tighter limit by message type (a JSON control message is never megabytes long). */
+    public maxBodyOf: ((type: number) => number) | null = null,
+  ) {}
+
+  /** Let go of what is held (the connection is closed). */
+  clear(): void {
+    this.chunks = [];
+    this.have = 0;
+  }
 
   /** Bytes held for a frame not yet complete. */
   get buffered(): number {
@@ -149,7 +159,8 @@ export class FrameReader {
       // the message names no received byte: a remote's bytes are never echoed (nor logged)
       if (magic !== MAGIC) throw new FrameError(`bad magic: not a llamesh frame (expected "LMSH")`, "bad-magic");
       const len = head.readUInt32LE(12);
-      if (len > this.maxBody) throw new FrameError(`frame body of ${len} bytes exceeds the ${this.maxBody}-byte maximum`, "too-large");
+      const max = Math.min(this.maxBody, this.maxBodyOf?.(head.readUInt16LE(6)) ?? Infinity);
+      if (len > max) throw new FrameError(`frame body of ${len} bytes exceeds the ${max}-byte maximum`, "too-large");
       if (this.have < HEADER_BYTES + len) break;
       const all = this.take(HEADER_BYTES + len);
       frames.push({ version: all.readUInt16LE(4), type: all.readUInt16LE(6), id: all.readUInt32LE(8), body: all.subarray(HEADER_BYTES) });

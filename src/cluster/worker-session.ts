@@ -29,10 +29,10 @@ import { withKeys, type CacheWriter } from "./cache.js";
 import { Connection, jsonOf } from "./connection.js";
 import { Member } from "./member.js";
 import {
-  decodeMesh, decodeStep, decodeWeightChunk, encodeDone, encodeFrame, encodeJson, encodePartial, FrameError, FrameReader, MAX_FRAME_BYTES, MSG, MSG_NAMES,
+  decodeMesh, decodeStep, decodeWeightChunk, encodeDone, encodeFrame, encodeJson, encodePartial, FrameError, FrameReader, MAX_FRAME_BYTES, MAX_SEGMENTS, MSG, MSG_NAMES, WEIGHT_CHUNK_BYTES,
   parseJson, PROTOCOL_VERSION, ProtocolError, type Frame,
 } from "./protocol.js";
-import { MAX_MEMBERS, oneLine, PEER_FAILURE } from "./limits.js";
+import { MAX_JSON_BYTES, MAX_MEMBERS, oneLine, PEER_FAILURE, QUEUE_PAUSE_BYTES } from "./limits.js";
 import { isLinked, MeshReduce, RelayReduce, ScatterReduce, type LinkedReduce, type ReduceKind } from "./reduce.js";
 import { configFrom, intIn, memberFrom, sameConfig, sliceBytesNeeded, sliceFrom } from "./validate.js";
 import { arenaBytes, type WorkerServer } from "./worker.js";
@@ -109,7 +109,26 @@ export class WorkerSession {
     private readonly refuse = false,
   ) {
     this.peerLabel = peer;
-    this.reader = new FrameReader(server.limits.preauthMaxFrameBytes);
+    this.reader = new FrameReader(server.limits.preauthMaxFrameBytes, maxBodyOf);
+  }
+
+  /** Bytes this connection holds now, as counted in the worker's total. */
+  private accounted = 0;
+
+  /** Bring the worker's total of buffered bytes up to date; false (and closed) when this connection takes it over the limit. */
+  private account(): boolean {
+    const mine = this.closing ? 0 : this.reader.buffered + this.queuedBytes;
+    this.server.buffered += mine - this.accounted;
+    this.accounted = mine;
+    if (mine > 0 && this.server.buffered > this.server.limits.maxBufferedBytes) {
+      this.close(`the worker holds ${this.server.buffered} bytes of unserved frames (at most ${this.server.limits.maxBufferedBytes})`);
+      this.socket.destroy();
+      this.reader.clear();
+      this.account();
+      this.server.reclaim(); // what it held goes back now, not at V8's next whim
+      return false;
+    }
+    return true;
   }
 
   /** Bytes of memory this session's slice takes (counted against the worker's budget). */
@@ -132,9 +151,12 @@ export class WorkerSession {
       return;
     }
     for (const f of frames) {
-      if (this.closing) return;
+      if (this.closing) break;
       this.enqueue(f);
     }
+    if (!this.account()) return;
+    // a queue that long is not a client waiting for its step: read no more until it is served
+    if (this.queuedBytes > QUEUE_PAUSE_BYTES && !this.socket.isPaused()) this.socket.pause();
   }
 
   /** End this connection (after what was written): the worker goes on serving the others. */
@@ -248,6 +270,8 @@ export class WorkerSession {
       this.queuedFrames--;
       this.queuedBytes -= f.body.length;
       this.lastActivity = Date.now();
+      this.account();
+      if (this.socket.isPaused() && this.queuedBytes <= QUEUE_PAUSE_BYTES / 2 && !this.closing) this.socket.resume();
     });
   }
 
@@ -427,7 +451,8 @@ export class WorkerSession {
     if (s.kind === "joined") this.leaveMesh(s.mesh, why);
     if (s.kind === "receiving") {
       for (const { w } of s.writers.values()) w.abort();
-      s.slice.node.dispose(); // never completed: nobody can reuse it
+      const node = s.slice.node;
+      this.server.released(arenaBytes(node), () => node.dispose()); // never completed: nobody can reuse it
     }
     if (s.kind === "ready" || s.kind === "joined") this.server.park(s.slice.key, s.slice.node);
   }
@@ -435,6 +460,9 @@ export class WorkerSession {
   // ---- the step program ---------------------------------------------------------------------
 
   private onMesh(f: Frame, fingerprint: string, slice: Slice): void {
+    // the JSON (at most MAX_MEMBERS members) and the norms: nothing longer is copied
+    const c = slice.node.config;
+    if (f.body.length > 64 * 1024 + 4 * (2 * c.nLayers + 1) * c.dim) throw new ProtocolError(`mesh: a body of ${f.body.length} bytes, more than the members and this model's norms take`, "bad-mesh");
     const { json, norms } = decodeMesh(f.body);
     const token = json["session"];
     if (typeof token !== "string" || !/^[0-9a-f]{32}$/.test(token)) throw new ProtocolError("mesh: session must be 32 hex digits", "bad-mesh");
@@ -534,6 +562,8 @@ export class WorkerSession {
   }
 
   private async onStep(f: Frame, mesh: Joined): Promise<void> {
+    const n = mesh.member.node;
+    if (f.body.length > 8 + 12 * MAX_SEGMENTS + 4 * n.batch * n.d.dimP) throw new ProtocolError(`step of ${f.body.length} bytes, more than a batch of ${n.batch} tokens`, "bad-body");
     const { step, segments, x0 } = decodeStep(f.body);
     this.server.counters.requests++;
     let out: Awaited<ReturnType<Member["step"]>>;
@@ -576,6 +606,8 @@ export class WorkerSession {
   dispose(): void {
     const s = this.state;
     this.state = { kind: "closed" };
+    this.closing = true;
+    this.account();
     if (s.kind === "peer") {
       // the member of that mesh only: the session may have a newer one since
       const label = s.target.members.find((m) => m.rank === s.rank)?.label ?? `rank ${s.rank}`;
@@ -585,6 +617,15 @@ export class WorkerSession {
     this.leaveSlice(s, "mesh: the client disconnected");
     this.server.opts.backend.idle();
   }
+}
+
+/** The messages whose body is binary (the rest carry JSON, at most MAX_JSON_BYTES). */
+const BINARY: ReadonlySet<number> = new Set([MSG.MESH, MSG.STEP, MSG.PARTIAL, MSG.WEIGHTS]);
+
+/** The largest body a frame of `type` may have (checked on the header, before it is buffered). */
+function maxBodyOf(type: number): number {
+  if (type === MSG.WEIGHTS) return WEIGHT_CHUNK_BYTES + 64 * 1024;
+  return BINARY.has(type) ? MAX_FRAME_BYTES : MAX_JSON_BYTES;
 }
 
 /** Why a message is refused in a state: what has to come first, in the session's order. */

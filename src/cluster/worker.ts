@@ -17,6 +17,8 @@
 import * as net from "node:net";
 import * as tls from "node:tls";
 import * as os from "node:os";
+import * as v8 from "node:v8";
+import * as vm from "node:vm";
 import type { KernelBackend } from "../kernels/kernels.js";
 import { q8RowBytes } from "../kernels/q8.js";
 import { openWeights } from "../engine/open.js";
@@ -131,6 +133,8 @@ export class WorkerServer {
   private readonly sessions = new Set<WorkerSession>();
   /** TCP connections open. */
   private raws = 0;
+  /** Bytes buffered for every connection together (frames in progress, queued frames). */
+  buffered = 0;
   private server!: net.Server;
   private acceptor: Acceptor | null = null;
   private readonly poller = new Poller();
@@ -260,9 +264,37 @@ export class WorkerServer {
     const live = (): number => [...this.sessions].reduce((t, s) => t + (s === asking ? 0 : s.sliceBytes), 0);
     const parked = (): number => [...this.parked.values()].reduce((t, n) => t + arenaBytes(n), 0);
     if (live() + parked() + bytes <= this.limits.maxMemoryBytes) return true;
-    for (const n of this.parked.values()) n.dispose();
+    for (const n of this.parked.values()) this.released(arenaBytes(n), () => n.dispose());
     this.parked.clear();
     return live() + bytes <= this.limits.maxMemoryBytes;
+  }
+
+  private lastReclaim = 0;
+
+  /** A full collection now (at most one per 200 ms): a connection holding many MB was closed. */
+  reclaim(): void {
+    const now = Date.now();
+    if (now - this.lastReclaim < 200) return;
+    this.lastReclaim = now;
+    collectGarbage();
+  }
+
+  /** Bytes of arenas let go since the last collection. */
+  private unreclaimed = 0;
+
+  /**
+   * `dispose` lets go of `bytes` of arenas. A WebAssembly memory goes back to the system only when
+   * it is collected, and V8 does not count it as pressure on its heap: a session that builds and
+   * drops slices in a loop would grow the process far past the memory budget. So after 64 MB let
+   * go, a full collection runs now (a few ms; legitimately only after a re-plan).
+   */
+  released(bytes: number, dispose: () => void): void {
+    dispose();
+    this.unreclaimed += bytes;
+    if (this.unreclaimed >= 64 * 1024 * 1024) {
+      this.unreclaimed = 0;
+      collectGarbage();
+    }
   }
 
   /** Poll for the next request for a few ms rather than sleep (see WorkerOptions.spinMs). */
@@ -276,12 +308,14 @@ export class WorkerServer {
    * written before it is read. At most 2 are kept.
    */
   park(key: string, node: ModelSlice): void {
-    this.parked.get(key)?.dispose();
+    const old = this.parked.get(key);
+    if (old) this.released(arenaBytes(old), () => old.dispose());
     this.parked.delete(key);
     this.parked.set(key, node);
     while (this.parked.size > 2) {
       const oldest = this.parked.keys().next().value!;
-      this.parked.get(oldest)!.dispose(); // its arenas go back to the system
+      const n = this.parked.get(oldest)!;
+      this.released(arenaBytes(n), () => n.dispose()); // its arenas go back to the system
       this.parked.delete(oldest);
     }
   }
@@ -309,4 +343,19 @@ export class WorkerServer {
 /** Bytes of memory a slice's arenas take. */
 export function arenaBytes(n: ModelSlice): number {
   return n.arenas.reduce((t, a) => t + a.size, 0);
+}
+
+let gcFn: (() => void) | null | undefined;
+
+/** A full garbage collection (V8's gc, exposed once for this purpose), or nothing where that is not possible. */
+function collectGarbage(): void {
+  if (gcFn === undefined) {
+    try {
+      v8.setFlagsFromString("--expose-gc");
+      gcFn = vm.runInNewContext("gc") as () => void;
+    } catch {
+      gcFn = null;
+    }
+  }
+  gcFn?.();
 }

@@ -12,10 +12,13 @@ import { openModel, type LoadedModel } from "../../src/engine/open.js";
 import { openDistributedModel } from "../../src/cluster/client.js";
 import { FUZZ_LIMITS, FUZZ_RSS_BOUND, fuzzLine, fuzzWorker } from "../../bench/fuzz.js";
 import { STORIES, skipUnless } from "../helpers/models.js";
-import { childWorker, SECRET } from "./hardening-kit.js";
+import { childWorker, killAll, SECRET } from "./hardening-kit.js";
 
 const backend = await createBackend({ threads: 1 });
-after(() => backend.close());
+after(() => {
+  killAll();
+  backend.close();
+});
 
 async function greedy(m: LoadedModel, prompt: string, n: number): Promise<number[]> {
   const argmax = (l: Float32Array): number => l.reduce((b, v, i, a) => (v > a[b]! ? i : b), 0);

@@ -41,12 +41,15 @@ export interface ChildWorker {
 
 // (not node:test's after(): bench/fuzz.ts uses this kit outside the test runner)
 const live = new Set<ChildProcess>();
-process.once("exit", () => {
+/** Kill every worker still running (a test file's after(): a failed test never reached its stop()). */
+export function killAll(): void {
   for (const c of live) c.kill("SIGKILL");
-});
+  live.clear();
+}
+process.once("exit", killAll);
 
 /** Start hardening-worker.js in a child process. */
-export function childWorker(opts: { secret?: string; model?: string; limits?: Partial<Limits> } = {}): Promise<ChildWorker> {
+export function childWorker(opts: { secret?: string; model?: string; limits?: Partial<Limits>; encrypt?: boolean } = {}): Promise<ChildWorker> {
   const script = path.join(path.dirname(fileURLToPath(import.meta.url)), "hardening-worker.js");
   const child = spawn(process.execPath, [script, JSON.stringify({ ...opts, cacheDir: tempDir("llamesh-harden-cache-") })], { stdio: ["pipe", "pipe", "pipe"] });
   live.add(child);

@@ -18,10 +18,13 @@ import { encodeFrame, encodeMesh, encodePartial, HEADER_BYTES, MAGIC, MSG, PROTO
 import { newNonce } from "../../src/cluster/auth.js";
 import { LIMITS } from "../../src/model/config.js";
 import { STORIES, skipUnless } from "../helpers/models.js";
-import { childWorker, errorOf, hello, joinMesh, json, modelFacts, rawConn, SECRET, setupBody, sleep, wholeMember, type ChildWorker } from "./hardening-kit.js";
+import { childWorker, killAll, errorOf, hello, joinMesh, json, modelFacts, rawConn, SECRET, setupBody, sleep, wholeMember, type ChildWorker } from "./hardening-kit.js";
 
 const backend = await createBackend({ threads: 1 });
-after(() => backend.close());
+after(() => {
+  killAll();
+  backend.close();
+});
 const quiet = (): void => undefined;
 const MB = 1024 * 1024;
 const skip = skipUnless(STORIES);
@@ -59,7 +62,7 @@ function assertQuietLog(w: ChildWorker, marker: string): void {
   }
 }
 
-test("huge sizes in SETUP are refused before any allocation, in one line without the input; --model pins the config", { skip }, async () => {
+test("huge sizes in SETUP are refused before any allocation, in one line without the input; --model pins the config", { skip }, async (t) => {
   const m = modelFacts(STORIES);
   const w = await childWorker({ limits: { maxMemoryBytes: 2e9 } });
   const rss0 = w.rss();
@@ -75,7 +78,7 @@ test("huge sizes in SETUP are refused before any allocation, in one line without
     ["seqLen 1e308", setupBody(m, { seqLen: 1e308 }), /seqLen/],
     ["the largest shape within every limit", JSON.stringify({ config: big, slice: { kv0: 0, kv1: 512, hb0: 0, hb1: LIMITS.hiddenDim / 32, v0: 0, v1: LIMITS.vocabSize }, seqLen: 64, batch: 8, types: bigPlan }), /slice needs [\d.]+ GB, over this worker's memory budget of 2\.00 GB/],
     ["a long context on 256 slots", setupBody(m, { seqLen: m.config.seqLen * 64, slots: 256, batch: 4096 }), /over this worker's memory budget/],
-    ["a 1 MB family", setupBody(m, {}, { family: "x".repeat(MB) }), /config\.family: expected one of/],
+    ["a 600 KB family", setupBody(m, {}, { family: "x".repeat(600_000) }), /config\.family: expected one of/],
   ];
   for (const [what, body, re] of cases) {
     const t0 = performance.now();
@@ -92,6 +95,7 @@ test("huge sizes in SETUP are refused before any allocation, in one line without
   assert.match(fmsg, /model fingerprint is malformed/);
   assert.ok(!fmsg.includes("xxxxxxxx"));
   const grown = w.rss() - rss0;
+  t.diagnostic(`worker RSS +${(grown / MB).toFixed(1)} MB`);
   assert.ok(grown < 150 * MB, `worker RSS grew ${(grown / MB).toFixed(0)} MB (bound 150 MB)`);
   assertQuietLog(w, "xxxxxxxx");
   c.close();
@@ -122,7 +126,7 @@ function announce(len: number, send: number): Buffer {
 }
 
 for (const secret of [undefined, SECRET]) {
-  test(`before authentication${secret ? " (inside the TLS tunnel)" : ""}: frames of at most 64 KiB, a handshake deadline, a cap on connections`, { skip }, async () => {
+  test(`before authentication${secret ? " (inside the TLS tunnel)" : ""}: frames of at most 64 KiB, a handshake deadline, a cap on connections`, { skip }, async (t) => {
     const w = await childWorker({ secret, limits: { handshakeDeadlineMs: 800 } });
     const rss0 = w.rss();
     // 24 connections announcing 60 MB frames and sending 1 MB each: refused at the header, closed
@@ -133,6 +137,7 @@ for (const secret of [undefined, SECRET]) {
       await c.closed;
     }
     const grown = w.rss() - rss0;
+    t.diagnostic(`worker RSS +${(grown / MB).toFixed(1)} MB`);
     assert.ok(grown < 64 * MB, `worker RSS grew ${(grown / MB).toFixed(0)} MB for 24 MB sent (bound 64 MB)`);
     // silent connections (a TLS tunnel without a HELLO, or not even a first byte) are closed at the deadline
     const silent = await rawConn(w.port, secret);
@@ -153,7 +158,41 @@ for (const secret of [undefined, SECRET]) {
   });
 }
 
-test("replies a peer never reads are not buffered; errors and log lines are bounded", { skip }, async () => {
+test("after the handshake: JSON frames at most 1 MB, frames in progress bounded across all connections", { skip }, async (t) => {
+  const m = modelFacts(STORIES);
+  // the bound lowered from 256 MB to 128 MB, so what it saves stands out from the process's own memory
+  const w = await childWorker({ limits: { maxBufferedBytes: 128 * MB } });
+  const rss0 = w.rss();
+  const c = await rawConn(w.port);
+  await hello(c, m.fingerprint);
+  c.send(encodeFrame(MSG.SETUP, 2, JSON.stringify({ pad: "x".repeat(2 * MB) })));
+  assert.match(errorOf(await c.next()), /frame body of \d+ bytes exceeds the 1048576-byte maximum/);
+  // 8 sessions (no secret: anyone can open one) each announce a 60 MB STEP and send 40 MB of it
+  const conns = await Promise.all(Array.from({ length: 8 }, () => rawConn(w.port)));
+  for (const d of conns) await hello(d, m.fingerprint);
+  const part = Buffer.alloc(40 * MB, 1);
+  for (const d of conns) {
+    const h = announce(60 * MB, 0);
+    h.writeUInt16LE(MSG.STEP, 6);
+    d.send(Buffer.concat([h, part]));
+  }
+  // (a loaded machine takes a while to move 320 MB over loopback)
+  let st = await w.stats();
+  for (let i = 0; i < 100 && st.counters["connectionsClosed"]! < 2; i++) {
+    await sleep(200);
+    st = await w.stats();
+  }
+  assert.ok(st.counters["connectionsClosed"]! >= 2, `${st.counters["connectionsClosed"]} closed: 320 MB in progress is over the 128 MB bound`);
+  const grown = w.rss() - rss0;
+  t.diagnostic(`worker RSS +${(grown / MB).toFixed(1)} MB`);
+  assert.ok(grown < 224 * MB, `worker RSS grew ${(grown / MB).toFixed(0)} MB for 320 MB of unfinished frames (bound 224 MB)`);
+  conns.forEach((d) => d.close());
+  c.close();
+  await stillServes(w);
+  await w.stop();
+});
+
+test("replies a peer never reads are not buffered; errors and log lines are bounded", { skip }, async (t) => {
   const w = await childWorker();
   const rss0 = w.rss();
   // 16 MB of PING frames from a peer that never reads its PONGs
@@ -168,6 +207,7 @@ test("replies a peer never reads are not buffered; errors and log lines are boun
   let st = await w.stats();
   assert.ok(st.counters["connectionsClosed"]! >= 1, "the peer that does not read was closed");
   const grown = w.rss() - rss0;
+  t.diagnostic(`worker RSS +${(grown / MB).toFixed(1)} MB`);
   assert.ok(grown < 96 * MB, `worker RSS grew ${(grown / MB).toFixed(0)} MB for 16 MB of unread replies (bound 96 MB)`);
   c.close();
   // 16 MB of tiny bad frames: the connection is closed after 64 errors, and the log stays short
@@ -184,7 +224,7 @@ test("replies a peer never reads are not buffered; errors and log lines are boun
   await w.stop();
 });
 
-test("idle sessions are closed; a session that pings stays", { skip }, async () => {
+test("idle sessions are closed; a session that pings stays", { skip }, async (t) => {
   const m = modelFacts(STORIES);
   const w = await childWorker({ limits: { idleTimeoutMs: 800 } });
   const idle = await rawConn(w.port);
@@ -220,7 +260,7 @@ function listener(onConn: (s: net.Socket) => void = () => undefined): Promise<{ 
   });
 }
 
-test("mesh member lists are bounded before any dial; a failed link tells nothing of what listens there", { skip }, async () => {
+test("mesh member lists are bounded before any dial; a failed link tells nothing of what listens there", { skip }, async (t) => {
   const m = modelFacts(STORIES);
   const w = await childWorker({ model: STORIES, limits: { peerConnectMs: 1000 } });
   const probe = await listener();
@@ -258,7 +298,7 @@ test("mesh member lists are bounded before any dial; a failed link tells nothing
   await w.stop();
 });
 
-test("an authenticated peer sending sums for future steps is refused and closed, not buffered", { skip }, async () => {
+test("an authenticated peer sending sums for future steps is refused and closed, not buffered", { skip }, async (t) => {
   const m = modelFacts(STORIES);
   const w = await childWorker({ model: STORIES, secret: SECRET });
   const rss0 = w.rss();
@@ -282,6 +322,7 @@ test("an authenticated peer sending sums for future steps is refused and closed,
   assert.match(errorOf(await p.next()), /partial sums already wait to be used \(at most 24\)/);
   await p.closed;
   const grown = w.rss() - rss0;
+  t.diagnostic(`worker RSS +${(grown / MB).toFixed(1)} MB`);
   assert.ok(grown < 64 * MB, `worker RSS grew ${(grown / MB).toFixed(0)} MB (bound 64 MB)`);
   c.close();
   big.close();
@@ -326,7 +367,7 @@ function tamperingRelay(port: number, spare: number): Promise<{ port: number; fl
   });
 }
 
-test("a relay that changes bytes of the encrypted stream: the client fails with an integrity error, never prints forged text", { skip }, async () => {
+test("a relay that changes bytes of the encrypted stream: the client fails with an integrity error, never prints forged text", { skip }, async (t) => {
   const w = await childWorker({ secret: SECRET });
   const relay = await tamperingRelay(w.port, 3);
   const expected = await greedy(await openModel(STORIES, { backend, maxSeqLen: 64 }), "Once upon a time", 20);
@@ -345,5 +386,53 @@ test("a relay that changes bytes of the encrypted stream: the client fails with 
   assert.equal(got, null, `the client must not return text from a tampered link (got ${got === null ? "" : got.join(",")}; single-node ${expected.join(",")})`);
   relay.close();
   await stillServes(w, SECRET);
+  await w.stop();
+});
+
+/**
+ * The same relay on an authenticated link without encryption (--no-encryption on both sides):
+ * it parses the plain frames and makes token `forged` the best of every DONE's logits. The
+ * client then returns the forged text: the relay really tampers, and only the AEAD of the
+ * encrypted link (the test above) stops it.
+ */
+function forgingRelay(port: number, forged: number): Promise<{ port: number; close: () => void }> {
+  return new Promise((resolve) => {
+    const socks: net.Socket[] = [];
+    const srv = net.createServer((inbound) => {
+      const out = net.connect({ host: "127.0.0.1", port });
+      socks.push(inbound, out);
+      let buf = Buffer.alloc(0);
+      inbound.on("data", (d: Buffer) => out.write(d));
+      out.on("data", (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        while (buf.length >= HEADER_BYTES && buf.length >= HEADER_BYTES + buf.readUInt32LE(12)) {
+          const n = HEADER_BYTES + buf.readUInt32LE(12);
+          const fr = Buffer.from(buf.subarray(0, n));
+          buf = buf.subarray(n);
+          if (fr.readUInt16LE(6) === MSG.DONE) {
+            const logits = HEADER_BYTES + 16 + 8 * fr.readUInt32LE(HEADER_BYTES);
+            if (logits + 4 * (forged + 1) <= n) fr.writeFloatLE(1e9, logits + 4 * forged);
+          }
+          inbound.write(fr);
+        }
+      });
+      const end = (): void => void (inbound.destroy(), out.destroy());
+      inbound.on("error", end).on("close", end);
+      out.on("error", end).on("close", end);
+    });
+    srv.listen(0, "127.0.0.1", () => resolve({ port: (srv.address() as net.AddressInfo).port, close: () => (socks.forEach((s) => s.destroy()), srv.close()) }));
+  });
+}
+
+test("without encryption the same kind of relay forges the text (why the links are encrypted by default)", { skip }, async () => {
+  const w = await childWorker({ secret: SECRET, encrypt: false });
+  const relay = await forgingRelay(w.port, 100);
+  const m = await openDistributedModel(STORIES, { workers: [{ host: "127.0.0.1", port: relay.port }], secret: Buffer.from(SECRET), encrypt: false, backend, maxSeqLen: 64, log: quiet });
+  try {
+    assert.deepEqual(await greedy(m, "Once upon a time", 5), [100, 100, 100, 100, 100], "the relay chose every token");
+  } finally {
+    await m.close();
+  }
+  relay.close();
   await w.stop();
 });
