@@ -35,7 +35,7 @@ export function ensureNodeLlamaCpp(cacheDir: string, log: (l: string) => void): 
   return dir;
 }
 
-function runLlamaCpp(nlcDir: string, gguf: string, threads: number, n: number, ctx: number): RunFigures {
+export function runLlamaCpp(nlcDir: string, gguf: string, threads: number, n: number, ctx: number): RunFigures {
   const r = spawnSync(process.execPath, [path.join(here, "llamacpp-runner.js"), nlcDir, gguf, String(threads), PROMPT, String(n), String(ctx)], {
     encoding: "utf8",
     maxBuffer: 1 << 24,

@@ -28,15 +28,24 @@ export interface KernelExports {
 }
 
 // Control block layout (Int32 indices); f64 job arguments start at byte ARGS_BYTE.
+/** Job generation: bumped once per job; idle workers spin on it, then sleep on it. */
 export const C_GEN = 0;
+/** Chunks of the current job finished (by whichever thread). */
 export const C_DONE = 1;
 export const C_OP = 2;
 export const C_ARENA = 3;
 export const C_SLEEP_REQ = 4;
+/** Workers asleep on C_GEN (the main thread notifies only then). */
 export const C_SLEEPERS = 5;
 export const C_ERR = 6;
 export const C_ERR_LEN = 7;
-export const C_SHARES = 8;
+/** The claim word of the current job: claimWord(gen, chunks, next chunk); see claimWord. */
+export const C_CLAIM = 8;
+/** Broadcast jobs (bind, stop) published so far; each worker acks every one in C_ACKS. */
+export const C_BCAST = 9;
+export const C_ACKS = 10;
+/** 1 while the main thread sleeps on C_DONE (the worker finishing the last chunk notifies it). */
+export const C_MAIN_WAITING = 11;
 export const ARGS_BYTE = 64;
 export const N_ARGS = 16;
 export const ERR_BYTE = 256;
@@ -55,27 +64,50 @@ export const OP_QWEIGHTS = 12;
 /** How long an idle worker spins before it sleeps. */
 export const SPIN_MS = 3;
 
+/**
+ * Most chunks one job is cut into. The claim word packs 10 bits of generation, 11 of chunk count
+ * and 11 of next chunk; a chunk past the end is claimed at most once per thread and job (a thread
+ * stops claiming then), so MAX_CHUNKS + threads stays below 2^11.
+ */
+export const MAX_CHUNKS = 1024;
+
+/**
+ * The claim word: taking a chunk is one Atomics.add on it, whose old value says which chunk of how
+ * many was taken. The chunk count inside the word (not read from elsewhere) makes every add a
+ * claim on the job current at that instant, even by a thread that slept through several jobs: its
+ * chunk is valid if below the count, and the job's fields stay put until every valid chunk is done.
+ */
+export function claimWord(gen: number, chunks: number): number {
+  return (((gen & 0x3ff) << 22) | (chunks << 11)) | 0;
+}
+export function claimChunks(word: number): number {
+  return (word >>> 11) & 0x7ff;
+}
+export function claimNext(word: number): number {
+  return word & 0x7ff;
+}
+
 /** [start, end) of share s of n over `units` units of work. */
 export function shareRange(units: number, s: number, n: number): [number, number] {
   return [Math.floor((units * s) / n), Math.floor((units * (s + 1)) / n)];
 }
 
 /**
- * Run share `s` of `n` of a job. Every op is split into units [u0, u1) of its own (so that a job can
- * also be handed out in small chunks). Arguments per op (a = args):
+ * Run chunk `s` of `n` of a job on thread `thread` (0: the main thread; it picks the thread's own
+ * scratch). Every op is split into units [u0, u1) of its own. Arguments per op (a = args):
  * MATMUL: type out w x rows cols nTok scratchBase scratchPerThread (units: groups of 4 rows)
  * QUANT: act dst src nUnits dstBytesPerUnit srcBytesPerUnit (units: blocks, or values for float types)
  * QWEIGHTS: type dst src nUnits dstBytesPerUnit srcBytesPerUnit scratchBase scratchPerThread
  * SILU/BF16: a b n (units: 32 values)
  * ATTN: out q k v scratch nHeads nKvHeads headDim nPos (units: heads); MEMREAD: ptr bytesPerShare
  */
-export function runShare(k: KernelExports, op: number, a: Float64Array, s: number, n: number): void {
+export function runShare(k: KernelExports, op: number, a: Float64Array, s: number, n: number, thread: number): void {
   switch (op) {
     case OP_MATMUL: {
       const rows = a[4]!;
       const [g0, g1] = shareRange(Math.ceil(rows / 4), s, n);
       const r0 = g0 * 4, r1 = Math.min(rows, g1 * 4);
-      if (r1 > r0) k.matmul(a[0]!, a[1]!, a[2]!, a[3]!, rows, a[5]!, a[6]!, r0, r1, a[7]! + s * a[8]!, a[8]!);
+      if (r1 > r0) k.matmul(a[0]!, a[1]!, a[2]!, a[3]!, rows, a[5]!, a[6]!, r0, r1, a[7]! + thread * a[8]!, a[8]!);
       return;
     }
     case OP_QUANT: {
@@ -85,7 +117,7 @@ export function runShare(k: KernelExports, op: number, a: Float64Array, s: numbe
     }
     case OP_QWEIGHTS: {
       const [u0, u1] = shareRange(a[3]!, s, n);
-      if (u1 > u0) k.quantizeWeights(a[0]!, a[1]! + u0 * a[4]!, a[2]! + u0 * a[5]!, u1 - u0, a[6]! + s * a[7]!);
+      if (u1 > u0) k.quantizeWeights(a[0]!, a[1]! + u0 * a[4]!, a[2]! + u0 * a[5]!, u1 - u0, a[6]! + thread * a[7]!);
       return;
     }
     case OP_SILU:
@@ -117,76 +149,113 @@ interface WorkerInit {
   module: WebAssembly.Module;
   control: SharedArrayBuffer;
   port: MessagePort;
-  index: number; // share index (1..threads-1)
+  index: number; // thread index (1..threads-1): its scratch and its name in errors
+}
+
+/** Record the first error of a job (the main thread rethrows it once every chunk is done). */
+export function recordError(ctrl: Int32Array, errBytes: Uint8Array, thread: number, e: unknown): void {
+  if (Atomics.compareExchange(ctrl, C_ERR, 0, thread + 1) !== 0) return;
+  const text = `kernel thread ${thread}: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`;
+  const bytes = new TextEncoder().encode(text).subarray(0, errBytes.length);
+  errBytes.set(bytes);
+  Atomics.store(ctrl, C_ERR_LEN, bytes.length);
+}
+
+/**
+ * Take chunks of the current job until none is left, running each (the main thread and the workers
+ * alike): the fastest thread takes the most, and a thread preempted by another program holds up
+ * only the chunk it is in. Returns the number of chunks this thread ran.
+ */
+export function takeChunks(ctrl: Int32Array, args: Float64Array, errBytes: Uint8Array,
+  instances: readonly (KernelExports | undefined)[], thread: number): number {
+  let ran = 0;
+  for (;;) {
+    const w = Atomics.add(ctrl, C_CLAIM, 1);
+    const n = claimChunks(w), c = claimNext(w);
+    if (c >= n) return ran;
+    // A valid claim: the job's fields are those of the word's job until this chunk is done.
+    try {
+      const k = instances[ctrl[C_ARENA]!];
+      if (!k) throw new Error(`arena ${ctrl[C_ARENA]} not bound in this thread`);
+      runShare(k, ctrl[C_OP]!, args, c, n, thread);
+    } catch (e) {
+      recordError(ctrl, errBytes, thread, e);
+    }
+    ran++;
+    if (Atomics.add(ctrl, C_DONE, 1) + 1 === n && Atomics.load(ctrl, C_MAIN_WAITING) !== 0) {
+      Atomics.notify(ctrl, C_DONE);
+    }
+  }
+}
+
+/** Wait (spin SPIN_MS, or less after a sleep request, then sleep) until the generation moves on. */
+function waitForJob(ctrl: Int32Array, last: number, state: { sleepReq: number }): number {
+  let g = Atomics.load(ctrl, C_GEN);
+  if (g !== last) return g;
+  let spinStart = performance.now();
+  for (let i = 0; ; i++) {
+    g = Atomics.load(ctrl, C_GEN);
+    if (g !== last) return g;
+    if ((i & 255) !== 255) continue;
+    const req = Atomics.load(ctrl, C_SLEEP_REQ);
+    if (req !== state.sleepReq || performance.now() - spinStart > SPIN_MS) {
+      state.sleepReq = req;
+      Atomics.add(ctrl, C_SLEEPERS, 1);
+      Atomics.wait(ctrl, C_GEN, last);
+      Atomics.sub(ctrl, C_SLEEPERS, 1);
+      spinStart = performance.now();
+    }
+  }
+}
+
+/** Apply the (un)bind messages posted before this broadcast, in order, up to number `upTo`. */
+function applyBinds(init: WorkerInit, instances: (KernelExports | undefined)[], applied: number, upTo: number): number {
+  const t0 = performance.now();
+  while (applied < upTo) {
+    const msg = receiveMessageOnPort(init.port);
+    if (msg) {
+      const m = msg.message as { seq: number; id: number; memory: WebAssembly.Memory | null };
+      if (m.memory) instances[m.id] = new WebAssembly.Instance(init.module, { env: { memory: m.memory } }).exports as unknown as KernelExports;
+      else instances[m.id] = undefined;
+      applied = m.seq;
+    } else if (performance.now() - t0 > 10_000) {
+      throw new Error(`arena message ${upTo} never arrived`);
+    }
+  }
+  return applied;
 }
 
 function workerMain(init: WorkerInit): void {
   const ctrl = new Int32Array(init.control);
   const args = new Float64Array(init.control, ARGS_BYTE, N_ARGS);
   const errBytes = new Uint8Array(init.control, ERR_BYTE, CONTROL_BYTES - ERR_BYTE);
-  const instances: KernelExports[] = [];
+  const instances: (KernelExports | undefined)[] = [];
   let applied = 0; // sequence number of the last (un)bind message applied
-  const share = init.index;
-  // The pool dispatches nothing before every worker said "ready", so the generation is still 0.
+  const thread = init.index;
+  // The pool dispatches nothing before every worker said "ready", so these are still 0.
   let last = Atomics.load(ctrl, C_GEN);
-  let lastSleepReq = Atomics.load(ctrl, C_SLEEP_REQ);
+  let bcast = Atomics.load(ctrl, C_BCAST);
+  const state = { sleepReq: Atomics.load(ctrl, C_SLEEP_REQ) };
   parentPort?.postMessage("ready");
-  const encoder = new TextEncoder();
 
   for (;;) {
-    // Wait for the next job: spin, then sleep.
-    let g = Atomics.load(ctrl, C_GEN);
-    if (g === last) {
-      let spinStart = performance.now();
-      let i = 0;
-      for (;;) {
-        g = Atomics.load(ctrl, C_GEN);
-        if (g !== last) break;
-        if ((++i & 255) !== 0) continue;
-        const req = Atomics.load(ctrl, C_SLEEP_REQ);
-        if (req !== lastSleepReq || performance.now() - spinStart > SPIN_MS) {
-          lastSleepReq = req;
-          Atomics.add(ctrl, C_SLEEPERS, 1);
-          Atomics.wait(ctrl, C_GEN, last);
-          Atomics.sub(ctrl, C_SLEEPERS, 1);
-          spinStart = performance.now();
-        }
+    last = waitForJob(ctrl, last, state);
+    const b = Atomics.load(ctrl, C_BCAST);
+    if (b !== bcast) {
+      // A broadcast: the main thread waits for every worker's ack, so its fields are stable.
+      bcast = b;
+      const op = ctrl[C_OP]!;
+      try {
+        if (op === OP_BIND) applied = applyBinds(init, instances, applied, args[0]!);
+      } catch (e) {
+        recordError(ctrl, errBytes, thread, e);
       }
+      Atomics.add(ctrl, C_ACKS, 1);
+      if (Atomics.load(ctrl, C_MAIN_WAITING) !== 0) Atomics.notify(ctrl, C_ACKS);
+      if (op === OP_STOP) break;
+      continue;
     }
-    last = g;
-    const op = ctrl[C_OP]!;
-    try {
-      if (op === OP_BIND) {
-        // apply the (un)bind messages posted before this op, in order, up to number args[0]
-        const upTo = args[0]!;
-        const t0 = performance.now();
-        while (applied < upTo) {
-          const msg = receiveMessageOnPort(init.port);
-          if (msg) {
-            const m = msg.message as { seq: number; id: number; memory: WebAssembly.Memory | null };
-            if (m.memory) instances[m.id] = new WebAssembly.Instance(init.module, { env: { memory: m.memory } }).exports as unknown as KernelExports;
-            else delete instances[m.id];
-            applied = m.seq;
-          } else if (performance.now() - t0 > 10_000) {
-            throw new Error(`arena message ${upTo} never arrived`);
-          }
-        }
-      } else if (op !== OP_STOP && share < ctrl[C_SHARES]!) {
-        const k = instances[ctrl[C_ARENA]!];
-        if (!k) throw new Error(`arena ${ctrl[C_ARENA]} not bound in this thread`);
-        runShare(k, op, args, share, ctrl[C_SHARES]!);
-      }
-    } catch (e) {
-      // First error wins; the main thread rethrows it once every thread has finished.
-      if (Atomics.compareExchange(ctrl, C_ERR, 0, share) === 0) {
-        const text = `kernel thread ${share}: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`;
-        const bytes = encoder.encode(text).subarray(0, errBytes.length);
-        errBytes.set(bytes);
-        Atomics.store(ctrl, C_ERR_LEN, bytes.length);
-      }
-    }
-    Atomics.add(ctrl, C_DONE, 1);
-    if (op === OP_STOP) break;
+    takeChunks(ctrl, args, errBytes, instances, thread);
   }
   init.port.close();
 }

@@ -12,9 +12,11 @@
  */
 import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
 import {
-  ARGS_BYTE, CONTROL_BYTES, C_ARENA, C_DONE, C_ERR, C_ERR_LEN, C_GEN, C_OP, C_SHARES, C_SLEEPERS,
-  C_SLEEP_REQ, ERR_BYTE, N_ARGS, OP_BIND, OP_STOP, runShare, type KernelExports,
+  ARGS_BYTE, CONTROL_BYTES, C_ACKS, C_ARENA, C_BCAST, C_CLAIM, C_DONE, C_ERR, C_ERR_LEN, C_GEN,
+  C_MAIN_WAITING, C_OP, C_SLEEPERS, C_SLEEP_REQ, ERR_BYTE, MAX_CHUNKS, N_ARGS, OP_BIND, OP_STOP,
+  claimWord, runShare, takeChunks, type KernelExports,
 } from "./pool-worker.js";
+import { ModeProbe } from "./pool-adapt.js";
 
 /** A worker that has not finished its share after this long is considered dead. */
 const HANG_MS = 120_000;
@@ -35,14 +37,16 @@ export class ThreadPool {
     control: SharedArrayBuffer,
     private readonly workers: Worker[],
     private readonly ports: MessagePort[],
+    adaptive: boolean,
   ) {
+    this.probe = new ModeProbe(adaptive && threads > 1 && process.env["LLAMESH_POOL_ADAPT"] !== "0");
     this.ctrl = new Int32Array(control);
     this.args = new Float64Array(control, ARGS_BYTE, N_ARGS);
     this.errBytes = new Uint8Array(control, ERR_BYTE, CONTROL_BYTES - ERR_BYTE);
   }
 
   /** Start `threads - 1` workers (threads >= 1) and wait until they run. */
-  static async create(module: WebAssembly.Module, threads: number): Promise<ThreadPool> {
+  static async create(module: WebAssembly.Module, threads: number, adaptive = true): Promise<ThreadPool> {
     const control = new SharedArrayBuffer(CONTROL_BYTES);
     const workers: Worker[] = [];
     const ports: MessagePort[] = [];
@@ -71,7 +75,7 @@ export class ThreadPool {
       await Promise.all(workers.map((w) => w.terminate()));
       throw e;
     }
-    return new ThreadPool(module, threads, control, workers, ports);
+    return new ThreadPool(module, threads, control, workers, ports, adaptive);
   }
 
   /** Instantiate the kernels on `memory` in every thread; returns the main thread's exports. */
@@ -106,17 +110,22 @@ export class ThreadPool {
   }
 
   /**
-   * Run `op` on arena `id` split in `shares` shares (1..threads): the main thread takes share 0,
-   * worker i share i. Returns when every share is done; rethrows the first error.
+   * Run `op` on arena `id` cut into `chunks` chunks (1..MAX_CHUNKS), which every thread, this one
+   * included, takes from a shared counter. Returns when every chunk is done; rethrows the first
+   * error. BIND and STOP are broadcasts instead: every worker handles them once.
    */
-  run(op: number, id: number, args: ArrayLike<number>, shares: number): void {
+  run(op: number, id: number, args: ArrayLike<number>, chunks: number, key = -1): void {
     if (this.closed) throw new Error("kernel thread pool is closed");
     if (this.busy) throw new Error("kernel thread pool: re-entrant dispatch");
+    const broadcast = op === OP_BIND || op === OP_STOP;
     const k = this.instances[id];
-    if (k === undefined && op !== OP_BIND && op !== OP_STOP) throw new Error(`kernel thread pool: arena ${id} was released`);
-    if (shares <= 1 && op !== OP_BIND && op !== OP_STOP) {
+    if (k === undefined && !broadcast) throw new Error(`kernel thread pool: arena ${id} was released`);
+    const n = Math.min(MAX_CHUNKS, Math.max(1, Math.floor(chunks)));
+    if ((n <= 1 || this.workers.length === 0 || this.probe.solo) && !broadcast) {
+      const t0 = performance.now();
       for (let i = 0; i < args.length; i++) this.args[i] = args[i]!;
-      runShare(k!, op, this.args, 0, 1);
+      runShare(k!, op, this.args, 0, 1, 0);
+      if (key >= 0 && n > 1) this.probe.record(key, performance.now() - t0);
       return;
     }
     const ctrl = this.ctrl;
@@ -125,28 +134,24 @@ export class ThreadPool {
       for (let i = 0; i < args.length; i++) this.args[i] = args[i]!;
       ctrl[C_OP] = op;
       ctrl[C_ARENA] = id;
-      ctrl[C_SHARES] = shares;
       Atomics.store(ctrl, C_DONE, 0);
-      Atomics.add(ctrl, C_GEN, 1);
+      Atomics.store(ctrl, C_ACKS, 0);
+      if (broadcast) Atomics.add(ctrl, C_BCAST, 1);
+      const gen = Atomics.add(ctrl, C_GEN, 1) + 1;
+      // Published last: from here on any thread may take a chunk.
+      Atomics.store(ctrl, C_CLAIM, claimWord(gen, broadcast ? 0 : n));
       if (Atomics.load(ctrl, C_SLEEPERS) > 0) Atomics.notify(ctrl, C_GEN);
-      let mainError: unknown;
-      if (op !== OP_BIND && op !== OP_STOP) {
-        try {
-          runShare(k!, op, this.args, 0, shares);
-        } catch (e) {
-          mainError = e;
-        }
-      }
-      const n = this.workers.length;
-      if (Atomics.load(ctrl, C_DONE) < n) {
-        let i = 0;
-        const t0 = performance.now();
-        while (Atomics.load(ctrl, C_DONE) < n) {
-          if ((++i & 4095) === 0 && performance.now() - t0 > HANG_MS) {
-            this.closed = true;
-            throw new Error(`kernel thread pool: a worker did not finish op ${op} within ${HANG_MS / 1000} s`);
-          }
-        }
+      const t0 = performance.now();
+      if (broadcast) {
+        this.await(C_ACKS, this.workers.length, op, 0);
+      } else {
+        const ran = takeChunks(ctrl, this.args, this.errBytes, this.instances, 0);
+        // Spin about as long as a chunk takes (the other threads' last chunks are at most that far
+        // from done unless their thread was preempted), then sleep: a waiting thread that yields
+        // its core lets the scheduler run the preempted one there.
+        const perChunk = ran > 0 ? (performance.now() - t0) / ran : 0.2;
+        this.await(C_DONE, n, op, Math.min(2, 0.02 + 1.5 * perChunk));
+        if (key >= 0) this.probe.record(key, performance.now() - t0, ran > 0 ? perChunk * n : Number.NaN);
       }
       if (Atomics.load(ctrl, C_ERR) !== 0) {
         const len = Atomics.load(ctrl, C_ERR_LEN);
@@ -154,11 +159,41 @@ export class ThreadPool {
         Atomics.store(ctrl, C_ERR, 0);
         throw new Error(msg);
       }
-      if (mainError !== undefined) throw mainError;
     } finally {
       this.busy = false;
     }
   }
+
+  /** Wait until ctrl[slot] reaches `target`: spin for `spinMs`, then sleep on it (notified). */
+  private await(slot: number, target: number, op: number, spinMs: number): void {
+    const ctrl = this.ctrl;
+    if (Atomics.load(ctrl, slot) >= target) return;
+    const t0 = performance.now();
+    for (let i = 0; ; i++) {
+      if (Atomics.load(ctrl, slot) >= target) return;
+      if ((i & 63) === 63 && performance.now() - t0 > spinMs) break;
+    }
+    this.sleeps++;
+    Atomics.store(ctrl, C_MAIN_WAITING, 1);
+    try {
+      for (;;) {
+        const v = Atomics.load(ctrl, slot);
+        if (v >= target) return;
+        Atomics.wait(ctrl, slot, v, 50);
+        if (performance.now() - t0 > HANG_MS) {
+          this.closed = true;
+          throw new Error(`kernel thread pool: a worker did not finish op ${op} within ${HANG_MS / 1000} s`);
+        }
+      }
+    } finally {
+      Atomics.store(ctrl, C_MAIN_WAITING, 0);
+    }
+  }
+
+  /** Times the main thread went to sleep waiting for the other threads (for benchmarks). */
+  sleeps = 0;
+  /** Decides when the helpers are worth it (pool-adapt.ts); off with LLAMESH_POOL_ADAPT=0. */
+  readonly probe: ModeProbe;
 
   /** Let the workers sleep now (between tokens) instead of spinning for SPIN_MS. */
   idle(): void {

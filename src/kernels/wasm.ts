@@ -50,6 +50,13 @@ const MIN_SPLIT_QUANT_VALUES = 1 << 14;
 /** quantizeAct id of quantizeQ8's formula (assembly/quant.ts). */
 const Q8_0_LEGACY = 0x108;
 const MIN_SPLIT_QWEIGHT_VALUES = 1 << 12;
+/**
+ * A split job is cut into chunks the threads take from a shared counter (pool.ts): up to
+ * CHUNKS_PER_THREAD per thread, each at least half the op's split threshold (MIN_CHUNK_MACS for
+ * matmul: ~10-20 µs; a prefill chunk also widens its tokens' activations again).
+ */
+const CHUNKS_PER_THREAD = 8;
+const MIN_CHUNK_MACS = 1 << 17;
 
 /** (module (func (result v128) (v128.const i32x4 0 0 0 0))) */
 const SIMD_PROBE = new Uint8Array([
@@ -152,7 +159,8 @@ export class WasmBackend implements KernelBackend {
       warmUpKernels(module);
     }
     warmUpKernels(module);
-    return new WasmBackend(await ThreadPool.create(module, n), n, opts.alwaysSplit ?? false);
+    // alwaysSplit (tests) keeps every job on all threads: no switching to the main thread alone
+    return new WasmBackend(await ThreadPool.create(module, n, !opts.alwaysSplit), n, opts.alwaysSplit ?? false);
   }
 
   private readonly ids = new Map<WebAssembly.Memory, number>();
@@ -222,10 +230,24 @@ export class WasmKernels implements Kernels {
     }
   }
 
+  /** Chunks for a job of `units` units and `work` in all, each chunk at least `minChunk` of it. */
+  private chunks(units: number, work: number, minChunk: number): number {
+    const cap = Math.min(units, this.threads * CHUNKS_PER_THREAD);
+    if (this.splitScale === 0) return cap;
+    return Math.max(1, Math.min(cap, Math.max(this.threads, Math.floor(work / minChunk))));
+  }
+
   private dispatch(op: number, shares: number, ...a: number[]): void {
     const args = this.args;
     for (let i = 0; i < a.length; i++) args[i] = a[i]!;
     this.pool.run(op, this.arenaId, args.subarray(0, a.length), shares);
+  }
+
+  /** A matmul, with its shape as the key under which the pool times it (pool-adapt.ts). */
+  private dispatchMatmul(chunks: number, type: number, out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void {
+    const a = this.args;
+    a[0] = type; a[1] = out; a[2] = w; a[3] = x; a[4] = rows; a[5] = cols; a[6] = nTok; a[7] = this.scratch; a[8] = this.scratchBytes;
+    this.pool.run(OP_MATMUL, this.arenaId, a.subarray(0, 9), chunks, ((rows * 65536 + cols / 32) * 64 + Math.min(nTok, 63)) * 64 + type);
   }
 
   quantizeAct(act: ActType, dst: Ptr, src: Ptr, n: number): void {
@@ -235,7 +257,7 @@ export class WasmKernels implements Kernels {
     this.check(`quantizeAct ${act} dst`, dst, units * info.blockBytes);
     this.check(`quantizeAct ${act} src`, src, n * 4);
     if (this.threads > 1 && n >= MIN_SPLIT_QUANT_VALUES * this.splitScale) {
-      this.dispatch(OP_QUANT, this.threads, info.ggmlId, dst, src, units, info.blockBytes, info.blockValues * 4);
+      this.dispatch(OP_QUANT, this.chunks(units, n, MIN_SPLIT_QUANT_VALUES / 2), info.ggmlId, dst, src, units, info.blockBytes, info.blockValues * 4);
     } else {
       this.k.quantizeAct(info.ggmlId, dst, src, units);
     }
@@ -255,7 +277,7 @@ export class WasmKernels implements Kernels {
     this.check(`matmul ${type} x`, x, nTok * rowBytes(actTypeOf(type), cols));
     const macs = rows * cols * nTok;
     if (this.threads > 1 && rows >= 8 * this.splitScale && macs >= MIN_SPLIT_MACS * this.splitScale) {
-      this.dispatch(OP_MATMUL, Math.min(this.threads, Math.ceil(rows / 4)), info.ggmlId, out, w, x, rows, cols, nTok, this.scratch, this.scratchBytes);
+      this.dispatchMatmul(this.chunks(Math.ceil(rows / 4), macs, MIN_CHUNK_MACS), info.ggmlId, out, w, x, rows, cols, nTok);
     } else {
       this.k.matmul(info.ggmlId, out, w, x, rows, cols, nTok, 0, rows, this.scratch, this.scratchBytes);
     }
@@ -268,7 +290,7 @@ export class WasmKernels implements Kernels {
     this.check(`quantizeWeights ${type} dst`, dst, units * info.blockBytes);
     this.check(`quantizeWeights ${type} src`, src, n * 4);
     if (this.threads > 1 && n >= MIN_SPLIT_QWEIGHT_VALUES * this.splitScale) {
-      this.dispatch(OP_QWEIGHTS, this.threads, info.ggmlId, dst, src, units, info.blockBytes, info.blockValues * 4, this.scratch, this.scratchBytes);
+      this.dispatch(OP_QWEIGHTS, this.chunks(units, n, MIN_SPLIT_QWEIGHT_VALUES / 2), info.ggmlId, dst, src, units, info.blockBytes, info.blockValues * 4, this.scratch, this.scratchBytes);
     } else {
       this.k.quantizeWeights(info.ggmlId, dst, src, units, this.scratch);
     }
@@ -279,7 +301,7 @@ export class WasmKernels implements Kernels {
     const nb = n / 32;
     this.check("quantizeQ8 dst", dst, nb * 34);
     this.check("quantizeQ8 src", src, n * 4);
-    if (this.threads > 1 && n >= MIN_SPLIT_QUANT_VALUES * this.splitScale) this.dispatch(OP_QUANT, this.threads, Q8_0_LEGACY, dst, src, nb, 34, 128);
+    if (this.threads > 1 && n >= MIN_SPLIT_QUANT_VALUES * this.splitScale) this.dispatch(OP_QUANT, this.chunks(nb, n, MIN_SPLIT_QUANT_VALUES / 2), Q8_0_LEGACY, dst, src, nb, 34, 128);
     else this.k.quantizeAct(Q8_0_LEGACY, dst, src, nb);
   }
 
@@ -307,7 +329,7 @@ export class WasmKernels implements Kernels {
     this.count("storeBf16", n);
     this.check("storeBf16 dst", dst, n * 2);
     this.check("storeBf16 src", src, n * 4);
-    if (this.threads > 1 && n >= MIN_SPLIT_ELEM * this.splitScale) this.dispatch(OP_BF16, this.threads, dst, src, n);
+    if (this.threads > 1 && n >= MIN_SPLIT_ELEM * this.splitScale) this.dispatch(OP_BF16, this.chunks(Math.ceil(n / 32), n, MIN_SPLIT_ELEM / 2), dst, src, n);
     else this.k.storeBf16(dst, src, n);
   }
 
@@ -326,7 +348,7 @@ export class WasmKernels implements Kernels {
     this.check("attention vCache", vCache, kvBytes);
     this.check("attention scratch", scratch, nHeads * nPos * 4);
     if (this.threads > 1 && nHeads > 1 && nHeads * nPos * headDim >= MIN_SPLIT_ATTN * this.splitScale) {
-      this.dispatch(OP_ATTN, Math.min(this.threads, nHeads), out, q, kCache, vCache, scratch, nHeads, nKvHeads, headDim, nPos);
+      this.dispatch(OP_ATTN, this.chunks(nHeads, nHeads * nPos * headDim, MIN_SPLIT_ATTN / 2), out, q, kCache, vCache, scratch, nHeads, nKvHeads, headDim, nPos);
     } else {
       this.k.attention(out, q, kCache, vCache, scratch, nHeads, nKvHeads, headDim, nPos, 0, nHeads);
     }
@@ -336,7 +358,7 @@ export class WasmKernels implements Kernels {
     this.count("siluMul", n);
     this.check("siluMul gate", gate, n * 4);
     this.check("siluMul up", up, n * 4);
-    if (this.threads > 1 && n >= MIN_SPLIT_SILU * this.splitScale) this.dispatch(OP_SILU, this.threads, gate, up, n);
+    if (this.threads > 1 && n >= MIN_SPLIT_SILU * this.splitScale) this.dispatch(OP_SILU, this.chunks(Math.ceil(n / 32), n, MIN_SPLIT_SILU / 2), gate, up, n);
     else this.k.siluMul(gate, up, n);
   }
 }

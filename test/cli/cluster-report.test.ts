@@ -55,5 +55,10 @@ test(
     const { single, cluster } = await bothRuns();
     const params = (r: CliResult): string => /parameters: ([\d.]+) M/.exec(r.stderr)?.[1] ?? "none";
     assert.equal(params(cluster), params(single));
+    // and each node's part: the client's, then one line per worker with its weights + KV cache
+    const per = cluster.stderr.split("Memory per node (weights + KV cache):\n")[1]?.split("\n") ?? [];
+    assert.match(per[0] ?? "", /^  client \(embedding, norms\): [\d.]+ [KMG]?B$/, cluster.stderr);
+    const workerLines = per.slice(1).filter((l) => /^  \S+: [\d.]+ [KMG]?B \+ [\d.]+ [KMG]?B$/.test(l));
+    assert.equal(workerLines.length, 2, per.join("\n"));
   },
 );

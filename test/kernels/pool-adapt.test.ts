@@ -1,0 +1,68 @@
+/**
+ * The pool's choice between all threads and the main thread alone (pool-adapt.ts), driven with
+ * made-up job times: it follows whichever is faster, and probes the other mode rarely.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { ModeProbe } from "../../src/kernels/pool-adapt.js";
+
+/** Run `jobs` jobs over 7 keys; each takes parallelMs or soloMs depending on the mode. */
+function drive(p: ModeProbe, jobs: number, parallelMs: number, soloMs: number): number {
+  let solo = 0;
+  for (let i = 0; i < jobs; i++) {
+    const key = i % 7;
+    if (p.solo) solo++;
+    p.record(key, (p.solo ? soloMs : parallelMs) * (1 + key / 10));
+  }
+  return solo;
+}
+
+test("quiet machine: stays on all threads; probes alone ever more rarely (about 1% of jobs at length)", () => {
+  const p = new ModeProbe(true);
+  const early = drive(p, 48 * 40, 1, 1.8);
+  assert.equal(p.switches, 0);
+  assert.ok(early > 0, "it probed");
+  const late = drive(p, 48 * 640, 1, 1.8);
+  assert.ok(late / (48 * 640) < 0.02, `${late} of ${48 * 640} jobs alone`);
+  assert.equal(p.switches, 0);
+});
+
+test("busy machine: switches to the main thread alone, and back once the helpers are faster again", () => {
+  const p = new ModeProbe(true);
+  drive(p, 48 * 10, 2, 1);
+  assert.equal(p.switches, 1);
+  const alone = drive(p, 48 * 100, 2, 1);
+  assert.ok(alone / (48 * 100) > 0.9, `${alone} of ${48 * 100} jobs alone`);
+  drive(p, 48 * 200, 0.6, 1); // the other program ended
+  assert.equal(p.switches, 2);
+  assert.ok(drive(p, 48 * 100, 0.6, 1) / (48 * 100) < 0.1);
+});
+
+test("a small difference (noise) does not switch; disabled never goes alone", () => {
+  const p = new ModeProbe(true);
+  drive(p, 48 * 200, 1, 0.98);
+  assert.equal(p.switches, 0);
+  const off = new ModeProbe(false);
+  assert.equal(drive(off, 48 * 50, 2, 1), 0);
+});
+
+test("all threads slower than the main thread's own pace: the probe comes at once (a short prompt runs mostly alone)", () => {
+  const p = new ModeProbe(true);
+  let alone = 0;
+  for (let i = 0; i < 16 * 3; i++) {
+    const key = i % 7;
+    if (p.solo) alone++;
+    if (p.solo) p.record(key, 1);
+    else p.record(key, 3, 1.2); // the job took 3 ms; alone, at its pace, the main thread needs 1.2
+  }
+  assert.equal(p.switches, 1, "switched after one epoch on all threads and one probe");
+  assert.equal(alone, 16 * 2);
+  // on a quiet machine the estimate is above the job time: no early probe
+  const q = new ModeProbe(true);
+  let probes = 0;
+  for (let i = 0; i < 16 * 4; i++) {
+    if (q.solo) probes++;
+    q.record(i % 7, q.solo ? 1.8 : 1, 1.9);
+  }
+  assert.equal(probes, 0);
+});
