@@ -15,6 +15,7 @@ import { dOffset, hasMin, kScales16, mOffset, subMin, subScale, w16, w8 } from "
 import { matmulQ8 } from "./q8";
 import { decodeQ4KFast, decodeQ5KFast, decodeQ6KFast } from "./kquant-decode";
 import { decodeQ4_0Fast, widenQ4_0 } from "./legacy-decode";
+import { prefillRelaxed } from "./relaxed";
 
 /** Widened Q8_0/Q8_1 block: 32 i16 (64 B), d as f32x4 (16), barrier slack (16), Q8_1 s as f32x4 or sum(q) as i32x4 (16). */
 const XS: u32 = 112;
@@ -542,6 +543,9 @@ export function matmul(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: 
     case T_F32: matmulF32(out, w, x, rows, cols, nTok, r0, r1, scratch); return;
     case T_F16: matmulF16(out, w, x, rows, cols, nTok, r0, r1, scratch); return;
     case T_BF16: matmulBF16(out, w, x, rows, cols, nTok, r0, r1, scratch); return;
+  }
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    if (nTok >= 2 && prefillRelaxed(t, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)) return;
   }
   // below 4 tokens the per-block unpacking of the prefill loop costs more than it saves
   if (nTok >= 4 && prefill(t, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)) return;
