@@ -15,7 +15,7 @@
 // with no horizontal reduction; the float step is one convert, two multiplies and an add per
 // (row, block, four tokens), in the reference's order (acc += f32(sumi) * f32(dw * dx)), so the
 // results are bit-identical with the reference and with the SIMD128 build.
-import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, scaleK4 } from "./common";
+import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4Safe, scaleK4, transposeSum } from "./common";
 import { q4kScales } from "./unpack";
 
 /** Bytes per (32-value chunk, token quad) of activations. */
@@ -283,4 +283,181 @@ export function prefillRelaxed(t: u32, out: usize, w: usize, x: usize, rows: u32
     }
   }
   return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// decode (one token) of Q4_K and Q6_K: four rows as four long streams (like kquant-decode.ts), the
+// activations as plain int8 (no widening to i16), one relaxed dot per 16 values.
+
+/**
+ * nsb Q8_K super-blocks at x -> KS-byte blocks at dst as kquant-decode.ts expects them, except
+ * that bytes 0..255 hold the int8 values as they are: d as f32x4 at 512, bsums at 544, sums per
+ * 32 values (8 i16) at 576.
+ */
+export function widenKRaw(x: usize, nsb: u32, dst: usize): void {
+  for (let b: u32 = 0; b < nsb; b++) {
+    for (let i: u32 = 0; i < 16; i++) v128.store(dst + (i << 4), v128.load(x + 4 + (i << 4)));
+    v128.store(dst, f32x4.splat(load<f32>(x)), 512);
+    const b0 = v128.load(x, 260), b1 = v128.load(x, 276);
+    v128.store(dst, b0, 544);
+    v128.store(dst, b1, 560);
+    v128.store(dst, i16x8.narrow_i32x4_s(i32x4.extadd_pairwise_i16x8_s(b0), i32x4.extadd_pairwise_i16x8_s(b1)), 576);
+    x += 292; dst += KS;
+  }
+}
+
+const KS: u32 = 592;
+
+/**
+ * Group g (sub-blocks 2g, 2g+1: qs[32g..32g+32)) of one Q4_K row at p with the raw activations at
+ * xs: each sub-block's four lane sums (8 values each, at most 8 x 15 x 127) fit i16, so the pair is
+ * narrowed and scaled by one dot_i16x8_s with its two scales (sel: lanes of the 8 scales at sc).
+ */
+// @ts-ignore: decorator
+@inline function q4GroupR(p: usize, xs: usize, g: u32, sc: usize): v128 {
+  const m0f = i8x16.splat(0x0f);
+  const q = p + 16 + (g << 5), x = xs + (g << 6);
+  const V0 = v128.load(q), V1 = v128.load(q, 16);
+  let lo = rdot(v128.load(x, 0), v128.and(V0, m0f), i32x4.splat(0));
+  lo = rdot(v128.load(x, 16), v128.and(V1, m0f), lo);
+  let hi = rdot(v128.load(x, 32), v128.and(i16x8.shr_u(V0, 4), m0f), i32x4.splat(0));
+  hi = rdot(v128.load(x, 48), v128.and(i16x8.shr_u(V1, 4), m0f), hi);
+  const sel = i8x16.add(i8x16(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3), i8x16.splat((g << 2) as i8));
+  return i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(lo, hi), i8x16.swizzle(v128.load(sc), sel));
+}
+
+/** Four Q4_K rows (p0..p3, may alias) with the raw token xs of nsb super-blocks (numerics of dot4Q4K). */
+// @ts-ignore: decorator
+@inline function dot4Q4KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
+  let acc = f32x4.splat(0);
+  const tmp = xs + nsb * KS; // min terms at 0; barrier slot at 80; the rows' 8 scales as i16 at 128..192
+  for (let sb: u32 = 0; sb < nsb; sb++) {
+    const xm = v128.load(xs, 576);
+    let s8 = q4kScales(p0 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 128);
+    const m0 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p1 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 144);
+    const m1 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p2 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 160);
+    const m2 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p3 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 176);
+    const m3 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    v128.store(tmp, transposeSum(m0, m1, m2, m3), 0);
+    let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
+    for (let g: u32 = 0; g < 4; g++) {
+      i0 = i32x4.add(i0, q4GroupR(p0, xs, g, tmp + 128));
+      v128.store(tmp, i0, 80);
+      i1 = i32x4.add(i1, q4GroupR(p1, xs, g, tmp + 144));
+      v128.store(tmp, i1, 80);
+      i2 = i32x4.add(i2, q4GroupR(p2, xs, g, tmp + 160));
+      v128.store(tmp, i2, 80);
+      i3 = i32x4.add(i3, q4GroupR(p3, xs, g, tmp + 176));
+      v128.store(tmp, i3, 80);
+    }
+    const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
+    const mins = f32x4.convert_i32x4_s(v128.load(tmp));
+    const dx = v128.load(xs, 512);
+    const tt = f32x4.mul(isum, f32x4.mul(halves4Safe(p0, p1, p2, p3, 0), dx));
+    acc = f32x4.add(acc, f32x4.sub(tt, f32x4.mul(mins, f32x4.mul(halves4Safe(p0, p1, p2, p3, 2), dx))));
+    p0 += 144; p1 += 144; p2 += 144; p3 += 144; xs += KS;
+  }
+  return acc;
+}
+
+/**
+ * Quarter (n, h) of one Q6_K row with the raw activations (as kquant-decode.ts q6Quarter): four
+ * 16-value level vectors (0..63), one relaxed dot each; a sub-block's lane sums (4 x 63 x 127)
+ * fit i16, so pairs are narrowed and scaled by their int8 scales with one dot_i16x8_s.
+ */
+// @ts-ignore: decorator
+@inline function q6QuarterR(p: usize, xs: usize, n: u32, h: u32, sc: usize): v128 {
+  const l0: usize = h << 4;
+  const A = v128.load(p + (n << 6) + l0), B = v128.load(p + (n << 6) + 32 + l0), H = v128.load(p + 128 + (n << 5) + l0);
+  const m0f = i8x16.splat(0x0f), m30 = i8x16.splat(0x30);
+  const q1 = v128.or(v128.and(A, m0f), v128.and(i16x8.shl(H, 4), m30));
+  const q2 = v128.or(v128.and(B, m0f), v128.and(i16x8.shl(H, 2), m30));
+  const q3 = v128.or(v128.and(i16x8.shr_u(A, 4), m0f), v128.and(H, m30));
+  const q4 = v128.or(v128.and(i16x8.shr_u(B, 4), m0f), v128.and(i16x8.shr_u(H, 2), m30));
+  const xo = xs + (n << 7) + l0;
+  const z = i32x4.splat(0);
+  const p0 = rdot(v128.load(xo, 0), q1, z), p1 = rdot(v128.load(xo, 32), q2, z);
+  const p2 = rdot(v128.load(xo, 64), q3, z), p3 = rdot(v128.load(xo, 96), q4, z);
+  const s = v128.load(sc + (n << 4));
+  const h2 = i8x16.splat((h << 1) as i8);
+  const s01 = i8x16.swizzle(s, i8x16.add(i8x16(0, 1, 0, 1, 0, 1, 0, 1, 4, 5, 4, 5, 4, 5, 4, 5), h2));
+  const s23 = i8x16.swizzle(s, i8x16.add(i8x16(8, 9, 8, 9, 8, 9, 8, 9, 12, 13, 12, 13, 12, 13, 12, 13), h2));
+  return i32x4.add(i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p0, p1), s01), i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p2, p3), s23));
+}
+
+/** Four Q6_K rows (may alias) with the raw token xs of nsb super-blocks (numerics of dot4Q6K). */
+// @ts-ignore: decorator
+@inline function dot4Q6KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
+  let acc = f32x4.splat(0);
+  const tmp = xs + nsb * KS; // 4 rows x 32 bytes: their 16 scales as i16; then a barrier slot at 128
+  for (let sb: u32 = 0; sb < nsb; sb++) {
+    const b0 = v128.load(xs, 544), b1 = v128.load(xs, 560);
+    let s = v128.load(p0, 192);
+    let lo = i16x8.extend_low_i8x16_s(s), hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 0); v128.store(tmp, hi, 16);
+    let i0 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    s = v128.load(p1, 192);
+    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 32); v128.store(tmp, hi, 48);
+    let i1 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    s = v128.load(p2, 192);
+    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 64); v128.store(tmp, hi, 80);
+    let i2 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    s = v128.load(p3, 192);
+    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 96); v128.store(tmp, hi, 112);
+    let i3 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    i0 = i32x4.sub(i32x4.splat(0), i0); i1 = i32x4.sub(i32x4.splat(0), i1);
+    i2 = i32x4.sub(i32x4.splat(0), i2); i3 = i32x4.sub(i32x4.splat(0), i3);
+    for (let q: u32 = 0; q < 4; q++) {
+      const n = q >> 1, h = q & 1;
+      i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, h, tmp));
+      v128.store(tmp, i0, 128);
+      i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, h, tmp + 32));
+      v128.store(tmp, i1, 128);
+      i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, h, tmp + 64));
+      v128.store(tmp, i2, 128);
+      i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, h, tmp + 96));
+      v128.store(tmp, i3, 128);
+    }
+    const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
+    acc = f32x4.add(acc, f32x4.mul(isum, f32x4.mul(halves4Safe(p0, p1, p2, p3, 208), v128.load(xs, 512))));
+    p0 += 210; p1 += 210; p2 += 210; p3 += 210; xs += KS;
+  }
+  return acc;
+}
+
+// @ts-ignore: decorator
+@inline function decodeRowsR(t: u32, out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void {
+  const n = r1 - r0;
+  const q: u32 = (n + 3) >> 2;
+  for (let i: u32 = 0; i < q; i++) {
+    const ra = r0 + i;
+    const p0 = w + ra * rb;
+    const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
+    const p1 = v1 ? p0 + q * rb : p0;
+    const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
+    const p3 = v3 ? p0 + q * rb * 3 : p0;
+    const acc = t == T_Q4_K ? dot4Q4KR(p0, p1, p2, p3, xs, nsb) : dot4Q6KR(p0, p1, p2, p3, xs, nsb);
+    const o = out + (ra << 2);
+    v128.store32_lane(o, acc, 0);
+    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
+    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
+    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+  }
+}
+
+/** Rows [r0, r1) of Q4_K or Q6_K weights (rb bytes per row) times the token widened by widenKRaw; false for other types. */
+export function decodeRelaxed(t: u32, out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): bool {
+  if (t == T_Q4_K) { decodeRowsR(T_Q4_K, out, w, xs, nsb, rb, r0, r1); return true; }
+  if (t == T_Q6_K) { decodeRowsR(T_Q6_K, out, w, xs, nsb, rb, r0, r1); return true; }
+  return false;
 }
