@@ -1,0 +1,463 @@
+// Relaxed-SIMD kernels (compiled only into kernels-relaxed.wasm: every caller tests
+// ASC_FEATURE_RELAXED_SIMD, a compile-time constant, so the SIMD128 build never sees them).
+//
+// The one instruction used is i32x4.relaxed_dot_i8x16_i7x16_add_s(a, b, c): lane i of c plus the
+// four products a[4i+k] * b[4i+k]. Its result is implementation-defined only when b has its top
+// bit set, so b is always a weight level in 0..63 (Q4_0/Q4_K nibbles 0..15, Q6_K levels 0..63,
+// offsets applied afterwards through the activation sums) and a the int8 activations: the result
+// is exact on every engine (x86 with AVX-VNNI: one vpdpbusd; without: pmaddubsw, whose i16 pair
+// sums 2 x 63 x 128 cannot saturate, pmaddwd, paddd; ARM: sdot).
+//
+// Prefill (several tokens) with "lane = token": a chunk of tokens is laid out in token quads, so
+// that one 16-byte vector holds four consecutive activations of each of four tokens; a weight
+// vector holds the row's matching four levels in all four lanes (one pshufd of the unpacked
+// levels). Eight dots then give a 32-value block's integer sums for four tokens, one per lane,
+// with no horizontal reduction; the float step is one convert, two multiplies and an add per
+// (row, block, four tokens), in the reference's order (acc += f32(sumi) * f32(dw * dx)), so the
+// results are bit-identical with the reference and with the SIMD128 build.
+import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4Safe, scaleK4, transposeSum } from "./common";
+import { q4kScales } from "./unpack";
+
+/** Bytes per (32-value chunk, token quad) of activations. */
+const QV: u32 = 128;
+
+// @ts-ignore: decorator
+@inline function rdot(x: v128, w: v128, acc: v128): v128 {
+  return i32x4.relaxed_dot_i8x16_i7x16_add_s(x, w, acc);
+}
+
+
+/** Sums over 16 values (four groups of the quad at xp) of levels v (16 bytes): i32 per token. */
+// @ts-ignore: decorator
+@inline function dot16(xp: usize, v: v128): v128 {
+  let a = rdot(v128.load(xp, 0), i32x4.shuffle(v, v, 0, 0, 0, 0), i32x4.splat(0));
+  a = rdot(v128.load(xp, 16), i32x4.shuffle(v, v, 1, 1, 1, 1), a);
+  let b = rdot(v128.load(xp, 32), i32x4.shuffle(v, v, 2, 2, 2, 2), i32x4.splat(0));
+  b = rdot(v128.load(xp, 48), i32x4.shuffle(v, v, 3, 3, 3, 3), b);
+  return i32x4.add(a, b);
+}
+
+/** Per-(block, quad) metadata bytes after the activations (see widenQuads). */
+// @ts-ignore: decorator
+@inline function metaBytes(t: u32): u32 {
+  return t == T_Q4_0 ? 32 : t == T_Q4_K ? 80 : 144;
+}
+
+/**
+ * Tokens t0 .. t0+tc-1 of x (Q8_0 for Q4_0, Q8_K for the K-quants; arb bytes per token) into the
+ * quad layout: values of 32-value chunk c, token j at XV + (c*nq + j/4)*128 + g*16 + (j%4)*4 for
+ * group g of four values; token slots past tc repeat token tc-1. Metadata per (block b, quad) at
+ * M + (b*nq + q)*metaBytes: dx of the four tokens (f32x4), then Q4_0: 8*sum(x) per token (i32x4);
+ * Q4_K: the 8 sums per 32 values as i16 pairs [t0: s2k, s2k+1, t1: ...] (4 vectors); Q6_K: the 16
+ * bsums the same way (8 vectors).
+ */
+// @ts-ignore: decorator
+@inline function widenQuads(t: u32, x: usize, arb: u32, t0: u32, tc: u32, nq: u32, nch: u32, XV: usize, M: usize): void {
+  const K = t != T_Q4_0;
+  const MB = metaBytes(t);
+  for (let j: u32 = 0; j < (nq << 2); j++) {
+    const xr = x + (t0 + (j < tc ? j : tc - 1)) * arb;
+    const q = j >> 2;
+    const l: usize = (j & 3) << 2;
+    for (let c: u32 = 0; c < nch; c++) {
+      const src = K ? xr + (c >> 3) * 292 + 4 + ((c & 7) << 5) : xr + c * 34 + 2;
+      const dst = XV + (c * nq + q) * QV + l;
+      for (let g: u32 = 0; g < 8; g++) store<u32>(dst + (g << 4), load<u32>(src + (g << 2)));
+      if (!K) {
+        const mp = M + (c * nq + q) * MB;
+        store<f32>(mp + l, f16ToF32(load<u16>(xr + c * 34) as u32));
+        const s16 = i16x8.add(i16x8.extadd_pairwise_i8x16_s(v128.load(src)), i16x8.extadd_pairwise_i8x16_s(v128.load(src, 16)));
+        const s32 = i32x4.extadd_pairwise_i16x8_s(s16);
+        const s = i32x4.extract_lane(s32, 0) + i32x4.extract_lane(s32, 1) + i32x4.extract_lane(s32, 2) + i32x4.extract_lane(s32, 3);
+        store<i32>(mp + 16 + l, s << 3);
+      }
+    }
+    if (K) {
+      for (let b: u32 = 0; b < (nch >> 3); b++) {
+        const xb = xr + b * 292;
+        const mp = M + (b * nq + q) * MB;
+        store<f32>(mp + l, load<f32>(xb));
+        if (t == T_Q4_K) {
+          for (let s: u32 = 0; s < 8; s++) {
+            const v = (load<i16>(xb + 260 + (s << 2)) as i32) + (load<i16>(xb + 262 + (s << 2)) as i32);
+            store<i16>(mp + 16 + ((s >> 1) << 4) + l + ((s & 1) << 1), v as i16);
+          }
+        } else {
+          for (let s: u32 = 0; s < 16; s++) store<i16>(mp + 16 + ((s >> 1) << 4) + l + ((s & 1) << 1), load<i16>(xb + 260 + (s << 1)));
+        }
+      }
+    }
+  }
+}
+
+/** One Q4_0 row (at p, nb blocks) times the chunk's quads: f32 accumulators FA[q]. */
+// @ts-ignore: decorator
+@inline function rowQ4_0(p: usize, nb: u32, nq: u32, XV: usize, M: usize, FA: usize): void {
+  const m0f = i8x16.splat(0x0f);
+  for (let b: u32 = 0; b < nb; b++) {
+    const v = v128.load(p, 2);
+    const lo = v128.and(v, m0f), hi = v128.and(i16x8.shr_u(v, 4), m0f);
+    const w0 = i32x4.shuffle(lo, lo, 0, 0, 0, 0), w1 = i32x4.shuffle(lo, lo, 1, 1, 1, 1), w2 = i32x4.shuffle(lo, lo, 2, 2, 2, 2), w3 = i32x4.shuffle(lo, lo, 3, 3, 3, 3);
+    const w4 = i32x4.shuffle(hi, hi, 0, 0, 0, 0), w5 = i32x4.shuffle(hi, hi, 1, 1, 1, 1), w6 = i32x4.shuffle(hi, hi, 2, 2, 2, 2), w7 = i32x4.shuffle(hi, hi, 3, 3, 3, 3);
+    const dw = f32x4.splat(f16ToF32(load<u16>(p) as u32));
+    let xp = XV + b * nq * QV;
+    let mp = M + b * nq * 32;
+    for (let q: u32 = 0; q < nq; q++) {
+      let a = rdot(v128.load(xp, 0), w0, i32x4.splat(0));
+      let c = rdot(v128.load(xp, 64), w4, i32x4.splat(0));
+      a = rdot(v128.load(xp, 16), w1, a);
+      c = rdot(v128.load(xp, 80), w5, c);
+      a = rdot(v128.load(xp, 32), w2, a);
+      c = rdot(v128.load(xp, 96), w6, c);
+      a = rdot(v128.load(xp, 48), w3, a);
+      c = rdot(v128.load(xp, 112), w7, c);
+      const sumi = i32x4.sub(i32x4.add(a, c), v128.load(mp, 16));
+      const f = FA + (q << 4);
+      v128.store(f, f32x4.add(v128.load(f), f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(dw, v128.load(mp)))));
+      xp += QV; mp += 32;
+    }
+    p += 18;
+  }
+}
+
+/** IA[q] += scale * (sum over one 32-value chunk of levels lo|hi (16 bytes each) with the quads at xp). */
+// @ts-ignore: decorator
+@inline function chunkScaled(l0: v128, l1: v128, sc: v128, xp: usize, nq: u32, IA: usize): void {
+  const w0 = i32x4.shuffle(l0, l0, 0, 0, 0, 0), w1 = i32x4.shuffle(l0, l0, 1, 1, 1, 1), w2 = i32x4.shuffle(l0, l0, 2, 2, 2, 2), w3 = i32x4.shuffle(l0, l0, 3, 3, 3, 3);
+  const w4 = i32x4.shuffle(l1, l1, 0, 0, 0, 0), w5 = i32x4.shuffle(l1, l1, 1, 1, 1, 1), w6 = i32x4.shuffle(l1, l1, 2, 2, 2, 2), w7 = i32x4.shuffle(l1, l1, 3, 3, 3, 3);
+  for (let q: u32 = 0; q < nq; q++) {
+    let a = rdot(v128.load(xp, 0), w0, i32x4.splat(0));
+    let c = rdot(v128.load(xp, 64), w4, i32x4.splat(0));
+    a = rdot(v128.load(xp, 16), w1, a);
+    c = rdot(v128.load(xp, 80), w5, c);
+    a = rdot(v128.load(xp, 32), w2, a);
+    c = rdot(v128.load(xp, 96), w6, c);
+    a = rdot(v128.load(xp, 48), w3, a);
+    c = rdot(v128.load(xp, 112), w7, c);
+    const ia = IA + (q << 4);
+    v128.store(ia, i32x4.add(v128.load(ia), i32x4.mul(i32x4.add(a, c), sc)));
+    xp += QV;
+  }
+}
+
+/** As chunkScaled with one scale per 16 values (Q6_K): sa for l0's, sb for l1's. */
+// @ts-ignore: decorator
+@inline function chunkScaled2(l0: v128, l1: v128, sa: v128, sb: v128, xp: usize, nq: u32, IA: usize): void {
+  const w0 = i32x4.shuffle(l0, l0, 0, 0, 0, 0), w1 = i32x4.shuffle(l0, l0, 1, 1, 1, 1), w2 = i32x4.shuffle(l0, l0, 2, 2, 2, 2), w3 = i32x4.shuffle(l0, l0, 3, 3, 3, 3);
+  const w4 = i32x4.shuffle(l1, l1, 0, 0, 0, 0), w5 = i32x4.shuffle(l1, l1, 1, 1, 1, 1), w6 = i32x4.shuffle(l1, l1, 2, 2, 2, 2), w7 = i32x4.shuffle(l1, l1, 3, 3, 3, 3);
+  for (let q: u32 = 0; q < nq; q++) {
+    let a = rdot(v128.load(xp, 0), w0, i32x4.splat(0));
+    let c = rdot(v128.load(xp, 64), w4, i32x4.splat(0));
+    a = rdot(v128.load(xp, 16), w1, a);
+    c = rdot(v128.load(xp, 80), w5, c);
+    a = rdot(v128.load(xp, 32), w2, a);
+    c = rdot(v128.load(xp, 96), w6, c);
+    a = rdot(v128.load(xp, 48), w3, a);
+    c = rdot(v128.load(xp, 112), w7, c);
+    const ia = IA + (q << 4);
+    v128.store(ia, i32x4.add(v128.load(ia), i32x4.add(i32x4.mul(a, sa), i32x4.mul(c, sb))));
+    xp += QV;
+  }
+}
+
+/** One Q4_K row (nsb super-blocks at p) times the chunk's quads. */
+// @ts-ignore: decorator
+@inline function rowQ4K(p: usize, nsb: u32, nq: u32, XV: usize, M: usize, FA: usize, IA: usize): void {
+  const m0f = i8x16.splat(0x0f);
+  for (let b: u32 = 0; b < nsb; b++) {
+    for (let q: u32 = 0; q < nq; q++) v128.store(IA + (q << 4), i32x4.splat(0));
+    const s8 = q4kScales(p + 4);
+    for (let g: u32 = 0; g < 4; g++) {
+      const V0 = v128.load(p + 16 + (g << 5)), V1 = v128.load(p + 32 + (g << 5));
+      const xp = XV + (((b << 3) + (g << 1)) * nq) * QV;
+      chunkScaled(v128.and(V0, m0f), v128.and(V1, m0f), i32x4.splat(scaleK4(p + 4, g << 1) as i32), xp, nq, IA);
+      chunkScaled(v128.and(i16x8.shr_u(V0, 4), m0f), v128.and(i16x8.shr_u(V1, 4), m0f),
+        i32x4.splat(scaleK4(p + 4, (g << 1) + 1) as i32), xp + nq * QV, nq, IA);
+    }
+    const mi = i16x8.extend_high_i8x16_u(s8);
+    const mp0 = i32x4.shuffle(mi, mi, 0, 0, 0, 0), mp1 = i32x4.shuffle(mi, mi, 1, 1, 1, 1), mp2 = i32x4.shuffle(mi, mi, 2, 2, 2, 2), mp3 = i32x4.shuffle(mi, mi, 3, 3, 3, 3);
+    const d = f32x4.splat(f16ToF32(load<u16>(p) as u32)), dmin = f32x4.splat(f16ToF32(load<u16>(p, 2) as u32));
+    let mp = M + b * nq * 80;
+    for (let q: u32 = 0; q < nq; q++) {
+      const dp = v128.load(mp);
+      const mins = i32x4.add(
+        i32x4.add(i32x4.dot_i16x8_s(mp0, v128.load(mp, 16)), i32x4.dot_i16x8_s(mp1, v128.load(mp, 32))),
+        i32x4.add(i32x4.dot_i16x8_s(mp2, v128.load(mp, 48)), i32x4.dot_i16x8_s(mp3, v128.load(mp, 64))));
+      const tt = f32x4.mul(f32x4.convert_i32x4_s(v128.load(IA + (q << 4))), f32x4.mul(d, dp));
+      const f = FA + (q << 4);
+      v128.store(f, f32x4.add(v128.load(f), f32x4.sub(tt, f32x4.mul(f32x4.convert_i32x4_s(mins), f32x4.mul(dmin, dp)))));
+      mp += 80;
+    }
+    p += 144;
+  }
+}
+
+/** One Q6_K row (nsb super-blocks at p) times the chunk's quads. */
+// @ts-ignore: decorator
+@inline function rowQ6K(p: usize, nsb: u32, nq: u32, XV: usize, M: usize, FA: usize, IA: usize): void {
+  const m0f = i8x16.splat(0x0f), m30 = i8x16.splat(0x30);
+  for (let b: u32 = 0; b < nsb; b++) {
+    for (let q: u32 = 0; q < nq; q++) v128.store(IA + (q << 4), i32x4.splat(0));
+    for (let c: u32 = 0; c < 8; c++) {
+      const n = c >> 2, j = c & 3;
+      const A0 = v128.load(p + (n << 6) + ((j & 1) << 5)), A1 = v128.load(p + (n << 6) + ((j & 1) << 5) + 16);
+      const H0 = v128.load(p + 128 + (n << 5)), H1 = v128.load(p + 144 + (n << 5));
+      const lo0 = j < 2 ? v128.and(A0, m0f) : v128.and(i16x8.shr_u(A0, 4), m0f);
+      const lo1 = j < 2 ? v128.and(A1, m0f) : v128.and(i16x8.shr_u(A1, 4), m0f);
+      let h0: v128, h1: v128;
+      if (j == 0) { h0 = i16x8.shl(H0, 4); h1 = i16x8.shl(H1, 4); }
+      else if (j == 1) { h0 = i16x8.shl(H0, 2); h1 = i16x8.shl(H1, 2); }
+      else if (j == 2) { h0 = H0; h1 = H1; }
+      else { h0 = i16x8.shr_u(H0, 2); h1 = i16x8.shr_u(H1, 2); }
+      const sa = i32x4.splat(load<i8>(p + 192 + (c << 1)) as i32), sb = i32x4.splat(load<i8>(p + 193 + (c << 1)) as i32);
+      chunkScaled2(v128.or(lo0, v128.and(h0, m30)), v128.or(lo1, v128.and(h1, m30)), sa, sb,
+        XV + (((b << 3) + c) * nq) * QV, nq, IA);
+    }
+    const sv = v128.load(p + 192);
+    const slo = i16x8.extend_low_i8x16_s(sv), shi = i16x8.extend_high_i8x16_s(sv);
+    const s0 = i32x4.shuffle(slo, slo, 0, 0, 0, 0), s1 = i32x4.shuffle(slo, slo, 1, 1, 1, 1), s2 = i32x4.shuffle(slo, slo, 2, 2, 2, 2), s3 = i32x4.shuffle(slo, slo, 3, 3, 3, 3);
+    const s4 = i32x4.shuffle(shi, shi, 0, 0, 0, 0), s5 = i32x4.shuffle(shi, shi, 1, 1, 1, 1), s6 = i32x4.shuffle(shi, shi, 2, 2, 2, 2), s7 = i32x4.shuffle(shi, shi, 3, 3, 3, 3);
+    const d = f32x4.splat(f16ToF32(load<u16>(p, 208) as u32));
+    let mp = M + b * nq * 144;
+    for (let q: u32 = 0; q < nq; q++) {
+      const bs = i32x4.add(
+        i32x4.add(
+          i32x4.add(i32x4.dot_i16x8_s(s0, v128.load(mp, 16)), i32x4.dot_i16x8_s(s1, v128.load(mp, 32))),
+          i32x4.add(i32x4.dot_i16x8_s(s2, v128.load(mp, 48)), i32x4.dot_i16x8_s(s3, v128.load(mp, 64)))),
+        i32x4.add(
+          i32x4.add(i32x4.dot_i16x8_s(s4, v128.load(mp, 80)), i32x4.dot_i16x8_s(s5, v128.load(mp, 96))),
+          i32x4.add(i32x4.dot_i16x8_s(s6, v128.load(mp, 112)), i32x4.dot_i16x8_s(s7, v128.load(mp, 128)))));
+      const isum = i32x4.sub(v128.load(IA + (q << 4)), i32x4.shl(bs, 5));
+      const f = FA + (q << 4);
+      v128.store(f, f32x4.add(v128.load(f), f32x4.mul(f32x4.convert_i32x4_s(isum), f32x4.mul(d, v128.load(mp)))));
+      mp += 144;
+    }
+    p += 210;
+  }
+}
+
+/**
+ * Prefill of Q4_0, Q4_K and Q6_K with relaxed dot products (nTok >= 2); false (nothing done) for
+ * other types or when a token quad does not fit in the scratch. Tokens in chunks of whole quads
+ * (as many as fit in scratchBytes, at most maxQuads), rows one after the other (one sequential
+ * stream per thread), each row's weights unpacked once per chunk.
+ */
+export function prefillRelaxed(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
+  switch (t) {
+    case T_Q4_0: return prefillQuads(T_Q4_0, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
+    case T_Q4_K: return prefillQuads(T_Q4_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
+    case T_Q6_K: return prefillQuads(T_Q6_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
+    default: return false;
+  }
+}
+
+// @ts-ignore: decorator
+@inline function prefillQuads(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
+  const K = t != T_Q4_0;
+  const nch = cols >> 5;
+  const nblk: u32 = K ? cols >> 8 : nch;
+  const bb: u32 = t == T_Q4_0 ? 18 : t == T_Q4_K ? 144 : 210;
+  const rb = nblk * bb;
+  const arb: u32 = K ? nblk * 292 : nch * 34;
+  const perQuad: u32 = nch * QV + nblk * metaBytes(t) + 32;
+  if (scratchBytes < perQuad + 64) return false;
+  let maxQ: u32 = (scratchBytes - 64) / perQuad;
+  if (maxQ > 16) maxQ = 16;
+  for (let t0: u32 = 0; t0 < nTok; t0 += maxQ << 2) {
+    const tc = nTok - t0 < maxQ << 2 ? nTok - t0 : maxQ << 2;
+    const nq = (tc + 3) >> 2;
+    const XV = scratch;
+    const M = XV + nch * nq * QV;
+    const FA = M + nblk * nq * metaBytes(t);
+    const IA = FA + (nq << 4);
+    widenQuads(t, x, arb, t0, tc, nq, nch, XV, M);
+    for (let r = r0; r < r1; r++) {
+      const p = w + r * rb;
+      for (let q: u32 = 0; q < nq; q++) v128.store(FA + (q << 4), f32x4.splat(0));
+      if (t == T_Q4_0) rowQ4_0(p, nblk, nq, XV, M, FA);
+      else if (t == T_Q4_K) rowQ4K(p, nblk, nq, XV, M, FA, IA);
+      else rowQ6K(p, nblk, nq, XV, M, FA, IA);
+      for (let j: u32 = 0; j < tc; j++) store<f32>(out + (((t0 + j) * rows + r) << 2), load<f32>(FA + (j << 2)));
+    }
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// decode (one token) of Q4_K and Q6_K: four rows as four long streams (like kquant-decode.ts), the
+// activations as plain int8 (no widening to i16), one relaxed dot per 16 values.
+
+/**
+ * nsb Q8_K super-blocks at x -> KS-byte blocks at dst as kquant-decode.ts expects them, except
+ * that bytes 0..255 hold the int8 values as they are: d as f32x4 at 512, bsums at 544, sums per
+ * 32 values (8 i16) at 576.
+ */
+export function widenKRaw(x: usize, nsb: u32, dst: usize): void {
+  for (let b: u32 = 0; b < nsb; b++) {
+    for (let i: u32 = 0; i < 16; i++) v128.store(dst + (i << 4), v128.load(x + 4 + (i << 4)));
+    v128.store(dst, f32x4.splat(load<f32>(x)), 512);
+    const b0 = v128.load(x, 260), b1 = v128.load(x, 276);
+    v128.store(dst, b0, 544);
+    v128.store(dst, b1, 560);
+    v128.store(dst, i16x8.narrow_i32x4_s(i32x4.extadd_pairwise_i16x8_s(b0), i32x4.extadd_pairwise_i16x8_s(b1)), 576);
+    x += 292; dst += KS;
+  }
+}
+
+const KS: u32 = 592;
+
+/**
+ * Group g (sub-blocks 2g, 2g+1: qs[32g..32g+32)) of one Q4_K row at p with the raw activations at
+ * xs: each sub-block's four lane sums (8 values each, at most 8 x 15 x 127) fit i16, so the pair is
+ * narrowed and scaled by one dot_i16x8_s with its two scales (sel: lanes of the 8 scales at sc).
+ */
+// @ts-ignore: decorator
+@inline function q4GroupR(p: usize, xs: usize, g: u32, sc: usize): v128 {
+  const m0f = i8x16.splat(0x0f);
+  const q = p + 16 + (g << 5), x = xs + (g << 6);
+  const V0 = v128.load(q), V1 = v128.load(q, 16);
+  let lo = rdot(v128.load(x, 0), v128.and(V0, m0f), i32x4.splat(0));
+  lo = rdot(v128.load(x, 16), v128.and(V1, m0f), lo);
+  let hi = rdot(v128.load(x, 32), v128.and(i16x8.shr_u(V0, 4), m0f), i32x4.splat(0));
+  hi = rdot(v128.load(x, 48), v128.and(i16x8.shr_u(V1, 4), m0f), hi);
+  const sel = i8x16.add(i8x16(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3), i8x16.splat((g << 2) as i8));
+  return i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(lo, hi), i8x16.swizzle(v128.load(sc), sel));
+}
+
+/** Four Q4_K rows (p0..p3, may alias) with the raw token xs of nsb super-blocks (numerics of dot4Q4K). */
+// @ts-ignore: decorator
+@inline function dot4Q4KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
+  let acc = f32x4.splat(0);
+  const tmp = xs + nsb * KS; // min terms at 0; barrier slot at 80; the rows' 8 scales as i16 at 128..192
+  for (let sb: u32 = 0; sb < nsb; sb++) {
+    const xm = v128.load(xs, 576);
+    let s8 = q4kScales(p0 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 128);
+    const m0 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p1 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 144);
+    const m1 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p2 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 160);
+    const m2 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p3 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 176);
+    const m3 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    v128.store(tmp, transposeSum(m0, m1, m2, m3), 0);
+    let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
+    for (let g: u32 = 0; g < 4; g++) {
+      i0 = i32x4.add(i0, q4GroupR(p0, xs, g, tmp + 128));
+      v128.store(tmp, i0, 80);
+      i1 = i32x4.add(i1, q4GroupR(p1, xs, g, tmp + 144));
+      v128.store(tmp, i1, 80);
+      i2 = i32x4.add(i2, q4GroupR(p2, xs, g, tmp + 160));
+      v128.store(tmp, i2, 80);
+      i3 = i32x4.add(i3, q4GroupR(p3, xs, g, tmp + 176));
+      v128.store(tmp, i3, 80);
+    }
+    const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
+    const mins = f32x4.convert_i32x4_s(v128.load(tmp));
+    const dx = v128.load(xs, 512);
+    const tt = f32x4.mul(isum, f32x4.mul(halves4Safe(p0, p1, p2, p3, 0), dx));
+    acc = f32x4.add(acc, f32x4.sub(tt, f32x4.mul(mins, f32x4.mul(halves4Safe(p0, p1, p2, p3, 2), dx))));
+    p0 += 144; p1 += 144; p2 += 144; p3 += 144; xs += KS;
+  }
+  return acc;
+}
+
+/**
+ * Quarter (n, h) of one Q6_K row with the raw activations (as kquant-decode.ts q6Quarter): four
+ * 16-value level vectors (0..63), one relaxed dot each; a sub-block's lane sums (4 x 63 x 127)
+ * fit i16, so pairs are narrowed and scaled by their int8 scales with one dot_i16x8_s.
+ */
+// @ts-ignore: decorator
+@inline function q6QuarterR(p: usize, xs: usize, n: u32, h: u32, sc: usize): v128 {
+  const l0: usize = h << 4;
+  const A = v128.load(p + (n << 6) + l0), B = v128.load(p + (n << 6) + 32 + l0), H = v128.load(p + 128 + (n << 5) + l0);
+  const m0f = i8x16.splat(0x0f), m30 = i8x16.splat(0x30);
+  const q1 = v128.or(v128.and(A, m0f), v128.and(i16x8.shl(H, 4), m30));
+  const q2 = v128.or(v128.and(B, m0f), v128.and(i16x8.shl(H, 2), m30));
+  const q3 = v128.or(v128.and(i16x8.shr_u(A, 4), m0f), v128.and(H, m30));
+  const q4 = v128.or(v128.and(i16x8.shr_u(B, 4), m0f), v128.and(i16x8.shr_u(H, 2), m30));
+  const xo = xs + (n << 7) + l0;
+  const z = i32x4.splat(0);
+  const p0 = rdot(v128.load(xo, 0), q1, z), p1 = rdot(v128.load(xo, 32), q2, z);
+  const p2 = rdot(v128.load(xo, 64), q3, z), p3 = rdot(v128.load(xo, 96), q4, z);
+  const s = v128.load(sc + (n << 4));
+  const h2 = i8x16.splat((h << 1) as i8);
+  const s01 = i8x16.swizzle(s, i8x16.add(i8x16(0, 1, 0, 1, 0, 1, 0, 1, 4, 5, 4, 5, 4, 5, 4, 5), h2));
+  const s23 = i8x16.swizzle(s, i8x16.add(i8x16(8, 9, 8, 9, 8, 9, 8, 9, 12, 13, 12, 13, 12, 13, 12, 13), h2));
+  return i32x4.add(i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p0, p1), s01), i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p2, p3), s23));
+}
+
+/** Four Q6_K rows (may alias) with the raw token xs of nsb super-blocks (numerics of dot4Q6K). */
+// @ts-ignore: decorator
+@inline function dot4Q6KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
+  let acc = f32x4.splat(0);
+  const tmp = xs + nsb * KS; // 4 rows x 32 bytes: their 16 scales as i16; then a barrier slot at 128
+  for (let sb: u32 = 0; sb < nsb; sb++) {
+    const b0 = v128.load(xs, 544), b1 = v128.load(xs, 560);
+    let s = v128.load(p0, 192);
+    let lo = i16x8.extend_low_i8x16_s(s), hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 0); v128.store(tmp, hi, 16);
+    let i0 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    s = v128.load(p1, 192);
+    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 32); v128.store(tmp, hi, 48);
+    let i1 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    s = v128.load(p2, 192);
+    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 64); v128.store(tmp, hi, 80);
+    let i2 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    s = v128.load(p3, 192);
+    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 96); v128.store(tmp, hi, 112);
+    let i3 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    i0 = i32x4.sub(i32x4.splat(0), i0); i1 = i32x4.sub(i32x4.splat(0), i1);
+    i2 = i32x4.sub(i32x4.splat(0), i2); i3 = i32x4.sub(i32x4.splat(0), i3);
+    for (let q: u32 = 0; q < 4; q++) {
+      const n = q >> 1, h = q & 1;
+      i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, h, tmp));
+      v128.store(tmp, i0, 128);
+      i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, h, tmp + 32));
+      v128.store(tmp, i1, 128);
+      i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, h, tmp + 64));
+      v128.store(tmp, i2, 128);
+      i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, h, tmp + 96));
+      v128.store(tmp, i3, 128);
+    }
+    const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
+    acc = f32x4.add(acc, f32x4.mul(isum, f32x4.mul(halves4Safe(p0, p1, p2, p3, 208), v128.load(xs, 512))));
+    p0 += 210; p1 += 210; p2 += 210; p3 += 210; xs += KS;
+  }
+  return acc;
+}
+
+// @ts-ignore: decorator
+@inline function decodeRowsR(t: u32, out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void {
+  const n = r1 - r0;
+  const q: u32 = (n + 3) >> 2;
+  for (let i: u32 = 0; i < q; i++) {
+    const ra = r0 + i;
+    const p0 = w + ra * rb;
+    const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
+    const p1 = v1 ? p0 + q * rb : p0;
+    const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
+    const p3 = v3 ? p0 + q * rb * 3 : p0;
+    const acc = t == T_Q4_K ? dot4Q4KR(p0, p1, p2, p3, xs, nsb) : dot4Q6KR(p0, p1, p2, p3, xs, nsb);
+    const o = out + (ra << 2);
+    v128.store32_lane(o, acc, 0);
+    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
+    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
+    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+  }
+}
+
+/** Rows [r0, r1) of Q4_K or Q6_K weights (rb bytes per row) times the token widened by widenKRaw; false for other types. */
+export function decodeRelaxed(t: u32, out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): bool {
+  if (t == T_Q4_K) { decodeRowsR(T_Q4_K, out, w, xs, nsb, rb, r0, r1); return true; }
+  if (t == T_Q6_K) { decodeRowsR(T_Q6_K, out, w, xs, nsb, rb, r0, r1); return true; }
+  return false;
+}
