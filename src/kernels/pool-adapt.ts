@@ -6,7 +6,7 @@
  * gets a core to itself (the scheduler moves it once the workers sleep) and is faster.
  *
  * So the pool measures instead of guessing: jobs with a key (one per matmul shape) are timed in
- * epochs of EPOCH jobs; most epochs run in the chosen mode (all threads, or the main thread
+ * epochs of EPOCH jobs (PROBE_EPOCH for a probe); most epochs run in the chosen mode (all threads, or the main thread
  * alone), and now and then one runs in the other ("a probe"). A probe whose jobs took less time
  * than the chosen mode's recent times for the same keys (an average per key) switches the mode;
  * a probe that loses doubles the wait before the next (up to MAX_PROBE epochs, about a second of
@@ -16,10 +16,13 @@
  * 81 tokens are 35 matmuls) is mostly run alone once another program is found busy.
  */
 const EPOCH = 16;
-const FIRST_PROBE = 4;
+/** A probe is shorter: a layer's matmuls (every shape of it) is enough to compare. */
+const PROBE_EPOCH = 8;
+/** The first probe comes right after the first epoch: a prompt is a few epochs long. */
+const FIRST_PROBE = 1;
 const MAX_PROBE = 192;
-/** A probe must beat the chosen mode by this factor (noise between epochs is a few %). */
-const MARGIN = 0.95;
+/** A probe must beat the chosen mode by this factor: on a shared VM, epochs vary by 10% and more (at 0.95, a quiet run switched 8-12 times in 32 tokens); a busy core costs far more. */
+const MARGIN = 0.85;
 const ALPHA = 0.25;
 
 export class ModeProbe {
@@ -43,6 +46,10 @@ export class ModeProbe {
   switches = 0;
 
   constructor(readonly enabled: boolean) {}
+
+  get epochCount(): number {
+    return this.epochs;
+  }
 
   /** Run the next job on the main thread alone? */
   get solo(): boolean {
@@ -70,7 +77,7 @@ export class ModeProbe {
       }
     }
     a[i] = Number.isNaN(a[i]!) ? ms : a[i]! + ALPHA * (ms - a[i]!);
-    if (++this.jobs >= EPOCH) this.endEpoch();
+    if (++this.jobs >= (this.current !== this.chosen ? PROBE_EPOCH : EPOCH)) this.endEpoch();
   }
 
   private endEpoch(): void {

@@ -1,11 +1,13 @@
 /**
- * Helper thread of the kernel thread pool (see pool.ts), plus the code that maps one job share to a
- * kernel call, used by the main thread and the workers alike.
+ * Helper thread of the kernel thread pool (see pool.ts), plus the code that maps one chunk of a job
+ * to a kernel call and takes chunks from the claim word, used by the main thread and the workers
+ * alike.
  *
  * A worker instantiates the shared compiled kernel module once per arena on that arena's shared
- * WebAssembly.Memory, then loops: spin on the generation counter of the control block, run its
- * share of the job, bump the done counter. After spinning ~SPIN_MS without work, or at once when the
- * main thread asks (backend.idle(), between tokens), it sleeps in Atomics.wait.
+ * WebAssembly.Memory, then loops: spin on the generation counter of the control block, take and
+ * run chunks until none is left (bumping the done counter after each), or acknowledge a broadcast
+ * (bind, stop). After spinning ~SPIN_MS without work, or at once when the main thread asks
+ * (backend.idle(), between tokens), it sleeps in Atomics.wait.
  */
 import { isMainThread, parentPort, receiveMessageOnPort, workerData, type MessagePort } from "node:worker_threads";
 

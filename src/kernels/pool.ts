@@ -2,18 +2,21 @@
  * Thread pool for the WASM kernels: `threads - 1` worker_threads plus the main thread, all running
  * the same compiled WebAssembly.Module, instantiated once per arena on the arena's shared memory.
  *
- * Dispatch is a job (op + f64 args) written into a SharedArrayBuffer control block followed by an
- * Atomics generation bump (~0.3 µs); workers spin on the generation during a forward pass, the
- * main thread runs share 0 itself and then spins on the done counter. Workers sleep in
- * Atomics.wait after SPIN_MS without work or right after idle(); waking one costs 50-800 µs, which
- * is why they spin within a token. Worker errors (wasm traps included) are copied into the control
- * block and rethrown on the main thread. Workers are unref()'d: a forgotten close() never keeps the
- * process alive.
+ * A job (op + f64 args) is written into a SharedArrayBuffer control block and published by one
+ * claim word (pool-worker.ts claimWord) plus a generation bump. Every thread, the main one
+ * included, then takes chunks of the job from the claim word until none is left (the fastest take
+ * the most; a thread preempted by another program holds up only its chunk). The main thread then
+ * spins about a chunk's time and sleeps until the last chunk is done. Workers spin on the
+ * generation, and sleep in Atomics.wait after SPIN_MS without work or right after idle(); waking
+ * one costs 50-800 µs, which is why they spin within a token. While the main thread alone is
+ * faster (another program busy, pool-adapt.ts), jobs run there and the workers sleep. Worker
+ * errors (wasm traps included) are copied into the control block and rethrown on the main thread.
+ * Workers are unref()'d: a forgotten close() never keeps the process alive.
  */
 import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
 import {
   ARGS_BYTE, CONTROL_BYTES, C_ACKS, C_ARENA, C_BCAST, C_CLAIM, C_DONE, C_ERR, C_ERR_LEN, C_GEN,
-  C_MAIN_WAITING, C_OP, C_SLEEPERS, C_SLEEP_REQ, ERR_BYTE, MAX_CHUNKS, N_ARGS, OP_BIND, OP_STOP,
+  C_MAIN_WAITING, C_OP, C_SLEEPERS, C_SLEEP_REQ, ERR_BYTE, MAX_CHUNKS, N_ARGS, OP_BIND, OP_MEMREAD, OP_STOP,
   claimWord, runShare, takeChunks, type KernelExports,
 } from "./pool-worker.js";
 import { ModeProbe } from "./pool-adapt.js";
@@ -124,7 +127,9 @@ export class ThreadPool {
     if ((n <= 1 || this.workers.length === 0 || this.probe.solo) && !broadcast) {
       const t0 = performance.now();
       for (let i = 0; i < args.length; i++) this.args[i] = args[i]!;
-      runShare(k!, op, this.args, 0, 1, 0);
+      // one chunk: the same result as any cut (MEMREAD's arguments are per chunk, so it runs them all)
+      if (op === OP_MEMREAD) for (let c = 0; c < n; c++) runShare(k!, op, this.args, c, n, 0);
+      else runShare(k!, op, this.args, 0, 1, 0);
       if (key >= 0 && n > 1) this.probe.record(key, performance.now() - t0);
       return;
     }
@@ -201,6 +206,10 @@ export class ThreadPool {
   }
 
   async close(): Promise<void> {
+    if (process.env["LLAMESH_POOL_DEBUG"]) {
+      const p = this.probe;
+      process.stderr.write(`pool: ${p.switches} switches, ${p.soloEpochs} of ${p.epochCount} epochs alone, main slept ${this.sleeps} times\n`);
+    }
     if (this.closed && this.workers.length === 0) return;
     if (!this.closed && this.workers.length > 0) {
       try {

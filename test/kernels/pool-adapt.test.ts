@@ -57,12 +57,13 @@ test("all threads slower than the main thread's own pace: the probe comes at onc
   }
   assert.equal(p.switches, 1, "switched after one epoch on all threads and one probe");
   assert.equal(alone, 16 * 2);
-  // on a quiet machine the estimate is above the job time: no early probe
+  // on a quiet machine the estimate is above the job time: no early probe, only the schedule's
   const q = new ModeProbe(true);
   let probes = 0;
-  for (let i = 0; i < 16 * 4; i++) {
+  for (let i = 0; i < 16 * 40; i++) {
     if (q.solo) probes++;
     q.record(i % 7, q.solo ? 1.8 : 1, 1.9);
   }
-  assert.equal(probes, 0);
+  assert.equal(q.switches, 0);
+  assert.ok(probes <= 8 * 5, `${probes} jobs alone`);
 });
