@@ -41,6 +41,9 @@ interface StreamRun {
 
 interface LoadRun {
   streams: number;
+  /** Mean forward step time on the server (its /metrics), and steps. */
+  stepMs: number;
+  steps: number;
   aggregate: number;
   perStream: number;
   ttftMs: number;
@@ -103,17 +106,28 @@ async function oneStream(base: string, prompt: string, n: number): Promise<Strea
   return { tokens, firstMs: first - t0, decodeTokPerS: tokens > 1 && last > first ? ((tokens - 1) * 1000) / (last - first) : 0 };
 }
 
+/** The server's step counters (llamesh_steps_total, llamesh_step_seconds_total). */
+async function stepCounters(base: string): Promise<{ steps: number; seconds: number }> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const v = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? NaN);
+  return { steps: v("llamesh_steps_total"), seconds: v("llamesh_step_seconds_total") };
+}
+
 /** `streams` concurrent streams; queue times from the server log lines they add. */
 async function load(srv: { base: string; stderr: () => string }, streams: number, n: number): Promise<LoadRun> {
   const logStart = srv.stderr().length;
+  const c0 = await stepCounters(srv.base);
   const t0 = performance.now();
   const runs = await Promise.all(Array.from({ length: streams }, (_, i) => oneStream(srv.base, PROMPTS[i % PROMPTS.length]!, n)));
   const wall = performance.now() - t0;
   await new Promise((r) => setTimeout(r, 50)); // the log lines follow the last event
   const queued = [...srv.stderr().slice(logStart).matchAll(/queued ([\d.]+) s/g)].map((m) => Number(m[1]) * 1000);
   const tokens = runs.reduce((s, r) => s + r.tokens, 0);
+  const c1 = await stepCounters(srv.base);
   return {
     streams,
+    steps: c1.steps - c0.steps,
+    stepMs: ((c1.seconds - c0.seconds) * 1000) / Math.max(1, c1.steps - c0.steps),
     aggregate: (tokens * 1000) / wall,
     perStream: median(runs.map((r) => r.decodeTokPerS)),
     ttftMs: median(runs.map((r) => r.firstMs)),
@@ -146,9 +160,12 @@ export async function benchServe(opts: ServeBenchOptions): Promise<void> {
       for (const s of opts.streams) {
         const r = await load(srv, s, opts.n);
         byStreams.get(s)!.push(r);
-        opts.log(`  run ${run + 1}: ${s} stream${s === 1 ? "" : "s"}: ${r.aggregate.toFixed(2)} tok/s aggregate, ${r.perStream.toFixed(2)} per stream, ttft ${r.ttftMs.toFixed(0)} ms, queue ${r.queueMs.toFixed(0)} ms, ${r.tokens} tokens`);
+        opts.log(`  run ${run + 1}: ${s} stream${s === 1 ? "" : "s"}: ${r.aggregate.toFixed(2)} tok/s aggregate, ${r.perStream.toFixed(2)} per stream, ttft ${r.ttftMs.toFixed(0)} ms, queue ${r.queueMs.toFixed(0)} ms, ${r.tokens} tokens, ${r.steps} steps of ${r.stepMs.toFixed(1)} ms`);
       }
     }
+  } catch (e) {
+    const tail = srv.stderr().trim().split("\n").slice(-5).join("\n  ");
+    throw new LlameshError(`bench serve: ${e instanceof Error ? e.message : String(e)}${srv.child.exitCode !== null || srv.child.signalCode !== null ? ` (llamesh serve ended: ${srv.child.exitCode ?? srv.child.signalCode})` : ""}; the server's last lines:\n  ${tail}`);
   } finally {
     srv.child.kill("SIGTERM");
   }
