@@ -8,7 +8,7 @@
  * decode tok/s (tokens after the first over the time after the first), time to first token and
  * queue time (the server's log). Prints best and median of the runs.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import * as path from "node:path";
 import { LlameshError } from "../src/core/errors.js";
 import { benchSynth } from "./synth.js";
@@ -136,11 +136,18 @@ async function load(srv: { base: string; stderr: () => string }, streams: number
   };
 }
 
-/** bin/client's decode tok/s on the same model, prompt and context. */
-function clientSpeed(model: string, threads: number, n: number, ctx: number): number {
-  const r = spawnSync(process.execPath, [path.resolve("bin", "client"), model, "-n", String(n), "-t", String(threads), "-c", String(ctx), "--temp", "0", "-i", PROMPTS[0]!], { encoding: "utf8" });
-  const m = /Speed: ([\d.]+) tok\/s/.exec(r.stderr);
-  if (!m) throw new LlameshError(`bench serve: bin/client gave no speed (exit ${r.status}): ${r.stderr.trim().split("\n").at(-1)}`);
+/**
+ * bin/client's decode tok/s on the same model, prompt and context. Asynchronous: a blocked event
+ * loop would keep the HTTP client from seeing the server close its idle connections, and the next
+ * request would go out on a dead one.
+ */
+async function clientSpeed(model: string, threads: number, n: number, ctx: number): Promise<number> {
+  const child = spawn(process.execPath, [path.resolve("bin", "client"), model, "-n", String(n), "-t", String(threads), "-c", String(ctx), "--temp", "0", "-i", PROMPTS[0]!], { stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+  const m = /Speed: ([\d.]+) tok\/s/.exec(err);
+  if (!m) throw new LlameshError(`bench serve: bin/client gave no speed (exit ${code}): ${err.trim().split("\n").at(-1)}`);
   return Number(m[1]);
 }
 
@@ -155,7 +162,7 @@ export async function benchServe(opts: ServeBenchOptions): Promise<void> {
   try {
     await load(srv, 1, 8); // warm up: first-use costs out of the figures
     for (let run = 0; run < opts.runs; run++) {
-      client.push(clientSpeed(model, opts.threads, opts.n, ctx));
+      client.push(await clientSpeed(model, opts.threads, opts.n, ctx));
       opts.log(`  run ${run + 1}: bin/client ${client.at(-1)!.toFixed(2)} tok/s`);
       for (const s of opts.streams) {
         const r = await load(srv, s, opts.n);
