@@ -12,6 +12,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import * as path from "node:path";
 import { LlameshError } from "../src/core/errors.js";
 import { benchSynth } from "./synth.js";
+import { createBackend } from "../src/kernels/backend.js";
+import { openModel } from "../src/engine/open.js";
 
 export interface ServeBenchOptions {
   model?: string;
@@ -177,6 +179,37 @@ export async function benchServe(opts: ServeBenchOptions): Promise<void> {
     srv.child.kill("SIGTERM");
   }
   printTable(client, byStreams, opts.streams);
+  await engineSteps(model, opts.threads, opts.streams, ctx, opts.log);
+}
+
+/**
+ * The engine's own bound, without HTTP or scheduling: one forwardBatch of k single-token segments
+ * (k slots), best of 5 after a warm-up, in this process; k tokens per step give k x 1000 / ms tok/s.
+ */
+async function engineSteps(model: string, threads: number, streams: number[], ctx: number, log: (l: string) => void): Promise<void> {
+  const backend = await createBackend({ threads });
+  try {
+    const slots = Math.max(...streams);
+    const m = await openModel(model, { backend, maxSeqLen: ctx, slots });
+    for (let s = 0; s < slots; s++) await m.forwardBatch([{ slot: s, pos: 0, tokens: [1, 2, 3, 4] }]);
+    const rows = ["| tokens per step (k slots) | step ms (best of 5) | tok/s | vs 1 |", "|---:|---:|---:|---:|"];
+    let one = 0;
+    for (const k of streams) {
+      let best = Infinity;
+      for (let i = 0; i < 6; i++) {
+        const t0 = performance.now();
+        await m.forwardBatch(Array.from({ length: k }, (_, s) => ({ slot: s, pos: 4 + i, tokens: [5 + s] })));
+        if (i > 0) best = Math.min(best, performance.now() - t0);
+      }
+      const tps = (k * 1000) / best;
+      if (k === Math.min(...streams)) one = tps;
+      rows.push(`| ${k} | ${best.toFixed(1)} | ${tps.toFixed(2)} | ${(tps / one).toFixed(2)}x |`);
+    }
+    log("engine alone (forwardBatch in this process):");
+    process.stdout.write("\n" + rows.join("\n") + "\n");
+  } finally {
+    await backend.close();
+  }
 }
 
 function printTable(client: number[], byStreams: Map<number, LoadRun[]>, streams: number[]): void {
