@@ -8,10 +8,12 @@
  * decode tok/s (tokens after the first over the time after the first), time to first token and
  * queue time (the server's log). Prints best and median of the runs.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import * as path from "node:path";
 import { LlameshError } from "../src/core/errors.js";
 import { benchSynth } from "./synth.js";
+import { createBackend } from "../src/kernels/backend.js";
+import { openModel } from "../src/engine/open.js";
 
 export interface ServeBenchOptions {
   model?: string;
@@ -41,6 +43,9 @@ interface StreamRun {
 
 interface LoadRun {
   streams: number;
+  /** Mean forward step time on the server (its /metrics), and steps. */
+  stepMs: number;
+  steps: number;
   aggregate: number;
   perStream: number;
   ttftMs: number;
@@ -103,17 +108,28 @@ async function oneStream(base: string, prompt: string, n: number): Promise<Strea
   return { tokens, firstMs: first - t0, decodeTokPerS: tokens > 1 && last > first ? ((tokens - 1) * 1000) / (last - first) : 0 };
 }
 
+/** The server's step counters (llamesh_steps_total, llamesh_step_seconds_total). */
+async function stepCounters(base: string): Promise<{ steps: number; seconds: number }> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const v = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? NaN);
+  return { steps: v("llamesh_steps_total"), seconds: v("llamesh_step_seconds_total") };
+}
+
 /** `streams` concurrent streams; queue times from the server log lines they add. */
 async function load(srv: { base: string; stderr: () => string }, streams: number, n: number): Promise<LoadRun> {
   const logStart = srv.stderr().length;
+  const c0 = await stepCounters(srv.base);
   const t0 = performance.now();
   const runs = await Promise.all(Array.from({ length: streams }, (_, i) => oneStream(srv.base, PROMPTS[i % PROMPTS.length]!, n)));
   const wall = performance.now() - t0;
   await new Promise((r) => setTimeout(r, 50)); // the log lines follow the last event
   const queued = [...srv.stderr().slice(logStart).matchAll(/queued ([\d.]+) s/g)].map((m) => Number(m[1]) * 1000);
   const tokens = runs.reduce((s, r) => s + r.tokens, 0);
+  const c1 = await stepCounters(srv.base);
   return {
     streams,
+    steps: c1.steps - c0.steps,
+    stepMs: ((c1.seconds - c0.seconds) * 1000) / Math.max(1, c1.steps - c0.steps),
     aggregate: (tokens * 1000) / wall,
     perStream: median(runs.map((r) => r.decodeTokPerS)),
     ttftMs: median(runs.map((r) => r.firstMs)),
@@ -122,11 +138,18 @@ async function load(srv: { base: string; stderr: () => string }, streams: number
   };
 }
 
-/** bin/client's decode tok/s on the same model, prompt and context. */
-function clientSpeed(model: string, threads: number, n: number, ctx: number): number {
-  const r = spawnSync(process.execPath, [path.resolve("bin", "client"), model, "-n", String(n), "-t", String(threads), "-c", String(ctx), "--temp", "0", "-i", PROMPTS[0]!], { encoding: "utf8" });
-  const m = /Speed: ([\d.]+) tok\/s/.exec(r.stderr);
-  if (!m) throw new LlameshError(`bench serve: bin/client gave no speed (exit ${r.status}): ${r.stderr.trim().split("\n").at(-1)}`);
+/**
+ * bin/client's decode tok/s on the same model, prompt and context. Asynchronous: a blocked event
+ * loop would keep the HTTP client from seeing the server close its idle connections, and the next
+ * request would go out on a dead one.
+ */
+async function clientSpeed(model: string, threads: number, n: number, ctx: number): Promise<number> {
+  const child = spawn(process.execPath, [path.resolve("bin", "client"), model, "-n", String(n), "-t", String(threads), "-c", String(ctx), "--temp", "0", "-i", PROMPTS[0]!], { stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+  const m = /Speed: ([\d.]+) tok\/s/.exec(err);
+  if (!m) throw new LlameshError(`bench serve: bin/client gave no speed (exit ${code}): ${err.trim().split("\n").at(-1)}`);
   return Number(m[1]);
 }
 
@@ -141,18 +164,52 @@ export async function benchServe(opts: ServeBenchOptions): Promise<void> {
   try {
     await load(srv, 1, 8); // warm up: first-use costs out of the figures
     for (let run = 0; run < opts.runs; run++) {
-      client.push(clientSpeed(model, opts.threads, opts.n, ctx));
+      client.push(await clientSpeed(model, opts.threads, opts.n, ctx));
       opts.log(`  run ${run + 1}: bin/client ${client.at(-1)!.toFixed(2)} tok/s`);
       for (const s of opts.streams) {
         const r = await load(srv, s, opts.n);
         byStreams.get(s)!.push(r);
-        opts.log(`  run ${run + 1}: ${s} stream${s === 1 ? "" : "s"}: ${r.aggregate.toFixed(2)} tok/s aggregate, ${r.perStream.toFixed(2)} per stream, ttft ${r.ttftMs.toFixed(0)} ms, queue ${r.queueMs.toFixed(0)} ms, ${r.tokens} tokens`);
+        opts.log(`  run ${run + 1}: ${s} stream${s === 1 ? "" : "s"}: ${r.aggregate.toFixed(2)} tok/s aggregate, ${r.perStream.toFixed(2)} per stream, ttft ${r.ttftMs.toFixed(0)} ms, queue ${r.queueMs.toFixed(0)} ms, ${r.tokens} tokens, ${r.steps} steps of ${r.stepMs.toFixed(1)} ms`);
       }
     }
+  } catch (e) {
+    const tail = srv.stderr().trim().split("\n").slice(-5).join("\n  ");
+    throw new LlameshError(`bench serve: ${e instanceof Error ? e.message : String(e)}${srv.child.exitCode !== null || srv.child.signalCode !== null ? ` (llamesh serve ended: ${srv.child.exitCode ?? srv.child.signalCode})` : ""}; the server's last lines:\n  ${tail}`);
   } finally {
     srv.child.kill("SIGTERM");
   }
   printTable(client, byStreams, opts.streams);
+  await engineSteps(model, opts.threads, opts.streams, ctx, opts.log);
+}
+
+/**
+ * The engine's own bound, without HTTP or scheduling: one forwardBatch of k single-token segments
+ * (k slots), best of 5 after a warm-up, in this process; k tokens per step give k x 1000 / ms tok/s.
+ */
+async function engineSteps(model: string, threads: number, streams: number[], ctx: number, log: (l: string) => void): Promise<void> {
+  const backend = await createBackend({ threads });
+  try {
+    const slots = Math.max(...streams);
+    const m = await openModel(model, { backend, maxSeqLen: ctx, slots });
+    for (let s = 0; s < slots; s++) await m.forwardBatch([{ slot: s, pos: 0, tokens: [1, 2, 3, 4] }]);
+    const rows = ["| tokens per step (k slots) | step ms (best of 5) | tok/s | vs 1 |", "|---:|---:|---:|---:|"];
+    let one = 0;
+    for (const k of streams) {
+      let best = Infinity;
+      for (let i = 0; i < 6; i++) {
+        const t0 = performance.now();
+        await m.forwardBatch(Array.from({ length: k }, (_, s) => ({ slot: s, pos: 4 + i, tokens: [5 + s] })));
+        if (i > 0) best = Math.min(best, performance.now() - t0);
+      }
+      const tps = (k * 1000) / best;
+      if (k === Math.min(...streams)) one = tps;
+      rows.push(`| ${k} | ${best.toFixed(1)} | ${tps.toFixed(2)} | ${(tps / one).toFixed(2)}x |`);
+    }
+    log("engine alone (forwardBatch in this process):");
+    process.stdout.write("\n" + rows.join("\n") + "\n");
+  } finally {
+    await backend.close();
+  }
 }
 
 function printTable(client: number[], byStreams: Map<number, LoadRun[]>, streams: number[]): void {
