@@ -15,7 +15,7 @@
 // with no horizontal reduction; the float step is one convert, two multiplies and an add per
 // (row, block, four tokens), in the reference's order (acc += f32(sumi) * f32(dw * dx)), so the
 // results are bit-identical with the reference and with the SIMD128 build.
-import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4Safe, scaleK4, transposeSum } from "./common";
+import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4, halves4Safe, scaleK4, transposeSum } from "./common";
 import { q4kScales } from "./unpack";
 
 /** Bytes per (32-value chunk, token quad) of activations. */
@@ -245,7 +245,7 @@ const QV: u32 = 128;
 export function prefillRelaxed(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
   r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
   switch (t) {
-    case T_Q4_0: return prefillQuads(T_Q4_0, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
+    case T_Q4_0: return prefillQ4_0Rows(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
     case T_Q4_K: return prefillQuads(T_Q4_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
     case T_Q6_K: return prefillQuads(T_Q6_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
     default: return false;
@@ -460,4 +460,94 @@ export function decodeRelaxed(t: u32, out: usize, w: usize, xs: usize, nsb: u32,
   if (t == T_Q4_K) { decodeRowsR(T_Q4_K, out, w, xs, nsb, rb, r0, r1); return true; }
   if (t == T_Q6_K) { decodeRowsR(T_Q6_K, out, w, xs, nsb, rb, r0, r1); return true; }
   return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q4_0 prefill with "lane = row": four rows' levels transposed so that lane r of weight vector g
+// holds group g (four values) of row r; each token's four activations of a group are one
+// load32_splat straight from its Q8_0 block. Eight dots give a block's integer sums of four rows
+// for one token; the float step (f32(sumi) * f32(dw * dx), block order) is per lane as in the
+// reference. No padding of the token count, and the unpacking is shared by four rows.
+
+/** Rows r0.. (four, p1..p3 may alias p0) of Q4_0 times nTok tokens: f32x4 accumulators FA[t]. */
+// @ts-ignore: decorator
+@inline function rows4Q4_0(p0: usize, p1: usize, p2: usize, p3: usize, nb: u32, x: usize, arb: u32, nTok: u32, D: usize, FA: usize): void {
+  const m0f = i8x16.splat(0x0f);
+  for (let b: u32 = 0; b < nb; b++) {
+    const v0 = v128.load(p0, 2), v1 = v128.load(p1, 2), v2 = v128.load(p2, 2), v3 = v128.load(p3, 2);
+    const dw = halves4(p0, p1, p2, p3, 0);
+    // lo nibbles (values 0..15): groups 0..3; hi (16..31): groups 4..7; transpose 4x4 of i32
+    const a0 = v128.and(v0, m0f), a1 = v128.and(v1, m0f), a2 = v128.and(v2, m0f), a3 = v128.and(v3, m0f);
+    const t01l = i32x4.shuffle(a0, a1, 0, 4, 1, 5), t01h = i32x4.shuffle(a0, a1, 2, 6, 3, 7);
+    const t23l = i32x4.shuffle(a2, a3, 0, 4, 1, 5), t23h = i32x4.shuffle(a2, a3, 2, 6, 3, 7);
+    const w0 = i64x2.shuffle(t01l, t23l, 0, 2), w1 = i64x2.shuffle(t01l, t23l, 1, 3);
+    const w2 = i64x2.shuffle(t01h, t23h, 0, 2), w3 = i64x2.shuffle(t01h, t23h, 1, 3);
+    const c0 = v128.and(i16x8.shr_u(v0, 4), m0f), c1 = v128.and(i16x8.shr_u(v1, 4), m0f);
+    const c2 = v128.and(i16x8.shr_u(v2, 4), m0f), c3 = v128.and(i16x8.shr_u(v3, 4), m0f);
+    const u01l = i32x4.shuffle(c0, c1, 0, 4, 1, 5), u01h = i32x4.shuffle(c0, c1, 2, 6, 3, 7);
+    const u23l = i32x4.shuffle(c2, c3, 0, 4, 1, 5), u23h = i32x4.shuffle(c2, c3, 2, 6, 3, 7);
+    const w4 = i64x2.shuffle(u01l, u23l, 0, 2), w5 = i64x2.shuffle(u01l, u23l, 1, 3);
+    const w6 = i64x2.shuffle(u01h, u23h, 0, 2), w7 = i64x2.shuffle(u01h, u23h, 1, 3);
+    let xq = x + b * 34 + 2;
+    let dp = D + (b << 3);
+    let f = FA;
+    const fEnd = FA + (nTok << 4);
+    while (f < fEnd) {
+      let s = rdot(v128.load32_splat(xq, 0), w0, i32x4.splat(0));
+      let u = rdot(v128.load32_splat(xq, 16), w4, i32x4.splat(0));
+      s = rdot(v128.load32_splat(xq, 4), w1, s);
+      u = rdot(v128.load32_splat(xq, 20), w5, u);
+      s = rdot(v128.load32_splat(xq, 8), w2, s);
+      u = rdot(v128.load32_splat(xq, 24), w6, u);
+      s = rdot(v128.load32_splat(xq, 12), w3, s);
+      u = rdot(v128.load32_splat(xq, 28), w7, u);
+      const sumi = i32x4.sub(i32x4.add(s, u), v128.load32_splat(dp, 4));
+      v128.store(f, f32x4.add(v128.load(f), f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(dw, v128.load32_splat(dp)))));
+      xq += arb; dp += nb << 3; f += 16;
+    }
+    p0 += 18; p1 += 18; p2 += 18; p3 += 18;
+  }
+}
+
+/** Q4_0 prefill (lane = row); false (nothing done) if the per-token data do not fit in the scratch. */
+export function prefillQ4_0Rows(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
+  const nb = cols >> 5;
+  const rb = nb * 18, arb = nb * 34;
+  // per token: dx and 8*sum(x) per block (8 bytes), one f32x4 accumulator
+  const per: u32 = (nb << 3) + 16;
+  if (scratchBytes < per) return false;
+  let chunk: u32 = scratchBytes / per;
+  if (chunk > 64) chunk = 64;
+  for (let t0: u32 = 0; t0 < nTok; t0 += chunk) {
+    const tc = nTok - t0 < chunk ? nTok - t0 : chunk;
+    const D = scratch, FA = scratch + tc * (nb << 3);
+    for (let j: u32 = 0; j < tc; j++) {
+      const xr = x + (t0 + j) * arb;
+      for (let b: u32 = 0; b < nb; b++) {
+        const xb = xr + b * 34;
+        const dp = D + ((j * nb + b) << 3);
+        store<f32>(dp, f16ToF32(load<u16>(xb) as u32));
+        const s16 = i16x8.add(i16x8.extadd_pairwise_i8x16_s(v128.load(xb, 2)), i16x8.extadd_pairwise_i8x16_s(v128.load(xb, 18)));
+        const s32 = i32x4.extadd_pairwise_i16x8_s(s16);
+        store<i32>(dp, (i32x4.extract_lane(s32, 0) + i32x4.extract_lane(s32, 1) + i32x4.extract_lane(s32, 2) + i32x4.extract_lane(s32, 3)) << 3, 4);
+      }
+    }
+    for (let r = r0; r < r1; r += 4) {
+      const left = r1 - r;
+      const p0 = w + r * rb;
+      const p1 = left > 1 ? p0 + rb : p0, p2 = left > 2 ? p0 + 2 * rb : p0, p3 = left > 3 ? p0 + 3 * rb : p0;
+      for (let j: u32 = 0; j < tc; j++) v128.store(FA + (j << 4), f32x4.splat(0));
+      rows4Q4_0(p0, p1, p2, p3, nb, x + t0 * arb, arb, tc, D, FA);
+      for (let j: u32 = 0; j < tc; j++) {
+        const v = v128.load(FA + (j << 4));
+        const o = out + (((t0 + j) * rows + r) << 2);
+        if (left >= 4) { v128.store(o, v); continue; }
+        v128.store32_lane(o, v, 0);
+        if (left > 1) v128.store32_lane(o, v, 1, 4);
+        if (left > 2) v128.store32_lane(o, v, 2, 8);
+      }
+    }
+  }
+  return true;
 }
