@@ -551,3 +551,65 @@ export function prefillQ4_0Rows(out: usize, w: usize, x: usize, rows: u32, cols:
   }
   return true;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Q4_0 decode: per block and row two relaxed dots (low nibbles with values 0..15, high with
+// 16..31), four rows reduced together (transposeSum), then legacy-decode.ts's float step.
+
+const XS: u32 = 112;
+
+/** nb Q8_0 blocks at x -> XS-byte blocks: the 32 int8 as they are, d as f32x4 at 64, slack at 80, sum(q) as i32x4 at 96. */
+export function widenQ4_0Raw(x: usize, nb: u32, dst: usize): void {
+  for (let b: u32 = 0; b < nb; b++) {
+    const a = v128.load(x, 2), c = v128.load(x, 18);
+    v128.store(dst, a, 0);
+    v128.store(dst, c, 16);
+    v128.store(dst, f32x4.splat(f16ToF32(load<u16>(x) as u32)), 64);
+    const s32 = i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extadd_pairwise_i8x16_s(a), i16x8.extadd_pairwise_i8x16_s(c)));
+    const s2 = i32x4.add(s32, i32x4.shuffle(s32, s32, 2, 3, 0, 1));
+    v128.store(dst, i32x4.add(s2, i32x4.shuffle(s2, s2, 1, 0, 3, 2)), 96);
+    x += 34; dst += XS;
+  }
+}
+
+// @ts-ignore: decorator
+@inline function nibDotR(p: usize, x0: v128, x1: v128): v128 {
+  const m0f = i8x16.splat(0x0f);
+  const v = v128.load(p, 2);
+  return rdot(x1, v128.and(i16x8.shr_u(v, 4), m0f), rdot(x0, v128.and(v, m0f), i32x4.splat(0)));
+}
+
+/** Rows [r0, r1) of Q4_0 weights (rb bytes per row, nb blocks) times the token widened by widenQ4_0Raw. */
+export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32, r1: u32): void {
+  const n = r1 - r0;
+  const q: u32 = (n + 3) >> 2;
+  for (let i: u32 = 0; i < q; i++) {
+    const ra = r0 + i;
+    let p0 = w + ra * rb;
+    const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
+    let p1 = v1 ? p0 + q * rb : p0;
+    let p2 = v2 ? p0 + ((q * rb) << 1) : p0;
+    let p3 = v3 ? p0 + q * rb * 3 : p0;
+    let acc = f32x4.splat(0);
+    let xs = xs0;
+    const end = xs0 + nb * XS;
+    while (xs < end) {
+      const x0 = v128.load(xs, 0), x1 = v128.load(xs, 16);
+      const s0 = nibDotR(p0, x0, x1);
+      v128.store(xs, s0, 80);
+      const s1 = nibDotR(p1, x0, x1);
+      v128.store(xs, s1, 80);
+      const s2 = nibDotR(p2, x0, x1);
+      v128.store(xs, s2, 80);
+      const s3 = nibDotR(p3, x0, x1);
+      const sumi = i32x4.sub(transposeSum(s0, s1, s2, s3), i32x4.shl(v128.load(xs, 96), 3));
+      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(halves4(p0, p1, p2, p3, 0), v128.load(xs, 64))));
+      p0 += 18; p1 += 18; p2 += 18; p3 += 18; xs += XS;
+    }
+    const o = out + (ra << 2);
+    v128.store32_lane(o, acc, 0);
+    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
+    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
+    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+  }
+}
