@@ -656,10 +656,10 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
 
 /**
  * IA[t] += sa * (dots of the weight vectors W[0..4) with values 0..15 of the chunk) + sb * (W[4..8)
- * with values 16..31), for every token t (activations of the chunk at xq + t * arb).
+ * with values 16..31), for every token t (activations of the chunk at xq + t * arb); one: sa = sb.
  */
 // @ts-ignore: decorator
-@inline function chunkRows(W: usize, sa: v128, sb: v128, xq: usize, arb: u32, nTok: u32, IA: usize): void {
+@inline function chunkRows(W: usize, sa: v128, sb: v128, one: bool, xq: usize, arb: u32, nTok: u32, IA: usize): void {
   const w0 = v128.load(W, 0), w1 = v128.load(W, 16), w2 = v128.load(W, 32), w3 = v128.load(W, 48);
   const w4 = v128.load(W, 64), w5 = v128.load(W, 80), w6 = v128.load(W, 96), w7 = v128.load(W, 112);
   const end = IA + (nTok << 4);
@@ -672,7 +672,9 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
     u = rdot(v128.load32_splat(xq, 24), w6, u);
     s = rdot(v128.load32_splat(xq, 12), w3, s);
     u = rdot(v128.load32_splat(xq, 28), w7, u);
-    v128.store(ia, i32x4.add(v128.load(ia), i32x4.add(i32x4.mul(s, sa), i32x4.mul(u, sb))));
+    // one scale for the 32 values (Q4_K): one multiply
+    const d = one ? i32x4.mul(i32x4.add(s, u), sa) : i32x4.add(i32x4.mul(s, sa), i32x4.mul(u, sb));
+    v128.store(ia, i32x4.add(v128.load(ia), d));
     xq += arb;
   }
 }
@@ -722,7 +724,7 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
       let sa: v128, sb: v128;
       if (t == T_Q4_K) { sa = gather4u(S, c); sb = sa; }
       else { sa = gather4s(S, c << 1); sb = gather4s(S, (c << 1) + 1); }
-      chunkRows(T, sa, sb, xb + (c << 5), arb, nTok, IA);
+      chunkRows(T, sa, sb, t == T_Q4_K, xb + (c << 5), arb, nTok, IA);
     }
     const dx4 = halves4Safe(p0, p1, p2, p3, t == T_Q4_K ? 0 : 208);
     let dp = D + b * DB;
