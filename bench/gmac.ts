@@ -475,11 +475,11 @@ export async function benchGgufMatmuls(opts: { file: string; threads: number; re
  * One matrix of `type` (rows x cols, random weights with sane scales) in cache: matmul with nTok
  * tokens repeated, best and median GMAC/s of `reps` timed runs (~0.2e9 MACs each).
  */
-export async function benchHot(opts: { type: TensorType; rows: number; cols: number; nTok: number; reps?: number; threads?: number; build?: KernelBuild; log: (line: string) => void }): Promise<{ best: number; median: number }> {
+export async function benchHot(opts: { type: TensorType; rows: number; cols: number; nTok: number; reps?: number; threads?: number; build?: KernelBuild; module?: WebAssembly.Module; log: (line: string) => void }): Promise<{ best: number; median: number }> {
   const { type, rows, cols, nTok } = opts;
   const act = actTypeOf(type);
   const arena = new Arena(rows * rowBytes(type, cols) + nTok * (cols * 4 + rowBytes(act, cols)) + nTok * rows * 4 + (16 << 20), "bench-hot");
-  const module = opts.build ? await loadKernelBuild(opts.build) : undefined;
+  const module = opts.module ?? (opts.build ? await loadKernelBuild(opts.build) : undefined);
   if (opts.build && !module) throw new Error(`benchHot: this engine does not run the ${opts.build} build`);
   const be = await WasmBackend.create(opts.threads ?? 1, { module });
   const k = be.bind(arena);

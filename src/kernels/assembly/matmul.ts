@@ -15,7 +15,7 @@ import { dOffset, hasMin, kScales16, mOffset, subMin, subScale, w16, w8 } from "
 import { matmulQ8 } from "./q8";
 import { decodeQ4KFast, decodeQ5KFast, decodeQ6KFast } from "./kquant-decode";
 import { decodeQ4_0Fast, widenQ4_0 } from "./legacy-decode";
-import { decodeRelaxed, prefillRelaxed, widenKRaw } from "./relaxed";
+import { decodeQ4_0Relaxed, decodeRelaxed, prefillRelaxed, widenKRaw, widenQ4_0Raw } from "./relaxed";
 
 /** Widened Q8_0/Q8_1 block: 32 i16 (64 B), d as f32x4 (16), barrier slack (16), Q8_1 s as f32x4 or sum(q) as i32x4 (16). */
 const XS: u32 = 112;
@@ -560,6 +560,11 @@ export function matmul(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: 
       if (t == T_Q4_K || t == T_Q6_K) {
         widenKRaw(xt, nb, scratch);
         decodeRelaxed(t, out + tok * rows * 4, w, scratch, nb, rb, r0, r1);
+        continue;
+      }
+      if (t == T_Q4_0) {
+        widenQ4_0Raw(xt, nb, scratch);
+        decodeQ4_0Relaxed(out + tok * rows * 4, w, scratch, nb, rb, r0, r1);
         continue;
       }
     }
