@@ -9,6 +9,7 @@
  * queue time (the server's log). Prints best and median of the runs.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { LlameshError } from "../src/core/errors.js";
 import { benchSynth } from "./synth.js";
@@ -51,6 +52,18 @@ interface LoadRun {
   ttftMs: number;
   queueMs: number;
   tokens: number;
+  /** /proc/pressure/cpu "some avg10" after the run (others' processes competing for the cores), when known. */
+  pressure?: number;
+}
+
+/** Linux's CPU pressure (share of the last 10 s some task waited for a core), or undefined. */
+function cpuPressure(): number | undefined {
+  try {
+    const m = /some avg10=([\d.]+)/.exec(fs.readFileSync("/proc/pressure/cpu", "utf8"));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
@@ -61,6 +74,8 @@ async function startServer(model: string, threads: number, slots: number, ctx: n
   const child = spawn(process.execPath, [bin, "serve", model, "--port", "0", "-t", String(threads), "--parallel", String(slots), "--slot-ctx", String(ctx)], { stdio: ["ignore", "pipe", "pipe"] });
   let err = "";
   child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  // a bench stopped by a signal takes its server along
+  for (const sig of ["SIGINT", "SIGTERM"] as const) process.once(sig, () => (child.kill("SIGTERM"), process.exit(130)));
   const port = await new Promise<number>((resolve, reject) => {
     let out = "";
     child.stdout!.on("data", (d: Buffer) => {
@@ -168,8 +183,9 @@ export async function benchServe(opts: ServeBenchOptions): Promise<void> {
       opts.log(`  run ${run + 1}: bin/client ${client.at(-1)!.toFixed(2)} tok/s`);
       for (const s of opts.streams) {
         const r = await load(srv, s, opts.n);
+        r.pressure = cpuPressure();
         byStreams.get(s)!.push(r);
-        opts.log(`  run ${run + 1}: ${s} stream${s === 1 ? "" : "s"}: ${r.aggregate.toFixed(2)} tok/s aggregate, ${r.perStream.toFixed(2)} per stream, ttft ${r.ttftMs.toFixed(0)} ms, queue ${r.queueMs.toFixed(0)} ms, ${r.tokens} tokens, ${r.steps} steps of ${r.stepMs.toFixed(1)} ms`);
+        opts.log(`  run ${run + 1}: ${s} stream${s === 1 ? "" : "s"}: ${r.aggregate.toFixed(2)} tok/s aggregate, ${r.perStream.toFixed(2)} per stream, ttft ${r.ttftMs.toFixed(0)} ms, queue ${r.queueMs.toFixed(0)} ms, ${r.tokens} tokens, ${r.steps} steps of ${r.stepMs.toFixed(1)} ms${r.pressure === undefined ? "" : `, CPU pressure ${r.pressure.toFixed(0)}%`}`);
       }
     }
   } catch (e) {

@@ -100,6 +100,14 @@ class Answer {
 
 /** Serve one completion request; resolves once it is answered (or its client has gone). */
 export async function complete(ctx: CompletionContext, req: http.IncomingMessage, res: http.ServerResponse, chat: boolean): Promise<void> {
+  // watched from the start: a client may leave while its prompt is read or tokenized
+  let left = false;
+  let onLeave = (): void => undefined;
+  res.on("close", () => {
+    if (res.writableFinished) return;
+    left = true;
+    onLeave();
+  });
   const body = await readJson(req, ctx.maxBodyBytes);
   const p = params(body, chat);
   const ids = await promptIds(ctx, body, chat);
@@ -132,11 +140,11 @@ export async function complete(ctx: CompletionContext, req: http.IncomingMessage
     if (e instanceof QueueFull) throw new HttpError(503, e.message, "unavailable_error", { "retry-after": String(e.retryAfterS) });
     throw e;
   }
-  res.on("close", () => {
-    if (res.writableFinished) return;
+  onLeave = () => {
     goneAt = made;
     job.cancel();
-  });
+  };
+  if (left) onLeave();
   answer.start();
   // a failed step (a cluster with no worker left) fails the request, not the server
   const r = await job.done.catch((e: unknown) => {
