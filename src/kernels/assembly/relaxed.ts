@@ -8,13 +8,15 @@
 // is exact on every engine (x86 with AVX-VNNI: one vpdpbusd; without: pmaddubsw, whose i16 pair
 // sums 2 x 63 x 128 cannot saturate, pmaddwd, paddd; ARM: sdot).
 //
-// Prefill (several tokens) with "lane = token": a chunk of tokens is laid out in token quads, so
-// that one 16-byte vector holds four consecutive activations of each of four tokens; a weight
+// Prefill (several tokens) has two layouts, both with no horizontal reduction in the inner loop:
+// "lane = token" (K-quants from 16 tokens): a chunk of tokens is laid out in token quads, so that
+// one 16-byte vector holds four consecutive activations of each of four tokens, and a weight
 // vector holds the row's matching four levels in all four lanes (one pshufd of the unpacked
-// levels). Eight dots then give a 32-value block's integer sums for four tokens, one per lane,
-// with no horizontal reduction; the float step is one convert, two multiplies and an add per
-// (row, block, four tokens), in the reference's order (acc += f32(sumi) * f32(dw * dx)), so the
-// results are bit-identical with the reference and with the SIMD128 build.
+// levels); "lane = row" (Q4_0, and the K-quants below 16 tokens): four rows' levels transposed
+// so that lane r holds row r's four levels, each token's four activations broadcast. Eight dots
+// give a 32-value chunk's integer sums for four tokens (or rows), one per lane; the float steps
+// follow the reference's order (acc += f32(sumi) * f32(dw * dx), per block or super-block), so
+// the results are bit-identical with the reference and with the SIMD128 build.
 import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4, halves4Safe, scaleK4, transposeSum } from "./common";
 import { q4kScales } from "./unpack";
 
@@ -40,39 +42,29 @@ const QV: u32 = 128;
 /** Per-(block, quad) metadata bytes after the activations (see widenQuads). */
 // @ts-ignore: decorator
 @inline function metaBytes(t: u32): u32 {
-  return t == T_Q4_0 ? 32 : t == T_Q4_K ? 80 : 144;
+  return t == T_Q4_K ? 80 : 144;
 }
 
 /**
- * Tokens t0 .. t0+tc-1 of x (Q8_0 for Q4_0, Q8_K for the K-quants; arb bytes per token) into the
+ * Tokens t0 .. t0+tc-1 of x (Q8_K, arb bytes per token) into the
  * quad layout: values of 32-value chunk c, token j at XV + (c*nq + j/4)*128 + g*16 + (j%4)*4 for
  * group g of four values; token slots past tc repeat token tc-1. Metadata per (block b, quad) at
- * M + (b*nq + q)*metaBytes: dx of the four tokens (f32x4), then Q4_0: 8*sum(x) per token (i32x4);
- * Q4_K: the 8 sums per 32 values as i16 pairs [t0: s2k, s2k+1, t1: ...] (4 vectors); Q6_K: the 16
+ * M + (b*nq + q)*metaBytes: dx of the four tokens (f32x4), then Q4_K: the 8 sums per 32 values as i16 pairs [t0: s2k, s2k+1, t1: ...] (4 vectors); Q6_K: the 16
  * bsums the same way (8 vectors).
  */
 // @ts-ignore: decorator
 @inline function widenQuads(t: u32, x: usize, arb: u32, t0: u32, tc: u32, nq: u32, nch: u32, XV: usize, M: usize): void {
-  const K = t != T_Q4_0;
   const MB = metaBytes(t);
   for (let j: u32 = 0; j < (nq << 2); j++) {
     const xr = x + (t0 + (j < tc ? j : tc - 1)) * arb;
     const q = j >> 2;
     const l: usize = (j & 3) << 2;
     for (let c: u32 = 0; c < nch; c++) {
-      const src = K ? xr + (c >> 3) * 292 + 4 + ((c & 7) << 5) : xr + c * 34 + 2;
+      const src = xr + (c >> 3) * 292 + 4 + ((c & 7) << 5);
       const dst = XV + (c * nq + q) * QV + l;
       for (let g: u32 = 0; g < 8; g++) store<u32>(dst + (g << 4), load<u32>(src + (g << 2)));
-      if (!K) {
-        const mp = M + (c * nq + q) * MB;
-        store<f32>(mp + l, f16ToF32(load<u16>(xr + c * 34) as u32));
-        const s16 = i16x8.add(i16x8.extadd_pairwise_i8x16_s(v128.load(src)), i16x8.extadd_pairwise_i8x16_s(v128.load(src, 16)));
-        const s32 = i32x4.extadd_pairwise_i16x8_s(s16);
-        const s = i32x4.extract_lane(s32, 0) + i32x4.extract_lane(s32, 1) + i32x4.extract_lane(s32, 2) + i32x4.extract_lane(s32, 3);
-        store<i32>(mp + 16 + l, s << 3);
-      }
     }
-    if (K) {
+    {
       for (let b: u32 = 0; b < (nch >> 3); b++) {
         const xb = xr + b * 292;
         const mp = M + (b * nq + q) * MB;
@@ -87,36 +79,6 @@ const QV: u32 = 128;
         }
       }
     }
-  }
-}
-
-/** One Q4_0 row (at p, nb blocks) times the chunk's quads: f32 accumulators FA[q]. */
-// @ts-ignore: decorator
-@inline function rowQ4_0(p: usize, nb: u32, nq: u32, XV: usize, M: usize, FA: usize): void {
-  const m0f = i8x16.splat(0x0f);
-  for (let b: u32 = 0; b < nb; b++) {
-    const v = v128.load(p, 2);
-    const lo = v128.and(v, m0f), hi = v128.and(i16x8.shr_u(v, 4), m0f);
-    const w0 = i32x4.shuffle(lo, lo, 0, 0, 0, 0), w1 = i32x4.shuffle(lo, lo, 1, 1, 1, 1), w2 = i32x4.shuffle(lo, lo, 2, 2, 2, 2), w3 = i32x4.shuffle(lo, lo, 3, 3, 3, 3);
-    const w4 = i32x4.shuffle(hi, hi, 0, 0, 0, 0), w5 = i32x4.shuffle(hi, hi, 1, 1, 1, 1), w6 = i32x4.shuffle(hi, hi, 2, 2, 2, 2), w7 = i32x4.shuffle(hi, hi, 3, 3, 3, 3);
-    const dw = f32x4.splat(f16ToF32(load<u16>(p) as u32));
-    let xp = XV + b * nq * QV;
-    let mp = M + b * nq * 32;
-    for (let q: u32 = 0; q < nq; q++) {
-      let a = rdot(v128.load(xp, 0), w0, i32x4.splat(0));
-      let c = rdot(v128.load(xp, 64), w4, i32x4.splat(0));
-      a = rdot(v128.load(xp, 16), w1, a);
-      c = rdot(v128.load(xp, 80), w5, c);
-      a = rdot(v128.load(xp, 32), w2, a);
-      c = rdot(v128.load(xp, 96), w6, c);
-      a = rdot(v128.load(xp, 48), w3, a);
-      c = rdot(v128.load(xp, 112), w7, c);
-      const sumi = i32x4.sub(i32x4.add(a, c), v128.load(mp, 16));
-      const f = FA + (q << 4);
-      v128.store(f, f32x4.add(v128.load(f), f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(dw, v128.load(mp)))));
-      xp += QV; mp += 32;
-    }
-    p += 18;
   }
 }
 
@@ -238,7 +200,8 @@ const QV: u32 = 128;
 
 /**
  * Prefill of Q4_0, Q4_K and Q6_K with relaxed dot products (nTok >= 2); false (nothing done) for
- * other types or when a token quad does not fit in the scratch. Tokens in chunks of whole quads
+ * other types or when the scratch is too small. prefillQuads (token quads in the lanes, K-quants
+ * from 16 tokens) when a token quad fits. Tokens in chunks of whole quads
  * (as many as fit in scratchBytes, at most maxQuads), rows one after the other (one sequential
  * stream per thread), each row's weights unpacked once per chunk.
  */
@@ -246,8 +209,14 @@ export function prefillRelaxed(t: u32, out: usize, w: usize, x: usize, rows: u32
   r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
   switch (t) {
     case T_Q4_0: return prefillQ4_0Rows(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
-    case T_Q4_K: return prefillKRows(T_Q4_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
-    case T_Q6_K: return prefillKRows(T_Q6_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
+    // K-quants: rows in the lanes for short prompts (no padding, unpacking shared by four rows:
+    // 19 vs 12 GMAC/s for Q4_K at 9 tokens), token quads from 16 tokens on (40 vs 28 at 32)
+    case T_Q4_K: return nTok < 16
+      ? prefillKRows(T_Q4_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)
+      : prefillQuads(T_Q4_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
+    case T_Q6_K: return nTok < 16
+      ? prefillKRows(T_Q6_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)
+      : prefillQuads(T_Q6_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
     default: return false;
   }
 }
@@ -255,12 +224,11 @@ export function prefillRelaxed(t: u32, out: usize, w: usize, x: usize, rows: u32
 // @ts-ignore: decorator
 @inline function prefillQuads(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
   r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
-  const K = t != T_Q4_0;
   const nch = cols >> 5;
-  const nblk: u32 = K ? cols >> 8 : nch;
-  const bb: u32 = t == T_Q4_0 ? 18 : t == T_Q4_K ? 144 : 210;
+  const nblk: u32 = cols >> 8;
+  const bb: u32 = t == T_Q4_K ? 144 : 210;
   const rb = nblk * bb;
-  const arb: u32 = K ? nblk * 292 : nch * 34;
+  const arb: u32 = nblk * 292;
   const perQuad: u32 = nch * QV + nblk * metaBytes(t) + 32;
   if (scratchBytes < perQuad + 64) return false;
   let maxQ: u32 = (scratchBytes - 64) / perQuad;
@@ -276,8 +244,7 @@ export function prefillRelaxed(t: u32, out: usize, w: usize, x: usize, rows: u32
     for (let r = r0; r < r1; r++) {
       const p = w + r * rb;
       for (let q: u32 = 0; q < nq; q++) v128.store(FA + (q << 4), f32x4.splat(0));
-      if (t == T_Q4_0) rowQ4_0(p, nblk, nq, XV, M, FA);
-      else if (t == T_Q4_K) rowQ4K(p, nblk, nq, XV, M, FA, IA);
+      if (t == T_Q4_K) rowQ4K(p, nblk, nq, XV, M, FA, IA);
       else rowQ6K(p, nblk, nq, XV, M, FA, IA);
       for (let j: u32 = 0; j < tc; j++) store<f32>(out + (((t0 + j) * rows + r) << 2), load<f32>(FA + (j << 2)));
     }
