@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import os from "node:os";
 import { Arena } from "../src/kernels/arena.js";
 import { OP_MEMREAD } from "../src/kernels/pool-worker.js";
-import { WasmBackend, type WasmKernels } from "../src/kernels/wasm.js";
+import { WasmBackend, loadKernelBuild, type KernelBuild, type WasmKernels } from "../src/kernels/wasm.js";
 import { q8RowBytes } from "../src/kernels/q8.js";
 import { actTypeOf, rowBytes, typeInfo, type TensorType } from "../src/kernels/formats.js";
 
@@ -475,11 +475,13 @@ export async function benchGgufMatmuls(opts: { file: string; threads: number; re
  * One matrix of `type` (rows x cols, random weights with sane scales) in cache: matmul with nTok
  * tokens repeated, best and median GMAC/s of `reps` timed runs (~0.2e9 MACs each).
  */
-export async function benchHot(opts: { type: TensorType; rows: number; cols: number; nTok: number; reps?: number; threads?: number; log: (line: string) => void }): Promise<{ best: number; median: number }> {
+export async function benchHot(opts: { type: TensorType; rows: number; cols: number; nTok: number; reps?: number; threads?: number; build?: KernelBuild; module?: WebAssembly.Module; log: (line: string) => void }): Promise<{ best: number; median: number }> {
   const { type, rows, cols, nTok } = opts;
   const act = actTypeOf(type);
   const arena = new Arena(rows * rowBytes(type, cols) + nTok * (cols * 4 + rowBytes(act, cols)) + nTok * rows * 4 + (16 << 20), "bench-hot");
-  const be = await WasmBackend.create(opts.threads ?? 1);
+  const module = opts.module ?? (opts.build ? await loadKernelBuild(opts.build) : undefined);
+  if (opts.build && !module) throw new Error(`benchHot: this engine does not run the ${opts.build} build`);
+  const be = await WasmBackend.create(opts.threads ?? 1, { module });
   const k = be.bind(arena);
   const w = arena.alloc(rows * rowBytes(type, cols));
   fillType(arena, type, w, rows * rowBytes(type, cols));
@@ -501,7 +503,7 @@ export async function benchHot(opts: { type: TensorType; rows: number; cols: num
   ts.sort((a, b) => a - b);
   const g = (t: number): number => (rows * cols * nTok) / t / 1e9;
   const r = { best: g(ts[0]!), median: g(ts[ts.length >> 1]!) };
-  opts.log(`${type} ${rows}x${cols} x${nTok} [${be.threads}T]: best ${r.best.toFixed(2)}, median ${r.median.toFixed(2)} GMAC/s`);
+  opts.log(`${type} ${rows}x${cols} x${nTok} [${be.name}]: best ${r.best.toFixed(2)}, median ${r.median.toFixed(2)} GMAC/s`);
   be.release(arena);
   await be.close();
   return r;

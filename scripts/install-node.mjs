@@ -28,7 +28,8 @@ console.error(`Installing ${pkg}@${major} into ${dir} ...`);
 const foreign = arch !== process.arch ? ["--force"] : [];
 const r = spawnSync("npm", ["install", "--no-audit", "--no-fund", "--ignore-scripts", ...foreign, `${pkg}@${major}`], {
   cwd: dir,
-  stdio: ["ignore", "inherit", "inherit"],
+  // npm's own output to stderr: stdout is the binary's path alone (CI reads it with $(...))
+  stdio: ["ignore", process.stderr, "inherit"],
 });
 if (r.status !== 0 || !fs.existsSync(bin)) {
   console.error(`install-node: npm exited with ${r.status}${fs.existsSync(bin) ? "" : `, no ${bin}`}`);

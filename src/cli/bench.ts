@@ -6,6 +6,7 @@ import { benchContention } from "../../bench/contention.js";
 import { benchGmac, benchTypes } from "../../bench/gmac.js";
 import { TENSOR_TYPES, isTensorType, type TensorType } from "../kernels/formats.js";
 import { benchSynth } from "../../bench/synth.js";
+import { benchServe } from "../../bench/serve.js";
 import { LlameshError } from "../core/errors.js";
 import { defaultThreads, parseArgs, type FlagSpecs } from "./args.js";
 
@@ -13,6 +14,7 @@ export const BENCH_USAGE = `usage: llamesh bench gmac [-t|--threads N] [--second
        llamesh bench synth --shape 7b|1b|demo [--seed N] [--no-gguf]
        llamesh bench compare <7b|1b|file.gguf> [-t|--threads N] [--runs R] [-n N]
        llamesh bench ab <other-checkout> <model> [-t|--threads N] [--runs R] [-n N]
+       llamesh bench serve [model] [--streams 1,8] [-t|--threads N] [--runs R] [-n N]
        llamesh bench contention [7b|1b|file.gguf] [-t|--threads N] [--runs R] [-n N] [--baseline <other-checkout>] [--busy-core C]
   gmac:    Q8_0 matrix x vector throughput on Llama 2 7B shapes (1 and N threads), memory bandwidth,
            and the tok/s they imply for Llama 2 7B; then per tensor type (--types, default
@@ -22,6 +24,9 @@ export const BENCH_USAGE = `usage: llamesh bench gmac [-t|--threads N] [--second
            same GGUF weights: decode and prompt tok/s, best of 3, alternating.
   ab:      this checkout's bin/client against another built checkout's on the same model, alternating:
            best and median decode and prompt tok/s of each, and their ratios.
+  serve:   llamesh serve under load (default model: the 1b synthetic GGUF): R runs alternating bin/client
+           and each number of concurrent greedy streams (default 1,8; -n 64 tokens each, 3 runs):
+           aggregate and per-stream tok/s, time to first token, queue time.
   contention: llamesh and llama.cpp at N (default 2) and 1 threads, quiet and with a busy \`yes\`
            pinned to core C (default 1), alternating; with --baseline, another checkout too; then
            stories260K's 81-token prompt under that load, default threads vs 1.`;
@@ -35,6 +40,7 @@ export const benchFlags = {
   "no-gguf": { type: "boolean", help: "skip the GGUF copy" },
   runs: { type: "int", min: 1, max: 20, help: "runs of each engine" },
   "max-new-tokens": { type: "int", aliases: ["-n"], min: 2, max: 10000, help: "tokens to generate" },
+  streams: { type: "string", help: "bench serve: concurrent stream counts, comma-separated (default 1,8)" },
   baseline: { type: "string", help: "another built checkout to compare with (bench contention)" },
   "busy-core": { type: "int", min: 0, max: 1023, help: "core the busy process is pinned to (bench contention)" },
 } as const satisfies FlagSpecs;
@@ -76,13 +82,20 @@ export async function benchCommand(argv: readonly string[]): Promise<number> {
       benchAb({ other: rest[0]!, model: rest[1]!, threads, runs: f.runs, n: f["max-new-tokens"], log });
       return 0;
     }
+    case "serve": {
+      if (rest.length > 1) throw new LlameshError("llamesh bench serve: expected at most one model");
+      const streams = (f.streams ?? "1,8").split(",").map((x) => Number(x.trim()));
+      if (!streams.every((x) => Number.isInteger(x) && x >= 1 && x <= 16)) throw new LlameshError(`llamesh bench serve: --streams ${JSON.stringify(f.streams)}: expected counts between 1 and 16, comma-separated`);
+      await benchServe({ model: rest[0], threads, streams, n: f["max-new-tokens"] ?? 64, runs: f.runs ?? 3, log });
+      return 0;
+    }
     case "contention": {
       if (rest.length > 1) throw new LlameshError("llamesh bench contention: expected at most one model: 7b, 1b or a .gguf file");
       await benchContention({ model: rest[0], threads: f.threads ?? 2, runs: f.runs, n: f["max-new-tokens"], baseline: f.baseline, core: f["busy-core"], log });
       return 0;
     }
     default:
-      throw new LlameshError(`llamesh bench: unknown benchmark ${JSON.stringify(sub)} (expected gmac, synth, compare, ab or contention)`);
+      throw new LlameshError(`llamesh bench: unknown benchmark ${JSON.stringify(sub)} (expected gmac, synth, compare, ab, serve or contention)`);
   }
 }
 

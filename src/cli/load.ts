@@ -90,14 +90,14 @@ export function contextWarning(model: LoadedModel): string | null {
   return `Warning: --max-seq-len ${model.seqLen} is beyond the model's trained context (${model.config.seqLen} tokens): text past position ${model.config.seqLen} may degrade`;
 }
 
-/** Load `dir` as the settings say, with a progress bar on stderr. */
-export async function loadModel(dir: string, s: ModelSettings, log: (line: string) => void): Promise<Loaded> {
+/** Load `dir` as the settings say, with a progress bar on stderr; `slots` KV regions (serve's --parallel, default 1). */
+export async function loadModel(dir: string, s: ModelSettings, log: (line: string) => void, slots?: number): Promise<Loaded> {
   const backend = await createBackend({ threads: s.threads, log, forceReference: s.kernels === "ts" });
   const bar = new ProgressBar(s.cluster ? "Loading and sending weights" : "Loading");
   const onProgress = (d: number, t: number): void => bar.update(d, t);
   try {
-    const distributed = s.cluster ? await openDistributedModel(dir, { ...s.cluster, backend, maxSeqLen: s.maxSeqLen, quant: s.quant, onProgress, log }) : null;
-    const model: LoadedModel = distributed ?? (await openModel(dir, { backend, maxSeqLen: s.maxSeqLen, quant: s.quant, onProgress }));
+    const distributed = s.cluster ? await openDistributedModel(dir, { ...s.cluster, backend, maxSeqLen: s.maxSeqLen, quant: s.quant, slots, onProgress, log }) : null;
+    const model: LoadedModel = distributed ?? (await openModel(dir, { backend, maxSeqLen: s.maxSeqLen, quant: s.quant, slots, onProgress }));
     bar.done();
     return {
       model,

@@ -20,14 +20,16 @@ export const workerFlags = {
   "cache-max-gb": { type: "number", min: 0, max: 1e6, help: "size limit of the cache; least recently used slices are deleted (default 64)" },
   model: { type: "string", help: "a local copy of the model folder to cut slices from" },
   kernels: { type: "string", choices: ["wasm", "ts"], default: "wasm", help: "wasm or ts (the plain TypeScript reference)" },
+  "max-memory-gb": { type: "number", min: 0.0001, max: 1e6, help: "memory the model slices of all sessions may take together (default 75% of this machine's)" },
   "spin-ms": { type: "number", min: 0, max: 1000, help: "ms to keep polling for the next request after each result (default 5, 0 = sleep at once)" },
 } as const satisfies FlagSpecs;
 
 const USAGE = `usage: worker <port> [--host ADDR] [-t|--threads N] [--secret-file FILE [--no-encryption]] [--cache-dir DIR] [--cache-max-gb N] [--model DIR]
-              [--kernels wasm|ts] [--spin-ms MS]
+              [--max-memory-gb N] [--kernels wasm|ts] [--spin-ms MS]
   Serves a share of each token's work to a client started with --workers host:port,...
   Port 0 picks a free port (printed). Defaults: host 0.0.0.0, threads = OMP_NUM_THREADS or the
-  core count, cache-dir = $XDG_CACHE_HOME/llamesh or ~/.cache/llamesh, cache-max-gb = 64.
+  core count, cache-dir = $XDG_CACHE_HOME/llamesh or ~/.cache/llamesh, cache-max-gb = 64,
+  max-memory-gb = 75% of this machine's memory (a client asking for more gets a one-line refusal).
   With a secret (--secret-file, or LLAMESH_SECRET), only clients and peers that prove they know
   it are served, and every link is encrypted (TLS keyed from the secret); without one, anyone
   who reaches the port is, in plain text.`;
@@ -57,6 +59,7 @@ main(async () => {
       cacheMaxBytes: f["cache-max-gb"] === undefined ? undefined : f["cache-max-gb"] * 1e9,
       modelDir: f.model,
       spinMs: f["spin-ms"],
+      limits: f["max-memory-gb"] === undefined ? undefined : { maxMemoryBytes: Math.floor(f["max-memory-gb"] * 1e9) },
       gmac: process.env["LLAMESH_WORKER_GMAC"] ? Number(process.env["LLAMESH_WORKER_GMAC"]) : undefined,
     });
   } catch (e) {

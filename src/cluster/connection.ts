@@ -7,6 +7,7 @@
 import type * as net from "node:net";
 import { LlameshError } from "../core/errors.js";
 import { connectSocket, linkSecurity, type LinkSecurity } from "./secure.js";
+import { oneLine } from "./limits.js";
 import { encodeFrame, FrameReader, MSG, MSG_NAMES, parseJson, type Frame } from "./protocol.js";
 
 /** An ERROR reply from a worker: its message (naming the worker) and its code. */
@@ -68,14 +69,15 @@ export class Connection {
         this.pending.delete(f.id);
         clearTimeout(p.timer);
         if (f.type === MSG.ERROR) {
-          let msg = f.body.toString("utf8");
+          // the remote's text, as one bounded line: no escape sequences or forged lines reach a terminal
+          let msg = "sent an unreadable error reply";
           let code = "";
           try {
-            const j = JSON.parse(msg) as { message?: string; code?: string };
-            msg = j.message ?? msg;
-            code = typeof j.code === "string" ? j.code : "";
+            const j = JSON.parse(f.body.toString("utf8")) as { message?: unknown; code?: unknown };
+            if (typeof j.message === "string") msg = oneLine(j.message);
+            code = typeof j.code === "string" ? oneLine(j.code, 32) : "";
           } catch {
-            /* keep the raw text */
+            /* not JSON: not shown */
           }
           p.reject(new WorkerError(`worker ${label}: ${msg}`, code));
         } else {
@@ -83,7 +85,7 @@ export class Connection {
         }
       }
     });
-    socket.on("error", (e) => this.fail(new LlameshError(`worker ${label}: ${e.message}`)));
+    socket.on("error", (e) => this.fail(new LlameshError(`worker ${label}: ${linkError(e)}`)));
     socket.on("close", () => this.fail(new LlameshError(`worker ${label}: connection closed`)));
   }
 
@@ -175,4 +177,16 @@ export class Connection {
 export function jsonOf(r: Reply, expect: number, what: string): Record<string, unknown> {
   if (r.type !== expect) throw new LlameshError(`${what}: unexpected reply ${MSG_NAMES[r.type] ?? r.type} (expected ${MSG_NAMES[expect]})`);
   return parseJson(r.body, what);
+}
+
+/**
+ * A socket error as one line. An encrypted record that fails its check (AEAD: a changed byte)
+ * says so plainly: the link was tampered with or is broken, and nothing from it was used.
+ */
+export function linkError(e: Error): string {
+  const code = (e as NodeJS.ErrnoException).code ?? "";
+  if (/BAD_RECORD_MAC|DECRYPTION_FAILED|DECRYPT_ERROR|BAD_DECRYPT|INTEGRITY/i.test(`${code} ${e.message}`)) {
+    return `the encrypted link failed its integrity check (a record was changed in flight: a tampering relay or a broken network; nothing from it was used) [${code || "TLS"}]`;
+  }
+  return oneLine(e.message);
 }

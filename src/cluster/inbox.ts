@@ -1,9 +1,13 @@
 /**
  * Values that arrive before or after someone waits for them, by key: the partial sums of a step
  * (a fast member's sum can come before the slow one asks for it). A wait fails after a deadline,
- * or at once for everyone when the inbox fails (a link is gone).
+ * or at once for everyone when the inbox fails (a link is gone). It holds at most `maxValues`
+ * values nobody waits for: the members of a step program cannot run ahead of each other by more
+ * than a sync or two, so more means a peer sends sums for steps that will never come (refused,
+ * and the sender's link closed, instead of buffered).
  */
 import { LlameshError } from "../core/errors.js";
+import { ProtocolError } from "./protocol.js";
 
 export class Inbox<T> {
   private readonly values = new Map<string, T>();
@@ -15,6 +19,8 @@ export class Inbox<T> {
     private readonly timeoutMs: number,
     /** Names what a key waits for, in the timeout error. */
     private readonly describe: (key: string) => string,
+    /** Values delivered before anyone waits for them, at most. */
+    private readonly maxValues = Infinity,
   ) {}
 
   /** Values delivered and not yet taken. */
@@ -29,6 +35,9 @@ export class Inbox<T> {
       clearTimeout(w.timer);
       w.resolve(v);
     } else {
+      if (this.values.size >= this.maxValues && !this.values.has(key)) {
+        throw new ProtocolError(`${this.values.size} partial sums already wait to be used (at most ${this.maxValues}): a member sends sums ahead of the step program`, "inbox-full");
+      }
       this.values.set(key, v);
     }
   }

@@ -127,6 +127,27 @@ export class FrameReader {
   private chunks: Buffer[] = [];
   private have = 0;
 
+  /**
+   * Largest body accepted now: a worker keeps it small until the peer has authenticated
+   * (limits.ts), so a stranger cannot make it buffer a 64 MB frame.
+   */
+  constructor(
+    public maxBody = MAX_FRAME_BYTES,
+    /** A tighter limit by message type (a JSON control message is never megabytes long). */
+    public maxBodyOf: ((type: number) => number) | null = null,
+  ) {}
+
+  /** Let go of what is held (the connection is closed). */
+  clear(): void {
+    this.chunks = [];
+    this.have = 0;
+  }
+
+  /** Bytes held for a frame not yet complete. */
+  get buffered(): number {
+    return this.have;
+  }
+
   push(data: Buffer): Frame[] {
     this.chunks.push(data);
     this.have += data.length;
@@ -135,11 +156,11 @@ export class FrameReader {
       if (this.have < HEADER_BYTES) break;
       const head = this.peek(HEADER_BYTES);
       const magic = head.readUInt32LE(0);
-      if (magic !== MAGIC) {
-        throw new FrameError(`bad magic 0x${magic.toString(16).padStart(8, "0")}: not a llamesh frame (expected "LMSH")`, "bad-magic");
-      }
+      // the message names no received byte: a remote's bytes are never echoed (nor logged)
+      if (magic !== MAGIC) throw new FrameError(`bad magic: not a llamesh frame (expected "LMSH")`, "bad-magic");
       const len = head.readUInt32LE(12);
-      if (len > MAX_FRAME_BYTES) throw new FrameError(`frame body of ${len} bytes exceeds the ${MAX_FRAME_BYTES}-byte maximum`, "too-large");
+      const max = Math.min(this.maxBody, this.maxBodyOf?.(head.readUInt16LE(6)) ?? Infinity);
+      if (len > max) throw new FrameError(`frame body of ${len} bytes exceeds the ${max}-byte maximum`, "too-large");
       if (this.have < HEADER_BYTES + len) break;
       const all = this.take(HEADER_BYTES + len);
       frames.push({ version: all.readUInt16LE(4), type: all.readUInt16LE(6), id: all.readUInt32LE(8), body: all.subarray(HEADER_BYTES) });

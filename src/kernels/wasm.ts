@@ -11,6 +11,7 @@
  * with it, engine/layout.ts).
  */
 import { readFile } from "node:fs/promises";
+import { LlameshError } from "../core/errors.js";
 import type { Arena } from "./arena.js";
 import type { KernelBackend, Kernels, Ptr } from "./kernels.js";
 import { actTypeOf, rowBytes, typeInfo, type ActType, type TensorType } from "./formats.js";
@@ -74,30 +75,80 @@ export function wasmSimdSupported(): boolean {
   }
 }
 
-let modulePromise: Promise<WebAssembly.Module> | undefined;
+/** The two builds of the kernels (scripts/build-wasm.mjs): plain SIMD128, and SIMD128 + relaxed SIMD. */
+export type KernelBuild = "simd128" | "relaxed";
+const BUILD_FILES: Record<KernelBuild, string> = { simd128: "kernels.wasm", relaxed: "kernels-relaxed.wasm" };
 
-/** Compile kernels.wasm once per process (located relative to this file, in src/ or dist/src/). */
-export function loadKernelModule(): Promise<WebAssembly.Module> {
-  modulePromise ??= (async () => {
-    const candidates = [
-      new URL("./kernels.wasm", import.meta.url),
-      new URL("../../../src/kernels/kernels.wasm", import.meta.url),
-    ];
-    let lastErr: unknown;
-    for (const url of candidates) {
-      try {
-        return await WebAssembly.compile(await readFile(url));
-      } catch (e) {
-        lastErr = e;
-        if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-      }
-    }
-    throw new Error(`kernels.wasm not found (looked at ${candidates.map((u) => u.pathname).join(", ")}): ${String(lastErr)}`);
-  })();
-  return modulePromise;
+const modulePromises = new Map<KernelBuild, Promise<WebAssembly.Module | undefined>>();
+const moduleBuilds = new WeakMap<WebAssembly.Module, KernelBuild>();
+
+/** The build of a module loaded by loadKernelModule (undefined for modules from elsewhere). */
+export function buildOf(module: WebAssembly.Module): KernelBuild | undefined {
+  return moduleBuilds.get(module);
 }
 
-let warmedUp = false;
+/** Read a build's .wasm (located relative to this file, in src/ or dist/src/). */
+async function readBuild(build: KernelBuild): Promise<Uint8Array<ArrayBuffer>> {
+  const file = BUILD_FILES[build];
+  const candidates = [new URL(`./${file}`, import.meta.url), new URL(`../../../src/kernels/${file}`, import.meta.url)];
+  let lastErr: unknown;
+  for (const url of candidates) {
+    try {
+      return new Uint8Array(await readFile(url));
+    } catch (e) {
+      lastErr = e;
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    }
+  }
+  throw new Error(`${file} not found (looked at ${candidates.map((u) => u.pathname).join(", ")}): ${String(lastErr)}`);
+}
+
+/**
+ * Compile one build once per process; undefined if this engine does not validate it (relaxed SIMD
+ * on Node 20 without --experimental-wasm-relaxed-simd).
+ */
+export function loadKernelBuild(build: KernelBuild): Promise<WebAssembly.Module | undefined> {
+  let p = modulePromises.get(build);
+  if (!p) {
+    p = (async () => {
+      const bytes = await readBuild(build);
+      if (build !== "simd128" && !WebAssembly.validate(bytes)) return undefined;
+      const m = await WebAssembly.compile(bytes);
+      moduleBuilds.set(m, build);
+      return m;
+    })();
+    modulePromises.set(build, p);
+  }
+  return p;
+}
+
+/** The builds this engine runs, best first. */
+export async function availableBuilds(): Promise<KernelBuild[]> {
+  const out: KernelBuild[] = [];
+  if (await loadKernelBuild("relaxed")) out.push("relaxed");
+  out.push("simd128");
+  return out;
+}
+
+/**
+ * The module the backends use: env LLAMESH_WASM=simd128|relaxed forces a build (relaxed where this
+ * engine cannot run it is an error); otherwise relaxed where WebAssembly.validate accepts it
+ * (its dot products: prefill 2-3x faster), else SIMD128.
+ */
+export async function loadKernelModule(): Promise<WebAssembly.Module> {
+  const forced = process.env.LLAMESH_WASM;
+  if (forced !== undefined && forced !== "") {
+    if (forced !== "simd128" && forced !== "relaxed") {
+      throw new LlameshError(`LLAMESH_WASM=${JSON.stringify(forced)}: expected simd128 or relaxed`);
+    }
+    const m = await loadKernelBuild(forced);
+    if (!m) throw new LlameshError(`LLAMESH_WASM=relaxed: this JavaScript engine does not validate relaxed SIMD (Node 22+, or Node 20 with --experimental-wasm-relaxed-simd)`);
+    return m;
+  }
+  return (await loadKernelBuild("relaxed")) ?? (await loadKernelBuild("simd128"))!;
+}
+
+const warmed = new WeakSet<WebAssembly.Module>();
 
 /**
  * Run every kernel a few times on a small private memory so V8 tiers the module up from Liftoff to
@@ -106,8 +157,8 @@ let warmedUp = false;
  * Once per process, a few ms.
  */
 export function warmUpKernels(module: WebAssembly.Module): void {
-  if (warmedUp) return;
-  warmedUp = true;
+  if (warmed.has(module)) return;
+  warmed.add(module);
   const memory = new WebAssembly.Memory({ initial: 32, maximum: 32, shared: true });
   const k = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as KernelExports;
   // Layout (bytes): w 64 rows x 1024 cols (up to 210 bytes per 256 values: 54 KiB) at 64K, x (4
@@ -144,20 +195,17 @@ export class WasmBackend implements KernelBackend {
   readonly name: string;
 
   private constructor(readonly pool: ThreadPool, readonly threads: number, private readonly alwaysSplit: boolean) {
-    this.name = `wasm-simd128 x${threads} thread${threads === 1 ? "" : "s"}`;
+    this.name = `wasm-${buildOf(pool.module) ?? "custom"} x${threads} thread${threads === 1 ? "" : "s"}`;
   }
 
   /**
    * alwaysSplit (for tests): spread every splittable kernel over all threads, however small.
-   * module (for A/B benchmarks): another build of kernels.wasm with the same exports.
+   * module (for A/B benchmarks and tests): another build of the kernels with the same exports
+ * (loadKernelBuild, or a module compiled elsewhere); default loadKernelModule().
    */
   static async create(threads: number, opts: { alwaysSplit?: boolean; module?: WebAssembly.Module } = {}): Promise<WasmBackend> {
     const n = Math.max(1, Math.floor(threads) || 1);
     const module = opts.module ?? await loadKernelModule();
-    if (opts.module) {
-      warmedUp = false; // warm the other build up too
-      warmUpKernels(module);
-    }
     warmUpKernels(module);
     // alwaysSplit (tests) keeps every job on all threads: no switching to the main thread alone
     return new WasmBackend(await ThreadPool.create(module, n, !opts.alwaysSplit), n, opts.alwaysSplit ?? false);

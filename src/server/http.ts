@@ -2,275 +2,116 @@
  * An HTTP API in the shape of OpenAI's, so that existing clients and tools can use a llamesh model
  * (on one machine or a cluster): `POST /v1/completions`, `POST /v1/chat/completions` (the model's
  * chat template), both with `"stream": true` as server-sent events, `GET /v1/models`, `GET
- * /health`. One model, one KV cache: requests are served one at a time, in arrival order.
+ * /health`, `GET /metrics` (Prometheus), and a chat page at `GET /`.
  *
- * Parameters: prompt / messages, max_tokens (default 256), temperature (default 1), top_p
- * (default 1), top_k (an extension, default 0 = off), seed (default: the clock), stop (a string or
- * up to 4). A bad request gets 400 with {error: {message, type: "invalid_request_error"}} naming
- * the field and what was expected; a generation stops early when the client goes away.
+ * Requests share the model's slots (scheduler.ts: continuous batching, prompt reuse); what waits
+ * for a slot is queued up to a bound (503 with Retry-After beyond it). Parameters are those of
+ * params.ts; a bad request gets 4xx with {error: {message, type}} naming the field.
  */
 import * as http from "node:http";
-import * as crypto from "node:crypto";
-import { generate, type StopReason } from "../engine/generate.js";
+import type { DistributedModel } from "../cluster/client.js";
 import type { LoadedModel } from "../engine/open.js";
-import { Sampler } from "../engine/sampler.js";
-import { TextStream } from "../engine/text-stream.js";
-import { applyChatTemplate, type ChatMessage } from "../model/chat.js";
 import { LlameshError } from "../core/errors.js";
+import { apiKeyCheck } from "./auth.js";
+import { CHAT_PAGE } from "./chat-page.js";
+import { complete, type CompletionContext } from "./completion.js";
+import { applyTimeouts, DEFAULT_LIMITS, HttpError, type Limits } from "./limits.js";
+import { Metrics } from "./metrics.js";
+import { Scheduler } from "./scheduler.js";
+import { PromptEncoder } from "./tokenize.js";
 
 export interface ServerOptions {
+  /** Opened with the slots to serve at once (each its own KV region). */
   model: LoadedModel;
   /** The model's name in responses and /v1/models (default: the folder's name). */
   modelName: string;
   log?: (line: string) => void;
   /** Largest request body accepted, in bytes (default 1 MB). */
   maxBodyBytes?: number;
+  /** Timeouts (limits.ts); defaults DEFAULT_LIMITS. */
+  limits?: Partial<Omit<Limits, "maxBodyBytes">>;
+  /** Requests waiting for a slot before new ones get 503 (default 32). */
+  maxQueue?: number;
+  /** Bearer key every API request must carry (null/undefined: none). */
+  apiKey?: string | null;
 }
 
-/** A request that cannot be served as sent: 400 with this message. */
-class BadRequest extends Error {
-  constructor(message: string, readonly status = 400) {
-    super(message);
-  }
-}
+const ROUTES = ["/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions"];
 
-interface Params {
-  maxTokens: number;
-  temperature: number;
-  topP: number;
-  topK: number;
-  seed: number;
-  stop: string[];
-  stream: boolean;
-}
-
-function num(body: Record<string, unknown>, key: string, def: number, min: number, max: number, int = false): number {
-  const v = body[key];
-  if (v === undefined || v === null) return def;
-  if (typeof v !== "number" || !Number.isFinite(v) || v < min || v > max || (int && !Number.isInteger(v))) {
-    throw new BadRequest(`${key}: expected ${int ? "an integer" : "a number"} between ${min} and ${max}, got ${JSON.stringify(v)}`);
-  }
-  return v;
-}
-
-function params(body: Record<string, unknown>): Params {
-  let stop: string[] = [];
-  const s = body["stop"];
-  if (typeof s === "string") stop = [s];
-  else if (Array.isArray(s) && s.length <= 4 && s.every((x) => typeof x === "string")) stop = s as string[];
-  else if (s !== undefined && s !== null) throw new BadRequest(`stop: expected a string or a list of up to 4 strings, got ${JSON.stringify(s)}`);
-  stop = stop.filter((x) => x.length > 0);
-  const stream = body["stream"];
-  if (stream !== undefined && typeof stream !== "boolean") throw new BadRequest(`stream: expected true or false, got ${JSON.stringify(stream)}`);
-  return {
-    maxTokens: num(body, "max_tokens", 256, 0, 1_000_000, true),
-    temperature: num(body, "temperature", 1, 0, 100),
-    topP: num(body, "top_p", 1, 0, 1),
-    topK: num(body, "top_k", 0, 0, 1_000_000, true),
-    seed: num(body, "seed", Date.now() % 2147483647, 0, Number.MAX_SAFE_INTEGER, true),
-    stop,
-    stream: stream === true,
-  };
-}
-
-function messagesOf(body: Record<string, unknown>): ChatMessage[] {
-  const m = body["messages"];
-  if (!Array.isArray(m) || m.length === 0) throw new BadRequest("messages: expected a non-empty list of {role, content}");
-  return m.map((x, i) => {
-    const o = x as Record<string, unknown> | null;
-    if (!o || typeof o !== "object" || typeof o["content"] !== "string" || !["system", "user", "assistant"].includes(o["role"] as string)) {
-      throw new BadRequest(`messages[${i}]: expected {role: "system" | "user" | "assistant", content: string}`);
-    }
-    return { role: o["role"] as ChatMessage["role"], content: o["content"] as string };
-  });
-}
-
-async function readJson(req: http.IncomingMessage, limit: number): Promise<Record<string, unknown>> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of req) {
-    size += (c as Buffer).length;
-    if (size > limit) throw new BadRequest(`request body over ${limit} bytes`, 413);
-    chunks.push(c as Buffer);
-  }
-  let v: unknown;
-  try {
-    v = JSON.parse(Buffer.concat(chunks).toString("utf8"));
-  } catch {
-    throw new BadRequest("the request body is not valid JSON");
-  }
-  if (!v || typeof v !== "object" || Array.isArray(v)) throw new BadRequest("the request body must be a JSON object");
-  return v as Record<string, unknown>;
-}
-
-/**
- * Text of a generation, with stop strings: `push` returns what can be sent now, holding back an
- * end that might still become a stop string; `stopped` says a stop string was met (the text
- * before it is all that is sent).
- */
-class StopFilter {
-  private pending = "";
-  private done = false;
-  private readonly hold: number;
-
-  constructor(private readonly stops: string[]) {
-    this.hold = Math.max(0, ...stops.map((s) => s.length - 1));
-  }
-
-  get stopped(): boolean {
-    return this.done;
-  }
-
-  push(text: string): string {
-    if (this.done) return "";
-    this.pending += text;
-    let cut = -1;
-    for (const s of this.stops) {
-      const i = this.pending.indexOf(s);
-      if (i >= 0 && (cut < 0 || i < cut)) cut = i;
-    }
-    if (cut >= 0) {
-      this.done = true;
-      const out = this.pending.slice(0, cut);
-      this.pending = "";
-      return out;
-    }
-    const keep = Math.min(this.hold, this.pending.length);
-    const out = this.pending.slice(0, this.pending.length - keep);
-    this.pending = this.pending.slice(this.pending.length - keep);
-    return out;
-  }
-
-  end(): string {
-    const out = this.done ? "" : this.pending;
-    this.pending = "";
-    return out;
-  }
-}
-
-function finishReason(stop: StopReason, stopString: boolean): "stop" | "length" {
-  return stop === "eos" || stopString ? "stop" : "length";
+function isCluster(m: LoadedModel): m is DistributedModel {
+  return typeof (m as Partial<DistributedModel>).health === "function";
 }
 
 export function createApiServer(opts: ServerOptions): http.Server {
   const { model, modelName } = opts;
-  const limit = opts.maxBodyBytes ?? 1 << 20;
-  let queue: Promise<void> = Promise.resolve();
-  let served = 0;
+  const limits: Limits = { ...DEFAULT_LIMITS, ...opts.limits, maxBodyBytes: opts.maxBodyBytes ?? DEFAULT_LIMITS.maxBodyBytes };
+  const scheduler = new Scheduler(model, model.tokenizer.eosIds, { maxQueue: opts.maxQueue, log: opts.log });
+  const encoder = new PromptEncoder(model.tokenizer, model.dir);
+  const ctx: CompletionContext = { model, modelName, scheduler, encoder, maxBodyBytes: limits.maxBodyBytes, log: opts.log };
+  const metrics = new Metrics();
+  const authorize = apiKeyCheck(opts.apiKey ?? null);
+  const cluster = isCluster(model) ? model : null;
 
-  /** Run one generation after the ones before it. */
-  const serialized = <T>(work: () => Promise<T>): Promise<T> => {
-    const run = queue.then(work);
-    queue = run.then(() => undefined, () => undefined);
-    return run;
+  const health = (res: http.ServerResponse): void => {
+    const s = scheduler.stats();
+    const h = cluster?.health();
+    const status = h ? h.state : "ok";
+    json(res, status === "down" ? 503 : 200, { status, slots: s.slots, slots_busy: s.busy, queued: s.queued, ...(h ? { workers: h.workers } : {}) });
   };
 
-  const complete = async (req: http.IncomingMessage, res: http.ServerResponse, chat: boolean): Promise<void> => {
-    const body = await readJson(req, limit);
-    const p = params(body);
-    let ids: number[];
-    if (chat) {
-      let text: string;
-      try {
-        text = applyChatTemplate(model.dir, messagesOf(body));
-      } catch (e) {
-        if (e instanceof LlameshError) throw new BadRequest(`this model has no usable chat template: ${e.message}`);
-        throw e;
-      }
-      ids = model.tokenizer.encode(text, false); // the template writes its own BOS
-    } else {
-      const prompt = body["prompt"];
-      if (typeof prompt !== "string") throw new BadRequest("prompt: expected a string");
-      ids = model.tokenizer.encode(prompt, true);
+  const route = async (req: http.IncomingMessage, res: http.ServerResponse, url: string): Promise<void> => {
+    const key = `${req.method} ${url}`;
+    if (key === "GET /health") return health(res);
+    if (key === "GET /") {
+      res.writeHead(200, { "content-type": "text/html; charset=utf-8", "content-length": Buffer.byteLength(CHAT_PAGE), "cache-control": "no-cache" });
+      return void res.end(CHAT_PAGE);
     }
-    if (ids.length >= model.seqLen) throw new BadRequest(`the prompt is ${ids.length} tokens but the context holds ${model.seqLen}`);
-    const id = `${chat ? "chatcmpl" : "cmpl"}-${crypto.randomBytes(12).toString("hex")}`;
-    const created = Math.floor(Date.now() / 1000);
-    const object = chat ? "chat.completion" : "text_completion";
-    let gone = false;
-    res.on("close", () => (gone = !res.writableFinished));
-    const send = (delta: string, finish: string | null, first = false): void => {
-      const choice = chat
-        ? { index: 0, delta: first ? { role: "assistant", content: delta } : delta ? { content: delta } : {}, finish_reason: finish }
-        : { index: 0, text: delta, finish_reason: finish };
-      res.write(`data: ${JSON.stringify({ id, object: `${object}${chat ? ".chunk" : ""}`, created, model: modelName, choices: [choice] })}\n\n`);
-    };
-    await serialized(async () => {
-      if (gone) return;
-      const stream = new TextStream(model.tokenizer);
-      const filter = new StopFilter(p.stop);
-      let text = "";
-      let first = true;
-      if (p.stream) {
-        res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
+    if (!ROUTES.includes(url)) throw new HttpError(404, `no such endpoint: ${req.method} ${url} (try POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health, GET /metrics)`);
+    authorize(req);
+    switch (key) {
+      case "GET /v1/models":
+        return json(res, 200, { object: "list", data: [{ id: modelName, object: "model", created: 0, owned_by: "llamesh" }] });
+      case "GET /metrics": {
+        const body = metrics.render(scheduler.stats(), cluster ? { stats: cluster.clusterStats(), health: cluster.health() } : null);
+        res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8", "content-length": Buffer.byteLength(body) });
+        return void res.end(body);
       }
-      const emit = (t: string): void => {
-        if (!t) return;
-        text += t;
-        if (p.stream && !gone) {
-          send(t, null, first);
-          first = false;
-        }
-      };
-      const t0 = performance.now();
-      const r = await generate(model, ids, {
-        maxNewTokens: p.maxTokens,
-        sampler: new Sampler({ temperature: p.temperature, topP: p.topP, topK: p.topK, seed: p.seed }),
-        eosIds: model.tokenizer.eosIds,
-        onToken: (tok) => emit(filter.push(stream.push(tok))),
-        shouldStop: () => filter.stopped || gone,
-      });
-      emit(filter.push(stream.end()));
-      emit(filter.end());
-      const finish = finishReason(r.stop, filter.stopped);
-      served++;
-      opts.log?.(`${req.method} ${req.url}: ${ids.length} prompt tokens, ${r.tokens.length} generated (${finish}) in ${((performance.now() - t0) / 1000).toFixed(2)} s${gone ? ", client gone" : ""}`);
-      if (gone) return;
-      const usage = { prompt_tokens: ids.length, completion_tokens: r.tokens.length, total_tokens: ids.length + r.tokens.length };
-      if (p.stream) {
-        if (first) send("", null, true);
-        send("", finish);
-        res.end("data: [DONE]\n\n");
-        return;
-      }
-      const choice = chat ? { index: 0, message: { role: "assistant", content: text }, finish_reason: finish } : { index: 0, text, finish_reason: finish };
-      json(res, 200, { id, object, created, model: modelName, choices: [choice], usage });
-    });
+      case "POST /v1/completions":
+        return complete(ctx, req, res, false);
+      case "POST /v1/chat/completions":
+        return complete(ctx, req, res, true);
+      default:
+        throw new HttpError(405, `${req.method} is not allowed on ${url}`);
+    }
   };
 
-  return http.createServer((req, res) => {
-    const url = (req.url ?? "/").split("?")[0];
-    const route = `${req.method} ${url}`;
-    const handle = async (): Promise<void> => {
-      switch (route) {
-        case "GET /health":
-          return json(res, 200, { status: "ok", served });
-        case "GET /v1/models":
-          return json(res, 200, { object: "list", data: [{ id: modelName, object: "model", owned_by: "llamesh" }] });
-        case "POST /v1/completions":
-          return complete(req, res, false);
-        case "POST /v1/chat/completions":
-          return complete(req, res, true);
-        default:
-          if (["/health", "/v1/models", "/v1/completions", "/v1/chat/completions"].includes(url!)) throw new BadRequest(`${req.method} is not allowed on ${url}`, 405);
-          throw new BadRequest(`no such endpoint: ${req.method} ${url} (try POST /v1/completions, POST /v1/chat/completions, GET /v1/models)`, 404);
-      }
-    };
-    handle().catch((e: unknown) => {
-      const status = e instanceof BadRequest ? e.status : e instanceof LlameshError ? 400 : 500;
-      const message = e instanceof Error ? e.message : String(e);
-      if (status === 500) opts.log?.(`${route}: ${e instanceof Error ? (e.stack ?? message) : message}`);
-      if (res.headersSent) {
-        res.end(`data: ${JSON.stringify({ error: { message, type: "server_error" } })}\n\n`);
-        return;
-      }
-      json(res, status, { error: { message, type: status === 500 ? "server_error" : "invalid_request_error" } });
-    });
+  // timeouts are checked every second (Node's default: every 30 s)
+  const server = http.createServer({ connectionsCheckingInterval: 1000 }, (req, res) => {
+    const url = (req.url ?? "/").split("?")[0]!;
+    res.on("finish", () => metrics.request(ROUTES.includes(url) ? url : "other", res.statusCode));
+    route(req, res, url).catch((e: unknown) => fail(req, res, url, e, opts.log));
   });
+  applyTimeouts(server, limits);
+  server.on("close", () => void encoder.close());
+  return server;
 }
 
-function json(res: http.ServerResponse, status: number, value: unknown): void {
+/** Answer an error: JSON with its status, or an error event when a stream has begun. */
+function fail(req: http.IncomingMessage, res: http.ServerResponse, url: string, e: unknown, log?: (l: string) => void): void {
+  const status = e instanceof HttpError ? e.status : e instanceof LlameshError ? 400 : 500;
+  const message = e instanceof Error ? e.message : String(e);
+  if (status >= 500 && !(e instanceof HttpError)) log?.(`${req.method} ${url}: ${e instanceof Error ? (e.stack ?? message) : message}`);
+  const type = e instanceof HttpError ? e.type : status === 500 ? "server_error" : "invalid_request_error";
+  if (res.destroyed) return;
+  if (res.headersSent) {
+    res.end(`data: ${JSON.stringify({ error: { message, type } })}\n\n`);
+    return;
+  }
+  json(res, status, { error: { message, type } }, e instanceof HttpError ? e.headers : {});
+}
+
+function json(res: http.ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
   const body = JSON.stringify(value);
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body), ...headers });
   res.end(body);
 }

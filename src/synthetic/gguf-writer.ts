@@ -179,6 +179,8 @@ export interface WriteGgufOptions {
   alignment?: number;
   /** Called after each tensor with bytes of tensor data written so far and in all. */
   onProgress?: (done: number, total: number) => void;
+  /** Encodes a tensor's rows (e.g. with the WASM quantizers); undefined: the TypeScript quantizers. */
+  encode?: (type: GgufTensorType, rows: Float32Array) => Uint8Array | undefined;
 }
 
 /**
@@ -222,7 +224,7 @@ export function writeGguf(file: string, metadata: GgufKV[], tensors: GgufTensorO
       let written = 0;
       let rowsSeen = 0;
       const out = (x: Float32Array): void => {
-        const bytes = encodeRows(t.type, x);
+        const bytes = opts.encode?.(t.type, x) ?? encodeRows(t.type, x);
         fs.writeSync(fd, bytes);
         written += bytes.length;
       };
@@ -297,6 +299,14 @@ export type GgufQuant = "Q8_0" | "F16" | "F32";
 
 export interface GgufWriteOptions {
   quant: GgufQuant;
+  /**
+   * Per-matrix types by Hugging Face tensor name (engine/types.ts typePlan, e.g. Q4_K_M's);
+   * matrices not in it, and the norms, get `quant`'s types. With `fileType`: general.file_type.
+   */
+  types?: Readonly<Record<string, GgufTensorType>>;
+  fileType?: number;
+  /** See WriteGgufOptions.encode. */
+  encode?: WriteGgufOptions["encode"];
   /** The vocabulary; default: the model folder's tokenizer (or, for synthetic tensors, the byte-level one). */
   tokenizer?: GgufTokenizerSpec;
   /** general.name */
@@ -727,6 +737,10 @@ export function writeGgufFromSafetensors(modelDir: string, file: string, opts: G
   const c = loadLlamaConfig(modelDir);
   const tok = opts.tokenizer ?? tokenizerSpecFromFolder(modelDir);
   const meta = llamaMetadata(c, tok, opts.quant, opts.name ?? path.basename(path.resolve(modelDir)));
+  if (opts.fileType !== undefined) {
+    const ft = meta.find((kv) => kv.key === "general.file_type");
+    if (ft) ft.value = { type: "u32", value: opts.fileType };
+  }
   const src = SafetensorsModel.open(modelDir);
   try {
     const tensors = llamaTensorNames(c).map((name) => {
@@ -734,7 +748,7 @@ export function writeGgufFromSafetensors(modelDir: string, file: string, opts: G
       const rows = shape.length === 1 ? 1 : shape[0]!;
       const cols = shape.length === 1 ? shape[0]! : shape.slice(1).reduce((a, b) => a * b, 1);
       const gg = shape.length <= 2 ? shape : [rows, cols];
-      return outTensor(c, name, gg, opts.quant, (emit) => {
+      const t = outTensor(c, name, gg, opts.quant, (emit) => {
         const per = Math.max(1, Math.floor(SLICE_FLOATS / cols));
         const buf = new Float32Array(Math.min(rows, per) * cols);
         for (let r = 0; r < rows; r += per) {
@@ -744,8 +758,11 @@ export function writeGgufFromSafetensors(modelDir: string, file: string, opts: G
           emit(slice);
         }
       });
+      const planned = opts.types?.[name];
+      if (planned !== undefined && shape.length > 1) t.type = planned;
+      return t;
     });
-    writeGguf(file, meta, [...tensors, ...ropeFreqsTensor(c)], { onProgress: opts.onProgress });
+    writeGguf(file, meta, [...tensors, ...ropeFreqsTensor(c)], { onProgress: opts.onProgress, encode: opts.encode });
   } finally {
     src.close();
   }

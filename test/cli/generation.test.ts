@@ -31,8 +31,9 @@ test("Ctrl-C: the report with 'stopped: interrupted' and the speed lines, status
 test("Ctrl-C before the generation started exits at once, status 130", async () => {
   // -i - waits for stdin, which stays open
   const c = spawnCli("client", [tinyModel(tinyShape()), "-n", "5", "-i", "-"], { keepStdinOpen: true });
-  // on a terminal it says so once it waits for stdin; piped, it waits without a word: give it a moment
-  await new Promise((r) => setTimeout(r, 500));
+  // on a terminal it says so once it waits for stdin; piped, it waits without a word: give it a
+  // moment (500 ms was too short on a loaded machine: the SIGINT came before its handler)
+  await new Promise((r) => setTimeout(r, 2000));
   c.child.kill("SIGINT");
   const r = await c.done;
   assert.equal(r.code, 130);

@@ -119,6 +119,18 @@ test("an unreachable worker is a LlameshError naming it", { skip: skipUnless(STO
   );
 });
 
+test("bin/worker --max-memory-gb: a slice over the budget is refused in one line naming it", { skip: skipUnless(STORIES) }, async () => {
+  const w = await spawnWorker(["--cache-dir", tempDir("llamesh-cache-"), "--max-memory-gb", "0.0001"]);
+  try {
+    await assert.rejects(
+      openDistributedModel(STORIES, { workers: [{ host: "127.0.0.1", port: w.port }], backend, maxSeqLen: 256, log: quiet }),
+      (e: unknown) => e instanceof LlameshError && /over this worker's memory budget of 0\.00 GB/.test(e.message) && !e.message.includes("\n"),
+    );
+  } finally {
+    await w.stop();
+  }
+});
+
 test("a node slice spread over several arenas computes the same as in one", async () => {
   const dir = tinyModel(tinyShape({ dim: 64, nHeads: 4, nKvHeads: 2, hiddenDim: 100, nLayers: 4 }));
   const config = loadLlamaConfig(dir);

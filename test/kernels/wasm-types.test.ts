@@ -10,14 +10,19 @@ import { Arena } from "../../src/kernels/arena.js";
 import { ACT_TYPES, TENSOR_TYPES, actTypeOf, rowBytes, typeInfo, type TensorType } from "../../src/kernels/formats.js";
 import { dequantizeRow } from "../../src/kernels/quant/index.js";
 import { ReferenceKernels } from "../../src/kernels/reference.js";
-import { WasmBackend, type WasmKernels } from "../../src/kernels/wasm.js";
+import { WasmBackend, availableBuilds, loadKernelBuild, type KernelBuild, type WasmKernels } from "../../src/kernels/wasm.js";
 import { actValues, randomValues, randomWeights, rng } from "./type-helpers.js";
 import { ggmlFixture } from "./ggml-fixtures.js";
 
 const THREADS = [1, 2, 3];
-const backends = new Map<number, WasmBackend>();
+/** Both builds where this engine runs relaxed SIMD (Node 22+), else SIMD128 alone. */
+const BUILDS: KernelBuild[] = await availableBuilds();
+const backends = new Map<string, WasmBackend>();
 before(async () => {
-  for (const t of THREADS) backends.set(t, await WasmBackend.create(t, { alwaysSplit: true }));
+  for (const b of BUILDS) {
+    const module = (await loadKernelBuild(b))!;
+    for (const t of THREADS) backends.set(`${b} ${t}`, await WasmBackend.create(t, { alwaysSplit: true, module }));
+  }
 });
 after(async () => {
   for (const b of backends.values()) await b.close();
@@ -29,8 +34,9 @@ function colsFor(type: TensorType): number[] {
   return bv === 256 ? [256, 768, 1280] : bv === 32 ? [32, 96, 288, 1056] : [7, 64, 172, 520];
 }
 
-for (const threads of THREADS) {
-  describe(`every type, wasm ${threads} thread(s) vs reference`, () => {
+for (const build of BUILDS) for (const threads of THREADS) {
+  const key = `${build} ${threads}`;
+  describe(`every type, wasm ${build} ${threads} thread(s) vs reference`, () => {
     let arena: Arena;
     let k: WasmKernels;
     let ref: ReferenceKernels;
@@ -38,11 +44,11 @@ for (const threads of THREADS) {
     const r = rng(99 + threads);
     before(() => {
       arena = new Arena(32 << 20, `types-${threads}`);
-      k = backends.get(threads)!.bind(arena);
+      k = backends.get(key)!.bind(arena);
       ref = new ReferenceKernels(arena);
       base = arena.used;
     });
-    after(() => backends.get(threads)!.idle());
+    after(() => backends.get(key)!.idle());
     let top = 0;
     const alloc = (n: number): number => {
       const p = Math.ceil(top / 64) * 64;

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { Arena } from "../../src/kernels/arena.js";
 import type { Kernels } from "../../src/kernels/kernels.js";
 import { ReferenceBackend, ReferenceKernels } from "../../src/kernels/reference.js";
-import { WasmBackend, createBackend } from "../../src/kernels/wasm.js";
+import { WasmBackend, availableBuilds, createBackend } from "../../src/kernels/wasm.js";
 import { OP_MATMUL } from "../../src/kernels/pool-worker.js";
 import { q8RowBytes } from "../../src/kernels/q8.js";
 import { F16_TO_F32 } from "../../src/core/numbers.js";
@@ -334,10 +334,33 @@ describe("wasm backend plumbing", () => {
     }
   });
 
+  test("LLAMESH_WASM forces a build; a bad value names the variable", async () => {
+    const saved = process.env.LLAMESH_WASM;
+    try {
+      process.env.LLAMESH_WASM = "simd128";
+      const be = await createBackend({ threads: 1 });
+      assert.match(be.name, /^wasm-simd128 /);
+      await be.close();
+      process.env.LLAMESH_WASM = "avx";
+      await assert.rejects(createBackend({ threads: 1 }), /LLAMESH_WASM="avx": expected simd128 or relaxed/);
+      process.env.LLAMESH_WASM = "relaxed";
+      if ((await availableBuilds()).includes("relaxed")) {
+        const r = await createBackend({ threads: 1 });
+        assert.match(r.name, /^wasm-relaxed /);
+        await r.close();
+      } else {
+        await assert.rejects(createBackend({ threads: 1 }), /does not validate relaxed SIMD/);
+      }
+    } finally {
+      if (saved === undefined) delete process.env.LLAMESH_WASM;
+      else process.env.LLAMESH_WASM = saved;
+    }
+  });
+
   test("createBackend picks wasm, or the reference when forced", async () => {
     const lines: string[] = [];
     const be = await createBackend({ threads: 1, log: (l) => lines.push(l) });
-    assert.match(be.name, /wasm-simd128/);
+    assert.match(be.name, /wasm-(simd128|relaxed)/);
     await be.close();
     const refBe = await createBackend({ threads: 2, forceReference: true });
     assert.ok(refBe instanceof ReferenceBackend);

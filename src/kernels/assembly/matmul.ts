@@ -15,6 +15,7 @@ import { dOffset, hasMin, kScales16, mOffset, subMin, subScale, w16, w8 } from "
 import { matmulQ8 } from "./q8";
 import { decodeQ4KFast, decodeQ5KFast, decodeQ6KFast } from "./kquant-decode";
 import { decodeQ4_0Fast, widenQ4_0 } from "./legacy-decode";
+import { decodeQ4_0Relaxed, decodeRelaxed, prefillRelaxed, widenKRaw, widenQ4_0Raw } from "./relaxed";
 
 /** Widened Q8_0/Q8_1 block: 32 i16 (64 B), d as f32x4 (16), barrier slack (16), Q8_1 s as f32x4 or sum(q) as i32x4 (16). */
 const XS: u32 = 112;
@@ -543,6 +544,9 @@ export function matmul(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: 
     case T_F16: matmulF16(out, w, x, rows, cols, nTok, r0, r1, scratch); return;
     case T_BF16: matmulBF16(out, w, x, rows, cols, nTok, r0, r1, scratch); return;
   }
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    if (nTok >= 2 && prefillRelaxed(t, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)) return;
+  }
   // below 4 tokens the per-block unpacking of the prefill loop costs more than it saves
   if (nTok >= 4 && prefill(t, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)) return;
   const K = isKQuant(t);
@@ -552,6 +556,18 @@ export function matmul(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: 
   const arb: u32 = nb * (K ? 292 : one ? 36 : 34);
   for (let tok: u32 = 0; tok < nTok; tok++) {
     const xt = x + tok * arb;
+    if (ASC_FEATURE_RELAXED_SIMD) {
+      if (t == T_Q4_K || t == T_Q6_K) {
+        widenKRaw(xt, nb, scratch);
+        decodeRelaxed(t, out + tok * rows * 4, w, scratch, nb, rb, r0, r1);
+        continue;
+      }
+      if (t == T_Q4_0) {
+        widenQ4_0Raw(xt, nb, scratch);
+        decodeQ4_0Relaxed(out + tok * rows * 4, w, scratch, nb, rb, r0, r1);
+        continue;
+      }
+    }
     if (K) widenK(xt, nb, scratch);
     else if (t == T_Q4_0) widenQ4_0(xt, nb, scratch);
     else widen32(xt, nb, scratch, one);

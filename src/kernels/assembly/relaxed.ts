@@ -1,0 +1,787 @@
+// Relaxed-SIMD kernels (compiled only into kernels-relaxed.wasm: every caller tests
+// ASC_FEATURE_RELAXED_SIMD, a compile-time constant, so the SIMD128 build never sees them).
+//
+// The one instruction used is i32x4.relaxed_dot_i8x16_i7x16_add_s(a, b, c): lane i of c plus the
+// four products a[4i+k] * b[4i+k]. Its result is implementation-defined only when b has its top
+// bit set, so b is always a weight level in 0..63 (Q4_0/Q4_K nibbles 0..15, Q6_K levels 0..63,
+// offsets applied afterwards through the activation sums) and a the int8 activations: the result
+// is exact on every engine (x86 with AVX-VNNI: one vpdpbusd; without: pmaddubsw, whose i16 pair
+// sums 2 x 63 x 128 cannot saturate, pmaddwd, paddd; ARM: sdot).
+//
+// Prefill (several tokens) has two layouts, both with no horizontal reduction in the inner loop:
+// "lane = token" (K-quants from 16 tokens): a chunk of tokens is laid out in token quads, so that
+// one 16-byte vector holds four consecutive activations of each of four tokens, and a weight
+// vector holds the row's matching four levels in all four lanes (one pshufd of the unpacked
+// levels); "lane = row" (Q4_0, and the K-quants below 16 tokens): four rows' levels transposed
+// so that lane r holds row r's four levels, each token's four activations broadcast. Eight dots
+// give a 32-value chunk's integer sums for four tokens (or rows), one per lane; the float steps
+// follow the reference's order (acc += f32(sumi) * f32(dw * dx), per block or super-block), so
+// the results are bit-identical with the reference and with the SIMD128 build.
+import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4, halves4Safe, scaleK4, transposeSum } from "./common";
+import { q4kScales } from "./unpack";
+
+/** Bytes per (32-value chunk, token quad) of activations. */
+const QV: u32 = 128;
+
+// @ts-ignore: decorator
+@inline function rdot(x: v128, w: v128, acc: v128): v128 {
+  return i32x4.relaxed_dot_i8x16_i7x16_add_s(x, w, acc);
+}
+
+
+/** Sums over 16 values (four groups of the quad at xp) of levels v (16 bytes): i32 per token. */
+// @ts-ignore: decorator
+@inline function dot16(xp: usize, v: v128): v128 {
+  let a = rdot(v128.load(xp, 0), i32x4.shuffle(v, v, 0, 0, 0, 0), i32x4.splat(0));
+  a = rdot(v128.load(xp, 16), i32x4.shuffle(v, v, 1, 1, 1, 1), a);
+  let b = rdot(v128.load(xp, 32), i32x4.shuffle(v, v, 2, 2, 2, 2), i32x4.splat(0));
+  b = rdot(v128.load(xp, 48), i32x4.shuffle(v, v, 3, 3, 3, 3), b);
+  return i32x4.add(a, b);
+}
+
+/** Per-(block, quad) metadata bytes after the activations (see widenQuads). */
+// @ts-ignore: decorator
+@inline function metaBytes(t: u32): u32 {
+  return t == T_Q4_K ? 80 : 144;
+}
+
+/**
+ * Tokens t0 .. t0+tc-1 of x (Q8_K, arb bytes per token) into the
+ * quad layout: values of 32-value chunk c, token j at XV + (c*nq + j/4)*128 + g*16 + (j%4)*4 for
+ * group g of four values; token slots past tc repeat token tc-1. Metadata per (block b, quad) at
+ * M + (b*nq + q)*metaBytes: dx of the four tokens (f32x4), then Q4_K: the 8 sums per 32 values as i16 pairs [t0: s2k, s2k+1, t1: ...] (4 vectors); Q6_K: the 16
+ * bsums the same way (8 vectors).
+ */
+// @ts-ignore: decorator
+@inline function widenQuads(t: u32, x: usize, arb: u32, t0: u32, tc: u32, nq: u32, nch: u32, XV: usize, M: usize): void {
+  const MB = metaBytes(t);
+  for (let j: u32 = 0; j < (nq << 2); j++) {
+    const xr = x + (t0 + (j < tc ? j : tc - 1)) * arb;
+    const q = j >> 2;
+    const l: usize = (j & 3) << 2;
+    for (let c: u32 = 0; c < nch; c++) {
+      const src = xr + (c >> 3) * 292 + 4 + ((c & 7) << 5);
+      const dst = XV + (c * nq + q) * QV + l;
+      for (let g: u32 = 0; g < 8; g++) store<u32>(dst + (g << 4), load<u32>(src + (g << 2)));
+    }
+    {
+      for (let b: u32 = 0; b < (nch >> 3); b++) {
+        const xb = xr + b * 292;
+        const mp = M + (b * nq + q) * MB;
+        store<f32>(mp + l, load<f32>(xb));
+        if (t == T_Q4_K) {
+          for (let s: u32 = 0; s < 8; s++) {
+            const v = (load<i16>(xb + 260 + (s << 2)) as i32) + (load<i16>(xb + 262 + (s << 2)) as i32);
+            store<i16>(mp + 16 + ((s >> 1) << 4) + l + ((s & 1) << 1), v as i16);
+          }
+        } else {
+          for (let s: u32 = 0; s < 16; s++) store<i16>(mp + 16 + ((s >> 1) << 4) + l + ((s & 1) << 1), load<i16>(xb + 260 + (s << 1)));
+        }
+      }
+    }
+  }
+}
+
+/** IA[q] += scale * (sum over one 32-value chunk of levels lo|hi (16 bytes each) with the quads at xp). */
+// @ts-ignore: decorator
+@inline function chunkScaled(l0: v128, l1: v128, sc: v128, xp: usize, nq: u32, IA: usize): void {
+  const w0 = i32x4.shuffle(l0, l0, 0, 0, 0, 0), w1 = i32x4.shuffle(l0, l0, 1, 1, 1, 1), w2 = i32x4.shuffle(l0, l0, 2, 2, 2, 2), w3 = i32x4.shuffle(l0, l0, 3, 3, 3, 3);
+  const w4 = i32x4.shuffle(l1, l1, 0, 0, 0, 0), w5 = i32x4.shuffle(l1, l1, 1, 1, 1, 1), w6 = i32x4.shuffle(l1, l1, 2, 2, 2, 2), w7 = i32x4.shuffle(l1, l1, 3, 3, 3, 3);
+  for (let q: u32 = 0; q < nq; q++) {
+    let a = rdot(v128.load(xp, 0), w0, i32x4.splat(0));
+    let c = rdot(v128.load(xp, 64), w4, i32x4.splat(0));
+    a = rdot(v128.load(xp, 16), w1, a);
+    c = rdot(v128.load(xp, 80), w5, c);
+    a = rdot(v128.load(xp, 32), w2, a);
+    c = rdot(v128.load(xp, 96), w6, c);
+    a = rdot(v128.load(xp, 48), w3, a);
+    c = rdot(v128.load(xp, 112), w7, c);
+    const ia = IA + (q << 4);
+    v128.store(ia, i32x4.add(v128.load(ia), i32x4.mul(i32x4.add(a, c), sc)));
+    xp += QV;
+  }
+}
+
+/** As chunkScaled with one scale per 16 values (Q6_K): sa for l0's, sb for l1's. */
+// @ts-ignore: decorator
+@inline function chunkScaled2(l0: v128, l1: v128, sa: v128, sb: v128, xp: usize, nq: u32, IA: usize): void {
+  const w0 = i32x4.shuffle(l0, l0, 0, 0, 0, 0), w1 = i32x4.shuffle(l0, l0, 1, 1, 1, 1), w2 = i32x4.shuffle(l0, l0, 2, 2, 2, 2), w3 = i32x4.shuffle(l0, l0, 3, 3, 3, 3);
+  const w4 = i32x4.shuffle(l1, l1, 0, 0, 0, 0), w5 = i32x4.shuffle(l1, l1, 1, 1, 1, 1), w6 = i32x4.shuffle(l1, l1, 2, 2, 2, 2), w7 = i32x4.shuffle(l1, l1, 3, 3, 3, 3);
+  for (let q: u32 = 0; q < nq; q++) {
+    let a = rdot(v128.load(xp, 0), w0, i32x4.splat(0));
+    let c = rdot(v128.load(xp, 64), w4, i32x4.splat(0));
+    a = rdot(v128.load(xp, 16), w1, a);
+    c = rdot(v128.load(xp, 80), w5, c);
+    a = rdot(v128.load(xp, 32), w2, a);
+    c = rdot(v128.load(xp, 96), w6, c);
+    a = rdot(v128.load(xp, 48), w3, a);
+    c = rdot(v128.load(xp, 112), w7, c);
+    const ia = IA + (q << 4);
+    v128.store(ia, i32x4.add(v128.load(ia), i32x4.add(i32x4.mul(a, sa), i32x4.mul(c, sb))));
+    xp += QV;
+  }
+}
+
+/** One Q4_K row (nsb super-blocks at p) times the chunk's quads. */
+// @ts-ignore: decorator
+@inline function rowQ4K(p: usize, nsb: u32, nq: u32, XV: usize, M: usize, FA: usize, IA: usize): void {
+  const m0f = i8x16.splat(0x0f);
+  for (let b: u32 = 0; b < nsb; b++) {
+    for (let q: u32 = 0; q < nq; q++) v128.store(IA + (q << 4), i32x4.splat(0));
+    const s8 = q4kScales(p + 4);
+    for (let g: u32 = 0; g < 4; g++) {
+      const V0 = v128.load(p + 16 + (g << 5)), V1 = v128.load(p + 32 + (g << 5));
+      const xp = XV + (((b << 3) + (g << 1)) * nq) * QV;
+      chunkScaled(v128.and(V0, m0f), v128.and(V1, m0f), i32x4.splat(scaleK4(p + 4, g << 1) as i32), xp, nq, IA);
+      chunkScaled(v128.and(i16x8.shr_u(V0, 4), m0f), v128.and(i16x8.shr_u(V1, 4), m0f),
+        i32x4.splat(scaleK4(p + 4, (g << 1) + 1) as i32), xp + nq * QV, nq, IA);
+    }
+    const mi = i16x8.extend_high_i8x16_u(s8);
+    const mp0 = i32x4.shuffle(mi, mi, 0, 0, 0, 0), mp1 = i32x4.shuffle(mi, mi, 1, 1, 1, 1), mp2 = i32x4.shuffle(mi, mi, 2, 2, 2, 2), mp3 = i32x4.shuffle(mi, mi, 3, 3, 3, 3);
+    const d = f32x4.splat(f16ToF32(load<u16>(p) as u32)), dmin = f32x4.splat(f16ToF32(load<u16>(p, 2) as u32));
+    let mp = M + b * nq * 80;
+    for (let q: u32 = 0; q < nq; q++) {
+      const dp = v128.load(mp);
+      const mins = i32x4.add(
+        i32x4.add(i32x4.dot_i16x8_s(mp0, v128.load(mp, 16)), i32x4.dot_i16x8_s(mp1, v128.load(mp, 32))),
+        i32x4.add(i32x4.dot_i16x8_s(mp2, v128.load(mp, 48)), i32x4.dot_i16x8_s(mp3, v128.load(mp, 64))));
+      const tt = f32x4.mul(f32x4.convert_i32x4_s(v128.load(IA + (q << 4))), f32x4.mul(d, dp));
+      const f = FA + (q << 4);
+      v128.store(f, f32x4.add(v128.load(f), f32x4.sub(tt, f32x4.mul(f32x4.convert_i32x4_s(mins), f32x4.mul(dmin, dp)))));
+      mp += 80;
+    }
+    p += 144;
+  }
+}
+
+/** One Q6_K row (nsb super-blocks at p) times the chunk's quads. */
+// @ts-ignore: decorator
+@inline function rowQ6K(p: usize, nsb: u32, nq: u32, XV: usize, M: usize, FA: usize, IA: usize): void {
+  const m0f = i8x16.splat(0x0f), m30 = i8x16.splat(0x30);
+  for (let b: u32 = 0; b < nsb; b++) {
+    for (let q: u32 = 0; q < nq; q++) v128.store(IA + (q << 4), i32x4.splat(0));
+    for (let c: u32 = 0; c < 8; c++) {
+      const n = c >> 2, j = c & 3;
+      const A0 = v128.load(p + (n << 6) + ((j & 1) << 5)), A1 = v128.load(p + (n << 6) + ((j & 1) << 5) + 16);
+      const H0 = v128.load(p + 128 + (n << 5)), H1 = v128.load(p + 144 + (n << 5));
+      const lo0 = j < 2 ? v128.and(A0, m0f) : v128.and(i16x8.shr_u(A0, 4), m0f);
+      const lo1 = j < 2 ? v128.and(A1, m0f) : v128.and(i16x8.shr_u(A1, 4), m0f);
+      let h0: v128, h1: v128;
+      if (j == 0) { h0 = i16x8.shl(H0, 4); h1 = i16x8.shl(H1, 4); }
+      else if (j == 1) { h0 = i16x8.shl(H0, 2); h1 = i16x8.shl(H1, 2); }
+      else if (j == 2) { h0 = H0; h1 = H1; }
+      else { h0 = i16x8.shr_u(H0, 2); h1 = i16x8.shr_u(H1, 2); }
+      const sa = i32x4.splat(load<i8>(p + 192 + (c << 1)) as i32), sb = i32x4.splat(load<i8>(p + 193 + (c << 1)) as i32);
+      chunkScaled2(v128.or(lo0, v128.and(h0, m30)), v128.or(lo1, v128.and(h1, m30)), sa, sb,
+        XV + (((b << 3) + c) * nq) * QV, nq, IA);
+    }
+    const sv = v128.load(p + 192);
+    const slo = i16x8.extend_low_i8x16_s(sv), shi = i16x8.extend_high_i8x16_s(sv);
+    const s0 = i32x4.shuffle(slo, slo, 0, 0, 0, 0), s1 = i32x4.shuffle(slo, slo, 1, 1, 1, 1), s2 = i32x4.shuffle(slo, slo, 2, 2, 2, 2), s3 = i32x4.shuffle(slo, slo, 3, 3, 3, 3);
+    const s4 = i32x4.shuffle(shi, shi, 0, 0, 0, 0), s5 = i32x4.shuffle(shi, shi, 1, 1, 1, 1), s6 = i32x4.shuffle(shi, shi, 2, 2, 2, 2), s7 = i32x4.shuffle(shi, shi, 3, 3, 3, 3);
+    const d = f32x4.splat(f16ToF32(load<u16>(p, 208) as u32));
+    let mp = M + b * nq * 144;
+    for (let q: u32 = 0; q < nq; q++) {
+      const bs = i32x4.add(
+        i32x4.add(
+          i32x4.add(i32x4.dot_i16x8_s(s0, v128.load(mp, 16)), i32x4.dot_i16x8_s(s1, v128.load(mp, 32))),
+          i32x4.add(i32x4.dot_i16x8_s(s2, v128.load(mp, 48)), i32x4.dot_i16x8_s(s3, v128.load(mp, 64)))),
+        i32x4.add(
+          i32x4.add(i32x4.dot_i16x8_s(s4, v128.load(mp, 80)), i32x4.dot_i16x8_s(s5, v128.load(mp, 96))),
+          i32x4.add(i32x4.dot_i16x8_s(s6, v128.load(mp, 112)), i32x4.dot_i16x8_s(s7, v128.load(mp, 128)))));
+      const isum = i32x4.sub(v128.load(IA + (q << 4)), i32x4.shl(bs, 5));
+      const f = FA + (q << 4);
+      v128.store(f, f32x4.add(v128.load(f), f32x4.mul(f32x4.convert_i32x4_s(isum), f32x4.mul(d, v128.load(mp)))));
+      mp += 144;
+    }
+    p += 210;
+  }
+}
+
+/**
+ * Prefill of Q4_0, Q4_K and Q6_K with relaxed dot products (nTok >= 2); false (nothing done) for
+ * other types or when the scratch is too small. prefillQuads (token quads in the lanes, K-quants
+ * from 16 tokens) when a token quad fits. Tokens in chunks of whole quads
+ * (as many as fit in scratchBytes, at most maxQuads), rows one after the other (one sequential
+ * stream per thread), each row's weights unpacked once per chunk.
+ */
+export function prefillRelaxed(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
+  switch (t) {
+    case T_Q4_0: return prefillQ4_0Rows(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
+    // K-quants: rows in the lanes for short prompts (no padding, unpacking shared by four rows:
+    // 19 vs 12 GMAC/s for Q4_K at 9 tokens), token quads from 16 tokens on (40 vs 28 at 32)
+    case T_Q4_K: return nTok < 16
+      ? prefillKRows(T_Q4_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)
+      : prefillQuads(T_Q4_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
+    case T_Q6_K: return nTok < 16
+      ? prefillKRows(T_Q6_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)
+      : prefillQuads(T_Q6_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
+    default: return false;
+  }
+}
+
+// @ts-ignore: decorator
+@inline function prefillQuads(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
+  const nch = cols >> 5;
+  const nblk: u32 = cols >> 8;
+  const bb: u32 = t == T_Q4_K ? 144 : 210;
+  const rb = nblk * bb;
+  const arb: u32 = nblk * 292;
+  const perQuad: u32 = nch * QV + nblk * metaBytes(t) + 32;
+  if (scratchBytes < perQuad + 64) return false;
+  let maxQ: u32 = (scratchBytes - 64) / perQuad;
+  if (maxQ > 16) maxQ = 16;
+  for (let t0: u32 = 0; t0 < nTok; t0 += maxQ << 2) {
+    const tc = nTok - t0 < maxQ << 2 ? nTok - t0 : maxQ << 2;
+    const nq = (tc + 3) >> 2;
+    const XV = scratch;
+    const M = XV + nch * nq * QV;
+    const FA = M + nblk * nq * metaBytes(t);
+    const IA = FA + (nq << 4);
+    widenQuads(t, x, arb, t0, tc, nq, nch, XV, M);
+    for (let r = r0; r < r1; r++) {
+      const p = w + r * rb;
+      for (let q: u32 = 0; q < nq; q++) v128.store(FA + (q << 4), f32x4.splat(0));
+      if (t == T_Q4_K) rowQ4K(p, nblk, nq, XV, M, FA, IA);
+      else rowQ6K(p, nblk, nq, XV, M, FA, IA);
+      for (let j: u32 = 0; j < tc; j++) store<f32>(out + (((t0 + j) * rows + r) << 2), load<f32>(FA + (j << 2)));
+    }
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// decode (one token) of Q4_K and Q6_K: four rows as four long streams (like kquant-decode.ts), the
+// activations as plain int8 (no widening to i16), one relaxed dot per 16 values.
+
+/**
+ * nsb Q8_K super-blocks at x -> KS-byte blocks at dst as kquant-decode.ts expects them, except
+ * that bytes 0..255 hold the int8 values as they are: d as f32x4 at 512, bsums at 544, sums per
+ * 32 values (8 i16) at 576.
+ */
+export function widenKRaw(x: usize, nsb: u32, dst: usize): void {
+  for (let b: u32 = 0; b < nsb; b++) {
+    for (let i: u32 = 0; i < 16; i++) v128.store(dst + (i << 4), v128.load(x + 4 + (i << 4)));
+    v128.store(dst, f32x4.splat(load<f32>(x)), 512);
+    const b0 = v128.load(x, 260), b1 = v128.load(x, 276);
+    v128.store(dst, b0, 544);
+    v128.store(dst, b1, 560);
+    v128.store(dst, i16x8.narrow_i32x4_s(i32x4.extadd_pairwise_i16x8_s(b0), i32x4.extadd_pairwise_i16x8_s(b1)), 576);
+    x += 292; dst += KS;
+  }
+}
+
+const KS: u32 = 592;
+
+/**
+ * Group g (sub-blocks 2g, 2g+1: qs[32g..32g+32)) of one Q4_K row at p with the raw activations at
+ * xs: each sub-block's four lane sums (8 values each, at most 8 x 15 x 127) fit i16, so the pair is
+ * narrowed and scaled by one dot_i16x8_s with its two scales (sel: lanes of the 8 scales at sc).
+ */
+// @ts-ignore: decorator
+@inline function q4GroupR(p: usize, xs: usize, g: u32, sc: usize): v128 {
+  const m0f = i8x16.splat(0x0f);
+  const q = p + 16 + (g << 5), x = xs + (g << 6);
+  const V0 = v128.load(q), V1 = v128.load(q, 16);
+  let lo = rdot(v128.load(x, 0), v128.and(V0, m0f), i32x4.splat(0));
+  lo = rdot(v128.load(x, 16), v128.and(V1, m0f), lo);
+  let hi = rdot(v128.load(x, 32), v128.and(i16x8.shr_u(V0, 4), m0f), i32x4.splat(0));
+  hi = rdot(v128.load(x, 48), v128.and(i16x8.shr_u(V1, 4), m0f), hi);
+  const sel = i8x16.add(i8x16(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3), i8x16.splat((g << 2) as i8));
+  return i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(lo, hi), i8x16.swizzle(v128.load(sc), sel));
+}
+
+/** Four Q4_K rows (p0..p3, may alias) with the raw token xs of nsb super-blocks (numerics of dot4Q4K). */
+// @ts-ignore: decorator
+@inline function dot4Q4KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
+  let acc = f32x4.splat(0);
+  const tmp = xs + nsb * KS; // min terms at 0; barrier slot at 80; the rows' 8 scales as i16 at 128..192
+  for (let sb: u32 = 0; sb < nsb; sb++) {
+    const xm = v128.load(xs, 576);
+    let s8 = q4kScales(p0 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 128);
+    const m0 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p1 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 144);
+    const m1 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p2 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 160);
+    const m2 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    s8 = q4kScales(p3 + 4);
+    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 176);
+    const m3 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+    v128.store(tmp, transposeSum(m0, m1, m2, m3), 0);
+    let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
+    for (let g: u32 = 0; g < 4; g++) {
+      i0 = i32x4.add(i0, q4GroupR(p0, xs, g, tmp + 128));
+      v128.store(tmp, i0, 80);
+      i1 = i32x4.add(i1, q4GroupR(p1, xs, g, tmp + 144));
+      v128.store(tmp, i1, 80);
+      i2 = i32x4.add(i2, q4GroupR(p2, xs, g, tmp + 160));
+      v128.store(tmp, i2, 80);
+      i3 = i32x4.add(i3, q4GroupR(p3, xs, g, tmp + 176));
+      v128.store(tmp, i3, 80);
+    }
+    const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
+    const mins = f32x4.convert_i32x4_s(v128.load(tmp));
+    const dx = v128.load(xs, 512);
+    const tt = f32x4.mul(isum, f32x4.mul(halves4Safe(p0, p1, p2, p3, 0), dx));
+    acc = f32x4.add(acc, f32x4.sub(tt, f32x4.mul(mins, f32x4.mul(halves4Safe(p0, p1, p2, p3, 2), dx))));
+    p0 += 144; p1 += 144; p2 += 144; p3 += 144; xs += KS;
+  }
+  return acc;
+}
+
+/**
+ * Quarter (n, h) of one Q6_K row with the raw activations (as kquant-decode.ts q6Quarter): four
+ * 16-value level vectors (0..63), one relaxed dot each; a sub-block's lane sums (4 x 63 x 127)
+ * fit i16, so pairs are narrowed and scaled by their int8 scales with one dot_i16x8_s.
+ */
+// @ts-ignore: decorator
+@inline function q6QuarterR(p: usize, xs: usize, n: u32, h: u32, sc: usize): v128 {
+  const l0: usize = h << 4;
+  const A = v128.load(p + (n << 6) + l0), B = v128.load(p + (n << 6) + 32 + l0), H = v128.load(p + 128 + (n << 5) + l0);
+  const m0f = i8x16.splat(0x0f), m30 = i8x16.splat(0x30);
+  const q1 = v128.or(v128.and(A, m0f), v128.and(i16x8.shl(H, 4), m30));
+  const q2 = v128.or(v128.and(B, m0f), v128.and(i16x8.shl(H, 2), m30));
+  const q3 = v128.or(v128.and(i16x8.shr_u(A, 4), m0f), v128.and(H, m30));
+  const q4 = v128.or(v128.and(i16x8.shr_u(B, 4), m0f), v128.and(i16x8.shr_u(H, 2), m30));
+  const xo = xs + (n << 7) + l0;
+  const z = i32x4.splat(0);
+  const p0 = rdot(v128.load(xo, 0), q1, z), p1 = rdot(v128.load(xo, 32), q2, z);
+  const p2 = rdot(v128.load(xo, 64), q3, z), p3 = rdot(v128.load(xo, 96), q4, z);
+  const s = v128.load(sc + (n << 4));
+  const h2 = i8x16.splat((h << 1) as i8);
+  const s01 = i8x16.swizzle(s, i8x16.add(i8x16(0, 1, 0, 1, 0, 1, 0, 1, 4, 5, 4, 5, 4, 5, 4, 5), h2));
+  const s23 = i8x16.swizzle(s, i8x16.add(i8x16(8, 9, 8, 9, 8, 9, 8, 9, 12, 13, 12, 13, 12, 13, 12, 13), h2));
+  return i32x4.add(i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p0, p1), s01), i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p2, p3), s23));
+}
+
+/** Four Q6_K rows (may alias) with the raw token xs of nsb super-blocks (numerics of dot4Q6K). */
+// @ts-ignore: decorator
+@inline function dot4Q6KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
+  let acc = f32x4.splat(0);
+  const tmp = xs + nsb * KS; // 4 rows x 32 bytes: their 16 scales as i16; then a barrier slot at 128
+  for (let sb: u32 = 0; sb < nsb; sb++) {
+    const b0 = v128.load(xs, 544), b1 = v128.load(xs, 560);
+    let s = v128.load(p0, 192);
+    let lo = i16x8.extend_low_i8x16_s(s), hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 0); v128.store(tmp, hi, 16);
+    let i0 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    s = v128.load(p1, 192);
+    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 32); v128.store(tmp, hi, 48);
+    let i1 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    s = v128.load(p2, 192);
+    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 64); v128.store(tmp, hi, 80);
+    let i2 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    s = v128.load(p3, 192);
+    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
+    v128.store(tmp, lo, 96); v128.store(tmp, hi, 112);
+    let i3 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
+    i0 = i32x4.sub(i32x4.splat(0), i0); i1 = i32x4.sub(i32x4.splat(0), i1);
+    i2 = i32x4.sub(i32x4.splat(0), i2); i3 = i32x4.sub(i32x4.splat(0), i3);
+    for (let q: u32 = 0; q < 4; q++) {
+      const n = q >> 1, h = q & 1;
+      i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, h, tmp));
+      v128.store(tmp, i0, 128);
+      i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, h, tmp + 32));
+      v128.store(tmp, i1, 128);
+      i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, h, tmp + 64));
+      v128.store(tmp, i2, 128);
+      i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, h, tmp + 96));
+      v128.store(tmp, i3, 128);
+    }
+    const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
+    acc = f32x4.add(acc, f32x4.mul(isum, f32x4.mul(halves4Safe(p0, p1, p2, p3, 208), v128.load(xs, 512))));
+    p0 += 210; p1 += 210; p2 += 210; p3 += 210; xs += KS;
+  }
+  return acc;
+}
+
+// @ts-ignore: decorator
+@inline function decodeRowsR(t: u32, out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void {
+  const n = r1 - r0;
+  const q: u32 = (n + 3) >> 2;
+  for (let i: u32 = 0; i < q; i++) {
+    const ra = r0 + i;
+    const p0 = w + ra * rb;
+    const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
+    const p1 = v1 ? p0 + q * rb : p0;
+    const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
+    const p3 = v3 ? p0 + q * rb * 3 : p0;
+    const acc = t == T_Q4_K ? dot4Q4KR(p0, p1, p2, p3, xs, nsb) : dot4Q6KR(p0, p1, p2, p3, xs, nsb);
+    const o = out + (ra << 2);
+    v128.store32_lane(o, acc, 0);
+    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
+    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
+    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+  }
+}
+
+/** Rows [r0, r1) of Q4_K or Q6_K weights (rb bytes per row) times the token widened by widenKRaw; false for other types. */
+export function decodeRelaxed(t: u32, out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): bool {
+  if (t == T_Q4_K) { decodeRowsR(T_Q4_K, out, w, xs, nsb, rb, r0, r1); return true; }
+  if (t == T_Q6_K) { decodeRowsR(T_Q6_K, out, w, xs, nsb, rb, r0, r1); return true; }
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q4_0 prefill with "lane = row": four rows' levels transposed so that lane r of weight vector g
+// holds group g (four values) of row r; each token's four activations of a group are one
+// load32_splat straight from its Q8_0 block. Eight dots give a block's integer sums of four rows
+// for one token; the float step (f32(sumi) * f32(dw * dx), block order) is per lane as in the
+// reference. No padding of the token count, and the unpacking is shared by four rows.
+
+/** Rows r0.. (four, p1..p3 may alias p0) of Q4_0 times nTok tokens: f32x4 accumulators FA[t]. */
+// @ts-ignore: decorator
+@inline function rows4Q4_0(p0: usize, p1: usize, p2: usize, p3: usize, nb: u32, x: usize, arb: u32, nTok: u32, D: usize, FA: usize): void {
+  const m0f = i8x16.splat(0x0f);
+  for (let b: u32 = 0; b < nb; b++) {
+    const v0 = v128.load(p0, 2), v1 = v128.load(p1, 2), v2 = v128.load(p2, 2), v3 = v128.load(p3, 2);
+    const dw = halves4(p0, p1, p2, p3, 0);
+    // lo nibbles (values 0..15): groups 0..3; hi (16..31): groups 4..7; transpose 4x4 of i32
+    const a0 = v128.and(v0, m0f), a1 = v128.and(v1, m0f), a2 = v128.and(v2, m0f), a3 = v128.and(v3, m0f);
+    const t01l = i32x4.shuffle(a0, a1, 0, 4, 1, 5), t01h = i32x4.shuffle(a0, a1, 2, 6, 3, 7);
+    const t23l = i32x4.shuffle(a2, a3, 0, 4, 1, 5), t23h = i32x4.shuffle(a2, a3, 2, 6, 3, 7);
+    const w0 = i64x2.shuffle(t01l, t23l, 0, 2), w1 = i64x2.shuffle(t01l, t23l, 1, 3);
+    const w2 = i64x2.shuffle(t01h, t23h, 0, 2), w3 = i64x2.shuffle(t01h, t23h, 1, 3);
+    const c0 = v128.and(i16x8.shr_u(v0, 4), m0f), c1 = v128.and(i16x8.shr_u(v1, 4), m0f);
+    const c2 = v128.and(i16x8.shr_u(v2, 4), m0f), c3 = v128.and(i16x8.shr_u(v3, 4), m0f);
+    const u01l = i32x4.shuffle(c0, c1, 0, 4, 1, 5), u01h = i32x4.shuffle(c0, c1, 2, 6, 3, 7);
+    const u23l = i32x4.shuffle(c2, c3, 0, 4, 1, 5), u23h = i32x4.shuffle(c2, c3, 2, 6, 3, 7);
+    const w4 = i64x2.shuffle(u01l, u23l, 0, 2), w5 = i64x2.shuffle(u01l, u23l, 1, 3);
+    const w6 = i64x2.shuffle(u01h, u23h, 0, 2), w7 = i64x2.shuffle(u01h, u23h, 1, 3);
+    let xq = x + b * 34 + 2;
+    let dp = D + (b << 3);
+    let f = FA;
+    const fEnd = FA + (nTok << 4);
+    while (f < fEnd) {
+      let s = rdot(v128.load32_splat(xq, 0), w0, i32x4.splat(0));
+      let u = rdot(v128.load32_splat(xq, 16), w4, i32x4.splat(0));
+      s = rdot(v128.load32_splat(xq, 4), w1, s);
+      u = rdot(v128.load32_splat(xq, 20), w5, u);
+      s = rdot(v128.load32_splat(xq, 8), w2, s);
+      u = rdot(v128.load32_splat(xq, 24), w6, u);
+      s = rdot(v128.load32_splat(xq, 12), w3, s);
+      u = rdot(v128.load32_splat(xq, 28), w7, u);
+      const sumi = i32x4.sub(i32x4.add(s, u), v128.load32_splat(dp, 4));
+      v128.store(f, f32x4.add(v128.load(f), f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(dw, v128.load32_splat(dp)))));
+      xq += arb; dp += nb << 3; f += 16;
+    }
+    p0 += 18; p1 += 18; p2 += 18; p3 += 18;
+  }
+}
+
+/** Q4_0 prefill (lane = row); false (nothing done) if the per-token data do not fit in the scratch. */
+export function prefillQ4_0Rows(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
+  const nb = cols >> 5;
+  const rb = nb * 18, arb = nb * 34;
+  // per token: dx and 8*sum(x) per block (8 bytes), one f32x4 accumulator
+  const per: u32 = (nb << 3) + 16;
+  if (scratchBytes < per) return false;
+  let chunk: u32 = scratchBytes / per;
+  if (chunk > 64) chunk = 64;
+  for (let t0: u32 = 0; t0 < nTok; t0 += chunk) {
+    const tc = nTok - t0 < chunk ? nTok - t0 : chunk;
+    const D = scratch, FA = scratch + tc * (nb << 3);
+    for (let j: u32 = 0; j < tc; j++) {
+      const xr = x + (t0 + j) * arb;
+      for (let b: u32 = 0; b < nb; b++) {
+        const xb = xr + b * 34;
+        const dp = D + ((j * nb + b) << 3);
+        store<f32>(dp, f16ToF32(load<u16>(xb) as u32));
+        const s16 = i16x8.add(i16x8.extadd_pairwise_i8x16_s(v128.load(xb, 2)), i16x8.extadd_pairwise_i8x16_s(v128.load(xb, 18)));
+        const s32 = i32x4.extadd_pairwise_i16x8_s(s16);
+        store<i32>(dp, (i32x4.extract_lane(s32, 0) + i32x4.extract_lane(s32, 1) + i32x4.extract_lane(s32, 2) + i32x4.extract_lane(s32, 3)) << 3, 4);
+      }
+    }
+    for (let r = r0; r < r1; r += 4) {
+      const left = r1 - r;
+      const p0 = w + r * rb;
+      const p1 = left > 1 ? p0 + rb : p0, p2 = left > 2 ? p0 + 2 * rb : p0, p3 = left > 3 ? p0 + 3 * rb : p0;
+      for (let j: u32 = 0; j < tc; j++) v128.store(FA + (j << 4), f32x4.splat(0));
+      rows4Q4_0(p0, p1, p2, p3, nb, x + t0 * arb, arb, tc, D, FA);
+      for (let j: u32 = 0; j < tc; j++) {
+        const v = v128.load(FA + (j << 4));
+        const o = out + (((t0 + j) * rows + r) << 2);
+        if (left >= 4) { v128.store(o, v); continue; }
+        v128.store32_lane(o, v, 0);
+        if (left > 1) v128.store32_lane(o, v, 1, 4);
+        if (left > 2) v128.store32_lane(o, v, 2, 8);
+      }
+    }
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q4_0 decode: per block and row two relaxed dots (low nibbles with values 0..15, high with
+// 16..31), four rows reduced together (transposeSum), then legacy-decode.ts's float step.
+
+const XS: u32 = 112;
+
+/** nb Q8_0 blocks at x -> XS-byte blocks: the 32 int8 as they are, d as f32x4 at 64, slack at 80, sum(q) as i32x4 at 96. */
+export function widenQ4_0Raw(x: usize, nb: u32, dst: usize): void {
+  for (let b: u32 = 0; b < nb; b++) {
+    const a = v128.load(x, 2), c = v128.load(x, 18);
+    v128.store(dst, a, 0);
+    v128.store(dst, c, 16);
+    v128.store(dst, f32x4.splat(f16ToF32(load<u16>(x) as u32)), 64);
+    const s32 = i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extadd_pairwise_i8x16_s(a), i16x8.extadd_pairwise_i8x16_s(c)));
+    const s2 = i32x4.add(s32, i32x4.shuffle(s32, s32, 2, 3, 0, 1));
+    v128.store(dst, i32x4.add(s2, i32x4.shuffle(s2, s2, 1, 0, 3, 2)), 96);
+    x += 34; dst += XS;
+  }
+}
+
+// @ts-ignore: decorator
+@inline function nibDotR(p: usize, x0: v128, x1: v128): v128 {
+  const m0f = i8x16.splat(0x0f);
+  const v = v128.load(p, 2);
+  return rdot(x1, v128.and(i16x8.shr_u(v, 4), m0f), rdot(x0, v128.and(v, m0f), i32x4.splat(0)));
+}
+
+/** Rows [r0, r1) of Q4_0 weights (rb bytes per row, nb blocks) times the token widened by widenQ4_0Raw. */
+export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32, r1: u32): void {
+  const n = r1 - r0;
+  const q: u32 = (n + 3) >> 2;
+  for (let i: u32 = 0; i < q; i++) {
+    const ra = r0 + i;
+    let p0 = w + ra * rb;
+    const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
+    let p1 = v1 ? p0 + q * rb : p0;
+    let p2 = v2 ? p0 + ((q * rb) << 1) : p0;
+    let p3 = v3 ? p0 + q * rb * 3 : p0;
+    let acc = f32x4.splat(0);
+    let xs = xs0;
+    const end = xs0 + nb * XS;
+    while (xs < end) {
+      const x0 = v128.load(xs, 0), x1 = v128.load(xs, 16);
+      const s0 = nibDotR(p0, x0, x1);
+      v128.store(xs, s0, 80);
+      const s1 = nibDotR(p1, x0, x1);
+      v128.store(xs, s1, 80);
+      const s2 = nibDotR(p2, x0, x1);
+      v128.store(xs, s2, 80);
+      const s3 = nibDotR(p3, x0, x1);
+      const sumi = i32x4.sub(transposeSum(s0, s1, s2, s3), i32x4.shl(v128.load(xs, 96), 3));
+      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(halves4(p0, p1, p2, p3, 0), v128.load(xs, 64))));
+      p0 += 18; p1 += 18; p2 += 18; p3 += 18; xs += XS;
+    }
+    const o = out + (ra << 2);
+    v128.store32_lane(o, acc, 0);
+    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
+    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
+    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Q4_K and Q6_K prefill with "lane = row" (as prefillQ4_0Rows): per 32-value chunk the four rows'
+// levels are transposed into eight vectors (lane r: four levels of row r), the tokens' activations
+// broadcast from their Q8_K blocks; integer sums per (four rows, token) accumulate over the
+// super-block in IA[t] with the rows' sub-block scales as an i32x4 (one lane per row).
+
+/** Transposes 4x4 i32: lane g of vector r -> lane r of vector g; stores the four results at dst. */
+// @ts-ignore: decorator
+@inline function transpose4(a0: v128, a1: v128, a2: v128, a3: v128, dst: usize): void {
+  const l01 = i32x4.shuffle(a0, a1, 0, 4, 1, 5), h01 = i32x4.shuffle(a0, a1, 2, 6, 3, 7);
+  const l23 = i32x4.shuffle(a2, a3, 0, 4, 1, 5), h23 = i32x4.shuffle(a2, a3, 2, 6, 3, 7);
+  v128.store(dst, i64x2.shuffle(l01, l23, 0, 2), 0);
+  v128.store(dst, i64x2.shuffle(l01, l23, 1, 3), 16);
+  v128.store(dst, i64x2.shuffle(h01, h23, 0, 2), 32);
+  v128.store(dst, i64x2.shuffle(h01, h23, 1, 3), 48);
+}
+
+/** The four rows' u8/i8 values at byte offset o of the 16-byte records at s (stride 16) as i32x4. */
+// @ts-ignore: decorator
+@inline function gather4u(s: usize, o: usize): v128 {
+  return i32x4(load<u8>(s + o) as i32, load<u8>(s + 16 + o) as i32, load<u8>(s + 32 + o) as i32, load<u8>(s + 48 + o) as i32);
+}
+// @ts-ignore: decorator
+@inline function gather4s(s: usize, o: usize): v128 {
+  return i32x4(load<i8>(s + o) as i32, load<i8>(s + 16 + o) as i32, load<i8>(s + 32 + o) as i32, load<i8>(s + 48 + o) as i32);
+}
+/** i16 pairs (values at o, o+1 of each row's record) as one i32 lane per row. */
+// @ts-ignore: decorator
+@inline function gather4pair(s: usize, o: usize, signed: bool): v128 {
+  return signed
+    ? i32x4(((load<i8>(s + o) as i32) & 0xffff) | ((load<i8>(s + o + 1) as i32) << 16),
+      ((load<i8>(s + 16 + o) as i32) & 0xffff) | ((load<i8>(s + 17 + o) as i32) << 16),
+      ((load<i8>(s + 32 + o) as i32) & 0xffff) | ((load<i8>(s + 33 + o) as i32) << 16),
+      ((load<i8>(s + 48 + o) as i32) & 0xffff) | ((load<i8>(s + 49 + o) as i32) << 16))
+    : i32x4((load<u8>(s + o) as i32) | ((load<u8>(s + o + 1) as i32) << 16),
+      (load<u8>(s + 16 + o) as i32) | ((load<u8>(s + 17 + o) as i32) << 16),
+      (load<u8>(s + 32 + o) as i32) | ((load<u8>(s + 33 + o) as i32) << 16),
+      (load<u8>(s + 48 + o) as i32) | ((load<u8>(s + 49 + o) as i32) << 16));
+}
+
+/**
+ * IA[t] += sa * (dots of the weight vectors W[0..4) with values 0..15 of the chunk) + sb * (W[4..8)
+ * with values 16..31), for every token t (activations of the chunk at xq + t * arb); one: sa = sb.
+ */
+// @ts-ignore: decorator
+@inline function chunkRows(W: usize, sa: v128, sb: v128, one: bool, xq: usize, arb: u32, nTok: u32, IA: usize): void {
+  const w0 = v128.load(W, 0), w1 = v128.load(W, 16), w2 = v128.load(W, 32), w3 = v128.load(W, 48);
+  const w4 = v128.load(W, 64), w5 = v128.load(W, 80), w6 = v128.load(W, 96), w7 = v128.load(W, 112);
+  const end = IA + (nTok << 4);
+  for (let ia = IA; ia < end; ia += 16) {
+    let s = rdot(v128.load32_splat(xq, 0), w0, i32x4.splat(0));
+    let u = rdot(v128.load32_splat(xq, 16), w4, i32x4.splat(0));
+    s = rdot(v128.load32_splat(xq, 4), w1, s);
+    u = rdot(v128.load32_splat(xq, 20), w5, u);
+    s = rdot(v128.load32_splat(xq, 8), w2, s);
+    u = rdot(v128.load32_splat(xq, 24), w6, u);
+    s = rdot(v128.load32_splat(xq, 12), w3, s);
+    u = rdot(v128.load32_splat(xq, 28), w7, u);
+    // one scale for the 32 values (Q4_K): one multiply
+    const d = one ? i32x4.mul(i32x4.add(s, u), sa) : i32x4.add(i32x4.mul(s, sa), i32x4.mul(u, sb));
+    v128.store(ia, i32x4.add(v128.load(ia), d));
+    xq += arb;
+  }
+}
+
+/** Four K-quant rows (p0..p3 may alias) times nTok Q8_K tokens at x: FA[t] (f32x4, lane = row). */
+// @ts-ignore: decorator
+@inline function rows4K(t: u32, p0: usize, p1: usize, p2: usize, p3: usize, nsb: u32, x: usize, arb: u32, nTok: u32,
+  D: usize, DB: u32, FA: usize, IA: usize, T: usize): void {
+  const m0f = i8x16.splat(0x0f);
+  const bb: u32 = t == T_Q4_K ? 144 : 210;
+  for (let b: u32 = 0; b < nsb; b++) {
+    for (let ia = IA; ia < IA + (nTok << 4); ia += 16) v128.store(ia, i32x4.splat(0));
+    // the rows' scales (and mins) as 16-byte records at T + 128
+    const S = T + 128;
+    if (t == T_Q4_K) {
+      v128.store(S, q4kScales(p0 + 4), 0); v128.store(S, q4kScales(p1 + 4), 16);
+      v128.store(S, q4kScales(p2 + 4), 32); v128.store(S, q4kScales(p3 + 4), 48);
+    } else {
+      v128.store(S, v128.load(p0, 192), 0); v128.store(S, v128.load(p1, 192), 16);
+      v128.store(S, v128.load(p2, 192), 32); v128.store(S, v128.load(p3, 192), 48);
+    }
+    const xb = x + b * 292 + 4;
+    for (let c: u32 = 0; c < 8; c++) {
+      // levels of values 32c..32c+31 of each row: l0 (0..15), l1 (16..31)
+      let a0: v128, a1: v128, a2: v128, a3: v128, c0: v128, c1: v128, c2: v128, c3: v128;
+      if (t == T_Q4_K) {
+        const o: usize = 16 + ((c >> 1) << 5);
+        if ((c & 1) == 0) {
+          a0 = v128.and(v128.load(p0 + o), m0f); c0 = v128.and(v128.load(p0 + o + 16), m0f);
+          a1 = v128.and(v128.load(p1 + o), m0f); c1 = v128.and(v128.load(p1 + o + 16), m0f);
+          a2 = v128.and(v128.load(p2 + o), m0f); c2 = v128.and(v128.load(p2 + o + 16), m0f);
+          a3 = v128.and(v128.load(p3 + o), m0f); c3 = v128.and(v128.load(p3 + o + 16), m0f);
+        } else {
+          a0 = v128.and(i16x8.shr_u(v128.load(p0 + o), 4), m0f); c0 = v128.and(i16x8.shr_u(v128.load(p0 + o + 16), 4), m0f);
+          a1 = v128.and(i16x8.shr_u(v128.load(p1 + o), 4), m0f); c1 = v128.and(i16x8.shr_u(v128.load(p1 + o + 16), 4), m0f);
+          a2 = v128.and(i16x8.shr_u(v128.load(p2 + o), 4), m0f); c2 = v128.and(i16x8.shr_u(v128.load(p2 + o + 16), 4), m0f);
+          a3 = v128.and(i16x8.shr_u(v128.load(p3 + o), 4), m0f); c3 = v128.and(i16x8.shr_u(v128.load(p3 + o + 16), 4), m0f);
+        }
+      } else {
+        a0 = q6Levels(p0, c, 0); c0 = q6Levels(p0, c, 16);
+        a1 = q6Levels(p1, c, 0); c1 = q6Levels(p1, c, 16);
+        a2 = q6Levels(p2, c, 0); c2 = q6Levels(p2, c, 16);
+        a3 = q6Levels(p3, c, 0); c3 = q6Levels(p3, c, 16);
+      }
+      transpose4(a0, a1, a2, a3, T);
+      transpose4(c0, c1, c2, c3, T + 64);
+      let sa: v128, sb: v128;
+      if (t == T_Q4_K) { sa = gather4u(S, c); sb = sa; }
+      else { sa = gather4s(S, c << 1); sb = gather4s(S, (c << 1) + 1); }
+      chunkRows(T, sa, sb, t == T_Q4_K, xb + (c << 5), arb, nTok, IA);
+    }
+    const dx4 = halves4Safe(p0, p1, p2, p3, t == T_Q4_K ? 0 : 208);
+    let dp = D + b * DB;
+    if (t == T_Q4_K) {
+      const dm4 = halves4Safe(p0, p1, p2, p3, 2);
+      const mv0 = gather4pair(S, 8, false), mv1 = gather4pair(S, 10, false), mv2 = gather4pair(S, 12, false), mv3 = gather4pair(S, 14, false);
+      for (let j: u32 = 0; j < nTok; j++) {
+        const mins = i32x4.add(
+          i32x4.add(i32x4.dot_i16x8_s(mv0, v128.load32_splat(dp, 16)), i32x4.dot_i16x8_s(mv1, v128.load32_splat(dp, 20))),
+          i32x4.add(i32x4.dot_i16x8_s(mv2, v128.load32_splat(dp, 24)), i32x4.dot_i16x8_s(mv3, v128.load32_splat(dp, 28))));
+        const dx = v128.load32_splat(dp);
+        const tt = f32x4.mul(f32x4.convert_i32x4_s(v128.load(IA + (j << 4))), f32x4.mul(dx4, dx));
+        const f = FA + (j << 4);
+        v128.store(f, f32x4.add(v128.load(f), f32x4.sub(tt, f32x4.mul(f32x4.convert_i32x4_s(mins), f32x4.mul(dm4, dx)))));
+        dp += nsb * DB;
+      }
+    } else {
+      for (let k: u32 = 0; k < 8; k++) v128.store(T + (k << 4), gather4pair(S, k << 1, true));
+      for (let j: u32 = 0; j < nTok; j++) {
+        let bs = i32x4.add(i32x4.dot_i16x8_s(v128.load(T, 0), v128.load32_splat(dp, 16)), i32x4.dot_i16x8_s(v128.load(T, 16), v128.load32_splat(dp, 20)));
+        bs = i32x4.add(bs, i32x4.add(i32x4.dot_i16x8_s(v128.load(T, 32), v128.load32_splat(dp, 24)), i32x4.dot_i16x8_s(v128.load(T, 48), v128.load32_splat(dp, 28))));
+        bs = i32x4.add(bs, i32x4.add(i32x4.dot_i16x8_s(v128.load(T, 64), v128.load32_splat(dp, 32)), i32x4.dot_i16x8_s(v128.load(T, 80), v128.load32_splat(dp, 36))));
+        bs = i32x4.add(bs, i32x4.add(i32x4.dot_i16x8_s(v128.load(T, 96), v128.load32_splat(dp, 40)), i32x4.dot_i16x8_s(v128.load(T, 112), v128.load32_splat(dp, 44))));
+        const isum = i32x4.sub(v128.load(IA + (j << 4)), i32x4.shl(bs, 5));
+        const f = FA + (j << 4);
+        v128.store(f, f32x4.add(v128.load(f), f32x4.mul(f32x4.convert_i32x4_s(isum), f32x4.mul(dx4, v128.load32_splat(dp)))));
+        dp += nsb * DB;
+      }
+    }
+    p0 += bb; p1 += bb; p2 += bb; p3 += bb;
+  }
+}
+
+/** Levels (0..63) of values 32c + h .. 32c + h + 15 (h = 0 or 16) of the Q6_K block at p. */
+// @ts-ignore: decorator
+@inline function q6Levels(p: usize, c: u32, h: u32): v128 {
+  const n = c >> 2, j = c & 3;
+  const A = v128.load(p + (n << 6) + ((j & 1) << 5) + h), H = v128.load(p + 128 + (n << 5) + h);
+  const m0f = i8x16.splat(0x0f), m30 = i8x16.splat(0x30);
+  const lo = j < 2 ? v128.and(A, m0f) : v128.and(i16x8.shr_u(A, 4), m0f);
+  let hb: v128;
+  if (j == 0) hb = i16x8.shl(H, 4);
+  else if (j == 1) hb = i16x8.shl(H, 2);
+  else if (j == 2) hb = H;
+  else hb = i16x8.shr_u(H, 2);
+  return v128.or(lo, v128.and(hb, m30));
+}
+
+/** Q4_K / Q6_K prefill (lane = row); false (nothing done) if the per-token data do not fit. */
+// @ts-ignore: decorator
+@inline function prefillKRows(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
+  const nsb = cols >> 8;
+  const rb = nsb * (t == T_Q4_K ? 144 : 210), arb = nsb * 292;
+  const DB: u32 = t == T_Q4_K ? 32 : 48; // per token and super-block: dx, then the sums as i16 pairs at 16
+  const per: u32 = nsb * DB + 32;
+  if (scratchBytes < per + 256) return false;
+  let chunk: u32 = (scratchBytes - 256) / per;
+  if (chunk > 64) chunk = 64;
+  for (let t0: u32 = 0; t0 < nTok; t0 += chunk) {
+    const tc = nTok - t0 < chunk ? nTok - t0 : chunk;
+    const D = scratch, FA = D + tc * nsb * DB, IA = FA + (tc << 4), T = IA + (tc << 4);
+    for (let j: u32 = 0; j < tc; j++) {
+      for (let b: u32 = 0; b < nsb; b++) {
+        const xb = x + (t0 + j) * arb + b * 292;
+        const dp = D + (j * nsb + b) * DB;
+        store<f32>(dp, load<f32>(xb));
+        if (t == T_Q4_K) {
+          for (let s: u32 = 0; s < 8; s++) store<i16>(dp + 16 + (s << 1), ((load<i16>(xb + 260 + (s << 2)) as i32) + (load<i16>(xb + 262 + (s << 2)) as i32)) as i16);
+        } else {
+          v128.store(dp, v128.load(xb, 260), 16);
+          v128.store(dp, v128.load(xb, 276), 32);
+        }
+      }
+    }
+    for (let r = r0; r < r1; r += 4) {
+      const left = r1 - r;
+      const p0 = w + r * rb;
+      const p1 = left > 1 ? p0 + rb : p0, p2 = left > 2 ? p0 + 2 * rb : p0, p3 = left > 3 ? p0 + 3 * rb : p0;
+      for (let j: u32 = 0; j < tc; j++) v128.store(FA + (j << 4), f32x4.splat(0));
+      rows4K(t, p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, DB, FA, IA, T);
+      for (let j: u32 = 0; j < tc; j++) {
+        const v = v128.load(FA + (j << 4));
+        const o = out + (((t0 + j) * rows + r) << 2);
+        if (left >= 4) { v128.store(o, v); continue; }
+        v128.store32_lane(o, v, 0);
+        if (left > 1) v128.store32_lane(o, v, 1, 4);
+        if (left > 2) v128.store32_lane(o, v, 2, 8);
+      }
+    }
+  }
+  return true;
+}
