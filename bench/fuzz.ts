@@ -22,6 +22,7 @@ import { decodeMesh, encodeFrame, encodeMesh, encodePartial, encodeStep, encodeW
 import { connectSocket, linkSecurity } from "../src/cluster/secure.js";
 import { childWorker, hello, modelFacts, rawConn, SECRET, setupBody, sleep, wholeMember, type ChildWorker, type ModelFacts } from "../test/cluster/hardening-kit.js";
 import { STORIES } from "../test/helpers/models.js";
+import { SeededRandom } from "../src/synthetic/checkpoint.js";
 
 /** The limits a fuzzed worker runs with (short deadlines so the run is not spent waiting). */
 export const FUZZ_LIMITS = { maxMemoryBytes: 256 * 1024 * 1024, peerConnectMs: 300, handshakeDeadlineMs: 3000 };
@@ -42,16 +43,10 @@ export interface FuzzResult {
   counters: Record<string, number>;
 }
 
-/** mulberry32: a small seeded PRNG (the run is reproducible from its seed). */
+/** A seeded uniform generator (the synthetic checkpoints' mulberry32: the run is reproducible from its seed). */
 function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new SeededRandom(seed);
+  return () => r.uniform();
 }
 
 type Rnd = () => number;

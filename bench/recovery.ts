@@ -21,6 +21,7 @@ import { createBackend } from "../src/kernels/backend.js";
 import { openModel, type LoadedModel } from "../src/engine/open.js";
 import { TextStream } from "../src/engine/text-stream.js";
 import { openDistributedModel } from "../src/cluster/client.js";
+import { SeededRandom } from "../src/synthetic/checkpoint.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const MODEL = ["/work/shared/models/stories260K", path.resolve(ROOT, "../shared/models/stories260K")].find((p) => fs.existsSync(p));
@@ -72,16 +73,10 @@ async function greedy(m: LoadedModel, n: number, before?: (k: number) => void): 
   return { text: text + s.end(), tokens };
 }
 
-/** mulberry32 */
+/** A seeded uniform generator (the synthetic checkpoints' mulberry32: the run is reproducible from its seed). */
 function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new SeededRandom(seed);
+  return () => r.uniform();
 }
 
 interface Trial {

@@ -8,29 +8,17 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { createBackend } from "../../src/kernels/backend.js";
-import { openModel, type LoadedModel } from "../../src/engine/open.js";
+import { openModel } from "../../src/engine/open.js";
 import { openDistributedModel } from "../../src/cluster/client.js";
 import { FUZZ_LIMITS, FUZZ_RSS_BOUND, fuzzLine, fuzzWorker } from "../../bench/fuzz.js";
 import { STORIES, skipUnless } from "../helpers/models.js";
-import { childWorker, killAll, SECRET } from "./hardening-kit.js";
+import { childWorker, greedy, killAll, SECRET } from "./hardening-kit.js";
 
 const backend = await createBackend({ threads: 1 });
 after(() => {
   killAll();
   backend.close();
 });
-
-async function greedy(m: LoadedModel, prompt: string, n: number): Promise<number[]> {
-  const argmax = (l: Float32Array): number => l.reduce((b, v, i, a) => (v > a[b]! ? i : b), 0);
-  const ids = m.tokenizer.encode(prompt, true);
-  let logits = await m.forward(ids, 0);
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    out.push(argmax(logits));
-    logits = await m.forward([out[i]!], ids.length + i);
-  }
-  return out;
-}
 
 const skip = skipUnless(STORIES) ? `${skipUnless(STORIES)} (the fuzz drives real sessions of stories260K)` : false;
 

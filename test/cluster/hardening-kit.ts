@@ -13,11 +13,24 @@ import { modelFingerprint } from "../../src/cluster/cache.js";
 import type { Limits } from "../../src/cluster/limits.js";
 import { encodeFrame, encodeMesh, FrameReader, MSG, type Frame } from "../../src/cluster/protocol.js";
 import { connectSocket, linkSecurity } from "../../src/cluster/secure.js";
-import { openWeights } from "../../src/engine/open.js";
+import { openWeights, type LoadedModel } from "../../src/engine/open.js";
+import { argmax } from "../../src/engine/sampler.js";
 import { typePlan, type TypePlan } from "../../src/engine/types.js";
 import { readNorms } from "../../src/engine/weights.js";
 import type { LlamaConfig } from "../../src/model/config.js";
 import { tempDir } from "../helpers/models.js";
+
+/** `n` greedy tokens after `prompt`: what a real client gets from the worker after an attack. */
+export async function greedy(m: LoadedModel, prompt: string, n: number): Promise<number[]> {
+  const ids = m.tokenizer.encode(prompt, true);
+  let logits = await m.forward(ids, 0);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    out.push(argmax(logits));
+    logits = await m.forward([out[i]!], ids.length + i);
+  }
+  return out;
+}
 
 export const SECRET = "0123456789abcdef0123456789abcdef";
 

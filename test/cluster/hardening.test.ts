@@ -9,7 +9,7 @@ import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import * as net from "node:net";
 import { createBackend } from "../../src/kernels/backend.js";
-import { openModel, type LoadedModel } from "../../src/engine/open.js";
+import { openModel } from "../../src/engine/open.js";
 import { matrixNames } from "../../src/engine/types.js";
 import { openDistributedModel } from "../../src/cluster/client.js";
 import { LlameshError } from "../../src/core/errors.js";
@@ -18,7 +18,7 @@ import { encodeFrame, encodeMesh, encodePartial, HEADER_BYTES, MAGIC, MSG, PROTO
 import { newNonce } from "../../src/cluster/auth.js";
 import { LIMITS } from "../../src/model/config.js";
 import { STORIES, skipUnless } from "../helpers/models.js";
-import { childWorker, killAll, errorOf, hello, joinMesh, json, modelFacts, rawConn, SECRET, setupBody, sleep, wholeMember, type ChildWorker } from "./hardening-kit.js";
+import { childWorker, greedy, killAll, errorOf, hello, joinMesh, json, modelFacts, rawConn, SECRET, setupBody, sleep, wholeMember, type ChildWorker } from "./hardening-kit.js";
 
 const backend = await createBackend({ threads: 1 });
 after(() => {
@@ -28,18 +28,6 @@ after(() => {
 const quiet = (): void => undefined;
 const MB = 1024 * 1024;
 const skip = skipUnless(STORIES);
-
-async function greedy(m: LoadedModel, prompt: string, n: number): Promise<number[]> {
-  const argmax = (l: Float32Array): number => l.reduce((b, v, i, a) => (v > a[b]! ? i : b), 0);
-  const ids = m.tokenizer.encode(prompt, true);
-  let logits = await m.forward(ids, 0);
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    out.push(argmax(logits));
-    logits = await m.forward([out[i]!], ids.length + i);
-  }
-  return out;
-}
 
 let single: number[] | null = null;
 /** The worker still serves: a real client gets the single-machine greedy tokens. */
