@@ -9,7 +9,8 @@ import * as path from "node:path";
 import { LlameshError } from "../src/core/errors.js";
 import { runLlamesh, type RunFigures } from "./compare.js";
 
-function median(xs: number[]): number {
+/** The median (the mean of the middle two for an even count). */
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;

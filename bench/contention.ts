@@ -18,6 +18,7 @@ import { SHAPES } from "../src/synthetic/checkpoint.js";
 import { loadTokenizer } from "../src/model/tokenizer.js";
 import { ensureNodeLlamaCpp, runLlamaCpp, runLlamesh, type RunFigures } from "./compare.js";
 import { benchSynth, defaultCacheDir } from "./synth.js";
+import { median } from "./ab.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
@@ -25,12 +26,6 @@ const root = path.resolve(here, "../..");
 interface Config {
   name: string;
   run: () => RunFigures;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 /** One `yes > /dev/null`, pinned to `core` when taskset exists; the caller kills it. */

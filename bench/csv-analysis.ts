@@ -6,16 +6,12 @@
  * sync (the exchange itself: it waited only for the wire); and each node's mean compute.
  */
 import * as fs from "node:fs";
+import { median } from "./cluster-net.js";
 
 interface Part {
   node: string;
   comp: number;
   net: number;
-}
-
-function median(a: number[]): number {
-  const b = [...a].sort((x, y) => x - y);
-  return b[b.length >> 1] ?? 0;
 }
 
 export function analyse(file: string): string {
@@ -28,6 +24,7 @@ export function analyse(file: string): string {
     const key = `${layer}:${op}`;
     syncs.set(key, [...(syncs.get(key) ?? []), { node, comp: Number(comp), net: Number(net) }]);
   }
+  if (byToken.size === 0) throw new Error(`${file}: no per-sync rows (a --perf-csv / bench:cluster --csv file was expected)`);
   const crit: number[] = [], spread: number[] = [], exchange: number[] = [], count: number[] = [];
   const nodeComp = new Map<string, number>();
   for (const syncs of byToken.values()) {
