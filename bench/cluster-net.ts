@@ -84,10 +84,10 @@ export interface BenchWorker {
   err: () => string;
 }
 
-/** bin/worker on `host`, pinned to `core`, 1 thread; resolves once it listens. */
-export function startWorker(host: Host, core: number, cacheDir: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<BenchWorker> {
+/** bin/worker (of the checkout at `root`, default this one) on `host`, pinned to `core`, 1 thread; resolves once it listens. */
+export function startWorker(host: Host, core: number, cacheDir: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}, root = ROOT): Promise<BenchWorker> {
   return new Promise((resolve, reject) => {
-    const args = ["netns", "exec", host.ns, "taskset", "-c", String(core), process.execPath, path.join(ROOT, "bin", "worker"), "0", "--host", host.ip, "--threads", "1", "--cache-dir", cacheDir, ...extra];
+    const args = ["netns", "exec", host.ns, "taskset", "-c", String(core), process.execPath, path.join(root, "bin", "worker"), "0", "--host", host.ip, "--threads", "1", "--cache-dir", cacheDir, ...extra];
     const child = spawn("ip", args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
     let out = "";
     let err = "";

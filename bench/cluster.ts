@@ -3,8 +3,9 @@
  * checkpoint cached in .cache/cluster-bench/), over 1 Gbit/s links between "hosts" (network
  * namespaces on one switch, bench/cluster-net.ts).
  *
- * Host 0 runs the client and worker A pinned to core 0 (`taskset`), host 1 runs worker B pinned
- * to core 1; each worker has 1 thread. Run 0: the client alone (local share only: one machine, no
+ * Host 0 runs the client (not pinned: the scheduler puts it where it likes, as on a user's
+ * machine; --pin-client pins it to core 0) and worker A pinned to core 0 (`taskset`), host 1 runs
+ * worker B pinned to core 1; each worker has 1 thread. Run 0: the client alone (local share only: one machine, no
  * network). Run 1: worker A alone (the client coordinates). Run 2: workers A and B, 50/50 (the
  * client coordinates). Run 3: the client computes 50% itself and worker B 50% (two machines, no
  * process sharing a core). Each setup runs 5 times, alternating, and the fastest run of each
@@ -23,7 +24,11 @@
  *
  * Flags: --tokens N (decode steps measured per run, default 32), --reps N (runs per setup,
  * default 5), --topology mesh|scatter|star, --share-a N (worker A's share in the 2-worker run,
- * default 50; B gets the rest), --csv PREFIX (each run writes its per-sync CSV). Worker slice
+ * default 50; B gets the rest), --csv PREFIX (each run writes its per-sync CSV), --setups 1,2 (run
+ * only those of runs 0-3, e.g. the 1-worker/2-worker pair of the speedup), --pin-client,
+ * --ab-worker-flags "FLAGS" and/or --ab-base DIR (a second pair of workers started with FLAGS,
+ * e.g. "--spin-ms 0", or from the checkout DIR, e.g. main's: the 1- and 2-worker runs of both
+ * pairs alternating, both speedups and their ratio; the client is this checkout's). Worker slice
  * caches persist in .cache/cluster-bench so a re-run sends no weights.
  */
 import * as fs from "node:fs";
@@ -108,9 +113,12 @@ async function clientPhase(arg: string): Promise<void> {
   process.stdout.write(JSON.stringify(res) + "\n");
 }
 
-/** One client run on `host` (core 0), against `workers`. */
-export function runClient(host: Host, req: ClientRequest): Promise<ClientResult> {
-  return runJson<ClientResult>(host, "0", fileURLToPath(import.meta.url), ["--client", JSON.stringify(req)]);
+/** Every core of this machine, as taskset writes them: the client is not pinned. */
+export const ALL_CORES = `0-${os.availableParallelism() - 1}`;
+
+/** One client run on `host` (on `cores`, default every core: unpinned), against `workers`. */
+export function runClient(host: Host, req: ClientRequest, cores = ALL_CORES): Promise<ClientResult> {
+  return runJson<ClientResult>(host, cores, fileURLToPath(import.meta.url), ["--client", JSON.stringify(req)]);
 }
 
 /** The synthetic TinyLlama-1.1B checkpoint the cluster benches run (written once). */
@@ -120,6 +128,15 @@ export function ensureModel(): void {
   fs.rmSync(MODEL, { recursive: true, force: true });
   writeSyntheticModel(MODEL, SHAPES["1b"]!, { seed: 1, dtype: "BF16" });
   fs.writeFileSync(path.join(MODEL, ".complete"), "");
+}
+
+/** --setups 1,2: which of runs 0-3 to make (default all). */
+function setupsFlag(): Set<number> {
+  const v = flag("--setups");
+  if (v === undefined) return new Set([0, 1, 2, 3]);
+  const list = v.split(",").map(Number);
+  if (list.some((n) => !Number.isInteger(n) || n < 0 || n > 3)) throw new Error(`--setups ${v}: expected a list of run numbers 0..3 (e.g. 1,2)`);
+  return new Set(list);
 }
 
 function flag(name: string): string | undefined {
@@ -176,8 +193,9 @@ async function main(): Promise<void> {
     process.exit(130);
   });
   let runNo = 0;
+  const cores = process.argv.includes("--pin-client") ? "0" : ALL_CORES;
   const client = (workers: WorkerSpec[], localShare = 0, secret?: string): Promise<ClientResult> =>
-    runClient(hosts[0]!, { workers, tokens, localShare, topology, secret, csv: csvPrefix ? `${csvPrefix}-run${++runNo}` : undefined });
+    runClient(hosts[0]!, { workers, tokens, localShare, topology, secret, csv: csvPrefix ? `${csvPrefix}-run${++runNo}` : undefined }, cores);
   try {
     // star: worker A shares core 0 with the client, which works between rounds: A must not poll
     // (--spin-ms 0). mesh: the client sleeps while a token runs, so both workers poll.
@@ -197,7 +215,28 @@ async function main(): Promise<void> {
       await encryptionBench(reps, tokens, topology, () => client(two(wa, wb)), () => client(two(sa, sb), 0, BENCH_SECRET));
       return;
     }
-    await scalingBench(reps, tokens, topology, shareA, load, [
+    log(`The client runs ${cores === "0" ? "pinned to core 0 (--pin-client)" : `unpinned (cores ${cores})`}`);
+    const abFlags = flag("--ab-worker-flags");
+    const abBase = flag("--ab-base");
+    if (abFlags !== undefined || abBase !== undefined) {
+      // a second pair of workers, with other flags (e.g. "--spin-ms 0") or another checkout's
+      // bin/worker (its own dist/): 1 and 2 workers of each pair, alternating
+      const extra = (abFlags ?? "").split(" ").filter((x) => x !== "");
+      const root = abBase ? path.resolve(abBase) : ROOT;
+      const what = [abFlags, abBase ? `workers of ${root}` : undefined].filter(Boolean).join(", ");
+      const xa = await startWorker(hosts[0]!, 0, path.join(BASE, "cache-a"), [...spinA, ...extra], {}, root);
+      children.push(xa);
+      const xb = await startWorker(hosts[1]!, 1, path.join(BASE, "cache-b"), extra, {}, root);
+      children.push(xb);
+      await abBench(reps, tokens, what, [
+        { name: "A/B: 1 worker, this checkout", run: () => client([{ host: wa.host.ip, port: wa.port, share: 100 }]) },
+        { name: "A/B: 2 workers, this checkout", run: () => client(two(wa, wb)) },
+        { name: `A/B: 1 worker, ${what}`, run: () => client([{ host: xa.host.ip, port: xa.port, share: 100 }]) },
+        { name: `A/B: 2 workers, ${what}`, run: () => client(two(xa, xb)) },
+      ]);
+      return;
+    }
+    await scalingBench(reps, tokens, topology, shareA, load, setupsFlag(), [
       { name: "Run 0: the client alone (local share only, no network): one machine", run: () => client([], 100) },
       { name: "Run 1: worker A alone", run: () => client([{ host: wa.host.ip, port: wa.port, share: 100 }]) },
       { name: `Run 2: workers A and B, ${shareA}/${100 - shareA}`, run: () => client(two(wa, wb)) },
@@ -242,37 +281,48 @@ async function encryptionBench(reps: number, tokens: number, topology: Topology,
   process.stdout.write(`encrypted / plain: ${(e.tokPerSec / p.tokPerSec).toFixed(3)}x best against best, ${(median(all[1]!) / median(all[0]!)).toFixed(3)}x median against median (target >= 0.95x)\n`);
 }
 
-async function scalingBench(reps: number, tokens: number, topology: Topology, shareA: number, load: number, setups: Setup[]): Promise<void> {
-  const { best, all } = await alternate(setups, reps);
-  const [zero, one, two, three] = best as [ClientResult, ClientResult, ClientResult, ClientResult];
-  const gmacOne = one.gmacs.reduce((a, b) => a + b, 0);
-  const gmacTwo = two.gmacs.reduce((a, b) => a + b, 0);
-  const theo1 = (gmacOne * 1e9) / one.macsPerToken;
-  const theo2 = (gmacTwo * 1e9) / two.macsPerToken;
-  const speedup = two.tokPerSec / one.tokPerSec; // 2 workers vs 1 worker
-  const ideal = gmacTwo / gmacOne;
-  const gmacThree = gmacOne + three.gmacs.reduce((a, b) => a + b, 0);
-  const theo3 = (gmacThree * 1e9) / three.macsPerToken;
-  const gmacZero = gmacOne; // the client runs on worker A's core with the same kernels
-  const theo0 = (gmacZero * 1e9) / zero.macsPerToken;
-  const speedupLocal = three.tokPerSec / zero.tokPerSec;
-  const row = (name: string, gmac: number, theo: number, r: ClientResult, speed: string): string[] => [
-    name, gmac.toFixed(2), theo.toFixed(2), r.tokPerSec.toFixed(2), r.msPerToken.toFixed(1), speed, `${((100 * r.tokPerSec) / theo).toFixed(0)}%`, fmtBytes(r.bytesPerToken), r.msPerRound.toFixed(2), r.roundsPerToken.toFixed(0),
-  ];
-  const rows = [
-    ["setup", "total GMAC", "theoretical tok/s", "measured tok/s", "ms/token", "speedup", "efficiency", "bytes/token", "ms/round", "rounds/token"],
-    row("client alone (1 machine)", gmacZero, theo0, zero, "-"),
-    row("1 worker", gmacOne, theo1, one, "1.00x"),
-    row("2 workers", gmacTwo, theo2, two, `${speedup.toFixed(2)}x`),
-    row("client 50% + worker B", gmacThree, theo3, three, `${speedupLocal.toFixed(2)}x vs alone`),
-  ];
+/** --ab-worker-flags: the 1- and 2-worker runs of two worker configurations, alternating; both speedups. */
+async function abBench(reps: number, tokens: number, flags: string, setups: Setup[]): Promise<void> {
+  const { all } = await alternate(setups, reps);
+  const best = all.map((x) => Math.max(...x));
+  const med = all.map((x) => median(x));
+  process.stdout.write(`\n${tokens} tokens, ${reps} alternating runs of each:\n`);
+  setups.forEach((s, i) => process.stdout.write(`  ${s.name}: best ${best[i]!.toFixed(2)} tok/s, median ${med[i]!.toFixed(2)} (all: ${all[i]!.map((x) => x.toFixed(2)).join(", ")})\n`));
+  process.stdout.write(`this checkout: 2 workers / 1 worker ${(best[1]! / best[0]!).toFixed(2)}x best, ${(med[1]! / med[0]!).toFixed(2)}x median\n`);
+  process.stdout.write(`${flags}: 2 workers / 1 worker ${(best[3]! / best[2]!).toFixed(2)}x best, ${(med[3]! / med[2]!).toFixed(2)}x median\n`);
+  process.stdout.write(`2 workers, this checkout / ${flags}: ${(best[1]! / best[3]!).toFixed(3)}x best, ${(med[1]! / med[3]!).toFixed(3)}x median\n`);
+}
+
+async function scalingBench(reps: number, tokens: number, topology: Topology, shareA: number, load: number, which: Set<number>, setups: Setup[]): Promise<void> {
+  const chosen = setups.flatMap((s, i) => (which.has(i) ? [i] : []));
+  const got = await alternate(chosen.map((i) => setups[i]!), reps);
+  // by run number (0-3); undefined for a run not made
+  const best: (ClientResult | undefined)[] = [], all: (number[] | undefined)[] = [];
+  chosen.forEach((i, k) => ((best[i] = got.best[k]), (all[i] = got.all[k])));
+  const [zero, one, two, three] = best;
+  const gmacs = (r: ClientResult): number => r.gmacs.reduce((a, b) => a + b, 0);
+  // the client (runs 0 and 3) has no handshake measurement: it runs worker A's kernels on its core
+  const gmacA = one ? gmacs(one) : two ? two.gmacs[0]! : NaN;
+  const gmacOf = [gmacA, gmacA, two ? gmacs(two) : NaN, three ? gmacA + gmacs(three) : NaN];
+  const names = ["client alone (1 machine)", "1 worker", "2 workers", "client 50% + worker B"];
+  const speed = (i: number): string => (i === 0 ? "-" : i === 1 ? "1.00x" : i === 2 ? (one && two ? `${(two.tokPerSec / one.tokPerSec).toFixed(2)}x` : "-") : zero && three ? `${(three.tokPerSec / zero.tokPerSec).toFixed(2)}x vs alone` : "-");
+  const rows = [["setup", "total GMAC", "theoretical tok/s", "measured tok/s", "ms/token", "speedup", "efficiency", "bytes/token", "ms/round", "rounds/token"]];
+  for (const i of chosen) {
+    const r = best[i]!;
+    const theo = (gmacOf[i]! * 1e9) / r.macsPerToken;
+    rows.push([names[i]!, gmacOf[i]!.toFixed(2), theo.toFixed(2), r.tokPerSec.toFixed(2), r.msPerToken.toFixed(1), speed(i), `${((100 * r.tokPerSec) / theo).toFixed(0)}%`, fmtBytes(r.bytesPerToken), r.msPerRound.toFixed(2), r.roundsPerToken.toFixed(0)]);
+  }
   process.stdout.write(`\nTinyLlama-1.1B shape (synthetic, Q8_0), ${topology} topology, 1 thread per worker, 1 Gbit/s links (tbf), ${tokens} tokens, best of ${reps} alternating runs:\n\n`);
   process.stdout.write(table(rows));
-  process.stdout.write(`\nall runs (tok/s): ${setups.map((_, i) => `${rows[i + 1]![0]}: ${all[i]!.map((x) => x.toFixed(2)).join(", ")}`).join("; ")}\n`);
+  process.stdout.write(`\nall runs (tok/s): ${chosen.map((i) => `${names[i]}: ${all[i]!.map((x) => x.toFixed(2)).join(", ")}`).join("; ")}\n`);
   process.stdout.write(`load average before/after: ${load.toFixed(2)} / ${os.loadavg()[0]!.toFixed(2)} (${os.availableParallelism()} cores)\n`);
-  process.stdout.write(`speedup ${speedup.toFixed(2)}x, best run against best run (target >= 1.7x; ideal from measured GMAC ${ideal.toFixed(2)}x, scaling efficiency ${((100 * speedup) / ideal).toFixed(0)}%); median run against median run ${(median(all[2]!) / median(all[1]!)).toFixed(2)}x\n`);
-  process.stdout.write(`two machines (client with a 50% share + worker B) vs one (the client alone): ${speedupLocal.toFixed(2)}x\n`);
-  process.stdout.write(`weights sent at setup: run 1 ${one.weightsSent.map(fmtBytes).join(", ")}; run 2 ${two.weightsSent.map(fmtBytes).join(", ")} (0 once the workers' caches hold them); A's share ${shareA}\n`);
+  if (one && two) {
+    const speedup = two.tokPerSec / one.tokPerSec; // 2 workers vs 1 worker
+    const ideal = gmacOf[2]! / gmacOf[1]!;
+    process.stdout.write(`speedup ${speedup.toFixed(2)}x, best run against best run (target >= 1.7x; ideal from measured GMAC ${ideal.toFixed(2)}x, scaling efficiency ${((100 * speedup) / ideal).toFixed(0)}%); median run against median run ${(median(all[2]!) / median(all[1]!)).toFixed(2)}x\n`);
+    process.stdout.write(`weights sent at setup: run 1 ${one.weightsSent.map(fmtBytes).join(", ")}; run 2 ${two.weightsSent.map(fmtBytes).join(", ")} (0 once the workers' caches hold them); A's share ${shareA}\n`);
+  }
+  if (zero && three) process.stdout.write(`two machines (client with a 50% share + worker B) vs one (the client alone): ${(three.tokPerSec / zero.tokPerSec).toFixed(2)}x\n`);
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) main().then(
