@@ -15,6 +15,7 @@ import * as http from "node:http";
 import * as path from "node:path";
 import { LlameshError } from "../core/errors.js";
 import { defaultSeqLen, openWeights } from "../engine/open.js";
+import { youngGenerationReport } from "../server/heap.js";
 import { createApiServer } from "../server/http.js";
 import { parseArgs, usageText, type FlagSpecs } from "./args.js";
 import { contextWarning, loadModel, modelFlags, modelSettings, type ModelSettings } from "./load.js";
@@ -105,6 +106,7 @@ export async function serveCommand(argv: readonly string[], command = "llamesh s
   }
   const { model, distributed, backend, close } = loaded;
   for (const l of modelReport(model, backend.name, distributed !== null)) log(l);
+  log(youngGenerationReport());
   const warning = contextWarning(model);
   if (warning) log(warning);
   const name = path.basename(path.resolve(dir));

@@ -3,6 +3,7 @@
  * in (computed and cached) and out, queue length, busy slots, steps, recent tok/s, and for a
  * cluster each worker's syncs, their round-trip time and its compute time as the client saw them.
  */
+import * as v8 from "node:v8";
 import type { ClusterHealth, ClusterStats } from "../cluster/client.js";
 import type { SchedulerStats } from "./scheduler.js";
 
@@ -49,10 +50,21 @@ export class Metrics {
       family("nodejs_heap_used_bytes", "gauge", "JavaScript heap in use.", [[{}, mem.heapUsed]]),
       family("nodejs_heap_total_bytes", "gauge", "JavaScript heap reserved.", [[{}, mem.heapTotal]]),
       family("nodejs_external_memory_bytes", "gauge", "Memory of buffers and WebAssembly outside the heap.", [[{}, mem.external]]),
+      family("nodejs_array_buffers_bytes", "gauge", "Memory of ArrayBuffers and Buffers (part of the external memory).", [[{}, mem.arrayBuffers]]),
+      ...heapSpaceFamilies(),
     );
     if (cluster) out.push(...clusterFamilies(cluster.stats, cluster.health));
     return out.join("\n") + "\n";
   }
+}
+
+/** V8's heap by space (new_space is the young generation, old_space the long-lived objects): a fixed set of labels. */
+function heapSpaceFamilies(): string[] {
+  const spaces = v8.getHeapSpaceStatistics();
+  return [
+    family("nodejs_heap_space_size_bytes", "gauge", "JavaScript heap reserved, by V8 space.", spaces.map((sp) => [{ space: sp.space_name }, sp.space_size])),
+    family("nodejs_heap_space_used_bytes", "gauge", "JavaScript heap in use, by V8 space.", spaces.map((sp) => [{ space: sp.space_name }, sp.space_used_size])),
+  ];
 }
 
 function clusterFamilies(st: ClusterStats, h: ClusterHealth): string[] {

@@ -111,7 +111,7 @@ export class Scheduler {
   private running = false;
   private readonly maxQueue: number;
   private readonly counters = { steps: 0, stepMs: 0, promptTokens: 0, cachedTokens: 0, generatedTokens: 0 };
-  /** Generated-token counts per second, for recentTokPerS. */
+  /** Generated-token counts per second of the last 10 s (at most 11 records), for recentTokPerS. */
   private readonly recent: { t: number; n: number }[] = [];
   /** Mean time a job held its slot (ms), for Retry-After. */
   private meanJobMs = 1000;
@@ -149,7 +149,7 @@ export class Scheduler {
 
   stats(): SchedulerStats {
     const now = performance.now();
-    while (this.recent.length > 0 && this.recent[0]!.t < now - 10_000) this.recent.shift();
+    this.forgetOld(now);
     const n = this.recent.reduce((s, r) => s + r.n, 0);
     const span = this.recent.length > 0 ? Math.max(1000, now - this.recent[0]!.t) : 1000;
     return { slots: this.slots.length, busy: this.slots.filter((s) => s.job).length, queued: this.queue.length, ...this.counters, recentTokPerS: (n * 1000) / span };
@@ -291,5 +291,11 @@ export class Scheduler {
     const last = this.recent[this.recent.length - 1];
     if (last && t - last.t < 1000) last.n += n;
     else this.recent.push({ t, n });
+    // dropped here too, not only when /metrics asks: a server nobody scrapes kept one record per busy second
+    this.forgetOld(t);
+  }
+
+  private forgetOld(now: number): void {
+    while (this.recent.length > 0 && this.recent[0]!.t < now - 10_000) this.recent.shift();
   }
 }
