@@ -1,3 +1,5 @@
+import { PACE_STRIDE } from "./pool-worker.js";
+
 /**
  * Whether the pool's helper threads are worth it right now (pool.ts). With another program busy
  * on the machine, one of our threads shares a core with it: the chunks keep the split fair, but
@@ -6,14 +8,18 @@
  * gets a core to itself (the scheduler moves it once the workers sleep) and is faster.
  *
  * So the pool measures instead of guessing: jobs with a key (one per matmul shape) are timed in
- * epochs of EPOCH jobs (PROBE_EPOCH for a probe); most epochs run in the chosen mode (all threads, or the main thread
- * alone), and now and then one runs in the other ("a probe"). A probe whose jobs took less time
- * than the chosen mode's recent times for the same keys (an average per key) switches the mode;
- * a probe that loses doubles the wait before the next (up to MAX_PROBE epochs, about a second of
- * decode), so on a quiet machine probing costs about 1%. An epoch on all threads that took longer
- * than the main thread alone would have at its own pace (its time per chunk x chunks, which the
- * pool passes along) brings the next probe forward to the next epoch: a short prompt (stories260K's
- * 81 tokens are 35 matmuls) is mostly run alone once another program is found busy.
+ * epochs of EPOCH jobs (PROBE_EPOCH for a probe); most epochs run in the chosen mode (all threads,
+ * or the main thread alone), and now and then one runs in the other ("a probe"). A probe whose
+ * jobs took less time than the chosen mode's recent times for the same keys (an average per key)
+ * by MARGIN switches the mode. The wait before the next probe then grows (up to MAX_PROBE epochs,
+ * about a second of decode), 4x after a clear outcome (beyond CLEAR either way), 2x after a narrow
+ * one: a quiet machine's prompt pays one or two probes, a busy one rarely flips back to the
+ * losing mode, and noise, which gives narrow outcomes, is re-checked soon. An epoch on all threads
+ * that took longer than the fastest thread would alone at its own pace (the pool's per-thread
+ * pace counters, pool-worker.ts PACE_STRIDE; the main thread's time per chunk x chunks, scaled by
+ * how much faster the fastest thread ran) brings the next probe forward to the next epoch: a short
+ * prompt (stories260K's 81 tokens are 35 matmuls) is mostly run alone once another program is
+ * found busy. LLAMESH_POOL_TRACE=1 prints every epoch's figures.
  */
 const EPOCH = 16;
 /** A probe is shorter: a layer's matmuls (every shape of it) is enough to compare. */
@@ -24,6 +30,11 @@ const MAX_PROBE = 192;
 /** A probe must beat the chosen mode by this factor: on a shared VM epochs vary by 10% and more (at 0.95 a quiet run switched 4-12 times in 32 tokens; at 0.85 the prompt under load rarely switched in time). */
 const MARGIN = 0.9;
 const ALPHA = 0.25;
+/** A probe this much faster (or slower: 1 / CLEAR) than the chosen mode is a clear outcome (quiet: 1.5-1.9 for the main thread alone; one busy program: 0.4-0.75). */
+const CLEAR = 0.75;
+const TRACE = process.env["LLAMESH_POOL_TRACE"] === "1";
+/** A thread's pace over an epoch counts from this many chunks on. */
+const MIN_PACE_CHUNKS = 4;
 
 export class ModeProbe {
   /** Chosen mode: false = all threads, true = the main thread alone. */
@@ -45,7 +56,35 @@ export class ModeProbe {
   soloEpochs = 0;
   switches = 0;
 
-  constructor(readonly enabled: boolean) {}
+  /** The pace counters at the last epoch's end (pool-worker.ts PACE_STRIDE layout). */
+  private readonly paceSeen: Float64Array;
+
+  /** pace: the pool's per-thread pace counters (omitted in tests: every thread as fast as the main one). */
+  constructor(readonly enabled: boolean, private readonly pace?: Float64Array) {
+    this.paceSeen = new Float64Array(pace?.length ?? 0);
+  }
+
+  /**
+   * How much faster than the main thread the fastest thread ran chunks since the last call (chunks
+   * per wall-clock ms; 1 if unknown). With another program on one core, the main thread may be
+   * the one sharing it: its own pace then overstates what it would take alone, once the
+   * scheduler has moved it to the free core.
+   */
+  private fastestOverMain(): number {
+    const p = this.pace;
+    if (!p) return 1;
+    const seen = this.paceSeen;
+    let main = 0, fastest = 0;
+    for (let i = 0; i < p.length; i += PACE_STRIDE) {
+      const ms = p[i]! - seen[i]!, chunks = p[i + 1]! - seen[i + 1]!;
+      seen[i] = p[i]!;
+      seen[i + 1] = p[i + 1]!;
+      const rate = chunks >= MIN_PACE_CHUNKS && ms > 0 ? chunks / ms : 0;
+      if (i === 0) main = rate;
+      fastest = Math.max(fastest, rate);
+    }
+    return main > 0 ? fastest / main : 1;
+  }
 
   get epochCount(): number {
     return this.epochs;
@@ -81,20 +120,27 @@ export class ModeProbe {
   }
 
   private endEpoch(): void {
+    const fast = this.fastestOverMain();
+    if (TRACE) process.stderr.write(`epoch ${this.epochs} ${this.current ? "solo" : "all"}${this.current !== this.chosen ? " probe" : ""}: all/est ${(this.sumAll / this.sumAloneEstimate).toFixed(2)} fast ${fast.toFixed(2)} all/estfast ${(this.sumAll * fast / this.sumAloneEstimate).toFixed(2)} probe/chosen ${(this.sumProbe / this.sumChosen).toFixed(2)}\n`);
     this.jobs = 0;
     this.epochs++;
     if (this.current) this.soloEpochs++;
     if (this.current !== this.chosen) {
-      if (this.sumChosen > 0 && this.sumProbe < this.sumChosen * MARGIN) {
+      const ratio = this.sumChosen > 0 ? this.sumProbe / this.sumChosen : 1;
+      // The clearer the outcome, the longer until the next probe: a quiet machine's prompt pays
+      // one or two probes instead of three, and a busy one flips back to a losing mode less.
+      const clear = ratio < CLEAR || ratio > 1 / CLEAR;
+      if (ratio < MARGIN) {
         this.chosen = this.current;
         this.switches++;
-        this.probeEvery = FIRST_PROBE * 2;
+        this.probeEvery = FIRST_PROBE * (clear ? 4 : 2);
       } else {
-        this.probeEvery = Math.min(MAX_PROBE, this.probeEvery * 2);
+        this.probeEvery = Math.min(MAX_PROBE, this.probeEvery * (clear ? 4 : 2));
       }
       this.nextProbe = this.epochs + this.probeEvery;
       this.sumProbe = this.sumChosen = 0;
-    } else if (this.sumAloneEstimate > 0 && this.sumAll > this.sumAloneEstimate) {
+    } else if (this.sumAloneEstimate > 0 && this.sumAll * fast > this.sumAloneEstimate) {
+      // Slower on all threads than the fastest thread's own pace would be alone: probe now.
       this.nextProbe = this.epochs;
     }
     this.sumAll = this.sumAloneEstimate = 0;

@@ -63,6 +63,14 @@ export const OP_BF16 = 9;
 export const OP_MEMREAD = 11;
 export const OP_QWEIGHTS = 12;
 
+/**
+ * Per-thread pace, in a SharedArrayBuffer of its own (f64, one cache line per thread): at
+ * [thread * PACE_STRIDE] the wall-clock ms the thread spent taking and running chunks, at + 1 the
+ * chunks it ran, both cumulative (each thread writes only its own; pool-adapt.ts reads them per
+ * epoch to find the fastest thread).
+ */
+export const PACE_STRIDE = 8;
+
 /** How long an idle worker spins before it sleeps. */
 export const SPIN_MS = 3;
 
@@ -150,6 +158,7 @@ interface WorkerInit {
   llameshKernelPool: true;
   module: WebAssembly.Module;
   control: SharedArrayBuffer;
+  pace: SharedArrayBuffer;
   port: MessagePort;
   index: number; // thread index (1..threads-1): its scratch and its name in errors
 }
@@ -169,12 +178,20 @@ export function recordError(ctrl: Int32Array, errBytes: Uint8Array, thread: numb
  * only the chunk it is in. Returns the number of chunks this thread ran.
  */
 export function takeChunks(ctrl: Int32Array, args: Float64Array, errBytes: Uint8Array,
-  instances: readonly (KernelExports | undefined)[], thread: number): number {
+  instances: readonly (KernelExports | undefined)[], thread: number, pace?: Float64Array): number {
   let ran = 0;
+  let t0 = 0;
   for (;;) {
     const w = Atomics.add(ctrl, C_CLAIM, 1);
     const n = claimChunks(w), c = claimNext(w);
-    if (c >= n) return ran;
+    if (c >= n) {
+      if (ran > 0 && pace) {
+        pace[thread * PACE_STRIDE] += performance.now() - t0;
+        pace[thread * PACE_STRIDE + 1] += ran;
+      }
+      return ran;
+    }
+    if (ran === 0) t0 = performance.now();
     // A valid claim: the job's fields are those of the word's job until this chunk is done.
     try {
       const k = instances[ctrl[C_ARENA]!];
@@ -231,6 +248,7 @@ function workerMain(init: WorkerInit): void {
   const ctrl = new Int32Array(init.control);
   const args = new Float64Array(init.control, ARGS_BYTE, N_ARGS);
   const errBytes = new Uint8Array(init.control, ERR_BYTE, CONTROL_BYTES - ERR_BYTE);
+  const pace = new Float64Array(init.pace);
   const instances: (KernelExports | undefined)[] = [];
   let applied = 0; // sequence number of the last (un)bind message applied
   const thread = init.index;
@@ -257,7 +275,7 @@ function workerMain(init: WorkerInit): void {
       if (op === OP_STOP) break;
       continue;
     }
-    takeChunks(ctrl, args, errBytes, instances, thread);
+    takeChunks(ctrl, args, errBytes, instances, thread, pace);
   }
   init.port.close();
 }

@@ -3,7 +3,8 @@
  * the same compiled WebAssembly.Module, instantiated once per arena on the arena's shared memory.
  *
  * A job (op + f64 args) is written into a SharedArrayBuffer control block and published by one
- * claim word (pool-worker.ts claimWord) plus a generation bump. Every thread, the main one
+ * claim word (pool-worker.ts claimWord), then a generation bump (in that order: a worker woken by
+ * the generation claims at once). Every thread, the main one
  * included, then takes chunks of the job from the claim word until none is left (the fastest take
  * the most; a thread preempted by another program holds up only its chunk). The main thread then
  * spins about a chunk's time and sleeps until the last chunk is done. Workers spin on the
@@ -16,7 +17,7 @@
 import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
 import {
   ARGS_BYTE, CONTROL_BYTES, C_ACKS, C_ARENA, C_BCAST, C_CLAIM, C_DONE, C_ERR, C_ERR_LEN, C_GEN,
-  C_MAIN_WAITING, C_OP, C_SLEEPERS, C_SLEEP_REQ, ERR_BYTE, MAX_CHUNKS, N_ARGS, OP_BIND, OP_MEMREAD, OP_STOP,
+  C_MAIN_WAITING, C_OP, C_SLEEPERS, C_SLEEP_REQ, ERR_BYTE, MAX_CHUNKS, N_ARGS, OP_BIND, OP_MEMREAD, OP_STOP, PACE_STRIDE,
   claimWord, runShare, takeChunks, type KernelExports,
 } from "./pool-worker.js";
 import { ModeProbe } from "./pool-adapt.js";
@@ -28,6 +29,7 @@ export class ThreadPool {
   private readonly ctrl: Int32Array;
   private readonly args: Float64Array;
   private readonly errBytes: Uint8Array;
+  private readonly pace: Float64Array;
   /** Per arena id, the main thread's instance (undefined once unregistered). */
   private readonly instances: (KernelExports | undefined)[] = [];
   private messages = 0;
@@ -40,9 +42,11 @@ export class ThreadPool {
     control: SharedArrayBuffer,
     private readonly workers: Worker[],
     private readonly ports: MessagePort[],
+    pace: SharedArrayBuffer,
     adaptive: boolean,
   ) {
-    this.probe = new ModeProbe(adaptive && threads > 1 && process.env["LLAMESH_POOL_ADAPT"] !== "0");
+    this.pace = new Float64Array(pace);
+    this.probe = new ModeProbe(adaptive && threads > 1 && process.env["LLAMESH_POOL_ADAPT"] !== "0", this.pace);
     this.ctrl = new Int32Array(control);
     this.args = new Float64Array(control, ARGS_BYTE, N_ARGS);
     this.errBytes = new Uint8Array(control, ERR_BYTE, CONTROL_BYTES - ERR_BYTE);
@@ -51,6 +55,7 @@ export class ThreadPool {
   /** Start `threads - 1` workers (threads >= 1) and wait until they run. */
   static async create(module: WebAssembly.Module, threads: number, adaptive = true): Promise<ThreadPool> {
     const control = new SharedArrayBuffer(CONTROL_BYTES);
+    const pace = new SharedArrayBuffer(Math.max(1, threads) * PACE_STRIDE * 8);
     const workers: Worker[] = [];
     const ports: MessagePort[] = [];
     const url = new URL("./pool-worker.js", import.meta.url);
@@ -58,7 +63,7 @@ export class ThreadPool {
     for (let i = 1; i < threads; i++) {
       const { port1, port2 } = new MessageChannel();
       const w = new Worker(url, {
-        workerData: { llameshKernelPool: true, module, control, port: port2, index: i },
+        workerData: { llameshKernelPool: true, module, control, pace, port: port2, index: i },
         transferList: [port2],
       });
       started.push(new Promise<void>((resolve, reject) => {
@@ -78,7 +83,7 @@ export class ThreadPool {
       await Promise.all(workers.map((w) => w.terminate()));
       throw e;
     }
-    return new ThreadPool(module, threads, control, workers, ports, adaptive);
+    return new ThreadPool(module, threads, control, workers, ports, pace, adaptive);
   }
 
   /** Instantiate the kernels on `memory` in every thread; returns the main thread's exports. */
@@ -154,7 +159,7 @@ export class ThreadPool {
       if (broadcast) {
         this.await(C_ACKS, this.workers.length, op, 0);
       } else {
-        const ran = takeChunks(ctrl, this.args, this.errBytes, this.instances, 0);
+        const ran = takeChunks(ctrl, this.args, this.errBytes, this.instances, 0, this.pace);
         // Spin about as long as a chunk takes (the other threads' last chunks are at most that far
         // from done unless their thread was preempted), then sleep: a waiting thread that yields
         // its core lets the scheduler run the preempted one there.

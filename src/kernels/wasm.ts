@@ -56,7 +56,7 @@ const MIN_SPLIT_QWEIGHT_VALUES = 1 << 12;
  * CHUNKS_PER_THREAD per thread, each at least half the op's split threshold (MIN_CHUNK_MACS for
  * matmul: ~10-20 µs; a prefill chunk also widens its tokens' activations again).
  */
-const CHUNKS_PER_THREAD = 8;
+const CHUNKS_PER_THREAD = 4;
 const MIN_CHUNK_MACS = 1 << 17;
 
 /** (module (func (result v128) (v128.const i32x4 0 0 0 0))) */

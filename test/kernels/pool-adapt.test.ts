@@ -5,6 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ModeProbe } from "../../src/kernels/pool-adapt.js";
+import { PACE_STRIDE } from "../../src/kernels/pool-worker.js";
 
 /** Run `jobs` jobs over 7 keys; each takes parallelMs or soloMs depending on the mode. */
 function drive(p: ModeProbe, jobs: number, parallelMs: number, soloMs: number): number {
@@ -66,4 +67,49 @@ test("all threads slower than the main thread's own pace: the probe comes at onc
   }
   assert.equal(q.switches, 0);
   assert.ok(probes <= 8 * 5, `${probes} jobs alone`);
+});
+
+/** Probe epochs (runs of jobs alone) among `jobs` jobs, all threads taking 1 ms and alone `soloMs`. */
+function probesOf(p: ModeProbe, jobs: number, soloMs: number): number {
+  let probes = 0, wasSolo = false;
+  for (let i = 0; i < jobs; i++) {
+    if (p.solo && !wasSolo) probes++;
+    wasSolo = p.solo;
+    p.record(i % 7, p.solo ? soloMs : 1);
+  }
+  return probes;
+}
+
+test("a clear outcome waits longer for the next probe than a narrow one (a quiet machine's prompt pays fewer probes)", () => {
+  const clear = new ModeProbe(true), narrow = new ModeProbe(true);
+  const jobs = 16 * 30;
+  const c = probesOf(clear, jobs, 1.8), n = probesOf(narrow, jobs, 1.2);
+  assert.equal(clear.switches + narrow.switches, 0);
+  assert.equal(c, 3, "after epoch 1, then 4 and 16 epochs later");
+  assert.equal(n, 4, "after epoch 1, then 2, 4 and 8 epochs later");
+});
+
+test("the fastest thread's pace, not the main thread's, says whether all threads are slower than one alone", () => {
+  // Two threads' pace counters (pool-worker.ts layout): the main thread shares its core with
+  // another program and ran 2 chunks in 1.5 ms, the helper 10. Each job took 3 ms; the main
+  // thread's own pace says 9 ms alone (no hurry), the helper's says 1.8 ms: probe at once.
+  const run = (withPace: boolean): number => {
+    const pace = new Float64Array(2 * PACE_STRIDE);
+    const p = new ModeProbe(true, withPace ? pace : undefined);
+    probesOf(p, 16 * 2, 3); // epoch 0 on all threads, then a probe that loses clearly
+    let probes = 0, wasSolo = false;
+    for (let i = 0; i < 16 * 3; i++) { // the rest of epoch 2, epochs 3 and 4, half of 5
+      if (p.solo && !wasSolo) probes++;
+      wasSolo = p.solo;
+      if (p.solo) p.record(i % 7, 6);
+      else {
+        pace[0] += 1.5; pace[1] += 2;
+        pace[PACE_STRIDE] += 1.5; pace[PACE_STRIDE + 1] += 10;
+        p.record(i % 7, 3, 9);
+      }
+    }
+    return probes;
+  };
+  assert.equal(run(false), 0, "the schedule's next probe is at epoch 6");
+  assert.ok(run(true) >= 1, "probed early");
 });
