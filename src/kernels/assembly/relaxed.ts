@@ -352,10 +352,29 @@ const KCONSTS: u32 = 192;
   return i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
 }
 
+const TOUCH: usize = 1024;
+/** A byte of each of the 64-byte lines at p + TOUCH .. (at most lim): demand loads ahead of the rows' streams. */
+// @ts-ignore: decorator
+@inline function touch3(p: usize, lim: usize): u32 {
+  const a = p + TOUCH;
+  return (load<u8>(a < lim ? a : lim) as u32) ^ (load<u8>(a + 64 < lim ? a + 64 : lim) as u32) ^ (load<u8>(a + 128 < lim ? a + 128 : lim) as u32);
+}
+// @ts-ignore: decorator
+@inline function touch2(p: usize, lim: usize): u32 {
+  const a = p + TOUCH;
+  return (load<u8>(a < lim ? a : lim) as u32) ^ (load<u8>(a + 64 < lim ? a + 64 : lim) as u32);
+}
+// @ts-ignore: decorator
+@inline function touch4(p: usize, lim: usize): u32 {
+  const a = p + TOUCH + 192;
+  return touch3(p, lim) ^ (load<u8>(a < lim ? a : lim) as u32);
+}
+
 /** Four Q4_K rows (p0..p3, may alias) with the raw token xs of nsb super-blocks (numerics of dot4Q4K). */
 // @ts-ignore: decorator
-@inline function dot4Q4KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
+@inline function dot4Q4KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32, lim: usize): v128 {
   let acc = f32x4.splat(0);
+  let sink: u32 = 0;
   const C = xs + nsb * KS;
   const SV = C + KCONSTS; // the four rows' scale pairs, 32 bytes each
   for (let sb: u32 = 0; sb < nsb; sb++) {
@@ -383,8 +402,10 @@ const KCONSTS: u32 = 192;
     const dx = v128.load(xs, 512);
     const tt = f32x4.mul(isum, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 0, C), dx));
     acc = f32x4.add(acc, f32x4.sub(tt, f32x4.mul(mins, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 2, C), dx))));
+    sink ^= touch3(p0, lim) ^ touch3(p1, lim) ^ touch3(p2, lim) ^ touch3(p3, lim);
     p0 += 144; p1 += 144; p2 += 144; p3 += 144; xs += KS;
   }
+  store<u32>(C, sink, 320);
   return acc;
 }
 
@@ -431,8 +452,9 @@ const KCONSTS: u32 = 192;
 
 /** Four Q6_K rows (may alias) with the raw token xs of nsb super-blocks (numerics of dot4Q6K). */
 // @ts-ignore: decorator
-@inline function dot4Q6KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
+@inline function dot4Q6KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32, lim: usize): v128 {
   let acc = f32x4.splat(0);
+  let sink: u32 = 0;
   const C = xs + nsb * KS;
   const SV = C + KCONSTS; // the four rows' scale pairs, 64 bytes each
   for (let sb: u32 = 0; sb < nsb; sb++) {
@@ -452,8 +474,10 @@ const KCONSTS: u32 = 192;
     }
     const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
     acc = f32x4.add(acc, f32x4.mul(isum, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 208, C), v128.load(xs, 512))));
+    sink ^= touch4(p0, lim) ^ touch4(p1, lim) ^ touch4(p2, lim) ^ touch4(p3, lim);
     p0 += 210; p1 += 210; p2 += 210; p3 += 210; xs += KS;
   }
+  store<u32>(C, sink, 496);
   return acc;
 }
 
@@ -461,6 +485,7 @@ const KCONSTS: u32 = 192;
 @inline function decodeRowsR(t: u32, out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void {
   const n = r1 - r0;
   const q: u32 = (n + 3) >> 2;
+  const lim = w + r1 * rb - 1;
   for (let i: u32 = 0; i < q; i++) {
     const ra = r0 + i;
     const p0 = w + ra * rb;
@@ -468,7 +493,7 @@ const KCONSTS: u32 = 192;
     const p1 = v1 ? p0 + q * rb : p0;
     const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
     const p3 = v3 ? p0 + q * rb * 3 : p0;
-    const acc = t == T_Q4_K ? dot4Q4KR(p0, p1, p2, p3, xs, nsb) : dot4Q6KR(p0, p1, p2, p3, xs, nsb);
+    const acc = t == T_Q4_K ? dot4Q4KR(p0, p1, p2, p3, xs, nsb, lim) : dot4Q6KR(p0, p1, p2, p3, xs, nsb, lim);
     const o = out + (ra << 2);
     v128.store32_lane(o, acc, 0);
     if (v1) v128.store32_lane(o + (q << 2), acc, 1);
@@ -640,6 +665,7 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
   const n = r1 - r0;
   const q: u32 = (n + 3) >> 2;
   const C = xs0 + nb * XS;
+  const lim = w + r1 * rb - 1;
   for (let i: u32 = 0; i < q; i++) {
     const ra = r0 + i;
     let p0 = w + ra * rb;
@@ -650,7 +676,11 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
     let acc = f32x4.splat(0);
     let xs = xs0;
     const m0f = v128.load(C);
+    let sink: u32 = 0, k: u32 = 0;
     while (xs < C) {
+      // every fourth block (72 bytes per row): the two lines TOUCH ahead of each row
+      if ((k & 3) == 0) sink ^= touch2(p0, lim) ^ touch2(p1, lim) ^ touch2(p2, lim) ^ touch2(p3, lim);
+      k++;
       const x0 = v128.load(xs, 0), x1 = v128.load(xs, 16);
       const s0 = nibDotR(p0, x0, x1, m0f);
       const s1 = nibDotR(p1, x0, x1, m0f);
@@ -660,6 +690,7 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
       acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(halves4C(p0, p1, p2, p3, C), v128.load(xs, 64))));
       p0 += 18; p1 += 18; p2 += 18; p3 += 18; xs += XS;
     }
+    store<u32>(C, sink, 96);
     const o = out + (ra << 2);
     v128.store32_lane(o, acc, 0);
     if (v1) v128.store32_lane(o + (q << 2), acc, 1);
