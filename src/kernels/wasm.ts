@@ -36,8 +36,8 @@ export function matmulScratchBytes(type: TensorType, cols: number): number {
     case "Q8_0": return (cols / 32) * 96;
     case "F32": return 64;
     case "F16": case "BF16": return 64 + 4 * cols;
-    case "Q2_K": case "Q3_K": case "Q4_K": case "Q5_K": case "Q6_K": return (cols / 256) * 592 + 256;
-    default: return (cols / 32) * 112;
+    case "Q2_K": case "Q3_K": case "Q4_K": case "Q5_K": case "Q6_K": return (cols / 256) * 592 + 512;
+    default: return (cols / 32) * 112 + 112;
   }
 }
 

@@ -259,7 +259,8 @@ export function prefillRelaxed(t: u32, out: usize, w: usize, x: usize, rows: u32
 /**
  * nsb Q8_K super-blocks at x -> KS-byte blocks at dst as kquant-decode.ts expects them, except
  * that bytes 0..255 hold the int8 values as they are: d as f32x4 at 512, bsums at 544, sums per
- * 32 values (8 i16) at 576.
+ * 32 values (8 i16) at 576. Then the constants of the loops (storeConsts, storeConstsK: KCONSTS
+ * bytes) and the rows' scale vectors (see dot4Q4KR, dot4Q6KR).
  */
 export function widenKRaw(x: usize, nsb: u32, dst: usize): void {
   for (let b: u32 = 0; b < nsb; b++) {
@@ -271,79 +272,155 @@ export function widenKRaw(x: usize, nsb: u32, dst: usize): void {
     v128.store(dst, i16x8.narrow_i32x4_s(i32x4.extadd_pairwise_i16x8_s(b0), i32x4.extadd_pairwise_i16x8_s(b1)), 576);
     x += 292; dst += KS;
   }
+  storeConsts(dst);
+  storeConstsK(dst);
 }
 
 const KS: u32 = 592;
+/** Constants after the widened K-quant token: storeConsts' (0..96), then f16hiToF32Safe's (96..192). */
+const KCONSTS: u32 = 192;
+
+/** f16hiToF32Safe's six constants at dst + 96 .. dst + 192. */
+// @ts-ignore: decorator
+@inline function storeConstsK(dst: usize): void {
+  v128.store(dst, i32x4.splat(0x0fffe000), 96);
+  v128.store(dst, i32x4.splat(0x0f800000), 112);
+  v128.store(dst, i32x4.splat(0x38000000), 128);
+  v128.store(dst, i32x4.splat(0x00800000), 144);
+  v128.store(dst, i32x4.splat(0x38800000), 160);
+  v128.store(dst, i32x4.splat(0x80000000), 176);
+}
+
+/** halves4Safe (common.ts) with its constants from C (storeConstsK). */
+// @ts-ignore: decorator
+@inline function halves4SafeC(p0: usize, p1: usize, p2: usize, p3: usize, off: usize, C: usize): v128 {
+  const hw = (load<u16>(p0 + off) as u64) | ((load<u16>(p1 + off) as u64) << 16) |
+    ((load<u16>(p2 + off) as u64) << 32) | ((load<u16>(p3 + off) as u64) << 48);
+  const v = i16x8.shuffle(i32x4.splat(0), i64x2.splat(hw), 0, 8, 1, 9, 2, 10, 3, 11);
+  const em = v128.and(i32x4.shr_u(v, 3), v128.load(C, 96));
+  const den = i32x4.eq(v128.and(em, v128.load(C, 112)), i32x4.splat(0));
+  const t = i32x4.add(i32x4.add(em, v128.load(C, 128)), v128.and(den, v128.load(C, 144)));
+  const f = f32x4.sub(t, v128.and(den, v128.load(C, 160)));
+  return v128.or(f, v128.and(v, v128.load(C, 176)));
+}
+
+/**
+ * unpack.ts q4kScales (the 12 scale bytes at q -> [sc0..sc7, m0..m7]) with 32-bit lane shifts
+ * (one instruction; an i8x16 shift is two or three) and constants from C: lanes a, b, c of the
+ * bytes give sc0..3 = a & 63, m0..3 = b & 63, sc4..7 = (c & 15) | ((a >> 6) & 3) << 4, m4..7 =
+ * ((c >> 4) & 15) | ((b >> 6) & 3) << 4 (ggml's get_scale_min_k4).
+ */
+// @ts-ignore: decorator
+@inline function q4ScalesC(q: usize, C: usize): v128 {
+  const v = v128.load(q);
+  const m0f = v128.load(C, 0);
+  const low = v128.and(v, v128.load(C, 64));
+  const top = i32x4.shl(v128.and(i32x4.shr_u(v, 6), v128.load(C, 80)), 4);
+  const hi = v128.or(i32x4.shuffle(v128.and(v, m0f), v128.and(i32x4.shr_u(v, 4), m0f), 2, 6, 3, 7), top);
+  return i32x4.shuffle(low, hi, 0, 4, 1, 5);
+}
 
 /**
  * Group g (sub-blocks 2g, 2g+1: qs[32g..32g+32)) of one Q4_K row at p with the raw activations at
- * xs: each sub-block's four lane sums (8 values each, at most 8 x 15 x 127) fit i16, so the pair is
- * narrowed and scaled by one dot_i16x8_s with its two scales (sel: lanes of the 8 scales at sc).
+ * xs: each sub-block's four lane sums (8 values each, at most 8 x 15 x 128) fit i16, so the pair is
+ * narrowed and scaled by one dot_i16x8_s with its two scales. uv: the row's scales as i16 pairs
+ * [s2k s2k] per i32 lane (k = 0..3 for g < 2, 4..7 for g >= 2), so the pair's vector [s2g x4,
+ * s2g+1 x4] is one pshufd; g is a constant after inlining.
  */
 // @ts-ignore: decorator
-@inline function q4GroupR(p: usize, xs: usize, g: u32, sc: usize): v128 {
-  const m0f = i8x16.splat(0x0f);
+@inline function q4GroupR(p: usize, xs: usize, g: u32, uv: v128, m0f: v128): v128 {
   const q = p + 16 + (g << 5), x = xs + (g << 6);
   const V0 = v128.load(q), V1 = v128.load(q, 16);
   let lo = rdot(v128.load(x, 0), v128.and(V0, m0f), i32x4.splat(0));
   lo = rdot(v128.load(x, 16), v128.and(V1, m0f), lo);
   let hi = rdot(v128.load(x, 32), v128.and(i16x8.shr_u(V0, 4), m0f), i32x4.splat(0));
   hi = rdot(v128.load(x, 48), v128.and(i16x8.shr_u(V1, 4), m0f), hi);
-  const sel = i8x16.add(i8x16(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3), i8x16.splat((g << 2) as i8));
-  return i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(lo, hi), i8x16.swizzle(v128.load(sc), sel));
+  const sc = (g & 1) == 0 ? i32x4.shuffle(uv, uv, 0, 0, 1, 1) : i32x4.shuffle(uv, uv, 2, 2, 3, 3);
+  return i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(lo, hi), sc);
+}
+
+/**
+ * One row's Q4_K scales of a super-block: the sub-block scales as i16 pairs (see q4GroupR) to
+ * sv (2 vectors), and the min term (i32x4 lanes summing to sum(m_j * sum of x over sub-block j)).
+ */
+// @ts-ignore: decorator
+@inline function q4RowScales(p: usize, xm: v128, C: usize, sv: usize): v128 {
+  const s8 = q4ScalesC(p + 4, C);
+  const S = i16x8.extend_low_i8x16_u(s8);
+  v128.store(sv, i16x8.shuffle(S, S, 0, 8, 1, 9, 2, 10, 3, 11), 0);
+  v128.store(sv, i16x8.shuffle(S, S, 4, 12, 5, 13, 6, 14, 7, 15), 16);
+  return i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+}
+
+const TOUCH: usize = 1024;
+/** A byte of each of the 64-byte lines at p + TOUCH .. (at most lim): demand loads ahead of the rows' streams. */
+// @ts-ignore: decorator
+@inline function touch3(p: usize, lim: usize): u32 {
+  const a = p + TOUCH;
+  return (load<u8>(a < lim ? a : lim) as u32) ^ (load<u8>(a + 64 < lim ? a + 64 : lim) as u32) ^ (load<u8>(a + 128 < lim ? a + 128 : lim) as u32);
+}
+// @ts-ignore: decorator
+@inline function touch2(p: usize, lim: usize): u32 {
+  const a = p + TOUCH;
+  return (load<u8>(a < lim ? a : lim) as u32) ^ (load<u8>(a + 64 < lim ? a + 64 : lim) as u32);
+}
+// @ts-ignore: decorator
+@inline function touch4(p: usize, lim: usize): u32 {
+  const a = p + TOUCH + 192;
+  return touch3(p, lim) ^ (load<u8>(a < lim ? a : lim) as u32);
 }
 
 /** Four Q4_K rows (p0..p3, may alias) with the raw token xs of nsb super-blocks (numerics of dot4Q4K). */
 // @ts-ignore: decorator
-@inline function dot4Q4KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
+@inline function dot4Q4KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32, lim: usize): v128 {
   let acc = f32x4.splat(0);
-  const tmp = xs + nsb * KS; // min terms at 0; barrier slot at 80; the rows' 8 scales as i16 at 128..192
+  let sink: u32 = 0;
+  const C = xs + nsb * KS;
+  const SV = C + KCONSTS; // the four rows' scale pairs, 32 bytes each
   for (let sb: u32 = 0; sb < nsb; sb++) {
     const xm = v128.load(xs, 576);
-    let s8 = q4kScales(p0 + 4);
-    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 128);
-    const m0 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
-    s8 = q4kScales(p1 + 4);
-    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 144);
-    const m1 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
-    s8 = q4kScales(p2 + 4);
-    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 160);
-    const m2 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
-    s8 = q4kScales(p3 + 4);
-    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 176);
-    const m3 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
-    v128.store(tmp, transposeSum(m0, m1, m2, m3), 0);
-    let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
-    for (let g: u32 = 0; g < 4; g++) {
-      i0 = i32x4.add(i0, q4GroupR(p0, xs, g, tmp + 128));
-      v128.store(tmp, i0, 80);
-      i1 = i32x4.add(i1, q4GroupR(p1, xs, g, tmp + 144));
-      v128.store(tmp, i1, 80);
-      i2 = i32x4.add(i2, q4GroupR(p2, xs, g, tmp + 160));
-      v128.store(tmp, i2, 80);
-      i3 = i32x4.add(i3, q4GroupR(p3, xs, g, tmp + 176));
-      v128.store(tmp, i3, 80);
-    }
+    const mins = f32x4.convert_i32x4_s(transposeSum(
+      q4RowScales(p0, xm, C, SV), q4RowScales(p1, xm, C, SV + 32), q4RowScales(p2, xm, C, SV + 64), q4RowScales(p3, xm, C, SV + 96)));
+    const m0f = v128.load(C);
+    let i0 = q4GroupR(p0, xs, 0, v128.load(SV, 0), m0f);
+    let i1 = q4GroupR(p1, xs, 0, v128.load(SV, 32), m0f);
+    let i2 = q4GroupR(p2, xs, 0, v128.load(SV, 64), m0f);
+    let i3 = q4GroupR(p3, xs, 0, v128.load(SV, 96), m0f);
+    i0 = i32x4.add(i0, q4GroupR(p0, xs, 1, v128.load(SV, 0), m0f));
+    i1 = i32x4.add(i1, q4GroupR(p1, xs, 1, v128.load(SV, 32), m0f));
+    i2 = i32x4.add(i2, q4GroupR(p2, xs, 1, v128.load(SV, 64), m0f));
+    i3 = i32x4.add(i3, q4GroupR(p3, xs, 1, v128.load(SV, 96), m0f));
+    i0 = i32x4.add(i0, q4GroupR(p0, xs, 2, v128.load(SV, 16), m0f));
+    i1 = i32x4.add(i1, q4GroupR(p1, xs, 2, v128.load(SV, 48), m0f));
+    i2 = i32x4.add(i2, q4GroupR(p2, xs, 2, v128.load(SV, 80), m0f));
+    i3 = i32x4.add(i3, q4GroupR(p3, xs, 2, v128.load(SV, 112), m0f));
+    i0 = i32x4.add(i0, q4GroupR(p0, xs, 3, v128.load(SV, 16), m0f));
+    i1 = i32x4.add(i1, q4GroupR(p1, xs, 3, v128.load(SV, 48), m0f));
+    i2 = i32x4.add(i2, q4GroupR(p2, xs, 3, v128.load(SV, 80), m0f));
+    i3 = i32x4.add(i3, q4GroupR(p3, xs, 3, v128.load(SV, 112), m0f));
     const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
-    const mins = f32x4.convert_i32x4_s(v128.load(tmp));
     const dx = v128.load(xs, 512);
-    const tt = f32x4.mul(isum, f32x4.mul(halves4Safe(p0, p1, p2, p3, 0), dx));
-    acc = f32x4.add(acc, f32x4.sub(tt, f32x4.mul(mins, f32x4.mul(halves4Safe(p0, p1, p2, p3, 2), dx))));
+    const tt = f32x4.mul(isum, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 0, C), dx));
+    acc = f32x4.add(acc, f32x4.sub(tt, f32x4.mul(mins, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 2, C), dx))));
+    sink ^= touch3(p0, lim) ^ touch3(p1, lim) ^ touch3(p2, lim) ^ touch3(p3, lim);
     p0 += 144; p1 += 144; p2 += 144; p3 += 144; xs += KS;
   }
+  store<u32>(C, sink, 320);
   return acc;
 }
 
 /**
  * Quarter (n, h) of one Q6_K row with the raw activations (as kquant-decode.ts q6Quarter): four
- * 16-value level vectors (0..63), one relaxed dot each; a sub-block's lane sums (4 x 63 x 127)
- * fit i16, so pairs are narrowed and scaled by their int8 scales with one dot_i16x8_s.
+ * 16-value level vectors (0..63), one relaxed dot each; a sub-block's lane sums (4 x 63 x 128)
+ * fit i16, so pairs are narrowed and scaled by their int8 scales with one dot_i16x8_s. uv: the
+ * row's scales 8n..8n+3 (u) and 8n+4..8n+7 (v) as i16 pairs per i32 lane, so each scale vector
+ * is one pshufd; n and h are constants after inlining.
  */
 // @ts-ignore: decorator
-@inline function q6QuarterR(p: usize, xs: usize, n: u32, h: u32, sc: usize): v128 {
+@inline function q6QuarterR(p: usize, xs: usize, n: u32, h: u32, u: v128, v: v128, C: usize): v128 {
   const l0: usize = h << 4;
   const A = v128.load(p + (n << 6) + l0), B = v128.load(p + (n << 6) + 32 + l0), H = v128.load(p + 128 + (n << 5) + l0);
-  const m0f = i8x16.splat(0x0f), m30 = i8x16.splat(0x30);
+  const m0f = v128.load(C, 0), m30 = v128.load(C, 16);
   const q1 = v128.or(v128.and(A, m0f), v128.and(i16x8.shl(H, 4), m30));
   const q2 = v128.or(v128.and(B, m0f), v128.and(i16x8.shl(H, 2), m30));
   const q3 = v128.or(v128.and(i16x8.shr_u(A, 4), m0f), v128.and(H, m30));
@@ -352,53 +429,55 @@ const KS: u32 = 592;
   const z = i32x4.splat(0);
   const p0 = rdot(v128.load(xo, 0), q1, z), p1 = rdot(v128.load(xo, 32), q2, z);
   const p2 = rdot(v128.load(xo, 64), q3, z), p3 = rdot(v128.load(xo, 96), q4, z);
-  const s = v128.load(sc + (n << 4));
-  const h2 = i8x16.splat((h << 1) as i8);
-  const s01 = i8x16.swizzle(s, i8x16.add(i8x16(0, 1, 0, 1, 0, 1, 0, 1, 4, 5, 4, 5, 4, 5, 4, 5), h2));
-  const s23 = i8x16.swizzle(s, i8x16.add(i8x16(8, 9, 8, 9, 8, 9, 8, 9, 12, 13, 12, 13, 12, 13, 12, 13), h2));
+  // pair 0: scales 8n+h, 8n+2+h; pair 1: 8n+4+h, 8n+6+h
+  const s01 = h == 0 ? i32x4.shuffle(u, u, 0, 0, 2, 2) : i32x4.shuffle(u, u, 1, 1, 3, 3);
+  const s23 = h == 0 ? i32x4.shuffle(v, v, 0, 0, 2, 2) : i32x4.shuffle(v, v, 1, 1, 3, 3);
   return i32x4.add(i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p0, p1), s01), i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p2, p3), s23));
+}
+
+/**
+ * One row's Q6_K scales of a super-block: as i16 pairs (see q6QuarterR) to sv (4 vectors: u, v of
+ * n = 0, then of n = 1); returns the start of its integer sum, -32 * sum(scale * bsum).
+ */
+// @ts-ignore: decorator
+@inline function q6RowScales(p: usize, b0: v128, b1: v128, sv: usize): v128 {
+  const s = v128.load(p, 192);
+  const lo = i16x8.extend_low_i8x16_s(s), hi = i16x8.extend_high_i8x16_s(s);
+  v128.store(sv, i16x8.shuffle(lo, lo, 0, 8, 1, 9, 2, 10, 3, 11), 0);
+  v128.store(sv, i16x8.shuffle(lo, lo, 4, 12, 5, 13, 6, 14, 7, 15), 16);
+  v128.store(sv, i16x8.shuffle(hi, hi, 0, 8, 1, 9, 2, 10, 3, 11), 32);
+  v128.store(sv, i16x8.shuffle(hi, hi, 4, 12, 5, 13, 6, 14, 7, 15), 48);
+  return i32x4.sub(i32x4.splat(0), i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5));
 }
 
 /** Four Q6_K rows (may alias) with the raw token xs of nsb super-blocks (numerics of dot4Q6K). */
 // @ts-ignore: decorator
-@inline function dot4Q6KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
+@inline function dot4Q6KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32, lim: usize): v128 {
   let acc = f32x4.splat(0);
-  const tmp = xs + nsb * KS; // 4 rows x 32 bytes: their 16 scales as i16; then a barrier slot at 128
+  let sink: u32 = 0;
+  const C = xs + nsb * KS;
+  const SV = C + KCONSTS; // the four rows' scale pairs, 64 bytes each
   for (let sb: u32 = 0; sb < nsb; sb++) {
     const b0 = v128.load(xs, 544), b1 = v128.load(xs, 560);
-    let s = v128.load(p0, 192);
-    let lo = i16x8.extend_low_i8x16_s(s), hi = i16x8.extend_high_i8x16_s(s);
-    v128.store(tmp, lo, 0); v128.store(tmp, hi, 16);
-    let i0 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
-    s = v128.load(p1, 192);
-    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
-    v128.store(tmp, lo, 32); v128.store(tmp, hi, 48);
-    let i1 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
-    s = v128.load(p2, 192);
-    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
-    v128.store(tmp, lo, 64); v128.store(tmp, hi, 80);
-    let i2 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
-    s = v128.load(p3, 192);
-    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
-    v128.store(tmp, lo, 96); v128.store(tmp, hi, 112);
-    let i3 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
-    i0 = i32x4.sub(i32x4.splat(0), i0); i1 = i32x4.sub(i32x4.splat(0), i1);
-    i2 = i32x4.sub(i32x4.splat(0), i2); i3 = i32x4.sub(i32x4.splat(0), i3);
-    for (let q: u32 = 0; q < 4; q++) {
-      const n = q >> 1, h = q & 1;
-      i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, h, tmp));
-      v128.store(tmp, i0, 128);
-      i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, h, tmp + 32));
-      v128.store(tmp, i1, 128);
-      i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, h, tmp + 64));
-      v128.store(tmp, i2, 128);
-      i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, h, tmp + 96));
-      v128.store(tmp, i3, 128);
+    let i0 = q6RowScales(p0, b0, b1, SV), i1 = q6RowScales(p1, b0, b1, SV + 64);
+    let i2 = q6RowScales(p2, b0, b1, SV + 128), i3 = q6RowScales(p3, b0, b1, SV + 192);
+    for (let n: u32 = 0; n < 2; n++) { // n only moves addresses; h (the shuffles) is a literal
+      const o: usize = n << 5;
+      i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, 0, v128.load(SV + o, 0), v128.load(SV + o, 16), C));
+      i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, 0, v128.load(SV + o, 64), v128.load(SV + o, 80), C));
+      i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, 0, v128.load(SV + o, 128), v128.load(SV + o, 144), C));
+      i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, 0, v128.load(SV + o, 192), v128.load(SV + o, 208), C));
+      i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, 1, v128.load(SV + o, 0), v128.load(SV + o, 16), C));
+      i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, 1, v128.load(SV + o, 64), v128.load(SV + o, 80), C));
+      i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, 1, v128.load(SV + o, 128), v128.load(SV + o, 144), C));
+      i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, 1, v128.load(SV + o, 192), v128.load(SV + o, 208), C));
     }
     const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
-    acc = f32x4.add(acc, f32x4.mul(isum, f32x4.mul(halves4Safe(p0, p1, p2, p3, 208), v128.load(xs, 512))));
+    acc = f32x4.add(acc, f32x4.mul(isum, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 208, C), v128.load(xs, 512))));
+    sink ^= touch4(p0, lim) ^ touch4(p1, lim) ^ touch4(p2, lim) ^ touch4(p3, lim);
     p0 += 210; p1 += 210; p2 += 210; p3 += 210; xs += KS;
   }
+  store<u32>(C, sink, 496);
   return acc;
 }
 
@@ -406,6 +485,7 @@ const KS: u32 = 592;
 @inline function decodeRowsR(t: u32, out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void {
   const n = r1 - r0;
   const q: u32 = (n + 3) >> 2;
+  const lim = w + r1 * rb - 1;
   for (let i: u32 = 0; i < q; i++) {
     const ra = r0 + i;
     const p0 = w + ra * rb;
@@ -413,7 +493,7 @@ const KS: u32 = 592;
     const p1 = v1 ? p0 + q * rb : p0;
     const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
     const p3 = v3 ? p0 + q * rb * 3 : p0;
-    const acc = t == T_Q4_K ? dot4Q4KR(p0, p1, p2, p3, xs, nsb) : dot4Q6KR(p0, p1, p2, p3, xs, nsb);
+    const acc = t == T_Q4_K ? dot4Q4KR(p0, p1, p2, p3, xs, nsb, lim) : dot4Q6KR(p0, p1, p2, p3, xs, nsb, lim);
     const o = out + (ra << 2);
     v128.store32_lane(o, acc, 0);
     if (v1) v128.store32_lane(o + (q << 2), acc, 1);
@@ -522,10 +602,35 @@ export function prefillQ4_0Rows(out: usize, w: usize, x: usize, rows: u32, cols:
 // ---------------------------------------------------------------------------------------------
 // Q4_0 decode: per block and row two relaxed dots (low nibbles with values 0..15, high with
 // 16..31), four rows reduced together (transposeSum), then legacy-decode.ts's float step.
+//
+// V8 (TurboFan, x64) re-materializes every v128.const at each use inside a loop (a movq of the
+// immediate, vmovq, vpunpcklqdq: 3 uops where the use itself is one), so the hot loops take their
+// masks and f16 constants from the scratch (written by the widening, at CONSTS): V8 cannot fold a
+// load, keeps the value in a register (or reloads it, one uop). In the Q4_0 loop that was 10 of
+// ~85 uops per block of four rows; in the Q4_K group 12 of ~40.
 
 const XS: u32 = 112;
+/** Bytes of constants after the widened activations (consts()). */
+const CONSTS: u32 = 96;
 
-/** nb Q8_0 blocks at x -> XS-byte blocks: the 32 int8 as they are, d as f32x4 at 64, slack at 80, sum(q) as i32x4 at 96. */
+/**
+ * The constants of the decode loops at dst: 0x0f bytes (0), 0x30 bytes (16), f16hiToF32's mask
+ * (32) and scale (48), 0x3f bytes (64), 0x03 bytes (80).
+ */
+// @ts-ignore: decorator
+@inline function storeConsts(dst: usize): void {
+  v128.store(dst, i8x16.splat(0x0f), 0);
+  v128.store(dst, i8x16.splat(0x30), 16);
+  v128.store(dst, i32x4.splat(0x8fffe000), 32);
+  v128.store(dst, f32x4.splat(5.192296858534828e33), 48);
+  v128.store(dst, i8x16.splat(0x3f), 64);
+  v128.store(dst, i8x16.splat(0x03), 80);
+}
+
+/**
+ * nb Q8_0 blocks at x -> XS-byte blocks: the 32 int8 as they are, d as f32x4 at 64, slack at 80,
+ * 8 * sum(q) as i32x4 at 96; then the CONSTS bytes of constants.
+ */
 export function widenQ4_0Raw(x: usize, nb: u32, dst: usize): void {
   for (let b: u32 = 0; b < nb; b++) {
     const a = v128.load(x, 2), c = v128.load(x, 18);
@@ -534,22 +639,33 @@ export function widenQ4_0Raw(x: usize, nb: u32, dst: usize): void {
     v128.store(dst, f32x4.splat(f16ToF32(load<u16>(x) as u32)), 64);
     const s32 = i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extadd_pairwise_i8x16_s(a), i16x8.extadd_pairwise_i8x16_s(c)));
     const s2 = i32x4.add(s32, i32x4.shuffle(s32, s32, 2, 3, 0, 1));
-    v128.store(dst, i32x4.add(s2, i32x4.shuffle(s2, s2, 1, 0, 3, 2)), 96);
+    v128.store(dst, i32x4.shl(i32x4.add(s2, i32x4.shuffle(s2, s2, 1, 0, 3, 2)), 3), 96);
     x += 34; dst += XS;
   }
+  storeConsts(dst);
 }
 
 // @ts-ignore: decorator
-@inline function nibDotR(p: usize, x0: v128, x1: v128): v128 {
-  const m0f = i8x16.splat(0x0f);
+@inline function nibDotR(p: usize, x0: v128, x1: v128, m0f: v128): v128 {
   const v = v128.load(p, 2);
   return rdot(x1, v128.and(i16x8.shr_u(v, 4), m0f), rdot(x0, v128.and(v, m0f), i32x4.splat(0)));
+}
+
+/** halves4 with f16hiToF32's constants from C (see CONSTS). */
+// @ts-ignore: decorator
+@inline function halves4C(p0: usize, p1: usize, p2: usize, p3: usize, C: usize): v128 {
+  const hw = (load<u16>(p0) as u64) | ((load<u16>(p1) as u64) << 16) |
+    ((load<u16>(p2) as u64) << 32) | ((load<u16>(p3) as u64) << 48);
+  const h = i16x8.shuffle(i32x4.splat(0), i64x2.splat(hw), 0, 8, 1, 9, 2, 10, 3, 11);
+  return f32x4.mul(v128.and(i32x4.shr_s(h, 3), v128.load(C, 32)), v128.load(C, 48));
 }
 
 /** Rows [r0, r1) of Q4_0 weights (rb bytes per row, nb blocks) times the token widened by widenQ4_0Raw. */
 export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32, r1: u32): void {
   const n = r1 - r0;
   const q: u32 = (n + 3) >> 2;
+  const C = xs0 + nb * XS;
+  const lim = w + r1 * rb - 1;
   for (let i: u32 = 0; i < q; i++) {
     const ra = r0 + i;
     let p0 = w + ra * rb;
@@ -559,20 +675,22 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
     let p3 = v3 ? p0 + q * rb * 3 : p0;
     let acc = f32x4.splat(0);
     let xs = xs0;
-    const end = xs0 + nb * XS;
-    while (xs < end) {
+    const m0f = v128.load(C);
+    let sink: u32 = 0, k: u32 = 0;
+    while (xs < C) {
+      // every fourth block (72 bytes per row): the two lines TOUCH ahead of each row
+      if ((k & 3) == 0) sink ^= touch2(p0, lim) ^ touch2(p1, lim) ^ touch2(p2, lim) ^ touch2(p3, lim);
+      k++;
       const x0 = v128.load(xs, 0), x1 = v128.load(xs, 16);
-      const s0 = nibDotR(p0, x0, x1);
-      v128.store(xs, s0, 80);
-      const s1 = nibDotR(p1, x0, x1);
-      v128.store(xs, s1, 80);
-      const s2 = nibDotR(p2, x0, x1);
-      v128.store(xs, s2, 80);
-      const s3 = nibDotR(p3, x0, x1);
-      const sumi = i32x4.sub(transposeSum(s0, s1, s2, s3), i32x4.shl(v128.load(xs, 96), 3));
-      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(halves4(p0, p1, p2, p3, 0), v128.load(xs, 64))));
+      const s0 = nibDotR(p0, x0, x1, m0f);
+      const s1 = nibDotR(p1, x0, x1, m0f);
+      const s2 = nibDotR(p2, x0, x1, m0f);
+      const s3 = nibDotR(p3, x0, x1, m0f);
+      const sumi = i32x4.sub(transposeSum(s0, s1, s2, s3), v128.load(xs, 96));
+      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(halves4C(p0, p1, p2, p3, C), v128.load(xs, 64))));
       p0 += 18; p1 += 18; p2 += 18; p3 += 18; xs += XS;
     }
+    store<u32>(C, sink, 96);
     const o = out + (ra << 2);
     v128.store32_lane(o, acc, 0);
     if (v1) v128.store32_lane(o + (q << 2), acc, 1);
