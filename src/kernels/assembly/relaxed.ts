@@ -843,6 +843,164 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
   }
 }
 
+// Q4_K "lane = row" with row pairs: a weight vector holds eight levels of each of two rows (an i64
+// lane per row), the activation vector the token's matching eight values in both halves (one
+// load64_splat). After four dots, lane 2k / 2k+1 of chain A (rows 0, 1) or B (rows 2, 3) holds
+// row k's sum over 16 of the sub-block's 32 values (at most 16 x 15 x 128, fits i16), so one
+// narrow and one dot_i16x8_s with the rows' scales give the scaled sub-block sums of four rows:
+// no i32 multiply and no 4x4 transpose (one 64-bit unpack per weight vector).
+
+/** Four Q4_K rows (may alias) times nTok Q8_K tokens at x: FA[t] (f32x4, lane = row). */
+// @ts-ignore: decorator
+@inline function rows4Q4KPairs(p0: usize, p1: usize, p2: usize, p3: usize, nsb: u32, x: usize, arb: u32, nTok: u32,
+  D: usize, FA: usize, IA: usize): void {
+  const m0f = i8x16.splat(0x0f);
+  const iaEnd = IA + (nTok << 4);
+  for (let b: u32 = 0; b < nsb; b++) {
+    for (let ia = IA; ia < iaEnd; ia += 16) v128.store(ia, i32x4.splat(0));
+    // [sc0..7, m0..7] of each row, interleaved: u/u2 bytes 4s..4s+3 = sub-block s (u2: s - 4) of rows 0..3
+    const S0 = q4kScales(p0 + 4), S1 = q4kScales(p1 + 4), S2 = q4kScales(p2 + 4), S3 = q4kScales(p3 + 4);
+    const t01 = i8x16.shuffle(S0, S1, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const t23 = i8x16.shuffle(S2, S3, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const u = i16x8.shuffle(t01, t23, 0, 8, 1, 9, 2, 10, 3, 11), u2 = i16x8.shuffle(t01, t23, 4, 12, 5, 13, 6, 14, 7, 15);
+    const xb = x + b * 292 + 4;
+    for (let s: u32 = 0; s < 8; s++) {
+      const o: usize = 16 + ((s >> 1) << 5);
+      const Q0a = v128.load(p0 + o), Q0b = v128.load(p1 + o), Q1a = v128.load(p0 + o + 16), Q1b = v128.load(p1 + o + 16);
+      const Q0c = v128.load(p2 + o), Q0d = v128.load(p3 + o), Q1c = v128.load(p2 + o + 16), Q1d = v128.load(p3 + o + 16);
+      let A0 = i64x2.shuffle(Q0a, Q0b, 0, 2), A1 = i64x2.shuffle(Q0a, Q0b, 1, 3);
+      let A2 = i64x2.shuffle(Q1a, Q1b, 0, 2), A3 = i64x2.shuffle(Q1a, Q1b, 1, 3);
+      let B0 = i64x2.shuffle(Q0c, Q0d, 0, 2), B1 = i64x2.shuffle(Q0c, Q0d, 1, 3);
+      let B2 = i64x2.shuffle(Q1c, Q1d, 0, 2), B3 = i64x2.shuffle(Q1c, Q1d, 1, 3);
+      if (s & 1) {
+        A0 = i16x8.shr_u(A0, 4); A1 = i16x8.shr_u(A1, 4); A2 = i16x8.shr_u(A2, 4); A3 = i16x8.shr_u(A3, 4);
+        B0 = i16x8.shr_u(B0, 4); B1 = i16x8.shr_u(B1, 4); B2 = i16x8.shr_u(B2, 4); B3 = i16x8.shr_u(B3, 4);
+      }
+      A0 = v128.and(A0, m0f); A1 = v128.and(A1, m0f); A2 = v128.and(A2, m0f); A3 = v128.and(A3, m0f);
+      B0 = v128.and(B0, m0f); B1 = v128.and(B1, m0f); B2 = v128.and(B2, m0f); B3 = v128.and(B3, m0f);
+      // the rows' scales of sub-block s as i16 [r0, r0, r1, r1, r2, r2, r3, r3] (index >= 16: zero byte)
+      const sel = i8x16.add(i8x16(0, 16, 0, 16, 1, 16, 1, 16, 2, 16, 2, 16, 3, 16, 3, 16), i8x16.splat(((s & 3) << 2) as i8));
+      const scv = i8x16.swizzle(s < 4 ? u : u2, sel);
+      let xq = xb + (s << 5);
+      for (let ia = IA; ia < iaEnd; ia += 16) {
+        const X0 = v128.load64_splat(xq, 0), X1 = v128.load64_splat(xq, 8);
+        let a = rdot(X0, A0, i32x4.splat(0));
+        let c = rdot(X0, B0, i32x4.splat(0));
+        a = rdot(X1, A1, a);
+        c = rdot(X1, B1, c);
+        const X2 = v128.load64_splat(xq, 16), X3 = v128.load64_splat(xq, 24);
+        a = rdot(X2, A2, a);
+        c = rdot(X2, B2, c);
+        a = rdot(X3, A3, a);
+        c = rdot(X3, B3, c);
+        v128.store(ia, i32x4.add(v128.load(ia), i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(a, c), scv)));
+        xq += arb;
+      }
+    }
+    // the mins as i16 pairs per row: mv_k lanes [r0 m2k, r0 m2k+1, r1 m2k, ...] (gather4pair's layout)
+    const w01 = i16x8.shuffle(S0, S1, 4, 12, 5, 13, 6, 14, 7, 15), w23 = i16x8.shuffle(S2, S3, 4, 12, 5, 13, 6, 14, 7, 15);
+    const lo = i32x4.shuffle(w01, w23, 0, 4, 1, 5), hi = i32x4.shuffle(w01, w23, 2, 6, 3, 7);
+    const mv0 = i16x8.extend_low_i8x16_u(lo), mv1 = i16x8.extend_high_i8x16_u(lo);
+    const mv2 = i16x8.extend_low_i8x16_u(hi), mv3 = i16x8.extend_high_i8x16_u(hi);
+    const dx4 = halves4Safe(p0, p1, p2, p3, 0), dm4 = halves4Safe(p0, p1, p2, p3, 2);
+    let dp = D + (b << 5);
+    for (let j: u32 = 0; j < nTok; j++) {
+      const mins = i32x4.add(
+        i32x4.add(i32x4.dot_i16x8_s(mv0, v128.load32_splat(dp, 16)), i32x4.dot_i16x8_s(mv1, v128.load32_splat(dp, 20))),
+        i32x4.add(i32x4.dot_i16x8_s(mv2, v128.load32_splat(dp, 24)), i32x4.dot_i16x8_s(mv3, v128.load32_splat(dp, 28))));
+      const dx = v128.load32_splat(dp);
+      const tt = f32x4.mul(f32x4.convert_i32x4_s(v128.load(IA + (j << 4))), f32x4.mul(dx4, dx));
+      const f = FA + (j << 4);
+      v128.store(f, f32x4.add(v128.load(f), f32x4.sub(tt, f32x4.mul(f32x4.convert_i32x4_s(mins), f32x4.mul(dm4, dx)))));
+      dp += nsb << 5;
+    }
+    p0 += 144; p1 += 144; p2 += 144; p3 += 144;
+  }
+}
+
+/** Bytes 4k..4k+3 of v (scale k of four rows, int8) as four sign-extended i32x4 at dst + 16k. */
+// @ts-ignore: decorator
+@inline function q6ScalesI32(v: v128, dst: usize): void {
+  const lo = i16x8.extend_low_i8x16_s(v), hi = i16x8.extend_high_i8x16_s(v);
+  v128.store(dst, i32x4.extend_low_i16x8_s(lo), 0);
+  v128.store(dst, i32x4.extend_high_i16x8_s(lo), 16);
+  v128.store(dst, i32x4.extend_low_i16x8_s(hi), 32);
+  v128.store(dst, i32x4.extend_high_i16x8_s(hi), 48);
+}
+
+/**
+ * Four Q6_K rows (may alias) times nTok Q8_K tokens at x: FA[t] (f32x4, lane = row). As rows4K,
+ * with the transposed levels kept in registers and the rows' scales built once per super-block
+ * by byte shuffles (T: 16 i32x4 [r0 s_k, r1 s_k, r2 s_k, r3 s_k]) instead of scalar gathers.
+ */
+// @ts-ignore: decorator
+@inline function rows4Q6K(p0: usize, p1: usize, p2: usize, p3: usize, nsb: u32, x: usize, arb: u32, nTok: u32,
+  D: usize, FA: usize, IA: usize, T: usize): void {
+  const iaEnd = IA + (nTok << 4);
+  for (let b: u32 = 0; b < nsb; b++) {
+    for (let ia = IA; ia < iaEnd; ia += 16) v128.store(ia, i32x4.splat(0));
+    const S0 = v128.load(p0, 192), S1 = v128.load(p1, 192), S2 = v128.load(p2, 192), S3 = v128.load(p3, 192);
+    {
+      // bytes 4k..4k+3 of u (scales 0..3), u1 (4..7), u2 (8..11), u3 (12..15): scale k of rows 0..3
+      const l01 = i8x16.shuffle(S0, S1, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+      const l23 = i8x16.shuffle(S2, S3, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+      const h01 = i8x16.shuffle(S0, S1, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+      const h23 = i8x16.shuffle(S2, S3, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+      q6ScalesI32(i16x8.shuffle(l01, l23, 0, 8, 1, 9, 2, 10, 3, 11), T);
+      q6ScalesI32(i16x8.shuffle(l01, l23, 4, 12, 5, 13, 6, 14, 7, 15), T + 64);
+      q6ScalesI32(i16x8.shuffle(h01, h23, 0, 8, 1, 9, 2, 10, 3, 11), T + 128);
+      q6ScalesI32(i16x8.shuffle(h01, h23, 4, 12, 5, 13, 6, 14, 7, 15), T + 192);
+    }
+    const xb = x + b * 292 + 4;
+    for (let c: u32 = 0; c < 8; c++) {
+      const a0 = q6Levels(p0, c, 0), a1 = q6Levels(p1, c, 0), a2 = q6Levels(p2, c, 0), a3 = q6Levels(p3, c, 0);
+      const l01 = i32x4.shuffle(a0, a1, 0, 4, 1, 5), h01 = i32x4.shuffle(a0, a1, 2, 6, 3, 7);
+      const l23 = i32x4.shuffle(a2, a3, 0, 4, 1, 5), h23 = i32x4.shuffle(a2, a3, 2, 6, 3, 7);
+      const w0 = i64x2.shuffle(l01, l23, 0, 2), w1 = i64x2.shuffle(l01, l23, 1, 3);
+      const w2 = i64x2.shuffle(h01, h23, 0, 2), w3 = i64x2.shuffle(h01, h23, 1, 3);
+      const c0 = q6Levels(p0, c, 16), c1 = q6Levels(p1, c, 16), c2 = q6Levels(p2, c, 16), c3 = q6Levels(p3, c, 16);
+      const m01 = i32x4.shuffle(c0, c1, 0, 4, 1, 5), n01 = i32x4.shuffle(c0, c1, 2, 6, 3, 7);
+      const m23 = i32x4.shuffle(c2, c3, 0, 4, 1, 5), n23 = i32x4.shuffle(c2, c3, 2, 6, 3, 7);
+      const w4 = i64x2.shuffle(m01, m23, 0, 2), w5 = i64x2.shuffle(m01, m23, 1, 3);
+      const w6 = i64x2.shuffle(n01, n23, 0, 2), w7 = i64x2.shuffle(n01, n23, 1, 3);
+      const sa = v128.load(T + (c << 5)), sb = v128.load(T + (c << 5), 16);
+      let xq = xb + (c << 5);
+      for (let ia = IA; ia < iaEnd; ia += 16) {
+        let s = rdot(v128.load32_splat(xq, 0), w0, i32x4.splat(0));
+        let u = rdot(v128.load32_splat(xq, 16), w4, i32x4.splat(0));
+        s = rdot(v128.load32_splat(xq, 4), w1, s);
+        u = rdot(v128.load32_splat(xq, 20), w5, u);
+        s = rdot(v128.load32_splat(xq, 8), w2, s);
+        u = rdot(v128.load32_splat(xq, 24), w6, u);
+        s = rdot(v128.load32_splat(xq, 12), w3, s);
+        u = rdot(v128.load32_splat(xq, 28), w7, u);
+        v128.store(ia, i32x4.add(v128.load(ia), i32x4.add(i32x4.mul(s, sa), i32x4.mul(u, sb))));
+        xq += arb;
+      }
+    }
+    // the scales as i16 pairs per row for the -32 term: k-th vector [r0 s2k, r0 s2k+1, r1 s2k, ...]
+    const e01 = i16x8.shuffle(S0, S1, 0, 8, 1, 9, 2, 10, 3, 11), e23 = i16x8.shuffle(S2, S3, 0, 8, 1, 9, 2, 10, 3, 11);
+    const f01 = i16x8.shuffle(S0, S1, 4, 12, 5, 13, 6, 14, 7, 15), f23 = i16x8.shuffle(S2, S3, 4, 12, 5, 13, 6, 14, 7, 15);
+    const g0 = i32x4.shuffle(e01, e23, 0, 4, 1, 5), g1 = i32x4.shuffle(e01, e23, 2, 6, 3, 7);
+    const g2 = i32x4.shuffle(f01, f23, 0, 4, 1, 5), g3 = i32x4.shuffle(f01, f23, 2, 6, 3, 7);
+    const k0 = i16x8.extend_low_i8x16_s(g0), k1 = i16x8.extend_high_i8x16_s(g0), k2 = i16x8.extend_low_i8x16_s(g1), k3 = i16x8.extend_high_i8x16_s(g1);
+    const k4 = i16x8.extend_low_i8x16_s(g2), k5 = i16x8.extend_high_i8x16_s(g2), k6 = i16x8.extend_low_i8x16_s(g3), k7 = i16x8.extend_high_i8x16_s(g3);
+    const dx4 = halves4Safe(p0, p1, p2, p3, 208);
+    let dp = D + b * 48;
+    for (let j: u32 = 0; j < nTok; j++) {
+      let bs = i32x4.add(i32x4.dot_i16x8_s(k0, v128.load32_splat(dp, 16)), i32x4.dot_i16x8_s(k1, v128.load32_splat(dp, 20)));
+      bs = i32x4.add(bs, i32x4.add(i32x4.dot_i16x8_s(k2, v128.load32_splat(dp, 24)), i32x4.dot_i16x8_s(k3, v128.load32_splat(dp, 28))));
+      bs = i32x4.add(bs, i32x4.add(i32x4.dot_i16x8_s(k4, v128.load32_splat(dp, 32)), i32x4.dot_i16x8_s(k5, v128.load32_splat(dp, 36))));
+      bs = i32x4.add(bs, i32x4.add(i32x4.dot_i16x8_s(k6, v128.load32_splat(dp, 40)), i32x4.dot_i16x8_s(k7, v128.load32_splat(dp, 44))));
+      const isum = i32x4.sub(v128.load(IA + (j << 4)), i32x4.shl(bs, 5));
+      const f = FA + (j << 4);
+      v128.store(f, f32x4.add(v128.load(f), f32x4.mul(f32x4.convert_i32x4_s(isum), f32x4.mul(dx4, v128.load32_splat(dp)))));
+      dp += nsb * 48;
+    }
+    p0 += 210; p1 += 210; p2 += 210; p3 += 210;
+  }
+}
+
 /** Levels (0..63) of values 32c + h .. 32c + h + 15 (h = 0 or 16) of the Q6_K block at p. */
 // @ts-ignore: decorator
 @inline function q6Levels(p: usize, c: u32, h: u32): v128 {
@@ -890,7 +1048,8 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
       const p0 = w + r * rb;
       const p1 = left > 1 ? p0 + rb : p0, p2 = left > 2 ? p0 + 2 * rb : p0, p3 = left > 3 ? p0 + 3 * rb : p0;
       for (let j: u32 = 0; j < tc; j++) v128.store(FA + (j << 4), f32x4.splat(0));
-      rows4K(t, p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, DB, FA, IA, T);
+      if (t == T_Q4_K) rows4Q4KPairs(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA);
+      else rows4Q6K(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA, T);
       for (let j: u32 = 0; j < tc; j++) {
         const v = v128.load(FA + (j << 4));
         const o = out + (((t0 + j) * rows + r) << 2);
