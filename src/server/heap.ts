@@ -8,14 +8,15 @@
  * long is then promoted and the old space grows instead (+7 to +19 MiB of old space in the soak with 4 or 1 MiB semi-spaces).
  *
  * So serve runs with the young generation V8 reaches under load, reserved at start as llama.cpp
- * reserves its KV cache: bin/llamesh starts node with SERVE_V8_FLAGS (V8 reads them only at
- * start-up, so they cannot be set from here), and serve says in its start log which case it is.
+ * reserves its KV cache: `llamesh serve` runs node with SERVE_V8_FLAGS (V8 reads them only at
+ * start-up, so bin/start.js re-runs serve in a child node that has them), and serve says in its
+ * start log which case it is.
  */
 
 /** Each semi-space's size, MiB: V8's own maximum on 64-bit, so throughput is what V8 would reach. */
 export const SERVE_SEMI_SPACE_MIB = 16;
 
-/** The node flags that fix the young generation (bin/llamesh's first line carries them). */
+/** The node flags that fix the young generation (bin/start.js gives them to serve). */
 export const SERVE_V8_FLAGS: readonly string[] = [`--min-semi-space-size=${SERVE_SEMI_SPACE_MIB}`, `--max-semi-space-size=${SERVE_SEMI_SPACE_MIB}`];
 
 /** The semi-space size a node flag sets in `execArgv` (MiB), or null. */
@@ -45,6 +46,6 @@ export function youngGenerationReport(y: YoungGeneration = youngGeneration()): s
   if (y.fixedMiB !== null) return `JavaScript young generation: fixed at 2 x ${y.fixedMiB} MiB semi-spaces (reserved at start, so the RSS under load stays at its start-up level)`;
   return (
     `JavaScript young generation: not fixed, V8 grows it under load (up to 2 x ${SERVE_SEMI_SPACE_MIB} MiB: the RSS then climbs by about 24 MiB over the first thousands of requests); ` +
-    `bin/llamesh fixes it, or start node with ${SERVE_V8_FLAGS.join(" ")}`
+    `llamesh serve fixes it unless LLAMESH_V8_DEFAULTS=1, or start node with ${SERVE_V8_FLAGS.join(" ")}`
   );
 }
