@@ -266,15 +266,18 @@ export class WasmKernels implements Kernels {
     this.size = arena.memory.buffer.byteLength;
   }
 
-  private check(name: string, ptr: number, bytes: number): void {
+  // The names are constants and the tensor type comes apart (typed): a template string built on
+  // every call was the largest source of garbage per token (young-generation scavenges that stall
+  // the pool and a cluster's syncs), for a message only an error ever reads.
+  private check(name: string, ptr: number, bytes: number, type?: string): void {
     if (!(Number.isInteger(ptr) && ptr >= 0 && ptr + bytes <= this.size)) {
-      throw new RangeError(`${name}: range [${ptr}, ${ptr + bytes}) outside arena ${this.arena.label} (${this.size} bytes)`);
+      throw new RangeError(`${withType(name, type)}: range [${ptr}, ${ptr + bytes}) outside arena ${this.arena.label} (${this.size} bytes)`);
     }
   }
 
-  private count(name: string, n: number, multiple = 1): void {
+  private count(name: string, n: number, multiple = 1, type?: string): void {
     if (!(Number.isInteger(n) && n >= 0 && n % multiple === 0 && n < 2 ** 32)) {
-      throw new RangeError(`${name}: bad size ${n}${multiple > 1 ? ` (must be a multiple of ${multiple})` : ""}`);
+      throw new RangeError(`${withType(name, type)}: bad size ${n}${multiple > 1 ? ` (must be a multiple of ${multiple})` : ""}`);
     }
   }
 
@@ -300,10 +303,10 @@ export class WasmKernels implements Kernels {
 
   quantizeAct(act: ActType, dst: Ptr, src: Ptr, n: number): void {
     const info = typeInfo(act);
-    this.count(`quantizeAct ${act}`, n, info.blockValues);
+    this.count("quantizeAct", n, info.blockValues, act);
     const units = n / info.blockValues;
-    this.check(`quantizeAct ${act} dst`, dst, units * info.blockBytes);
-    this.check(`quantizeAct ${act} src`, src, n * 4);
+    this.check("quantizeAct dst", dst, units * info.blockBytes, act);
+    this.check("quantizeAct src", src, n * 4, act);
     if (this.threads > 1 && n >= MIN_SPLIT_QUANT_VALUES * this.splitScale) {
       this.dispatch(OP_QUANT, this.chunks(units, n, MIN_SPLIT_QUANT_VALUES / 2), info.ggmlId, dst, src, units, info.blockBytes, info.blockValues * 4);
     } else {
@@ -313,16 +316,16 @@ export class WasmKernels implements Kernels {
 
   matmul(type: TensorType, out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void {
     const info = typeInfo(type);
-    this.count(`matmul ${type} rows`, rows);
-    this.count(`matmul ${type} cols`, cols, info.blockValues);
-    this.count(`matmul ${type} nTok`, nTok);
+    this.count("matmul rows", rows, 1, type);
+    this.count("matmul cols", cols, info.blockValues, type);
+    this.count("matmul nTok", nTok, 1, type);
     const need = matmulScratchBytes(type, cols);
     if (need > this.scratchBytes) {
       throw new RangeError(`matmul ${type}: rows of ${cols} values need ${need} bytes of scratch per thread, more than the ${this.scratchBytes} there are`);
     }
-    this.check(`matmul ${type} out`, out, rows * nTok * 4);
-    this.check(`matmul ${type} w`, w, rows * rowBytes(type, cols));
-    this.check(`matmul ${type} x`, x, nTok * rowBytes(actTypeOf(type), cols));
+    this.check("matmul out", out, rows * nTok * 4, type);
+    this.check("matmul w", w, rows * rowBytes(type, cols), type);
+    this.check("matmul x", x, nTok * rowBytes(actTypeOf(type), cols), type);
     const macs = rows * cols * nTok;
     if (this.threads > 1 && rows >= 8 * this.splitScale && macs >= MIN_SPLIT_MACS * this.splitScale) {
       this.dispatchMatmul(this.chunks(Math.ceil(rows / 4), macs, MIN_CHUNK_MACS), info.ggmlId, out, w, x, rows, cols, nTok);
@@ -333,10 +336,10 @@ export class WasmKernels implements Kernels {
 
   quantizeWeights(type: TensorType, dst: Ptr, src: Ptr, n: number): void {
     const info = typeInfo(type);
-    this.count(`quantizeWeights ${type}`, n, info.blockValues);
+    this.count("quantizeWeights", n, info.blockValues, type);
     const units = n / info.blockValues;
-    this.check(`quantizeWeights ${type} dst`, dst, units * info.blockBytes);
-    this.check(`quantizeWeights ${type} src`, src, n * 4);
+    this.check("quantizeWeights dst", dst, units * info.blockBytes, type);
+    this.check("quantizeWeights src", src, n * 4, type);
     if (this.threads > 1 && n >= MIN_SPLIT_QWEIGHT_VALUES * this.splitScale) {
       this.dispatch(OP_QWEIGHTS, this.chunks(units, n, MIN_SPLIT_QWEIGHT_VALUES / 2), info.ggmlId, dst, src, units, info.blockBytes, info.blockValues * 4, this.scratch, this.scratchBytes);
     } else {
@@ -409,4 +412,11 @@ export class WasmKernels implements Kernels {
     if (this.threads > 1 && n >= MIN_SPLIT_SILU * this.splitScale) this.dispatch(OP_SILU, this.chunks(Math.ceil(n / 32), n, MIN_SPLIT_SILU / 2), gate, up, n);
     else this.k.siluMul(gate, up, n);
   }
+}
+
+/** "matmul out" with type Q4_K -> "matmul Q4_K out" (the op, then the type, then the operand). */
+function withType(name: string, type: string | undefined): string {
+  if (type === undefined) return name;
+  const i = name.indexOf(" ");
+  return i < 0 ? `${name} ${type}` : `${name.slice(0, i)} ${type}${name.slice(i)}`;
 }

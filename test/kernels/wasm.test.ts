@@ -322,7 +322,9 @@ describe("wasm backend plumbing", () => {
       const a = new Arena(2 << 20, "err");
       const k = be.bind(a);
       const x = a.alloc(34 * 4), o = a.alloc(64);
-      assert.throws(() => k.matmulQ8(o, a.size - 100, x, 4, 128, 1), RangeError);
+      assert.throws(() => k.matmulQ8(o, a.size - 100, x, 4, 128, 1), (e: unknown) => e instanceof RangeError && /^matmul Q8_0 w: range \[\d+, \d+\) outside arena err/.test(e.message));
+      assert.throws(() => k.matmul("Q4_K", o, x, x, 4, 100, 1), (e: unknown) => e instanceof RangeError && e.message === "matmul Q4_K cols: bad size 100 (must be a multiple of 256)");
+      assert.throws(() => k.quantizeAct("Q8_K", o, x, 33), (e: unknown) => e instanceof RangeError && e.message === "quantizeAct Q8_K: bad size 33 (must be a multiple of 256)");
       assert.throws(() => k.siluMul(o, -4, 4), RangeError);
       assert.throws(() => k.quantizeQ8(x, o, 33), RangeError);
       // bypass the checks: a wasm trap in a worker (or the main thread) becomes an Error here
