@@ -5,7 +5,9 @@
  * default core 1), every configuration once per round, rounds alternating the order; prints each
  * run, then best and median decode and prompt tok/s per configuration and the acceptance ratios of
  * issue 11 (loaded: llamesh N threads / llama.cpp N threads and / llamesh 1 thread; quiet: llamesh /
- * --baseline, another built checkout, e.g. the previous pool: `git worktree add /tmp/base main`).
+ * --baseline, another built checkout, e.g. the previous pool: `git worktree add /tmp/base main`;
+ * issue 11's A/B used main with the pool of 97b3eab, the commit before the chunked pool, on today's
+ * kernels: one share per thread, the main thread spinning on the workers).
  * Then stories260K's 81-token prompt under the same load: default threads vs --threads 1.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";

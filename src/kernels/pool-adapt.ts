@@ -22,6 +22,12 @@ import { PACE_STRIDE } from "./pool-worker.js";
  * found busy. LLAMESH_POOL_TRACE=1 prints every epoch's figures.
  */
 const EPOCH = 16;
+/**
+ * The first epoch is as short as a probe: under load every job before the first probe runs on all
+ * threads, the slow mode (a 9-token 1.1B prompt is 155 matmuls); 8 jobs still see every shape of a
+ * layer, which is what the probe compares against.
+ */
+const FIRST_EPOCH = 8;
 /** A probe is shorter: a layer's matmuls (every shape of it) is enough to compare. */
 const PROBE_EPOCH = 8;
 /** The first probe comes right after the first epoch: a prompt is a few epochs long. */
@@ -116,7 +122,7 @@ export class ModeProbe {
       }
     }
     a[i] = Number.isNaN(a[i]!) ? ms : a[i]! + ALPHA * (ms - a[i]!);
-    if (++this.jobs >= (this.current !== this.chosen ? PROBE_EPOCH : EPOCH)) this.endEpoch();
+    if (++this.jobs >= (this.current !== this.chosen ? PROBE_EPOCH : this.epochs === 0 ? FIRST_EPOCH : EPOCH)) this.endEpoch();
   }
 
   private endEpoch(): void {
