@@ -28,8 +28,9 @@ export const QUANTW_SCRATCH_BYTES = 2624;
 
 /**
  * Scratch bytes matmul needs per thread for one token of `cols` (assembly/matmul.ts, q8.ts):
- * widened blocks of 96 (Q8_0), 112 (other 32-value types) or 592 bytes (K-quants, plus 256), or the token
- * as f32 (F16, BF16) plus a 64-byte slot.
+ * widened blocks of 96 (Q8_0), 112 (other 32-value types, plus 112) or 592 bytes (K-quants, plus 512),
+ * or the token as f32 (F16, BF16) plus a 64-byte slot. The slack after the blocks holds the relaxed
+ * decode loops' constants and per-row scale vectors (assembly/relaxed.ts).
  */
 export function matmulScratchBytes(type: TensorType, cols: number): number {
   switch (type) {
