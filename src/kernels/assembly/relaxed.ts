@@ -8,20 +8,17 @@
 // is exact on every engine (x86 with AVX-VNNI: one vpdpbusd; without: pmaddubsw, whose i16 pair
 // sums 2 x 63 x 128 cannot saturate, pmaddwd, paddd; ARM: sdot).
 //
-// Prefill (several tokens) has two layouts, both with no horizontal reduction in the inner loop:
-// "lane = token" (K-quants from 16 tokens): a chunk of tokens is laid out in token quads, so that
-// one 16-byte vector holds four consecutive activations of each of four tokens, and a weight
-// vector holds the row's matching four levels in all four lanes (one pshufd of the unpacked
-// levels); "lane = row" (Q4_0, and the K-quants below 16 tokens): four rows' levels transposed
-// so that lane r holds row r's four levels, each token's four activations broadcast. Eight dots
-// give a 32-value chunk's integer sums for four tokens (or rows), one per lane; the float steps
-// follow the reference's order (acc += f32(sumi) * f32(dw * dx), per block or super-block), so
-// the results are bit-identical with the reference and with the SIMD128 build.
+// Prefill (several tokens) is "lane = row" for every type: per 32-value chunk four rows' levels
+// are rearranged so that a dot's lanes belong to rows (Q4_0, Q6_K: 4x4 transpose, lane r = row r;
+// Q4_K: row pairs, see rows4Q4KPairs) and each token's activations are broadcast from its own
+// block (load32_splat / load64_splat), so the unpacking is shared by all tokens of a chunk, a
+// prompt of 9 tokens is not padded to 12, and there is no horizontal reduction in the inner loop.
+// The float steps follow the reference's order (acc += f32(sumi) * f32(dw * dx), per block or
+// super-block), so the results are bit-identical with the reference and with the SIMD128 build.
+// (A "lane = token" layout, token quads against broadcast weights, was slower at every prompt
+// length once the rows variant lost its scalar gathers: Q4_K x32 58 vs 77 GMAC/s, Q6_K 50 vs 51.)
 import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4, halves4Safe, scaleK4, transposeSum } from "./common";
 import { q4kScales } from "./unpack";
-
-/** Bytes per (32-value chunk, token quad) of activations. */
-const QV: u32 = 128;
 
 // @ts-ignore: decorator
 @inline function rdot(x: v128, w: v128, acc: v128): v128 {
@@ -29,227 +26,20 @@ const QV: u32 = 128;
 }
 
 
-/** Sums over 16 values (four groups of the quad at xp) of levels v (16 bytes): i32 per token. */
-// @ts-ignore: decorator
-@inline function dot16(xp: usize, v: v128): v128 {
-  let a = rdot(v128.load(xp, 0), i32x4.shuffle(v, v, 0, 0, 0, 0), i32x4.splat(0));
-  a = rdot(v128.load(xp, 16), i32x4.shuffle(v, v, 1, 1, 1, 1), a);
-  let b = rdot(v128.load(xp, 32), i32x4.shuffle(v, v, 2, 2, 2, 2), i32x4.splat(0));
-  b = rdot(v128.load(xp, 48), i32x4.shuffle(v, v, 3, 3, 3, 3), b);
-  return i32x4.add(a, b);
-}
-
-/** Per-(block, quad) metadata bytes after the activations (see widenQuads). */
-// @ts-ignore: decorator
-@inline function metaBytes(t: u32): u32 {
-  return t == T_Q4_K ? 80 : 144;
-}
-
-/**
- * Tokens t0 .. t0+tc-1 of x (Q8_K, arb bytes per token) into the
- * quad layout: values of 32-value chunk c, token j at XV + (c*nq + j/4)*128 + g*16 + (j%4)*4 for
- * group g of four values; token slots past tc repeat token tc-1. Metadata per (block b, quad) at
- * M + (b*nq + q)*metaBytes: dx of the four tokens (f32x4), then Q4_K: the 8 sums per 32 values as i16 pairs [t0: s2k, s2k+1, t1: ...] (4 vectors); Q6_K: the 16
- * bsums the same way (8 vectors).
- */
-// @ts-ignore: decorator
-@inline function widenQuads(t: u32, x: usize, arb: u32, t0: u32, tc: u32, nq: u32, nch: u32, XV: usize, M: usize): void {
-  const MB = metaBytes(t);
-  for (let j: u32 = 0; j < (nq << 2); j++) {
-    const xr = x + (t0 + (j < tc ? j : tc - 1)) * arb;
-    const q = j >> 2;
-    const l: usize = (j & 3) << 2;
-    for (let c: u32 = 0; c < nch; c++) {
-      const src = xr + (c >> 3) * 292 + 4 + ((c & 7) << 5);
-      const dst = XV + (c * nq + q) * QV + l;
-      for (let g: u32 = 0; g < 8; g++) store<u32>(dst + (g << 4), load<u32>(src + (g << 2)));
-    }
-    {
-      for (let b: u32 = 0; b < (nch >> 3); b++) {
-        const xb = xr + b * 292;
-        const mp = M + (b * nq + q) * MB;
-        store<f32>(mp + l, load<f32>(xb));
-        if (t == T_Q4_K) {
-          for (let s: u32 = 0; s < 8; s++) {
-            const v = (load<i16>(xb + 260 + (s << 2)) as i32) + (load<i16>(xb + 262 + (s << 2)) as i32);
-            store<i16>(mp + 16 + ((s >> 1) << 4) + l + ((s & 1) << 1), v as i16);
-          }
-        } else {
-          for (let s: u32 = 0; s < 16; s++) store<i16>(mp + 16 + ((s >> 1) << 4) + l + ((s & 1) << 1), load<i16>(xb + 260 + (s << 1)));
-        }
-      }
-    }
-  }
-}
-
-/** IA[q] += scale * (sum over one 32-value chunk of levels lo|hi (16 bytes each) with the quads at xp). */
-// @ts-ignore: decorator
-@inline function chunkScaled(l0: v128, l1: v128, sc: v128, xp: usize, nq: u32, IA: usize): void {
-  const w0 = i32x4.shuffle(l0, l0, 0, 0, 0, 0), w1 = i32x4.shuffle(l0, l0, 1, 1, 1, 1), w2 = i32x4.shuffle(l0, l0, 2, 2, 2, 2), w3 = i32x4.shuffle(l0, l0, 3, 3, 3, 3);
-  const w4 = i32x4.shuffle(l1, l1, 0, 0, 0, 0), w5 = i32x4.shuffle(l1, l1, 1, 1, 1, 1), w6 = i32x4.shuffle(l1, l1, 2, 2, 2, 2), w7 = i32x4.shuffle(l1, l1, 3, 3, 3, 3);
-  for (let q: u32 = 0; q < nq; q++) {
-    let a = rdot(v128.load(xp, 0), w0, i32x4.splat(0));
-    let c = rdot(v128.load(xp, 64), w4, i32x4.splat(0));
-    a = rdot(v128.load(xp, 16), w1, a);
-    c = rdot(v128.load(xp, 80), w5, c);
-    a = rdot(v128.load(xp, 32), w2, a);
-    c = rdot(v128.load(xp, 96), w6, c);
-    a = rdot(v128.load(xp, 48), w3, a);
-    c = rdot(v128.load(xp, 112), w7, c);
-    const ia = IA + (q << 4);
-    v128.store(ia, i32x4.add(v128.load(ia), i32x4.mul(i32x4.add(a, c), sc)));
-    xp += QV;
-  }
-}
-
-/** As chunkScaled with one scale per 16 values (Q6_K): sa for l0's, sb for l1's. */
-// @ts-ignore: decorator
-@inline function chunkScaled2(l0: v128, l1: v128, sa: v128, sb: v128, xp: usize, nq: u32, IA: usize): void {
-  const w0 = i32x4.shuffle(l0, l0, 0, 0, 0, 0), w1 = i32x4.shuffle(l0, l0, 1, 1, 1, 1), w2 = i32x4.shuffle(l0, l0, 2, 2, 2, 2), w3 = i32x4.shuffle(l0, l0, 3, 3, 3, 3);
-  const w4 = i32x4.shuffle(l1, l1, 0, 0, 0, 0), w5 = i32x4.shuffle(l1, l1, 1, 1, 1, 1), w6 = i32x4.shuffle(l1, l1, 2, 2, 2, 2), w7 = i32x4.shuffle(l1, l1, 3, 3, 3, 3);
-  for (let q: u32 = 0; q < nq; q++) {
-    let a = rdot(v128.load(xp, 0), w0, i32x4.splat(0));
-    let c = rdot(v128.load(xp, 64), w4, i32x4.splat(0));
-    a = rdot(v128.load(xp, 16), w1, a);
-    c = rdot(v128.load(xp, 80), w5, c);
-    a = rdot(v128.load(xp, 32), w2, a);
-    c = rdot(v128.load(xp, 96), w6, c);
-    a = rdot(v128.load(xp, 48), w3, a);
-    c = rdot(v128.load(xp, 112), w7, c);
-    const ia = IA + (q << 4);
-    v128.store(ia, i32x4.add(v128.load(ia), i32x4.add(i32x4.mul(a, sa), i32x4.mul(c, sb))));
-    xp += QV;
-  }
-}
-
-/** One Q4_K row (nsb super-blocks at p) times the chunk's quads. */
-// @ts-ignore: decorator
-@inline function rowQ4K(p: usize, nsb: u32, nq: u32, XV: usize, M: usize, FA: usize, IA: usize): void {
-  const m0f = i8x16.splat(0x0f);
-  for (let b: u32 = 0; b < nsb; b++) {
-    for (let q: u32 = 0; q < nq; q++) v128.store(IA + (q << 4), i32x4.splat(0));
-    const s8 = q4kScales(p + 4);
-    for (let g: u32 = 0; g < 4; g++) {
-      const V0 = v128.load(p + 16 + (g << 5)), V1 = v128.load(p + 32 + (g << 5));
-      const xp = XV + (((b << 3) + (g << 1)) * nq) * QV;
-      chunkScaled(v128.and(V0, m0f), v128.and(V1, m0f), i32x4.splat(scaleK4(p + 4, g << 1) as i32), xp, nq, IA);
-      chunkScaled(v128.and(i16x8.shr_u(V0, 4), m0f), v128.and(i16x8.shr_u(V1, 4), m0f),
-        i32x4.splat(scaleK4(p + 4, (g << 1) + 1) as i32), xp + nq * QV, nq, IA);
-    }
-    const mi = i16x8.extend_high_i8x16_u(s8);
-    const mp0 = i32x4.shuffle(mi, mi, 0, 0, 0, 0), mp1 = i32x4.shuffle(mi, mi, 1, 1, 1, 1), mp2 = i32x4.shuffle(mi, mi, 2, 2, 2, 2), mp3 = i32x4.shuffle(mi, mi, 3, 3, 3, 3);
-    const d = f32x4.splat(f16ToF32(load<u16>(p) as u32)), dmin = f32x4.splat(f16ToF32(load<u16>(p, 2) as u32));
-    let mp = M + b * nq * 80;
-    for (let q: u32 = 0; q < nq; q++) {
-      const dp = v128.load(mp);
-      const mins = i32x4.add(
-        i32x4.add(i32x4.dot_i16x8_s(mp0, v128.load(mp, 16)), i32x4.dot_i16x8_s(mp1, v128.load(mp, 32))),
-        i32x4.add(i32x4.dot_i16x8_s(mp2, v128.load(mp, 48)), i32x4.dot_i16x8_s(mp3, v128.load(mp, 64))));
-      const tt = f32x4.mul(f32x4.convert_i32x4_s(v128.load(IA + (q << 4))), f32x4.mul(d, dp));
-      const f = FA + (q << 4);
-      v128.store(f, f32x4.add(v128.load(f), f32x4.sub(tt, f32x4.mul(f32x4.convert_i32x4_s(mins), f32x4.mul(dmin, dp)))));
-      mp += 80;
-    }
-    p += 144;
-  }
-}
-
-/** One Q6_K row (nsb super-blocks at p) times the chunk's quads. */
-// @ts-ignore: decorator
-@inline function rowQ6K(p: usize, nsb: u32, nq: u32, XV: usize, M: usize, FA: usize, IA: usize): void {
-  const m0f = i8x16.splat(0x0f), m30 = i8x16.splat(0x30);
-  for (let b: u32 = 0; b < nsb; b++) {
-    for (let q: u32 = 0; q < nq; q++) v128.store(IA + (q << 4), i32x4.splat(0));
-    for (let c: u32 = 0; c < 8; c++) {
-      const n = c >> 2, j = c & 3;
-      const A0 = v128.load(p + (n << 6) + ((j & 1) << 5)), A1 = v128.load(p + (n << 6) + ((j & 1) << 5) + 16);
-      const H0 = v128.load(p + 128 + (n << 5)), H1 = v128.load(p + 144 + (n << 5));
-      const lo0 = j < 2 ? v128.and(A0, m0f) : v128.and(i16x8.shr_u(A0, 4), m0f);
-      const lo1 = j < 2 ? v128.and(A1, m0f) : v128.and(i16x8.shr_u(A1, 4), m0f);
-      let h0: v128, h1: v128;
-      if (j == 0) { h0 = i16x8.shl(H0, 4); h1 = i16x8.shl(H1, 4); }
-      else if (j == 1) { h0 = i16x8.shl(H0, 2); h1 = i16x8.shl(H1, 2); }
-      else if (j == 2) { h0 = H0; h1 = H1; }
-      else { h0 = i16x8.shr_u(H0, 2); h1 = i16x8.shr_u(H1, 2); }
-      const sa = i32x4.splat(load<i8>(p + 192 + (c << 1)) as i32), sb = i32x4.splat(load<i8>(p + 193 + (c << 1)) as i32);
-      chunkScaled2(v128.or(lo0, v128.and(h0, m30)), v128.or(lo1, v128.and(h1, m30)), sa, sb,
-        XV + (((b << 3) + c) * nq) * QV, nq, IA);
-    }
-    const sv = v128.load(p + 192);
-    const slo = i16x8.extend_low_i8x16_s(sv), shi = i16x8.extend_high_i8x16_s(sv);
-    const s0 = i32x4.shuffle(slo, slo, 0, 0, 0, 0), s1 = i32x4.shuffle(slo, slo, 1, 1, 1, 1), s2 = i32x4.shuffle(slo, slo, 2, 2, 2, 2), s3 = i32x4.shuffle(slo, slo, 3, 3, 3, 3);
-    const s4 = i32x4.shuffle(shi, shi, 0, 0, 0, 0), s5 = i32x4.shuffle(shi, shi, 1, 1, 1, 1), s6 = i32x4.shuffle(shi, shi, 2, 2, 2, 2), s7 = i32x4.shuffle(shi, shi, 3, 3, 3, 3);
-    const d = f32x4.splat(f16ToF32(load<u16>(p, 208) as u32));
-    let mp = M + b * nq * 144;
-    for (let q: u32 = 0; q < nq; q++) {
-      const bs = i32x4.add(
-        i32x4.add(
-          i32x4.add(i32x4.dot_i16x8_s(s0, v128.load(mp, 16)), i32x4.dot_i16x8_s(s1, v128.load(mp, 32))),
-          i32x4.add(i32x4.dot_i16x8_s(s2, v128.load(mp, 48)), i32x4.dot_i16x8_s(s3, v128.load(mp, 64)))),
-        i32x4.add(
-          i32x4.add(i32x4.dot_i16x8_s(s4, v128.load(mp, 80)), i32x4.dot_i16x8_s(s5, v128.load(mp, 96))),
-          i32x4.add(i32x4.dot_i16x8_s(s6, v128.load(mp, 112)), i32x4.dot_i16x8_s(s7, v128.load(mp, 128)))));
-      const isum = i32x4.sub(v128.load(IA + (q << 4)), i32x4.shl(bs, 5));
-      const f = FA + (q << 4);
-      v128.store(f, f32x4.add(v128.load(f), f32x4.mul(f32x4.convert_i32x4_s(isum), f32x4.mul(d, v128.load(mp)))));
-      mp += 144;
-    }
-    p += 210;
-  }
-}
-
 /**
  * Prefill of Q4_0, Q4_K and Q6_K with relaxed dot products (nTok >= 2); false (nothing done) for
- * other types or when the scratch is too small. prefillQuads (token quads in the lanes, K-quants
- * from 16 tokens) when a token quad fits. Tokens in chunks of whole quads
- * (as many as fit in scratchBytes, at most maxQuads), rows one after the other (one sequential
- * stream per thread), each row's weights unpacked once per chunk.
+ * other types or when the scratch is too small. Tokens in chunks (as many as fit in scratchBytes,
+ * at most 64), rows four at a time (one sequential stream per thread), each group of four rows
+ * unpacked once per chunk.
  */
 export function prefillRelaxed(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
   r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
   switch (t) {
     case T_Q4_0: return prefillQ4_0Rows(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
-    // K-quants: rows in the lanes for short prompts (no padding, unpacking shared by four rows:
-    // 19 vs 12 GMAC/s for Q4_K at 9 tokens), token quads from 16 tokens on (40 vs 28 at 32)
-    case T_Q4_K: return nTok < 16
-      ? prefillKRows(T_Q4_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)
-      : prefillQuads(T_Q4_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
-    case T_Q6_K: return nTok < 16
-      ? prefillKRows(T_Q6_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)
-      : prefillQuads(T_Q6_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
+    case T_Q4_K: return prefillKRows(T_Q4_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
+    case T_Q6_K: return prefillKRows(T_Q6_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
     default: return false;
   }
-}
-
-// @ts-ignore: decorator
-@inline function prefillQuads(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
-  r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
-  const nch = cols >> 5;
-  const nblk: u32 = cols >> 8;
-  const bb: u32 = t == T_Q4_K ? 144 : 210;
-  const rb = nblk * bb;
-  const arb: u32 = nblk * 292;
-  const perQuad: u32 = nch * QV + nblk * metaBytes(t) + 32;
-  if (scratchBytes < perQuad + 64) return false;
-  let maxQ: u32 = (scratchBytes - 64) / perQuad;
-  if (maxQ > 16) maxQ = 16;
-  for (let t0: u32 = 0; t0 < nTok; t0 += maxQ << 2) {
-    const tc = nTok - t0 < maxQ << 2 ? nTok - t0 : maxQ << 2;
-    const nq = (tc + 3) >> 2;
-    const XV = scratch;
-    const M = XV + nch * nq * QV;
-    const FA = M + nblk * nq * metaBytes(t);
-    const IA = FA + (nq << 4);
-    widenQuads(t, x, arb, t0, tc, nq, nch, XV, M);
-    for (let r = r0; r < r1; r++) {
-      const p = w + r * rb;
-      for (let q: u32 = 0; q < nq; q++) v128.store(FA + (q << 4), f32x4.splat(0));
-      if (t == T_Q4_K) rowQ4K(p, nblk, nq, XV, M, FA, IA);
-      else rowQ6K(p, nblk, nq, XV, M, FA, IA);
-      for (let j: u32 = 0; j < tc; j++) store<f32>(out + (((t0 + j) * rows + r) << 2), load<f32>(FA + (j << 2)));
-    }
-  }
-  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -529,18 +319,15 @@ export function decodeRelaxed(t: u32, out: usize, w: usize, xs: usize, nsb: u32,
   for (let b: u32 = 0; b < nb; b++) {
     const v0 = v128.load(p0, 2), v1 = v128.load(p1, 2), v2 = v128.load(p2, 2), v3 = v128.load(p3, 2);
     const dw = halves4(p0, p1, p2, p3, 0);
-    // lo nibbles (values 0..15): groups 0..3; hi (16..31): groups 4..7; transpose 4x4 of i32
-    const a0 = v128.and(v0, m0f), a1 = v128.and(v1, m0f), a2 = v128.and(v2, m0f), a3 = v128.and(v3, m0f);
-    const t01l = i32x4.shuffle(a0, a1, 0, 4, 1, 5), t01h = i32x4.shuffle(a0, a1, 2, 6, 3, 7);
-    const t23l = i32x4.shuffle(a2, a3, 0, 4, 1, 5), t23h = i32x4.shuffle(a2, a3, 2, 6, 3, 7);
-    const w0 = i64x2.shuffle(t01l, t23l, 0, 2), w1 = i64x2.shuffle(t01l, t23l, 1, 3);
-    const w2 = i64x2.shuffle(t01h, t23h, 0, 2), w3 = i64x2.shuffle(t01h, t23h, 1, 3);
-    const c0 = v128.and(i16x8.shr_u(v0, 4), m0f), c1 = v128.and(i16x8.shr_u(v1, 4), m0f);
-    const c2 = v128.and(i16x8.shr_u(v2, 4), m0f), c3 = v128.and(i16x8.shr_u(v3, 4), m0f);
-    const u01l = i32x4.shuffle(c0, c1, 0, 4, 1, 5), u01h = i32x4.shuffle(c0, c1, 2, 6, 3, 7);
-    const u23l = i32x4.shuffle(c2, c3, 0, 4, 1, 5), u23h = i32x4.shuffle(c2, c3, 2, 6, 3, 7);
-    const w4 = i64x2.shuffle(u01l, u23l, 0, 2), w5 = i64x2.shuffle(u01l, u23l, 1, 3);
-    const w6 = i64x2.shuffle(u01h, u23h, 0, 2), w7 = i64x2.shuffle(u01h, u23h, 1, 3);
+    // transpose the raw bytes 4x4 as i32 (lane r of t_g: bytes 4g..4g+3 of row r), then split the
+    // nibbles (bytewise, so it commutes with the transpose): lo = values 0..15 (groups 0..3), hi = 16..31
+    const t01l = i32x4.shuffle(v0, v1, 0, 4, 1, 5), t01h = i32x4.shuffle(v0, v1, 2, 6, 3, 7);
+    const t23l = i32x4.shuffle(v2, v3, 0, 4, 1, 5), t23h = i32x4.shuffle(v2, v3, 2, 6, 3, 7);
+    const r0 = i64x2.shuffle(t01l, t23l, 0, 2), r1 = i64x2.shuffle(t01l, t23l, 1, 3);
+    const r2 = i64x2.shuffle(t01h, t23h, 0, 2), r3 = i64x2.shuffle(t01h, t23h, 1, 3);
+    const w0 = v128.and(r0, m0f), w1 = v128.and(r1, m0f), w2 = v128.and(r2, m0f), w3 = v128.and(r3, m0f);
+    const w4 = v128.and(i16x8.shr_u(r0, 4), m0f), w5 = v128.and(i16x8.shr_u(r1, 4), m0f);
+    const w6 = v128.and(i16x8.shr_u(r2, 4), m0f), w7 = v128.and(i16x8.shr_u(r3, 4), m0f);
     let xq = x + b * 34 + 2;
     let dp = D + (b << 3);
     let f = FA;
@@ -702,148 +489,10 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
 }
 
 // ---------------------------------------------------------------------------------------------
-// Q4_K and Q6_K prefill with "lane = row" (as prefillQ4_0Rows): per 32-value chunk the four rows'
-// levels are transposed into eight vectors (lane r: four levels of row r), the tokens' activations
-// broadcast from their Q8_K blocks; integer sums per (four rows, token) accumulate over the
-// super-block in IA[t] with the rows' sub-block scales as an i32x4 (one lane per row).
-
-/** Transposes 4x4 i32: lane g of vector r -> lane r of vector g; stores the four results at dst. */
-// @ts-ignore: decorator
-@inline function transpose4(a0: v128, a1: v128, a2: v128, a3: v128, dst: usize): void {
-  const l01 = i32x4.shuffle(a0, a1, 0, 4, 1, 5), h01 = i32x4.shuffle(a0, a1, 2, 6, 3, 7);
-  const l23 = i32x4.shuffle(a2, a3, 0, 4, 1, 5), h23 = i32x4.shuffle(a2, a3, 2, 6, 3, 7);
-  v128.store(dst, i64x2.shuffle(l01, l23, 0, 2), 0);
-  v128.store(dst, i64x2.shuffle(l01, l23, 1, 3), 16);
-  v128.store(dst, i64x2.shuffle(h01, h23, 0, 2), 32);
-  v128.store(dst, i64x2.shuffle(h01, h23, 1, 3), 48);
-}
-
-/** The four rows' u8/i8 values at byte offset o of the 16-byte records at s (stride 16) as i32x4. */
-// @ts-ignore: decorator
-@inline function gather4u(s: usize, o: usize): v128 {
-  return i32x4(load<u8>(s + o) as i32, load<u8>(s + 16 + o) as i32, load<u8>(s + 32 + o) as i32, load<u8>(s + 48 + o) as i32);
-}
-// @ts-ignore: decorator
-@inline function gather4s(s: usize, o: usize): v128 {
-  return i32x4(load<i8>(s + o) as i32, load<i8>(s + 16 + o) as i32, load<i8>(s + 32 + o) as i32, load<i8>(s + 48 + o) as i32);
-}
-/** i16 pairs (values at o, o+1 of each row's record) as one i32 lane per row. */
-// @ts-ignore: decorator
-@inline function gather4pair(s: usize, o: usize, signed: bool): v128 {
-  return signed
-    ? i32x4(((load<i8>(s + o) as i32) & 0xffff) | ((load<i8>(s + o + 1) as i32) << 16),
-      ((load<i8>(s + 16 + o) as i32) & 0xffff) | ((load<i8>(s + 17 + o) as i32) << 16),
-      ((load<i8>(s + 32 + o) as i32) & 0xffff) | ((load<i8>(s + 33 + o) as i32) << 16),
-      ((load<i8>(s + 48 + o) as i32) & 0xffff) | ((load<i8>(s + 49 + o) as i32) << 16))
-    : i32x4((load<u8>(s + o) as i32) | ((load<u8>(s + o + 1) as i32) << 16),
-      (load<u8>(s + 16 + o) as i32) | ((load<u8>(s + 17 + o) as i32) << 16),
-      (load<u8>(s + 32 + o) as i32) | ((load<u8>(s + 33 + o) as i32) << 16),
-      (load<u8>(s + 48 + o) as i32) | ((load<u8>(s + 49 + o) as i32) << 16));
-}
-
-/**
- * IA[t] += sa * (dots of the weight vectors W[0..4) with values 0..15 of the chunk) + sb * (W[4..8)
- * with values 16..31), for every token t (activations of the chunk at xq + t * arb); one: sa = sb.
- */
-// @ts-ignore: decorator
-@inline function chunkRows(W: usize, sa: v128, sb: v128, one: bool, xq: usize, arb: u32, nTok: u32, IA: usize): void {
-  const w0 = v128.load(W, 0), w1 = v128.load(W, 16), w2 = v128.load(W, 32), w3 = v128.load(W, 48);
-  const w4 = v128.load(W, 64), w5 = v128.load(W, 80), w6 = v128.load(W, 96), w7 = v128.load(W, 112);
-  const end = IA + (nTok << 4);
-  for (let ia = IA; ia < end; ia += 16) {
-    let s = rdot(v128.load32_splat(xq, 0), w0, i32x4.splat(0));
-    let u = rdot(v128.load32_splat(xq, 16), w4, i32x4.splat(0));
-    s = rdot(v128.load32_splat(xq, 4), w1, s);
-    u = rdot(v128.load32_splat(xq, 20), w5, u);
-    s = rdot(v128.load32_splat(xq, 8), w2, s);
-    u = rdot(v128.load32_splat(xq, 24), w6, u);
-    s = rdot(v128.load32_splat(xq, 12), w3, s);
-    u = rdot(v128.load32_splat(xq, 28), w7, u);
-    // one scale for the 32 values (Q4_K): one multiply
-    const d = one ? i32x4.mul(i32x4.add(s, u), sa) : i32x4.add(i32x4.mul(s, sa), i32x4.mul(u, sb));
-    v128.store(ia, i32x4.add(v128.load(ia), d));
-    xq += arb;
-  }
-}
-
-/** Four K-quant rows (p0..p3 may alias) times nTok Q8_K tokens at x: FA[t] (f32x4, lane = row). */
-// @ts-ignore: decorator
-@inline function rows4K(t: u32, p0: usize, p1: usize, p2: usize, p3: usize, nsb: u32, x: usize, arb: u32, nTok: u32,
-  D: usize, DB: u32, FA: usize, IA: usize, T: usize): void {
-  const m0f = i8x16.splat(0x0f);
-  const bb: u32 = t == T_Q4_K ? 144 : 210;
-  for (let b: u32 = 0; b < nsb; b++) {
-    for (let ia = IA; ia < IA + (nTok << 4); ia += 16) v128.store(ia, i32x4.splat(0));
-    // the rows' scales (and mins) as 16-byte records at T + 128
-    const S = T + 128;
-    if (t == T_Q4_K) {
-      v128.store(S, q4kScales(p0 + 4), 0); v128.store(S, q4kScales(p1 + 4), 16);
-      v128.store(S, q4kScales(p2 + 4), 32); v128.store(S, q4kScales(p3 + 4), 48);
-    } else {
-      v128.store(S, v128.load(p0, 192), 0); v128.store(S, v128.load(p1, 192), 16);
-      v128.store(S, v128.load(p2, 192), 32); v128.store(S, v128.load(p3, 192), 48);
-    }
-    const xb = x + b * 292 + 4;
-    for (let c: u32 = 0; c < 8; c++) {
-      // levels of values 32c..32c+31 of each row: l0 (0..15), l1 (16..31)
-      let a0: v128, a1: v128, a2: v128, a3: v128, c0: v128, c1: v128, c2: v128, c3: v128;
-      if (t == T_Q4_K) {
-        const o: usize = 16 + ((c >> 1) << 5);
-        if ((c & 1) == 0) {
-          a0 = v128.and(v128.load(p0 + o), m0f); c0 = v128.and(v128.load(p0 + o + 16), m0f);
-          a1 = v128.and(v128.load(p1 + o), m0f); c1 = v128.and(v128.load(p1 + o + 16), m0f);
-          a2 = v128.and(v128.load(p2 + o), m0f); c2 = v128.and(v128.load(p2 + o + 16), m0f);
-          a3 = v128.and(v128.load(p3 + o), m0f); c3 = v128.and(v128.load(p3 + o + 16), m0f);
-        } else {
-          a0 = v128.and(i16x8.shr_u(v128.load(p0 + o), 4), m0f); c0 = v128.and(i16x8.shr_u(v128.load(p0 + o + 16), 4), m0f);
-          a1 = v128.and(i16x8.shr_u(v128.load(p1 + o), 4), m0f); c1 = v128.and(i16x8.shr_u(v128.load(p1 + o + 16), 4), m0f);
-          a2 = v128.and(i16x8.shr_u(v128.load(p2 + o), 4), m0f); c2 = v128.and(i16x8.shr_u(v128.load(p2 + o + 16), 4), m0f);
-          a3 = v128.and(i16x8.shr_u(v128.load(p3 + o), 4), m0f); c3 = v128.and(i16x8.shr_u(v128.load(p3 + o + 16), 4), m0f);
-        }
-      } else {
-        a0 = q6Levels(p0, c, 0); c0 = q6Levels(p0, c, 16);
-        a1 = q6Levels(p1, c, 0); c1 = q6Levels(p1, c, 16);
-        a2 = q6Levels(p2, c, 0); c2 = q6Levels(p2, c, 16);
-        a3 = q6Levels(p3, c, 0); c3 = q6Levels(p3, c, 16);
-      }
-      transpose4(a0, a1, a2, a3, T);
-      transpose4(c0, c1, c2, c3, T + 64);
-      let sa: v128, sb: v128;
-      if (t == T_Q4_K) { sa = gather4u(S, c); sb = sa; }
-      else { sa = gather4s(S, c << 1); sb = gather4s(S, (c << 1) + 1); }
-      chunkRows(T, sa, sb, t == T_Q4_K, xb + (c << 5), arb, nTok, IA);
-    }
-    const dx4 = halves4Safe(p0, p1, p2, p3, t == T_Q4_K ? 0 : 208);
-    let dp = D + b * DB;
-    if (t == T_Q4_K) {
-      const dm4 = halves4Safe(p0, p1, p2, p3, 2);
-      const mv0 = gather4pair(S, 8, false), mv1 = gather4pair(S, 10, false), mv2 = gather4pair(S, 12, false), mv3 = gather4pair(S, 14, false);
-      for (let j: u32 = 0; j < nTok; j++) {
-        const mins = i32x4.add(
-          i32x4.add(i32x4.dot_i16x8_s(mv0, v128.load32_splat(dp, 16)), i32x4.dot_i16x8_s(mv1, v128.load32_splat(dp, 20))),
-          i32x4.add(i32x4.dot_i16x8_s(mv2, v128.load32_splat(dp, 24)), i32x4.dot_i16x8_s(mv3, v128.load32_splat(dp, 28))));
-        const dx = v128.load32_splat(dp);
-        const tt = f32x4.mul(f32x4.convert_i32x4_s(v128.load(IA + (j << 4))), f32x4.mul(dx4, dx));
-        const f = FA + (j << 4);
-        v128.store(f, f32x4.add(v128.load(f), f32x4.sub(tt, f32x4.mul(f32x4.convert_i32x4_s(mins), f32x4.mul(dm4, dx)))));
-        dp += nsb * DB;
-      }
-    } else {
-      for (let k: u32 = 0; k < 8; k++) v128.store(T + (k << 4), gather4pair(S, k << 1, true));
-      for (let j: u32 = 0; j < nTok; j++) {
-        let bs = i32x4.add(i32x4.dot_i16x8_s(v128.load(T, 0), v128.load32_splat(dp, 16)), i32x4.dot_i16x8_s(v128.load(T, 16), v128.load32_splat(dp, 20)));
-        bs = i32x4.add(bs, i32x4.add(i32x4.dot_i16x8_s(v128.load(T, 32), v128.load32_splat(dp, 24)), i32x4.dot_i16x8_s(v128.load(T, 48), v128.load32_splat(dp, 28))));
-        bs = i32x4.add(bs, i32x4.add(i32x4.dot_i16x8_s(v128.load(T, 64), v128.load32_splat(dp, 32)), i32x4.dot_i16x8_s(v128.load(T, 80), v128.load32_splat(dp, 36))));
-        bs = i32x4.add(bs, i32x4.add(i32x4.dot_i16x8_s(v128.load(T, 96), v128.load32_splat(dp, 40)), i32x4.dot_i16x8_s(v128.load(T, 112), v128.load32_splat(dp, 44))));
-        const isum = i32x4.sub(v128.load(IA + (j << 4)), i32x4.shl(bs, 5));
-        const f = FA + (j << 4);
-        v128.store(f, f32x4.add(v128.load(f), f32x4.mul(f32x4.convert_i32x4_s(isum), f32x4.mul(dx4, v128.load32_splat(dp)))));
-        dp += nsb * DB;
-      }
-    }
-    p0 += bb; p1 += bb; p2 += bb; p3 += bb;
-  }
-}
+// Q4_K and Q6_K prefill with "lane = row" (as prefillQ4_0Rows): the tokens' activations broadcast
+// from their Q8_K blocks; integer sums per (four rows, token) accumulate over the super-block in
+// IA[t] (one lane per row), then one float step per super-block in the reference's order. The
+// rows' scales and mins are rearranged once per super-block with byte shuffles (no scalar gathers).
 
 // Q4_K "lane = row" with row pairs: a weight vector holds eight levels of each of two rows (an i64
 // lane per row), the activation vector the token's matching eight values in both halves (one
