@@ -26,8 +26,9 @@
  * default 5), --topology mesh|scatter|star, --share-a N (worker A's share in the 2-worker run,
  * default 50; B gets the rest), --csv PREFIX (each run writes its per-sync CSV), --setups 1,2 (run
  * only those of runs 0-3, e.g. the 1-worker/2-worker pair of the speedup), --pin-client,
- * --ab-worker-flags "FLAGS" and/or --ab-base DIR (a second pair of workers started with FLAGS,
- * e.g. "--spin-ms 0", or from the checkout DIR, e.g. main's: the 1- and 2-worker runs of both
+ * --ab-worker-flags "FLAGS", --ab-worker-env "K=V ..." and/or --ab-base DIR (a second pair of
+ * workers started with FLAGS, e.g. "--spin-ms 0", with that environment, or from the checkout
+ * DIR, e.g. main's: the 1- and 2-worker runs of both
  * pairs alternating, both speedups and their ratio; the client is this checkout's). Worker slice
  * caches persist in .cache/cluster-bench so a re-run sends no weights.
  */
@@ -218,15 +219,17 @@ async function main(): Promise<void> {
     log(`The client runs ${cores === "0" ? "pinned to core 0 (--pin-client)" : `unpinned (cores ${cores})`}`);
     const abFlags = flag("--ab-worker-flags");
     const abBase = flag("--ab-base");
-    if (abFlags !== undefined || abBase !== undefined) {
+    const abEnv = flag("--ab-worker-env");
+    if (abFlags !== undefined || abBase !== undefined || abEnv !== undefined) {
       // a second pair of workers, with other flags (e.g. "--spin-ms 0") or another checkout's
       // bin/worker (its own dist/): 1 and 2 workers of each pair, alternating
       const extra = (abFlags ?? "").split(" ").filter((x) => x !== "");
       const root = abBase ? path.resolve(abBase) : ROOT;
-      const what = [abFlags, abBase ? `workers of ${root}` : undefined].filter(Boolean).join(", ");
-      const xa = await startWorker(hosts[0]!, 0, path.join(BASE, "cache-a"), [...spinA, ...extra], {}, root);
+      const env = Object.fromEntries((abEnv ?? "").split(" ").filter((x) => x.includes("=")).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
+      const what = [abFlags, abEnv, abBase ? `workers of ${root}` : undefined].filter(Boolean).join(", ");
+      const xa = await startWorker(hosts[0]!, 0, path.join(BASE, "cache-a"), [...spinA, ...extra], env, root);
       children.push(xa);
-      const xb = await startWorker(hosts[1]!, 1, path.join(BASE, "cache-b"), extra, {}, root);
+      const xb = await startWorker(hosts[1]!, 1, path.join(BASE, "cache-b"), extra, env, root);
       children.push(xb);
       await abBench(reps, tokens, what, [
         { name: "A/B: 1 worker, this checkout", run: () => client([{ host: wa.host.ip, port: wa.port, share: 100 }]) },

@@ -25,7 +25,6 @@ import { openWeights } from "../engine/open.js";
 import { plannedArena } from "../engine/layout.js";
 import type { ModelSlice } from "../engine/slice.js";
 import { modelFingerprint, SliceCache } from "./cache.js";
-import { mainThreadScavenges } from "./gc.js";
 import { Poller } from "./poller.js";
 import { Acceptor, linkSecurity, type LinkSecurity } from "./secure.js";
 import { limitsWith, LogLimiter, type Limits } from "./limits.js";
@@ -157,7 +156,6 @@ export class WorkerServer {
   }
 
   static async start(opts: WorkerOptions): Promise<WorkerServer> {
-    mainThreadScavenges(); // short scavenges: every member of a sync waits for this one's (gc.ts)
     const w = new WorkerServer(opts);
     w.acceptor = new Acceptor(w.security, (s, peer) => w.accept(s, peer), (peer, why, kind) => {
       if (kind === "tls") w.counters.tlsFailures++;
