@@ -2,6 +2,7 @@
 // times a chunk of tokens), moved unchanged from kernels.ts; and the Q8_0 / Q8_1 / Q8_K activation
 // quantizers. See docs/kernels.md for the design and measurements.
 import { f16ToF32, f16hiToF32, f32ToF16, transposeSum } from "./common";
+import { matmulQ8Relaxed } from "./relaxed-q8";
 
 const QK: u32 = 32;
 const BLOCK: u32 = 34;
@@ -226,6 +227,10 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
   const rb = nb * BLOCK;
   const per = widenBytes(nb);
   // With scratch: one token needs per bytes; prefill needs room for two plus accumulators.
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    // several tokens: relaxed dots, four rows per lane-vector (relaxed-q8.ts)
+    if (nTok > 1 && scratch != 0 && matmulQ8Relaxed(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)) return;
+  }
   const fits = nTok > 1 ? (per << 1) + 48 <= scratchBytes : per <= scratchBytes;
   if (scratch == 0 || !fits || nTok == 0) {
     let r = r0;
