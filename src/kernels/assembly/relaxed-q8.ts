@@ -326,6 +326,66 @@ function slowToken(P: usize, E: usize, xq: usize, a: v128): v128 {
 }
 
 /**
+ * 2 tokens of the repacked chunk (token j's block at xp + 128j, its scale in four
+ * lanes at sp + 16j; the next block xstride and sstride bytes on) times the prepared group
+ * (P, E; nb blocks): f32x4 per token (lane = row) added to FA + 16j.
+ */
+// @ts-ignore: decorator
+@inline function tile2(P: usize, E: usize, nb: u32, xp: usize, sp: usize, xstride: usize, sstride: usize, FA: usize): void {
+  for (let b: u32 = 0; b < nb; b++) {
+    const nd = v128.load(P, 256);
+    let a0 = nd, a1 = nd;
+    { const lv = v128.load(P, 0), m = v128.load(P, 16);
+      a0 = rdot(v128.xor(v128.load(xp, 0), m), lv, a0);
+      a1 = rdot(v128.xor(v128.load(xp, 128), m), lv, a1);
+      v128.store(P, a0, 304); v128.store(P, a1, 304);
+    }
+    { const lv = v128.load(P, 32), m = v128.load(P, 48);
+      a0 = rdot(v128.xor(v128.load(xp, 16), m), lv, a0);
+      a1 = rdot(v128.xor(v128.load(xp, 144), m), lv, a1);
+      v128.store(P, a0, 304); v128.store(P, a1, 304);
+    }
+    { const lv = v128.load(P, 64), m = v128.load(P, 80);
+      a0 = rdot(v128.xor(v128.load(xp, 32), m), lv, a0);
+      a1 = rdot(v128.xor(v128.load(xp, 160), m), lv, a1);
+      v128.store(P, a0, 304); v128.store(P, a1, 304);
+    }
+    { const lv = v128.load(P, 96), m = v128.load(P, 112);
+      a0 = rdot(v128.xor(v128.load(xp, 48), m), lv, a0);
+      a1 = rdot(v128.xor(v128.load(xp, 176), m), lv, a1);
+      v128.store(P, a0, 304); v128.store(P, a1, 304);
+    }
+    { const lv = v128.load(P, 128), m = v128.load(P, 144);
+      a0 = rdot(v128.xor(v128.load(xp, 64), m), lv, a0);
+      a1 = rdot(v128.xor(v128.load(xp, 192), m), lv, a1);
+      v128.store(P, a0, 304); v128.store(P, a1, 304);
+    }
+    { const lv = v128.load(P, 160), m = v128.load(P, 176);
+      a0 = rdot(v128.xor(v128.load(xp, 80), m), lv, a0);
+      a1 = rdot(v128.xor(v128.load(xp, 208), m), lv, a1);
+      v128.store(P, a0, 304); v128.store(P, a1, 304);
+    }
+    { const lv = v128.load(P, 192), m = v128.load(P, 208);
+      a0 = rdot(v128.xor(v128.load(xp, 96), m), lv, a0);
+      a1 = rdot(v128.xor(v128.load(xp, 224), m), lv, a1);
+      v128.store(P, a0, 304); v128.store(P, a1, 304);
+    }
+    { const lv = v128.load(P, 224), m = v128.load(P, 240);
+      a0 = rdot(v128.xor(v128.load(xp, 112), m), lv, a0);
+      a1 = rdot(v128.xor(v128.load(xp, 240), m), lv, a1);
+    }
+    if (load<u32>(P, 288) != 0) {
+      a0 = slowToken(P, E, xp + 0, a0);
+      a1 = slowToken(P, E, xp + 128, a1);
+    }
+    const dw = v128.load(P, 272);
+    v128.store(FA, fstep(v128.load(FA, 0), a0, dw, v128.load(sp, 0)), 0);
+    v128.store(FA, fstep(v128.load(FA, 16), a1, dw, v128.load(sp, 16)), 16);
+    xp += xstride; sp += sstride; P += PREP; E += PREP_E;
+  }
+}
+
+/**
  * 1 token of the repacked chunk (token j's block at xp + 128j, its scale in four
  * lanes at sp + 16j; the next block xstride and sstride bytes on) times the prepared group
  * (P, E; nb blocks): f32x4 per token (lane = row) added to FA + 16j.
@@ -424,6 +484,7 @@ export function matmulQ8Relaxed(out: usize, w: usize, x: usize, rows: u32, cols:
       let j: u32 = 0;
       for (; j + 8 <= tc; j += 8) tile8(P, E, nb, XS + j * XB, S + (j << 4), xstride, sstride, FA + (j << 4));
       if (j + 4 <= tc) { tile4(P, E, nb, XS + j * XB, S + (j << 4), xstride, sstride, FA + (j << 4)); j += 4; }
+      if (j + 2 <= tc) { tile2(P, E, nb, XS + j * XB, S + (j << 4), xstride, sstride, FA + (j << 4)); j += 2; }
       for (; j < tc; j++) tile1(P, E, nb, XS + j * XB, S + (j << 4), xstride, sstride, FA + (j << 4));
       for (let i: u32 = 0; i < tc; i++) {
         const v = v128.load(FA + (i << 4));
