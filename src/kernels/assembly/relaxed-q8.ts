@@ -119,6 +119,18 @@ function slowToken(P: usize, E: usize, xq: usize, a: v128): v128 {
   return a;
 }
 
+/**
+ * Loads one byte of the block at nx of four rows nrb bytes apart and stores their or into the
+ * slack slot of P: while the tiles compute, the next 4-row group's weights come into the cache,
+ * so that preparing it does not wait on memory with nothing to compute (measured: with a
+ * separate preparation pass and no touch, 8 tokens over the 1.1B shapes from DRAM ran at 0.6x
+ * the speed in cache).
+ */
+// @ts-ignore: decorator
+@inline function touch(nx: usize, nrb: usize, P: usize): void {
+  store<u32>(P, (load<u8>(nx) as u32) | (load<u8>(nx + nrb) as u32) | (load<u8>(nx + 2 * nrb) as u32) | (load<u8>(nx + 3 * nrb) as u32), 316);
+}
+
 /** acc + f32(sumi) * f32(dw * dx): the reference's float step of one block, four rows. */
 // @ts-ignore: decorator
 @inline function fstep(f: v128, sumi: v128, dw: v128, dx: v128): v128 {
@@ -128,10 +140,11 @@ function slowToken(P: usize, E: usize, xq: usize, a: v128): v128 {
 /**
  * 8 tokens of the repacked chunk (token j's block at xp + 128j, its scale in four
  * lanes at sp + 16j; the next block xstride and sstride bytes on) times the prepared group
- * (P, E; nb blocks): f32x4 per token (lane = row) added to FA + 16j.
+ * (P, E; nb blocks): f32x4 per token (lane = row) added to FA + 16j. Meanwhile it touches the
+ * same block of the next four rows (nx, nrb bytes apart: see touch).
  */
 // @ts-ignore: decorator
-@inline function tile8(P: usize, E: usize, nb: u32, xp: usize, sp: usize, xstride: usize, sstride: usize, FA: usize): void {
+@inline function tile8(P: usize, E: usize, nb: u32, xp: usize, sp: usize, xstride: usize, sstride: usize, FA: usize, nx: usize, nrb: usize): void {
   for (let b: u32 = 0; b < nb; b++) {
     const nd = v128.load(P, 256);
     let a0 = nd, a1 = nd, a2 = nd, a3 = nd, a4 = nd, a5 = nd, a6 = nd, a7 = nd;
@@ -241,17 +254,19 @@ function slowToken(P: usize, E: usize, xq: usize, a: v128): v128 {
     v128.store(FA, fstep(v128.load(FA, 80), a5, dw, v128.load(sp, 80)), 80);
     v128.store(FA, fstep(v128.load(FA, 96), a6, dw, v128.load(sp, 96)), 96);
     v128.store(FA, fstep(v128.load(FA, 112), a7, dw, v128.load(sp, 112)), 112);
-    xp += xstride; sp += sstride; P += PREP; E += PREP_E;
+    touch(nx, nrb, P);
+    xp += xstride; sp += sstride; P += PREP; E += PREP_E; nx += BLOCK;
   }
 }
 
 /**
  * 4 tokens of the repacked chunk (token j's block at xp + 128j, its scale in four
  * lanes at sp + 16j; the next block xstride and sstride bytes on) times the prepared group
- * (P, E; nb blocks): f32x4 per token (lane = row) added to FA + 16j.
+ * (P, E; nb blocks): f32x4 per token (lane = row) added to FA + 16j. Meanwhile it touches the
+ * same block of the next four rows (nx, nrb bytes apart: see touch).
  */
 // @ts-ignore: decorator
-@inline function tile4(P: usize, E: usize, nb: u32, xp: usize, sp: usize, xstride: usize, sstride: usize, FA: usize): void {
+@inline function tile4(P: usize, E: usize, nb: u32, xp: usize, sp: usize, xstride: usize, sstride: usize, FA: usize, nx: usize, nrb: usize): void {
   for (let b: u32 = 0; b < nb; b++) {
     const nd = v128.load(P, 256);
     let a0 = nd, a1 = nd, a2 = nd, a3 = nd;
@@ -321,17 +336,19 @@ function slowToken(P: usize, E: usize, xq: usize, a: v128): v128 {
     v128.store(FA, fstep(v128.load(FA, 16), a1, dw, v128.load(sp, 16)), 16);
     v128.store(FA, fstep(v128.load(FA, 32), a2, dw, v128.load(sp, 32)), 32);
     v128.store(FA, fstep(v128.load(FA, 48), a3, dw, v128.load(sp, 48)), 48);
-    xp += xstride; sp += sstride; P += PREP; E += PREP_E;
+    touch(nx, nrb, P);
+    xp += xstride; sp += sstride; P += PREP; E += PREP_E; nx += BLOCK;
   }
 }
 
 /**
  * 2 tokens of the repacked chunk (token j's block at xp + 128j, its scale in four
  * lanes at sp + 16j; the next block xstride and sstride bytes on) times the prepared group
- * (P, E; nb blocks): f32x4 per token (lane = row) added to FA + 16j.
+ * (P, E; nb blocks): f32x4 per token (lane = row) added to FA + 16j. Meanwhile it touches the
+ * same block of the next four rows (nx, nrb bytes apart: see touch).
  */
 // @ts-ignore: decorator
-@inline function tile2(P: usize, E: usize, nb: u32, xp: usize, sp: usize, xstride: usize, sstride: usize, FA: usize): void {
+@inline function tile2(P: usize, E: usize, nb: u32, xp: usize, sp: usize, xstride: usize, sstride: usize, FA: usize, nx: usize, nrb: usize): void {
   for (let b: u32 = 0; b < nb; b++) {
     const nd = v128.load(P, 256);
     let a0 = nd, a1 = nd;
@@ -381,17 +398,19 @@ function slowToken(P: usize, E: usize, xq: usize, a: v128): v128 {
     const dw = v128.load(P, 272);
     v128.store(FA, fstep(v128.load(FA, 0), a0, dw, v128.load(sp, 0)), 0);
     v128.store(FA, fstep(v128.load(FA, 16), a1, dw, v128.load(sp, 16)), 16);
-    xp += xstride; sp += sstride; P += PREP; E += PREP_E;
+    touch(nx, nrb, P);
+    xp += xstride; sp += sstride; P += PREP; E += PREP_E; nx += BLOCK;
   }
 }
 
 /**
  * 1 token of the repacked chunk (token j's block at xp + 128j, its scale in four
  * lanes at sp + 16j; the next block xstride and sstride bytes on) times the prepared group
- * (P, E; nb blocks): f32x4 per token (lane = row) added to FA + 16j.
+ * (P, E; nb blocks): f32x4 per token (lane = row) added to FA + 16j. Meanwhile it touches the
+ * same block of the next four rows (nx, nrb bytes apart: see touch).
  */
 // @ts-ignore: decorator
-@inline function tile1(P: usize, E: usize, nb: u32, xp: usize, sp: usize, xstride: usize, sstride: usize, FA: usize): void {
+@inline function tile1(P: usize, E: usize, nb: u32, xp: usize, sp: usize, xstride: usize, sstride: usize, FA: usize, nx: usize, nrb: usize): void {
   for (let b: u32 = 0; b < nb; b++) {
     const nd = v128.load(P, 256);
     let a0 = nd, a1 = i32x4.splat(0);
@@ -425,7 +444,8 @@ function slowToken(P: usize, E: usize, xq: usize, a: v128): v128 {
     }
     const dw = v128.load(P, 272);
     v128.store(FA, fstep(v128.load(FA, 0), a0, dw, v128.load(sp, 0)), 0);
-    xp += xstride; sp += sstride; P += PREP; E += PREP_E;
+    touch(nx, nrb, P);
+    xp += xstride; sp += sstride; P += PREP; E += PREP_E; nx += BLOCK;
   }
 }
 
@@ -482,10 +502,13 @@ export function matmulQ8Relaxed(out: usize, w: usize, x: usize, rows: u32, cols:
       prepareRows(p0, p1, p2, p3, nb, P, E);
       for (let j: u32 = 0; j < tc; j++) v128.store(FA + (j << 4), f32x4.splat(0));
       let j: u32 = 0;
-      for (; j + 8 <= tc; j += 8) tile8(P, E, nb, XS + j * XB, S + (j << 4), xstride, sstride, FA + (j << 4));
-      if (j + 4 <= tc) { tile4(P, E, nb, XS + j * XB, S + (j << 4), xstride, sstride, FA + (j << 4)); j += 4; }
-      if (j + 2 <= tc) { tile2(P, E, nb, XS + j * XB, S + (j << 4), xstride, sstride, FA + (j << 4)); j += 2; }
-      for (; j < tc; j++) tile1(P, E, nb, XS + j * XB, S + (j << 4), xstride, sstride, FA + (j << 4));
+      // the first tile touches the next group (rows r+4.. if the matrix has them), the others
+      // this group again (in cache)
+      let nx = r + 8 <= rows ? p0 + 4 * rb : p0, nrb: usize = r + 8 <= rows ? rb : 0;
+      for (; j + 8 <= tc; j += 8) { tile8(P, E, nb, XS + j * XB, S + (j << 4), xstride, sstride, FA + (j << 4), nx, nrb); nx = p0; nrb = 0; }
+      if (j + 4 <= tc) { tile4(P, E, nb, XS + j * XB, S + (j << 4), xstride, sstride, FA + (j << 4), nx, nrb); j += 4; nx = p0; nrb = 0; }
+      if (j + 2 <= tc) { tile2(P, E, nb, XS + j * XB, S + (j << 4), xstride, sstride, FA + (j << 4), nx, nrb); j += 2; nx = p0; nrb = 0; }
+      for (; j < tc; j++) { tile1(P, E, nb, XS + j * XB, S + (j << 4), xstride, sstride, FA + (j << 4), nx, nrb); nx = p0; nrb = 0; }
       for (let i: u32 = 0; i < tc; i++) {
         const v = v128.load(FA + (i << 4));
         const o = out + (((t0 + i) * rows + r) << 2);
