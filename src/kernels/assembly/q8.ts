@@ -2,11 +2,19 @@
 // times a chunk of tokens), moved unchanged from kernels.ts; and the Q8_0 / Q8_1 / Q8_K activation
 // quantizers. See docs/kernels.md for the design and measurements.
 import { f16ToF32, f16hiToF32, f32ToF16, transposeSum } from "./common";
+import { matmulQ8Relaxed } from "./relaxed-q8";
 
 const QK: u32 = 32;
 const BLOCK: u32 = 34;
 /** Bytes per block of widened activations in matmulQ8 scratch: 64 (i16) + 16 (scale) + 16 (slack). */
 const XSTRIDE: u32 = 96;
+/**
+ * relaxed-q8.ts for nTok >= 4 in the relaxed build. Off: faster with the weights in cache (1
+ * thread, 512x2048: 1.27x at 8 tokens, 1.39x at 16) but slower streaming them from DRAM, which a
+ * batched decode step does (2 threads, the 1.1B shapes: 0.73x at 8 tokens; the 8-sequence
+ * forwardBatch step 217.7 vs 162.6 ms). See docs/kernels.md, "Q8_0 with relaxed dots".
+ */
+const RELAXED_Q8 = false;
 
 // ---------------------------------------------------------------------------------------------
 // Q8_0
@@ -226,6 +234,11 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
   const rb = nb * BLOCK;
   const per = widenBytes(nb);
   // With scratch: one token needs per bytes; prefill needs room for two plus accumulators.
+  if (ASC_FEATURE_RELAXED_SIMD && RELAXED_Q8) {
+    // four tokens and more: relaxed dots, four rows per vector (relaxed-q8.ts); below that the
+    // preparation of each 4-row group costs more than it saves
+    if (nTok >= 4 && scratch != 0 && matmulQ8Relaxed(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)) return;
+  }
   const fits = nTok > 1 ? (per << 1) + 48 <= scratchBytes : per <= scratchBytes;
   if (scratch == 0 || !fits || nTok == 0) {
     let r = r0;
