@@ -12,8 +12,8 @@ import { PACE_STRIDE } from "./pool-worker.js";
  * or the main thread alone), and now and then one runs in the other ("a probe"). A probe whose
  * jobs took less time than the chosen mode's recent times for the same keys (an average per key)
  * by MARGIN switches the mode. The wait before the next probe then grows (up to MAX_PROBE epochs,
- * about a second of decode), 4x after a clear outcome (beyond CLEAR either way), 2x after a narrow
- * one: a quiet machine's prompt pays one or two probes, a busy one rarely flips back to the
+ * about a second of decode), CLEAR_WAIT x after a clear outcome (beyond CLEAR either way), 2x after
+ * a narrow one: a prompt pays one probe, quiet or busy, a busy machine rarely flips back to the
  * losing mode, and noise, which gives narrow outcomes, is re-checked soon. An epoch on all threads
  * that took longer than the fastest thread would alone at its own pace (the pool's per-thread
  * pace counters, pool-worker.ts PACE_STRIDE; the main thread's time per chunk x chunks, scaled by
@@ -38,6 +38,12 @@ const MARGIN = 0.9;
 const ALPHA = 0.25;
 /** A probe this much faster (or slower: 1 / CLEAR) than the chosen mode is a clear outcome (quiet: 1.5-1.9 for the main thread alone; one busy program: 0.4-0.75). */
 const CLEAR = 0.75;
+/**
+ * After a clear outcome the wait to the next probe grows this much (a narrow one: 2x). 16 puts the
+ * second probe past a 9-token 1.1B prompt (155 matmuls, about 10 epochs), quiet or busy; new load
+ * later is still found within 16 epochs (under 2 decode tokens), sooner when an epoch shows it.
+ */
+const CLEAR_WAIT = 16;
 const TRACE = process.env["LLAMESH_POOL_TRACE"] === "1";
 /** A thread's pace over an epoch counts from this many chunks on. */
 const MIN_PACE_CHUNKS = 4;
@@ -139,9 +145,9 @@ export class ModeProbe {
       if (ratio < MARGIN) {
         this.chosen = this.current;
         this.switches++;
-        this.probeEvery = FIRST_PROBE * (clear ? 4 : 2);
+        this.probeEvery = FIRST_PROBE * (clear ? CLEAR_WAIT : 2);
       } else {
-        this.probeEvery = Math.min(MAX_PROBE, this.probeEvery * (clear ? 4 : 2));
+        this.probeEvery = Math.min(MAX_PROBE, this.probeEvery * (clear ? CLEAR_WAIT : 2));
       }
       this.nextProbe = this.epochs + this.probeEvery;
       this.sumProbe = this.sumChosen = 0;
