@@ -43,12 +43,13 @@ export function prefillRelaxed(t: u32, out: usize, w: usize, x: usize, rows: u32
 }
 
 // ---------------------------------------------------------------------------------------------
-// decode (one token) of Q4_K and Q6_K: four rows as four long streams (like kquant-decode.ts), the
-// activations as plain int8 (no widening to i16), one relaxed dot per 16 values. Constants come
-// from the scratch (see storeConsts), the groups and quarters are unrolled so that every scale
-// vector is one pshufd of the row's scale pairs, and each stream is touched TOUCH bytes ahead.
-// Four streams spaced a quarter of the chunk apart stream from DRAM much better than four
-// adjacent rows (7B shapes, 2 threads: Q4_K 34.4 vs 22.3 GMAC/s, Q6_K 20.8 vs 15.5).
+// decode (one token) of Q4_K and Q6_K: eight rows as eight long streams (spaced an eighth of the
+// chunk apart), the activations as plain int8 (no widening to i16), one relaxed dot per 16
+// values. Constants come from the scratch (see storeConsts), the groups and quarters are unrolled
+// so that every scale vector is one pshufd of the row's scale pairs, and each stream is touched
+// TOUCH bytes ahead. Spaced streams read DRAM much better than adjacent rows (7B shapes, 2
+// threads, four streams: Q4_K 34.4 vs 22.3 GMAC/s, Q6_K 20.8 vs 15.5), and eight better than four
+// (Q4_0 33.1 -> 41.4; the 1.1B Q4_K_M file's matmuls 1.19x).
 
 /**
  * nsb Q8_K super-blocks at x -> KS-byte blocks at dst as kquant-decode.ts expects them, except
@@ -166,43 +167,34 @@ const TOUCH: usize = 1024;
   return touch3(p, lim) ^ (load<u8>(a < lim ? a : lim) as u32);
 }
 
-/** Four Q4_K rows (p0..p3, may alias) with the raw token xs of nsb super-blocks (numerics of dot4Q4K). */
+/** One super-block of four Q4_K rows (p0..p3, may alias) with the raw token's at xs: its f32 term (numerics of dot4Q4K). */
 // @ts-ignore: decorator
-@inline function dot4Q4KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32, lim: usize): v128 {
-  let acc = f32x4.splat(0);
-  let sink: u32 = 0;
-  const C = xs + nsb * KS;
+@inline function sbQ4KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, C: usize): v128 {
   const SV = C + KCONSTS; // the four rows' scale pairs, 32 bytes each
-  for (let sb: u32 = 0; sb < nsb; sb++) {
-    const xm = v128.load(xs, 576);
-    const mins = f32x4.convert_i32x4_s(transposeSum(
-      q4RowScales(p0, xm, C, SV), q4RowScales(p1, xm, C, SV + 32), q4RowScales(p2, xm, C, SV + 64), q4RowScales(p3, xm, C, SV + 96)));
-    const m0f = v128.load(C);
-    let i0 = q4GroupR(p0, xs, 0, v128.load(SV, 0), m0f);
-    let i1 = q4GroupR(p1, xs, 0, v128.load(SV, 32), m0f);
-    let i2 = q4GroupR(p2, xs, 0, v128.load(SV, 64), m0f);
-    let i3 = q4GroupR(p3, xs, 0, v128.load(SV, 96), m0f);
-    i0 = i32x4.add(i0, q4GroupR(p0, xs, 1, v128.load(SV, 0), m0f));
-    i1 = i32x4.add(i1, q4GroupR(p1, xs, 1, v128.load(SV, 32), m0f));
-    i2 = i32x4.add(i2, q4GroupR(p2, xs, 1, v128.load(SV, 64), m0f));
-    i3 = i32x4.add(i3, q4GroupR(p3, xs, 1, v128.load(SV, 96), m0f));
-    i0 = i32x4.add(i0, q4GroupR(p0, xs, 2, v128.load(SV, 16), m0f));
-    i1 = i32x4.add(i1, q4GroupR(p1, xs, 2, v128.load(SV, 48), m0f));
-    i2 = i32x4.add(i2, q4GroupR(p2, xs, 2, v128.load(SV, 80), m0f));
-    i3 = i32x4.add(i3, q4GroupR(p3, xs, 2, v128.load(SV, 112), m0f));
-    i0 = i32x4.add(i0, q4GroupR(p0, xs, 3, v128.load(SV, 16), m0f));
-    i1 = i32x4.add(i1, q4GroupR(p1, xs, 3, v128.load(SV, 48), m0f));
-    i2 = i32x4.add(i2, q4GroupR(p2, xs, 3, v128.load(SV, 80), m0f));
-    i3 = i32x4.add(i3, q4GroupR(p3, xs, 3, v128.load(SV, 112), m0f));
-    const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
-    const dx = v128.load(xs, 512);
-    const tt = f32x4.mul(isum, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 0, C), dx));
-    acc = f32x4.add(acc, f32x4.sub(tt, f32x4.mul(mins, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 2, C), dx))));
-    sink ^= touch3(p0, lim) ^ touch3(p1, lim) ^ touch3(p2, lim) ^ touch3(p3, lim);
-    p0 += 144; p1 += 144; p2 += 144; p3 += 144; xs += KS;
-  }
-  store<u32>(C, sink, 320);
-  return acc;
+  const xm = v128.load(xs, 576);
+  const mins = f32x4.convert_i32x4_s(transposeSum(
+    q4RowScales(p0, xm, C, SV), q4RowScales(p1, xm, C, SV + 32), q4RowScales(p2, xm, C, SV + 64), q4RowScales(p3, xm, C, SV + 96)));
+  const m0f = v128.load(C);
+  let i0 = q4GroupR(p0, xs, 0, v128.load(SV, 0), m0f);
+  let i1 = q4GroupR(p1, xs, 0, v128.load(SV, 32), m0f);
+  let i2 = q4GroupR(p2, xs, 0, v128.load(SV, 64), m0f);
+  let i3 = q4GroupR(p3, xs, 0, v128.load(SV, 96), m0f);
+  i0 = i32x4.add(i0, q4GroupR(p0, xs, 1, v128.load(SV, 0), m0f));
+  i1 = i32x4.add(i1, q4GroupR(p1, xs, 1, v128.load(SV, 32), m0f));
+  i2 = i32x4.add(i2, q4GroupR(p2, xs, 1, v128.load(SV, 64), m0f));
+  i3 = i32x4.add(i3, q4GroupR(p3, xs, 1, v128.load(SV, 96), m0f));
+  i0 = i32x4.add(i0, q4GroupR(p0, xs, 2, v128.load(SV, 16), m0f));
+  i1 = i32x4.add(i1, q4GroupR(p1, xs, 2, v128.load(SV, 48), m0f));
+  i2 = i32x4.add(i2, q4GroupR(p2, xs, 2, v128.load(SV, 80), m0f));
+  i3 = i32x4.add(i3, q4GroupR(p3, xs, 2, v128.load(SV, 112), m0f));
+  i0 = i32x4.add(i0, q4GroupR(p0, xs, 3, v128.load(SV, 16), m0f));
+  i1 = i32x4.add(i1, q4GroupR(p1, xs, 3, v128.load(SV, 48), m0f));
+  i2 = i32x4.add(i2, q4GroupR(p2, xs, 3, v128.load(SV, 80), m0f));
+  i3 = i32x4.add(i3, q4GroupR(p3, xs, 3, v128.load(SV, 112), m0f));
+  const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
+  const dx = v128.load(xs, 512);
+  const tt = f32x4.mul(isum, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 0, C), dx));
+  return f32x4.sub(tt, f32x4.mul(mins, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 2, C), dx)));
 }
 
 /**
@@ -246,56 +238,75 @@ const TOUCH: usize = 1024;
   return i32x4.sub(i32x4.splat(0), i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5));
 }
 
-/** Four Q6_K rows (may alias) with the raw token xs of nsb super-blocks (numerics of dot4Q6K). */
+/** One super-block of four Q6_K rows (may alias) with the raw token's at xs: its f32 term (numerics of dot4Q6K). */
 // @ts-ignore: decorator
-@inline function dot4Q6KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32, lim: usize): v128 {
-  let acc = f32x4.splat(0);
-  let sink: u32 = 0;
-  const C = xs + nsb * KS;
+@inline function sbQ6KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, C: usize): v128 {
   const SV = C + KCONSTS; // the four rows' scale pairs, 64 bytes each
-  for (let sb: u32 = 0; sb < nsb; sb++) {
-    const b0 = v128.load(xs, 544), b1 = v128.load(xs, 560);
-    let i0 = q6RowScales(p0, b0, b1, SV), i1 = q6RowScales(p1, b0, b1, SV + 64);
-    let i2 = q6RowScales(p2, b0, b1, SV + 128), i3 = q6RowScales(p3, b0, b1, SV + 192);
-    for (let n: u32 = 0; n < 2; n++) { // n only moves addresses; h (the shuffles) is a literal
-      const o: usize = n << 5;
-      i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, 0, v128.load(SV + o, 0), v128.load(SV + o, 16), C));
-      i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, 0, v128.load(SV + o, 64), v128.load(SV + o, 80), C));
-      i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, 0, v128.load(SV + o, 128), v128.load(SV + o, 144), C));
-      i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, 0, v128.load(SV + o, 192), v128.load(SV + o, 208), C));
-      i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, 1, v128.load(SV + o, 0), v128.load(SV + o, 16), C));
-      i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, 1, v128.load(SV + o, 64), v128.load(SV + o, 80), C));
-      i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, 1, v128.load(SV + o, 128), v128.load(SV + o, 144), C));
-      i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, 1, v128.load(SV + o, 192), v128.load(SV + o, 208), C));
-    }
-    const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
-    acc = f32x4.add(acc, f32x4.mul(isum, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 208, C), v128.load(xs, 512))));
-    sink ^= touch4(p0, lim) ^ touch4(p1, lim) ^ touch4(p2, lim) ^ touch4(p3, lim);
-    p0 += 210; p1 += 210; p2 += 210; p3 += 210; xs += KS;
+  const b0 = v128.load(xs, 544), b1 = v128.load(xs, 560);
+  let i0 = q6RowScales(p0, b0, b1, SV), i1 = q6RowScales(p1, b0, b1, SV + 64);
+  let i2 = q6RowScales(p2, b0, b1, SV + 128), i3 = q6RowScales(p3, b0, b1, SV + 192);
+  for (let n: u32 = 0; n < 2; n++) { // n only moves addresses; h (the shuffles) is a literal
+    const o: usize = n << 5;
+    i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, 0, v128.load(SV + o, 0), v128.load(SV + o, 16), C));
+    i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, 0, v128.load(SV + o, 64), v128.load(SV + o, 80), C));
+    i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, 0, v128.load(SV + o, 128), v128.load(SV + o, 144), C));
+    i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, 0, v128.load(SV + o, 192), v128.load(SV + o, 208), C));
+    i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, 1, v128.load(SV + o, 0), v128.load(SV + o, 16), C));
+    i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, 1, v128.load(SV + o, 64), v128.load(SV + o, 80), C));
+    i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, 1, v128.load(SV + o, 128), v128.load(SV + o, 144), C));
+    i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, 1, v128.load(SV + o, 192), v128.load(SV + o, 208), C));
   }
-  store<u32>(C, sink, 496);
-  return acc;
+  const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
+  return f32x4.mul(isum, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 208, C), v128.load(xs, 512)));
 }
 
+/**
+ * Rows [r0, r1) as eight streams (rows i, i + q, ..., i + 7q of the chunk, q = ceil(n / 8)): two
+ * sets of four rows per super-block, each row's float terms added in super-block order.
+ */
 // @ts-ignore: decorator
-@inline function decodeRowsR(t: u32, out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void {
+@inline function decodeRowsR(t: u32, out: usize, w: usize, xs0: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void {
   const n = r1 - r0;
-  const q: u32 = (n + 3) >> 2;
+  const q: u32 = (n + 7) >> 3;
   const lim = w + r1 * rb - 1;
+  const qb = q * rb;
+  const bb: usize = t == T_Q4_K ? 144 : 210;
+  const C = xs0 + nsb * KS;
+  let sink: u32 = 0;
   for (let i: u32 = 0; i < q; i++) {
     const ra = r0 + i;
-    const p0 = w + ra * rb;
-    const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
-    const p1 = v1 ? p0 + q * rb : p0;
-    const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
-    const p3 = v3 ? p0 + q * rb * 3 : p0;
-    const acc = t == T_Q4_K ? dot4Q4KR(p0, p1, p2, p3, xs, nsb, lim) : dot4Q6KR(p0, p1, p2, p3, xs, nsb, lim);
-    const o = out + (ra << 2);
-    v128.store32_lane(o, acc, 0);
-    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
-    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
-    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+    const pa = w + ra * rb;
+    let p0 = pa;
+    let p1 = q + i < n ? pa + qb : pa, p2 = q * 2 + i < n ? pa + 2 * qb : pa, p3 = q * 3 + i < n ? pa + 3 * qb : pa;
+    let p4 = q * 4 + i < n ? pa + 4 * qb : pa, p5 = q * 5 + i < n ? pa + 5 * qb : pa;
+    let p6 = q * 6 + i < n ? pa + 6 * qb : pa, p7 = q * 7 + i < n ? pa + 7 * qb : pa;
+    let accA = f32x4.splat(0), accB = f32x4.splat(0);
+    let xs = xs0;
+    for (let sb: u32 = 0; sb < nsb; sb++) {
+      if (t == T_Q4_K) {
+        accA = f32x4.add(accA, sbQ4KR(p0, p1, p2, p3, xs, C));
+        accB = f32x4.add(accB, sbQ4KR(p4, p5, p6, p7, xs, C));
+        sink ^= touch3(p0, lim) ^ touch3(p1, lim) ^ touch3(p2, lim) ^ touch3(p3, lim);
+        sink ^= touch3(p4, lim) ^ touch3(p5, lim) ^ touch3(p6, lim) ^ touch3(p7, lim);
+      } else {
+        accA = f32x4.add(accA, sbQ6KR(p0, p1, p2, p3, xs, C));
+        accB = f32x4.add(accB, sbQ6KR(p4, p5, p6, p7, xs, C));
+        sink ^= touch4(p0, lim) ^ touch4(p1, lim) ^ touch4(p2, lim) ^ touch4(p3, lim);
+        sink ^= touch4(p4, lim) ^ touch4(p5, lim) ^ touch4(p6, lim) ^ touch4(p7, lim);
+      }
+      p0 += bb; p1 += bb; p2 += bb; p3 += bb; p4 += bb; p5 += bb; p6 += bb; p7 += bb; xs += KS;
+    }
+    const o = out + (ra << 2), qo: usize = q << 2;
+    v128.store32_lane(o, accA, 0);
+    if (q + i < n) v128.store32_lane(o + qo, accA, 1);
+    if (q * 2 + i < n) v128.store32_lane(o + 2 * qo, accA, 2);
+    if (q * 3 + i < n) v128.store32_lane(o + 3 * qo, accA, 3);
+    if (q * 4 + i < n) v128.store32_lane(o + 4 * qo, accB, 0);
+    if (q * 5 + i < n) v128.store32_lane(o + 5 * qo, accB, 1);
+    if (q * 6 + i < n) v128.store32_lane(o + 6 * qo, accB, 2);
+    if (q * 7 + i < n) v128.store32_lane(o + 7 * qo, accB, 3);
   }
+  store<u32>(C, sink, 496);
 }
 
 /** Rows [r0, r1) of Q4_K or Q6_K weights (rb bytes per row) times the token widened by widenKRaw; false for other types. */
@@ -394,7 +405,8 @@ export function prefillQ4_0Rows(out: usize, w: usize, x: usize, rows: u32, cols:
 
 // ---------------------------------------------------------------------------------------------
 // Q4_0 decode: per block and row two relaxed dots (low nibbles with values 0..15, high with
-// 16..31), four rows reduced together (transposeSum), then legacy-decode.ts's float step.
+// 16..31), four rows reduced together (transposeSum), then legacy-decode.ts's float step; eight
+// row streams (two sets of four) per chunk.
 //
 // V8 (TurboFan, x64) re-materializes every v128.const at each use inside a loop (a movq of the
 // immediate, vmovq, vpunpcklqdq: 3 uops where the use itself is one), so the hot loops take their
@@ -453,38 +465,40 @@ export function widenQ4_0Raw(x: usize, nb: u32, dst: usize): void {
   return f32x4.mul(v128.and(i32x4.shr_s(h, 3), v128.load(C, 32)), v128.load(C, 48));
 }
 
-/** Rows [r0, r1) of Q4_0 weights (rb bytes per row, nb blocks) times the token widened by widenQ4_0Raw. */
+/** Rows [r0, r1) of Q4_0 weights (rb bytes per row, nb blocks) times the token widened by widenQ4_0Raw: eight streams. */
 export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32, r1: u32): void {
   const n = r1 - r0;
-  const q: u32 = (n + 3) >> 2;
+  const q: u32 = (n + 7) >> 3;
   const C = xs0 + nb * XS;
+  const qb = q * rb;
   for (let i: u32 = 0; i < q; i++) {
     const ra = r0 + i;
-    let p0 = w + ra * rb;
-    const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
-    let p1 = v1 ? p0 + q * rb : p0;
-    let p2 = v2 ? p0 + ((q * rb) << 1) : p0;
-    let p3 = v3 ? p0 + q * rb * 3 : p0;
-    let acc = f32x4.splat(0);
+    const pa = w + ra * rb;
+    let p0 = pa;
+    let p1 = q + i < n ? pa + qb : pa, p2 = q * 2 + i < n ? pa + 2 * qb : pa, p3 = q * 3 + i < n ? pa + 3 * qb : pa;
+    let p4 = q * 4 + i < n ? pa + 4 * qb : pa, p5 = q * 5 + i < n ? pa + 5 * qb : pa;
+    let p6 = q * 6 + i < n ? pa + 6 * qb : pa, p7 = q * 7 + i < n ? pa + 7 * qb : pa;
+    let accA = f32x4.splat(0), accB = f32x4.splat(0);
     let xs = xs0;
     const m0f = v128.load(C);
-    // no touch ahead here (unlike the K-quants): on the 7B shapes, 2 threads, it lost twice
-    // (Q4_0 34.1 vs 31.7 and 33.3 vs 30.0 GMAC/s, every fourth block); the loop has fewer spare slots
     while (xs < C) {
       const x0 = v128.load(xs, 0), x1 = v128.load(xs, 16);
-      const s0 = nibDotR(p0, x0, x1, m0f);
-      const s1 = nibDotR(p1, x0, x1, m0f);
-      const s2 = nibDotR(p2, x0, x1, m0f);
-      const s3 = nibDotR(p3, x0, x1, m0f);
-      const sumi = i32x4.sub(transposeSum(s0, s1, s2, s3), v128.load(xs, 96));
-      acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(halves4C(p0, p1, p2, p3, C), v128.load(xs, 64))));
-      p0 += 18; p1 += 18; p2 += 18; p3 += 18; xs += XS;
+      const sx = v128.load(xs, 96), dx = v128.load(xs, 64);
+      const a = i32x4.sub(transposeSum(nibDotR(p0, x0, x1, m0f), nibDotR(p1, x0, x1, m0f), nibDotR(p2, x0, x1, m0f), nibDotR(p3, x0, x1, m0f)), sx);
+      accA = f32x4.add(accA, f32x4.mul(f32x4.convert_i32x4_s(a), f32x4.mul(halves4C(p0, p1, p2, p3, C), dx)));
+      const b = i32x4.sub(transposeSum(nibDotR(p4, x0, x1, m0f), nibDotR(p5, x0, x1, m0f), nibDotR(p6, x0, x1, m0f), nibDotR(p7, x0, x1, m0f)), sx);
+      accB = f32x4.add(accB, f32x4.mul(f32x4.convert_i32x4_s(b), f32x4.mul(halves4C(p4, p5, p6, p7, C), dx)));
+      p0 += 18; p1 += 18; p2 += 18; p3 += 18; p4 += 18; p5 += 18; p6 += 18; p7 += 18; xs += XS;
     }
-    const o = out + (ra << 2);
-    v128.store32_lane(o, acc, 0);
-    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
-    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
-    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+    const o = out + (ra << 2), qo: usize = q << 2;
+    v128.store32_lane(o, accA, 0);
+    if (q + i < n) v128.store32_lane(o + qo, accA, 1);
+    if (q * 2 + i < n) v128.store32_lane(o + 2 * qo, accA, 2);
+    if (q * 3 + i < n) v128.store32_lane(o + 3 * qo, accA, 3);
+    if (q * 4 + i < n) v128.store32_lane(o + 4 * qo, accB, 0);
+    if (q * 5 + i < n) v128.store32_lane(o + 5 * qo, accB, 1);
+    if (q * 6 + i < n) v128.store32_lane(o + 6 * qo, accB, 2);
+    if (q * 7 + i < n) v128.store32_lane(o + 7 * qo, accB, 3);
   }
 }
 
