@@ -2,7 +2,9 @@
  * llama.cpp itself as a test reference, through node-llama-cpp's prebuilt CPU binary. The tests
  * never install it: `.ci/run` (and bench/compare.ts) install node-llama-cpp into a cache outside
  * the repo, found here through $LLAMESH_CACHE, ../cache or .cache. Without it, the tests that need
- * it skip with the reason `llamaCppSkip` gives.
+ * it skip with the reason `llamaCppSkip` gives. The reference copy (`llama-cpp-reference`, made by
+ * scripts/install-llama-cpp.mjs) is preferred: it leaves out the AMX CPU variant, whose numerics
+ * differ from llama.cpp's portable code (the script's header has the measurement).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -10,7 +12,7 @@ import { pathToFileURL } from "node:url";
 import { after } from "node:test";
 
 const CACHES = [process.env["LLAMESH_CACHE"], path.resolve("../cache"), path.resolve(".cache")].filter((d): d is string => d !== undefined);
-const ENTRY = CACHES.map((d) => path.join(d, "llama-cpp", "node_modules", "node-llama-cpp", "dist", "index.js")).find((f) => fs.existsSync(f));
+const ENTRY = CACHES.flatMap((d) => ["llama-cpp-reference", "llama-cpp"].map((n) => path.join(d, n, "node_modules", "node-llama-cpp", "dist", "index.js"))).find((f) => fs.existsSync(f));
 
 /** Why llama.cpp tests skip, or false when node-llama-cpp is installed. */
 export const llamaCppSkip: string | false = ENTRY === undefined
