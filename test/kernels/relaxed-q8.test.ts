@@ -1,6 +1,7 @@
 /**
- * The Q8_0 matmul for several tokens (q8.ts's prefill; assembly/relaxed-q8.ts in the relaxed build
- * when q8.ts's RELAXED_Q8 is on) against the TypeScript reference, bit for bit: odd row counts (4-row groups
+ * The Q8_0 matmul for one token (q8.ts's decode) and several tokens (q8.ts's prefill;
+ * assembly/relaxed-q8.ts in the relaxed build when q8.ts's RELAXED_Q8 is on) against the
+ * TypeScript reference, bit for bit: odd row counts (4-row groups
  * with aliased tails), every token count 2..9 (tiles of 8, 4, 2 and 1), chunks of tokens, blocks
  * holding -128 (the slow path: |w| = 128 does not fit the i7 operand), all-negative and all-zero
  * blocks, rows too long for the scratch, on 1-3 threads, both builds.
@@ -114,6 +115,24 @@ for (const build of BUILDS) for (const threads of THREADS) {
       for (const nTok of [17, 33, 40]) check(9, 288, nTok, true);
       check(11, 2048, 8, true);
       check(6, 5632, 12, false);
+    });
+
+    test("one token (decode: eight row streams per chunk, every tail of 1..7 rows): bit-identical", () => {
+      // q8.ts's decodeQ8x8 spaces eight streams q = ceil(n/8) rows apart in each chunk of rows;
+      // the row counts cover n < 8 (aliased streams), multiples of 8 and each remainder.
+      for (const rows of [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 31, 33, 63, 65, 100, 257]) {
+        for (const cols of [32, 96, 1056]) check(rows, cols, 1, (rows + cols / 32) % 2 === 0);
+      }
+      check(40, 2048, 1, true);
+      check(23, 5632, 1, false);
+    });
+
+    test("one token, long rows: widened up to the scratch, direct reads past it: bit-identical", () => {
+      // 70016 columns: the widened token (210 KB) and the loop's constants fit the 384 KB
+      // scratch; 131072: the widened token is exactly the scratch, no room for the constants, so
+      // the rows are read against the Q8_0 activations directly (decodeQ8Direct)
+      check(5, 70016, 1, true);
+      check(3, 131072, 1, false);
     });
 
     test("long rows (too long for the scratch of the several-token paths): still bit-identical", () => {

@@ -15,6 +15,12 @@ const XSTRIDE: u32 = 96;
  * forwardBatch step 217.7 vs 162.6 ms). See docs/kernels.md, "Q8_0 with relaxed dots".
  */
 const RELAXED_Q8 = false;
+/** Row streams of the one-token loop: 4 (decodeQ8x4) or 8 (decodeQ8x8). */
+const DECODE_STREAMS: u32 = 8;
+/** decodeQ8x8's demand-load distance ahead of each stream in bytes (0: no touch). */
+const DECODE_TOUCH: usize = 0;
+/** Bytes after the widened token: f16hiToF32's mask (0) and scale (16), the touch sink (32). */
+const DCONSTS: u32 = 48;
 
 // ---------------------------------------------------------------------------------------------
 // Q8_0
@@ -73,6 +79,17 @@ export function quantActQ8_0(dst: usize, src: usize, nBlocks: u32, legacy: bool)
 }
 
 /**
+ * rowScales with f16hiToF32's two constants loaded from C (after the widened token): V8 (x64)
+ * re-materializes a v128.const at every use inside a loop (3 uops), a load it keeps or reloads.
+ */
+// @ts-ignore: decorator
+@inline function rowScalesC(p0: usize, p1: usize, p2: usize, p3: usize, C: usize): v128 {
+  const hw = (load<u16>(p0) as u64) | ((load<u16>(p1) as u64) << 16) | ((load<u16>(p2) as u64) << 32) | ((load<u16>(p3) as u64) << 48);
+  const h = i16x8.shuffle(i32x4.splat(0), i64x2.splat(hw), 0, 8, 1, 9, 2, 10, 3, 11);
+  return f32x4.mul(v128.and(i32x4.shr_s(h, 3), v128.load(C, 0)), v128.load(C, 16));
+}
+
+/**
  * Four rows (pointers p0..p3, which may alias for a remainder) dotted with one quantized vector xp
  * of nb blocks; returns [row0, row1, row2, row3] as f32x4, summed block by block exactly like the
  * reference (integer block dot, f32 scale product, f32 accumulate in block order).
@@ -105,7 +122,7 @@ export function quantActQ8_0(dst: usize, src: usize, nBlocks: u32, legacy: bool)
  * 16 GMAC/s in cache with the barriers).
  */
 // @ts-ignore: decorator
-@inline function dot4w(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nb: u32): v128 {
+@inline function dot4w(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nb: u32, C: usize): v128 {
   let acc = f32x4.splat(0);
   const xsEnd = xs + nb * XSTRIDE;
   while (xs < xsEnd) {
@@ -118,7 +135,7 @@ export function quantActQ8_0(dst: usize, src: usize, nBlocks: u32, legacy: bool)
     v128.store(xs, s2, 80);
     const s3 = blockDot(p3, x0, x1, x2, x3);
     const dots = f32x4.convert_i32x4_s(transposeSum(s0, s1, s2, s3));
-    const scale = f32x4.mul(rowScales(p0, p1, p2, p3), v128.load(xs, 64));
+    const scale = f32x4.mul(rowScalesC(p0, p1, p2, p3, C), v128.load(xs, 64));
     acc = f32x4.add(acc, f32x4.mul(dots, scale));
     p0 += BLOCK; p1 += BLOCK; p2 += BLOCK; p3 += BLOCK; xs += XSTRIDE;
   }
@@ -259,9 +276,12 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
     matmulQ8Prefill(out, w, x, rows, nb, nTok, r0, r1, scratch, scratchBytes);
     return;
   }
-  // One token: widen it, then four long sequential streams: rows r0+i, r0+q+i, r0+2q+i, r0+3q+i
-  // (q = ceil(n/4)), so each stream runs on into the next row and the hardware prefetchers never
-  // restart.
+  // One token: widen it (plus the loop's constants), then DECODE_STREAMS long sequential
+  // streams (see decodeQ8). Without room for the constants: dot4 straight from the Q8_0 blocks.
+  if (per + DCONSTS > scratchBytes) {
+    decodeQ8Direct(out, w, x, nb, rb, r0, r1);
+    return;
+  }
   {
     let p = x;
     let q = scratch;
@@ -273,9 +293,35 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
       v128.store(q, f32x4.splat(f16ToF32(load<u16>(p) as u32)), 64);
       p += BLOCK; q += XSTRIDE;
     }
+    v128.store(q, i32x4.splat(0x8fffe000), 0);
+    v128.store(q, f32x4.splat(5.192296858534828e33), 16);
   }
+  if (DECODE_STREAMS == 8) decodeQ8x8(out, w, scratch, nb, rb, r0, r1);
+  else decodeQ8x4(out, w, scratch, nb, rb, r0, r1);
+}
+
+/** One token without widening (scratch too small): four adjacent rows at a time, dot4. */
+function decodeQ8Direct(out: usize, w: usize, x: usize, nb: u32, rb: u32, r0: u32, r1: u32): void {
+  let r = r0;
+  while (r < r1) {
+    const left = r1 - r;
+    const p0 = w + r * rb;
+    const p1 = left > 1 ? p0 + rb : p0;
+    const p2 = left > 2 ? p0 + 2 * rb : p0;
+    const p3 = left > 3 ? p0 + 3 * rb : p0;
+    store4(out + (r << 2), dot4(p0, p1, p2, p3, x, nb), left);
+    r += left >= 4 ? 4 : left;
+  }
+}
+
+/**
+ * Four long sequential streams: rows r0+i, r0+q+i, r0+2q+i, r0+3q+i (q = ceil(n/4)), so each
+ * stream runs on into the next row and the hardware prefetchers never restart.
+ */
+function decodeQ8x4(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32, r1: u32): void {
   const n = r1 - r0;
   const q: u32 = (n + 3) >> 2;
+  const C = xs0 + nb * XSTRIDE;
   for (let i: u32 = 0; i < q; i++) {
     const ra = r0 + i;
     const p0 = w + ra * rb;
@@ -283,13 +329,82 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
     const p1 = v1 ? p0 + q * rb : p0;
     const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
     const p3 = v3 ? p0 + q * rb * 3 : p0;
-    const acc = dot4w(p0, p1, p2, p3, scratch, nb);
+    const acc = dot4w(p0, p1, p2, p3, xs0, nb, C);
     const o = out + (ra << 2);
     v128.store32_lane(o, acc, 0);
     if (v1) v128.store32_lane(o + (q << 2), acc, 1);
     if (v2) v128.store32_lane(o + (q << 3), acc, 2);
     if (v3) v128.store32_lane(o + q * 12, acc, 3);
   }
+}
+
+/**
+ * Eight long sequential streams (rows r0+i+kq, k = 0..7, q = ceil(n/8)) as two sets of four per
+ * block, sharing the block's activation loads: more misses in flight per thread than four
+ * streams (relaxed.ts's decodeQ4_0Relaxed: 33 -> 41 GMAC/s from DRAM). Per row the same numerics
+ * as dot4w. With DECODE_TOUCH, one byte of each stream DECODE_TOUCH bytes ahead is loaded per
+ * block (clamped to the chunk's last byte) and xor-ed into a sink stored after the constants.
+ */
+function decodeQ8x8(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32, r1: u32): void {
+  const n = r1 - r0;
+  const q: u32 = (n + 7) >> 3;
+  const C = xs0 + nb * XSTRIDE;
+  const qb = q * rb;
+  const lim = w + r1 * rb - 1;
+  let sink: u32 = 0;
+  for (let i: u32 = 0; i < q; i++) {
+    const ra = r0 + i;
+    const pa = w + ra * rb;
+    let p0 = pa;
+    let p1 = q + i < n ? pa + qb : pa, p2 = q * 2 + i < n ? pa + 2 * qb : pa, p3 = q * 3 + i < n ? pa + 3 * qb : pa;
+    let p4 = q * 4 + i < n ? pa + 4 * qb : pa, p5 = q * 5 + i < n ? pa + 5 * qb : pa;
+    let p6 = q * 6 + i < n ? pa + 6 * qb : pa, p7 = q * 7 + i < n ? pa + 7 * qb : pa;
+    let accA = f32x4.splat(0), accB = f32x4.splat(0);
+    let xs = xs0;
+    while (xs < C) {
+      const x0 = v128.load(xs, 0), x1 = v128.load(xs, 16), x2 = v128.load(xs, 32), x3 = v128.load(xs, 48);
+      const dx = v128.load(xs, 64);
+      const s0 = blockDot(p0, x0, x1, x2, x3);
+      v128.store(xs, s0, 80);
+      const s1 = blockDot(p1, x0, x1, x2, x3);
+      v128.store(xs, s1, 80);
+      const s2 = blockDot(p2, x0, x1, x2, x3);
+      v128.store(xs, s2, 80);
+      const s3 = blockDot(p3, x0, x1, x2, x3);
+      accA = f32x4.add(accA, f32x4.mul(f32x4.convert_i32x4_s(transposeSum(s0, s1, s2, s3)), f32x4.mul(rowScalesC(p0, p1, p2, p3, C), dx)));
+      v128.store(xs, accA, 80);
+      const s4 = blockDot(p4, x0, x1, x2, x3);
+      v128.store(xs, s4, 80);
+      const s5 = blockDot(p5, x0, x1, x2, x3);
+      v128.store(xs, s5, 80);
+      const s6 = blockDot(p6, x0, x1, x2, x3);
+      v128.store(xs, s6, 80);
+      const s7 = blockDot(p7, x0, x1, x2, x3);
+      accB = f32x4.add(accB, f32x4.mul(f32x4.convert_i32x4_s(transposeSum(s4, s5, s6, s7)), f32x4.mul(rowScalesC(p4, p5, p6, p7, C), dx)));
+      if (DECODE_TOUCH != 0) {
+        sink ^= touch1(p0, lim) ^ touch1(p1, lim) ^ touch1(p2, lim) ^ touch1(p3, lim);
+        sink ^= touch1(p4, lim) ^ touch1(p5, lim) ^ touch1(p6, lim) ^ touch1(p7, lim);
+      }
+      p0 += BLOCK; p1 += BLOCK; p2 += BLOCK; p3 += BLOCK; p4 += BLOCK; p5 += BLOCK; p6 += BLOCK; p7 += BLOCK; xs += XSTRIDE;
+    }
+    const o = out + (ra << 2), qo: usize = q << 2;
+    v128.store32_lane(o, accA, 0);
+    if (q + i < n) v128.store32_lane(o + qo, accA, 1);
+    if (q * 2 + i < n) v128.store32_lane(o + 2 * qo, accA, 2);
+    if (q * 3 + i < n) v128.store32_lane(o + 3 * qo, accA, 3);
+    if (q * 4 + i < n) v128.store32_lane(o + 4 * qo, accB, 0);
+    if (q * 5 + i < n) v128.store32_lane(o + 5 * qo, accB, 1);
+    if (q * 6 + i < n) v128.store32_lane(o + 6 * qo, accB, 2);
+    if (q * 7 + i < n) v128.store32_lane(o + 7 * qo, accB, 3);
+  }
+  if (DECODE_TOUCH != 0) store<u32>(C, sink, 32);
+}
+
+/** One byte of the stream at p, DECODE_TOUCH bytes ahead (at most lim). */
+// @ts-ignore: decorator
+@inline function touch1(p: usize, lim: usize): u32 {
+  const a = p + DECODE_TOUCH;
+  return load<u8>(a < lim ? a : lim) as u32;
 }
 
 /**
