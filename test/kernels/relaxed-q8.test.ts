@@ -10,23 +10,13 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Arena } from "../../src/kernels/arena.js";
 import { ReferenceKernels } from "../../src/kernels/reference.js";
-import { WasmBackend, availableBuilds, loadKernelBuild, type KernelBuild, type WasmKernels } from "../../src/kernels/wasm.js";
+import type { WasmKernels } from "../../src/kernels/wasm.js";
 import { q8RowBytes } from "../../src/kernels/q8.js";
 import { f32ToF16 } from "../../src/core/numbers.js";
-import { randomValues, rng } from "./type-helpers.js";
+import { backendsPerBuild, randomValues, rng } from "./type-helpers.js";
 
 const THREADS = [1, 2, 3];
-const BUILDS: KernelBuild[] = await availableBuilds();
-const backends = new Map<string, WasmBackend>();
-before(async () => {
-  for (const b of BUILDS) {
-    const module = (await loadKernelBuild(b))!;
-    for (const t of THREADS) backends.set(`${b} ${t}`, await WasmBackend.create(t, { alwaysSplit: true, module }));
-  }
-});
-after(async () => {
-  for (const b of backends.values()) await b.close();
-});
+const { builds: BUILDS, backends } = await backendsPerBuild(THREADS);
 
 /**
  * Q8_0 weight rows whose blocks cycle through: random levels in -128..127 (so about one block in

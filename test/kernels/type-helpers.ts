@@ -1,4 +1,6 @@
-/** Shared by the per-type kernel tests: random weight rows of every type, activation values. */
+/** Shared by the per-type kernel tests: random weight rows of every type, activation values, backends per build. */
+import { after, before } from "node:test";
+import { WasmBackend, availableBuilds, loadKernelBuild, type KernelBuild } from "../../src/kernels/wasm.js";
 import { f32ToBf16, f32ToF16 } from "../../src/core/numbers.js";
 import { rowBytes, typeInfo, type ActType, type TensorType } from "../../src/kernels/formats.js";
 import { dequantizeRow, quantizeRow } from "../../src/kernels/quant/index.js";
@@ -97,4 +99,24 @@ export function actValues(act: ActType, b: Uint8Array, o: number, n: number): Fl
       }
   }
   return out;
+}
+
+/**
+ * Both kernel builds where this engine runs relaxed SIMD (Node 22+), else SIMD128 alone, and a
+ * backend per (build, thread count) that splits every kernel however small (`"<build> <threads>"`),
+ * made before the file's tests and closed after them.
+ */
+export async function backendsPerBuild(threads: readonly number[]): Promise<{ builds: KernelBuild[]; backends: Map<string, WasmBackend> }> {
+  const builds = await availableBuilds();
+  const backends = new Map<string, WasmBackend>();
+  before(async () => {
+    for (const b of builds) {
+      const module = (await loadKernelBuild(b))!;
+      for (const t of threads) backends.set(`${b} ${t}`, await WasmBackend.create(t, { alwaysSplit: true, module }));
+    }
+  });
+  after(async () => {
+    for (const b of backends.values()) await b.close();
+  });
+  return { builds, backends };
 }

@@ -10,23 +10,12 @@ import { Arena } from "../../src/kernels/arena.js";
 import { ACT_TYPES, TENSOR_TYPES, actTypeOf, rowBytes, typeInfo, type TensorType } from "../../src/kernels/formats.js";
 import { dequantizeRow } from "../../src/kernels/quant/index.js";
 import { ReferenceKernels } from "../../src/kernels/reference.js";
-import { WasmBackend, availableBuilds, loadKernelBuild, type KernelBuild, type WasmKernels } from "../../src/kernels/wasm.js";
-import { actValues, randomValues, randomWeights, rng } from "./type-helpers.js";
+import type { WasmKernels } from "../../src/kernels/wasm.js";
+import { actValues, backendsPerBuild, randomValues, randomWeights, rng } from "./type-helpers.js";
 import { ggmlFixture } from "./ggml-fixtures.js";
 
 const THREADS = [1, 2, 3];
-/** Both builds where this engine runs relaxed SIMD (Node 22+), else SIMD128 alone. */
-const BUILDS: KernelBuild[] = await availableBuilds();
-const backends = new Map<string, WasmBackend>();
-before(async () => {
-  for (const b of BUILDS) {
-    const module = (await loadKernelBuild(b))!;
-    for (const t of THREADS) backends.set(`${b} ${t}`, await WasmBackend.create(t, { alwaysSplit: true, module }));
-  }
-});
-after(async () => {
-  for (const b of backends.values()) await b.close();
-});
+const { builds: BUILDS, backends } = await backendsPerBuild(THREADS);
 
 /** Columns to test per block size. */
 function colsFor(type: TensorType): number[] {
