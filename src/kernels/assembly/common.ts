@@ -126,6 +126,24 @@ export function f32ToF16(value: f32): u32 {
   return i32x4.add(i32x4.shuffle(ab, cd, 0, 1, 4, 5), i32x4.shuffle(ab, cd, 2, 3, 6, 7));
 }
 
+/**
+ * The eight-stream decode loops' results (q8.ts, relaxed.ts): lane k of accA is row ra + k*q, lane
+ * k of accB row ra + (4+k)*q, of a chunk of n rows split into eight streams of q (stream i's rows
+ * past n were aliased to the first stream and are not stored).
+ */
+// @ts-ignore: decorator
+@inline export function storeEightStreams(out: usize, ra: u32, q: u32, i: u32, n: u32, accA: v128, accB: v128): void {
+  const o = out + (ra << 2), qo: usize = q << 2;
+  v128.store32_lane(o, accA, 0);
+  if (q + i < n) v128.store32_lane(o + qo, accA, 1);
+  if (q * 2 + i < n) v128.store32_lane(o + 2 * qo, accA, 2);
+  if (q * 3 + i < n) v128.store32_lane(o + 3 * qo, accA, 3);
+  if (q * 4 + i < n) v128.store32_lane(o + 4 * qo, accB, 0);
+  if (q * 5 + i < n) v128.store32_lane(o + 5 * qo, accB, 1);
+  if (q * 6 + i < n) v128.store32_lane(o + 6 * qo, accB, 2);
+  if (q * 7 + i < n) v128.store32_lane(o + 7 * qo, accB, 3);
+}
+
 /** [sum(a), sum(b), sum(c), sum(d)] of four f32x4 vectors. */
 // @ts-ignore: decorator
 @inline export function transposeSumF(a: v128, b: v128, c: v128, d: v128): v128 {

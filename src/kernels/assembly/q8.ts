@@ -1,7 +1,7 @@
 // The Q8_0 x Q8_0 matmul (decode: four long row streams over widened activations; prefill: two rows
 // times a chunk of tokens), moved unchanged from kernels.ts; and the Q8_0 / Q8_1 / Q8_K activation
 // quantizers. See docs/kernels.md for the design and measurements.
-import { f16ToF32, f16hiToF32, f32ToF16, transposeSum } from "./common";
+import { f16ToF32, f16hiToF32, f32ToF16, storeEightStreams, transposeSum } from "./common";
 import { matmulQ8Relaxed } from "./relaxed-q8";
 
 const QK: u32 = 32;
@@ -387,15 +387,7 @@ function decodeQ8x8(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32,
       }
       p0 += BLOCK; p1 += BLOCK; p2 += BLOCK; p3 += BLOCK; p4 += BLOCK; p5 += BLOCK; p6 += BLOCK; p7 += BLOCK; xs += XSTRIDE;
     }
-    const o = out + (ra << 2), qo: usize = q << 2;
-    v128.store32_lane(o, accA, 0);
-    if (q + i < n) v128.store32_lane(o + qo, accA, 1);
-    if (q * 2 + i < n) v128.store32_lane(o + 2 * qo, accA, 2);
-    if (q * 3 + i < n) v128.store32_lane(o + 3 * qo, accA, 3);
-    if (q * 4 + i < n) v128.store32_lane(o + 4 * qo, accB, 0);
-    if (q * 5 + i < n) v128.store32_lane(o + 5 * qo, accB, 1);
-    if (q * 6 + i < n) v128.store32_lane(o + 6 * qo, accB, 2);
-    if (q * 7 + i < n) v128.store32_lane(o + 7 * qo, accB, 3);
+    storeEightStreams(out, ra, q, i, n, accA, accB);
   }
   if (DECODE_TOUCH != 0) store<u32>(C, sink, 32);
 }

@@ -17,7 +17,7 @@
 // super-block), so the results are bit-identical with the reference and with the SIMD128 build.
 // (A "lane = token" layout, token quads against broadcast weights, was slower at every prompt
 // length once the rows variant lost its scalar gathers: Q4_K x32 58 vs 77 GMAC/s, Q6_K 50 vs 51.)
-import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4, halves4Safe, scaleK4, transposeSum } from "./common";
+import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4, halves4Safe, storeEightStreams, transposeSum } from "./common";
 import { q4kScales } from "./unpack";
 
 // @ts-ignore: decorator
@@ -296,15 +296,7 @@ const TOUCH: usize = 1024;
       }
       p0 += bb; p1 += bb; p2 += bb; p3 += bb; p4 += bb; p5 += bb; p6 += bb; p7 += bb; xs += KS;
     }
-    const o = out + (ra << 2), qo: usize = q << 2;
-    v128.store32_lane(o, accA, 0);
-    if (q + i < n) v128.store32_lane(o + qo, accA, 1);
-    if (q * 2 + i < n) v128.store32_lane(o + 2 * qo, accA, 2);
-    if (q * 3 + i < n) v128.store32_lane(o + 3 * qo, accA, 3);
-    if (q * 4 + i < n) v128.store32_lane(o + 4 * qo, accB, 0);
-    if (q * 5 + i < n) v128.store32_lane(o + 5 * qo, accB, 1);
-    if (q * 6 + i < n) v128.store32_lane(o + 6 * qo, accB, 2);
-    if (q * 7 + i < n) v128.store32_lane(o + 7 * qo, accB, 3);
+    storeEightStreams(out, ra, q, i, n, accA, accB);
   }
   store<u32>(C, sink, 496);
 }
@@ -490,15 +482,7 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
       accB = f32x4.add(accB, f32x4.mul(f32x4.convert_i32x4_s(b), f32x4.mul(halves4C(p4, p5, p6, p7, C), dx)));
       p0 += 18; p1 += 18; p2 += 18; p3 += 18; p4 += 18; p5 += 18; p6 += 18; p7 += 18; xs += XS;
     }
-    const o = out + (ra << 2), qo: usize = q << 2;
-    v128.store32_lane(o, accA, 0);
-    if (q + i < n) v128.store32_lane(o + qo, accA, 1);
-    if (q * 2 + i < n) v128.store32_lane(o + 2 * qo, accA, 2);
-    if (q * 3 + i < n) v128.store32_lane(o + 3 * qo, accA, 3);
-    if (q * 4 + i < n) v128.store32_lane(o + 4 * qo, accB, 0);
-    if (q * 5 + i < n) v128.store32_lane(o + 5 * qo, accB, 1);
-    if (q * 6 + i < n) v128.store32_lane(o + 6 * qo, accB, 2);
-    if (q * 7 + i < n) v128.store32_lane(o + 7 * qo, accB, 3);
+    storeEightStreams(out, ra, q, i, n, accA, accB);
   }
 }
 
