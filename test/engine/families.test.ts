@@ -29,7 +29,7 @@ import { createBackend } from "../../src/kernels/backend.js";
 import { tempDir, tinyModel } from "../helpers/models.js";
 import { testBackends } from "../helpers/backends.js";
 import { llamaCppRun, llamaCppSkip, softmax } from "../helpers/llamacpp.js";
-import { ReferenceLlama, relativeError } from "./reference-llama.js";
+import { ReferenceLlama, relativeError, worstLogitError } from "./reference-llama.js";
 import { FAMILY_CASES } from "../helpers/families.js";
 
 const TOLERANCE = 0.03;
@@ -51,12 +51,7 @@ for (const backend of await testBackends()) {
       const ref = new ReferenceLlama(config, src);
       const fp = await ForwardPass.load(src, config, backend, { seqLen: 32, batch: 4 });
       src.close();
-      let worst = 0;
-      for (const [pos, tok] of TOKENS.entries()) {
-        const err = relativeError(await fp.forward([tok], pos), ref.step(tok, pos));
-        worst = Math.max(worst, err);
-        assert.ok(err < TOLERANCE, `position ${pos}: relative error ${err.toFixed(4)} >= ${TOLERANCE}`);
-      }
+      const worst = await worstLogitError(fp, ref, TOKENS, TOLERANCE);
       if (process.env["LLAMESH_TEST_VERBOSE"]) console.log(`${c.name}: worst relative error ${worst.toFixed(4)}`);
     });
   }
@@ -75,8 +70,7 @@ test("each family's feature matters: without it the reference is beyond the tole
       const ref = new ReferenceLlama(plain, src, { ignore: /q_proj\.bias|k_proj\.bias|v_proj\.bias|q_norm|k_norm/ });
       const fp = await ForwardPass.load(src, config, backend, { seqLen: 32, batch: 4 });
       src.close();
-      let worst = 0;
-      for (const [pos, tok] of TOKENS.entries()) worst = Math.max(worst, relativeError(await fp.forward([tok], pos), ref.step(tok, pos)));
+      const worst = await worstLogitError(fp, ref, TOKENS, Infinity);
       if (process.env["LLAMESH_TEST_VERBOSE"]) console.log(`${c.name}: without its feature ${worst.toFixed(3)} away`);
       assert.ok(worst > TOLERANCE, `${c.name}: without its feature the reference is only ${worst.toFixed(3)} away`);
     }

@@ -22,7 +22,7 @@ import type { SyntheticShape } from "../../src/synthetic/checkpoint.js";
 import type { SafetensorsDtype } from "../../src/model/safetensors.js";
 import { tinyModel, tinyShape } from "../helpers/models.js";
 import { testBackends } from "../helpers/backends.js";
-import { ReferenceLlama, relativeError } from "./reference-llama.js";
+import { ReferenceLlama, relativeError, worstLogitError } from "./reference-llama.js";
 
 const TOLERANCE = 0.03;
 const TOKENS = [1, 300, 261, 259, 42, 7, 330, 310, 301, 2, 290, 100];
@@ -50,14 +50,7 @@ for (const backend of await testBackends()) {
       const ref = new ReferenceLlama(config, src);
       const fp = await ForwardPass.load(src, config, backend, { seqLen: 32, batch: 4 });
       src.close();
-      let worst = 0;
-      for (const [pos, tok] of TOKENS.entries()) {
-        const expected = ref.step(tok, pos);
-        const got = await fp.forward([tok], pos);
-        const err = relativeError(got, expected);
-        worst = Math.max(worst, err);
-        assert.ok(err < TOLERANCE, `position ${pos}: relative error ${err.toFixed(4)} >= ${TOLERANCE}`);
-      }
+      const worst = await worstLogitError(fp, ref, TOKENS, TOLERANCE);
       assert.ok(worst > 0, "quantized logits cannot equal the f32 reference exactly");
       if (process.env["LLAMESH_TEST_VERBOSE"]) console.log(`worst relative error ${worst.toFixed(4)}`);
     });

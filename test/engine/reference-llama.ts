@@ -5,6 +5,7 @@
  * _compute_llama3_parameters), Mistral's sliding window, Qwen2's q/k/v biases, Qwen3's per-head
  * q/k RMSNorm and head size.
  */
+import assert from "node:assert/strict";
 import type { LlamaConfig } from "../../src/model/config.js";
 import type { TensorSource } from "../../src/core/tensor-source.js";
 
@@ -157,4 +158,23 @@ export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): numbe
     den += b[i]! ** 2;
   }
   return Math.sqrt(num / den);
+}
+
+/** What `worstLogitError` needs of the engine: one forward pass of one token at a position. */
+interface OneTokenForward {
+  forward(tokens: readonly number[], pos: number): Promise<Float32Array>;
+}
+
+/**
+ * Feeds `tokens` one at a time to the engine and to the reference, fails at the first position
+ * whose logits differ by `tolerance` or more (relative L2), and returns the worst error seen.
+ */
+export async function worstLogitError(fp: OneTokenForward, ref: ReferenceLlama, tokens: readonly number[], tolerance: number): Promise<number> {
+  let worst = 0;
+  for (const [pos, tok] of tokens.entries()) {
+    const err = relativeError(await fp.forward([tok], pos), ref.step(tok, pos));
+    worst = Math.max(worst, err);
+    assert.ok(err < tolerance, `position ${pos}: relative error ${err.toFixed(4)} >= ${tolerance}`);
+  }
+  return worst;
 }
