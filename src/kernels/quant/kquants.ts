@@ -194,8 +194,12 @@ function makeQkx2(n: number, nmax: number, x: Float32Array, s: number, weights: 
   return [scale, -min];
 }
 
-/** make_q3_quants with do_rmse: levels in L[lo..] (int8, offset by nmax at the end); returns the scale. */
-function makeQ3(n: number, nmax: number, x: Float32Array, s: number, L: Int8Array, lo: number): number {
+/**
+ * The first pass of make_q3_quants and make_qx_quants: levels round(-nmax/max * x) clamped to
+ * [-nmax, nmax-1], stored in L[lo..] plus `offset`; returns the signed max and the x^2-weighted sums of l*x and l*l.
+ * A group whose |x| stays below GROUP_MAX_EPS gets zero levels and null.
+ */
+function firstLevels(n: number, nmax: number, x: Float32Array, s: number, L: Int8Array, lo: number, offset: number): [max: number, sumlx: number, suml2: number] | null {
   let max = 0, amax = 0;
   for (let i = 0; i < n; i++) {
     const ax = Math.abs(x[s + i]!);
@@ -206,18 +210,26 @@ function makeQ3(n: number, nmax: number, x: Float32Array, s: number, L: Int8Arra
   }
   if (amax < GROUP_MAX_EPS) {
     for (let i = 0; i < n; i++) L[lo + i] = 0;
-    return 0;
+    return null;
   }
   const iscale = fround(-nmax / max);
   let sumlx = 0, suml2 = 0;
   for (let i = 0; i < n; i++) {
     const xi = x[s + i]!;
     const l = Math.max(-nmax, Math.min(nmax - 1, nearestInt(fround(iscale * xi))));
-    L[lo + i] = l;
+    L[lo + i] = l + offset;
     const w = fround(xi * xi);
     sumlx = fround(sumlx + fround(fround(w * xi) * l));
     suml2 = fround(suml2 + fround(fround(w * l) * l));
   }
+  return [max, sumlx, suml2];
+}
+
+/** make_q3_quants with do_rmse: levels in L[lo..] (int8, offset by nmax at the end); returns the scale. */
+function makeQ3(n: number, nmax: number, x: Float32Array, s: number, L: Int8Array, lo: number): number {
+  const first = firstLevels(n, nmax, x, s, L, lo, 0);
+  if (!first) return 0;
+  let [, sumlx, suml2] = first;
   for (let itry = 0; itry < 5; itry++) {
     let changed = 0;
     for (let i = 0; i < n; i++) {
@@ -248,34 +260,16 @@ function makeQ3(n: number, nmax: number, x: Float32Array, s: number, L: Int8Arra
 
 /** make_qx_quants with rmse_type 1 and no importance weights: levels in L[lo..] (offset by nmax). */
 function makeQx(n: number, nmax: number, x: Float32Array, s: number, L: Int8Array, lo: number): number {
-  let max = 0, amax = 0;
-  for (let i = 0; i < n; i++) {
-    const ax = Math.abs(x[s + i]!);
-    if (ax > amax) {
-      amax = ax;
-      max = x[s + i]!;
-    }
-  }
-  if (amax < GROUP_MAX_EPS) {
-    for (let i = 0; i < n; i++) L[lo + i] = 0;
-    return 0;
-  }
-  let iscale = fround(-nmax / max);
-  let sumlx = 0, suml2 = 0;
-  for (let i = 0; i < n; i++) {
-    const xi = x[s + i]!;
-    const l = Math.max(-nmax, Math.min(nmax - 1, nearestInt(fround(iscale * xi))));
-    L[lo + i] = l + nmax;
-    const w = fround(xi * xi);
-    sumlx = fround(sumlx + fround(fround(w * xi) * l));
-    suml2 = fround(suml2 + fround(fround(w * l) * l));
-  }
+  const first = firstLevels(n, nmax, x, s, L, lo, nmax);
+  if (!first) return 0;
+  const max = first[0];
+  let [, sumlx, suml2] = first;
   let scale = suml2 ? fround(sumlx / suml2) : 0;
   let best = fround(scale * sumlx);
   const tenth = fround(0.1);
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;
-    iscale = fround(-fround(nmax + fround(tenth * is)) / max);
+    const iscale = fround(-fround(nmax + fround(tenth * is)) / max);
     sumlx = 0;
     suml2 = 0;
     for (let i = 0; i < n; i++) {
