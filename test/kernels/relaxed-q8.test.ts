@@ -1,6 +1,8 @@
 /**
- * The Q8_0 matmul for one token (q8.ts's decode) and several tokens (q8.ts's prefill;
- * assembly/relaxed-q8.ts in the relaxed build when q8.ts's RELAXED_Q8 is on) against the
+ * The Q8_0 matmul for one token (q8.ts's decode) and several tokens (q8.ts's prefill; in the
+ * relaxed build assembly/relaxed-q8u.ts where relaxed dots read unsigned bytes (x86 with VNNI;
+ * elsewhere its check fails and the exact kernels run), relaxed-q8.ts when q8.ts's RELAXED_Q8
+ * is on) against the
  * TypeScript reference, bit for bit: odd row counts (4-row groups
  * with aliased tails), every token count 2..9 (tiles of 8, 4, 2 and 1), chunks of tokens, blocks
  * holding -128 (the slow path: |w| = 128 does not fit the i7 operand), all-negative and all-zero

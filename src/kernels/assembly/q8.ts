@@ -3,6 +3,7 @@
 // quantizers. See docs/kernels.md for the design and measurements.
 import { f16ToF32, f16hiToF32, f32ToF16, storeEightStreams, transposeSum } from "./common";
 import { matmulQ8Relaxed } from "./relaxed-q8";
+import { matmulQ8Unsigned } from "./relaxed-q8u";
 
 const QK: u32 = 32;
 const BLOCK: u32 = 34;
@@ -15,6 +16,8 @@ const XSTRIDE: u32 = 96;
  * forwardBatch step 217.7 vs 162.6 ms). See docs/kernels.md, "Q8_0 with relaxed dots".
  */
 const RELAXED_Q8 = false;
+/** Fewest tokens for relaxed-q8u.ts (relaxed dots read as unsigned: x86 with VNNI). */
+const UNSIGNED_MIN_TOK: u32 = 2;
 /** Row streams of the one-token loop: 4 (decodeQ8x4) or 8 (decodeQ8x8). */
 const DECODE_STREAMS: u32 = 8;
 /** decodeQ8x8's demand-load distance ahead of each stream in bytes (0: no touch). */
@@ -251,6 +254,9 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
   const rb = nb * BLOCK;
   const per = widenBytes(nb);
   // With scratch: one token needs per bytes; prefill needs room for two plus accumulators.
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    if (nTok >= UNSIGNED_MIN_TOK && scratch != 0 && matmulQ8Unsigned(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)) return;
+  }
   if (ASC_FEATURE_RELAXED_SIMD && RELAXED_Q8) {
     // four tokens and more: relaxed dots, four rows per vector (relaxed-q8.ts); below that the
     // preparation of each 4-row group costs more than it saves
