@@ -21,10 +21,6 @@ import { f16ToF32, halves4 } from "./common";
 const BLOCK: u32 = 34;
 /** Scratch used by the semantics check (two 16-byte operands, a 16-byte result). */
 const PROBE: u32 = 64;
-/** Blocks per column slab (1024 values: 8 tokens' activations are 8.7 KB). */
-const SLAB: u32 = 32;
-/** Most tokens per chunk. */
-const CHUNK: u32 = 16;
 
 // @ts-ignore: decorator
 @inline function rdot(x: v128, w: v128, acc: v128): v128 {
@@ -46,23 +42,12 @@ export function unsignedDotExact(p: usize): bool {
   return load<i32>(p, 48) == 259080 && load<i32>(p, 60) == 259080 && i32x4.extract_lane(hi, 1) == 129540;
 }
 
-/**
- * nbS blocks of four rows (p1..p3 may alias p0) of Q8_0 times nTok tokens (x, xStride bytes
- * apart; their dx and 128*sum(x) per block at D, dStride apart): f32x4 accumulators at F,
- * fStride apart, continued (block order per lane, as the reference). Returns the touches' sink.
- */
+/** Rows (four; p1..p3 may alias p0) of Q8_0 times nTok tokens: f32x4 accumulators FA[t]. */
 // @ts-ignore: decorator
-@inline function rows4Q8U(p0: usize, p1: usize, p2: usize, p3: usize, nbS: u32, x: usize, xStride: u32, nTok: u32,
-  D: usize, dStride: u32, F: usize, fStride: u32, next: usize, rb: u32, lim: usize): u32 {
+@inline function rows4Q8U(p0: usize, p1: usize, p2: usize, p3: usize, nb: u32, x: usize, nTok: u32, D: usize, FA: usize): void {
   const flip = i8x16.splat(-128);
-  let sink: u32 = 0;
-  for (let b: u32 = 0; b < nbS; b++) {
-    // touch the next group's block b in each of its four rows: a row's slab is a short stream
-    // (17 lines), which leaves the hardware prefetcher no time to ramp up
-    for (let k: u32 = 0; k < 4; k++) {
-      const a = next + k * rb + b * BLOCK;
-      sink ^= load<u8>(a < lim ? a : lim);
-    }
+  const arb = nb * BLOCK;
+  for (let b: u32 = 0; b < nb; b++) {
     const dw = halves4(p0, p1, p2, p3, 0);
     let w0: v128, w1: v128, w2: v128, w3: v128, w4: v128, w5: v128, w6: v128, w7: v128;
     {
@@ -85,8 +70,9 @@ export function unsignedDotExact(p: usize): bool {
     }
     let xq = x + b * BLOCK + 2;
     let dp = D + (b << 3);
-    let f = F;
-    for (let t: u32 = 0; t < nTok; t++) {
+    let f = FA;
+    const fEnd = FA + (nTok << 4);
+    while (f < fEnd) {
       let s = rdot(v128.load32_splat(xq, 0), w0, i32x4.splat(0));
       let u = rdot(v128.load32_splat(xq, 16), w4, i32x4.splat(0));
       s = rdot(v128.load32_splat(xq, 4), w1, s);
@@ -97,42 +83,31 @@ export function unsignedDotExact(p: usize): bool {
       u = rdot(v128.load32_splat(xq, 28), w7, u);
       const sumi = i32x4.sub(i32x4.add(s, u), v128.load32_splat(dp, 4));
       v128.store(f, f32x4.add(v128.load(f), f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(dw, v128.load32_splat(dp)))));
-      xq += xStride; dp += dStride; f += fStride;
+      xq += arb; dp += nb << 3; f += 16;
     }
     p0 += BLOCK; p1 += BLOCK; p2 += BLOCK; p3 += BLOCK;
   }
-  return sink;
 }
 
 /**
  * out[t * rows + r] = row r of w . token t of x for r in [r0, r1), t < nTok; false (nothing done)
  * if this engine's relaxed dots are not the unsigned kind or the scratch is too small.
- *
- * Tokens go CHUNK at a time (each chunk streams the weights once). Whole 4-row groups go over
- * the columns in slabs of SLAB blocks, accumulating in out itself, so a slab of the chunk's
- * activations stays in L1 while every group's rows pass (a 5632-value row of 8 tokens is 48 KB);
- * a last group of 1-3 rows (the others' rows follow in out) runs whole rows into the scratch.
  */
 export function matmulQ8Unsigned(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
   r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
   const nb = cols >> 5;
   const rb = nb * BLOCK;
-  // per token: dx and 128*sum(x) per block (8 bytes), one f32x4 accumulator for a tail group
+  // per token: dx and 128*sum(x) per block (8 bytes), one f32x4 accumulator
   const per: u32 = (nb << 3) + 16;
   if (scratchBytes < per + PROBE || !unsignedDotExact(scratch)) return false;
   const base = scratch + PROBE;
-  const lim = w + r1 * rb - 1;
-  const full = r0 + ((r1 - r0) & ~3);
-  const ostride: u32 = rows << 2;
-  let sink: u32 = 0;
   let chunk: u32 = (scratchBytes - PROBE) / per;
-  if (chunk > CHUNK) chunk = CHUNK;
+  if (chunk > 64) chunk = 64;
   for (let t0: u32 = 0; t0 < nTok; t0 += chunk) {
     const tc = nTok - t0 < chunk ? nTok - t0 : chunk;
     const D = base, FA = base + tc * (nb << 3);
-    const xc = x + t0 * rb;
     for (let j: u32 = 0; j < tc; j++) {
-      const xr = xc + j * rb;
+      const xr = x + (t0 + j) * rb;
       for (let b: u32 = 0; b < nb; b++) {
         const xb = xr + b * BLOCK;
         const dp = D + ((j * nb + b) << 3);
@@ -142,34 +117,21 @@ export function matmulQ8Unsigned(out: usize, w: usize, x: usize, rows: u32, cols
         store<i32>(dp, (i32x4.extract_lane(s32, 0) + i32x4.extract_lane(s32, 1) + i32x4.extract_lane(s32, 2) + i32x4.extract_lane(s32, 3)) << 7, 4);
       }
     }
-    const oc = out + t0 * ostride;
-    for (let r = r0; r < full; r += 4) {
-      for (let j: u32 = 0; j < tc; j++) v128.store(oc + j * ostride + (r << 2), f32x4.splat(0));
-    }
-    for (let sb: u32 = 0; sb < nb; sb += SLAB) {
-      const ns = nb - sb < SLAB ? nb - sb : SLAB;
-      const so: usize = sb * BLOCK;
-      for (let r = r0; r < full; r += 4) {
-        const p0 = w + r * rb + so;
-        sink ^= rows4Q8U(p0, p0 + rb, p0 + 2 * rb, p0 + 3 * rb, ns, xc + so, rb, tc, D + (sb << 3), nb << 3,
-          oc + (r << 2), ostride, r + 4 < full ? p0 + 4 * rb : w + r0 * rb + so + SLAB * BLOCK, rb, lim);
-      }
-    }
-    if (full < r1) {
-      const left = r1 - full;
-      const p0 = w + full * rb;
-      const p1 = left > 1 ? p0 + rb : p0, p2 = left > 2 ? p0 + 2 * rb : p0;
+    for (let r = r0; r < r1; r += 4) {
+      const left = r1 - r;
+      const p0 = w + r * rb;
+      const p1 = left > 1 ? p0 + rb : p0, p2 = left > 2 ? p0 + 2 * rb : p0, p3 = left > 3 ? p0 + 3 * rb : p0;
       for (let j: u32 = 0; j < tc; j++) v128.store(FA + (j << 4), f32x4.splat(0));
-      sink ^= rows4Q8U(p0, p1, p2, p0, nb, xc, rb, tc, D, nb << 3, FA, 16, p0, 0, lim);
+      rows4Q8U(p0, p1, p2, p3, nb, x + t0 * rb, tc, D, FA);
       for (let j: u32 = 0; j < tc; j++) {
         const v = v128.load(FA + (j << 4));
-        const o = oc + j * ostride + (full << 2);
+        const o = out + (((t0 + j) * rows + r) << 2);
+        if (left >= 4) { v128.store(o, v); continue; }
         v128.store32_lane(o, v, 0);
         if (left > 1) v128.store32_lane(o, v, 1, 4);
         if (left > 2) v128.store32_lane(o, v, 2, 8);
       }
     }
   }
-  store<u32>(scratch, sink); // keeps the touches
   return true;
 }
