@@ -23,6 +23,7 @@ import { LlameshError } from "../core/errors.js";
 import { sumPartials } from "../engine/residual.js";
 import type { AllReduce } from "../engine/step.js";
 import { Inbox } from "./inbox.js";
+import { syncTrace } from "./sync-trace.js";
 import { decodePartial, encodeFrame, encodePartial, HEADER_BYTES, MSG, ProtocolError, type Frame } from "./protocol.js";
 
 /** A member of the step program as every member knows it (ranks are the plan's node order). */
@@ -109,6 +110,7 @@ abstract class LinkedBase implements AllReduce, ReduceTraffic {
   deliver(from: number, f: Frame): void {
     if (f.body.length > 8 + 4 * this.acc.length) throw new ProtocolError(`${this.what}: a partial sum of ${f.body.length} bytes, more than a step of this mesh holds`, "bad-body");
     const { step, seq, values } = decodePartial(f.body);
+    syncTrace?.arrival(step, seq);
     this.bytesReceived += HEADER_BYTES + f.body.length;
     this.inbox.put(`${from}:${step}:${seq}`, values);
   }
@@ -143,16 +145,20 @@ export class MeshReduce extends LinkedBase {
   }
 
   async reduce(step: number, seq: number, own: Float32Array | null, nTok: number): Promise<Float32Array> {
+    const t0 = syncTrace ? performance.now() : 0;
     const len = nTok * this.dimP;
     if (own) {
       const frame = partialFrame(step, seq, own);
       for (const link of this.links.values()) link.send(frame);
       this.bytesSent += frame.length * this.links.size;
     }
+    const t1 = syncTrace ? performance.now() : 0;
     const parts: Float32Array[] = [];
     const waited = { v: false };
     for (const r of this.holders[seq & 1]!) parts.push(r === this.rank ? own! : await this.take(r, step, seq, len, waited));
-    return sumPartials(parts, len, this.acc);
+    const sum = sumPartials(parts, len, this.acc);
+    syncTrace?.sync(step, seq, t0, t1, performance.now());
+    return sum;
   }
 }
 
