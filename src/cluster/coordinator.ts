@@ -97,7 +97,7 @@ export class Coordinator {
     if (kind !== "relay") {
       if (localInfo && localInfo.node.kind === "local") {
         const reduce = new (kind === "mesh" ? MeshReduce : ScatterReduce)(localInfo.rank, info, this.dimP, this.batch, spin);
-        for (const m of workers) reduce.links.set(m.rank, { send: (f) => m.node.conn.write(f) });
+        for (const m of workers) reduce.links.set(m.rank, { send: (f) => m.node.conn.write(f), idle: () => m.node.conn.idle });
         local = new Member(localInfo.node.model, localInfo.rank, this.norms, this.backend, reduce);
         for (const m of workers) m.node.conn.onUnsolicited = (f) => reduce.deliver(m.rank, f);
       }
