@@ -118,8 +118,8 @@ async function clientPhase(arg: string): Promise<void> {
 export const ALL_CORES = `0-${os.availableParallelism() - 1}`;
 
 /** One client run on `host` (on `cores`, default every core: unpinned), against `workers`. */
-export function runClient(host: Host, req: ClientRequest, cores = ALL_CORES): Promise<ClientResult> {
-  return runJson<ClientResult>(host, cores, fileURLToPath(import.meta.url), ["--client", JSON.stringify(req)]);
+export function runClient(host: Host, req: ClientRequest, cores = ALL_CORES, env: NodeJS.ProcessEnv = {}): Promise<ClientResult> {
+  return runJson<ClientResult>(host, cores, fileURLToPath(import.meta.url), ["--client", JSON.stringify(req)], env);
 }
 
 /** The synthetic TinyLlama-1.1B checkpoint the cluster benches run (written once). */
@@ -195,23 +195,29 @@ async function main(): Promise<void> {
   });
   let runNo = 0;
   const cores = process.argv.includes("--pin-client") ? "0" : ALL_CORES;
-  const client = (workers: WorkerSpec[], localShare = 0, secret?: string): Promise<ClientResult> =>
-    runClient(hosts[0]!, { workers, tokens, localShare, topology, secret, csv: csvPrefix ? `${csvPrefix}-run${++runNo}` : undefined }, cores);
+  // --trace PREFIX: every worker and client process writes a sync trace (src/cluster/sync-trace.ts)
+  const trace = flag("--trace");
+  const tracePrefix = trace ? path.resolve(trace) : undefined;
+  const traceEnv = (who: string): NodeJS.ProcessEnv => (tracePrefix ? { LLAMESH_SYNC_TRACE: `${tracePrefix}-${who}-%p.trace` } : {});
+  const client = (workers: WorkerSpec[], localShare = 0, secret?: string): Promise<ClientResult> => {
+    const run = ++runNo;
+    return runClient(hosts[0]!, { workers, tokens, localShare, topology, secret, csv: csvPrefix ? `${csvPrefix}-run${run}` : undefined }, cores, traceEnv(`client-run${run}`));
+  };
   try {
     // star: worker A shares core 0 with the client, which works between rounds: A must not poll
     // (--spin-ms 0). mesh: the client sleeps while a token runs, so both workers poll.
     const spinA = topology === "star" ? ["--spin-ms", "0"] : [];
-    const wa = await startWorker(hosts[0]!, 0, path.join(BASE, "cache-a"), spinA);
+    const wa = await startWorker(hosts[0]!, 0, path.join(BASE, "cache-a"), spinA, traceEnv("worker-a"));
     children.push(wa);
-    const wb = await startWorker(hosts[1]!, 1, path.join(BASE, "cache-b"));
+    const wb = await startWorker(hosts[1]!, 1, path.join(BASE, "cache-b"), [], traceEnv("worker-b"));
     children.push(wb);
     log(`Workers: A ${wa.host.ip}:${wa.port} (core 0), B ${wb.host.ip}:${wb.port} (core 1), links 1 Gbit/s (tbf)`);
     const two = (a: BenchWorker, b: BenchWorker): WorkerSpec[] => [{ host: a.host.ip, port: a.port, share: shareA }, { host: b.host.ip, port: b.port, share: 100 - shareA }];
     if (process.argv.includes("--encryption")) {
       const env = { LLAMESH_SECRET: BENCH_SECRET };
-      const sa = await startWorker(hosts[0]!, 0, path.join(BASE, "cache-a"), spinA, env);
+      const sa = await startWorker(hosts[0]!, 0, path.join(BASE, "cache-a"), spinA, { ...env, ...traceEnv("tls-worker-a") });
       children.push(sa);
-      const sb = await startWorker(hosts[1]!, 1, path.join(BASE, "cache-b"), [], env);
+      const sb = await startWorker(hosts[1]!, 1, path.join(BASE, "cache-b"), [], { ...env, ...traceEnv("tls-worker-b") });
       children.push(sb);
       await encryptionBench(reps, tokens, topology, () => client(two(wa, wb)), () => client(two(sa, sb), 0, BENCH_SECRET));
       return;
@@ -227,9 +233,9 @@ async function main(): Promise<void> {
       const root = abBase ? path.resolve(abBase) : ROOT;
       const env = Object.fromEntries((abEnv ?? "").split(" ").filter((x) => x.includes("=")).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
       const what = [abFlags, abEnv, abBase ? `workers of ${root}` : undefined].filter(Boolean).join(", ");
-      const xa = await startWorker(hosts[0]!, 0, path.join(BASE, "cache-a"), [...spinA, ...extra], env, root);
+      const xa = await startWorker(hosts[0]!, 0, path.join(BASE, "cache-a"), [...spinA, ...extra], { ...env, ...traceEnv("ab-worker-a") }, root);
       children.push(xa);
-      const xb = await startWorker(hosts[1]!, 1, path.join(BASE, "cache-b"), extra, env, root);
+      const xb = await startWorker(hosts[1]!, 1, path.join(BASE, "cache-b"), extra, { ...env, ...traceEnv("ab-worker-b") }, root);
       children.push(xb);
       await abBench(reps, tokens, what, [
         { name: "A/B: 1 worker, this checkout", run: () => client([{ host: wa.host.ip, port: wa.port, share: 100 }]) },

@@ -106,6 +106,11 @@ export class Connection {
     this.socket.destroy();
   }
 
+  /** Every byte written so far has left this process's buffers (a buffer written may be reused). */
+  get idle(): boolean {
+    return this.socket.writableLength === 0;
+  }
+
   /** Write a frame without waiting (small, latency-bound frames of a step). */
   write(frame: Buffer): void {
     if (this.closedErr) throw this.closedErr;

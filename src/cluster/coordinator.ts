@@ -15,6 +15,7 @@ import { jsonOf } from "./connection.js";
 import { Member } from "./member.js";
 import type { ClusterNode, WorkerNode } from "./nodes.js";
 import { Poller } from "./poller.js";
+import { syncTrace } from "./sync-trace.js";
 import { decodeDone, encodeFrame, encodeMesh, encodeStep, MSG, type MemberTimes } from "./protocol.js";
 import { MeshReduce, RelayHub, RelayReduce, ScatterReduce, type MemberInfo, type ReduceKind } from "./reduce.js";
 import type { StepLog } from "./stats.js";
@@ -96,7 +97,7 @@ export class Coordinator {
     if (kind !== "relay") {
       if (localInfo && localInfo.node.kind === "local") {
         const reduce = new (kind === "mesh" ? MeshReduce : ScatterReduce)(localInfo.rank, info, this.dimP, this.batch, spin);
-        for (const m of workers) reduce.links.set(m.rank, { send: (f) => m.node.conn.write(f) });
+        for (const m of workers) reduce.links.set(m.rank, { send: (f) => m.node.conn.write(f), idle: () => m.node.conn.idle });
         local = new Member(localInfo.node.model, localInfo.rank, this.norms, this.backend, reduce);
         for (const m of workers) m.node.conn.onUnsolicited = (f) => reduce.deliver(m.rank, f);
       }
@@ -185,6 +186,7 @@ export class Coordinator {
     const input = { step: ++this.step, segments };
     const body = encodeStep(input.step, segments, x0);
     const stepFrame = encodeFrame(MSG.STEP, 0, body).length;
+    if (!p.local) syncTrace?.step(input.step, true);
     this.poller.keep(this.opts.spinMs);
     const pending = p.members.map((m) => {
       if (m.node.kind !== "worker") return null;
@@ -204,6 +206,7 @@ export class Coordinator {
     } finally {
       stopWatch();
     }
+    if (!p.local) syncTrace?.step(input.step, false);
     const vocab = this.config.vocabSize;
     if (this.logits.length < chunks.length * vocab) this.logits = new Float32Array(chunks.length * vocab);
     replies.forEach((r, i) => {

@@ -12,6 +12,7 @@ import type { ModelSlice } from "../engine/slice.js";
 import { runStep, stepTokens, type StepInput } from "../engine/step.js";
 import type { MemberTimes } from "./protocol.js";
 import type { LinkedReduce, RelayReduce } from "./reduce.js";
+import { syncTrace } from "./sync-trace.js";
 
 export class Member {
   private readonly stream: ResidualStream;
@@ -64,7 +65,9 @@ export class Member {
     const sent0 = r.bytesSent;
     const recv0 = r.bytesReceived;
     const times: MemberTimes = { computeUs: [], waitUs: [], logitsUs: 0, bytesSent: 0, bytesReceived: 0 };
+    syncTrace?.step(input.step, true);
     const logits = await runStep(node, this.stream, r, input, times);
+    syncTrace?.step(input.step, false);
     times.bytesSent = r.bytesSent - sent0;
     times.bytesReceived = r.bytesReceived - recv0; // (a fast member's first partial of the next step may count here)
     return { times, logits: logits ? compactRows(logits, input.segments.length, node.logitsStride, node.d.vRows) : null };

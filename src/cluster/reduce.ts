@@ -23,7 +23,8 @@ import { LlameshError } from "../core/errors.js";
 import { sumPartials } from "../engine/residual.js";
 import type { AllReduce } from "../engine/step.js";
 import { Inbox } from "./inbox.js";
-import { decodePartial, encodeFrame, encodePartial, HEADER_BYTES, MSG, ProtocolError, type Frame } from "./protocol.js";
+import { syncTrace } from "./sync-trace.js";
+import { decodePartial, encodeFrame, encodePartial, HEADER_BYTES, MAGIC, MSG, PROTOCOL_VERSION, ProtocolError, type Frame } from "./protocol.js";
 
 /** A member of the step program as every member knows it (ranks are the plan's node order). */
 export interface MemberInfo {
@@ -46,6 +47,11 @@ export const SCATTER_ABOVE = 4;
 /** Sends frames to one other member (or the hub). */
 export interface Link {
   send(frame: Buffer): void;
+  /**
+   * Nothing of what was sent is still queued (the socket has handed every byte to the kernel, or
+   * to TLS): a frame buffer sent on this link may be written again. Absent: never assume so.
+   */
+  idle?(): boolean;
 }
 
 /** A step waits this long at most for a partial sum before failing (a member hangs). */
@@ -56,8 +62,38 @@ export function holdersOf(members: readonly MemberInfo[], seq: number): number[]
   return members.filter((m) => ((seq & 1) === 1 ? m.ffn : m.attn)).map((m) => m.rank).sort((a, b) => a - b);
 }
 
+/** The 24 bytes before a PARTIAL frame's values (as partialFrame writes them) of `valueBytes` bytes of values. */
+function writePartialHeader(out: Buffer, step: number, seq: number, valueBytes: number): void {
+  out.writeUInt32LE(MAGIC, 0);
+  out.writeUInt16LE(PROTOCOL_VERSION, 4);
+  out.writeUInt16LE(MSG.PARTIAL, 6);
+  out.writeUInt32LE(step >>> 0, 8);
+  out.writeUInt32LE(8 + valueBytes, 12);
+  out.writeUInt32LE(step >>> 0, HEADER_BYTES);
+  out.writeUInt32LE(seq >>> 0, HEADER_BYTES + 4);
+}
+
 function partialFrame(step: number, seq: number, values: Float32Array): Buffer {
   return encodeFrame(MSG.PARTIAL, step, encodePartial(step, seq, values));
+}
+
+/**
+ * The inbox key of (member, step, sync) as one number, not a string per partial sum: 6 bits of
+ * member (MAX_MEMBERS = 64), 17 of sync (16 bits of index, the GATHER bit), 30 of step (two steps
+ * in flight are never 2^30 apart).
+ */
+function keyOf(from: number, step: number, seq: number): number {
+  return (step & 0x3fffffff) * 0x800000 + ((seq & 0xffff) | (seq >>> 31 << 16)) * 64 + from;
+}
+
+/** A received partial sum, copied into a buffer that is used again once its sync is added. */
+interface Received {
+  /** Capacity: a whole step's values. */
+  readonly f32: Float32Array;
+  /** The same memory as bytes (the socket's bytes are copied here). */
+  readonly bytes: Buffer;
+  /** The values of this partial sum: f32's first n (the view is kept while n stays the same). */
+  view: Float32Array;
 }
 
 function labelOf(members: readonly MemberInfo[], rank: number): string {
@@ -76,7 +112,13 @@ export interface ReduceTraffic {
  */
 abstract class LinkedBase implements AllReduce, ReduceTraffic {
   readonly links = new Map<number, Link>();
-  protected readonly inbox: Inbox<Float32Array>;
+  protected readonly inbox: Inbox<Received, number>;
+  /** Receive buffers free for the next partial sum, and those of the sync being added (freed at the next reduce). */
+  private readonly free: Received[] = [];
+  private readonly used: Received[] = [];
+  /** The parts of the sync being added, in rank order (reused). */
+  protected readonly parts: Float32Array[] = [];
+  protected readonly waited = { v: false };
   protected readonly holders: [number[], number[]];
   protected readonly acc: Float32Array;
   bytesSent = 0;
@@ -95,7 +137,15 @@ abstract class LinkedBase implements AllReduce, ReduceTraffic {
     this.acc = new Float32Array(batch * dimP);
     // a member is at most a sync or two ahead of another (each needs every part to go on): a few
     // values per member and kind (the scatter's parts and summed chunks), no more (inbox.ts)
-    this.inbox = new Inbox(WAIT_MS, (key) => `${what}: no partial sum from ${labelOf(members, Number(key.split(":")[0]))}`, 8 * members.length + 8);
+    this.inbox = new Inbox<Received, number>(WAIT_MS, (key) => `${what}: no partial sum from ${labelOf(members, key % 64)}`, 8 * members.length + 8);
+  }
+
+  /** A new sync starts: the buffers of the last one's received parts are free again (its sum has been added). */
+  protected startSync(): void {
+    for (const r of this.used) this.free.push(r);
+    this.used.length = 0;
+    this.parts.length = 0;
+    this.waited.v = false;
   }
 
   abstract reduce(step: number, seq: number, own: Float32Array | null, nTok: number): Promise<Float32Array>;
@@ -107,10 +157,28 @@ abstract class LinkedBase implements AllReduce, ReduceTraffic {
 
   /** A PARTIAL frame arrived from member `from` (a malformed one throws a ProtocolError). */
   deliver(from: number, f: Frame): void {
-    if (f.body.length > 8 + 4 * this.acc.length) throw new ProtocolError(`${this.what}: a partial sum of ${f.body.length} bytes, more than a step of this mesh holds`, "bad-body");
-    const { step, seq, values } = decodePartial(f.body);
-    this.bytesReceived += HEADER_BYTES + f.body.length;
-    this.inbox.put(`${from}:${step}:${seq}`, values);
+    const body = f.body;
+    if (body.length > 8 + 4 * this.acc.length) throw new ProtocolError(`${this.what}: a partial sum of ${body.length} bytes, more than a step of this mesh holds`, "bad-body");
+    if (body.length < 8 || (body.length - 8) % 4 !== 0) throw new ProtocolError(`partial of ${body.length} bytes is malformed`, "bad-body");
+    const step = body.readUInt32LE(0), seq = body.readUInt32LE(4);
+    if ((seq & 0x7fffffff) > 0xffff) throw new ProtocolError(`${this.what}: sync index ${seq & 0x7fffffff} out of range`, "bad-body");
+    syncTrace?.arrival(step, seq);
+    const r = this.free.pop() ?? this.newReceived();
+    const n = (body.length - 8) / 4;
+    body.copy(r.bytes, 0, 8);
+    if (r.view.length !== n) r.view = r.f32.subarray(0, n);
+    this.bytesReceived += HEADER_BYTES + body.length;
+    try {
+      this.inbox.put(keyOf(from, step, seq), r);
+    } catch (e) {
+      this.free.push(r);
+      throw e;
+    }
+  }
+
+  private newReceived(): Received {
+    const f32 = new Float32Array(this.acc.length);
+    return { f32, bytes: Buffer.from(f32.buffer, f32.byteOffset, f32.byteLength), view: f32 };
   }
 
   /** A link is gone: every wait fails now, and every later step. */
@@ -126,33 +194,61 @@ abstract class LinkedBase implements AllReduce, ReduceTraffic {
 
   /** Member `from`'s values for (step, seq), which must be `want` long; `waited.v` is set once the first wait starts. */
   protected async take(from: number, step: number, seq: number, want: number, waited: { v: boolean }): Promise<Float32Array> {
-    let v = this.inbox.take(`${from}:${step}:${seq}`);
-    if (v instanceof Promise) {
+    let r = this.inbox.take(keyOf(from, step, seq));
+    if (r instanceof Promise) {
       if (!waited.v) this.onWait();
       waited.v = true;
-      v = await v;
+      r = await r;
     }
+    this.used.push(r);
+    const v = r.view;
     if (v.length !== want) throw new LlameshError(`${this.what}: ${labelOf(this.members, from)} sent ${v.length} values for sync ${seq & ~GATHER} of step ${step}, expected ${want}`);
     return v;
   }
 }
 
 export class MeshReduce extends LinkedBase {
+  /** The last PARTIAL frame sent, written again for the next sync when every link has sent it all. */
+  private frame: Buffer | null = null;
+  private frameBytes: Buffer | null = null;
+  private frameValues: Float32Array | null = null;
+
   constructor(rank: number, members: readonly MemberInfo[], dimP: number, batch: number, onWait: () => void = () => undefined) {
     super(rank, members, dimP, batch, onWait, "mesh");
   }
 
+  /** This sync's PARTIAL frame, in the last one's buffer when no link still holds it (no 8 KB buffer per sync). */
+  private frameOf(step: number, seq: number, own: Float32Array): Buffer {
+    const n = HEADER_BYTES + 8 + own.byteLength;
+    let reuse = this.frameBytes !== null && this.frameBytes.length >= n;
+    if (reuse) for (const link of this.links.values()) if (!link.idle?.()) reuse = false;
+    if (!reuse) {
+      this.frameBytes = Buffer.allocUnsafeSlow(HEADER_BYTES + 8 + 4 * this.acc.length);
+      this.frameValues = new Float32Array(this.frameBytes.buffer, this.frameBytes.byteOffset + HEADER_BYTES + 8, this.acc.length);
+      this.frame = null;
+    }
+    const b = this.frameBytes!;
+    if (this.frame === null || this.frame.length !== n) this.frame = b.subarray(0, n);
+    writePartialHeader(b, step, seq, own.byteLength);
+    this.frameValues!.set(own);
+    return this.frame;
+  }
+
   async reduce(step: number, seq: number, own: Float32Array | null, nTok: number): Promise<Float32Array> {
+    const t0 = syncTrace ? performance.now() : 0;
+    this.startSync();
     const len = nTok * this.dimP;
     if (own) {
-      const frame = partialFrame(step, seq, own);
+      const frame = this.frameOf(step, seq, own);
       for (const link of this.links.values()) link.send(frame);
       this.bytesSent += frame.length * this.links.size;
     }
-    const parts: Float32Array[] = [];
-    const waited = { v: false };
-    for (const r of this.holders[seq & 1]!) parts.push(r === this.rank ? own! : await this.take(r, step, seq, len, waited));
-    return sumPartials(parts, len, this.acc);
+    const t1 = syncTrace ? performance.now() : 0;
+    const parts = this.parts;
+    for (const r of this.holders[seq & 1]!) parts.push(r === this.rank ? own! : await this.take(r, step, seq, len, this.waited));
+    const sum = sumPartials(parts, len, this.acc);
+    syncTrace?.sync(step, seq, t0, t1, performance.now());
+    return sum;
   }
 }
 
@@ -178,7 +274,8 @@ export class ScatterReduce extends LinkedBase {
     const len = nTok * this.dimP;
     const n = this.ranks.length;
     const me = this.ranks.indexOf(this.rank);
-    const waited = { v: false };
+    this.startSync();
+    const waited = this.waited;
     // scatter: chunk j of this member's part to member j
     if (own) {
       this.ranks.forEach((r, j) => {
@@ -189,7 +286,7 @@ export class ScatterReduce extends LinkedBase {
     }
     // reduce this member's chunk, in rank order, then send it to everyone
     const [a, b] = chunkOf(len, me, n);
-    const parts: Float32Array[] = [];
+    const parts = this.parts;
     for (const r of this.holders[seq & 1]!) parts.push(r === this.rank ? own!.subarray(a, b) : await this.take(r, step, seq, b - a, waited));
     const mine = sumPartials(parts, b - a, this.acc);
     for (const r of this.ranks) if (r !== this.rank) this.send(r, step, (seq | GATHER) >>> 0, mine.subarray(0, b - a));

@@ -353,7 +353,7 @@ export class WorkerSession {
     if (!isLinked(reduce) || !m || m.host === undefined || rank <= target.member.rank) throw new ProtocolError(`peer: rank ${rank} may not link to rank ${target.member.rank}`, "bad-peer");
     this.state = { kind: "peer", target: reduce, rank };
     this.promote();
-    reduce.links.set(rank, { send: (fr) => this.write(fr) });
+    reduce.links.set(rank, { send: (fr) => this.write(fr), idle: () => this.socket.writableLength === 0 });
     this.reply(MSG.PEER_OK, f.id, "{}");
     target.onLink?.();
   }
@@ -493,7 +493,7 @@ export class WorkerSession {
       throw new ProtocolError((e as Error).message, "bad-mesh");
     }
     const client = members.find((m) => m.host === undefined && m.rank !== rank);
-    if (isLinked(reduce) && client) reduce.links.set(client.rank, { send: write });
+    if (isLinked(reduce) && client) reduce.links.set(client.rank, { send: write, idle: () => this.socket.writableLength === 0 });
     const mesh: Joined = { member, token, clientRank: client?.rank ?? -1, peers: [], onLink: null };
     this.server.meshes.set(token, mesh);
     this.state = { kind: "joined", fingerprint, slice, mesh };
@@ -558,7 +558,7 @@ export class WorkerSession {
       conn.close();
       throw e;
     }
-    reduce.links.set(rank, { send: (fr) => conn.write(fr) });
+    reduce.links.set(rank, { send: (fr) => conn.write(fr), idle: () => conn.idle });
   }
 
   private async onStep(f: Frame, mesh: Joined): Promise<void> {
