@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Kernel A/B of matmulQ8 between two kernel modules, alternating (A B, then B A, ...): the
 // TinyLlama 1.1B shapes x 22 layers (~1 GB of valid Q8_0 weights, levels -127..127, streamed from
-// DRAM as in a forward pass), or with HOT=1 one 512x2048 matrix (2.2 MB) 40 times (in cache).
+// DRAM as in a forward pass), or with HOT=1 one 512x2048 matrix (2.2 MB; SHAPE=RxC another) 40 times
+// (in cache).
 // Prints best and median ms and GMAC/s per token count and the speed-up of the second module.
 // usage (after npx tsc -p .): node scripts/q8-batch-ab.mjs <a.wasm> <b.wasm> <threads> <nTok,...> <rounds>
 import { readFileSync } from "node:fs";
@@ -16,7 +17,7 @@ const threads = Number(thr), tokList = toks.split(",").map(Number), rounds = Num
 const shapes = [[2048, 2048], [256, 2048], [256, 2048], [2048, 2048], [5632, 2048], [5632, 2048], [2048, 5632]];
 const HOT = process.env.HOT === "1";
 const LAYERS = HOT ? 1 : 22;
-if (HOT) shapes.splice(0, shapes.length, [512, 2048]);
+if (HOT) shapes.splice(0, shapes.length, (process.env.SHAPE ?? "512x2048").split("x").map(Number));
 let bytes = 0;
 for (const [r, c] of shapes) bytes += r * q8RowBytes(c);
 bytes *= LAYERS;

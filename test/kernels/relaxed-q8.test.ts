@@ -4,7 +4,7 @@
  * elsewhere its check fails and the exact kernels run), relaxed-q8.ts when q8.ts's RELAXED_Q8
  * is on) against the
  * TypeScript reference, bit for bit: odd row counts (4-row groups
- * with aliased tails), every token count 2..9 (tiles of 8, 4, 2 and 1), chunks of tokens, blocks
+ * with aliased tails), every token count 2..16 (relaxed-q8.ts: tiles of 8, 4, 2 and 1), chunks of tokens, blocks
  * holding -128 (the slow path: |w| = 128 does not fit the i7 operand), all-negative and all-zero
  * blocks, rows too long for the scratch, on 1-3 threads, both builds.
  */
@@ -100,6 +100,12 @@ for (const build of BUILDS) for (const threads of THREADS) {
         for (const cols of [32, 96, 1056]) {
           for (let nTok = 2; nTok <= 9; nTok++) check(rows, cols, nTok, (rows + nTok) % 2 === 0);
         }
+      }
+    });
+
+    test("10..16 tokens, 4-row tails: bit-identical", () => {
+      for (const rows of [1, 4, 6, 8, 9, 13]) {
+        for (let nTok = 10; nTok <= 16; nTok++) check(rows, 96, nTok, (rows + nTok) % 2 === 0);
       }
     });
 
