@@ -20,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import { createBackend } from "../src/kernels/backend.js";
 import { openModel, type LoadedModel } from "../src/engine/open.js";
 import { TextStream } from "../src/engine/text-stream.js";
+import { greedyTokens } from "../src/engine/generate.js";
 import { openDistributedModel } from "../src/cluster/client.js";
 import { SeededRandom } from "../src/synthetic/checkpoint.js";
 
@@ -55,22 +56,13 @@ function startWorker(): Promise<Worker> {
 }
 
 async function greedy(m: LoadedModel, n: number, before?: (k: number) => void): Promise<{ text: string; tokens: number[] }> {
-  const argmax = (l: Float32Array): number => l.reduce((b, v, i, a) => (v > a[b]! ? i : b), 0);
-  const ids = m.tokenizer.encode(PROMPT, true);
   before?.(0);
-  let logits = await m.forward(ids, 0);
-  const tokens: number[] = [];
+  let made = 0;
+  const tokens = await greedyTokens(m, m.tokenizer.encode(PROMPT, true), n, () => {
+    if (++made < n) before?.(made);
+  });
   const s = new TextStream(m.tokenizer);
-  let text = "";
-  for (let i = 0; i < n; i++) {
-    tokens.push(argmax(logits));
-    text += s.push(tokens[i]!);
-    if (i + 1 < n) {
-      before?.(i + 1);
-      logits = await m.forward([tokens[i]!], ids.length + i);
-    }
-  }
-  return { text: text + s.end(), tokens };
+  return { text: tokens.map((t) => s.push(t)).join("") + s.end(), tokens };
 }
 
 /** A seeded uniform generator (the synthetic checkpoints' mulberry32: the run is reproducible from its seed). */

@@ -3,7 +3,7 @@
  * budget, an end-of-sequence token or the end of the context. Timings feed the report.
  */
 import { LlameshError } from "../core/errors.js";
-import type { Sampler } from "./sampler.js";
+import { Sampler } from "./sampler.js";
 
 /** Anything that turns tokens at positions into next-token logits: one machine or a cluster. */
 export interface LogitsModel {
@@ -80,4 +80,13 @@ export async function generate(model: LogitsModel, prompt: readonly number[], op
     decodeSteps++;
   }
   return { tokens, stop, promptTokens: prompt.length, promptMs, decodeSteps, decodeMs: performance.now() - t1 };
+}
+
+/**
+ * `n` greedy tokens after `prompt`, with no end-of-sequence stop: what the tests and benchmarks
+ * compare between one machine, a cluster and llama.cpp. onToken runs before the next forward call.
+ */
+export async function greedyTokens(model: LogitsModel, prompt: readonly number[], n: number, onToken?: (id: number) => void): Promise<number[]> {
+  const sampler = new Sampler({ temperature: 0, topP: 1, topK: 0, seed: 0 });
+  return (await generate(model, prompt, { maxNewTokens: n, sampler, eosIds: [], ...(onToken ? { onToken } : {}) })).tokens;
 }

@@ -21,8 +21,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import { createBackend } from "../../src/kernels/backend.js";
 import { openModel, type LoadedModel } from "../../src/engine/open.js";
-import { generate } from "../../src/engine/generate.js";
-import { Sampler } from "../../src/engine/sampler.js";
+import { greedyTokens } from "../../src/engine/generate.js";
 import { openDistributedModel, parseWorkersFlag, type DistributedModel, type WorkerSpec } from "../../src/cluster/client.js";
 import { planCluster, apportion } from "../../src/cluster/planner.js";
 import { encodeFrame, FrameReader, MSG, PROTOCOL_VERSION, type Frame } from "../../src/cluster/protocol.js";
@@ -45,9 +44,7 @@ const quiet = (): void => undefined;
 const relErr = relativeError;
 
 async function greedy(m: LoadedModel, prompt: string, n: number): Promise<number[]> {
-  const ids = m.tokenizer.encode(prompt, true);
-  const r = await generate(m, ids, { maxNewTokens: n, sampler: new Sampler({ temperature: 0, topP: 1, topK: 0, seed: 1 }), eosIds: [] });
-  return r.tokens;
+  return greedyTokens(m, m.tokenizer.encode(prompt, true), n);
 }
 
 /**

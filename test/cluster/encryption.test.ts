@@ -16,6 +16,7 @@ import { openDistributedModel } from "../../src/cluster/client.js";
 import { loadSecret } from "../../src/cluster/auth.js";
 import { LlameshError } from "../../src/core/errors.js";
 import { TextStream } from "../../src/engine/text-stream.js";
+import { greedyTokens } from "../../src/engine/generate.js";
 import { STORIES, skipUnless, tempDir } from "../helpers/models.js";
 import { spawnWorker, type SpawnedWorker } from "./helpers.js";
 
@@ -46,18 +47,9 @@ function recordingProxy(port: number): Promise<{ port: number; bytes: () => Buff
 }
 
 async function greedyText(m: LoadedModel, prompt: string, n: number): Promise<{ text: string; tokens: number[] }> {
-  const argmax = (l: Float32Array): number => l.reduce((b, v, i, a) => (v > a[b]! ? i : b), 0);
-  const ids = m.tokenizer.encode(prompt, true);
-  let logits = await m.forward(ids, 0);
-  const tokens: number[] = [];
+  const tokens = await greedyTokens(m, m.tokenizer.encode(prompt, true), n);
   const s = new TextStream(m.tokenizer);
-  let text = "";
-  for (let i = 0; i < n; i++) {
-    tokens.push(argmax(logits));
-    text += s.push(tokens[i]!);
-    logits = await m.forward([tokens[i]!], ids.length + i);
-  }
-  return { text: text + s.end(), tokens };
+  return { text: tokens.map((t) => s.push(t)).join("") + s.end(), tokens };
 }
 
 test("encrypted links: a proxy sees no prompt, no generated word, no plaintext frame; --no-encryption would show them", { skip: skipUnless(STORIES) }, async () => {

@@ -14,7 +14,7 @@ import type { Limits } from "../../src/cluster/limits.js";
 import { encodeFrame, encodeMesh, FrameReader, MSG, type Frame } from "../../src/cluster/protocol.js";
 import { connectSocket, linkSecurity } from "../../src/cluster/secure.js";
 import { openWeights, type LoadedModel } from "../../src/engine/open.js";
-import { argmax } from "../../src/engine/sampler.js";
+import { greedyTokens } from "../../src/engine/generate.js";
 import { typePlan, type TypePlan } from "../../src/engine/types.js";
 import { readNorms } from "../../src/engine/weights.js";
 import type { LlamaConfig } from "../../src/model/config.js";
@@ -22,14 +22,7 @@ import { tempDir } from "../helpers/models.js";
 
 /** `n` greedy tokens after `prompt`: what a real client gets from the worker after an attack. */
 export async function greedy(m: LoadedModel, prompt: string, n: number): Promise<number[]> {
-  const ids = m.tokenizer.encode(prompt, true);
-  let logits = await m.forward(ids, 0);
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    out.push(argmax(logits));
-    logits = await m.forward([out[i]!], ids.length + i);
-  }
-  return out;
+  return greedyTokens(m, m.tokenizer.encode(prompt, true), n);
 }
 
 export const SECRET = "0123456789abcdef0123456789abcdef";

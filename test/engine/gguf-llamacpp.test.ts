@@ -9,7 +9,8 @@ import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import { createBackend } from "../../src/kernels/backend.js";
-import { openModel, type LoadedModel } from "../../src/engine/open.js";
+import { openModel } from "../../src/engine/open.js";
+import { greedyTokens } from "../../src/engine/generate.js";
 import { openDistributedModel } from "../../src/cluster/client.js";
 import { TextStream } from "../../src/engine/text-stream.js";
 import { GGUF_LLAMACPP, skipUnless, tempDir } from "../helpers/models.js";
@@ -22,21 +23,11 @@ const N = 40;
 const backend = await createBackend({ threads: 2 });
 after(() => backend.close());
 
-async function greedy(m: LoadedModel, ids: number[], n: number): Promise<number[]> {
-  const argmax = (l: Float32Array): number => l.reduce((b, v, i, a) => (v > a[b]! ? i : b), 0);
-  let logits = await m.forward(ids, 0);
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    out.push(argmax(logits));
-    if (i + 1 < n) logits = await m.forward([out[i]!], ids.length + i);
-  }
-  return out;
-}
 
 test("the Q4_K_M file continues \"Once upon a time\" as the issue says llama.cpp does", { skip: skipUnless(GGUF_LLAMACPP) }, async () => {
   const m = await openModel(FILES[3]!, { backend, maxSeqLen: 128 });
   const s = new TextStream(m.tokenizer);
-  const text = (await greedy(m, m.tokenizer.encode("Once upon a time", true), 30)).map((t) => s.push(t)).join("") + s.end();
+  const text = (await greedyTokens(m, m.tokenizer.encode("Once upon a time", true), 30)).map((t) => s.push(t)).join("") + s.end();
   assert.ok(text.startsWith(", there was a little girl named Lily. She loved to play with her toys and her friends."), text);
 });
 
@@ -51,8 +42,8 @@ test("llama.cpp's GGUF files: 40 greedy tokens equal llama.cpp's, one machine an
           const ids = one.tokenizer.encode(prompt, true);
           const theirs = (await llamaCppRun(file, ids, { generate: N, vocabSize: one.config.vocabSize })).generated;
           assert.equal(theirs.length, N);
-          assert.deepEqual(await greedy(one, ids, N), theirs, `${path.basename(file)}, ${JSON.stringify(prompt)}: one machine`);
-          assert.deepEqual(await greedy(two, ids, N), theirs, `${path.basename(file)}, ${JSON.stringify(prompt)}: 2 workers`);
+          assert.deepEqual(await greedyTokens(one, ids, N), theirs, `${path.basename(file)}, ${JSON.stringify(prompt)}: one machine`);
+          assert.deepEqual(await greedyTokens(two, ids, N), theirs, `${path.basename(file)}, ${JSON.stringify(prompt)}: 2 workers`);
         }
       } finally {
         await two.close();
