@@ -59,6 +59,13 @@ const CLEAR_WAIT = 16;
  * one busy program pinned to a core, 0.15-0.18x in the first epoch, mostly 0.15-0.45x after.
  */
 const LAG = 0.35;
+/**
+ * The first epoch's evidence must be stronger (one busy program: 0.10-0.18x; quiet, when the
+ * worker woke late: down to 0.28x), and its time alone is none: the probe after it compares with
+ * its times, which the warm-up makes 1.3-1.5x the steady ones (a quiet run that probed on it went
+ * alone for the whole prompt).
+ */
+const FIRST_LAG = 0.2;
 /** An epoch's chunk counts say something from this many chunks per thread on. */
 const MIN_LAG_CHUNKS = 4;
 /** Most epochs of evidence an evidence probe waits for (it doubles after each that lost). */
@@ -196,8 +203,9 @@ export class ModeProbe {
     } else if (!this.chosen) {
       // On all threads: a preempted thread, or slower than the fastest thread's own pace would be
       // alone, is evidence of load; enough of it brings the probe forward to the next epoch.
-      const slow = this.sumAloneEstimate > 0 && this.sumAll * fast > this.sumAloneEstimate;
-      if ((lag < LAG || slow) && ++this.evidence >= this.evidenceNeed && this.nextProbe > this.epochs) {
+      const first = this.epochs === 1;
+      const slow = !first && this.sumAloneEstimate > 0 && this.sumAll * fast > this.sumAloneEstimate;
+      if ((lag < (first ? FIRST_LAG : LAG) || slow) && ++this.evidence >= this.evidenceNeed && this.nextProbe > this.epochs) {
         this.nextProbe = this.epochs;
         this.byEvidence = true;
       }

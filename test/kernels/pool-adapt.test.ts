@@ -57,7 +57,7 @@ test("all threads slower than the main thread's own pace: the probe comes at onc
     else p.record(key, 3, 1.2); // the job took 3 ms; alone, at its pace, the main thread needs 1.2
   }
   assert.equal(p.switches, 1, "switched after one epoch on all threads and one probe");
-  assert.equal(alone, 16 * 3 - 8, "all but the first epoch's 8 jobs");
+  assert.equal(alone, 16 * 3 - 8 - 16, "all but the first two epochs' jobs (the first epoch's time is warm-up, no evidence)");
   // on a quiet machine the estimate is above the job time: no early probe, only the schedule's
   const q = new ModeProbe(true);
   let probes = 0;
@@ -126,6 +126,8 @@ test("a preempted thread (it took a seventh of the chunks) brings the probe to t
   const { probes, p } = probeEpochsWithPace(8 + 16 * 10, 7, 1, 0.7);
   assert.equal(probes[0], 1, "probed right after the first epoch");
   assert.equal(p.switches, 1);
+  // a third: evidence from the second epoch on, not in the first (a quiet worker waking late)
+  assert.equal(probeEpochsWithPace(8 + 16 * 10, 7, 2, 0.7).probes[0], 2);
   // the same pace where one thread alone is slower: the probe loses, and the next evidence probe
   // waits for twice as much evidence each time (an outlier on a quiet machine is not probed every time)
   const lost = probeEpochsWithPace(8 + 16 * 40, 7, 1, 1.8);
