@@ -57,7 +57,7 @@ test("all threads slower than the main thread's own pace: the probe comes at onc
     else p.record(key, 3, 1.2); // the job took 3 ms; alone, at its pace, the main thread needs 1.2
   }
   assert.equal(p.switches, 1, "switched after one epoch on all threads and one probe");
-  assert.equal(alone, 16 * 3 - 8, "all but the first epoch's 8 jobs");
+  assert.equal(alone, 16 * 3 - 8 - 16, "all but the first two epochs' jobs (the first epoch's time is warm-up, no evidence)");
   // on a quiet machine the estimate is above the job time: no early probe, only the schedule's
   const q = new ModeProbe(true);
   let probes = 0;
@@ -80,13 +80,59 @@ function probesOf(p: ModeProbe, jobs: number, soloMs: number): number {
   return probes;
 }
 
-test("a clear outcome waits longer for the next probe than a narrow one (a quiet machine's prompt pays fewer probes)", () => {
+test("a clear outcome waits longer for the next probe than a narrow one", () => {
   const clear = new ModeProbe(true), narrow = new ModeProbe(true);
-  const jobs = 16 * 30;
+  const jobs = 8 + 16 * 120;
   const c = probesOf(clear, jobs, 1.8), n = probesOf(narrow, jobs, 1.2);
   assert.equal(clear.switches + narrow.switches, 0);
-  assert.equal(c, 2, "after epoch 1, then 16 epochs later");
-  assert.equal(n, 4, "after epoch 1, then 2, 4 and 8 epochs later");
+  assert.equal(c, 1, "at epoch 16, then 256 epochs later (capped at 192)");
+  assert.equal(n, 3, "at epoch 16, then 32 and 64 epochs later");
+});
+
+/**
+ * Drive a probe with two threads' pace counters: every job on all threads takes 1 ms, the main
+ * thread runs `mainChunks` chunks of it and the helper `helperChunks` (both at 0.2 ms a chunk);
+ * alone the main thread takes soloMs. Returns the epoch numbers at which a probe started.
+ */
+function probeEpochsWithPace(jobs: number, mainChunks: number, helperChunks: number, soloMs: number): { probes: number[]; p: ModeProbe } {
+  const pace = new Float64Array(2 * PACE_STRIDE);
+  const p = new ModeProbe(true, pace);
+  const probes: number[] = [];
+  let wasSolo = false;
+  for (let i = 0; i < jobs; i++) {
+    if (p.solo && !wasSolo) probes.push(p.epochCount);
+    wasSolo = p.solo;
+    if (p.solo) p.record(i % 7, soloMs);
+    else {
+      pace[0] += 0.2 * mainChunks; pace[1] += mainChunks;
+      pace[PACE_STRIDE] += 0.2 * helperChunks; pace[PACE_STRIDE + 1] += helperChunks;
+      p.record(i % 7, 1, 0.2 * (mainChunks + helperChunks)); // alone at the main thread's pace
+    }
+  }
+  return { probes, p };
+}
+
+test("quiet pace (both threads take their half of every job): a prompt's 10 epochs pay no probe", () => {
+  const { probes, p } = probeEpochsWithPace(8 + 16 * 10, 4, 4, 1.8);
+  assert.deepEqual(probes, []);
+  assert.equal(p.switches, 0);
+  // the schedule still probes once, later (load that the counters do not show)
+  assert.deepEqual(probeEpochsWithPace(8 + 16 * 20, 4, 4, 1.8).probes, [16]);
+  // the first epoch's helper waking late (half the main thread's chunks) is no evidence either
+  assert.deepEqual(probeEpochsWithPace(8 + 16 * 10, 6, 3, 1.8).probes, []);
+});
+
+test("a preempted thread (it took a seventh of the chunks) brings the probe to the next epoch, and it switches", () => {
+  const { probes, p } = probeEpochsWithPace(8 + 16 * 10, 7, 1, 0.7);
+  assert.equal(probes[0], 1, "probed right after the first epoch");
+  assert.equal(p.switches, 1);
+  // a third: evidence from the second epoch on, not in the first (a quiet worker waking late)
+  assert.equal(probeEpochsWithPace(8 + 16 * 10, 7, 2, 0.7).probes[0], 2);
+  // the same pace where one thread alone is slower: the probe loses, and the next evidence probe
+  // waits for twice as much evidence each time (an outlier on a quiet machine is not probed every time)
+  const lost = probeEpochsWithPace(8 + 16 * 40, 7, 1, 1.8);
+  assert.equal(lost.p.switches, 0);
+  assert.deepEqual(lost.probes.slice(0, 4), [1, 4, 9, 18], "after 1, 2, 4 and 8 epochs of evidence");
 });
 
 test("the fastest thread's pace, not the main thread's, says whether all threads are slower than one alone", () => {
@@ -110,6 +156,6 @@ test("the fastest thread's pace, not the main thread's, says whether all threads
     }
     return probes;
   };
-  assert.equal(run(false), 0, "the schedule's next probe is at epoch 18");
+  assert.equal(run(false), 0, "the schedule's next probe is past epoch 5");
   assert.ok(run(true) >= 1, "probed early");
 });
