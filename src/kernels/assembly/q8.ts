@@ -10,7 +10,8 @@ const BLOCK: u32 = 34;
 /** Bytes per block of widened activations in matmulQ8 scratch: 64 (i16) + 16 (scale) + 16 (slack). */
 const XSTRIDE: u32 = 96;
 /**
- * relaxed-q8.ts for nTok >= 4 in the relaxed build. Off: faster with the weights in cache (1
+ * relaxed-q8.ts for nTok >= 4 in the relaxed build, where relaxed-q8u.ts declines (an engine whose
+ * relaxed dots are not unsigned x signed). Off: faster with the weights in cache (1
  * thread, 512x2048: 1.27x at 8 tokens, 1.39x at 16) but slower streaming them from DRAM, which a
  * batched decode step does (2 threads, the 1.1B shapes: 0.73x at 8 tokens; the 8-sequence
  * forwardBatch step 217.7 vs 162.6 ms). See docs/kernels.md, "Q8_0 with relaxed dots".
