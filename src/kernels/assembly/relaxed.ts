@@ -17,7 +17,7 @@
 // super-block), so the results are bit-identical with the reference and with the SIMD128 build.
 // (A "lane = token" layout, token quads against broadcast weights, was slower at every prompt
 // length once the rows variant lost its scalar gathers: Q4_K x32 58 vs 77 GMAC/s, Q6_K 50 vs 51.)
-import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4, halves4Safe, storeEightStreams, transposeSum } from "./common";
+import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4Safe, storeEightStreams, transposeSum } from "./common";
 import { q4kScales } from "./unpack";
 
 // @ts-ignore: decorator
@@ -310,18 +310,32 @@ export function decodeRelaxed(t: u32, out: usize, w: usize, xs: usize, nsb: u32,
 
 // ---------------------------------------------------------------------------------------------
 // Q4_0 prefill with "lane = row": four rows' levels transposed so that lane r of weight vector g
-// holds group g (four values) of row r; each token's four activations of a group are one
-// load32_splat straight from its Q8_0 block. Eight dots give a block's integer sums of four rows
-// for one token; the float step (f32(sumi) * f32(dw * dx), block order) is per lane as in the
-// reference. No padding of the token count, and the unpacking is shared by four rows.
+// holds group g (four values) of row r, against each token's four activations of the group
+// broadcast to all lanes. Eight dots give a block's integer sums of four rows for one token; the
+// float step (f32(sumi) * f32(dw * dx), block order) is per lane as in the reference. No padding
+// of the token count, and the unpacking is shared by four rows.
+//
+// The broadcasts are made once per call, not in the inner loop: V8 lowers load32_splat with an
+// offset to an lea plus a vbroadcastss (the offset is not folded), so eight splats cost 15 uops
+// per (four rows, block, token), where eight v128.load of pre-broadcast vectors cost 8. The
+// activations of a slab of blocks and a chunk of tokens are expanded to Q4X bytes per (block,
+// token): the eight broadcast groups, -8 * sum(x) (the dots' starting value: no subtraction) and
+// dx as vectors. The rows accumulate straight into out across slabs (a slab keeps the expanded
+// data small); a last group of fewer than four rows uses a scratch accumulator.
 
-/** Rows r0.. (four, p1..p3 may alias p0) of Q4_0 times nTok tokens: f32x4 accumulators FA[t]. */
+/** Bytes per (block, token) of the expanded activations: 8 broadcast groups, -8*sum(x) as i32x4, dx as f32x4. */
+const Q4X: u32 = 160;
+/** Blocks per slab at most (the expanded data of a slab: Q4X * tokens * blocks bytes); the scratch is the limit: capping it at 24 or 48 (L1-sized) was 0.75-0.95x on the 7B shapes. */
+const Q4_SLAB: u32 = 1 << 30;
+const Q4_SPACED = true;
+
+/** Rows (four, p1..p3 may alias p0) of Q4_0 times tc tokens over nb blocks: f32x4 accumulators at fa, fs bytes apart. */
 // @ts-ignore: decorator
-@inline function rows4Q4_0(p0: usize, p1: usize, p2: usize, p3: usize, nb: u32, x: usize, arb: u32, nTok: u32, D: usize, FA: usize): void {
-  const m0f = i8x16.splat(0x0f);
+@inline function rows4Q4_0(p0: usize, p1: usize, p2: usize, p3: usize, nb: u32, xp: usize, tc: u32, fa: usize, fs: usize, C: usize): void {
+  const m0f = v128.load(C);
   for (let b: u32 = 0; b < nb; b++) {
     const v0 = v128.load(p0, 2), v1 = v128.load(p1, 2), v2 = v128.load(p2, 2), v3 = v128.load(p3, 2);
-    const dw = halves4(p0, p1, p2, p3, 0);
+    const dw = halves4C(p0, p1, p2, p3, C);
     // transpose the raw bytes 4x4 as i32 (lane r of t_g: bytes 4g..4g+3 of row r), then split the
     // nibbles (bytewise, so it commutes with the transpose): lo = values 0..15 (groups 0..3), hi = 16..31
     const t01l = i32x4.shuffle(v0, v1, 0, 4, 1, 5), t01h = i32x4.shuffle(v0, v1, 2, 6, 3, 7);
@@ -331,61 +345,104 @@ export function decodeRelaxed(t: u32, out: usize, w: usize, xs: usize, nsb: u32,
     const w0 = v128.and(r0, m0f), w1 = v128.and(r1, m0f), w2 = v128.and(r2, m0f), w3 = v128.and(r3, m0f);
     const w4 = v128.and(i16x8.shr_u(r0, 4), m0f), w5 = v128.and(i16x8.shr_u(r1, 4), m0f);
     const w6 = v128.and(i16x8.shr_u(r2, 4), m0f), w7 = v128.and(i16x8.shr_u(r3, 4), m0f);
-    let xq = x + b * 34 + 2;
-    let dp = D + (b << 3);
-    let f = FA;
-    const fEnd = FA + (nTok << 4);
-    while (f < fEnd) {
-      let s = rdot(v128.load32_splat(xq, 0), w0, i32x4.splat(0));
-      let u = rdot(v128.load32_splat(xq, 16), w4, i32x4.splat(0));
-      s = rdot(v128.load32_splat(xq, 4), w1, s);
-      u = rdot(v128.load32_splat(xq, 20), w5, u);
-      s = rdot(v128.load32_splat(xq, 8), w2, s);
-      u = rdot(v128.load32_splat(xq, 24), w6, u);
-      s = rdot(v128.load32_splat(xq, 12), w3, s);
-      u = rdot(v128.load32_splat(xq, 28), w7, u);
-      const sumi = i32x4.sub(i32x4.add(s, u), v128.load32_splat(dp, 4));
-      v128.store(f, f32x4.add(v128.load(f), f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(dw, v128.load32_splat(dp)))));
-      xq += arb; dp += nb << 3; f += 16;
+    let f = fa;
+    const xEnd = xp + tc * Q4X;
+    while (xp < xEnd) {
+      // two chains of four dots (one chain of eight: latency-bound, 1.1-1.3x slower)
+      let s = rdot(v128.load(xp, 0), w0, v128.load(xp, 128));
+      let u = rdot(v128.load(xp, 64), w4, i32x4.splat(0));
+      s = rdot(v128.load(xp, 16), w1, s);
+      u = rdot(v128.load(xp, 80), w5, u);
+      s = rdot(v128.load(xp, 32), w2, s);
+      u = rdot(v128.load(xp, 96), w6, u);
+      s = rdot(v128.load(xp, 48), w3, s);
+      u = rdot(v128.load(xp, 112), w7, u);
+      v128.store(f, f32x4.add(v128.load(f), f32x4.mul(f32x4.convert_i32x4_s(i32x4.add(s, u)), f32x4.mul(dw, v128.load(xp, 144)))));
+      xp += Q4X; f += fs;
     }
     p0 += 18; p1 += 18; p2 += 18; p3 += 18;
   }
 }
 
-/** Q4_0 prefill (lane = row); false (nothing done) if the per-token data do not fit in the scratch. */
+/** Q4_0 prefill (lane = row); false (nothing done) if the scratch cannot hold one block of one token. */
 export function prefillQ4_0Rows(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
   r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
   const nb = cols >> 5;
   const rb = nb * 18, arb = nb * 34;
-  // per token: dx and 8*sum(x) per block (8 bytes), one f32x4 accumulator
-  const per: u32 = (nb << 3) + 16;
-  if (scratchBytes < per) return false;
-  let chunk: u32 = scratchBytes / per;
-  if (chunk > 64) chunk = 64;
+  const C = scratch, TAIL = scratch + CONSTS; // constants, then the accumulators of a short last group
+  const D = TAIL + (64 << 4);
+  if (scratchBytes < CONSTS + (64 << 4) + Q4X) return false;
+  const room = scratchBytes - CONSTS - (64 << 4);
+  let chunk: u32 = nTok < 64 ? nTok : 64;
+  if (chunk * Q4X > room) chunk = room / Q4X;
+  storeConsts(C);
+  const full = r1 - ((r1 - r0) & 3); // rows [r0, full) in groups of four, then a short group
   for (let t0: u32 = 0; t0 < nTok; t0 += chunk) {
     const tc = nTok - t0 < chunk ? nTok - t0 : chunk;
-    const D = scratch, FA = scratch + tc * (nb << 3);
+    let slab: u32 = room / (tc * Q4X);
+    if (slab > Q4_SLAB) slab = Q4_SLAB;
+    if (slab > nb) slab = nb;
     for (let j: u32 = 0; j < tc; j++) {
-      const xr = x + (t0 + j) * arb;
-      for (let b: u32 = 0; b < nb; b++) {
-        const xb = xr + b * 34;
-        const dp = D + ((j * nb + b) << 3);
-        store<f32>(dp, f16ToF32(load<u16>(xb) as u32));
-        const s16 = i16x8.add(i16x8.extadd_pairwise_i8x16_s(v128.load(xb, 2)), i16x8.extadd_pairwise_i8x16_s(v128.load(xb, 18)));
-        const s32 = i32x4.extadd_pairwise_i16x8_s(s16);
-        store<i32>(dp, (i32x4.extract_lane(s32, 0) + i32x4.extract_lane(s32, 1) + i32x4.extract_lane(s32, 2) + i32x4.extract_lane(s32, 3)) << 3, 4);
+      const o = out + (((t0 + j) * rows + r0) << 2);
+      for (let r = r0; r < full; r += 4) v128.store(o + ((r - r0) << 2), f32x4.splat(0));
+      v128.store(TAIL + (j << 4), f32x4.splat(0));
+    }
+    for (let b0: u32 = 0; b0 < nb; b0 += slab) {
+      const sn = nb - b0 < slab ? nb - b0 : slab;
+      // expand the slab's activations: (block, token) order, Q4X bytes each
+      let dp = D;
+      for (let b = b0; b < b0 + sn; b++) {
+        for (let j: u32 = 0; j < tc; j++) {
+          const xb = x + (t0 + j) * arb + b * 34;
+          const a = v128.load(xb, 2), c = v128.load(xb, 18);
+          v128.store(dp, i32x4.shuffle(a, a, 0, 0, 0, 0), 0);
+          v128.store(dp, i32x4.shuffle(a, a, 1, 1, 1, 1), 16);
+          v128.store(dp, i32x4.shuffle(a, a, 2, 2, 2, 2), 32);
+          v128.store(dp, i32x4.shuffle(a, a, 3, 3, 3, 3), 48);
+          v128.store(dp, i32x4.shuffle(c, c, 0, 0, 0, 0), 64);
+          v128.store(dp, i32x4.shuffle(c, c, 1, 1, 1, 1), 80);
+          v128.store(dp, i32x4.shuffle(c, c, 2, 2, 2, 2), 96);
+          v128.store(dp, i32x4.shuffle(c, c, 3, 3, 3, 3), 112);
+          const s32 = i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extadd_pairwise_i8x16_s(a), i16x8.extadd_pairwise_i8x16_s(c)));
+          const s2 = i32x4.add(s32, i32x4.shuffle(s32, s32, 2, 3, 0, 1));
+          v128.store(dp, i32x4.sub(i32x4.splat(0), i32x4.shl(i32x4.add(s2, i32x4.shuffle(s2, s2, 1, 0, 3, 2)), 3)), 128);
+          v128.store(dp, f32x4.splat(f16ToF32(load<u16>(xb) as u32)), 144);
+          dp += Q4X;
+        }
+      }
+      if (sn == nb && Q4_SPACED) {
+        // one slab: the four rows of a group spaced a quarter of the range apart (four streams
+        // far apart read DRAM better than four adjacent rows, as in the decode loops)
+        const n = r1 - r0, q = (n + 3) >> 2, qb = q * rb;
+        for (let i: u32 = 0; i < q; i++) {
+          const p0 = w + (r0 + i) * rb;
+          const p1 = q + i < n ? p0 + qb : p0, p2 = q * 2 + i < n ? p0 + 2 * qb : p0, p3 = q * 3 + i < n ? p0 + 3 * qb : p0;
+          for (let j: u32 = 0; j < tc; j++) v128.store(TAIL + (j << 4), f32x4.splat(0));
+          rows4Q4_0(p0, p1, p2, p3, nb, D, tc, TAIL, 16, C);
+          for (let j: u32 = 0; j < tc; j++) {
+            const v = v128.load(TAIL + (j << 4));
+            const o = out + (((t0 + j) * rows + r0 + i) << 2);
+            v128.store32_lane(o, v, 0);
+            if (q + i < n) v128.store32_lane(o + (q << 2), v, 1);
+            if (q * 2 + i < n) v128.store32_lane(o + (q << 3), v, 2);
+            if (q * 3 + i < n) v128.store32_lane(o + q * 12, v, 3);
+          }
+        }
+        continue;
+      }
+      for (let r = r0; r < r1; r += 4) {
+        const left = r1 - r;
+        const p0 = w + r * rb + b0 * 18;
+        const p1 = left > 1 ? p0 + rb : p0, p2 = left > 2 ? p0 + 2 * rb : p0, p3 = left > 3 ? p0 + 3 * rb : p0;
+        if (left >= 4) rows4Q4_0(p0, p1, p2, p3, sn, D, tc, out + ((t0 * rows + r) << 2), rows << 2, C);
+        else rows4Q4_0(p0, p1, p2, p3, sn, D, tc, TAIL, 16, C);
       }
     }
-    for (let r = r0; r < r1; r += 4) {
-      const left = r1 - r;
-      const p0 = w + r * rb;
-      const p1 = left > 1 ? p0 + rb : p0, p2 = left > 2 ? p0 + 2 * rb : p0, p3 = left > 3 ? p0 + 3 * rb : p0;
-      for (let j: u32 = 0; j < tc; j++) v128.store(FA + (j << 4), f32x4.splat(0));
-      rows4Q4_0(p0, p1, p2, p3, nb, x + t0 * arb, arb, tc, D, FA);
+    if (full < r1 && !(slab == nb && Q4_SPACED)) {
+      const left = r1 - full;
       for (let j: u32 = 0; j < tc; j++) {
-        const v = v128.load(FA + (j << 4));
-        const o = out + (((t0 + j) * rows + r) << 2);
-        if (left >= 4) { v128.store(o, v); continue; }
+        const v = v128.load(TAIL + (j << 4));
+        const o = out + (((t0 + j) * rows + full) << 2);
         v128.store32_lane(o, v, 0);
         if (left > 1) v128.store32_lane(o, v, 1, 4);
         if (left > 2) v128.store32_lane(o, v, 2, 8);
@@ -692,20 +749,21 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
         }
       }
     }
-    for (let r = r0; r < r1; r += 4) {
-      const left = r1 - r;
-      const p0 = w + r * rb;
-      const p1 = left > 1 ? p0 + rb : p0, p2 = left > 2 ? p0 + 2 * rb : p0, p3 = left > 3 ? p0 + 3 * rb : p0;
+    // the four rows of a group spaced a quarter of the range apart (as prefillQ4_0Rows)
+    const n = r1 - r0, q = (n + 3) >> 2, qb = q * rb;
+    for (let i: u32 = 0; i < q; i++) {
+      const p0 = w + (r0 + i) * rb;
+      const p1 = q + i < n ? p0 + qb : p0, p2 = q * 2 + i < n ? p0 + 2 * qb : p0, p3 = q * 3 + i < n ? p0 + 3 * qb : p0;
       for (let j: u32 = 0; j < tc; j++) v128.store(FA + (j << 4), f32x4.splat(0));
       if (t == T_Q4_K) rows4Q4KPairs(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA);
       else rows4Q6K(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA, T);
       for (let j: u32 = 0; j < tc; j++) {
         const v = v128.load(FA + (j << 4));
-        const o = out + (((t0 + j) * rows + r) << 2);
-        if (left >= 4) { v128.store(o, v); continue; }
+        const o = out + (((t0 + j) * rows + r0 + i) << 2);
         v128.store32_lane(o, v, 0);
-        if (left > 1) v128.store32_lane(o, v, 1, 4);
-        if (left > 2) v128.store32_lane(o, v, 2, 8);
+        if (q + i < n) v128.store32_lane(o + (q << 2), v, 1);
+        if (q * 2 + i < n) v128.store32_lane(o + (q << 3), v, 2);
+        if (q * 3 + i < n) v128.store32_lane(o + q * 12, v, 3);
       }
     }
   }
