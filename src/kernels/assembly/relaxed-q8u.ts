@@ -15,7 +15,8 @@
 // reference's, acc += f32(sumi) * f32(dw * dx) per block, in block order.
 //
 // Layout "lane = row": four rows' levels transposed so lane r of weight vector g holds values
-// 4g..4g+3 of row r; each token's four activations of a group are one load32_splat.
+// 4g..4g+3 of row r; each token's four activations of a group are one load32_splat. The four
+// rows of a group are a quarter of the call's rows apart (as relaxed.ts's prefill).
 import { f16ToF32, halves4 } from "./common";
 
 const BLOCK: u32 = 34;
@@ -117,19 +118,21 @@ export function matmulQ8Unsigned(out: usize, w: usize, x: usize, rows: u32, cols
         store<i32>(dp, (i32x4.extract_lane(s32, 0) + i32x4.extract_lane(s32, 1) + i32x4.extract_lane(s32, 2) + i32x4.extract_lane(s32, 3)) << 7, 4);
       }
     }
-    for (let r = r0; r < r1; r += 4) {
-      const left = r1 - r;
-      const p0 = w + r * rb;
-      const p1 = left > 1 ? p0 + rb : p0, p2 = left > 2 ? p0 + 2 * rb : p0, p3 = left > 3 ? p0 + 3 * rb : p0;
+    // the four rows of a group spaced a quarter of the range apart: four long streams (adjacent
+    // rows end every 34-line stream after one group, before the prefetcher has caught up)
+    const n = r1 - r0, q = (n + 3) >> 2, qb = q * rb;
+    for (let i: u32 = 0; i < q; i++) {
+      const p0 = w + (r0 + i) * rb;
+      const p1 = q + i < n ? p0 + qb : p0, p2 = q * 2 + i < n ? p0 + 2 * qb : p0, p3 = q * 3 + i < n ? p0 + 3 * qb : p0;
       for (let j: u32 = 0; j < tc; j++) v128.store(FA + (j << 4), f32x4.splat(0));
       rows4Q8U(p0, p1, p2, p3, nb, x + t0 * rb, tc, D, FA);
       for (let j: u32 = 0; j < tc; j++) {
         const v = v128.load(FA + (j << 4));
-        const o = out + (((t0 + j) * rows + r) << 2);
-        if (left >= 4) { v128.store(o, v); continue; }
+        const o = out + (((t0 + j) * rows + r0 + i) << 2);
         v128.store32_lane(o, v, 0);
-        if (left > 1) v128.store32_lane(o, v, 1, 4);
-        if (left > 2) v128.store32_lane(o, v, 2, 8);
+        if (q + i < n) v128.store32_lane(o + (q << 2), v, 1);
+        if (q * 2 + i < n) v128.store32_lane(o + (q << 3), v, 2);
+        if (q * 3 + i < n) v128.store32_lane(o + q * 12, v, 3);
       }
     }
   }
