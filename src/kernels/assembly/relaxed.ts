@@ -329,22 +329,38 @@ const Q4X: u32 = 160;
 const Q4_SLAB: u32 = 1 << 30;
 const Q4_SPACED = true;
 
-/** Rows (four, p1..p3 may alias p0) of Q4_0 times tc tokens over nb blocks: f32x4 accumulators at fa, fs bytes apart. */
+/**
+ * Rows (four, p1..p3 may alias p0) of Q4_0 (q8 false) or Q8_0 (q8 true, read as w XOR 0x80:
+ * relaxed-q8u.ts) times tc tokens over nb blocks: f32x4 accumulators at fa, fs bytes apart.
+ */
 // @ts-ignore: decorator
-@inline function rows4Q4_0(p0: usize, p1: usize, p2: usize, p3: usize, nb: u32, xp: usize, tc: u32, fa: usize, fs: usize, C: usize): void {
+@inline function rows4Legacy(q8: bool, p0: usize, p1: usize, p2: usize, p3: usize, nb: u32, xp: usize, tc: u32, fa: usize, fs: usize, C: usize): void {
   const m0f = v128.load(C);
+  // 0x80 bytes, from a loaded value: a v128.const would be re-materialized at every use
+  const flip = i8x16.shl(m0f, 7);
+  const bb: usize = q8 ? 34 : 18;
   for (let b: u32 = 0; b < nb; b++) {
     const v0 = v128.load(p0, 2), v1 = v128.load(p1, 2), v2 = v128.load(p2, 2), v3 = v128.load(p3, 2);
     const dw = halves4C(p0, p1, p2, p3, C);
-    // transpose the raw bytes 4x4 as i32 (lane r of t_g: bytes 4g..4g+3 of row r), then split the
-    // nibbles (bytewise, so it commutes with the transpose): lo = values 0..15 (groups 0..3), hi = 16..31
+    // transpose the raw bytes 4x4 as i32 (lane r of t_g: bytes 4g..4g+3 of row r); Q4_0 then splits
+    // the nibbles (bytewise, so it commutes with the transpose): lo = values 0..15 (groups 0..3), hi = 16..31
     const t01l = i32x4.shuffle(v0, v1, 0, 4, 1, 5), t01h = i32x4.shuffle(v0, v1, 2, 6, 3, 7);
     const t23l = i32x4.shuffle(v2, v3, 0, 4, 1, 5), t23h = i32x4.shuffle(v2, v3, 2, 6, 3, 7);
     const r0 = i64x2.shuffle(t01l, t23l, 0, 2), r1 = i64x2.shuffle(t01l, t23l, 1, 3);
     const r2 = i64x2.shuffle(t01h, t23h, 0, 2), r3 = i64x2.shuffle(t01h, t23h, 1, 3);
-    const w0 = v128.and(r0, m0f), w1 = v128.and(r1, m0f), w2 = v128.and(r2, m0f), w3 = v128.and(r3, m0f);
-    const w4 = v128.and(i16x8.shr_u(r0, 4), m0f), w5 = v128.and(i16x8.shr_u(r1, 4), m0f);
-    const w6 = v128.and(i16x8.shr_u(r2, 4), m0f), w7 = v128.and(i16x8.shr_u(r3, 4), m0f);
+    let w0: v128, w1: v128, w2: v128, w3: v128, w4: v128, w5: v128, w6: v128, w7: v128;
+    if (q8) {
+      const c0 = v128.load(p0, 18), c1 = v128.load(p1, 18), c2 = v128.load(p2, 18), c3 = v128.load(p3, 18);
+      const u01l = i32x4.shuffle(c0, c1, 0, 4, 1, 5), u01h = i32x4.shuffle(c0, c1, 2, 6, 3, 7);
+      const u23l = i32x4.shuffle(c2, c3, 0, 4, 1, 5), u23h = i32x4.shuffle(c2, c3, 2, 6, 3, 7);
+      w0 = v128.xor(r0, flip); w1 = v128.xor(r1, flip); w2 = v128.xor(r2, flip); w3 = v128.xor(r3, flip);
+      w4 = v128.xor(i64x2.shuffle(u01l, u23l, 0, 2), flip); w5 = v128.xor(i64x2.shuffle(u01l, u23l, 1, 3), flip);
+      w6 = v128.xor(i64x2.shuffle(u01h, u23h, 0, 2), flip); w7 = v128.xor(i64x2.shuffle(u01h, u23h, 1, 3), flip);
+    } else {
+      w0 = v128.and(r0, m0f); w1 = v128.and(r1, m0f); w2 = v128.and(r2, m0f); w3 = v128.and(r3, m0f);
+      w4 = v128.and(i16x8.shr_u(r0, 4), m0f); w5 = v128.and(i16x8.shr_u(r1, 4), m0f);
+      w6 = v128.and(i16x8.shr_u(r2, 4), m0f); w7 = v128.and(i16x8.shr_u(r3, 4), m0f);
+    }
     let f = fa;
     const xEnd = xp + tc * Q4X;
     while (xp < xEnd) {
@@ -360,15 +376,33 @@ const Q4_SPACED = true;
       v128.store(f, f32x4.add(v128.load(f), f32x4.mul(f32x4.convert_i32x4_s(i32x4.add(s, u)), f32x4.mul(dw, v128.load(xp, 144)))));
       xp += Q4X; f += fs;
     }
-    p0 += 18; p1 += 18; p2 += 18; p3 += 18;
+    p0 += bb; p1 += bb; p2 += bb; p3 += bb;
   }
 }
 
 /** Q4_0 prefill (lane = row); false (nothing done) if the scratch cannot hold one block of one token. */
 export function prefillQ4_0Rows(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
   r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
+  return prefillLegacyRows(false, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
+}
+
+/**
+ * Q8_0 several-token matmul with weights read as w XOR 0x80 (relaxed-q8u.ts checks first that the
+ * engine's relaxed dots read them as unsigned bytes); false if the scratch is too small.
+ */
+export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
+  return prefillLegacyRows(true, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
+}
+
+/** prefillQ4_0Rows and prefillQ8_0UnsignedRows: one body, the weight kind a constant. */
+// @ts-ignore: decorator
+@inline function prefillLegacyRows(q8: bool, out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
   const nb = cols >> 5;
-  const rb = nb * 18, arb = nb * 34;
+  const rb = nb * (q8 ? 34 : 18), arb = nb * 34;
+  // the dots' start: -8 * sum(x) for Q4_0's levels 0..15, -128 * sum(x) for Q8_0's w + 128
+  const shift: u32 = q8 ? 7 : 3;
   const C = scratch, TAIL = scratch + CONSTS; // constants, then the accumulators of a short last group
   const D = TAIL + (64 << 4);
   if (scratchBytes < CONSTS + (64 << 4) + Q4X) return false;
@@ -405,7 +439,7 @@ export function prefillQ4_0Rows(out: usize, w: usize, x: usize, rows: u32, cols:
           v128.store(dp, i32x4.shuffle(c, c, 3, 3, 3, 3), 112);
           const s32 = i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extadd_pairwise_i8x16_s(a), i16x8.extadd_pairwise_i8x16_s(c)));
           const s2 = i32x4.add(s32, i32x4.shuffle(s32, s32, 2, 3, 0, 1));
-          v128.store(dp, i32x4.sub(i32x4.splat(0), i32x4.shl(i32x4.add(s2, i32x4.shuffle(s2, s2, 1, 0, 3, 2)), 3)), 128);
+          v128.store(dp, i32x4.sub(i32x4.splat(0), i32x4.shl(i32x4.add(s2, i32x4.shuffle(s2, s2, 1, 0, 3, 2)), shift)), 128);
           v128.store(dp, f32x4.splat(f16ToF32(load<u16>(xb) as u32)), 144);
           dp += Q4X;
         }
@@ -418,7 +452,7 @@ export function prefillQ4_0Rows(out: usize, w: usize, x: usize, rows: u32, cols:
           const p0 = w + (r0 + i) * rb;
           const p1 = q + i < n ? p0 + qb : p0, p2 = q * 2 + i < n ? p0 + 2 * qb : p0, p3 = q * 3 + i < n ? p0 + 3 * qb : p0;
           for (let j: u32 = 0; j < tc; j++) v128.store(TAIL + (j << 4), f32x4.splat(0));
-          rows4Q4_0(p0, p1, p2, p3, nb, D, tc, TAIL, 16, C);
+          rows4Legacy(q8, p0, p1, p2, p3, nb, D, tc, TAIL, 16, C);
           for (let j: u32 = 0; j < tc; j++) {
             const v = v128.load(TAIL + (j << 4));
             const o = out + (((t0 + j) * rows + r0 + i) << 2);
@@ -432,10 +466,10 @@ export function prefillQ4_0Rows(out: usize, w: usize, x: usize, rows: u32, cols:
       }
       for (let r = r0; r < r1; r += 4) {
         const left = r1 - r;
-        const p0 = w + r * rb + b0 * 18;
+        const p0 = w + r * rb + b0 * (q8 ? 34 : 18);
         const p1 = left > 1 ? p0 + rb : p0, p2 = left > 2 ? p0 + 2 * rb : p0, p3 = left > 3 ? p0 + 3 * rb : p0;
-        if (left >= 4) rows4Q4_0(p0, p1, p2, p3, sn, D, tc, out + ((t0 * rows + r) << 2), rows << 2, C);
-        else rows4Q4_0(p0, p1, p2, p3, sn, D, tc, TAIL, 16, C);
+        if (left >= 4) rows4Legacy(q8, p0, p1, p2, p3, sn, D, tc, out + ((t0 * rows + r) << 2), rows << 2, C);
+        else rows4Legacy(q8, p0, p1, p2, p3, sn, D, tc, TAIL, 16, C);
       }
     }
     if (full < r1 && !(slab == nb && Q4_SPACED)) {
