@@ -28,7 +28,7 @@
 // so without help it computes each token's eight dots in a row and keeps all 16 level and mask
 // vectors of a block live (spilled). One store per token and group into a slack slot (SLACK)
 // pins the dots of a group before the next group's loads: two weight vectors live at a time.
-import { f16ToF32, halves4 } from "./common";
+import { f16ToF32, halves4, storeGroupBroadcasts } from "./common";
 
 const BLOCK: u32 = 34;
 /** Per block of a prepared 4-row group: 8 x (levels, masks), then -D, the rows' dw, the -128 flag, slack. */
@@ -483,14 +483,7 @@ export function matmulQ8Relaxed(out: usize, w: usize, x: usize, rows: u32, cols:
       let q = XS + j * XB, sq = S + (j << 4);
       for (let b: u32 = 0; b < nb; b++) {
         const lo = v128.load(xb, 2), hi = v128.load(xb, 18);
-        v128.store(q, i32x4.shuffle(lo, lo, 0, 0, 0, 0), 0);
-        v128.store(q, i32x4.shuffle(lo, lo, 1, 1, 1, 1), 16);
-        v128.store(q, i32x4.shuffle(lo, lo, 2, 2, 2, 2), 32);
-        v128.store(q, i32x4.shuffle(lo, lo, 3, 3, 3, 3), 48);
-        v128.store(q, i32x4.shuffle(hi, hi, 0, 0, 0, 0), 64);
-        v128.store(q, i32x4.shuffle(hi, hi, 1, 1, 1, 1), 80);
-        v128.store(q, i32x4.shuffle(hi, hi, 2, 2, 2, 2), 96);
-        v128.store(q, i32x4.shuffle(hi, hi, 3, 3, 3, 3), 112);
+        storeGroupBroadcasts(q, lo, hi);
         v128.store(sq, f32x4.splat(f16ToF32(load<u16>(xb) as u32)));
         xb += BLOCK; q += xstride; sq += sstride;
       }

@@ -17,7 +17,7 @@
 // super-block), so the results are bit-identical with the reference and with the SIMD128 build.
 // (A "lane = token" layout, token quads against broadcast weights, was slower at every prompt
 // length once the rows variant lost its scalar gathers: Q4_K x32 58 vs 77 GMAC/s, Q6_K 50 vs 51.)
-import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4Safe, storeEightStreams, transposeSum } from "./common";
+import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4Safe, storeEightStreams, storeGroupBroadcasts, transposeSum } from "./common";
 import { q4kScales } from "./unpack";
 
 // @ts-ignore: decorator
@@ -429,14 +429,7 @@ export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u3
         for (let j: u32 = 0; j < tc; j++) {
           const xb = x + (t0 + j) * arb + b * 34;
           const a = v128.load(xb, 2), c = v128.load(xb, 18);
-          v128.store(dp, i32x4.shuffle(a, a, 0, 0, 0, 0), 0);
-          v128.store(dp, i32x4.shuffle(a, a, 1, 1, 1, 1), 16);
-          v128.store(dp, i32x4.shuffle(a, a, 2, 2, 2, 2), 32);
-          v128.store(dp, i32x4.shuffle(a, a, 3, 3, 3, 3), 48);
-          v128.store(dp, i32x4.shuffle(c, c, 0, 0, 0, 0), 64);
-          v128.store(dp, i32x4.shuffle(c, c, 1, 1, 1, 1), 80);
-          v128.store(dp, i32x4.shuffle(c, c, 2, 2, 2, 2), 96);
-          v128.store(dp, i32x4.shuffle(c, c, 3, 3, 3, 3), 112);
+          storeGroupBroadcasts(dp, a, c);
           const s32 = i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extadd_pairwise_i8x16_s(a), i16x8.extadd_pairwise_i8x16_s(c)));
           const s2 = i32x4.add(s32, i32x4.shuffle(s32, s32, 2, 3, 0, 1));
           v128.store(dp, i32x4.sub(i32x4.splat(0), i32x4.shl(i32x4.add(s2, i32x4.shuffle(s2, s2, 1, 0, 3, 2)), shift)), 128);
