@@ -98,13 +98,18 @@ export function encodeFrame(type: number, id: number, body: Uint8Array | string 
   const b = typeof body === "string" ? Buffer.from(body, "utf8") : body;
   if (b.length > MAX_FRAME_BYTES) throw new RangeError(`frame body of ${b.length} bytes exceeds ${MAX_FRAME_BYTES}`);
   const out = Buffer.allocUnsafe(HEADER_BYTES + b.length);
+  writeHeader(out, type, id, b.length, version);
+  out.set(b, HEADER_BYTES);
+  return out;
+}
+
+/** The HEADER_BYTES of a frame at out[0..): magic, version, type, id, body length. */
+export function writeHeader(out: Buffer, type: number, id: number, bodyBytes: number, version = PROTOCOL_VERSION): void {
   out.writeUInt32LE(MAGIC, 0);
   out.writeUInt16LE(version, 4);
   out.writeUInt16LE(type, 6);
   out.writeUInt32LE(id >>> 0, 8);
-  out.writeUInt32LE(b.length, 12);
-  out.set(b, HEADER_BYTES);
-  return out;
+  out.writeUInt32LE(bodyBytes, 12);
 }
 
 export function encodeJson(type: number, id: number, value: unknown): Buffer {
@@ -292,8 +297,23 @@ export function encodePartial(step: number, seq: number, values: Float32Array): 
   return b;
 }
 
-export function decodePartial(body: Buffer): { step: number; seq: number; values: Float32Array } {
+/**
+ * In place, what encodeFrame(MSG.PARTIAL, step, encodePartial(step, seq, values)) writes before
+ * the values, for valueBytes of them (a sender that reuses one frame buffer).
+ */
+export function writePartialHead(out: Buffer, step: number, seq: number, valueBytes: number): void {
+  writeHeader(out, MSG.PARTIAL, step, 8 + valueBytes);
+  out.writeUInt32LE(step >>> 0, HEADER_BYTES);
+  out.writeUInt32LE(seq >>> 0, HEADER_BYTES + 4);
+}
+
+/** Throws unless body has a PARTIAL body's shape: step, seq, whole f32 values. */
+export function checkPartialBody(body: Buffer): void {
   if (body.length < 8 || (body.length - 8) % 4 !== 0) throw new ProtocolError(`partial of ${body.length} bytes is malformed`, "bad-body");
+}
+
+export function decodePartial(body: Buffer): { step: number; seq: number; values: Float32Array } {
+  checkPartialBody(body);
   return { step: body.readUInt32LE(0), seq: body.readUInt32LE(4), values: f32Copy(body.subarray(8)) };
 }
 

@@ -24,7 +24,7 @@ import { sumPartials } from "../engine/residual.js";
 import type { AllReduce } from "../engine/step.js";
 import { Inbox } from "./inbox.js";
 import { syncTrace } from "./sync-trace.js";
-import { decodePartial, encodeFrame, encodePartial, HEADER_BYTES, MAGIC, MSG, PROTOCOL_VERSION, ProtocolError, type Frame } from "./protocol.js";
+import { checkPartialBody, decodePartial, encodeFrame, encodePartial, HEADER_BYTES, MSG, ProtocolError, writePartialHead, type Frame } from "./protocol.js";
 
 /** A member of the step program as every member knows it (ranks are the plan's node order). */
 export interface MemberInfo {
@@ -60,17 +60,6 @@ const WAIT_MS = 120_000;
 /** The ranks holding a part of sync `seq` (odd: feed-forward, even: attention), ascending. */
 export function holdersOf(members: readonly MemberInfo[], seq: number): number[] {
   return members.filter((m) => ((seq & 1) === 1 ? m.ffn : m.attn)).map((m) => m.rank).sort((a, b) => a - b);
-}
-
-/** The 24 bytes before a PARTIAL frame's values (as partialFrame writes them) of `valueBytes` bytes of values. */
-function writePartialHeader(out: Buffer, step: number, seq: number, valueBytes: number): void {
-  out.writeUInt32LE(MAGIC, 0);
-  out.writeUInt16LE(PROTOCOL_VERSION, 4);
-  out.writeUInt16LE(MSG.PARTIAL, 6);
-  out.writeUInt32LE(step >>> 0, 8);
-  out.writeUInt32LE(8 + valueBytes, 12);
-  out.writeUInt32LE(step >>> 0, HEADER_BYTES);
-  out.writeUInt32LE(seq >>> 0, HEADER_BYTES + 4);
 }
 
 function partialFrame(step: number, seq: number, values: Float32Array): Buffer {
@@ -159,7 +148,7 @@ abstract class LinkedBase implements AllReduce, ReduceTraffic {
   deliver(from: number, f: Frame): void {
     const body = f.body;
     if (body.length > 8 + 4 * this.acc.length) throw new ProtocolError(`${this.what}: a partial sum of ${body.length} bytes, more than a step of this mesh holds`, "bad-body");
-    if (body.length < 8 || (body.length - 8) % 4 !== 0) throw new ProtocolError(`partial of ${body.length} bytes is malformed`, "bad-body");
+    checkPartialBody(body);
     const step = body.readUInt32LE(0), seq = body.readUInt32LE(4);
     if ((seq & 0x7fffffff) > 0xffff) throw new ProtocolError(`${this.what}: sync index ${seq & 0x7fffffff} out of range`, "bad-body");
     syncTrace?.arrival(step, seq);
@@ -229,7 +218,7 @@ export class MeshReduce extends LinkedBase {
     }
     const b = this.frameBytes!;
     if (this.frame === null || this.frame.length !== n) this.frame = b.subarray(0, n);
-    writePartialHeader(b, step, seq, own.byteLength);
+    writePartialHead(b, step, seq, own.byteLength);
     this.frameValues!.set(own);
     return this.frame;
   }
