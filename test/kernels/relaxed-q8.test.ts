@@ -1,12 +1,10 @@
 /**
  * The Q8_0 matmul for one token (q8.ts's decode) and several tokens (q8.ts's prefill; in the
  * relaxed build assembly/relaxed-q8u.ts where relaxed dots read unsigned bytes (x86 with VNNI;
- * elsewhere its check fails and the exact kernels run), relaxed-q8.ts when q8.ts's RELAXED_Q8
- * is on) against the
- * TypeScript reference, bit for bit: odd row counts (4-row groups
- * with aliased tails), every token count 2..16 (relaxed-q8.ts: tiles of 8, 4, 2 and 1), chunks of tokens, blocks
- * holding -128 (the slow path: |w| = 128 does not fit the i7 operand), all-negative and all-zero
- * blocks, rows too long for the scratch, on 1-3 threads, both builds.
+ * elsewhere its check fails and the exact kernels run) against the TypeScript reference, bit for
+ * bit: odd row counts (4-row groups with aliased tails), every token count 2..16, chunks of
+ * tokens, blocks holding -128 (w XOR 0x80 = 0, the unsigned operand's low end), all-negative and
+ * all-zero blocks, rows too long for the scratch, on 1-3 threads, both builds.
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -128,14 +126,14 @@ for (const build of BUILDS) for (const threads of THREADS) {
     test("one token, long rows: widened up to the scratch, direct reads past it: bit-identical", () => {
       // 70016 columns: the widened token (210 KB) and the loop's constants fit the 384 KB
       // scratch; 131072: the widened token is exactly the scratch, no room for the constants, so
-      // the rows are read against the Q8_0 activations directly (decodeQ8Direct)
+      // the rows are read against the Q8_0 activations directly (directRows)
       check(5, 70016, 1, true);
       check(3, 131072, 1, false);
     });
 
     test("long rows (too long for the scratch of the several-token paths): still bit-identical", () => {
-      // relaxed-q8.ts prepares a 4-row group in nb * 448 bytes, q8.ts's prefill widens two
-      // tokens in 2 * nb * 96: neither fits the 384 KB scratch at 70016 or 89600 columns
+      // q8.ts's prefill widens two tokens in 2 * nb * 96, more than the 384 KB scratch at 70016
+      // or 89600 columns (directRows then); relaxed-q8u.ts goes over such rows in slabs
       for (const nTok of [4, 5]) check(3, 70016, nTok, true);
       for (const nTok of [4, 5]) check(2, 89600, nTok, true);
     });

@@ -196,7 +196,7 @@ export function f32ToF16(value: f32): u32 {
 /**
  * The eight 4-byte groups of a Q8_0 block's 32 values (lo = values 0..15, hi = 16..31), each
  * broadcast to a whole vector, at dst + 0, 16, ..., 112: the "lane = row" kernels' activations
- * (relaxed.ts, relaxed-q8.ts), made once so the inner loop does plain loads.
+ * (relaxed.ts's Q4_0 and Q8_0 prefill), made once so the inner loop does plain loads.
  */
 // @ts-ignore: decorator
 @inline export function storeGroupBroadcasts(dst: usize, lo: v128, hi: v128): void {

@@ -2,21 +2,12 @@
 // times a chunk of tokens), moved unchanged from kernels.ts; and the Q8_0 / Q8_1 / Q8_K activation
 // quantizers. See docs/kernels.md for the design and measurements.
 import { f16ToF32, f16hiToF32, f32ToF16, storeEightStreams, transposeSum } from "./common";
-import { matmulQ8Relaxed } from "./relaxed-q8";
 import { matmulQ8Unsigned } from "./relaxed-q8u";
 
 const QK: u32 = 32;
 const BLOCK: u32 = 34;
 /** Bytes per block of widened activations in matmulQ8 scratch: 64 (i16) + 16 (scale) + 16 (slack). */
 const XSTRIDE: u32 = 96;
-/**
- * relaxed-q8.ts for nTok >= 4 in the relaxed build, where relaxed-q8u.ts declines (an engine whose
- * relaxed dots are not unsigned x signed). Off: faster with the weights in cache (1
- * thread, 512x2048: 1.27x at 8 tokens, 1.39x at 16) but slower streaming them from DRAM, which a
- * batched decode step does (2 threads, the 1.1B shapes: 0.73x at 8 tokens; the 8-sequence
- * forwardBatch step 217.7 vs 162.6 ms). See docs/kernels.md, "Q8_0 with relaxed dots".
- */
-const RELAXED_Q8 = false;
 /** Fewest tokens for relaxed-q8u.ts (relaxed dots read as unsigned: x86 with VNNI). */
 const UNSIGNED_MIN_TOK: u32 = 2;
 /** Row streams of the one-token loop: 4 (decodeQ8x4) or 8 (decodeQ8x8). */
@@ -258,25 +249,9 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
   if (ASC_FEATURE_RELAXED_SIMD) {
     if (nTok >= UNSIGNED_MIN_TOK && scratch != 0 && matmulQ8Unsigned(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)) return;
   }
-  if (ASC_FEATURE_RELAXED_SIMD && RELAXED_Q8) {
-    // four tokens and more: relaxed dots, four rows per vector (relaxed-q8.ts); below that the
-    // preparation of each 4-row group costs more than it saves
-    if (nTok >= 4 && scratch != 0 && matmulQ8Relaxed(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)) return;
-  }
   const fits = nTok > 1 ? (per << 1) + 48 <= scratchBytes : per <= scratchBytes;
   if (scratch == 0 || !fits || nTok == 0) {
-    let r = r0;
-    while (r < r1) {
-      const left = r1 - r;
-      const p0 = w + r * rb;
-      const p1 = left > 1 ? p0 + rb : p0;
-      const p2 = left > 2 ? p0 + 2 * rb : p0;
-      const p3 = left > 3 ? p0 + 3 * rb : p0;
-      for (let t: u32 = 0; t < nTok; t++) {
-        store4(out + ((t * rows + r) << 2), dot4(p0, p1, p2, p3, x + t * rb, nb), left);
-      }
-      r += left >= 4 ? 4 : left;
-    }
+    directRows(out, w, x, rows, nb, rb, nTok, r0, r1);
     return;
   }
   if (nTok > 1) {
@@ -286,7 +261,7 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
   // One token: widen it (plus the loop's constants), then DECODE_STREAMS long sequential
   // streams (see decodeQ8). Without room for the constants: dot4 straight from the Q8_0 blocks.
   if (per + DCONSTS > scratchBytes) {
-    decodeQ8Direct(out, w, x, nb, rb, r0, r1);
+    directRows(out, w, x, rows, nb, rb, 1, r0, r1);
     return;
   }
   {
@@ -307,8 +282,8 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
   else decodeQ8x4(out, w, scratch, nb, rb, r0, r1);
 }
 
-/** One token without widening (scratch too small): four adjacent rows at a time, dot4. */
-function decodeQ8Direct(out: usize, w: usize, x: usize, nb: u32, rb: u32, r0: u32, r1: u32): void {
+/** Without widening (no scratch, or too little): four adjacent rows at a time, dot4 per token. */
+function directRows(out: usize, w: usize, x: usize, rows: u32, nb: u32, rb: u32, nTok: u32, r0: u32, r1: u32): void {
   let r = r0;
   while (r < r1) {
     const left = r1 - r;
@@ -316,7 +291,9 @@ function decodeQ8Direct(out: usize, w: usize, x: usize, nb: u32, rb: u32, r0: u3
     const p1 = left > 1 ? p0 + rb : p0;
     const p2 = left > 2 ? p0 + 2 * rb : p0;
     const p3 = left > 3 ? p0 + 3 * rb : p0;
-    store4(out + (r << 2), dot4(p0, p1, p2, p3, x, nb), left);
+    for (let t: u32 = 0; t < nTok; t++) {
+      store4(out + ((t * rows + r) << 2), dot4(p0, p1, p2, p3, x + t * rb, nb), left);
+    }
     r += left >= 4 ? 4 : left;
   }
 }
