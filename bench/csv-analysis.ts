@@ -71,8 +71,8 @@ function readTrace(file: string): TraceFile {
   const who = file.replace(/^.*?-(worker-[ab]|tls-worker-[ab]|ab-worker-[ab]|client-run\d+)-\d+\.trace$/, "$1");
   const out: TraceFile = { who, syncs: [], gcs: [], steps: [] };
   const open = new Map<number, [number, number, number]>();
-  let lastExit = new Map<number, number>();
-  for (const l of fs.readFileSync(file, "utf8").trim().split("\n").slice(1)) {
+  const rows = fs.readFileSync(file, "utf8").trim().split("\n").slice(1);
+  for (const l of rows) {
     const [kind, a, b, t, x, y] = l.split(",");
     if (kind === "gc") out.gcs.push({ t: Number(t), ms: Number(x), kind: Number(a) });
     else if (kind === "step") {
@@ -87,13 +87,13 @@ function readTrace(file: string): TraceFile {
   }
   // syncs after steps so that the step start is known (a sync's compute starts at the step's start or the previous sync's end)
   const stepStart = out.steps.map((s) => s.t0).sort((p, q) => p - q);
-  lastExit = new Map();
+  const lastExit = new Map<number, number>();
   const arrivals = new Map<string, number[]>();
-  for (const l of fs.readFileSync(file, "utf8").trim().split("\n").slice(1)) {
+  for (const l of rows) {
     const [kind, a, b, t] = l.split(",");
     if (kind === "arr") arrivals.set(`${a}:${b}`, [...(arrivals.get(`${a}:${b}`) ?? []), Number(t)]);
   }
-  for (const l of fs.readFileSync(file, "utf8").trim().split("\n").slice(1)) {
+  for (const l of rows) {
     const [kind, a, b, t, x, y] = l.split(",");
     if (kind !== "sync") continue;
     const step = Number(a), seq = Number(b), enter = Number(t), exit = Number(x);
@@ -143,13 +143,10 @@ export function analyseTraces(files: string[], slowMs = 1.5): string {
   let slow = 0, byGc = 0, bySched = 0, neither = 0, slowMsSum = 0;
   const waits: number[] = [], minWaits: number[] = [];
   const examples: string[] = [];
-  const schedOfStep: number[] = [];
   for (const p of paired) {
     const w0 = p[0]!.exit - p[0]!.enter, w1 = p[1]!.exit - p[1]!.enter;
     waits.push(Math.max(w0, w1));
     minWaits.push(Math.min(w0, w1));
-    const stall = Math.max(w0, w1, ...p.map((s) => s.comp - 0)) ;
-    void stall;
     if (Math.max(w0, w1) < slowMs) continue;
     slow++;
     slowMsSum += Math.max(w0, w1);
@@ -159,7 +156,6 @@ export function analyseTraces(files: string[], slowMs = 1.5): string {
       const st = stepOf(workers.find((w) => w.who === s.who), s.enter);
       return st ? st.waitNs / 1e6 : 0;
     });
-    schedOfStep.push(...sched);
     const kind = gcs.length > 0 ? "gc" : Math.max(...sched) >= 0.8 * Math.max(w0, w1) ? "sched" : "neither";
     if (kind === "gc") byGc++;
     else if (kind === "sched") bySched++;
