@@ -132,9 +132,10 @@ export async function runCommand(argv: readonly string[], command = "client", io
       : null;
     const sampler = new Sampler(s.sampling);
 
-    const { model, distributed, backend, close } = await loadModel(s.dir, s.model, log);
+    const { model, distributed, backend, warmup, close } = await loadModel(s.dir, s.model, log);
     try {
       for (const l of modelReport(model, backend.name, distributed !== null)) log(l);
+      if (warmup) log(warmup);
       const warning = contextWarning(model);
       if (warning) log(warning);
 

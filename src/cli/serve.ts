@@ -104,8 +104,9 @@ export async function serveCommand(argv: readonly string[], command = "llamesh s
     await stopListening();
     throw e;
   }
-  const { model, distributed, backend, close } = loaded;
+  const { model, distributed, backend, warmup, close } = loaded;
   for (const l of modelReport(model, backend.name, distributed !== null)) log(l);
+  if (warmup) log(warmup);
   log(youngGenerationReport());
   const warning = contextWarning(model);
   if (warning) log(warning);

@@ -56,3 +56,15 @@ test("generation stops at the end of the context", async () => {
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /Generated: \d+ tokens \(stopped: (context full \(--max-seq-len\)|end-of-sequence token)\)/);
 });
+
+test("the warm-up after loading leaves the text as it was (its KV rows are overwritten); --no-warmup skips it", { skip: skipUnless(STORIES) }, async () => {
+  // a prompt shorter than the warm-up's passes: generation then overwrites the rows they wrote
+  const args = [STORIES, "-n", "40", "-i", "Once", "--temperature", "0", "-t", "2"];
+  const [warm, cold] = await Promise.all([runCli("client", args), runCli("client", [...args, "--no-warmup"])]);
+  assert.equal(warm.code, 0, warm.stderr);
+  assert.equal(cold.code, 0, cold.stderr);
+  assert.match(warm.stderr, /Warm-up: 3 passes of up to 8 tokens in \d+ ms \(--no-warmup skips it\)/);
+  assert.doesNotMatch(cold.stderr, /Warm-up/);
+  assert.ok(warm.stdout.length > 100, warm.stdout);
+  assert.equal(warm.stdout, cold.stdout);
+});
