@@ -209,3 +209,28 @@ export function f32ToF16(value: f32): u32 {
   v128.store(dst, i32x4.shuffle(hi, hi, 2, 2, 2, 2), 96);
   v128.store(dst, i32x4.shuffle(hi, hi, 3, 3, 3, 3), 112);
 }
+
+/**
+ * roundI32's constants, in the module's reserved head of every arena (arena.ts ARENA_RESERVED;
+ * after kernels.ts's EXP_C): 1.5 * 2^23 as f32 and its bits, then the quantizers' |x| mask (32). Loaded from memory: V8 rebuilds a
+ * v128.const at each use inside a loop (3 uops). Every quantizer stores them first.
+ */
+export const ROUND_C: usize = 512;
+
+// @ts-ignore: decorator
+@inline export function storeRoundConsts(): void {
+  v128.store(ROUND_C, f32x4.splat(12582912.0), 0);
+  v128.store(ROUND_C, i32x4.splat(0x4b400000), 16);
+  v128.store(ROUND_C, i32x4.splat(0x7fffffff), 32);
+}
+
+/**
+ * i32x4.trunc_sat_f32x4_s(f32x4.nearest(v)) for lanes with |v| < 2^22 (the quantizers' 127 at
+ * most): v + 1.5 * 2^23 rounds v to a whole number, ties to even as nearest does, and keeps it in
+ * the low mantissa bits; two uops where the saturating conversion is about eight. magic and bits
+ * are roundI32's constants (v128.load(ROUND_C), v128.load(ROUND_C, 16)).
+ */
+// @ts-ignore: decorator
+@inline export function roundI32(v: v128, magic: v128, bits: v128): v128 {
+  return i32x4.sub(f32x4.add(v, magic), bits);
+}

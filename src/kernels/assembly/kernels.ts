@@ -15,22 +15,53 @@ import { hsum } from "./common";
 export { matmul } from "./matmul";
 export { quantizeAct, quantizeWeights } from "./quant";
 
+/**
+ * expx4's constants in memory, at EXP_C in the module's reserved head of every arena (arena.ts
+ * ARENA_RESERVED; static data would start at memoryBase 1024, and there is none). V8 (TurboFan,
+ * x64) re-materializes every v128.const at each use inside a loop (3 uops where the use is one,
+ * see relaxed.ts CONSTS): expx4's twelve made siluMul and the softmax mostly constant-building.
+ * Loaded from memory they cost a load each at most. Every caller stores them first
+ * (storeExpConsts: the same bytes from every thread, so concurrent calls agree).
+ */
+const EXP_C: usize = 256; // 240 bytes
+// @ts-ignore: decorator
+@inline function storeExpConsts(): void {
+  v128.store(EXP_C, f32x4.splat(-87.33654475), 0);
+  v128.store(EXP_C, f32x4.splat(88.0), 16);
+  v128.store(EXP_C, f32x4.splat(1.44269504088896341), 32);
+  v128.store(EXP_C, f32x4.splat(0.5), 48);
+  v128.store(EXP_C, f32x4.splat(0.693359375), 64);
+  v128.store(EXP_C, f32x4.splat(-2.12194440e-4), 80);
+  v128.store(EXP_C, f32x4.splat(1.9875691500e-4), 96);
+  v128.store(EXP_C, f32x4.splat(1.3981999507e-3), 112);
+  v128.store(EXP_C, f32x4.splat(8.3334519073e-3), 128);
+  v128.store(EXP_C, f32x4.splat(4.1665795894e-2), 144);
+  v128.store(EXP_C, f32x4.splat(1.6666665459e-1), 160);
+  v128.store(EXP_C, f32x4.splat(5.0000001201e-1), 176);
+  v128.store(EXP_C, f32x4.splat(1.0), 192);
+  v128.store(EXP_C, f32x4.splat(12582912.0), 208);
+  v128.store(EXP_C, i32x4.splat(0x4b400000 - 127), 224);
+}
+
+/** e^x per lane (Cephes' expf polynomial), its constants from EXP_C (storeExpConsts first). */
 // @ts-ignore: decorator
 @inline function expx4(x0: v128): v128 {
-  let x = f32x4.min(f32x4.max(x0, f32x4.splat(-87.33654475)), f32x4.splat(88.0));
-  let fx = f32x4.floor(f32x4.add(f32x4.mul(x, f32x4.splat(1.44269504088896341)), f32x4.splat(0.5)));
-  x = f32x4.sub(x, f32x4.mul(fx, f32x4.splat(0.693359375)));
-  x = f32x4.sub(x, f32x4.mul(fx, f32x4.splat(-2.12194440e-4)));
+  let x = f32x4.min(f32x4.max(x0, v128.load(EXP_C, 0)), v128.load(EXP_C, 16));
+  let fx = f32x4.floor(f32x4.add(f32x4.mul(x, v128.load(EXP_C, 32)), v128.load(EXP_C, 48)));
+  x = f32x4.sub(x, f32x4.mul(fx, v128.load(EXP_C, 64)));
+  x = f32x4.sub(x, f32x4.mul(fx, v128.load(EXP_C, 80)));
   const z = f32x4.mul(x, x);
-  let y = f32x4.splat(1.9875691500e-4);
-  y = f32x4.add(f32x4.mul(y, x), f32x4.splat(1.3981999507e-3));
-  y = f32x4.add(f32x4.mul(y, x), f32x4.splat(8.3334519073e-3));
-  y = f32x4.add(f32x4.mul(y, x), f32x4.splat(4.1665795894e-2));
-  y = f32x4.add(f32x4.mul(y, x), f32x4.splat(1.6666665459e-1));
-  y = f32x4.add(f32x4.mul(y, x), f32x4.splat(5.0000001201e-1));
-  y = f32x4.add(f32x4.add(f32x4.mul(y, z), x), f32x4.splat(1.0));
-  const n = i32x4.trunc_sat_f32x4_s(fx);
-  const pow2n = i32x4.shl(i32x4.add(n, i32x4.splat(127)), 23);
+  let y = v128.load(EXP_C, 96);
+  y = f32x4.add(f32x4.mul(y, x), v128.load(EXP_C, 112));
+  y = f32x4.add(f32x4.mul(y, x), v128.load(EXP_C, 128));
+  y = f32x4.add(f32x4.mul(y, x), v128.load(EXP_C, 144));
+  y = f32x4.add(f32x4.mul(y, x), v128.load(EXP_C, 160));
+  y = f32x4.add(f32x4.mul(y, x), v128.load(EXP_C, 176));
+  y = f32x4.add(f32x4.add(f32x4.mul(y, z), x), v128.load(EXP_C, 192));
+  // 2^fx: fx is a whole number in [-88, 88], so fx + 1.5 * 2^23 holds it in its low mantissa bits,
+  // and those bits minus the magic's are fx + 127 once the magic's bits less 127 are taken off
+  // (two uops where trunc_sat's saturating conversion is about eight; the same value)
+  const pow2n = i32x4.shl(i32x4.sub(f32x4.add(fx, v128.load(EXP_C, 208)), v128.load(EXP_C, 224)), 23);
   return f32x4.mul(y, pow2n);
 }
 
@@ -118,7 +149,8 @@ export function storeBf16(dst: usize, src: usize, n: u32): void {
 
 /** gate[i] = silu(gate[i]) * up[i]. */
 export function siluMul(gate: usize, up: usize, n: u32): void {
-  const one = f32x4.splat(1);
+  storeExpConsts();
+  const one = v128.load(EXP_C, 192);
   let i: u32 = 0;
   for (; i + 4 <= n; i += 4) {
     const off = i << 2;
@@ -173,6 +205,7 @@ export function attention(out: usize, q: usize, kCache: usize, vCache: usize, sc
   const group = nHeads / nKvHeads;
   const scale: f32 = (1.0 / Math.sqrt(headDim as f64)) as f32;
   const rowBytes = kvDim << 1;
+  storeExpConsts();
   const zero = i32x4.splat(0);
   for (let h = h0; h < h1; h++) {
     const kvh = h / group;

@@ -1,7 +1,7 @@
 // The Q8_0 x Q8_0 matmul (decode: four long row streams over widened activations; prefill: two rows
 // times a chunk of tokens), moved unchanged from kernels.ts; and the Q8_0 / Q8_1 / Q8_K activation
 // quantizers. See docs/kernels.md for the design and measurements.
-import { f16ToF32, f16hiToF32, f32ToF16, storeEightStreams, transposeSum } from "./common";
+import { f16ToF32, f16hiToF32, f32ToF16, roundI32, ROUND_C, storeEightStreams, storeRoundConsts, transposeSum } from "./common";
 import { matmulQ8Unsigned } from "./relaxed-q8u";
 
 const QK: u32 = 32;
@@ -20,9 +20,30 @@ const DCONSTS: u32 = 48;
 // ---------------------------------------------------------------------------------------------
 // Q8_0
 
+/**
+ * A Q8_0 block's 32 levels, round(v * vid), at o + 2: trunc_sat(nearest()) where exact (any
+ * product), roundI32 otherwise (finite products only; common.ts).
+ */
+// @ts-ignore: decorator
+@inline export function storeQ8Lanes(o: usize, v0: v128, v1: v128, v2: v128, v3: v128, v4: v128, v5: v128, v6: v128, v7: v128,
+  vid: v128, exact: bool, magic: v128, bits: v128): void {
+  const q0 = q8Round(f32x4.mul(v0, vid), exact, magic, bits), q1 = q8Round(f32x4.mul(v1, vid), exact, magic, bits);
+  const q2 = q8Round(f32x4.mul(v2, vid), exact, magic, bits), q3 = q8Round(f32x4.mul(v3, vid), exact, magic, bits);
+  const q4 = q8Round(f32x4.mul(v4, vid), exact, magic, bits), q5 = q8Round(f32x4.mul(v5, vid), exact, magic, bits);
+  const q6 = q8Round(f32x4.mul(v6, vid), exact, magic, bits), q7 = q8Round(f32x4.mul(v7, vid), exact, magic, bits);
+  v128.store(o, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3)), 2);
+  v128.store(o, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q4, q5), i16x8.narrow_i32x4_s(q6, q7)), 18);
+}
+
+// @ts-ignore: decorator
+@inline export function q8Round(v: v128, exact: bool, magic: v128, bits: v128): v128 {
+  return exact ? i32x4.trunc_sat_f32x4_s(f32x4.nearest(v)) : roundI32(v, magic, bits);
+}
+
 /** Quantize nBlocks blocks of 32 f32 at src into Q8_0 at dst (llama.cpp's x86 quantize_row_q8_0, or legacy). */
 export function quantActQ8_0(dst: usize, src: usize, nBlocks: u32, legacy: bool): void {
-  const absMask = i32x4.splat(0x7fffffff);
+  storeRoundConsts();
+  const magic = v128.load(ROUND_C), bits = v128.load(ROUND_C, 16), absMask = v128.load(ROUND_C, 32);
   for (let b: u32 = 0; b < nBlocks; b++) {
     const s = src + b * 128;
     const o = dst + b * BLOCK;
@@ -40,18 +61,10 @@ export function quantActQ8_0(dst: usize, src: usize, nBlocks: u32, legacy: bool)
     const id: f32 = legacy ? (d != 0 ? (1.0 as f32) / d : 0) : amax != 0 ? (127.0 as f32) / amax : 0;
     store<u16>(o, f32ToF16(d) as u16);
     const vid = f32x4.splat(id);
-    const q0 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v0, vid)));
-    const q1 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v1, vid)));
-    const q2 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v2, vid)));
-    const q3 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v3, vid)));
-    const q4 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v4, vid)));
-    const q5 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v5, vid)));
-    const q6 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v6, vid)));
-    const q7 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v7, vid)));
-    const lo = i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3));
-    const hi = i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q4, q5), i16x8.narrow_i32x4_s(q6, q7));
-    v128.store(o, lo, 2);
-    v128.store(o, hi, 18);
+    // the exact conversion where a product may be infinite or NaN (a non-finite value, or amax so
+    // small that 127 / amax overflows): roundI32 is exact only for finite products
+    if (amax < Infinity && id < Infinity) storeQ8Lanes(o, v0, v1, v2, v3, v4, v5, v6, v7, vid, false, magic, bits);
+    else storeQ8Lanes(o, v0, v1, v2, v3, v4, v5, v6, v7, vid, true, magic, bits);
   }
 }
 

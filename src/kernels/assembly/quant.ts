@@ -1,8 +1,8 @@
 // Quantizers: activations (the x86 CPU backend of llama.cpp, see src/kernels/quant/act.ts) and
 // weights (llama-quantize's reference quantizers, scalar f32 ports of src/kernels/quant/*.ts,
 // bit-identical with them).
-import { T_BF16, T_F16, T_F32, T_Q8_0, T_Q8_1, T_Q8_K, f32ToF16 } from "./common";
-import { quantActQ8_0 } from "./q8";
+import { T_BF16, T_F16, T_F32, T_Q8_0, T_Q8_1, T_Q8_K, f32ToF16, ROUND_C, storeRoundConsts } from "./common";
+import { quantActQ8_0, q8Round } from "./q8";
 import { quantizeWeightBlocks } from "./quantw";
 
 /** Q8_1 as quantActQ8_0, plus s = f16(d * sum(q)) with the f32 d. */
@@ -42,9 +42,27 @@ function quantActQ8_1(dst: usize, src: usize, nBlocks: u32): void {
   }
 }
 
+/** A Q8_K block's 16 groups of 16 levels round(v * vs) and their sums, at o (q8Round's exact as there). */
+// @ts-ignore: decorator
+@inline function storeQ8KGroups(o: usize, s: usize, vs: v128, exact: bool, magic: v128, bits: v128): void {
+  for (let g: u32 = 0; g < 16; g++) {
+    const p = s + (g << 6);
+    const q0 = q8Round(f32x4.mul(v128.load(p, 0), vs), exact, magic, bits);
+    const q1 = q8Round(f32x4.mul(v128.load(p, 16), vs), exact, magic, bits);
+    const q2 = q8Round(f32x4.mul(v128.load(p, 32), vs), exact, magic, bits);
+    const q3 = q8Round(f32x4.mul(v128.load(p, 48), vs), exact, magic, bits);
+    const q = i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3));
+    v128.store(o + 4 + (g << 4), q);
+    const sv = i32x4.add(i32x4.add(q0, q1), i32x4.add(q2, q3));
+    const s2 = i32x4.add(sv, i32x4.shuffle(sv, sv, 2, 3, 0, 1));
+    store<i16>(o + 260 + (g << 1), i32x4.extract_lane(i32x4.add(s2, i32x4.shuffle(s2, s2, 1, 0, 3, 2)), 0) as i16);
+  }
+}
+
 /** Q8_K (ggml's quantize_row_q8_K_ref): iscale = -127/max (max: the first value of largest magnitude). */
 function quantActQ8_K(dst: usize, src: usize, nBlocks: u32): void {
-  const absMask = i32x4.splat(0x7fffffff);
+  storeRoundConsts();
+  const magic = v128.load(ROUND_C), bits = v128.load(ROUND_C, 16), absMask = v128.load(ROUND_C, 32);
   for (let b: u32 = 0; b < nBlocks; b++) {
     const s = src + b * 1024;
     const o = dst + b * 292;
@@ -62,18 +80,9 @@ function quantActQ8_K(dst: usize, src: usize, nBlocks: u32): void {
     while (j < 255 && abs<f32>(load<f32>(s + (j << 2))) != amax) j++; // (bounded: a NaN matches nothing)
     const iscale: f32 = (-127.0 as f32) / load<f32>(s + (j << 2));
     const vs = f32x4.splat(iscale);
-    for (let g: u32 = 0; g < 16; g++) {
-      const p = s + (g << 6);
-      const q0 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p, 0), vs)));
-      const q1 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p, 16), vs)));
-      const q2 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p, 32), vs)));
-      const q3 = i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v128.load(p, 48), vs)));
-      const q = i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3));
-      v128.store(o + 4 + (g << 4), q);
-      const sv = i32x4.add(i32x4.add(q0, q1), i32x4.add(q2, q3));
-      const s2 = i32x4.add(sv, i32x4.shuffle(sv, sv, 2, 3, 0, 1));
-      store<i16>(o + 260 + (g << 1), i32x4.extract_lane(i32x4.add(s2, i32x4.shuffle(s2, s2, 1, 0, 3, 2)), 0) as i16);
-    }
+    // roundI32 (common.ts) where every product is finite; the exact conversion otherwise
+    if (amax < Infinity && abs<f32>(iscale) < Infinity) storeQ8KGroups(o, s, vs, false, magic, bits);
+    else storeQ8KGroups(o, s, vs, true, magic, bits);
     store<f32>(o, (1.0 as f32) / iscale);
   }
 }
