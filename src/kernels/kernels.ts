@@ -15,6 +15,12 @@ export type Ptr = number;
 export interface Kernels {
   readonly arena: Arena;
   /**
+   * Q8_0 matmuls add each block's sumi * scale to the sum with one rounding (a fused multiply-add)
+   * instead of two: the relaxed WebAssembly build where its unsigned several-token kernel runs
+   * (x86 with VNNI and FMA; assembly/q8.ts fusedQ8), false elsewhere.
+   */
+  readonly fusedQ8: boolean;
+  /**
    * Quantize `n` f32 values at `src` to `act` at `dst` (rowBytes(act, n) bytes), as llama.cpp's CPU
    * backend does (kernels/quant/act.ts): Q8_0/Q8_1 with d = max|x|/127 and q = roundHalfEven(x * 127/max|x|),
    * Q8_K with ggml's quantize_row_q8_K_ref, F16/BF16 round to nearest even, F32 a copy. Bit-identical

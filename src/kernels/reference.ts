@@ -44,7 +44,11 @@ export class ReferenceKernels implements Kernels {
   private readonly f32: Float32Array;
   private readonly u16: Uint16Array;
 
-  constructor(readonly arena: Arena) {
+  /**
+   * fusedQ8: Q8_0 blocks accumulate as one fused multiply-add (one rounding), as the WebAssembly
+   * kernels do on engines where their fusedQ8 is true; tests comparing bits pass theirs.
+   */
+  constructor(readonly arena: Arena, readonly fusedQ8 = false) {
     const buf = arena.memory.buffer;
     this.u8 = new Uint8Array(buf);
     this.f32 = new Float32Array(buf);
@@ -59,7 +63,7 @@ export class ReferenceKernels implements Kernels {
     const wb = rowBytes(type, cols), xb = rowBytes(actTypeOf(type), cols);
     for (let t = 0; t < nTok; t++) {
       for (let r = 0; r < rows; r++) {
-        this.f32[(out >> 2) + t * rows + r] = vecDot(type, cols, this.u8, w + r * wb, this.u8, x + t * xb);
+        this.f32[(out >> 2) + t * rows + r] = vecDot(type, cols, this.u8, w + r * wb, this.u8, x + t * xb, this.fusedQ8);
       }
     }
   }

@@ -265,7 +265,11 @@ export class WasmKernels implements Kernels {
     private readonly splitScale = 1,
   ) {
     this.size = arena.memory.buffer.byteLength;
+    // (a build from before fusedQ8, as A/B benchmarks load, rounds twice)
+    this.fusedQ8 = scratch !== 0 && typeof k.fusedQ8 === "function" && k.fusedQ8(scratch) !== 0;
   }
+
+  readonly fusedQ8: boolean;
 
   // The names are constants and the tensor type comes apart (typed): a template string built on
   // every call was the largest source of garbage per token (young-generation scavenges that stall

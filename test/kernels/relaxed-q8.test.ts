@@ -58,7 +58,7 @@ for (const build of BUILDS) for (const threads of THREADS) {
     before(() => {
       arena = new Arena(48 << 20, `relaxed-q8-${threads}`);
       k = backends.get(`${build} ${threads}`)!.bind(arena);
-      ref = new ReferenceKernels(arena);
+      ref = new ReferenceKernels(arena, k.fusedQ8);
       base = arena.used;
     });
     after(() => backends.get(`${build} ${threads}`)!.idle());

@@ -90,7 +90,7 @@ for (const threads of THREADS) {
     before(() => {
       arena = new Arena(48 << 20, `test-${threads}`);
       k = backends.get(threads)!.bind(arena);
-      ref = new ReferenceKernels(arena);
+      ref = new ReferenceKernels(arena, k.fusedQ8);
       s = new Scratch(arena, arena.used);
     });
     after(() => backends.get(threads)!.idle());
@@ -268,18 +268,18 @@ describe("wasm backend plumbing", () => {
     const k1 = be.bind(a1), k2 = be.bind(a2);
     const r = rng(7);
     const rows = 37, cols = 288, rb = q8RowBytes(cols);
-    const setup = (a: Arena) => {
+    const setup = (a: Arena, fusedQ8: boolean) => {
       const wf = a.alloc(rows * cols * 4), w = a.alloc(rows * rb), xf = a.alloc(cols * 4), x = a.alloc(rb);
       const o = a.alloc(rows * 4), oRef = a.alloc(rows * 4);
       fillBlocks(a, wf, rows * cols, r);
       fillBlocks(a, xf, cols, r);
-      const ref = new ReferenceKernels(a);
+      const ref = new ReferenceKernels(a, fusedQ8);
       ref.quantizeQ8(w, wf, rows * cols);
       ref.quantizeQ8(x, xf, cols);
       ref.matmulQ8(oRef, w, x, rows, cols, 1);
       return { w, x, o, oRef };
     };
-    const p1 = setup(a1), p2 = setup(a2);
+    const p1 = setup(a1, k1.fusedQ8), p2 = setup(a2, k2.fusedQ8);
     for (let i = 0; i < 3; i++) {
       k1.matmulQ8(p1.o, p1.w, p1.x, rows, cols, 1);
       k2.matmulQ8(p2.o, p2.w, p2.x, rows, cols, 1);

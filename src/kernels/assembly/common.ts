@@ -234,3 +234,17 @@ export const ROUND_C: usize = 512;
 @inline export function roundI32(v: v128, magic: v128, bits: v128): v128 {
   return i32x4.sub(f32x4.add(v, magic), bits);
 }
+
+/**
+ * acc + a * b: with `fused` (a compile-time constant at every call) and in the relaxed build, one
+ * relaxed_madd, which is one vfmadd (one rounding) where the engine has FMA and a multiply and an
+ * add (the other branch's two roundings) elsewhere. Kernels that must agree (the Q8_0 decode and
+ * prefill, see q8.ts) pass the same `fused`, so that on any one engine they round alike.
+ */
+// @ts-ignore: decorator
+@inline export function mulAdd(acc: v128, a: v128, b: v128, fused: bool): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    if (fused) return f32x4.relaxed_madd(a, b, acc);
+  }
+  return f32x4.add(acc, f32x4.mul(a, b));
+}

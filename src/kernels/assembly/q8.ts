@@ -1,8 +1,8 @@
 // The Q8_0 x Q8_0 matmul (decode: four long row streams over widened activations; prefill: two rows
 // times a chunk of tokens), moved unchanged from kernels.ts; and the Q8_0 / Q8_1 / Q8_K activation
 // quantizers. See docs/kernels.md for the design and measurements.
-import { f16ToF32, f16hiToF32, f32ToF16, roundI32, ROUND_C, storeEightStreams, storeRoundConsts, transposeSum } from "./common";
-import { matmulQ8Unsigned } from "./relaxed-q8u";
+import { f16ToF32, f16hiToF32, f32ToF16, mulAdd, roundI32, ROUND_C, storeEightStreams, storeRoundConsts, transposeSum } from "./common";
+import { matmulQ8Unsigned, unsignedDotExact } from "./relaxed-q8u";
 
 const QK: u32 = 32;
 const BLOCK: u32 = 34;
@@ -103,7 +103,7 @@ export function quantActQ8_0(dst: usize, src: usize, nBlocks: u32, legacy: bool)
  * reference (integer block dot, f32 scale product, f32 accumulate in block order).
  */
 // @ts-ignore: decorator
-@inline function dot4(p0: usize, p1: usize, p2: usize, p3: usize, xp: usize, nb: u32): v128 {
+@inline function dot4(p0: usize, p1: usize, p2: usize, p3: usize, xp: usize, nb: u32, fused: bool): v128 {
   let acc = f32x4.splat(0);
   for (let b: u32 = 0; b < nb; b++) {
     const x0 = v128.load8x8_s(xp, 2), x1 = v128.load8x8_s(xp, 10), x2 = v128.load8x8_s(xp, 18), x3 = v128.load8x8_s(xp, 26);
@@ -113,7 +113,7 @@ export function quantActQ8_0(dst: usize, src: usize, nBlocks: u32, legacy: bool)
     const s3 = blockDot(p3, x0, x1, x2, x3);
     const dots = f32x4.convert_i32x4_s(transposeSum(s0, s1, s2, s3));
     const scale = f32x4.mul(rowScales(p0, p1, p2, p3), f32x4.splat(f16ToF32(load<u16>(xp) as u32)));
-    acc = f32x4.add(acc, f32x4.mul(dots, scale));
+    acc = mulAdd(acc, dots, scale, fused);
     p0 += BLOCK; p1 += BLOCK; p2 += BLOCK; p3 += BLOCK; xp += BLOCK;
   }
   return acc;
@@ -258,13 +258,19 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
   const nb = cols / QK;
   const rb = nb * BLOCK;
   const per = widenBytes(nb);
-  // With scratch: one token needs per bytes; prefill needs room for two plus accumulators.
+  // FUSED_Q8 (fusedQ8 below): where the unsigned several-token kernel runs (it accumulates with
+  // relaxed_madd), every path here accumulates the same way, so a row gets the same bits in a step
+  // of one token or eight. Decided before anything overwrites the scratch; without scratch (the
+  // engine always passes some) it cannot be checked and the sums round twice.
+  let fused = false;
   if (ASC_FEATURE_RELAXED_SIMD) {
-    if (nTok >= UNSIGNED_MIN_TOK && scratch != 0 && matmulQ8Unsigned(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)) return;
+    fused = scratch != 0 && scratchBytes >= 64 && unsignedDotExact(scratch);
+    if (fused && nTok >= UNSIGNED_MIN_TOK && matmulQ8Unsigned(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)) return;
   }
+  // With scratch: one token needs per bytes; prefill needs room for two plus accumulators.
   const fits = nTok > 1 ? (per << 1) + 48 <= scratchBytes : per <= scratchBytes;
-  if (scratch == 0 || !fits || nTok == 0) {
-    directRows(out, w, x, rows, nb, rb, nTok, r0, r1);
+  if (scratch == 0 || !fits || nTok == 0 || (fused && nTok > 1)) {
+    directRows(out, w, x, rows, nb, rb, nTok, r0, r1, fused);
     return;
   }
   if (nTok > 1) {
@@ -274,7 +280,7 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
   // One token: widen it (plus the loop's constants), then DECODE_STREAMS long sequential
   // streams (see decodeQ8). Without room for the constants: dot4 straight from the Q8_0 blocks.
   if (per + DCONSTS > scratchBytes) {
-    directRows(out, w, x, rows, nb, rb, 1, r0, r1);
+    directRows(out, w, x, rows, nb, rb, 1, r0, r1, fused);
     return;
   }
   {
@@ -291,12 +297,13 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
     v128.store(q, i32x4.splat(0x8fffe000), 0);
     v128.store(q, f32x4.splat(5.192296858534828e33), 16);
   }
-  if (DECODE_STREAMS == 8) decodeQ8x8(out, w, scratch, nb, rb, r0, r1);
+  if (fused) decodeQ8x8(out, w, scratch, nb, rb, r0, r1, true); // (decodeQ8x4 rounds twice)
+  else if (DECODE_STREAMS == 8) decodeQ8x8(out, w, scratch, nb, rb, r0, r1, false);
   else decodeQ8x4(out, w, scratch, nb, rb, r0, r1);
 }
 
-/** Without widening (no scratch, or too little): four adjacent rows at a time, dot4 per token. */
-function directRows(out: usize, w: usize, x: usize, rows: u32, nb: u32, rb: u32, nTok: u32, r0: u32, r1: u32): void {
+/** Without widening (no scratch, or too little): four adjacent rows at a time, dot4 per token (fused: see matmulQ8). */
+function directRows(out: usize, w: usize, x: usize, rows: u32, nb: u32, rb: u32, nTok: u32, r0: u32, r1: u32, fused: bool): void {
   let r = r0;
   while (r < r1) {
     const left = r1 - r;
@@ -305,7 +312,7 @@ function directRows(out: usize, w: usize, x: usize, rows: u32, nb: u32, rb: u32,
     const p2 = left > 2 ? p0 + 2 * rb : p0;
     const p3 = left > 3 ? p0 + 3 * rb : p0;
     for (let t: u32 = 0; t < nTok; t++) {
-      store4(out + ((t * rows + r) << 2), dot4(p0, p1, p2, p3, x + t * rb, nb), left);
+      store4(out + ((t * rows + r) << 2), dot4(p0, p1, p2, p3, x + t * rb, nb, fused), left);
     }
     r += left >= 4 ? 4 : left;
   }
@@ -342,7 +349,8 @@ function decodeQ8x4(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32,
  * as dot4w. With DECODE_TOUCH, one byte of each stream DECODE_TOUCH bytes ahead is loaded per
  * block (clamped to the chunk's last byte) and xor-ed into a sink stored after the constants.
  */
-function decodeQ8x8(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32, r1: u32): void {
+// @ts-ignore: decorator
+@inline function decodeQ8x8(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32, r1: u32, fused: bool): void {
   const n = r1 - r0;
   const q: u32 = (n + 7) >> 3;
   const C = xs0 + nb * XSTRIDE;
@@ -368,7 +376,7 @@ function decodeQ8x8(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32,
       const s2 = blockDot(p2, x0, x1, x2, x3);
       v128.store(xs, s2, 80);
       const s3 = blockDot(p3, x0, x1, x2, x3);
-      accA = f32x4.add(accA, f32x4.mul(f32x4.convert_i32x4_s(transposeSum(s0, s1, s2, s3)), f32x4.mul(rowScalesC(p0, p1, p2, p3, C), dx)));
+      accA = mulAdd(accA, f32x4.convert_i32x4_s(transposeSum(s0, s1, s2, s3)), f32x4.mul(rowScalesC(p0, p1, p2, p3, C), dx), fused);
       v128.store(xs, accA, 80);
       const s4 = blockDot(p4, x0, x1, x2, x3);
       v128.store(xs, s4, 80);
@@ -377,7 +385,7 @@ function decodeQ8x8(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32,
       const s6 = blockDot(p6, x0, x1, x2, x3);
       v128.store(xs, s6, 80);
       const s7 = blockDot(p7, x0, x1, x2, x3);
-      accB = f32x4.add(accB, f32x4.mul(f32x4.convert_i32x4_s(transposeSum(s4, s5, s6, s7)), f32x4.mul(rowScalesC(p4, p5, p6, p7, C), dx)));
+      accB = mulAdd(accB, f32x4.convert_i32x4_s(transposeSum(s4, s5, s6, s7)), f32x4.mul(rowScalesC(p4, p5, p6, p7, C), dx), fused);
       if (DECODE_TOUCH != 0) {
         sink ^= touch1(p0, lim) ^ touch1(p1, lim) ^ touch1(p2, lim) ^ touch1(p3, lim);
         sink ^= touch1(p4, lim) ^ touch1(p5, lim) ^ touch1(p6, lim) ^ touch1(p7, lim);
@@ -453,4 +461,20 @@ function matmulQ8Prefill(out: usize, w: usize, x: usize, rows: u32, nb: u32, nTo
       }
     }
   }
+}
+
+/**
+ * FUSED_Q8: whether this engine's Q8_0 matmuls round once per block (acc + sumi * scale as one
+ * fused multiply-add): in the relaxed build where the unsigned several-token kernel runs (its
+ * decode then accumulates alike, see matmulQ8) and relaxed_madd is fused (x86 with FMA, ARM).
+ * The TypeScript reference follows (kernels/reference.ts fusedQ8). (1 + 2^-12)^2 = 1 + 2^-11 + 2^-24
+ * needs 25 bits: one rounding keeps the last, two lose it. p: 64 bytes of scratch.
+ */
+export function fusedQ8(p: usize): bool {
+  if (!ASC_FEATURE_RELAXED_SIMD) return false;
+  if (!unsignedDotExact(p)) return false;
+  v128.store(p, f32x4.splat(1.000244140625), 0); // 1 + 2^-12
+  v128.store(p, f32x4.splat(-1.00048828125), 16); // -(1 + 2^-11)
+  const r = mulAdd(v128.load(p, 16), v128.load(p), v128.load(p), true); // 2^-24 fused, 0 otherwise
+  return f32x4.extract_lane(r, 0) != 0;
 }

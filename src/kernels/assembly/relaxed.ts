@@ -17,7 +17,7 @@
 // super-block), so the results are bit-identical with the reference and with the SIMD128 build.
 // (A "lane = token" layout, token quads against broadcast weights, was slower at every prompt
 // length once the rows variant lost its scalar gathers: Q4_K x32 58 vs 77 GMAC/s, Q6_K 50 vs 51.)
-import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4Safe, storeEightStreams, storeGroupBroadcasts, transposeSum } from "./common";
+import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4Safe, mulAdd, storeEightStreams, storeGroupBroadcasts, transposeSum } from "./common";
 import { q4kScales } from "./unpack";
 
 // @ts-ignore: decorator
@@ -373,7 +373,8 @@ const Q4_SPACED = true;
       u = rdot(v128.load(xp, 96), w6, u);
       s = rdot(v128.load(xp, 48), w3, s);
       u = rdot(v128.load(xp, 112), w7, u);
-      v128.store(f, f32x4.add(v128.load(f), f32x4.mul(f32x4.convert_i32x4_s(i32x4.add(s, u)), f32x4.mul(dw, v128.load(xp, 144)))));
+      // Q8_0: fused where the engine has FMA (q8.ts FUSED_Q8; its decode rounds alike)
+      v128.store(f, mulAdd(v128.load(f), f32x4.convert_i32x4_s(i32x4.add(s, u)), f32x4.mul(dw, v128.load(xp, 144)), q8));
       xp += Q4X; f += fs;
     }
     p0 += bb; p1 += bb; p2 += bb; p3 += bb;

@@ -81,3 +81,22 @@ export const GROUP_MAX_EPS = fround(1e-15);
 
 /** kvalues_iq4nl (ggml-common.h): the 16 non-linear IQ4_NL levels. */
 export const KVALUES_IQ4NL: readonly number[] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+/**
+ * a * b + c rounded once to f32 (IEEE fusedMultiplyAdd on f32 values; what vfmadd and ARM's fmla
+ * compute). a * b is exact in f64 (24 + 24 bits); s = a * b + c rounds once to f64, and rounding s
+ * to f32 is the right answer except when s lies exactly halfway between two f32 values while the
+ * exact sum does not (double rounding): then the f64 error of s (TwoSum) says which way it goes.
+ */
+export function fmaF32(a: number, b: number, c: number): number {
+  const p = a * b;
+  const s = p + c;
+  const r = Math.fround(s);
+  if (r === s || !Number.isFinite(s)) return r;
+  const other = 2 * s - r; // the f32 on s's other side, if s is halfway between two
+  if (Math.fround(other) !== other) return r;
+  const bb = s - p;
+  const err = (p - (s - bb)) + (c - bb);
+  if (err === 0) return r; // a true tie: ties to even, as fround did
+  return err > 0 ? Math.max(r, other) : Math.min(r, other);
+}

@@ -1,0 +1,66 @@
+/**
+ * fmaF32, the reference's f32 fused multiply-add (quant/common.ts), against cases worked out by
+ * hand where a multiply and an add round differently from one fused rounding, including the one
+ * a naive f64 evaluation gets wrong (double rounding); and the WebAssembly Q8_0 matmul's
+ * accumulation: fused where its fusedQ8 says so, matching the reference of that kind bit for bit.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { fmaF32 } from "../../src/kernels/quant/common.js";
+import { Arena } from "../../src/kernels/arena.js";
+import { ReferenceKernels } from "../../src/kernels/reference.js";
+import { createBackend } from "../../src/kernels/backend.js";
+import { q8RowBytes } from "../../src/kernels/q8.js";
+
+const f = Math.fround;
+
+test("fmaF32 rounds once: the cases a multiply then an add, and an f64 evaluation, get wrong", () => {
+  // (1 + 2^-12)^2 - (1 + 2^-11) = 2^-24 exactly; unfused, the square rounds to 1 + 2^-11 and gives 0
+  const a = 1 + 2 ** -12;
+  assert.equal(fmaF32(a, a, -(1 + 2 ** -11)), 2 ** -24);
+  assert.equal(f(f(a * a) - (1 + 2 ** -11)), 0);
+  // double rounding: (1 + 2^-23) * 2^-24 (1 - 2^-23) + (1 + 2^-23) = 1 + 3 * 2^-24 - 2^-70, just below
+  // the midpoint of 1 + 2^-23 and 1 + 2^-22; f64 rounds it onto the midpoint, whose tie goes to the even 1 + 2^-22
+  const x = 1 + 2 ** -23, y = 2 ** -24 * (1 - 2 ** -23);
+  assert.equal(f(x), x);
+  assert.equal(f(y), y);
+  assert.equal(f(x * y + x), 1 + 2 ** -22, "the naive evaluation double-rounds");
+  assert.equal(fmaF32(x, y, x), 1 + 2 ** -23);
+  assert.equal(fmaF32(-x, y, -x), -(1 + 2 ** -23));
+  // a true tie stays a tie: ties to even
+  assert.equal(fmaF32(2 ** -24, 1, 1), 1);
+  assert.equal(fmaF32(3 * 2 ** -24, 1, 1), 1 + 2 ** -22);
+  // exact results and the ordinary case
+  assert.equal(fmaF32(3, 5, 7), 22);
+  assert.equal(fmaF32(f(0.1), f(0.2), f(0.3)), f(f(0.1) * f(0.2) + f(0.3)));
+  assert.equal(fmaF32(Infinity, 1, 1), Infinity);
+  assert.ok(Number.isNaN(fmaF32(Infinity, 0, 1)));
+});
+
+test("the WebAssembly Q8_0 matmul accumulates as its fusedQ8 says (one token and eight)", async () => {
+  const be = await createBackend({ threads: 1 });
+  try {
+    const arena = new Arena(8 << 20, "fma");
+    const k = be.bind(arena);
+    const rows = 64, cols = 2048, rb = q8RowBytes(cols), nTok = 8;
+    const w = arena.alloc(rows * rb), x = arena.alloc(nTok * rb), o = arena.alloc(rows * nTok * 4);
+    const fused = arena.alloc(rows * nTok * 4), plain = arena.alloc(rows * nTok * 4);
+    let s = 99;
+    const rnd = (): number => ((s = (s * 1103515245 + 12345) >>> 0) >>> 16) % 255 - 127;
+    for (const [p, n] of [[w, rows], [x, nTok]] as const) {
+      const u = arena.u8(p, n * rb);
+      for (let i = 0; i < u.length; i++) u[i] = rnd() & 0xff;
+      for (let b = 0; b < u.length; b += 34) { u[b] = 0x1e; u[b + 1] = 0x21 + (b % 7); } // f16 scales near 0.01
+    }
+    new ReferenceKernels(arena, true).matmul("Q8_0", fused, w, x, rows, cols, nTok);
+    new ReferenceKernels(arena, false).matmul("Q8_0", plain, w, x, rows, cols, nTok);
+    const differ = arena.f32(fused, rows * nTok).some((v, i) => v !== arena.f32(plain, rows * nTok)[i]);
+    assert.ok(differ, "the data must tell one rounding from two");
+    for (const n of [1, nTok]) {
+      k.matmul("Q8_0", o, w, x, rows, cols, n);
+      assert.deepEqual(arena.f32(o, rows * n), arena.f32(k.fusedQ8 ? fused : plain, rows * n), `${n} token(s), fusedQ8 ${k.fusedQ8}`);
+    }
+  } finally {
+    await be.close();
+  }
+});
