@@ -17,7 +17,7 @@
  */
 import { MAX_ARENA_BYTES, type Arena } from "../kernels/arena.js";
 import { actTypeOf, rowBytes, typeInfo, type ActType, type TensorType } from "../kernels/formats.js";
-import type { KernelBackend, Kernels, Ptr } from "../kernels/kernels.js";
+import { ATTENTION_ENTRY_BYTES, type KernelBackend, type Kernels, type Ptr } from "../kernels/kernels.js";
 import { pad32 } from "../kernels/q8.js";
 import { attnDim, type LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../core/errors.js";
@@ -221,7 +221,7 @@ interface LayerPtrs {
 interface NodeScratch {
   /** The layer's normalised input (f32), and it quantized for the matrices that read it. */
   xf: Ptr; xa: Ptr;
-  q: Ptr; kk: Ptr; v: Ptr; att: Ptr; aq: Ptr; scores: Ptr; hb: Ptr; hb2: Ptr; out: Ptr; logits: Ptr; cosSin: Ptr;
+  q: Ptr; kk: Ptr; v: Ptr; att: Ptr; aq: Ptr; scores: Ptr; attTable: Ptr; hb: Ptr; hb2: Ptr; out: Ptr; logits: Ptr; cosSin: Ptr;
 }
 
 /** One arena of a node: a group of its layers (the last one also holds the classifier slice). */
@@ -231,6 +231,8 @@ interface Part {
   s: NodeScratch;
   /** What xa holds: the input quantized to this type, for this many tokens (null: stale). */
   xaAs: ActType | null;
+  /** attentionSteps' table (s.attTable), one view made once. */
+  attTable: Uint32Array;
 }
 
 const LAYER_TENSORS = ["wq", "wk", "wv", "wo", "gate", "up", "down", "bq", "bk", "bv", "qn", "kn"] as const;
@@ -268,6 +270,8 @@ export class ModelSlice {
   readonly kvBytes: number;
   /** Bytes of one slot's KV region in one layer (keys or values). */
   private readonly kvSlotBytes: number;
+  /** Bytes of attention scores one kernel thread uses (nHeads x seqLen f32). */
+  private readonly scoresBytes: number;
 
   readonly seqLen: number;
   readonly batch: number;
@@ -289,6 +293,7 @@ export class ModelSlice {
     this.descs = shape.descs ?? sliceDescs(c, slice, plan);
     this.byId = new Map(this.descs.map((x) => [x.id, x]));
     const f = 4;
+    this.scoresBytes = Math.max(1, d.nHeads) * seqLen * f;
     this.kvSlotBytes = d.kvRows > 0 ? seqLen * d.kvRows * 2 : 0;
     const kvLayerBytes = slots * this.kvSlotBytes;
     const logitRows = Math.min(batch, slots);
@@ -305,7 +310,9 @@ export class ModelSlice {
       v: a.alloc(batch * d.kvRowsP * f),
       att: a.alloc(batch * d.qRowsP * f),
       aq: a.alloc(batch * Math.max(actRowBytes(woTypes, d.qRowsP), actRowBytes(downTypes, d.hRows))),
-      scores: a.alloc(Math.max(1, d.nHeads) * seqLen * f),
+      // one region per kernel thread: attentionSteps runs a step's tokens at once
+      scores: a.alloc(backend.threads * this.scoresBytes),
+      attTable: a.alloc(batch * ATTENTION_ENTRY_BYTES),
       hb: a.alloc(batch * d.hRows * f),
       hb2: a.alloc(batch * d.hRows * f),
       out: a.alloc(batch * d.dimP * f),
@@ -357,7 +364,7 @@ export class ModelSlice {
         for (const m of LAYER_TENSORS) this.record(`L${l}.${m}`, pi, L[m]);
       });
       if (pi === this.clsPart) this.record("cls", pi, value.cls);
-      this.parts.push({ arena, k, s: value.s, xaAs: null });
+      this.parts.push({ arena, k, s: value.s, xaAs: null, attTable: arena.u32(value.s.attTable, batch * (ATTENTION_ENTRY_BYTES / 4)) });
     });
     for (const x of this.descs) weights += this.ptrs.has(x.id) ? allocBytes(x) : 0;
     this.weightBytes = weights;
@@ -469,6 +476,8 @@ export class ModelSlice {
         k.storeBf16(vBase + ps * d.kvRows * 2, s.v + t * d.kvRowsP * f, d.kvRows);
       }
     }
+    // every token's attention over its own sequence, as one job (attentionSteps' table)
+    const table = p.attTable;
     t = 0;
     for (const seg of segs) {
       for (let j = 0; j < seg.nTok; j++, t++) {
@@ -476,9 +485,14 @@ export class ModelSlice {
         const pos = seg.pos + j;
         const first = window !== null ? Math.max(0, pos + 1 - window) : 0;
         const kvOff = seg.slot * this.kvSlotBytes + first * d.kvRows * 2;
-        k.attention(s.att + t * d.qRowsP * f, s.q + t * d.qRowsP * f, L.kCache + kvOff, L.vCache + kvOff, s.scores, d.nHeads, d.nKv, c.headDim, pos + 1 - first);
+        table[t * 5] = s.att + t * d.qRowsP * f;
+        table[t * 5 + 1] = s.q + t * d.qRowsP * f;
+        table[t * 5 + 2] = L.kCache + kvOff;
+        table[t * 5 + 3] = L.vCache + kvOff;
+        table[t * 5 + 4] = pos + 1 - first;
       }
     }
+    k.attentionSteps(s.attTable, nTok, s.scores, this.scoresBytes, d.nHeads, d.nKv, c.headDim);
     this.projectFrom(p, `L${layer}.wo`, s.out, L.wo, d.dimP, s.att, d.qRowsP, nTok);
     return p.arena.f32(s.out, nTok * d.dimP);
   }

@@ -48,6 +48,10 @@ export class Arena {
     return new Float32Array(this.memory.buffer, ptr, n);
   }
 
+  u32(ptr: number, n: number): Uint32Array {
+    return new Uint32Array(this.memory.buffer, ptr, n);
+  }
+
   u16(ptr: number, n: number): Uint16Array {
     return new Uint16Array(this.memory.buffer, ptr, n);
   }

@@ -69,6 +69,13 @@ export interface Kernels {
    */
   attention(out: Ptr, q: Ptr, kCache: Ptr, vCache: Ptr, scratch: Ptr,
     nHeads: number, nKvHeads: number, headDim: number, nPos: number): void;
+  /**
+   * attention() for the n tokens of a step at once (one job for the thread pool, split over tokens
+   * and heads): entry t of `table` (ATTENTION_ENTRY_BYTES each, u32) is token t's out, q, kCache,
+   * vCache and nPos. scratch: one region of scratchPerThread bytes (nHeads * largest nPos f32 at
+   * least) per thread of the backend.
+   */
+  attentionSteps(table: Ptr, n: number, scratch: Ptr, scratchPerThread: number, nHeads: number, nKvHeads: number, headDim: number): void;
   /** gate[i] = silu(gate[i]) * up[i], n values. */
   siluMul(gate: Ptr, up: Ptr, n: number): void;
 }
@@ -96,3 +103,6 @@ export interface KernelBackend {
   idle(): void;
   close(): Promise<void>;
 }
+
+/** Bytes of one attentionSteps table entry: out, q, kCache, vCache, nPos as u32. */
+export const ATTENTION_ENTRY_BYTES = 20;

@@ -26,6 +26,7 @@ export interface KernelExports {
   rope(vec: number, h0: number, h1: number, headDim: number, cosSin: number): void;
   storeBf16(dst: number, src: number, n: number): void;
   siluMul(gate: number, up: number, n: number): void;
+  attentionSteps(table: number, u0: number, u1: number, scratch: number, nHeads: number, nKvHeads: number, headDim: number): void;
   attention(out: number, q: number, kCache: number, vCache: number, scratch: number,
     nHeads: number, nKvHeads: number, headDim: number, nPos: number, h0: number, h1: number): void;
   memRead(p: number, bytes: number): number;
@@ -64,6 +65,7 @@ export const OP_SILU = 7;
 export const OP_BF16 = 9;
 export const OP_MEMREAD = 11;
 export const OP_QWEIGHTS = 12;
+export const OP_ATTN_STEPS = 13;
 
 /**
  * Per-thread pace, in a SharedArrayBuffer of its own (f64, one cache line per thread): at
@@ -112,6 +114,7 @@ export function shareRange(units: number, s: number, n: number): [number, number
  * QWEIGHTS: type dst src nUnits dstBytesPerUnit srcBytesPerUnit scratchBase scratchPerThread
  * SILU/BF16: a b n (units: 32 values)
  * ATTN: out q k v scratch nHeads nKvHeads headDim nPos (units: heads); MEMREAD: ptr bytesPerShare
+ * ATTN_STEPS: table nTok scratchBase scratchPerThread nHeads nKvHeads headDim (units: tokens x heads)
  */
 export function runShare(k: KernelExports, op: number, a: Float64Array, s: number, n: number, thread: number): void {
   switch (op) {
@@ -145,6 +148,11 @@ export function runShare(k: KernelExports, op: number, a: Float64Array, s: numbe
     case OP_ATTN: {
       const [h0, h1] = shareRange(a[5]!, s, n);
       if (h1 > h0) k.attention(a[0]!, a[1]!, a[2]!, a[3]!, a[4]!, a[5]!, a[6]!, a[7]!, a[8]!, h0, h1);
+      return;
+    }
+    case OP_ATTN_STEPS: {
+      const [u0, u1] = shareRange(a[1]! * a[4]!, s, n);
+      if (u1 > u0) k.attentionSteps(a[0]!, u0, u1, a[2]! + thread * a[3]!, a[4]!, a[5]!, a[6]!);
       return;
     }
     case OP_MEMREAD: {

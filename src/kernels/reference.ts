@@ -3,7 +3,7 @@
  * path that runs where WebAssembly SIMD is missing. Written for clarity, not speed.
  */
 import type { Arena } from "./arena.js";
-import type { KernelBackend, Kernels, Ptr } from "./kernels.js";
+import { ATTENTION_ENTRY_BYTES, type KernelBackend, type Kernels, type Ptr } from "./kernels.js";
 import { actTypeOf, rowBytes, type ActType, type TensorType } from "./formats.js";
 import { quantizeActRow, quantizeRow, vecDot } from "./quant/index.js";
 import { bf16ToF32, f32ToBf16, f32ToF16, roundHalfEven } from "../core/numbers.js";
@@ -125,6 +125,11 @@ export class ReferenceKernels implements Kernels {
    * 2^-8: the reference therefore computes them in the very order of operations of the WebAssembly
    * kernel (4-lane partial sums, the same exp polynomial), so both give the same bits.
    */
+  attentionSteps(table: Ptr, n: number, scratch: Ptr, _scratchPerThread: number, nHeads: number, nKvHeads: number, headDim: number): void {
+    const e = new Uint32Array(this.arena.memory.buffer, table, n * (ATTENTION_ENTRY_BYTES / 4));
+    for (let t = 0; t < n; t++) this.attention(e[t * 5]!, e[t * 5 + 1]!, e[t * 5 + 2]!, e[t * 5 + 3]!, scratch, nHeads, nKvHeads, headDim, e[t * 5 + 4]!);
+  }
+
   attention(out: Ptr, q: Ptr, kCache: Ptr, vCache: Ptr, scratch: Ptr,
     nHeads: number, nKvHeads: number, headDim: number, nPos: number): void {
     const f = this.f32;

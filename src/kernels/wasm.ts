@@ -13,12 +13,12 @@
 import { readFile } from "node:fs/promises";
 import { LlameshError } from "../core/errors.js";
 import type { Arena } from "./arena.js";
-import type { KernelBackend, Kernels, Ptr } from "./kernels.js";
+import { ATTENTION_ENTRY_BYTES, type KernelBackend, type Kernels, type Ptr } from "./kernels.js";
 import { actTypeOf, rowBytes, typeInfo, type ActType, type TensorType } from "./formats.js";
 import { ReferenceBackend } from "./reference.js";
 import { ThreadPool } from "./pool.js";
 import {
-  OP_ATTN, OP_BF16, OP_MATMUL, OP_QUANT, OP_QWEIGHTS, OP_SILU, type KernelExports,
+  OP_ATTN, OP_ATTN_STEPS, OP_BF16, OP_MATMUL, OP_QUANT, OP_QWEIGHTS, OP_SILU, type KernelExports,
 } from "./pool-worker.js";
 
 /** Per-thread scratch: matmul's widened activations (i16 values + f32 scales of a chunk of tokens). */
@@ -265,11 +265,14 @@ export class WasmKernels implements Kernels {
     private readonly splitScale = 1,
   ) {
     this.size = arena.memory.buffer.byteLength;
+    this.words = new Uint32Array(arena.memory.buffer);
     // (a build from before fusedQ8, as A/B benchmarks load, rounds twice)
     this.fusedQ8 = scratch !== 0 && typeof k.fusedQ8 === "function" && k.fusedQ8(scratch) !== 0;
   }
 
   readonly fusedQ8: boolean;
+  /** The arena as u32 words (attentionSteps reads its table; one view, no garbage per call). */
+  private readonly words: Uint32Array;
 
   // The names are constants and the tensor type comes apart (typed): a template string built on
   // every call was the largest source of garbage per token (young-generation scavenges that stall
@@ -407,6 +410,35 @@ export class WasmKernels implements Kernels {
       this.dispatch(OP_ATTN, this.chunks(nHeads, nHeads * nPos * headDim, MIN_SPLIT_ATTN / 2), out, q, kCache, vCache, scratch, nHeads, nKvHeads, headDim, nPos);
     } else {
       this.k.attention(out, q, kCache, vCache, scratch, nHeads, nKvHeads, headDim, nPos, 0, nHeads);
+    }
+  }
+
+  attentionSteps(table: Ptr, n: number, scratch: Ptr, scratchPerThread: number, nHeads: number, nKvHeads: number, headDim: number): void {
+    this.count("attentionSteps n", n);
+    if (!(Number.isInteger(n) && n >= 1)) throw new RangeError(`attentionSteps: ${n} tokens, expected at least 1`);
+    if (nKvHeads === 0 || nHeads % nKvHeads !== 0) throw new RangeError(`attentionSteps: nHeads ${nHeads} not a multiple of nKvHeads ${nKvHeads}`);
+    this.check("attentionSteps table", table, n * ATTENTION_ENTRY_BYTES);
+    this.check("attentionSteps scratch", scratch, scratchPerThread * this.threads);
+    // every entry as attention() checks its operands (the table is the caller's memory)
+    if (table % 4 !== 0) throw new RangeError(`attentionSteps: table at ${table} is not 4-aligned`);
+    const e = this.words;
+    const e0 = table >> 2;
+    let work = 0;
+    for (let t = 0; t < n; t++) {
+      const nPos = e[e0 + t * 5 + 4]!;
+      if (nPos === 0) throw new RangeError(`attentionSteps: token ${t}: nPos must be >= 1`);
+      if (nHeads * nPos * 4 > scratchPerThread) throw new RangeError(`attentionSteps: token ${t}: ${nPos} positions need ${nHeads * nPos * 4} bytes of scratch per thread, more than ${scratchPerThread}`);
+      const kvBytes = nPos * nKvHeads * headDim * 2;
+      this.check("attentionSteps out", e[e0 + t * 5]!, nHeads * headDim * 4);
+      this.check("attentionSteps q", e[e0 + t * 5 + 1]!, nHeads * headDim * 4);
+      this.check("attentionSteps kCache", e[e0 + t * 5 + 2]!, kvBytes);
+      this.check("attentionSteps vCache", e[e0 + t * 5 + 3]!, kvBytes);
+      work += nHeads * nPos * headDim;
+    }
+    if (this.threads > 1 && n * nHeads > 1 && work >= MIN_SPLIT_ATTN * this.splitScale) {
+      this.dispatch(OP_ATTN_STEPS, this.chunks(n * nHeads, work, MIN_SPLIT_ATTN / 2), table, n, scratch, scratchPerThread, nHeads, nKvHeads, headDim);
+    } else {
+      this.k.attentionSteps(table, 0, n * nHeads, scratch, nHeads, nKvHeads, headDim);
     }
   }
 

@@ -5,7 +5,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Arena } from "../../src/kernels/arena.js";
-import type { Kernels } from "../../src/kernels/kernels.js";
+import { ATTENTION_ENTRY_BYTES, type Kernels } from "../../src/kernels/kernels.js";
 import { ReferenceBackend, ReferenceKernels } from "../../src/kernels/reference.js";
 import { WasmBackend, availableBuilds, createBackend } from "../../src/kernels/wasm.js";
 import { OP_MATMUL } from "../../src/kernels/pool-worker.js";
@@ -241,6 +241,43 @@ for (const threads of THREADS) {
           }
         }
       }
+    });
+
+    test("attentionSteps: a step's tokens at once equal attention() token by token", () => {
+      for (const [nHeads, nKvHeads, headDim, nTok] of [[8, 4, 64, 5], [32, 4, 64, 8], [6, 2, 8, 1], [4, 4, 16, 11]] as const) {
+        s.reset();
+        const kvDim = nKvHeads * headDim, maxPos = 40;
+        const kc = s.alloc(maxPos * kvDim * 2), vc = s.alloc(maxPos * kvDim * 2), kf = s.alloc(maxPos * kvDim * 4);
+        fillF32(arena, kf, maxPos * kvDim, r, 2);
+        ref.storeBf16(kc, kf, maxPos * kvDim);
+        fillF32(arena, kf, maxPos * kvDim, r, 3);
+        ref.storeBf16(vc, kf, maxPos * kvDim);
+        const per = nHeads * maxPos * 4;
+        const scratch = s.alloc(per * 3), sc1 = s.alloc(per);
+        const table = s.alloc(nTok * ATTENTION_ENTRY_BYTES);
+        const tokens = Array.from({ length: nTok }, (_, t) => {
+          const q = s.alloc(nHeads * headDim * 4), o = s.alloc(nHeads * headDim * 4), oRef = s.alloc(nHeads * headDim * 4), oOne = s.alloc(nHeads * headDim * 4);
+          fillF32(arena, q, nHeads * headDim, r, 2);
+          // uneven positions, and two tokens reading another slot's rows (an offset cache)
+          const nPos = 1 + ((t * 7) % 30), off = t % 3 === 2 ? 5 * kvDim * 2 : 0;
+          return { q, o, oRef, oOne, nPos, kc: kc + off, vc: vc + off };
+        });
+        const e = arena.u32(table, nTok * 5);
+        tokens.forEach((x, t) => e.set([x.o, x.q, x.kc, x.vc, x.nPos], t * 5));
+        k.attentionSteps(table, nTok, scratch, per, nHeads, nKvHeads, headDim);
+        for (const x of tokens) {
+          // q is rounded to bf16 in place by the first call: the ones after see the same values
+          k.attention(x.oOne, x.q, x.kc, x.vc, sc1, nHeads, nKvHeads, headDim, x.nPos);
+          ref.attention(x.oRef, x.q, x.kc, x.vc, sc1, nHeads, nKvHeads, headDim, x.nPos);
+          const n = nHeads * headDim;
+          assert.deepEqual(arena.f32(x.o, n), arena.f32(x.oOne, n), `attentionSteps ${nHeads}/${nKvHeads} hd ${headDim}, ${nTok} tokens: pos ${x.nPos}`);
+          assertClose(arena.f32(x.o, n), arena.f32(x.oRef, n), `attentionSteps vs reference, pos ${x.nPos}`, 2e-5, 2e-6);
+        }
+      }
+      s.reset();
+      const t0 = s.alloc(ATTENTION_ENTRY_BYTES), sc = s.alloc(1024);
+      arena.u32(t0, 5).set([s.alloc(256), s.alloc(256), s.alloc(256), s.alloc(256), 100]);
+      assert.throws(() => k.attentionSteps(t0, 1, sc, 300, 4, 2, 16), /attentionSteps: token 0: 100 positions need 1600 bytes of scratch per thread/);
     });
 
     test("siluMul", () => {

@@ -283,6 +283,24 @@ export function attention(out: usize, q: usize, kCache: usize, vCache: usize, sc
 // benchmarking
 
 /** Reads `bytes` (multiple of 64) at p; returns a checksum so the loads are not optimized away. */
+/**
+ * Units [u0, u1) of a step's attention, nTok x nHeads of them (unit u: token u / nHeads, head
+ * u % nHeads): entry t of `table` holds token t's out, q, kCache, vCache and nPos (u32 each, 20
+ * bytes), as attention() takes them. scratch: nHeads * (largest nPos) f32 of this thread's own.
+ * One job for every token of a step (the pool's split over tokens and heads), not one per token.
+ */
+export function attentionSteps(table: usize, u0: u32, u1: u32, scratch: usize, nHeads: u32, nKvHeads: u32, headDim: u32): void {
+  let u = u0;
+  while (u < u1) {
+    const t = u / nHeads;
+    const h0 = u - t * nHeads;
+    const h1 = h0 + (u1 - u) < nHeads ? h0 + (u1 - u) : nHeads;
+    const e = table + t * 20;
+    attention(load<u32>(e), load<u32>(e, 4), load<u32>(e, 8), load<u32>(e, 12), scratch, nHeads, nKvHeads, headDim, load<u32>(e, 16), h0, h1);
+    u += h1 - h0;
+  }
+}
+
 export function memRead(p: usize, bytes: u32): i32 {
   let a = i32x4.splat(0), b = i32x4.splat(0), c = i32x4.splat(0), d = i32x4.splat(0);
   const end = p + bytes;
