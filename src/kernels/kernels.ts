@@ -15,11 +15,12 @@ export type Ptr = number;
 export interface Kernels {
   readonly arena: Arena;
   /**
-   * Q8_0 matmuls add each block's sumi * scale to the sum with one rounding (a fused multiply-add)
-   * instead of two: the relaxed WebAssembly build where its unsigned several-token kernel runs
-   * (x86 with VNNI and FMA; assembly/q8.ts fusedQ8), false elsewhere.
+   * The weight types whose matmuls add each block's sumi * scale to the sum with one rounding (a
+   * fused multiply-add) instead of two: in the relaxed WebAssembly build where relaxed_madd is
+   * fused, Q4_0, and Q8_0 where its unsigned several-token kernel runs (x86 with VNNI and FMA);
+   * assembly/q8.ts fusedTypes. Empty elsewhere (the reference by default).
    */
-  readonly fusedQ8: boolean;
+  readonly fusedTypes: readonly TensorType[];
   /**
    * Quantize `n` f32 values at `src` to `act` at `dst` (rowBytes(act, n) bytes), as llama.cpp's CPU
    * backend does (kernels/quant/act.ts): Q8_0/Q8_1 with d = max|x|/127 and q = roundHalfEven(x * 127/max|x|),

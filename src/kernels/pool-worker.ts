@@ -13,8 +13,8 @@ import { isMainThread, parentPort, receiveMessageOnPort, workerData, type Messag
 
 /** Exports of kernels.wasm (src/kernels/assembly/kernels.ts). Pointers are u32 byte offsets. */
 export interface KernelExports {
-  /** Whether Q8_0 matmuls accumulate fused (assembly/q8.ts); p: 64 bytes of scratch. */
-  fusedQ8(p: number): number;
+  /** The types whose matmuls accumulate fused, a mask: 1 Q8_0, 2 Q4_0 (assembly/q8.ts); p: 64 bytes of scratch. */
+  fusedTypes(p: number): number;
   /** type: ggml id of the weight type; x in its activation type; rows [r0, r1). */
   matmul(type: number, out: number, w: number, x: number, rows: number, cols: number, nTok: number,
     r0: number, r1: number, scratch: number, scratchBytes: number): void;

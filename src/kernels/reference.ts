@@ -45,10 +45,10 @@ export class ReferenceKernels implements Kernels {
   private readonly u16: Uint16Array;
 
   /**
-   * fusedQ8: Q8_0 blocks accumulate as one fused multiply-add (one rounding), as the WebAssembly
-   * kernels do on engines where their fusedQ8 is true; tests comparing bits pass theirs.
+   * fusedTypes: the types whose blocks accumulate as one fused multiply-add (one rounding), as the
+   * WebAssembly kernels do for their fusedTypes; tests comparing bits pass theirs.
    */
-  constructor(readonly arena: Arena, readonly fusedQ8 = false) {
+  constructor(readonly arena: Arena, readonly fusedTypes: readonly TensorType[] = []) {
     const buf = arena.memory.buffer;
     this.u8 = new Uint8Array(buf);
     this.f32 = new Float32Array(buf);
@@ -61,9 +61,10 @@ export class ReferenceKernels implements Kernels {
 
   matmul(type: TensorType, out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void {
     const wb = rowBytes(type, cols), xb = rowBytes(actTypeOf(type), cols);
+    const fused = this.fusedTypes.includes(type);
     for (let t = 0; t < nTok; t++) {
       for (let r = 0; r < rows; r++) {
-        this.f32[(out >> 2) + t * rows + r] = vecDot(type, cols, this.u8, w + r * wb, this.u8, x + t * xb, this.fusedQ8);
+        this.f32[(out >> 2) + t * rows + r] = vecDot(type, cols, this.u8, w + r * wb, this.u8, x + t * xb, fused);
       }
     }
   }

@@ -266,11 +266,12 @@ export class WasmKernels implements Kernels {
   ) {
     this.size = arena.memory.buffer.byteLength;
     this.words = new Uint32Array(arena.memory.buffer);
-    // (a build from before fusedQ8, as A/B benchmarks load, rounds twice)
-    this.fusedQ8 = scratch !== 0 && typeof k.fusedQ8 === "function" && k.fusedQ8(scratch) !== 0;
+    // (a build from before fusedTypes, as A/B benchmarks load, rounds twice)
+    const mask = scratch !== 0 && typeof k.fusedTypes === "function" ? k.fusedTypes(scratch) : 0;
+    this.fusedTypes = (["Q8_0", "Q4_0"] as const).filter((_, i) => (mask >> i) & 1);
   }
 
-  readonly fusedQ8: boolean;
+  readonly fusedTypes: readonly TensorType[];
   /** The arena as u32 words (attentionSteps reads its table; one view, no garbage per call). */
   private readonly words: Uint32Array;
 

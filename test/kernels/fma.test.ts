@@ -1,8 +1,8 @@
 /**
  * fmaF32, the reference's f32 fused multiply-add (quant/common.ts), against cases worked out by
  * hand where a multiply and an add round differently from one fused rounding, including the one
- * a naive f64 evaluation gets wrong (double rounding); and the WebAssembly Q8_0 matmul's
- * accumulation: fused where its fusedQ8 says so, matching the reference of that kind bit for bit.
+ * a naive f64 evaluation gets wrong (double rounding); and the WebAssembly Q8_0 and Q4_0 matmuls'
+ * accumulation: fused where their fusedTypes say so, matching the reference of that kind bit for bit.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -11,6 +11,7 @@ import { Arena } from "../../src/kernels/arena.js";
 import { ReferenceKernels } from "../../src/kernels/reference.js";
 import { createBackend } from "../../src/kernels/backend.js";
 import { q8RowBytes } from "../../src/kernels/q8.js";
+import { rowBytes } from "../../src/kernels/formats.js";
 
 const f = Math.fround;
 
@@ -37,28 +38,36 @@ test("fmaF32 rounds once: the cases a multiply then an add, and an f64 evaluatio
   assert.ok(Number.isNaN(fmaF32(Infinity, 0, 1)));
 });
 
-test("the WebAssembly Q8_0 matmul accumulates as its fusedQ8 says (one token and eight)", async () => {
+test("the WebAssembly Q8_0 and Q4_0 matmuls accumulate as their fusedTypes say (one token and eight)", async () => {
   const be = await createBackend({ threads: 1 });
   try {
     const arena = new Arena(8 << 20, "fma");
     const k = be.bind(arena);
-    const rows = 64, cols = 2048, rb = q8RowBytes(cols), nTok = 8;
-    const w = arena.alloc(rows * rb), x = arena.alloc(nTok * rb), o = arena.alloc(rows * nTok * 4);
-    const fused = arena.alloc(rows * nTok * 4), plain = arena.alloc(rows * nTok * 4);
-    let s = 99;
-    const rnd = (): number => ((s = (s * 1103515245 + 12345) >>> 0) >>> 16) % 255 - 127;
-    for (const [p, n] of [[w, rows], [x, nTok]] as const) {
-      const u = arena.u8(p, n * rb);
-      for (let i = 0; i < u.length; i++) u[i] = rnd() & 0xff;
-      for (let b = 0; b < u.length; b += 34) { u[b] = 0x1e; u[b + 1] = 0x21 + (b % 7); } // f16 scales near 0.01
-    }
-    new ReferenceKernels(arena, true).matmul("Q8_0", fused, w, x, rows, cols, nTok);
-    new ReferenceKernels(arena, false).matmul("Q8_0", plain, w, x, rows, cols, nTok);
-    const differ = arena.f32(fused, rows * nTok).some((v, i) => v !== arena.f32(plain, rows * nTok)[i]);
-    assert.ok(differ, "the data must tell one rounding from two");
-    for (const n of [1, nTok]) {
-      k.matmul("Q8_0", o, w, x, rows, cols, n);
-      assert.deepEqual(arena.f32(o, rows * n), arena.f32(k.fusedQ8 ? fused : plain, rows * n), `${n} token(s), fusedQ8 ${k.fusedQ8}`);
+    for (const type of ["Q8_0", "Q4_0"] as const) {
+      const rows = 64, cols = 2048, nTok = 8, rb = rowBytes(type, cols), xb = q8RowBytes(cols);
+      const w = arena.alloc(rows * rb), x = arena.alloc(nTok * xb), o = arena.alloc(rows * nTok * 4);
+      const fused = arena.alloc(rows * nTok * 4), plain = arena.alloc(rows * nTok * 4);
+      let s = 99;
+      const rnd = (): number => ((s = (s * 1103515245 + 12345) >>> 0) >>> 16) & 0xff;
+      const bb = type === "Q8_0" ? 34 : 18;
+      for (const [p, bytes, block] of [[w, rows * rb, bb], [x, nTok * xb, 34]] as const) {
+        const u = arena.u8(p, bytes);
+        for (let i = 0; i < u.length; i++) u[i] = rnd();
+        // f16 scales near 0.01; int8 levels in -127..127
+        for (let b = 0; b < u.length; b += block) {
+          u[b] = 0x1e; u[b + 1] = 0x21 + (b % 7);
+          if (block === 34) for (let j = 2; j < 34; j++) if (u[b + j] === 0x80) u[b + j] = 0x81;
+        }
+      }
+      new ReferenceKernels(arena, [type]).matmul(type, fused, w, x, rows, cols, nTok);
+      new ReferenceKernels(arena, []).matmul(type, plain, w, x, rows, cols, nTok);
+      const differ = arena.f32(fused, rows * nTok).some((v, i) => v !== arena.f32(plain, rows * nTok)[i]);
+      assert.ok(differ, `${type}: the data must tell one rounding from two`);
+      const isFused = k.fusedTypes.includes(type);
+      for (const n of [1, nTok]) {
+        k.matmul(type, o, w, x, rows, cols, n);
+        assert.deepEqual(arena.f32(o, rows * n), arena.f32(isFused ? fused : plain, rows * n), `${type}, ${n} token(s), fused ${isFused}`);
+      }
     }
   } finally {
     await be.close();

@@ -58,7 +58,7 @@ for (const build of BUILDS) for (const threads of THREADS) {
     before(() => {
       arena = new Arena(48 << 20, `relaxed-q8-${threads}`);
       k = backends.get(`${build} ${threads}`)!.bind(arena);
-      ref = new ReferenceKernels(arena, k.fusedQ8);
+      ref = new ReferenceKernels(arena, k.fusedTypes);
       base = arena.used;
     });
     after(() => backends.get(`${build} ${threads}`)!.idle());

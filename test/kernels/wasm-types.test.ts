@@ -37,7 +37,7 @@ for (const build of BUILDS) for (const threads of THREADS) {
     before(() => {
       arena = new Arena(32 << 20, `types-${threads}`);
       k = backends.get(key)!.bind(arena);
-      ref = new ReferenceKernels(arena, k.fusedQ8);
+      ref = new ReferenceKernels(arena, k.fusedTypes);
       base = arena.used;
     });
     after(() => backends.get(key)!.idle());

@@ -10,6 +10,7 @@ import { ReferenceBackend, ReferenceKernels } from "../../src/kernels/reference.
 import { WasmBackend, availableBuilds, createBackend } from "../../src/kernels/wasm.js";
 import { OP_MATMUL } from "../../src/kernels/pool-worker.js";
 import { q8RowBytes } from "../../src/kernels/q8.js";
+import type { TensorType } from "../../src/kernels/formats.js";
 import { F16_TO_F32 } from "../../src/core/numbers.js";
 
 /** Deterministic PRNG (mulberry32). */
@@ -90,7 +91,7 @@ for (const threads of THREADS) {
     before(() => {
       arena = new Arena(48 << 20, `test-${threads}`);
       k = backends.get(threads)!.bind(arena);
-      ref = new ReferenceKernels(arena, k.fusedQ8);
+      ref = new ReferenceKernels(arena, k.fusedTypes);
       s = new Scratch(arena, arena.used);
     });
     after(() => backends.get(threads)!.idle());
@@ -305,18 +306,18 @@ describe("wasm backend plumbing", () => {
     const k1 = be.bind(a1), k2 = be.bind(a2);
     const r = rng(7);
     const rows = 37, cols = 288, rb = q8RowBytes(cols);
-    const setup = (a: Arena, fusedQ8: boolean) => {
+    const setup = (a: Arena, fusedTypes: readonly TensorType[]) => {
       const wf = a.alloc(rows * cols * 4), w = a.alloc(rows * rb), xf = a.alloc(cols * 4), x = a.alloc(rb);
       const o = a.alloc(rows * 4), oRef = a.alloc(rows * 4);
       fillBlocks(a, wf, rows * cols, r);
       fillBlocks(a, xf, cols, r);
-      const ref = new ReferenceKernels(a, fusedQ8);
+      const ref = new ReferenceKernels(a, fusedTypes);
       ref.quantizeQ8(w, wf, rows * cols);
       ref.quantizeQ8(x, xf, cols);
       ref.matmulQ8(oRef, w, x, rows, cols, 1);
       return { w, x, o, oRef };
     };
-    const p1 = setup(a1, k1.fusedQ8), p2 = setup(a2, k2.fusedQ8);
+    const p1 = setup(a1, k1.fusedTypes), p2 = setup(a2, k2.fusedTypes);
     for (let i = 0; i < 3; i++) {
       k1.matmulQ8(p1.o, p1.w, p1.x, rows, cols, 1);
       k2.matmulQ8(p2.o, p2.w, p2.x, rows, cols, 1);

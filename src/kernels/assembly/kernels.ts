@@ -14,7 +14,7 @@ import { hsum } from "./common";
 
 export { matmul } from "./matmul";
 export { quantizeAct, quantizeWeights } from "./quant";
-export { fusedQ8 } from "./q8";
+export { fusedTypes } from "./q8";
 
 /**
  * expx4's constants in memory, at EXP_C in the module's reserved head of every arena (arena.ts

@@ -547,8 +547,11 @@ export function matmul(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: 
   if (ASC_FEATURE_RELAXED_SIMD) {
     if (nTok >= 2 && prefillRelaxed(t, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)) return;
   }
-  // below 4 tokens the per-block unpacking of the prefill loop costs more than it saves
-  if (nTok >= 4 && prefill(t, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)) return;
+  // below 4 tokens the per-block unpacking of the prefill loop costs more than it saves (relaxed
+  // build: Q4_0 then goes token by token, so that it keeps decodeQ4_0Relaxed's rounding)
+  let simdPrefill = true;
+  if (ASC_FEATURE_RELAXED_SIMD) simdPrefill = t != T_Q4_0;
+  if (simdPrefill && nTok >= 4 && prefill(t, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)) return;
   const K = isKQuant(t);
   const one = t == T_Q4_1 || t == T_Q5_1;
   const nb: u32 = K ? cols >> 8 : cols >> 5;

@@ -258,7 +258,7 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
   const nb = cols / QK;
   const rb = nb * BLOCK;
   const per = widenBytes(nb);
-  // FUSED_Q8 (fusedQ8 below): where the unsigned several-token kernel runs (it accumulates with
+  // fusedTypes (below): where the unsigned several-token kernel runs (it accumulates with
   // relaxed_madd), every path here accumulates the same way, so a row gets the same bits in a step
   // of one token or eight. Decided before anything overwrites the scratch; without scratch (the
   // engine always passes some) it cannot be checked and the sums round twice.
@@ -464,17 +464,19 @@ function matmulQ8Prefill(out: usize, w: usize, x: usize, rows: u32, nb: u32, nTo
 }
 
 /**
- * FUSED_Q8: whether this engine's Q8_0 matmuls round once per block (acc + sumi * scale as one
- * fused multiply-add): in the relaxed build where the unsigned several-token kernel runs (its
- * decode then accumulates alike, see matmulQ8) and relaxed_madd is fused (x86 with FMA, ARM).
- * The TypeScript reference follows (kernels/reference.ts fusedQ8). (1 + 2^-12)^2 = 1 + 2^-11 + 2^-24
- * needs 25 bits: one rounding keeps the last, two lose it. p: 64 bytes of scratch.
+ * fusedTypes: the weight types whose matmuls round once per block on this engine (acc + sumi *
+ * scale as one fused multiply-add), as a mask: 1 = Q8_0, 2 = Q4_0. Both need the relaxed build and
+ * a fused relaxed_madd (x86 with FMA, ARM); Q8_0 also the unsigned several-token kernel (its
+ * one-token paths then accumulate alike, see matmulQ8), Q4_0 nothing more (its relaxed prefill and
+ * decode always run there). The TypeScript reference follows (kernels/reference.ts fusedTypes).
+ * (1 + 2^-12)^2 = 1 + 2^-11 + 2^-24 needs 25 bits: one rounding keeps the last, two lose it.
+ * p: 64 bytes of scratch.
  */
-export function fusedQ8(p: usize): bool {
-  if (!ASC_FEATURE_RELAXED_SIMD) return false;
-  if (!unsignedDotExact(p)) return false;
+export function fusedTypes(p: usize): u32 {
+  if (!ASC_FEATURE_RELAXED_SIMD) return 0;
   v128.store(p, f32x4.splat(1.000244140625), 0); // 1 + 2^-12
   v128.store(p, f32x4.splat(-1.00048828125), 16); // -(1 + 2^-11)
   const r = mulAdd(v128.load(p, 16), v128.load(p), v128.load(p), true); // 2^-24 fused, 0 otherwise
-  return f32x4.extract_lane(r, 0) != 0;
+  if (f32x4.extract_lane(r, 0) == 0) return 0;
+  return unsignedDotExact(p) ? 3 : 2;
 }

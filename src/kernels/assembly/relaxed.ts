@@ -373,8 +373,9 @@ const Q4_SPACED = true;
       u = rdot(v128.load(xp, 96), w6, u);
       s = rdot(v128.load(xp, 48), w3, s);
       u = rdot(v128.load(xp, 112), w7, u);
-      // Q8_0: fused where the engine has FMA (q8.ts FUSED_Q8; its decode rounds alike)
-      v128.store(f, mulAdd(v128.load(f), f32x4.convert_i32x4_s(i32x4.add(s, u)), f32x4.mul(dw, v128.load(xp, 144)), q8));
+      // one rounding where relaxed_madd is fused (q8.ts fusedTypes; the one-token kernels of both
+      // types round alike: decodeQ4_0Relaxed, q8.ts matmulQ8)
+      v128.store(f, mulAdd(v128.load(f), f32x4.convert_i32x4_s(i32x4.add(s, u)), f32x4.mul(dw, v128.load(xp, 144)), true));
       xp += Q4X; f += fs;
     }
     p0 += bb; p1 += bb; p2 += bb; p3 += bb;
@@ -562,9 +563,10 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
       const x0 = v128.load(xs, 0), x1 = v128.load(xs, 16);
       const sx = v128.load(xs, 96), dx = v128.load(xs, 64);
       const a = i32x4.sub(transposeSum(nibDotR(p0, x0, x1, m0f), nibDotR(p1, x0, x1, m0f), nibDotR(p2, x0, x1, m0f), nibDotR(p3, x0, x1, m0f)), sx);
-      accA = f32x4.add(accA, f32x4.mul(f32x4.convert_i32x4_s(a), f32x4.mul(halves4C(p0, p1, p2, p3, C), dx)));
+      // relaxed_madd as prefillQ4_0Rows (one rounding where it is fused): the same bits for a row in a step of one token or several
+      accA = mulAdd(accA, f32x4.convert_i32x4_s(a), f32x4.mul(halves4C(p0, p1, p2, p3, C), dx), true);
       const b = i32x4.sub(transposeSum(nibDotR(p4, x0, x1, m0f), nibDotR(p5, x0, x1, m0f), nibDotR(p6, x0, x1, m0f), nibDotR(p7, x0, x1, m0f)), sx);
-      accB = f32x4.add(accB, f32x4.mul(f32x4.convert_i32x4_s(b), f32x4.mul(halves4C(p4, p5, p6, p7, C), dx)));
+      accB = mulAdd(accB, f32x4.convert_i32x4_s(b), f32x4.mul(halves4C(p4, p5, p6, p7, C), dx), true);
       p0 += 18; p1 += 18; p2 += 18; p3 += 18; p4 += 18; p5 += 18; p6 += 18; p7 += 18; xs += XS;
     }
     storeEightStreams(out, ra, q, i, n, accA, accB);

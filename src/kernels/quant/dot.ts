@@ -3,8 +3,8 @@
  * semantics): integer sums per block or super-block, then the float scales, accumulated in f32 in
  * block order:
  *
- * - Q8_0, Q4_0, Q5_0, IQ4_NL (x Q8_0): acc += f32(sumi) * f32(dw * dx)   (fusedQ8: Q8_0's as one fused
- *   multiply-add, one rounding, where the WebAssembly kernels do so: assembly/q8.ts fusedQ8)
+ * - Q8_0, Q4_0, Q5_0, IQ4_NL (x Q8_0): acc += f32(sumi) * f32(dw * dx)   (fused: Q8_0's and Q4_0's as
+ *   one fused multiply-add, one rounding, where the WebAssembly kernels do so: assembly/q8.ts fusedTypes)
  * - Q4_1, Q5_1 (x Q8_1):              acc += (f32(dw * dx) * f32(sumi) + mw * sx)
  * - K-quants (x Q8_K), per super-block with integer sub-block scales sc and mins m:
  *     isum = sum over sub-blocks of sc * (sum of q * x), summs = sum of m * (sum of x) (from bsums),
@@ -133,7 +133,7 @@ const qBuf = new Int32Array(256), scBuf = new Int32Array(16), mnBuf = new Int32A
 /**
  * Dot of n values: weight row of `type` at w[wo], activation row (actTypeOf(type)) at x[xo].
  */
-export function vecDot(type: TensorType, n: number, w: Uint8Array, wo: number, x: Uint8Array, xo: number, fusedQ8 = false): number {
+export function vecDot(type: TensorType, n: number, w: Uint8Array, wo: number, x: Uint8Array, xo: number, fused = false): number {
   const q = qBuf;
   switch (type) {
     case "F32":
@@ -162,7 +162,7 @@ export function vecDot(type: TensorType, n: number, w: Uint8Array, wo: number, x
         for (let j = 0; j < 32; j++) sumi += q[j]! * toI8(x[xo + (one ? 4 : 2) + j]!);
         const dd = fround(rdF16(w, wo) * rdF16(x, xo));
         if (one) acc = fround(acc + fround(fround(dd * sumi) + fround(rdF16(w, wo + 2) * rdF16(x, xo + 2))));
-        else if (fusedQ8 && type === "Q8_0") acc = fmaF32(sumi, dd, acc);
+        else if (fused && (type === "Q8_0" || type === "Q4_0")) acc = fmaF32(sumi, dd, acc);
         else acc = fround(acc + fround(sumi * dd));
       }
       return acc;
