@@ -193,22 +193,6 @@ export function f32ToF16(value: f32): u32 {
   return low | (((load<u8>(q + 8 + (j & 3)) as u32 >> (2 * (j >> 2))) & 3) << 4);
 }
 
-/**
- * The eight 4-byte groups of a Q8_0 block's 32 values (lo = values 0..15, hi = 16..31), each
- * broadcast to a whole vector, at dst + 0, 16, ..., 112: the "lane = row" kernels' activations
- * (relaxed.ts's Q4_0 and Q8_0 prefill), made once so the inner loop does plain loads.
- */
-// @ts-ignore: decorator
-@inline export function storeGroupBroadcasts(dst: usize, lo: v128, hi: v128): void {
-  v128.store(dst, i32x4.shuffle(lo, lo, 0, 0, 0, 0), 0);
-  v128.store(dst, i32x4.shuffle(lo, lo, 1, 1, 1, 1), 16);
-  v128.store(dst, i32x4.shuffle(lo, lo, 2, 2, 2, 2), 32);
-  v128.store(dst, i32x4.shuffle(lo, lo, 3, 3, 3, 3), 48);
-  v128.store(dst, i32x4.shuffle(hi, hi, 0, 0, 0, 0), 64);
-  v128.store(dst, i32x4.shuffle(hi, hi, 1, 1, 1, 1), 80);
-  v128.store(dst, i32x4.shuffle(hi, hi, 2, 2, 2, 2), 96);
-  v128.store(dst, i32x4.shuffle(hi, hi, 3, 3, 3, 3), 112);
-}
 
 /**
  * roundI32's constants, in the module's reserved head of every arena (arena.ts ARENA_RESERVED;

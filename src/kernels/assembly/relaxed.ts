@@ -17,7 +17,7 @@
 // super-block), so the results are bit-identical with the reference and with the SIMD128 build.
 // (A "lane = token" layout, token quads against broadcast weights, was slower at every prompt
 // length once the rows variant lost its scalar gathers: Q4_K x32 58 vs 77 GMAC/s, Q6_K 50 vs 51.)
-import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4Safe, mulAdd, storeEightStreams, storeGroupBroadcasts, transposeSum } from "./common";
+import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4Safe, mulAdd, storeEightStreams, transposeSum } from "./common";
 import { q4kScales } from "./unpack";
 
 // @ts-ignore: decorator
@@ -315,16 +315,20 @@ export function decodeRelaxed(t: u32, out: usize, w: usize, xs: usize, nsb: u32,
 // float step (f32(sumi) * f32(dw * dx), block order) is per lane as in the reference. No padding
 // of the token count, and the unpacking is shared by four rows.
 //
-// The broadcasts are made once per call, not in the inner loop: V8 lowers load32_splat with an
-// offset to an lea plus a vbroadcastss (the offset is not folded), so eight splats cost 15 uops
-// per (four rows, block, token), where eight v128.load of pre-broadcast vectors cost 8. The
-// activations of a slab of blocks and a chunk of tokens are expanded to Q4X bytes per (block,
-// token): the eight broadcast groups, -8 * sum(x) (the dots' starting value: no subtraction) and
-// dx as vectors. The rows accumulate straight into out across slabs (a slab keeps the expanded
-// data small); a last group of fewer than four rows uses a scratch accumulator.
+// The activations of a slab of blocks and a chunk of tokens are copied to Q4X bytes per (block,
+// token): the 32 int8 as they are, -8 * sum(x) (Q8_0: -128 * sum(x); the dots' starting value: no
+// subtraction) and dx as vectors, and each dot takes its group with a load32_splat. V8 lowers a
+// load32_splat with an offset to an lea plus a vbroadcastss (15 uops for eight, where eight
+// v128.load of pre-broadcast groups are 8), and the kernel once kept 128 bytes of pre-broadcast
+// groups per (block, token) for that reason; but 160 bytes per (block, token) do not stay in L1
+// (9 tokens x 64 blocks: 92 KB), 64 do (37 KB). Measured 2026-12-02, Node 24, q8-batch-ab (Q8_0
+// from DRAM), splats against pre-broadcast groups, best / median of 6: 1 thread x 9 tokens
+// 1.09x / 1.10x, 2 x 8 1.15x / 1.07x, 2 x 9 1.06x / 1.05x. The rows accumulate straight into out
+// across slabs (a slab keeps the expanded data small); a last group of fewer than four rows uses
+// a scratch accumulator.
 
-/** Bytes per (block, token) of the expanded activations: 8 broadcast groups, -8*sum(x) as i32x4, dx as f32x4. */
-const Q4X: u32 = 160;
+/** Bytes per (block, token) of the expanded activations: the 32 int8, -8*sum(x) as i32x4 (Q8_0: -128*sum(x)), dx as f32x4. */
+const Q4X: u32 = 64;
 /** Blocks per slab at most (the expanded data of a slab: Q4X * tokens * blocks bytes); the scratch is the limit: capping it at 24 or 48 (L1-sized) was 0.75-0.95x on the 7B shapes. */
 const Q4_SLAB: u32 = 1 << 30;
 const Q4_SPACED = true;
@@ -365,17 +369,17 @@ const Q4_SPACED = true;
     const xEnd = xp + tc * Q4X;
     while (xp < xEnd) {
       // two chains of four dots (one chain of eight: latency-bound, 1.1-1.3x slower)
-      let s = rdot(v128.load(xp, 0), w0, v128.load(xp, 128));
-      let u = rdot(v128.load(xp, 64), w4, i32x4.splat(0));
-      s = rdot(v128.load(xp, 16), w1, s);
-      u = rdot(v128.load(xp, 80), w5, u);
-      s = rdot(v128.load(xp, 32), w2, s);
-      u = rdot(v128.load(xp, 96), w6, u);
-      s = rdot(v128.load(xp, 48), w3, s);
-      u = rdot(v128.load(xp, 112), w7, u);
+      let s = rdot(v128.load32_splat(xp, 0), w0, v128.load(xp, 32));
+      let u = rdot(v128.load32_splat(xp, 16), w4, i32x4.splat(0));
+      s = rdot(v128.load32_splat(xp, 4), w1, s);
+      u = rdot(v128.load32_splat(xp, 20), w5, u);
+      s = rdot(v128.load32_splat(xp, 8), w2, s);
+      u = rdot(v128.load32_splat(xp, 24), w6, u);
+      s = rdot(v128.load32_splat(xp, 12), w3, s);
+      u = rdot(v128.load32_splat(xp, 28), w7, u);
       // one rounding where relaxed_madd is fused (q8.ts fusedTypes; the one-token kernels of both
       // types round alike: decodeQ4_0Relaxed, q8.ts matmulQ8)
-      v128.store(f, mulAdd(v128.load(f), f32x4.convert_i32x4_s(i32x4.add(s, u)), f32x4.mul(dw, v128.load(xp, 144)), true));
+      v128.store(f, mulAdd(v128.load(f), f32x4.convert_i32x4_s(i32x4.add(s, u)), f32x4.mul(dw, v128.load(xp, 48)), true));
       xp += Q4X; f += fs;
     }
     p0 += bb; p1 += bb; p2 += bb; p3 += bb;
@@ -431,11 +435,12 @@ export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u3
         for (let j: u32 = 0; j < tc; j++) {
           const xb = x + (t0 + j) * arb + b * 34;
           const a = v128.load(xb, 2), c = v128.load(xb, 18);
-          storeGroupBroadcasts(dp, a, c);
+          v128.store(dp, a, 0);
+          v128.store(dp, c, 16);
           const s32 = i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extadd_pairwise_i8x16_s(a), i16x8.extadd_pairwise_i8x16_s(c)));
           const s2 = i32x4.add(s32, i32x4.shuffle(s32, s32, 2, 3, 0, 1));
-          v128.store(dp, i32x4.sub(i32x4.splat(0), i32x4.shl(i32x4.add(s2, i32x4.shuffle(s2, s2, 1, 0, 3, 2)), shift)), 128);
-          v128.store(dp, f32x4.splat(f16ToF32(load<u16>(xb) as u32)), 144);
+          v128.store(dp, i32x4.sub(i32x4.splat(0), i32x4.shl(i32x4.add(s2, i32x4.shuffle(s2, s2, 1, 0, 3, 2)), shift)), 32);
+          v128.store(dp, f32x4.splat(f16ToF32(load<u16>(xb) as u32)), 48);
           dp += Q4X;
         }
       }
