@@ -17,7 +17,7 @@ export interface KernelExports {
   fusedTypes(p: number): number;
   /** type: ggml id of the weight type; x in its activation type; rows [r0, r1). */
   matmul(type: number, out: number, w: number, x: number, rows: number, cols: number, nTok: number,
-    r0: number, r1: number, scratch: number, scratchBytes: number): void;
+    r0: number, r1: number, scratch: number, scratchBytes: number, reuse: number): void;
   /** act: ggml id; n: blocks (Q8_0, Q8_1, Q8_K) or values (F32, F16, BF16). */
   quantizeAct(act: number, dst: number, src: number, n: number): void;
   /** type: ggml id; n: blocks (values for F32, F16, BF16); scratch: QUANTW_SCRATCH_BYTES of this thread's. */
@@ -108,7 +108,8 @@ export function shareRange(units: number, s: number, n: number): [number, number
 
 /**
  * Run chunk `s` of `n` of a job on thread `thread` (0: the main thread; it picks the thread's own
- * scratch). Every op is split into units [u0, u1) of its own. Arguments per op (a = args):
+ * scratch). `again`: this thread's previous chunk was of the same job, so what that chunk left in
+ * the thread's scratch is still this job's (a matmul keeps its expanded activations: reuse). Every op is split into units [u0, u1) of its own. Arguments per op (a = args):
  * MATMUL: type out w x rows cols nTok scratchBase scratchPerThread (units: groups of 4 rows)
  * QUANT: act dst src nUnits dstBytesPerUnit srcBytesPerUnit (units: blocks, or values for float types)
  * QWEIGHTS: type dst src nUnits dstBytesPerUnit srcBytesPerUnit scratchBase scratchPerThread
@@ -116,13 +117,13 @@ export function shareRange(units: number, s: number, n: number): [number, number
  * ATTN: out q k v scratch nHeads nKvHeads headDim nPos (units: heads); MEMREAD: ptr bytesPerShare
  * ATTN_STEPS: table nTok scratchBase scratchPerThread nHeads nKvHeads headDim (units: tokens x heads)
  */
-export function runShare(k: KernelExports, op: number, a: Float64Array, s: number, n: number, thread: number): void {
+export function runShare(k: KernelExports, op: number, a: Float64Array, s: number, n: number, thread: number, again = false): void {
   switch (op) {
     case OP_MATMUL: {
       const rows = a[4]!;
       const [g0, g1] = shareRange(Math.ceil(rows / 4), s, n);
       const r0 = g0 * 4, r1 = Math.min(rows, g1 * 4);
-      if (r1 > r0) k.matmul(a[0]!, a[1]!, a[2]!, a[3]!, rows, a[5]!, a[6]!, r0, r1, a[7]! + thread * a[8]!, a[8]!);
+      if (r1 > r0) k.matmul(a[0]!, a[1]!, a[2]!, a[3]!, rows, a[5]!, a[6]!, r0, r1, a[7]! + thread * a[8]!, a[8]!, again ? 1 : 0);
       return;
     }
     case OP_QUANT: {
@@ -206,7 +207,7 @@ export function takeChunks(ctrl: Int32Array, args: Float64Array, errBytes: Uint8
     try {
       const k = instances[ctrl[C_ARENA]!];
       if (!k) throw new Error(`arena ${ctrl[C_ARENA]} not bound in this thread`);
-      runShare(k, ctrl[C_OP]!, args, c, n, thread);
+      runShare(k, ctrl[C_OP]!, args, c, n, thread, ran > 0);
     } catch (e) {
       recordError(ctrl, errBytes, thread, e);
     }

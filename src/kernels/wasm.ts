@@ -58,6 +58,14 @@ const MIN_SPLIT_QWEIGHT_VALUES = 1 << 12;
  * matmul: ~10-20 µs; a prefill chunk also widens its tokens' activations again).
  */
 const CHUNKS_PER_THREAD = 4;
+/**
+ * Fewer for a matmul of several tokens: each chunk sets up its rows' pass over every token (and
+ * expands the activations once per thread, matmul's reuse), which at 8 chunks per job was 3-4% of
+ * an 8-token step on 2 threads (1.1B Q8_0, in-process A/B: 4 per thread 85.3-87.8 ms best, 2
+ * per thread 84.3, 1 per thread 82.5-83.6). Two keep a preempted thread's stall to a quarter of the
+ * job, and the pool's load evidence (pool-adapt.ts) still sees 64 chunks per epoch.
+ */
+const PREFILL_CHUNKS_PER_THREAD = 2;
 const MIN_CHUNK_MACS = 1 << 17;
 
 /** (module (func (result v128) (v128.const i32x4 0 0 0 0))) */
@@ -170,8 +178,8 @@ export function warmUpKernels(module: WebAssembly.Module): void {
   const types = [0, 1, 30, 8, 2, 3, 6, 7, 10, 11, 12, 13, 14, 20];
   for (let i = 0; i < 40; i++) {
     for (const t of types) {
-      k.matmul(t, out, w, x, 64, 1024, 1, 0, 64, scratch, 98304);
-      if (i < 20) k.matmul(t, out, w, x, 64, 1024, 3, 0, 64, scratch, 98304);
+      k.matmul(t, out, w, x, 64, 1024, 1, 0, 64, scratch, 98304, 0);
+      if (i < 20) k.matmul(t, out, w, x, 64, 1024, 3, 0, 64, scratch, 98304, 0);
     }
     k.quantizeAct(8, x, a, 1024 / 32);
     k.quantizeAct(15, x, a, 1024 / 256);
@@ -290,9 +298,9 @@ export class WasmKernels implements Kernels {
     }
   }
 
-  /** Chunks for a job of `units` units and `work` in all, each chunk at least `minChunk` of it. */
-  private chunks(units: number, work: number, minChunk: number): number {
-    const cap = Math.min(units, this.threads * CHUNKS_PER_THREAD);
+  /** Chunks for a job of `units` units and `work` in all, each chunk at least `minChunk` of it, at most `perThread` per thread. */
+  private chunks(units: number, work: number, minChunk: number, perThread = CHUNKS_PER_THREAD): number {
+    const cap = Math.min(units, this.threads * perThread);
     if (this.splitScale === 0) return cap;
     return Math.max(1, Math.min(cap, Math.max(this.threads, Math.floor(work / minChunk))));
   }
@@ -337,9 +345,9 @@ export class WasmKernels implements Kernels {
     this.check("matmul x", x, nTok * rowBytes(actTypeOf(type), cols), type);
     const macs = rows * cols * nTok;
     if (this.threads > 1 && rows >= 8 * this.splitScale && macs >= MIN_SPLIT_MACS * this.splitScale) {
-      this.dispatchMatmul(this.chunks(Math.ceil(rows / 4), macs, MIN_CHUNK_MACS), info.ggmlId, out, w, x, rows, cols, nTok);
+      this.dispatchMatmul(this.chunks(Math.ceil(rows / 4), macs, MIN_CHUNK_MACS, nTok > 1 ? PREFILL_CHUNKS_PER_THREAD : CHUNKS_PER_THREAD), info.ggmlId, out, w, x, rows, cols, nTok);
     } else {
-      this.k.matmul(info.ggmlId, out, w, x, rows, cols, nTok, 0, rows, this.scratch, this.scratchBytes);
+      this.k.matmul(info.ggmlId, out, w, x, rows, cols, nTok, 0, rows, this.scratch, this.scratchBytes, 0);
     }
   }
 

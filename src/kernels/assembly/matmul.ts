@@ -534,18 +534,20 @@ function matmulBF16(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: 
  * out[tok*rows + r] = row r of w (type t, ggml id) . token tok of x (t's activation type), for r in
  * [r0, r1), tok < nTok. scratch: this thread's scratchBytes (at least scratchNeed(t, cols) for one
  * token, which the caller guarantees; prefill uses more if it can, else runs token by token).
+ * reuse: this thread's previous call was a chunk of the same job (same x, cols, nTok, scratch), so
+ * the several-token Q8_0/Q4_0 kernel may keep the activations it expanded into the scratch then.
  */
 export function matmul(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
-  r0: u32, r1: u32, scratch: usize, scratchBytes: u32): void {
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool): void {
   if (nTok == 0 || r1 <= r0) return;
   switch (t) {
-    case T_Q8_0: matmulQ8(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes); return;
+    case T_Q8_0: matmulQ8(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse); return;
     case T_F32: matmulF32(out, w, x, rows, cols, nTok, r0, r1, scratch); return;
     case T_F16: matmulF16(out, w, x, rows, cols, nTok, r0, r1, scratch); return;
     case T_BF16: matmulBF16(out, w, x, rows, cols, nTok, r0, r1, scratch); return;
   }
   if (ASC_FEATURE_RELAXED_SIMD) {
-    if (nTok >= 2 && prefillRelaxed(t, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)) return;
+    if (nTok >= 2 && prefillRelaxed(t, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse)) return;
   }
   // below 4 tokens the per-block unpacking of the prefill loop costs more than it saves (relaxed
   // build: Q4_0 then goes token by token, so that it keeps decodeQ4_0Relaxed's rounding)

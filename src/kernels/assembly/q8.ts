@@ -254,7 +254,7 @@ export function quantActQ8_0(dst: usize, src: usize, nBlocks: u32, legacy: bool)
  * Without scratch (or if one token does not fit), activations are read from the Q8_0 blocks directly.
  */
 export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
-  r0: u32, r1: u32, scratch: usize, scratchBytes: u32): void {
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool): void {
   const nb = cols / QK;
   const rb = nb * BLOCK;
   const per = widenBytes(nb);
@@ -265,7 +265,7 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
   let fused = false;
   if (ASC_FEATURE_RELAXED_SIMD) {
     fused = scratch != 0 && scratchBytes >= 64 && unsignedDotExact(scratch);
-    if (fused && nTok >= UNSIGNED_MIN_TOK && matmulQ8Unsigned(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes)) return;
+    if (fused && nTok >= UNSIGNED_MIN_TOK && matmulQ8Unsigned(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse)) return;
   }
   // With scratch: one token needs per bytes; prefill needs room for two plus accumulators.
   const fits = nTok > 1 ? (per << 1) + 48 <= scratchBytes : per <= scratchBytes;

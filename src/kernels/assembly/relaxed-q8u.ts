@@ -44,7 +44,7 @@ export function unsignedDotExact(p: usize): bool {
  * if this engine's relaxed dots are not the unsigned kind or the scratch is too small.
  */
 export function matmulQ8Unsigned(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
-  r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool): bool {
   if (scratchBytes < PROBE || !unsignedDotExact(scratch)) return false;
-  return prefillQ8_0UnsignedRows(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
+  return prefillQ8_0UnsignedRows(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse);
 }
