@@ -207,82 +207,184 @@ export function attention(out: usize, q: usize, kCache: usize, vCache: usize, sc
   const scale: f32 = (1.0 / Math.sqrt(headDim as f64)) as f32;
   const rowBytes = kvDim << 1;
   storeExpConsts();
-  const zero = i32x4.splat(0);
+  // q to bf16 precision (llama.cpp converts it to the cache's type for the dot products)
   for (let h = h0; h < h1; h++) {
-    const kvh = h / group;
     const qo = q + ((h * headDim) << 2);
-    const att = scratch + ((h * nPos) << 2);
-    const headOff = (kvh * headDim) << 1;
-    // q to bf16 precision (llama.cpp converts it to the cache's type for the dot products)
     let j: u32 = 0;
     for (; j + 4 <= headDim; j += 4) v128.store(qo + (j << 2), roundBf16(v128.load(qo + (j << 2))));
     for (; j < headDim; j++) store<f32>(qo + (j << 2), f32x4.extract_lane(roundBf16(f32x4.splat(load<f32>(qo + (j << 2)))), 0));
-    // scores
-    let max: f32 = -Infinity;
-    let kp = kCache + headOff;
-    for (let p: u32 = 0; p < nPos; p++) {
-      const s = dotBf16(qo, kp, headDim) * scale;
-      store<f32>(att + (p << 2), s);
-      max = s > max ? s : max;
-      kp += rowBytes;
-    }
-    // softmax numerators
-    const vmax = f32x4.splat(max);
-    let vsum = f32x4.splat(0);
-    let p: u32 = 0;
-    for (; p + 4 <= nPos; p += 4) {
-      const e = expx4(f32x4.sub(v128.load(att + (p << 2)), vmax));
-      v128.store(att + (p << 2), e);
-      vsum = f32x4.add(vsum, e);
-    }
-    let sum = hsum(vsum);
-    for (; p < nPos; p++) {
-      const e = expf(load<f32>(att + (p << 2)) - max);
-      store<f32>(att + (p << 2), e);
-      sum += e;
-    }
-    // the weights: e / sum (as llama.cpp's soft_max: e * (1 / sum)), rounded to bf16
-    const inv = f32x4.splat((1.0 as f32) / sum);
-    p = 0;
-    for (; p + 4 <= nPos; p += 4) v128.store(att + (p << 2), roundBf16(f32x4.mul(v128.load(att + (p << 2)), inv)));
-    for (; p < nPos; p++) store<f32>(att + (p << 2), f32x4.extract_lane(roundBf16(f32x4.mul(f32x4.splat(load<f32>(att + (p << 2))), inv)), 0));
-    // weighted sum of values, 16 dims at a time (4 accumulators) over all positions
-    const oo = out + ((h * headDim) << 2);
-    let i: u32 = 0;
-    for (; i + 16 <= headDim; i += 16) {
-      let o0 = f32x4.splat(0), o1 = f32x4.splat(0), o2 = f32x4.splat(0), o3 = f32x4.splat(0);
-      let vp = vCache + headOff + (i << 1);
-      for (let pp: u32 = 0; pp < nPos; pp++) {
-        const a = v128.load32_splat(att + (pp << 2));
-        const v0 = v128.load(vp), v1 = v128.load(vp, 16);
-        o0 = f32x4.add(o0, f32x4.mul(a, i16x8.shuffle(zero, v0, 0, 8, 1, 9, 2, 10, 3, 11)));
-        o1 = f32x4.add(o1, f32x4.mul(a, i16x8.shuffle(zero, v0, 4, 12, 5, 13, 6, 14, 7, 15)));
-        o2 = f32x4.add(o2, f32x4.mul(a, i16x8.shuffle(zero, v1, 0, 8, 1, 9, 2, 10, 3, 11)));
-        o3 = f32x4.add(o3, f32x4.mul(a, i16x8.shuffle(zero, v1, 4, 12, 5, 13, 6, 14, 7, 15)));
-        vp += rowBytes;
-      }
-      const d = oo + (i << 2);
-      v128.store(d, o0, 0);
-      v128.store(d, o1, 16);
-      v128.store(d, o2, 32);
-      v128.store(d, o3, 48);
-    }
-    for (; i < headDim; i++) {
-      let o: f32 = 0;
-      let vp = vCache + headOff + (i << 1);
-      for (let pp: u32 = 0; pp < nPos; pp++) {
-        o += load<f32>(att + (pp << 2)) * reinterpret<f32>((load<u16>(vp) as u32) << 16);
-        vp += rowBytes;
-      }
-      store<f32>(oo + (i << 2), o);
-    }
+  }
+  // Heads that share a KV head go four at a time through the scores and two at a time through
+  // the values: each key or value row is converted from bf16 once for all of them. Per head, the
+  // operations and their order are those of one head alone (the reference's).
+  let h = h0;
+  while (h < h1) {
+    const kvh = h / group;
+    const quad = h + 4 <= h1 && (h + 3) / group == kvh;
+    const kBase = kCache + ((kvh * headDim) << 1);
+    if (quad) scoresQuad(q + ((h * headDim) << 2), kBase, scratch + ((h * nPos) << 2), headDim, nPos, rowBytes, scale);
+    else scoresOne(q + ((h * headDim) << 2), kBase, scratch + ((h * nPos) << 2), headDim, nPos, rowBytes, scale);
+    h += quad ? 4 : 1;
+  }
+  for (h = h0; h < h1; h++) softmaxRow(scratch + ((h * nPos) << 2), nPos);
+  h = h0;
+  while (h < h1) {
+    const kvh = h / group;
+    const pair = h + 2 <= h1 && (h + 1) / group == kvh;
+    const vBase = vCache + ((kvh * headDim) << 1);
+    const att = scratch + ((h * nPos) << 2), oo = out + ((h * headDim) << 2);
+    if (pair) valuesPair(att, att + (nPos << 2), vBase, oo, oo + (headDim << 2), headDim, nPos, rowBytes);
+    else valuesOne(att, vBase, oo, headDim, nPos, rowBytes);
+    h += pair ? 2 : 1;
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// benchmarking
+/** One head's scores over nPos keys (row stride rowBytes from kp), scaled, into att. */
+// @ts-ignore: decorator
+@inline function scoresOne(qo: usize, kp: usize, att: usize, headDim: u32, nPos: u32, rowBytes: u32, scale: f32): void {
+  for (let p: u32 = 0; p < nPos; p++) {
+    store<f32>(att + (p << 2), dotBf16(qo, kp, headDim) * scale);
+    kp += rowBytes;
+  }
+}
 
-/** Reads `bytes` (multiple of 64) at p; returns a checksum so the loads are not optimized away. */
+/** Four consecutive heads' scores (q at qo, qo + headDim f32, ...; att the same), each as scoresOne's. */
+// @ts-ignore: decorator
+@inline function scoresQuad(qo: usize, kp: usize, att: usize, headDim: u32, nPos: u32, rowBytes: u32, scale: f32): void {
+  const zero = i32x4.splat(0);
+  const qs = headDim << 2, as = nPos << 2;
+  for (let p: u32 = 0; p < nPos; p++) {
+    let a0 = f32x4.splat(0), b0 = f32x4.splat(0), a1 = f32x4.splat(0), b1 = f32x4.splat(0);
+    let a2 = f32x4.splat(0), b2 = f32x4.splat(0), a3 = f32x4.splat(0), b3 = f32x4.splat(0);
+    let i: u32 = 0;
+    for (; i + 8 <= headDim; i += 8) {
+      const kv = v128.load(kp + (i << 1));
+      const lo = i16x8.shuffle(zero, kv, 0, 8, 1, 9, 2, 10, 3, 11);
+      const hi = i16x8.shuffle(zero, kv, 4, 12, 5, 13, 6, 14, 7, 15);
+      const q0 = qo + (i << 2);
+      a0 = f32x4.add(a0, f32x4.mul(v128.load(q0), lo));
+      b0 = f32x4.add(b0, f32x4.mul(v128.load(q0, 16), hi));
+      a1 = f32x4.add(a1, f32x4.mul(v128.load(q0 + qs), lo));
+      b1 = f32x4.add(b1, f32x4.mul(v128.load(q0 + qs, 16), hi));
+      a2 = f32x4.add(a2, f32x4.mul(v128.load(q0 + 2 * qs), lo));
+      b2 = f32x4.add(b2, f32x4.mul(v128.load(q0 + 2 * qs, 16), hi));
+      a3 = f32x4.add(a3, f32x4.mul(v128.load(q0 + 3 * qs), lo));
+      b3 = f32x4.add(b3, f32x4.mul(v128.load(q0 + 3 * qs, 16), hi));
+    }
+    let s0 = hsum(f32x4.add(a0, b0)), s1 = hsum(f32x4.add(a1, b1)), s2 = hsum(f32x4.add(a2, b2)), s3 = hsum(f32x4.add(a3, b3));
+    for (; i < headDim; i++) {
+      const k = reinterpret<f32>((load<u16>(kp + (i << 1)) as u32) << 16);
+      const q0 = qo + (i << 2);
+      s0 += load<f32>(q0) * k;
+      s1 += load<f32>(q0 + qs) * k;
+      s2 += load<f32>(q0 + 2 * qs) * k;
+      s3 += load<f32>(q0 + 3 * qs) * k;
+    }
+    const ap = att + (p << 2);
+    store<f32>(ap, s0 * scale);
+    store<f32>(ap + as, s1 * scale);
+    store<f32>(ap + 2 * as, s2 * scale);
+    store<f32>(ap + 3 * as, s3 * scale);
+    kp += rowBytes;
+  }
+}
+
+/** att[0..nPos) (scores) -> the softmax weights, rounded to bf16 (e * (1 / sum), as llama.cpp's soft_max). */
+// @ts-ignore: decorator
+@inline function softmaxRow(att: usize, nPos: u32): void {
+  let max: f32 = -Infinity;
+  for (let p: u32 = 0; p < nPos; p++) {
+    const s = load<f32>(att + (p << 2));
+    max = s > max ? s : max;
+  }
+  const vmax = f32x4.splat(max);
+  let vsum = f32x4.splat(0);
+  let p: u32 = 0;
+  for (; p + 4 <= nPos; p += 4) {
+    const e = expx4(f32x4.sub(v128.load(att + (p << 2)), vmax));
+    v128.store(att + (p << 2), e);
+    vsum = f32x4.add(vsum, e);
+  }
+  let sum = hsum(vsum);
+  for (; p < nPos; p++) {
+    const e = expf(load<f32>(att + (p << 2)) - max);
+    store<f32>(att + (p << 2), e);
+    sum += e;
+  }
+  const inv = f32x4.splat((1.0 as f32) / sum);
+  p = 0;
+  for (; p + 4 <= nPos; p += 4) v128.store(att + (p << 2), roundBf16(f32x4.mul(v128.load(att + (p << 2)), inv)));
+  for (; p < nPos; p++) store<f32>(att + (p << 2), f32x4.extract_lane(roundBf16(f32x4.mul(f32x4.splat(load<f32>(att + (p << 2))), inv)), 0));
+}
+
+/** One head's output: the weights at att times the values (row stride rowBytes from vBase), 16 dims at a time. */
+// @ts-ignore: decorator
+@inline function valuesOne(att: usize, vBase: usize, oo: usize, headDim: u32, nPos: u32, rowBytes: u32): void {
+  const zero = i32x4.splat(0);
+  let i: u32 = 0;
+  for (; i + 16 <= headDim; i += 16) {
+    let o0 = f32x4.splat(0), o1 = f32x4.splat(0), o2 = f32x4.splat(0), o3 = f32x4.splat(0);
+    let vp = vBase + (i << 1);
+    for (let pp: u32 = 0; pp < nPos; pp++) {
+      const a = v128.load32_splat(att + (pp << 2));
+      const v0 = v128.load(vp), v1 = v128.load(vp, 16);
+      o0 = f32x4.add(o0, f32x4.mul(a, i16x8.shuffle(zero, v0, 0, 8, 1, 9, 2, 10, 3, 11)));
+      o1 = f32x4.add(o1, f32x4.mul(a, i16x8.shuffle(zero, v0, 4, 12, 5, 13, 6, 14, 7, 15)));
+      o2 = f32x4.add(o2, f32x4.mul(a, i16x8.shuffle(zero, v1, 0, 8, 1, 9, 2, 10, 3, 11)));
+      o3 = f32x4.add(o3, f32x4.mul(a, i16x8.shuffle(zero, v1, 4, 12, 5, 13, 6, 14, 7, 15)));
+      vp += rowBytes;
+    }
+    const d = oo + (i << 2);
+    v128.store(d, o0, 0);
+    v128.store(d, o1, 16);
+    v128.store(d, o2, 32);
+    v128.store(d, o3, 48);
+  }
+  valuesTail(att, vBase, oo, i, headDim, nPos, rowBytes);
+}
+
+/** Two heads sharing a KV head (weights at attA, attB; outputs oA, oB), each as valuesOne's. */
+// @ts-ignore: decorator
+@inline function valuesPair(attA: usize, attB: usize, vBase: usize, oA: usize, oB: usize, headDim: u32, nPos: u32, rowBytes: u32): void {
+  const zero = i32x4.splat(0);
+  let i: u32 = 0;
+  for (; i + 16 <= headDim; i += 16) {
+    let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+    let b0 = f32x4.splat(0), b1 = f32x4.splat(0), b2 = f32x4.splat(0), b3 = f32x4.splat(0);
+    let vp = vBase + (i << 1);
+    for (let pp: u32 = 0; pp < nPos; pp++) {
+      const v0 = v128.load(vp), v1 = v128.load(vp, 16);
+      const c0 = i16x8.shuffle(zero, v0, 0, 8, 1, 9, 2, 10, 3, 11), c1 = i16x8.shuffle(zero, v0, 4, 12, 5, 13, 6, 14, 7, 15);
+      const c2 = i16x8.shuffle(zero, v1, 0, 8, 1, 9, 2, 10, 3, 11), c3 = i16x8.shuffle(zero, v1, 4, 12, 5, 13, 6, 14, 7, 15);
+      const wa = v128.load32_splat(attA + (pp << 2)), wb = v128.load32_splat(attB + (pp << 2));
+      a0 = f32x4.add(a0, f32x4.mul(wa, c0)); b0 = f32x4.add(b0, f32x4.mul(wb, c0));
+      a1 = f32x4.add(a1, f32x4.mul(wa, c1)); b1 = f32x4.add(b1, f32x4.mul(wb, c1));
+      a2 = f32x4.add(a2, f32x4.mul(wa, c2)); b2 = f32x4.add(b2, f32x4.mul(wb, c2));
+      a3 = f32x4.add(a3, f32x4.mul(wa, c3)); b3 = f32x4.add(b3, f32x4.mul(wb, c3));
+      vp += rowBytes;
+    }
+    const da = oA + (i << 2), db = oB + (i << 2);
+    v128.store(da, a0, 0); v128.store(da, a1, 16); v128.store(da, a2, 32); v128.store(da, a3, 48);
+    v128.store(db, b0, 0); v128.store(db, b1, 16); v128.store(db, b2, 32); v128.store(db, b3, 48);
+  }
+  valuesTail(attA, vBase, oA, i, headDim, nPos, rowBytes);
+  valuesTail(attB, vBase, oB, i, headDim, nPos, rowBytes);
+}
+
+/** Dimensions [i, headDim) of one head's output, one at a time. */
+// @ts-ignore: decorator
+@inline function valuesTail(att: usize, vBase: usize, oo: usize, i: u32, headDim: u32, nPos: u32, rowBytes: u32): void {
+  for (; i < headDim; i++) {
+    let o: f32 = 0;
+    let vp = vBase + (i << 1);
+    for (let pp: u32 = 0; pp < nPos; pp++) {
+      o += load<f32>(att + (pp << 2)) * reinterpret<f32>((load<u16>(vp) as u32) << 16);
+      vp += rowBytes;
+    }
+    store<f32>(oo + (i << 2), o);
+  }
+}
+
 /**
  * Units [u0, u1) of a step's attention, nTok x nHeads of them (unit u: token u / nHeads, head
  * u % nHeads): entry t of `table` holds token t's out, q, kCache, vCache and nPos (u32 each, 20
@@ -301,6 +403,10 @@ export function attentionSteps(table: usize, u0: u32, u1: u32, scratch: usize, n
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// benchmarking
+
+/** Reads `bytes` (multiple of 64) at p; returns a checksum so the loads are not optimized away. */
 export function memRead(p: usize, bytes: u32): i32 {
   let a = i32x4.splat(0), b = i32x4.splat(0), c = i32x4.splat(0), d = i32x4.splat(0);
   const end = p + bytes;
