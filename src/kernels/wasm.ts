@@ -55,17 +55,16 @@ const MIN_SPLIT_QWEIGHT_VALUES = 1 << 12;
 /**
  * A split job is cut into chunks the threads take from a shared counter (pool.ts): up to
  * CHUNKS_PER_THREAD per thread, each at least half the op's split threshold (MIN_CHUNK_MACS for
- * matmul: ~10-20 µs; a prefill chunk also widens its tokens' activations again).
+ * matmul: ~10-20 µs). Two, not four: every chunk restarts its row streams (decode's eight
+ * streams per chunk get shorter with more chunks) and, for several tokens, its pass over every
+ * token (matmul's reuse keeps a thread's expanded activations across its chunks). In-process A/B,
+ * 2 threads, Node 24: decode on the 7B shapes from DRAM (1.5 GB), 4 -> 2 per thread: Q4_0 23.9-24.7
+ * -> 25.7-25.9 GB/s best, Q4_K 20.5 -> 21.7, Q8_0 25.8 -> 26.5 (1 per thread: Q4_0 22.8); the
+ * 1.1B 8-token step 85.3-87.8 -> 84.3 ms (1 per thread 82.5-83.6). Two keep a preempted thread's
+ * stall to a quarter of a job, and the pool's load evidence (pool-adapt.ts) still sees 32 chunks
+ * per thread and epoch.
  */
-const CHUNKS_PER_THREAD = 4;
-/**
- * Fewer for a matmul of several tokens: each chunk sets up its rows' pass over every token (and
- * expands the activations once per thread, matmul's reuse), which at 8 chunks per job was 3-4% of
- * an 8-token step on 2 threads (1.1B Q8_0, in-process A/B: 4 per thread 85.3-87.8 ms best, 2
- * per thread 84.3, 1 per thread 82.5-83.6). Two keep a preempted thread's stall to a quarter of the
- * job, and the pool's load evidence (pool-adapt.ts) still sees 64 chunks per epoch.
- */
-const PREFILL_CHUNKS_PER_THREAD = 2;
+const CHUNKS_PER_THREAD = 2;
 const MIN_CHUNK_MACS = 1 << 17;
 
 /** (module (func (result v128) (v128.const i32x4 0 0 0 0))) */
@@ -298,9 +297,9 @@ export class WasmKernels implements Kernels {
     }
   }
 
-  /** Chunks for a job of `units` units and `work` in all, each chunk at least `minChunk` of it, at most `perThread` per thread. */
-  private chunks(units: number, work: number, minChunk: number, perThread = CHUNKS_PER_THREAD): number {
-    const cap = Math.min(units, this.threads * perThread);
+  /** Chunks for a job of `units` units and `work` in all, each chunk at least `minChunk` of it. */
+  private chunks(units: number, work: number, minChunk: number): number {
+    const cap = Math.min(units, this.threads * CHUNKS_PER_THREAD);
     if (this.splitScale === 0) return cap;
     return Math.max(1, Math.min(cap, Math.max(this.threads, Math.floor(work / minChunk))));
   }
@@ -345,7 +344,7 @@ export class WasmKernels implements Kernels {
     this.check("matmul x", x, nTok * rowBytes(actTypeOf(type), cols), type);
     const macs = rows * cols * nTok;
     if (this.threads > 1 && rows >= 8 * this.splitScale && macs >= MIN_SPLIT_MACS * this.splitScale) {
-      this.dispatchMatmul(this.chunks(Math.ceil(rows / 4), macs, MIN_CHUNK_MACS, nTok > 1 ? PREFILL_CHUNKS_PER_THREAD : CHUNKS_PER_THREAD), info.ggmlId, out, w, x, rows, cols, nTok);
+      this.dispatchMatmul(this.chunks(Math.ceil(rows / 4), macs, MIN_CHUNK_MACS), info.ggmlId, out, w, x, rows, cols, nTok);
     } else {
       this.k.matmul(info.ggmlId, out, w, x, rows, cols, nTok, 0, rows, this.scratch, this.scratchBytes, 0);
     }
