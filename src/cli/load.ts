@@ -107,7 +107,8 @@ const WARMUP_TOKENS = 8;
  * the steady ones; on a busy machine they also let the pool find out before the prompt whether
  * its helper threads pay (a 9-token 1.1B prompt is over before its first probe otherwise).
  * Measured, 1.1B Q8_0, 2 threads, a 10-token prompt, 5 processes each: first pass median 134 ms
- * without, 118 ms after two 10-token passes; steady passes 112 ms. Two prompt-sized passes and
+ * without, 118 ms after two 10-token passes (the experiment before this code); steady passes 112
+ * ms. Two prompt-sized passes and
  * one single-token pass (decode's kernels) at positions 0.. of slot 0, which the first prompt
  * then overwrites (a slot's KV rows past its sequence are never read).
  */

@@ -17,7 +17,7 @@
  */
 import { MAX_ARENA_BYTES, type Arena } from "../kernels/arena.js";
 import { actTypeOf, rowBytes, typeInfo, type ActType, type TensorType } from "../kernels/formats.js";
-import { ATTENTION_ENTRY_BYTES, type KernelBackend, type Kernels, type Ptr } from "../kernels/kernels.js";
+import { ATTENTION_ENTRY_BYTES, ATTENTION_ENTRY_WORDS, type KernelBackend, type Kernels, type Ptr } from "../kernels/kernels.js";
 import { pad32 } from "../kernels/q8.js";
 import { attnDim, type LlamaConfig } from "../model/config.js";
 import { LlameshError } from "../core/errors.js";
@@ -364,7 +364,7 @@ export class ModelSlice {
         for (const m of LAYER_TENSORS) this.record(`L${l}.${m}`, pi, L[m]);
       });
       if (pi === this.clsPart) this.record("cls", pi, value.cls);
-      this.parts.push({ arena, k, s: value.s, xaAs: null, attTable: arena.u32(value.s.attTable, batch * (ATTENTION_ENTRY_BYTES / 4)) });
+      this.parts.push({ arena, k, s: value.s, xaAs: null, attTable: arena.u32(value.s.attTable, batch * ATTENTION_ENTRY_WORDS) });
     });
     for (const x of this.descs) weights += this.ptrs.has(x.id) ? allocBytes(x) : 0;
     this.weightBytes = weights;
@@ -485,11 +485,12 @@ export class ModelSlice {
         const pos = seg.pos + j;
         const first = window !== null ? Math.max(0, pos + 1 - window) : 0;
         const kvOff = seg.slot * this.kvSlotBytes + first * d.kvRows * 2;
-        table[t * 5] = s.att + t * d.qRowsP * f;
-        table[t * 5 + 1] = s.q + t * d.qRowsP * f;
-        table[t * 5 + 2] = L.kCache + kvOff;
-        table[t * 5 + 3] = L.vCache + kvOff;
-        table[t * 5 + 4] = pos + 1 - first;
+        const e = t * ATTENTION_ENTRY_WORDS;
+        table[e] = s.att + t * d.qRowsP * f;
+        table[e + 1] = s.q + t * d.qRowsP * f;
+        table[e + 2] = L.kCache + kvOff;
+        table[e + 3] = L.vCache + kvOff;
+        table[e + 4] = pos + 1 - first;
       }
     }
     k.attentionSteps(s.attTable, nTok, s.scores, this.scoresBytes, d.nHeads, d.nKv, c.headDim);

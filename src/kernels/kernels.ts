@@ -105,5 +105,7 @@ export interface KernelBackend {
   close(): Promise<void>;
 }
 
-/** Bytes of one attentionSteps table entry: out, q, kCache, vCache, nPos as u32. */
-export const ATTENTION_ENTRY_BYTES = 20;
+/** u32 words of one attentionSteps table entry: out, q, kCache, vCache, nPos. */
+export const ATTENTION_ENTRY_WORDS = 5;
+/** Bytes of one attentionSteps table entry. */
+export const ATTENTION_ENTRY_BYTES = 4 * ATTENTION_ENTRY_WORDS;

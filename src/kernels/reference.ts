@@ -3,7 +3,7 @@
  * path that runs where WebAssembly SIMD is missing. Written for clarity, not speed.
  */
 import type { Arena } from "./arena.js";
-import { ATTENTION_ENTRY_BYTES, type KernelBackend, type Kernels, type Ptr } from "./kernels.js";
+import { ATTENTION_ENTRY_WORDS, type KernelBackend, type Kernels, type Ptr } from "./kernels.js";
 import { actTypeOf, rowBytes, type ActType, type TensorType } from "./formats.js";
 import { quantizeActRow, quantizeRow, vecDot } from "./quant/index.js";
 import { bf16ToF32, f32ToBf16, f32ToF16, roundHalfEven } from "../core/numbers.js";
@@ -127,8 +127,8 @@ export class ReferenceKernels implements Kernels {
    * kernel (4-lane partial sums, the same exp polynomial), so both give the same bits.
    */
   attentionSteps(table: Ptr, n: number, scratch: Ptr, _scratchPerThread: number, nHeads: number, nKvHeads: number, headDim: number): void {
-    const e = new Uint32Array(this.arena.memory.buffer, table, n * (ATTENTION_ENTRY_BYTES / 4));
-    for (let t = 0; t < n; t++) this.attention(e[t * 5]!, e[t * 5 + 1]!, e[t * 5 + 2]!, e[t * 5 + 3]!, scratch, nHeads, nKvHeads, headDim, e[t * 5 + 4]!);
+    const e = new Uint32Array(this.arena.memory.buffer, table, n * ATTENTION_ENTRY_WORDS);
+    for (let t = 0, i = 0; t < n; t++, i += ATTENTION_ENTRY_WORDS) this.attention(e[i]!, e[i + 1]!, e[i + 2]!, e[i + 3]!, scratch, nHeads, nKvHeads, headDim, e[i + 4]!);
   }
 
   attention(out: Ptr, q: Ptr, kCache: Ptr, vCache: Ptr, scratch: Ptr,

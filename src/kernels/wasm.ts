@@ -13,7 +13,7 @@
 import { readFile } from "node:fs/promises";
 import { LlameshError } from "../core/errors.js";
 import type { Arena } from "./arena.js";
-import { ATTENTION_ENTRY_BYTES, type KernelBackend, type Kernels, type Ptr } from "./kernels.js";
+import { ATTENTION_ENTRY_BYTES, ATTENTION_ENTRY_WORDS, type KernelBackend, type Kernels, type Ptr } from "./kernels.js";
 import { actTypeOf, rowBytes, typeInfo, type ActType, type TensorType } from "./formats.js";
 import { ReferenceBackend } from "./reference.js";
 import { ThreadPool } from "./pool.js";
@@ -433,14 +433,15 @@ export class WasmKernels implements Kernels {
     const e0 = table >> 2;
     let work = 0;
     for (let t = 0; t < n; t++) {
-      const nPos = e[e0 + t * 5 + 4]!;
+      const et = e0 + t * ATTENTION_ENTRY_WORDS;
+      const nPos = e[et + 4]!;
       if (nPos === 0) throw new RangeError(`attentionSteps: token ${t}: nPos must be >= 1`);
       if (nHeads * nPos * 4 > scratchPerThread) throw new RangeError(`attentionSteps: token ${t}: ${nPos} positions need ${nHeads * nPos * 4} bytes of scratch per thread, more than ${scratchPerThread}`);
       const kvBytes = nPos * nKvHeads * headDim * 2;
-      this.check("attentionSteps out", e[e0 + t * 5]!, nHeads * headDim * 4);
-      this.check("attentionSteps q", e[e0 + t * 5 + 1]!, nHeads * headDim * 4);
-      this.check("attentionSteps kCache", e[e0 + t * 5 + 2]!, kvBytes);
-      this.check("attentionSteps vCache", e[e0 + t * 5 + 3]!, kvBytes);
+      this.check("attentionSteps out", e[et]!, nHeads * headDim * 4);
+      this.check("attentionSteps q", e[et + 1]!, nHeads * headDim * 4);
+      this.check("attentionSteps kCache", e[et + 2]!, kvBytes);
+      this.check("attentionSteps vCache", e[et + 3]!, kvBytes);
       work += nHeads * nPos * headDim;
     }
     if (this.threads > 1 && n * nHeads > 1 && work >= MIN_SPLIT_ATTN * this.splitScale) {

@@ -5,7 +5,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Arena } from "../../src/kernels/arena.js";
-import { ATTENTION_ENTRY_BYTES, type Kernels } from "../../src/kernels/kernels.js";
+import { ATTENTION_ENTRY_BYTES, ATTENTION_ENTRY_WORDS, type Kernels } from "../../src/kernels/kernels.js";
 import { ReferenceBackend, ReferenceKernels } from "../../src/kernels/reference.js";
 import { WasmBackend, availableBuilds, createBackend } from "../../src/kernels/wasm.js";
 import { OP_MATMUL } from "../../src/kernels/pool-worker.js";
@@ -263,8 +263,8 @@ for (const threads of THREADS) {
           const nPos = 1 + ((t * 7) % 30), off = t % 3 === 2 ? 5 * kvDim * 2 : 0;
           return { q, o, oRef, oOne, nPos, kc: kc + off, vc: vc + off };
         });
-        const e = arena.u32(table, nTok * 5);
-        tokens.forEach((x, t) => e.set([x.o, x.q, x.kc, x.vc, x.nPos], t * 5));
+        const e = arena.u32(table, nTok * ATTENTION_ENTRY_WORDS);
+        tokens.forEach((x, t) => e.set([x.o, x.q, x.kc, x.vc, x.nPos], t * ATTENTION_ENTRY_WORDS));
         k.attentionSteps(table, nTok, scratch, per, nHeads, nKvHeads, headDim);
         for (const x of tokens) {
           // q is rounded to bf16 in place by the first call: the ones after see the same values
@@ -277,7 +277,7 @@ for (const threads of THREADS) {
       }
       s.reset();
       const t0 = s.alloc(ATTENTION_ENTRY_BYTES), sc = s.alloc(1024);
-      arena.u32(t0, 5).set([s.alloc(256), s.alloc(256), s.alloc(256), s.alloc(256), 100]);
+      arena.u32(t0, ATTENTION_ENTRY_WORDS).set([s.alloc(256), s.alloc(256), s.alloc(256), s.alloc(256), 100]);
       assert.throws(() => k.attentionSteps(t0, 1, sc, 300, 4, 2, 16), /attentionSteps: token 0: 100 positions need 1600 bytes of scratch per thread/);
     });
 

@@ -2,13 +2,14 @@
 // times a chunk of tokens), moved unchanged from kernels.ts; and the Q8_0 / Q8_1 / Q8_K activation
 // quantizers. See docs/kernels.md for the design and measurements.
 import { f16ToF32, f16hiToF32, f32ToF16, mulAdd, roundI32, ROUND_C, storeEightStreams, storeRoundConsts, transposeSum } from "./common";
-import { matmulQ8Unsigned, unsignedDotExact } from "./relaxed-q8u";
+import { UNSIGNED_PROBE_BYTES, unsignedDotExact } from "./relaxed-q8u";
+import { prefillQ8_0UnsignedRows } from "./relaxed";
 
 const QK: u32 = 32;
 const BLOCK: u32 = 34;
 /** Bytes per block of widened activations in matmulQ8 scratch: 64 (i16) + 16 (scale) + 16 (slack). */
 const XSTRIDE: u32 = 96;
-/** Fewest tokens for relaxed-q8u.ts (relaxed dots read as unsigned: x86 with VNNI). */
+/** Fewest tokens for the unsigned-dot kernel (relaxed-q8u.ts: relaxed dots read as unsigned, x86 with VNNI). */
 const UNSIGNED_MIN_TOK: u32 = 2;
 /** Row streams of the one-token loop: 4 (decodeQ8x4) or 8 (decodeQ8x8). */
 const DECODE_STREAMS: u32 = 8;
@@ -25,7 +26,7 @@ const DCONSTS: u32 = 48;
  * product), roundI32 otherwise (finite products only; common.ts).
  */
 // @ts-ignore: decorator
-@inline export function storeQ8Lanes(o: usize, v0: v128, v1: v128, v2: v128, v3: v128, v4: v128, v5: v128, v6: v128, v7: v128,
+@inline function storeQ8Lanes(o: usize, v0: v128, v1: v128, v2: v128, v3: v128, v4: v128, v5: v128, v6: v128, v7: v128,
   vid: v128, exact: bool, magic: v128, bits: v128): void {
   const q0 = q8Round(f32x4.mul(v0, vid), exact, magic, bits), q1 = q8Round(f32x4.mul(v1, vid), exact, magic, bits);
   const q2 = q8Round(f32x4.mul(v2, vid), exact, magic, bits), q3 = q8Round(f32x4.mul(v3, vid), exact, magic, bits);
@@ -264,8 +265,8 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
   // engine always passes some) it cannot be checked and the sums round twice.
   let fused = false;
   if (ASC_FEATURE_RELAXED_SIMD) {
-    fused = scratch != 0 && scratchBytes >= 64 && unsignedDotExact(scratch);
-    if (fused && nTok >= UNSIGNED_MIN_TOK && matmulQ8Unsigned(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse)) return;
+    fused = scratch != 0 && scratchBytes >= UNSIGNED_PROBE_BYTES && unsignedDotExact(scratch);
+    if (fused && nTok >= UNSIGNED_MIN_TOK && prefillQ8_0UnsignedRows(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse)) return;
   }
   // With scratch: one token needs per bytes; prefill needs room for two plus accumulators.
   const fits = nTok > 1 ? (per << 1) + 48 <= scratchBytes : per <= scratchBytes;

@@ -9,15 +9,13 @@
 // relaxed.ts's Q4_0 prefill (whose levels 0..15 are always exact), with no sign trick: the
 // same code (prefillLegacyRows), the weight kind a compile-time constant.
 // Other lowerings (pmaddubsw + pmaddwd saturates the pair sums, ARM's sdot reads b as signed) give
-// other numbers for b >= 128, so every call first checks the engine's semantics on values that
-// tell the three apart (unsignedDotExact, from memory so nothing can be folded) and otherwise
-// returns false: the caller then runs the exact kernels. The result is bit-identical with the
+// other numbers for b >= 128, so every Q8_0 matmul first checks the engine's semantics on values
+// that tell the three apart (q8.ts matmulQ8 calls unsignedDotExact, from memory so nothing can be
+// folded) and otherwise runs the exact kernels. The result is bit-identical with the
 // reference wherever this runs: the integer sums are exact, and the float step is the
 // reference's, acc += f32(sumi) * f32(dw * dx) per block, in block order.
-import { prefillQ8_0UnsignedRows } from "./relaxed";
-
-/** Scratch used by the semantics check (two 16-byte operands, a 16-byte result). */
-const PROBE: u32 = 64;
+/** Scratch unsignedDotExact uses (three 16-byte operands, a 16-byte result). */
+export const UNSIGNED_PROBE_BYTES: u32 = 64;
 
 // @ts-ignore: decorator
 @inline function rdot(x: v128, w: v128, acc: v128): v128 {
@@ -37,14 +35,4 @@ export function unsignedDotExact(p: usize): bool {
   const lo = rdot(v128.load(p, 32), v128.load(p, 16), i32x4.splat(0));
   v128.store(p, i32x4.sub(hi, lo), 48);
   return load<i32>(p, 48) == 259080 && load<i32>(p, 60) == 259080 && i32x4.extract_lane(hi, 1) == 129540;
-}
-
-/**
- * out[t * rows + r] = row r of w . token t of x for r in [r0, r1), t < nTok; false (nothing done)
- * if this engine's relaxed dots are not the unsigned kind or the scratch is too small.
- */
-export function matmulQ8Unsigned(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
-  r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool): bool {
-  if (scratchBytes < PROBE || !unsignedDotExact(scratch)) return false;
-  return prefillQ8_0UnsignedRows(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse);
 }

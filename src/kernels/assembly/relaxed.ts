@@ -393,8 +393,9 @@ export function prefillQ4_0Rows(out: usize, w: usize, x: usize, rows: u32, cols:
 }
 
 /**
- * Q8_0 several-token matmul with weights read as w XOR 0x80 (relaxed-q8u.ts checks first that the
- * engine's relaxed dots read them as unsigned bytes); false if the scratch is too small.
+ * Q8_0 several-token matmul with weights read as w XOR 0x80, for engines whose relaxed dots read
+ * them as unsigned bytes (the caller, q8.ts matmulQ8, checks: relaxed-q8u.ts unsignedDotExact);
+ * false if the scratch is too small.
  */
 export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
   r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool): bool {
@@ -431,8 +432,8 @@ export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u3
       const sn = nb - b0 < slab ? nb - b0 : slab;
       // expand the slab's activations: (block, token) order, Q4X bytes each. Where one slab and one
       // token chunk hold them all, a chunk that follows one of the same job on this thread finds
-      // them there already (matmul's reuse): with 8 chunks per job, expanding 9 tokens again in
-      // each was 4-5% of an 8-token step on 2 threads
+      // them there already (matmul's reuse; about 1.5% of an 8-token step on 2 threads, measured
+      // at 8 chunks per job)
       let dp = D;
       const kept = reuse && sn == nb && tc == nTok;
       const bEnd: u32 = kept ? b0 : b0 + sn;
