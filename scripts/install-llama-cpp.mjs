@@ -4,12 +4,15 @@
 // every GPU variant), into <cache>/llama-cpp, outside the repo. Idempotent; prints the folder.
 //
 // It also makes <cache>/llama-cpp-reference, the tests' reference: the same files (hard links)
-// without the CPU variants that use AMX (libggml-cpu-sapphirerapids). ggml loads the variant that
-// best fits the CPU, and on a Xeon with AMX that one's int8 tile path gives other numerics than
-// llama.cpp's portable code: on stories260K-256-Q6_K.gguf, "The little dog", its greedy token 28
-// wins by a logit margin of 0.031 where every other variant (and llamesh's reference) has the
-// runner-up ahead by 0.003 (measured 2026-12-02 on an AMX Xeon). Benchmarks keep every variant:
-// there llama.cpp runs at its fastest.
+// with one CPU variant only, the portable baseline (libggml-cpu-x64: SSE2, no FMA), so that the
+// reference is a function of the file, not of the CPU the tests run on. ggml otherwise loads the
+// variant that best fits the CPU, and llama.cpp's variants disagree with one another:
+// on stories260K-256-Q6_K.gguf, "The little dog", greedy token 28 is 439 with the haswell and
+// piledriver variants (FMA: Q6_K's block sums accumulate fused) and 263 with the sandybridge,
+// sse42 and x64 ones, a logit margin of 0.03 (measured 2026-12-02 on an AMD EPYC with AVX2); the
+// AMX variant of a Xeon gave 439 too. The other nine file/prompt pairs of that test agree across
+// variants. Where no x64 variant exists (other platforms), every variant but AMX is kept.
+// Benchmarks use <cache>/llama-cpp with every variant: there llama.cpp runs at its fastest.
 // Usage: node scripts/install-llama-cpp.mjs <cache-dir>
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -24,29 +27,38 @@ if (!cache) {
 }
 const dir = path.join(path.resolve(cache), "llama-cpp");
 const installed = path.join(dir, "node_modules", "node-llama-cpp", "package.json");
-/** Variants left out of the reference copy (see the header). */
-const NOT_REFERENCE = /^libggml-cpu-sapphirerapids\./;
+/** The reference copy's policy (see the header); a copy made under another is remade. */
+const REFERENCE_POLICY = "cpu-variant: x64 only (else all but sapphirerapids)\n";
+const POLICY_FILE = "reference-policy.txt";
 
-/** <cache>/llama-cpp-reference: `from`'s tree, hard-linked (copied where links fail), minus NOT_REFERENCE. */
+/** <cache>/llama-cpp-reference: `from`'s tree, hard-linked (copied where links fail), minus the CPU variants the header leaves out. */
 function makeReference(from, to) {
   fs.rmSync(to, { recursive: true, force: true });
+  const hasBaseline = (d) => fs.readdirSync(d, { withFileTypes: true }).some((e) =>
+    e.isDirectory() ? hasBaseline(path.join(d, e.name)) : e.name === "libggml-cpu-x64.so");
+  const baseline = hasBaseline(from);
+  const left = (name) => /^libggml-cpu-/.test(name) && (baseline ? !/^libggml-cpu-x64\./.test(name) : /^libggml-cpu-sapphirerapids\./.test(name));
   const walk = (a, b) => {
     fs.mkdirSync(b, { recursive: true });
     for (const e of fs.readdirSync(a, { withFileTypes: true })) {
       const pa = path.join(a, e.name), pb = path.join(b, e.name);
       if (e.isDirectory()) walk(pa, pb);
       else if (e.isSymbolicLink()) fs.symlinkSync(fs.readlinkSync(pa), pb);
-      else if (!NOT_REFERENCE.test(e.name)) {
+      else if (!left(e.name)) {
         try { fs.linkSync(pa, pb); } catch { fs.copyFileSync(pa, pb); }
       }
     }
   };
   walk(from, to);
+  fs.writeFileSync(path.join(to, POLICY_FILE), REFERENCE_POLICY);
 }
+const referenceCurrent = (to) => {
+  try { return fs.readFileSync(path.join(to, POLICY_FILE), "utf8") === REFERENCE_POLICY; } catch { return false; }
+};
 const reference = path.join(path.resolve(cache), "llama-cpp-reference");
 
 if (fs.existsSync(installed) && JSON.parse(fs.readFileSync(installed, "utf8")).version === NODE_LLAMA_CPP_VERSION) {
-  if (!fs.existsSync(path.join(reference, "node_modules", "node-llama-cpp", "package.json"))) makeReference(dir, reference);
+  if (!fs.existsSync(path.join(reference, "node_modules", "node-llama-cpp", "package.json")) || !referenceCurrent(reference)) makeReference(dir, reference);
   console.log(dir);
   process.exit(0);
 }

@@ -3,8 +3,9 @@
  * never install it: `.ci/run` (and bench/compare.ts) install node-llama-cpp into a cache outside
  * the repo, found here through $LLAMESH_CACHE, ../cache or .cache. Without it, the tests that need
  * it skip with the reason `llamaCppSkip` gives. The reference copy (`llama-cpp-reference`, made by
- * scripts/install-llama-cpp.mjs) is preferred: it leaves out the AMX CPU variant, whose numerics
- * differ from llama.cpp's portable code (the script's header has the measurement).
+ * scripts/install-llama-cpp.mjs) is preferred: it holds llama.cpp's portable baseline CPU variant
+ * only (x64: no FMA), so the reference does not depend on the CPU; the best-fitting variants
+ * disagree with it and with one another on a near tie (the script's header has the measurement).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
