@@ -13,6 +13,11 @@
 // AMX variant of a Xeon gave 439 too. The other nine file/prompt pairs of that test agree across
 // variants. Where no x64 variant exists (other platforms), every variant but AMX is kept.
 // Benchmarks use <cache>/llama-cpp with every variant: there llama.cpp runs at its fastest.
+//
+// Last, <cache>/llama.cpp: llama.cpp's source at the same release, cloned from the git bundle that
+// node-llama-cpp carries (llama/gitRelease.bundle), for the vocabulary files of its tokenizer tests
+// (models/ggml-vocab-*.gguf, used by test/model/tokenizer-llamacpp.test.ts). Skipped with a warning
+// where git is missing.
 // Usage: node scripts/install-llama-cpp.mjs <cache-dir>
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -57,8 +62,20 @@ const referenceCurrent = (to) => {
 };
 const reference = path.join(path.resolve(cache), "llama-cpp-reference");
 
+/** <cache>/llama.cpp from node-llama-cpp's git bundle, unless already there (see the header). */
+function cloneSource() {
+  const src = path.join(path.resolve(cache), "llama.cpp");
+  if (fs.existsSync(path.join(src, "models", "ggml-vocab-qwen2.gguf"))) return;
+  const bundle = path.join(dir, "node_modules", "node-llama-cpp", "llama", "gitRelease.bundle");
+  if (!fs.existsSync(bundle)) return;
+  fs.rmSync(src, { recursive: true, force: true });
+  const g = spawnSync("git", ["-c", "advice.detachedHead=false", "clone", "--quiet", bundle, src], { stdio: ["ignore", "ignore", "inherit"] });
+  if (g.status !== 0) console.error(`install-llama-cpp: warning: could not clone llama.cpp's source from ${bundle} (git ${g.error ? "missing" : `exited with ${g.status}`}): its tokenizer-file tests will skip`);
+}
+
 if (fs.existsSync(installed) && JSON.parse(fs.readFileSync(installed, "utf8")).version === NODE_LLAMA_CPP_VERSION) {
   if (!fs.existsSync(path.join(reference, "node_modules", "node-llama-cpp", "package.json")) || !referenceCurrent(reference)) makeReference(dir, reference);
+  cloneSource();
   console.log(dir);
   process.exit(0);
 }
@@ -75,4 +92,5 @@ if (r.status !== 0) {
   process.exit(1);
 }
 makeReference(dir, reference);
+cloneSource();
 console.log(dir);
