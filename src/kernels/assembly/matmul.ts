@@ -16,6 +16,7 @@ import { matmulQ8 } from "./q8";
 import { decodeQ4KFast, decodeQ5KFast, decodeQ6KFast } from "./kquant-decode";
 import { decodeQ4_0Fast, widenQ4_0 } from "./legacy-decode";
 import { decodeQ4_0Relaxed, decodeRelaxed, prefillRelaxed, widenKRaw, widenQ4_0Raw } from "./relaxed";
+import { dotLowering } from "./relaxed-q8u";
 
 /** Widened Q8_0/Q8_1 block: 32 i16 (64 B), d as f32x4 (16), barrier slack (16), Q8_1 s as f32x4 or sum(q) as i32x4 (16). */
 const XS: u32 = 112;
@@ -562,7 +563,8 @@ export function matmul(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: 
   for (let tok: u32 = 0; tok < nTok; tok++) {
     const xt = x + tok * arb;
     if (ASC_FEATURE_RELAXED_SIMD) {
-      if (t == T_Q4_K || t == T_Q6_K) {
+      // (not where relaxed dots are pmaddubsw sequences: dotLowering; same bits either way)
+      if ((t == T_Q4_K || t == T_Q6_K) && dotLowering(scratch) != 2) {
         widenKRaw(xt, nb, scratch);
         decodeRelaxed(t, out + tok * rows * 4, w, scratch, nb, rb, r0, r1);
         continue;

@@ -36,3 +36,26 @@ export function unsignedDotExact(p: usize): bool {
   v128.store(p, i32x4.sub(hi, lo), 48);
   return load<i32>(p, 48) == 259080 && load<i32>(p, 60) == 259080 && i32x4.extract_lane(hi, 1) == 129540;
 }
+
+/** dotLowering's answer once known (a per-instance global: each pool thread has its own). */
+let lowering: i32 = -1;
+
+/**
+ * How this engine lowers relaxed dots, probed once (p: 64 bytes of scratch): 0 one instruction
+ * per dot (unsignedDotExact: x86 with VNNI), 2 pmaddubsw + pmaddwd + paddd with a re-made
+ * constant (x86 without VNNI: the saturated pair sum 65534), 1 anything else (ARM's sdot).
+ * On the second kind a relaxed dot costs more than SIMD128's widening dot_i16x8_s, and the
+ * K-quant decode kernels run the SIMD128 ones (matmul.ts).
+ */
+export function dotLowering(p: usize): i32 {
+  if (lowering >= 0) return lowering;
+  if (unsignedDotExact(p)) {
+    lowering = 0;
+  } else {
+    v128.store(p, i8x16.splat(127));
+    v128.store(p, i8x16.splat(-1), 16);
+    const hi = rdot(v128.load(p), v128.load(p, 16), i32x4.splat(0));
+    lowering = i32x4.extract_lane(hi, 0) == 65534 ? 2 : 1;
+  }
+  return lowering;
+}
