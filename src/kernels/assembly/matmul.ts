@@ -563,10 +563,12 @@ export function matmul(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: 
   for (let tok: u32 = 0; tok < nTok; tok++) {
     const xt = x + tok * arb;
     if (ASC_FEATURE_RELAXED_SIMD) {
-      // (not where relaxed dots are pmaddubsw sequences: dotLowering; same bits either way)
-      if ((t == T_Q4_K || t == T_Q6_K) && dotLowering(scratch) != 2) {
+      // where relaxed dots are pmaddubsw sequences (dotLowering 2): Q4_K with their i16 pair
+      // sums, Q6_K by the SIMD128 kernel (faster there: bench gmac); the same bits every way
+      const slowDots = dotLowering(scratch) == 2;
+      if (t == T_Q4_K || (t == T_Q6_K && !slowDots)) {
         widenKRaw(xt, nb, scratch);
-        decodeRelaxed(t, out + tok * rows * 4, w, scratch, nb, rb, r0, r1);
+        decodeRelaxed(t, out + tok * rows * 4, w, scratch, nb, rb, r0, r1, slowDots);
         continue;
       }
       if (t == T_Q4_0) {

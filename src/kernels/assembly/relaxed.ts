@@ -25,6 +25,17 @@ import { q4kScales } from "./unpack";
   return i32x4.relaxed_dot_i8x16_i7x16_add_s(x, w, acc);
 }
 
+/**
+ * The pair sums of a relaxed dot as i16 (x signed, w in 0..127: exact everywhere while a pair's
+ * sum fits i16). Where relaxed dots are pmaddubsw sequences (x86 without VNNI), this is the one
+ * pmaddubsw of them, and the Q4_K decode kernel scales these sums straight with its sub-block
+ * scales (dot_i16x8_s) instead of widening them to i32 first (i16: true below).
+ */
+// @ts-ignore: decorator
+@inline function rdot16(x: v128, w: v128): v128 {
+  return i16x8.relaxed_dot_i8x16_i7x16_s(x, w);
+}
+
 
 /**
  * Prefill of Q4_0, Q4_K and Q6_K with relaxed dot products (nTok >= 2); false (nothing done) for
@@ -123,9 +134,16 @@ const KCONSTS: u32 = 192;
  * s2g+1 x4] is one pshufd; g is a constant after inlining.
  */
 // @ts-ignore: decorator
-@inline function q4GroupR(p: usize, xs: usize, g: u32, uv: v128, m0f: v128): v128 {
+@inline function q4GroupR(p: usize, xs: usize, g: u32, uv: v128, m0f: v128, i16: bool): v128 {
   const q = p + 16 + (g << 5), x = xs + (g << 6);
   const V0 = v128.load(q), V1 = v128.load(q, 16);
+  if (i16) { // each i16 lane: four products, at most 4 x 15 x 128
+    const lo16 = i16x8.add(rdot16(v128.load(x, 0), v128.and(V0, m0f)), rdot16(v128.load(x, 16), v128.and(V1, m0f)));
+    const hi16 = i16x8.add(rdot16(v128.load(x, 32), v128.and(i16x8.shr_u(V0, 4), m0f)), rdot16(v128.load(x, 48), v128.and(i16x8.shr_u(V1, 4), m0f)));
+    const sa = (g & 1) == 0 ? i32x4.shuffle(uv, uv, 0, 0, 0, 0) : i32x4.shuffle(uv, uv, 2, 2, 2, 2);
+    const sb = (g & 1) == 0 ? i32x4.shuffle(uv, uv, 1, 1, 1, 1) : i32x4.shuffle(uv, uv, 3, 3, 3, 3);
+    return i32x4.add(i32x4.dot_i16x8_s(lo16, sa), i32x4.dot_i16x8_s(hi16, sb));
+  }
   let lo = rdot(v128.load(x, 0), v128.and(V0, m0f), i32x4.splat(0));
   lo = rdot(v128.load(x, 16), v128.and(V1, m0f), lo);
   let hi = rdot(v128.load(x, 32), v128.and(i16x8.shr_u(V0, 4), m0f), i32x4.splat(0));
@@ -169,28 +187,28 @@ const TOUCH: usize = 1024;
 
 /** One super-block of four Q4_K rows (p0..p3, may alias) with the raw token's at xs: its f32 term (numerics of dot4Q4K). */
 // @ts-ignore: decorator
-@inline function sbQ4KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, C: usize): v128 {
+@inline function sbQ4KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, C: usize, i16: bool): v128 {
   const SV = C + KCONSTS; // the four rows' scale pairs, 32 bytes each
   const xm = v128.load(xs, 576);
   const mins = f32x4.convert_i32x4_s(transposeSum(
     q4RowScales(p0, xm, C, SV), q4RowScales(p1, xm, C, SV + 32), q4RowScales(p2, xm, C, SV + 64), q4RowScales(p3, xm, C, SV + 96)));
   const m0f = v128.load(C);
-  let i0 = q4GroupR(p0, xs, 0, v128.load(SV, 0), m0f);
-  let i1 = q4GroupR(p1, xs, 0, v128.load(SV, 32), m0f);
-  let i2 = q4GroupR(p2, xs, 0, v128.load(SV, 64), m0f);
-  let i3 = q4GroupR(p3, xs, 0, v128.load(SV, 96), m0f);
-  i0 = i32x4.add(i0, q4GroupR(p0, xs, 1, v128.load(SV, 0), m0f));
-  i1 = i32x4.add(i1, q4GroupR(p1, xs, 1, v128.load(SV, 32), m0f));
-  i2 = i32x4.add(i2, q4GroupR(p2, xs, 1, v128.load(SV, 64), m0f));
-  i3 = i32x4.add(i3, q4GroupR(p3, xs, 1, v128.load(SV, 96), m0f));
-  i0 = i32x4.add(i0, q4GroupR(p0, xs, 2, v128.load(SV, 16), m0f));
-  i1 = i32x4.add(i1, q4GroupR(p1, xs, 2, v128.load(SV, 48), m0f));
-  i2 = i32x4.add(i2, q4GroupR(p2, xs, 2, v128.load(SV, 80), m0f));
-  i3 = i32x4.add(i3, q4GroupR(p3, xs, 2, v128.load(SV, 112), m0f));
-  i0 = i32x4.add(i0, q4GroupR(p0, xs, 3, v128.load(SV, 16), m0f));
-  i1 = i32x4.add(i1, q4GroupR(p1, xs, 3, v128.load(SV, 48), m0f));
-  i2 = i32x4.add(i2, q4GroupR(p2, xs, 3, v128.load(SV, 80), m0f));
-  i3 = i32x4.add(i3, q4GroupR(p3, xs, 3, v128.load(SV, 112), m0f));
+  let i0 = q4GroupR(p0, xs, 0, v128.load(SV, 0), m0f, i16);
+  let i1 = q4GroupR(p1, xs, 0, v128.load(SV, 32), m0f, i16);
+  let i2 = q4GroupR(p2, xs, 0, v128.load(SV, 64), m0f, i16);
+  let i3 = q4GroupR(p3, xs, 0, v128.load(SV, 96), m0f, i16);
+  i0 = i32x4.add(i0, q4GroupR(p0, xs, 1, v128.load(SV, 0), m0f, i16));
+  i1 = i32x4.add(i1, q4GroupR(p1, xs, 1, v128.load(SV, 32), m0f, i16));
+  i2 = i32x4.add(i2, q4GroupR(p2, xs, 1, v128.load(SV, 64), m0f, i16));
+  i3 = i32x4.add(i3, q4GroupR(p3, xs, 1, v128.load(SV, 96), m0f, i16));
+  i0 = i32x4.add(i0, q4GroupR(p0, xs, 2, v128.load(SV, 16), m0f, i16));
+  i1 = i32x4.add(i1, q4GroupR(p1, xs, 2, v128.load(SV, 48), m0f, i16));
+  i2 = i32x4.add(i2, q4GroupR(p2, xs, 2, v128.load(SV, 80), m0f, i16));
+  i3 = i32x4.add(i3, q4GroupR(p3, xs, 2, v128.load(SV, 112), m0f, i16));
+  i0 = i32x4.add(i0, q4GroupR(p0, xs, 3, v128.load(SV, 16), m0f, i16));
+  i1 = i32x4.add(i1, q4GroupR(p1, xs, 3, v128.load(SV, 48), m0f, i16));
+  i2 = i32x4.add(i2, q4GroupR(p2, xs, 3, v128.load(SV, 80), m0f, i16));
+  i3 = i32x4.add(i3, q4GroupR(p3, xs, 3, v128.load(SV, 112), m0f, i16));
   const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
   const dx = v128.load(xs, 512);
   const tt = f32x4.mul(isum, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 0, C), dx));
@@ -265,7 +283,7 @@ const TOUCH: usize = 1024;
  * sets of four rows per super-block, each row's float terms added in super-block order.
  */
 // @ts-ignore: decorator
-@inline function decodeRowsR(t: u32, out: usize, w: usize, xs0: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void {
+@inline function decodeRowsR(t: u32, out: usize, w: usize, xs0: usize, nsb: u32, rb: u32, r0: u32, r1: u32, i16: bool): void {
   const n = r1 - r0;
   const q: u32 = (n + 7) >> 3;
   const lim = w + r1 * rb - 1;
@@ -284,10 +302,13 @@ const TOUCH: usize = 1024;
     let xs = xs0;
     for (let sb: u32 = 0; sb < nsb; sb++) {
       if (t == T_Q4_K) {
-        accA = f32x4.add(accA, sbQ4KR(p0, p1, p2, p3, xs, C));
-        accB = f32x4.add(accB, sbQ4KR(p4, p5, p6, p7, xs, C));
-        sink ^= touch3(p0, lim) ^ touch3(p1, lim) ^ touch3(p2, lim) ^ touch3(p3, lim);
-        sink ^= touch3(p4, lim) ^ touch3(p5, lim) ^ touch3(p6, lim) ^ touch3(p7, lim);
+        accA = f32x4.add(accA, sbQ4KR(p0, p1, p2, p3, xs, C, i16));
+        accB = f32x4.add(accB, sbQ4KR(p4, p5, p6, p7, xs, C, i16));
+        // (not with i16: on the AMD EPYC where that runs, the touches cost 1.3-1.5x)
+        if (!i16) {
+          sink ^= touch3(p0, lim) ^ touch3(p1, lim) ^ touch3(p2, lim) ^ touch3(p3, lim);
+          sink ^= touch3(p4, lim) ^ touch3(p5, lim) ^ touch3(p6, lim) ^ touch3(p7, lim);
+        }
       } else {
         accA = f32x4.add(accA, sbQ6KR(p0, p1, p2, p3, xs, C));
         accB = f32x4.add(accB, sbQ6KR(p4, p5, p6, p7, xs, C));
@@ -301,10 +322,19 @@ const TOUCH: usize = 1024;
   store<u32>(C, sink, 496);
 }
 
-/** Rows [r0, r1) of Q4_K or Q6_K weights (rb bytes per row) times the token widened by widenKRaw; false for other types. */
-export function decodeRelaxed(t: u32, out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): bool {
-  if (t == T_Q4_K) { decodeRowsR(T_Q4_K, out, w, xs, nsb, rb, r0, r1); return true; }
-  if (t == T_Q6_K) { decodeRowsR(T_Q6_K, out, w, xs, nsb, rb, r0, r1); return true; }
+/**
+ * Rows [r0, r1) of Q4_K or Q6_K weights (rb bytes per row) times the token widened by widenKRaw;
+ * false for other types. i16 (Q4_K only): the sums as i16 pair sums (rdot16), for engines whose
+ * relaxed dots are pmaddubsw sequences (relaxed-q8u.ts dotLowering 2); the same integers, the
+ * same bits. (A Q6_K version was slower there than the SIMD128 kernel, which matmul.ts runs.)
+ */
+export function decodeRelaxed(t: u32, out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32, i16: bool): bool {
+  if (i16) {
+    if (t == T_Q4_K) { decodeRowsR(T_Q4_K, out, w, xs, nsb, rb, r0, r1, true); return true; }
+    return false;
+  }
+  if (t == T_Q4_K) { decodeRowsR(T_Q4_K, out, w, xs, nsb, rb, r0, r1, false); return true; }
+  if (t == T_Q6_K) { decodeRowsR(T_Q6_K, out, w, xs, nsb, rb, r0, r1, false); return true; }
   return false;
 }
 
