@@ -131,7 +131,9 @@ const KCONSTS: u32 = 192;
  * xs: each sub-block's four lane sums (8 values each, at most 8 x 15 x 128) fit i16, so the pair is
  * narrowed and scaled by one dot_i16x8_s with its two scales. uv: the row's scales as i16 pairs
  * [s2k s2k] per i32 lane (k = 0..3 for g < 2, 4..7 for g >= 2), so the pair's vector [s2g x4,
- * s2g+1 x4] is one pshufd; g is a constant after inlining.
+ * s2g+1 x4] is one pshufd; g is a constant after inlining. i16 (pmaddubsw engines): the dots'
+ * i16 pair sums, two per sub-block, each scaled by one dot_i16x8_s with the sub-block's scale in
+ * every lane (the same integer sum, no widening first).
  */
 // @ts-ignore: decorator
 @inline function q4GroupR(p: usize, xs: usize, g: u32, uv: v128, m0f: v128, i16: bool): v128 {
