@@ -560,12 +560,13 @@ export function matmul(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: 
   const nb: u32 = K ? cols >> 8 : cols >> 5;
   const rb: u32 = nb * blockBytes(t);
   const arb: u32 = nb * (K ? 292 : one ? 36 : 34);
+  // where relaxed dots are pmaddubsw sequences (dotLowering 2): Q4_K decode with their i16 pair
+  // sums, Q6_K by the SIMD128 kernel (faster there: bench gmac); the same bits every way
+  let slowDots = false;
+  if (ASC_FEATURE_RELAXED_SIMD) slowDots = dotLowering(scratch) == 2;
   for (let tok: u32 = 0; tok < nTok; tok++) {
     const xt = x + tok * arb;
     if (ASC_FEATURE_RELAXED_SIMD) {
-      // where relaxed dots are pmaddubsw sequences (dotLowering 2): Q4_K with their i16 pair
-      // sums, Q6_K by the SIMD128 kernel (faster there: bench gmac); the same bits every way
-      const slowDots = dotLowering(scratch) == 2;
       if (t == T_Q4_K || (t == T_Q6_K && !slowDots)) {
         widenKRaw(xt, nb, scratch);
         decodeRelaxed(t, out + tok * rows * 4, w, scratch, nb, rb, r0, r1, slowDots);

@@ -2,7 +2,7 @@
 // times a chunk of tokens), moved unchanged from kernels.ts; and the Q8_0 / Q8_1 / Q8_K activation
 // quantizers. See docs/kernels.md for the design and measurements.
 import { f16ToF32, f16hiToF32, f32ToF16, mulAdd, roundI32, ROUND_C, storeEightStreams, storeRoundConsts, transposeSum } from "./common";
-import { UNSIGNED_PROBE_BYTES, unsignedDotExact } from "./relaxed-q8u";
+import { UNSIGNED_PROBE_BYTES, dotLowering } from "./relaxed-q8u";
 import { prefillQ8_0UnsignedRows } from "./relaxed";
 
 const QK: u32 = 32;
@@ -265,7 +265,7 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
   // engine always passes some) it cannot be checked and the sums round twice.
   let fused = false;
   if (ASC_FEATURE_RELAXED_SIMD) {
-    fused = scratch != 0 && scratchBytes >= UNSIGNED_PROBE_BYTES && unsignedDotExact(scratch);
+    fused = scratch != 0 && scratchBytes >= UNSIGNED_PROBE_BYTES && dotLowering(scratch) == 0;
     if (fused && nTok >= UNSIGNED_MIN_TOK && prefillQ8_0UnsignedRows(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse)) return;
   }
   // With scratch: one token needs per bytes; prefill needs room for two plus accumulators.
@@ -479,5 +479,5 @@ export function fusedTypes(p: usize): u32 {
   v128.store(p, f32x4.splat(-1.00048828125), 16); // -(1 + 2^-11)
   const r = mulAdd(v128.load(p, 16), v128.load(p), v128.load(p), true); // 2^-24 fused, 0 otherwise
   if (f32x4.extract_lane(r, 0) == 0) return 0;
-  return unsignedDotExact(p) ? 3 : 2;
+  return dotLowering(p) == 0 ? 3 : 2;
 }

@@ -331,11 +331,11 @@ const TOUCH: usize = 1024;
  * same bits. (A Q6_K version was slower there than the SIMD128 kernel, which matmul.ts runs.)
  */
 export function decodeRelaxed(t: u32, out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32, i16: bool): bool {
-  if (i16) {
-    if (t == T_Q4_K) { decodeRowsR(T_Q4_K, out, w, xs, nsb, rb, r0, r1, true); return true; }
-    return false;
+  if (t == T_Q4_K) {
+    if (i16) decodeRowsR(T_Q4_K, out, w, xs, nsb, rb, r0, r1, true);
+    else decodeRowsR(T_Q4_K, out, w, xs, nsb, rb, r0, r1, false);
+    return true;
   }
-  if (t == T_Q4_K) { decodeRowsR(T_Q4_K, out, w, xs, nsb, rb, r0, r1, false); return true; }
   if (t == T_Q6_K) { decodeRowsR(T_Q6_K, out, w, xs, nsb, rb, r0, r1, false); return true; }
   return false;
 }
@@ -426,7 +426,7 @@ export function prefillQ4_0Rows(out: usize, w: usize, x: usize, rows: u32, cols:
 
 /**
  * Q8_0 several-token matmul with weights read as w XOR 0x80, for engines whose relaxed dots read
- * them as unsigned bytes (the caller, q8.ts matmulQ8, checks: relaxed-q8u.ts unsignedDotExact);
+ * them as unsigned bytes (the caller, q8.ts matmulQ8, checks: relaxed-q8u.ts dotLowering 0);
  * false if the scratch is too small.
  */
 export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
