@@ -51,6 +51,14 @@ export const C_BCAST = 9;
 export const C_ACKS = 10;
 /** 1 while the main thread sleeps on C_DONE (the worker finishing the last chunk notifies it). */
 export const C_MAIN_WAITING = 11;
+/** Full generation of the job whose fields are in the block (a chunk's commit compares it: chunk states). */
+export const C_JOBGEN = 12;
+/**
+ * Valid claims whose thread has copied the job's fields (op, arena, arguments) to its own: the
+ * main thread writes the next job's fields only once every claim of the last one has, since a
+ * chunk taken over (see takeChunks) leaves its thread running after the job has ended.
+ */
+export const C_SNAP = 13;
 export const ARGS_BYTE = 64;
 export const N_ARGS = 16;
 export const ERR_BYTE = 256;
@@ -101,6 +109,31 @@ export function claimNext(word: number): number {
   return word & 0x7ff;
 }
 
+/**
+ * Chunk states of the current job (an Int32Array of MAX_CHUNKS, shared), for matmuls whose
+ * workers write into their shadow (MATMUL_SHADOW): (job generation << 2) | CHUNK_*. The main
+ * thread sets every chunk to FREE before publishing the job. A worker that finished a chunk in
+ * its shadow commits it with one compareExchange FREE -> COMMIT, then copies it to the output;
+ * the main thread, once no chunk is left to claim and a worker's chunk is late (its thread
+ * preempted by another program), takes it over with compareExchange FREE -> TAKEN and runs it
+ * itself. Exactly one thread writes each chunk's output, and a thread preempted inside a chunk
+ * delays the job by about a chunk's time instead of its whole time slice (milliseconds).
+ */
+export const CHUNK_FREE = 0;
+export const CHUNK_COMMIT = 1;
+export const CHUNK_MAIN = 2;
+export const CHUNK_TAKEN = 3;
+export function chunkState(jobGen: number, state: number): number {
+  return ((jobGen << 2) | state) | 0;
+}
+/**
+ * MATMUL's arguments 9 and 10: the shadow base (0: none, the workers write the output as every
+ * other op does) and bytes per worker thread (worker i's shadow at base + (i - 1) * bytes). A
+ * worker's chunk of rows [r0, r1) goes there packed: token t's rows at t * (r1 - r0) (the
+ * kernel's out stride is its `rows` argument, so the chunk runs as is with out = shadow - 4 r0).
+ */
+export const MATMUL_SHADOW = 9;
+
 /** [start, end) of share s of n over `units` units of work. */
 export function shareRange(units: number, s: number, n: number): [number, number] {
   return [Math.floor((units * s) / n), Math.floor((units * (s + 1)) / n)];
@@ -117,13 +150,20 @@ export function shareRange(units: number, s: number, n: number): [number, number
  * ATTN: out q k v scratch nHeads nKvHeads headDim nPos (units: heads); MEMREAD: ptr bytesPerShare
  * ATTN_STEPS: table nTok scratchBase scratchPerThread nHeads nKvHeads headDim (units: tokens x heads)
  */
-export function runShare(k: KernelExports, op: number, a: Float64Array, s: number, n: number, thread: number, again = false): void {
+export function runShare(k: KernelExports, op: number, a: Float64Array, s: number, n: number, thread: number, again = false, shadow = false): void {
   switch (op) {
     case OP_MATMUL: {
       const rows = a[4]!;
-      const [g0, g1] = shareRange(Math.ceil(rows / 4), s, n);
-      const r0 = g0 * 4, r1 = Math.min(rows, g1 * 4);
-      if (r1 > r0) k.matmul(a[0]!, a[1]!, a[2]!, a[3]!, rows, a[5]!, a[6]!, r0, r1, a[7]! + thread * a[8]!, a[8]!, again ? 1 : 0);
+      const [r0, r1] = matmulChunkRows(rows, s, n);
+      if (r1 <= r0) return;
+      const scratch = a[7]! + thread * a[8]!;
+      if (shadow) {
+        // out = shadow - 4 r0 wraps below 0 as an i32; every address the kernel forms is out + 4 (t (r1 - r0) + r), r >= r0
+        const base = a[MATMUL_SHADOW]! + (thread - 1) * a[MATMUL_SHADOW + 1]!;
+        k.matmul(a[0]!, (base - r0 * 4) | 0, a[2]!, a[3]!, r1 - r0, a[5]!, a[6]!, r0, r1, scratch, a[8]!, again ? 1 : 0);
+      } else {
+        k.matmul(a[0]!, a[1]!, a[2]!, a[3]!, rows, a[5]!, a[6]!, r0, r1, scratch, a[8]!, again ? 1 : 0);
+      }
       return;
     }
     case OP_QUANT: {
@@ -165,11 +205,23 @@ export function runShare(k: KernelExports, op: number, a: Float64Array, s: numbe
   }
 }
 
+/** Rows [r0, r1) of MATMUL chunk s of n over `rows` rows (whole groups of 4 rows). */
+export function matmulChunkRows(rows: number, s: number, n: number): [number, number] {
+  const [g0, g1] = shareRange(Math.ceil(rows / 4), s, n);
+  return [g0 * 4, Math.min(rows, g1 * 4)];
+}
+
+/** Most rows any MATMUL chunk of n over `rows` rows has (its shadow holds that many per token). */
+export function matmulChunkRowsMax(rows: number, n: number): number {
+  return Math.min(rows, Math.ceil(Math.ceil(rows / 4) / n) * 4);
+}
+
 interface WorkerInit {
   llameshKernelPool: true;
   module: WebAssembly.Module;
   control: SharedArrayBuffer;
   pace: SharedArrayBuffer;
+  states: SharedArrayBuffer;
   port: MessagePort;
   index: number; // thread index (1..threads-1): its scratch and its name in errors
 }
@@ -183,13 +235,52 @@ export function recordError(ctrl: Int32Array, errBytes: Uint8Array, thread: numb
   Atomics.store(ctrl, C_ERR_LEN, bytes.length);
 }
 
+/** What a thread needs to take chunks: the shared blocks, and its instances (and their memory, for commits). */
+export interface ChunkTaker {
+  ctrl: Int32Array;
+  args: Float64Array;
+  errBytes: Uint8Array;
+  /** Chunk states (see CHUNK_FREE). */
+  states: Int32Array;
+  instances: readonly (KernelExports | undefined)[];
+  /** Per arena id, its memory as f32 (workers: a shadow chunk's commit copies with it). */
+  views: readonly (Float32Array | undefined)[];
+  thread: number;
+  pace?: Float64Array;
+  /** The job's fields as this thread copied them at its last valid claim. */
+  snap: Float64Array;
+  /** Generation of the job of this thread's last chunk (its scratch holds that job's activations). */
+  lastJob: number;
+}
+
+export function chunkTaker(ctrl: Int32Array, args: Float64Array, errBytes: Uint8Array, states: Int32Array,
+  instances: readonly (KernelExports | undefined)[], views: readonly (Float32Array | undefined)[], thread: number, pace?: Float64Array): ChunkTaker {
+  return { ctrl, args, errBytes, states, instances, views, thread, pace, snap: new Float64Array(N_ARGS), lastJob: Number.NaN };
+}
+
+/** Copy a worker's finished shadow chunk of rows [r0, r1) to the job's output. */
+function commitShadow(view: Float32Array, a: Float64Array, thread: number, r0: number, r1: number): void {
+  const rows = a[4]!, nTok = a[6]!, width = r1 - r0;
+  const src = (a[MATMUL_SHADOW]! + (thread - 1) * a[MATMUL_SHADOW + 1]!) / 4;
+  const out = a[1]! / 4 + r0;
+  for (let t = 0; t < nTok; t++) view.copyWithin(out + t * rows, src + t * width, src + (t + 1) * width);
+}
+
+/** Count chunk `c`'s completion, waking the main thread if it sleeps on the last one. */
+function chunkDone(ctrl: Int32Array, n: number): void {
+  if (Atomics.add(ctrl, C_DONE, 1) + 1 === n && Atomics.load(ctrl, C_MAIN_WAITING) !== 0) {
+    Atomics.notify(ctrl, C_DONE);
+  }
+}
+
 /**
  * Take chunks of the current job until none is left, running each (the main thread and the workers
  * alike): the fastest thread takes the most, and a thread preempted by another program holds up
- * only the chunk it is in. Returns the number of chunks this thread ran.
+ * only the chunk it is in (with a shadow, not even that: the main thread takes it over, see
+ * CHUNK_FREE). Returns the number of chunks this thread ran.
  */
-export function takeChunks(ctrl: Int32Array, args: Float64Array, errBytes: Uint8Array,
-  instances: readonly (KernelExports | undefined)[], thread: number, pace?: Float64Array): number {
+export function takeChunks(tk: ChunkTaker): number {
+  const { ctrl, thread, pace, snap, states } = tk;
   let ran = 0;
   let t0 = 0;
   for (;;) {
@@ -203,19 +294,63 @@ export function takeChunks(ctrl: Int32Array, args: Float64Array, errBytes: Uint8
       return ran;
     }
     if (ran === 0) t0 = performance.now();
-    // A valid claim: the job's fields are those of the word's job until this chunk is done.
+    // A valid claim: the job's fields are this job's until every claim of it has copied them (C_SNAP).
+    const op = ctrl[C_OP]!, arena = ctrl[C_ARENA]!, job = ctrl[C_JOBGEN]!;
+    snap.set(tk.args);
+    if (Atomics.add(ctrl, C_SNAP, 1) + 1 === n && Atomics.load(ctrl, C_MAIN_WAITING) !== 0) Atomics.notify(ctrl, C_SNAP);
+    const shadowed = op === OP_MATMUL && snap[MATMUL_SHADOW]! > 0;
+    const again = job === tk.lastJob;
+    tk.lastJob = job;
+    let error: unknown = undefined;
     try {
-      const k = instances[ctrl[C_ARENA]!];
-      if (!k) throw new Error(`arena ${ctrl[C_ARENA]} not bound in this thread`);
-      runShare(k, ctrl[C_OP]!, args, c, n, thread, ran > 0);
+      const k = tk.instances[arena];
+      if (!k) throw new Error(`arena ${arena} not bound in this thread`);
+      runShare(k, op, snap, c, n, thread, again, shadowed && thread > 0);
     } catch (e) {
-      recordError(ctrl, errBytes, thread, e);
+      error = e ?? new Error("unknown error");
     }
     ran++;
-    if (Atomics.add(ctrl, C_DONE, 1) + 1 === n && Atomics.load(ctrl, C_MAIN_WAITING) !== 0) {
-      Atomics.notify(ctrl, C_DONE);
+    if (shadowed && thread > 0) {
+      // Commit, unless the main thread took the chunk over (then this thread's work is dropped).
+      if (Atomics.compareExchange(states, c, chunkState(job, CHUNK_FREE), chunkState(job, CHUNK_COMMIT)) !== chunkState(job, CHUNK_FREE)) continue;
+      if (error === undefined) {
+        const view = tk.views[arena];
+        const [r0, r1] = matmulChunkRows(snap[4]!, c, n);
+        if (view && r1 > r0) commitShadow(view, snap, thread, r0, r1);
+        else if (!view) error = new Error(`arena ${arena}: no memory view in this thread`);
+      }
+    } else if (shadowed) {
+      Atomics.store(states, c, chunkState(job, CHUNK_MAIN));
     }
+    if (error !== undefined) recordError(ctrl, tk.errBytes, thread, error);
+    chunkDone(ctrl, n);
   }
+}
+
+/**
+ * The main thread, once no chunk of a shadowed job is left to claim: run every chunk no thread
+ * has committed yet itself (the threads that claimed them were preempted, or are slow). Returns
+ * how many it ran.
+ */
+export function takeOver(tk: ChunkTaker, k: KernelExports, n: number): number {
+  const { ctrl, states, snap } = tk;
+  const job = ctrl[C_JOBGEN]!;
+  const free = chunkState(job, CHUNK_FREE), taken = chunkState(job, CHUNK_TAKEN);
+  snap.set(tk.args);
+  let ran = 0;
+  for (let c = 0; c < n; c++) {
+    if (Atomics.load(ctrl, C_DONE) >= n) break;
+    if (Atomics.load(states, c) !== free || Atomics.compareExchange(states, c, free, taken) !== free) continue;
+    try {
+      runShare(k, ctrl[C_OP]!, snap, c, n, 0, tk.lastJob === job);
+    } catch (e) {
+      recordError(ctrl, tk.errBytes, 0, e);
+    }
+    tk.lastJob = job;
+    ran++;
+    chunkDone(ctrl, n);
+  }
+  return ran;
 }
 
 /** Wait (spin SPIN_MS, or less after a sleep request, then sleep) until the generation moves on. */
@@ -239,14 +374,19 @@ function waitForJob(ctrl: Int32Array, last: number, state: { sleepReq: number })
 }
 
 /** Apply the (un)bind messages posted before this broadcast, in order, up to number `upTo`. */
-function applyBinds(init: WorkerInit, instances: (KernelExports | undefined)[], applied: number, upTo: number): number {
+function applyBinds(init: WorkerInit, instances: (KernelExports | undefined)[], views: (Float32Array | undefined)[], applied: number, upTo: number): number {
   const t0 = performance.now();
   while (applied < upTo) {
     const msg = receiveMessageOnPort(init.port);
     if (msg) {
       const m = msg.message as { seq: number; id: number; memory: WebAssembly.Memory | null };
-      if (m.memory) instances[m.id] = new WebAssembly.Instance(init.module, { env: { memory: m.memory } }).exports as unknown as KernelExports;
-      else instances[m.id] = undefined;
+      if (m.memory) {
+        instances[m.id] = new WebAssembly.Instance(init.module, { env: { memory: m.memory } }).exports as unknown as KernelExports;
+        views[m.id] = new Float32Array(m.memory.buffer);
+      } else {
+        instances[m.id] = undefined;
+        views[m.id] = undefined;
+      }
       applied = m.seq;
     } else if (performance.now() - t0 > 10_000) {
       throw new Error(`arena message ${upTo} never arrived`);
@@ -261,8 +401,10 @@ function workerMain(init: WorkerInit): void {
   const errBytes = new Uint8Array(init.control, ERR_BYTE, CONTROL_BYTES - ERR_BYTE);
   const pace = new Float64Array(init.pace);
   const instances: (KernelExports | undefined)[] = [];
+  const views: (Float32Array | undefined)[] = [];
   let applied = 0; // sequence number of the last (un)bind message applied
   const thread = init.index;
+  const taker = chunkTaker(ctrl, args, errBytes, new Int32Array(init.states), instances, views, thread, pace);
   // The pool dispatches nothing before every worker said "ready", so these are still 0.
   let last = Atomics.load(ctrl, C_GEN);
   let bcast = Atomics.load(ctrl, C_BCAST);
@@ -277,7 +419,7 @@ function workerMain(init: WorkerInit): void {
       bcast = b;
       const op = ctrl[C_OP]!;
       try {
-        if (op === OP_BIND) applied = applyBinds(init, instances, applied, args[0]!);
+        if (op === OP_BIND) applied = applyBinds(init, instances, views, applied, args[0]!);
       } catch (e) {
         recordError(ctrl, errBytes, thread, e);
       }
@@ -286,7 +428,7 @@ function workerMain(init: WorkerInit): void {
       if (op === OP_STOP) break;
       continue;
     }
-    takeChunks(ctrl, args, errBytes, instances, thread, pace);
+    takeChunks(taker);
   }
   init.port.close();
 }

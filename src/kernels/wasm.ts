@@ -18,11 +18,20 @@ import { actTypeOf, rowBytes, typeInfo, type ActType, type TensorType } from "./
 import { ReferenceBackend } from "./reference.js";
 import { ThreadPool } from "./pool.js";
 import {
-  OP_ATTN, OP_ATTN_STEPS, OP_BF16, OP_MATMUL, OP_QUANT, OP_QWEIGHTS, OP_SILU, type KernelExports,
+  MATMUL_SHADOW, OP_ATTN, OP_ATTN_STEPS, OP_BF16, OP_MATMUL, OP_QUANT, OP_QWEIGHTS, OP_SILU, matmulChunkRowsMax, type KernelExports,
 } from "./pool-worker.js";
 
 /** Per-thread scratch: matmul's widened activations (i16 values + f32 scales of a chunk of tokens). */
 export const WASM_SCRATCH_BYTES_PER_THREAD = 384 * 1024;
+/**
+ * Per worker thread (not the main one): the shadow its matmul chunks are written to before their
+ * commit, so that the main thread can take over a preempted worker's chunk (pool-worker.ts
+ * CHUNK_FREE). 1 MiB holds a quarter of a 32-token batch of Llama 3 8B's 14336 FFN rows; a job
+ * whose chunks do not fit runs without (its workers write the output directly).
+ */
+export const WASM_SHADOW_BYTES_PER_WORKER = 1 << 20;
+/** LLAMESH_POOL_TAKEOVER=0: no shadows, no takeovers (A/B). */
+const TAKEOVER = process.env["LLAMESH_POOL_TAKEOVER"] !== "0";
 /** Scratch quantizeWeights uses per thread (level buffers, assembly/quantw.ts). */
 export const QUANTW_SCRATCH_BYTES = 2624;
 
@@ -222,7 +231,7 @@ export class WasmBackend implements KernelBackend {
   private readonly ids = new Map<WebAssembly.Memory, number>();
 
   get scratchBytes(): number {
-    return this.threads * WASM_SCRATCH_BYTES_PER_THREAD;
+    return this.threads * WASM_SCRATCH_BYTES_PER_THREAD + (this.threads - 1) * WASM_SHADOW_BYTES_PER_WORKER;
   }
 
   bind(arena: Arena): WasmKernels {
@@ -232,7 +241,8 @@ export class WasmBackend implements KernelBackend {
     const scratch = arena.alloc(this.scratchBytes, 64);
     const { id, exports } = this.pool.register(arena.memory);
     this.ids.set(arena.memory, id);
-    return new WasmKernels(arena, this.pool, id, exports, this.threads, scratch, WASM_SCRATCH_BYTES_PER_THREAD, this.alwaysSplit ? 0 : 1);
+    const shadow = this.threads > 1 && TAKEOVER ? scratch + this.threads * WASM_SCRATCH_BYTES_PER_THREAD : 0;
+    return new WasmKernels(arena, this.pool, id, exports, this.threads, scratch, WASM_SCRATCH_BYTES_PER_THREAD, this.alwaysSplit ? 0 : 1, shadow);
   }
 
   release(arena: Arena): void {
@@ -270,6 +280,8 @@ export class WasmKernels implements Kernels {
     readonly scratchBytes: number,
     /** Multiplies the MIN_SPLIT_* thresholds (0: always split). */
     private readonly splitScale = 1,
+    /** Base of the workers' matmul shadows (WASM_SHADOW_BYTES_PER_WORKER each; 0: none). */
+    private readonly shadow = 0,
   ) {
     this.size = arena.memory.buffer.byteLength;
     this.words = new Uint32Array(arena.memory.buffer);
@@ -314,7 +326,10 @@ export class WasmKernels implements Kernels {
   private dispatchMatmul(chunks: number, type: number, out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void {
     const a = this.args;
     a[0] = type; a[1] = out; a[2] = w; a[3] = x; a[4] = rows; a[5] = cols; a[6] = nTok; a[7] = this.scratch; a[8] = this.scratchBytes;
-    this.pool.run(OP_MATMUL, this.arenaId, a.subarray(0, 9), chunks, ((rows * 65536 + cols / 32) * 64 + Math.min(nTok, 63)) * 64 + type);
+    const fits = this.shadow > 0 && nTok * matmulChunkRowsMax(rows, chunks) * 4 <= WASM_SHADOW_BYTES_PER_WORKER;
+    a[MATMUL_SHADOW] = fits ? this.shadow : 0;
+    a[MATMUL_SHADOW + 1] = WASM_SHADOW_BYTES_PER_WORKER;
+    this.pool.run(OP_MATMUL, this.arenaId, a.subarray(0, MATMUL_SHADOW + 2), chunks, ((rows * 65536 + cols / 32) * 64 + Math.min(nTok, 63)) * 64 + type);
   }
 
   quantizeAct(act: ActType, dst: Ptr, src: Ptr, n: number): void {

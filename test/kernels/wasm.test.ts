@@ -330,7 +330,7 @@ describe("wasm backend plumbing", () => {
   test("a released arena is forgotten by every thread; the others keep working", () => {
     const be = backends.get(3)!;
     const before = be.boundArenas;
-    const a1 = new Arena(2 << 20, "r1"), a2 = new Arena(2 << 20, "r2");
+    const a1 = new Arena(4 << 20, "r1"), a2 = new Arena(4 << 20, "r2");
     const k1 = be.bind(a1), k2 = be.bind(a2);
     assert.equal(be.boundArenas, before + 2);
     const rows = 64, cols = 64, rb = q8RowBytes(cols);
@@ -357,7 +357,7 @@ describe("wasm backend plumbing", () => {
   test("invalid pointers and kernel traps surface as exceptions, and the pool keeps working", () => {
     for (const threads of THREADS) {
       const be = backends.get(threads)!;
-      const a = new Arena(2 << 20, "err");
+      const a = new Arena(4 << 20, "err");
       const k = be.bind(a);
       const x = a.alloc(34 * 4), o = a.alloc(64);
       assert.throws(() => k.matmulQ8(o, a.size - 100, x, 4, 128, 1), (e: unknown) => e instanceof RangeError && /^matmul Q8_0 w: range \[\d+, \d+\) outside arena err/.test(e.message));
