@@ -98,20 +98,23 @@ export function decodeQ4KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32
 /**
  * Sub-blocks 8n + 2j + h (j = 0..3) of one Q6_K row (block at p) with the activations of half n:
  * each sub-block's sum of two dots (16 values) fits i16 per lane (4 x 63 x 127), so pairs are
- * narrowed and multiplied by their int8 scales (as i16 at sc: this row's 16 scales) with one
- * dot_i16x8_s. Values are the unsigned levels (0..63); the -32 is applied per super-block.
+ * narrowed and multiplied by their int8 scales with one dot_i16x8_s. Values are the unsigned
+ * levels (0..63); the -32 is applied per super-block. u, v: the row's scales 8n..8n+3 and
+ * 8n+4..8n+7 as i16 pairs per i32 lane, so each pair's scale vector is one pshufd (h is a
+ * constant after inlining). The masks come from memory (C: 0x0f bytes, then 0x30): V8 rebuilds a
+ * v128 constant at every use (three instructions; a load folds into the and), which was a quarter
+ * of this loop's instructions.
  */
 // @ts-ignore: decorator
-@inline function q6Quarter(p: usize, xs: usize, n: u32, h: u32, sc: usize, bar: usize): v128 {
+@inline function q6Quarter(p: usize, xs: usize, n: u32, h: u32, u: v128, v: v128, C: usize, bar: usize): v128 {
   // the quarter's 64 values: l = 16h .. 16h+15 of the four 32-value rows j of half n, built as
   // bytes 16 at a time (i16x8 shifts are fine on byte data: every result is masked to its bits)
   const l0: usize = h << 4;
   const A = v128.load(p + (n << 6) + l0), B = v128.load(p + (n << 6) + 32 + l0), H = v128.load(p + 128 + (n << 5) + l0);
-  const m0f = i8x16.splat(0x0f), m30 = i8x16.splat(0x30);
-  const q1 = v128.or(v128.and(A, m0f), v128.and(i16x8.shl(H, 4), m30));
-  const q2 = v128.or(v128.and(B, m0f), v128.and(i16x8.shl(H, 2), m30));
-  const q3 = v128.or(v128.and(i16x8.shr_u(A, 4), m0f), v128.and(H, m30));
-  const q4 = v128.or(v128.and(i16x8.shr_u(B, 4), m0f), v128.and(i16x8.shr_u(H, 2), m30));
+  const q1 = v128.or(v128.and(A, v128.load(C, 0)), v128.and(i16x8.shl(H, 4), v128.load(C, 16)));
+  const q2 = v128.or(v128.and(B, v128.load(C, 0)), v128.and(i16x8.shl(H, 2), v128.load(C, 16)));
+  const q3 = v128.or(v128.and(i16x8.shr_u(A, 4), v128.load(C, 0)), v128.and(H, v128.load(C, 16)));
+  const q4 = v128.or(v128.and(i16x8.shr_u(B, 4), v128.load(C, 0)), v128.and(i16x8.shr_u(H, 2), v128.load(C, 16)));
   const xo = xs + (n << 8) + (l0 << 1);
   const p0 = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(q1), v128.load(xo, 0)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(q1), v128.load(xo, 16)));
   v128.store(bar, p0);
@@ -120,50 +123,57 @@ export function decodeQ4KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32
   const p2 = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(q3), v128.load(xo, 128)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(q3), v128.load(xo, 144)));
   v128.store(bar, p2);
   const p3 = i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(q4), v128.load(xo, 192)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(q4), v128.load(xo, 208)));
-  // scales of sub-blocks 8n+h, 8n+2+h (pair 0) and 8n+4+h, 8n+6+h (pair 1): i16 lanes of sc
-  const s = v128.load(sc + (n << 4));
-  const h2 = i8x16.splat((h << 1) as i8);
-  const s01 = i8x16.swizzle(s, i8x16.add(i8x16(0, 1, 0, 1, 0, 1, 0, 1, 4, 5, 4, 5, 4, 5, 4, 5), h2));
-  const s23 = i8x16.swizzle(s, i8x16.add(i8x16(8, 9, 8, 9, 8, 9, 8, 9, 12, 13, 12, 13, 12, 13, 12, 13), h2));
+  // pair 0: scales 8n+h, 8n+2+h; pair 1: 8n+4+h, 8n+6+h
+  const s01 = h == 0 ? i32x4.shuffle(u, u, 0, 0, 2, 2) : i32x4.shuffle(u, u, 1, 1, 3, 3);
+  const s23 = h == 0 ? i32x4.shuffle(v, v, 0, 0, 2, 2) : i32x4.shuffle(v, v, 1, 1, 3, 3);
   return i32x4.add(i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p0, p1), s01), i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p2, p3), s23));
+}
+
+/**
+ * One row's Q6_K scales of a super-block as i16 pairs (see q6Quarter) to sv (4 vectors: u, v of
+ * n = 0, then of n = 1); returns the start of its integer sum, -32 * sum(scale * bsum).
+ */
+// @ts-ignore: decorator
+@inline function q6Scales(p: usize, b0: v128, b1: v128, sv: usize): v128 {
+  const s = v128.load(p, 192);
+  const lo = i16x8.extend_low_i8x16_s(s), hi = i16x8.extend_high_i8x16_s(s);
+  v128.store(sv, i16x8.shuffle(lo, lo, 0, 8, 1, 9, 2, 10, 3, 11), 0);
+  v128.store(sv, i16x8.shuffle(lo, lo, 4, 12, 5, 13, 6, 14, 7, 15), 16);
+  v128.store(sv, i16x8.shuffle(hi, hi, 0, 8, 1, 9, 2, 10, 3, 11), 32);
+  v128.store(sv, i16x8.shuffle(hi, hi, 4, 12, 5, 13, 6, 14, 7, 15), 48);
+  return i32x4.sub(i32x4.splat(0), i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5));
 }
 
 /** Four Q6_K rows (may alias) with the widened token xs of nsb super-blocks: acc += f32(d * dx) * f32(isum). */
 // @ts-ignore: decorator
 @inline function dot4Q6K(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
   let acc = f32x4.splat(0);
-  const tmp = xs + nsb * KS; // 4 rows x 32 bytes: their 16 scales as i16; then a barrier slot
+  // after the token: 4 rows x 64 bytes of scale pairs, the masks (C), a barrier slot and the running sums' slot
+  const SV = xs + nsb * KS, C = SV + 256, bar = SV + 288, run = SV + 304;
+  v128.store(C, i8x16.splat(0x0f), 0);
+  v128.store(C, i8x16.splat(0x30), 16);
   for (let sb: u32 = 0; sb < nsb; sb++) {
     const b0 = v128.load(xs, 544), b1 = v128.load(xs, 560);
-    // per row: scales as i16 to tmp, and the integer sum starts at -32 * sum(scale * bsum)
-    let s = v128.load(p0, 192);
-    let lo = i16x8.extend_low_i8x16_s(s), hi = i16x8.extend_high_i8x16_s(s);
-    v128.store(tmp, lo, 0); v128.store(tmp, hi, 16);
-    let i0 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
-    s = v128.load(p1, 192);
-    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
-    v128.store(tmp, lo, 32); v128.store(tmp, hi, 48);
-    let i1 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
-    s = v128.load(p2, 192);
-    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
-    v128.store(tmp, lo, 64); v128.store(tmp, hi, 80);
-    let i2 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
-    s = v128.load(p3, 192);
-    lo = i16x8.extend_low_i8x16_s(s); hi = i16x8.extend_high_i8x16_s(s);
-    v128.store(tmp, lo, 96); v128.store(tmp, hi, 112);
-    let i3 = i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5);
-    i0 = i32x4.sub(i32x4.splat(0), i0); i1 = i32x4.sub(i32x4.splat(0), i1);
-    i2 = i32x4.sub(i32x4.splat(0), i2); i3 = i32x4.sub(i32x4.splat(0), i3);
-    for (let q: u32 = 0; q < 4; q++) {
-      const n = q >> 1, h = q & 1;
-      i0 = i32x4.add(i0, q6Quarter(p0, xs, n, h, tmp, tmp + 144));
-      v128.store(tmp, i0, 128);
-      i1 = i32x4.add(i1, q6Quarter(p1, xs, n, h, tmp + 32, tmp + 144));
-      v128.store(tmp, i1, 128);
-      i2 = i32x4.add(i2, q6Quarter(p2, xs, n, h, tmp + 64, tmp + 144));
-      v128.store(tmp, i2, 128);
-      i3 = i32x4.add(i3, q6Quarter(p3, xs, n, h, tmp + 96, tmp + 144));
-      v128.store(tmp, i3, 128);
+    let i0 = q6Scales(p0, b0, b1, SV), i1 = q6Scales(p1, b0, b1, SV + 64);
+    let i2 = q6Scales(p2, b0, b1, SV + 128), i3 = q6Scales(p3, b0, b1, SV + 192);
+    for (let n: u32 = 0; n < 2; n++) { // n only moves addresses; h (the shuffles) is a literal
+      const o: usize = n << 5;
+      i0 = i32x4.add(i0, q6Quarter(p0, xs, n, 0, v128.load(SV + o, 0), v128.load(SV + o, 16), C, bar));
+      v128.store(run, i0);
+      i1 = i32x4.add(i1, q6Quarter(p1, xs, n, 0, v128.load(SV + o, 64), v128.load(SV + o, 80), C, bar));
+      v128.store(run, i1);
+      i2 = i32x4.add(i2, q6Quarter(p2, xs, n, 0, v128.load(SV + o, 128), v128.load(SV + o, 144), C, bar));
+      v128.store(run, i2);
+      i3 = i32x4.add(i3, q6Quarter(p3, xs, n, 0, v128.load(SV + o, 192), v128.load(SV + o, 208), C, bar));
+      v128.store(run, i3);
+      i0 = i32x4.add(i0, q6Quarter(p0, xs, n, 1, v128.load(SV + o, 0), v128.load(SV + o, 16), C, bar));
+      v128.store(run, i0);
+      i1 = i32x4.add(i1, q6Quarter(p1, xs, n, 1, v128.load(SV + o, 64), v128.load(SV + o, 80), C, bar));
+      v128.store(run, i1);
+      i2 = i32x4.add(i2, q6Quarter(p2, xs, n, 1, v128.load(SV + o, 128), v128.load(SV + o, 144), C, bar));
+      v128.store(run, i2);
+      i3 = i32x4.add(i3, q6Quarter(p3, xs, n, 1, v128.load(SV + o, 192), v128.load(SV + o, 208), C, bar));
+      v128.store(run, i3);
     }
     const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
     acc = f32x4.add(acc, f32x4.mul(isum, f32x4.mul(halves4Safe(p0, p1, p2, p3, 208), v128.load(xs, 512))));
