@@ -574,7 +574,7 @@ export function matmul(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: 
       }
       if (t == T_Q4_0) {
         widenQ4_0Raw(xt, nb, scratch);
-        decodeQ4_0Relaxed(out + tok * rows * 4, w, scratch, nb, rb, r0, r1);
+        decodeQ4_0Relaxed(out + tok * rows * 4, w, scratch, nb, rb, r0, r1, slowDots);
         continue;
       }
     }

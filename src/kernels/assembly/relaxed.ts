@@ -569,6 +569,22 @@ export function widenQ4_0Raw(x: usize, nb: u32, dst: usize): void {
     x += 34; dst += XS;
   }
   storeConsts(dst);
+  v128.store(dst, i16x8.splat(1), CONSTS); // decodeQ4_0Relaxed's i16 path (ONES)
+}
+
+/** Offset from the constants of decodeQ4_0Relaxed's i16 ones (after storeConsts'; wasm.ts matmulScratchBytes counts them). */
+const ONES: u32 = CONSTS;
+
+/**
+ * nibDotR's sum from the dots' i16 pair sums (pmaddubsw engines: relaxed-q8u.ts dotLowering 2):
+ * both halves' pairs added as i16 (each at most 2 x 15 x 128; the sum fits), then one
+ * dot_i16x8_s with ones loaded from memory (a splat constant would be rebuilt at every use).
+ * The same integer sum as nibDotR.
+ */
+// @ts-ignore: decorator
+@inline function nibDot16(p: usize, x0: v128, x1: v128, m0f: v128, C: usize): v128 {
+  const v = v128.load(p, 2);
+  return i32x4.dot_i16x8_s(i16x8.add(rdot16(x0, v128.and(v, m0f)), rdot16(x1, v128.and(i16x8.shr_u(v, 4), m0f))), v128.load(C, ONES));
 }
 
 // @ts-ignore: decorator
@@ -587,7 +603,14 @@ export function widenQ4_0Raw(x: usize, nb: u32, dst: usize): void {
 }
 
 /** Rows [r0, r1) of Q4_0 weights (rb bytes per row, nb blocks) times the token widened by widenQ4_0Raw: eight streams. */
-export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32, r1: u32): void {
+export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32, r1: u32, i16: bool): void {
+  if (i16) decodeQ4_0Rows(out, w, xs0, nb, rb, r0, r1, true);
+  else decodeQ4_0Rows(out, w, xs0, nb, rb, r0, r1, false);
+}
+
+/** decodeQ4_0Relaxed's loop; i16 (a constant after inlining): nibDot16 for nibDotR. */
+// @ts-ignore: decorator
+@inline function decodeQ4_0Rows(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32, r1: u32, i16: bool): void {
   const n = r1 - r0;
   const q: u32 = (n + 7) >> 3;
   const C = xs0 + nb * XS;
@@ -605,10 +628,14 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
     while (xs < C) {
       const x0 = v128.load(xs, 0), x1 = v128.load(xs, 16);
       const sx = v128.load(xs, 96), dx = v128.load(xs, 64);
-      const a = i32x4.sub(transposeSum(nibDotR(p0, x0, x1, m0f), nibDotR(p1, x0, x1, m0f), nibDotR(p2, x0, x1, m0f), nibDotR(p3, x0, x1, m0f)), sx);
+      const a = i16
+        ? i32x4.sub(transposeSum(nibDot16(p0, x0, x1, m0f, C), nibDot16(p1, x0, x1, m0f, C), nibDot16(p2, x0, x1, m0f, C), nibDot16(p3, x0, x1, m0f, C)), sx)
+        : i32x4.sub(transposeSum(nibDotR(p0, x0, x1, m0f), nibDotR(p1, x0, x1, m0f), nibDotR(p2, x0, x1, m0f), nibDotR(p3, x0, x1, m0f)), sx);
       // relaxed_madd as prefillQ4_0Rows (one rounding where it is fused): the same bits for a row in a step of one token or several
       accA = mulAdd(accA, f32x4.convert_i32x4_s(a), f32x4.mul(halves4C(p0, p1, p2, p3, C), dx), true);
-      const b = i32x4.sub(transposeSum(nibDotR(p4, x0, x1, m0f), nibDotR(p5, x0, x1, m0f), nibDotR(p6, x0, x1, m0f), nibDotR(p7, x0, x1, m0f)), sx);
+      const b = i16
+        ? i32x4.sub(transposeSum(nibDot16(p4, x0, x1, m0f, C), nibDot16(p5, x0, x1, m0f, C), nibDot16(p6, x0, x1, m0f, C), nibDot16(p7, x0, x1, m0f, C)), sx)
+        : i32x4.sub(transposeSum(nibDotR(p4, x0, x1, m0f), nibDotR(p5, x0, x1, m0f), nibDotR(p6, x0, x1, m0f), nibDotR(p7, x0, x1, m0f)), sx);
       accB = mulAdd(accB, f32x4.convert_i32x4_s(b), f32x4.mul(halves4C(p4, p5, p6, p7, C), dx), true);
       p0 += 18; p1 += 18; p2 += 18; p3 += 18; p4 += 18; p5 += 18; p6 += 18; p7 += 18; xs += XS;
     }
