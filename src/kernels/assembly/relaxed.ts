@@ -19,6 +19,7 @@
 // length once the rows variant lost its scalar gathers: Q4_K x32 58 vs 77 GMAC/s, Q6_K 50 vs 51.)
 import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4Safe, mulAdd, storeEightStreams, transposeSum } from "./common";
 import { q4kScales } from "./unpack";
+import { dotLowering } from "./relaxed-q8u";
 
 // @ts-ignore: decorator
 @inline function rdot(x: v128, w: v128, acc: v128): v128 {
@@ -370,7 +371,7 @@ const Q4_SPACED = true;
  * relaxed-q8u.ts) times tc tokens over nb blocks: f32x4 accumulators at fa, fs bytes apart.
  */
 // @ts-ignore: decorator
-@inline function rows4Legacy(q8: bool, p0: usize, p1: usize, p2: usize, p3: usize, nb: u32, xp: usize, tc: u32, fa: usize, fs: usize, C: usize): void {
+@inline function rows4Legacy(q8: bool, p0: usize, p1: usize, p2: usize, p3: usize, nb: u32, xp: usize, tc: u32, fa: usize, fs: usize, C: usize, i16: bool): void {
   const m0f = v128.load(C);
   // 0x80 bytes, from a loaded value: a v128.const would be re-materialized at every use
   const flip = i8x16.shl(m0f, 7);
@@ -399,7 +400,21 @@ const Q4_SPACED = true;
     }
     let f = fa;
     const xEnd = xp + tc * Q4X;
-    while (xp < xEnd) {
+    while (i16 && xp < xEnd) {
+      // Q4_0 where relaxed dots are pmaddubsw sequences: the eight dots' i16 pair sums (each at
+      // most 2 x 15 x 128, all eight 30720) added as i16, then one dot_i16x8_s with ones (the
+      // same integer sums; two chains of four)
+      let s = i16x8.add(rdot16(v128.load32_splat(xp, 0), w0), rdot16(v128.load32_splat(xp, 4), w1));
+      let u = i16x8.add(rdot16(v128.load32_splat(xp, 16), w4), rdot16(v128.load32_splat(xp, 20), w5));
+      s = i16x8.add(s, rdot16(v128.load32_splat(xp, 8), w2));
+      u = i16x8.add(u, rdot16(v128.load32_splat(xp, 24), w6));
+      s = i16x8.add(s, rdot16(v128.load32_splat(xp, 12), w3));
+      u = i16x8.add(u, rdot16(v128.load32_splat(xp, 28), w7));
+      const sum = i32x4.add(v128.load(xp, 32), i32x4.dot_i16x8_s(i16x8.add(s, u), v128.load(C, CONSTS)));
+      v128.store(f, mulAdd(v128.load(f), f32x4.convert_i32x4_s(sum), f32x4.mul(dw, v128.load(xp, 48)), true));
+      xp += Q4X; f += fs;
+    }
+    while (!i16 && xp < xEnd) {
       // two chains of four dots (one chain of eight: latency-bound, 1.1-1.3x slower)
       let s = rdot(v128.load32_splat(xp, 0), w0, v128.load(xp, 32));
       let u = rdot(v128.load32_splat(xp, 16), w4, i32x4.splat(0));
@@ -442,13 +457,17 @@ export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u3
   const rb = nb * (q8 ? 34 : 18), arb = nb * 34;
   // the dots' start: -8 * sum(x) for Q4_0's levels 0..15, -128 * sum(x) for Q8_0's w + 128
   const shift: u32 = q8 ? 7 : 3;
-  const C = scratch, TAIL = scratch + CONSTS; // constants, then the accumulators of a short last group
+  // Q4_0 where relaxed dots are pmaddubsw sequences: i16 pair sums (rows4Legacy); Q8_0 runs here only with VNNI
+  const i16 = !q8 && dotLowering(scratch) == 2;
+  // constants (storeConsts', then i16 ones), then the accumulators of a short last group
+  const C = scratch, TAIL = scratch + CONSTS + 16;
   const D = TAIL + (64 << 4);
-  if (scratchBytes < CONSTS + (64 << 4) + Q4X) return false;
-  const room = scratchBytes - CONSTS - (64 << 4);
+  if (scratchBytes < CONSTS + 16 + (64 << 4) + Q4X) return false;
+  const room = scratchBytes - CONSTS - 16 - (64 << 4);
   let chunk: u32 = nTok < 64 ? nTok : 64;
   if (chunk * Q4X > room) chunk = room / Q4X;
   storeConsts(C);
+  v128.store(C, i16x8.splat(1), CONSTS);
   const full = r1 - ((r1 - r0) & 3); // rows [r0, full) in groups of four, then a short group
   for (let t0: u32 = 0; t0 < nTok; t0 += chunk) {
     const tc = nTok - t0 < chunk ? nTok - t0 : chunk;
@@ -490,7 +509,8 @@ export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u3
           const p0 = w + (r0 + i) * rb;
           const p1 = q + i < n ? p0 + qb : p0, p2 = q * 2 + i < n ? p0 + 2 * qb : p0, p3 = q * 3 + i < n ? p0 + 3 * qb : p0;
           for (let j: u32 = 0; j < tc; j++) v128.store(TAIL + (j << 4), f32x4.splat(0));
-          rows4Legacy(q8, p0, p1, p2, p3, nb, D, tc, TAIL, 16, C);
+          if (i16) rows4Legacy(q8, p0, p1, p2, p3, nb, D, tc, TAIL, 16, C, true);
+          else rows4Legacy(q8, p0, p1, p2, p3, nb, D, tc, TAIL, 16, C, false);
           for (let j: u32 = 0; j < tc; j++) {
             const v = v128.load(TAIL + (j << 4));
             const o = out + (((t0 + j) * rows + r0 + i) << 2);
@@ -506,8 +526,9 @@ export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u3
         const left = r1 - r;
         const p0 = w + r * rb + b0 * (q8 ? 34 : 18);
         const p1 = left > 1 ? p0 + rb : p0, p2 = left > 2 ? p0 + 2 * rb : p0, p3 = left > 3 ? p0 + 3 * rb : p0;
-        if (left >= 4) rows4Legacy(q8, p0, p1, p2, p3, sn, D, tc, out + ((t0 * rows + r) << 2), rows << 2, C);
-        else rows4Legacy(q8, p0, p1, p2, p3, sn, D, tc, TAIL, 16, C);
+        const fa = left >= 4 ? out + ((t0 * rows + r) << 2) : TAIL, fs: usize = left >= 4 ? rows << 2 : 16;
+        if (i16) rows4Legacy(q8, p0, p1, p2, p3, sn, D, tc, fa, fs, C, true);
+        else rows4Legacy(q8, p0, p1, p2, p3, sn, D, tc, fa, fs, C, false);
       }
     }
     if (full < r1 && !(slab == nb && Q4_SPACED)) {
