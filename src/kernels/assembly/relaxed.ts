@@ -526,7 +526,7 @@ export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u3
         const left = r1 - r;
         const p0 = w + r * rb + b0 * (q8 ? 34 : 18);
         const p1 = left > 1 ? p0 + rb : p0, p2 = left > 2 ? p0 + 2 * rb : p0, p3 = left > 3 ? p0 + 3 * rb : p0;
-        const fa = left >= 4 ? out + ((t0 * rows + r) << 2) : TAIL, fs: usize = left >= 4 ? rows << 2 : 16;
+        const fa = left >= 4 ? out + ((t0 * rows + r) << 2) : TAIL, fs: usize = left >= 4 ? ((rows << 2) as usize) : 16;
         if (i16) rows4Legacy(q8, p0, p1, p2, p3, sn, D, tc, fa, fs, C, true);
         else rows4Legacy(q8, p0, p1, p2, p3, sn, D, tc, fa, fs, C, false);
       }
@@ -680,9 +680,10 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
 /** Four Q4_K rows (may alias) times nTok Q8_K tokens at x: FA[t] (f32x4, lane = row). */
 // @ts-ignore: decorator
 @inline function rows4Q4KPairs(p0: usize, p1: usize, p2: usize, p3: usize, nsb: u32, x: usize, arb: u32, nTok: u32,
-  D: usize, FA: usize, IA: usize): void {
+  D: usize, FA: usize, IA: usize, i16: bool): void {
   const m0f = i8x16.splat(0x0f);
-  const iaEnd = IA + (nTok << 4);
+  // i16 (pmaddubsw engines): two accumulators per token, [r0 r0 r1 r1] and [r2 r2 r3 r3] (see below)
+  const iaEnd = IA + (nTok << (i16 ? 5 : 4));
   for (let b: u32 = 0; b < nsb; b++) {
     for (let ia = IA; ia < iaEnd; ia += 16) v128.store(ia, i32x4.splat(0));
     // [sc0..7, m0..7] of each row, interleaved: u/u2 bytes 4s..4s+3 = sub-block s (u2: s - 4) of rows 0..3
@@ -707,8 +708,25 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
       B0 = v128.and(B0, m0f); B1 = v128.and(B1, m0f); B2 = v128.and(B2, m0f); B3 = v128.and(B3, m0f);
       // the rows' scales of sub-block s as i16 [r0, r0, r1, r1, r2, r2, r3, r3] (index >= 16: zero byte)
       const sel = i8x16.add(i8x16(0, 16, 0, 16, 1, 16, 1, 16, 2, 16, 2, 16, 3, 16, 3, 16), i8x16.splat(((s & 3) << 2) as i8));
-      const scv = i8x16.swizzle(s < 4 ? u : u2, sel);
       let xq = xb + (s << 5);
+      if (i16) {
+        // the four dots' i16 pair sums of a chain added (each at most 2 x 15 x 128, all four 15360),
+        // then scaled per row pair with one dot_i16x8_s: [s_r0 x4, s_r1 x4] and [s_r2 x4, s_r3 x4]
+        const off = i8x16.splat(((s & 3) << 2) as i8);
+        const sa = i8x16.swizzle(s < 4 ? u : u2, i8x16.add(i8x16(0, 16, 0, 16, 0, 16, 0, 16, 1, 16, 1, 16, 1, 16, 1, 16), off));
+        const sc = i8x16.swizzle(s < 4 ? u : u2, i8x16.add(i8x16(2, 16, 2, 16, 2, 16, 2, 16, 3, 16, 3, 16, 3, 16, 3, 16), off));
+        for (let ia = IA; ia < iaEnd; ia += 32) {
+          const X0 = v128.load64_splat(xq, 0), X1 = v128.load64_splat(xq, 8);
+          const X2 = v128.load64_splat(xq, 16), X3 = v128.load64_splat(xq, 24);
+          const a = i16x8.add(i16x8.add(rdot16(X0, A0), rdot16(X1, A1)), i16x8.add(rdot16(X2, A2), rdot16(X3, A3)));
+          const c = i16x8.add(i16x8.add(rdot16(X0, B0), rdot16(X1, B1)), i16x8.add(rdot16(X2, B2), rdot16(X3, B3)));
+          v128.store(ia, i32x4.add(v128.load(ia), i32x4.dot_i16x8_s(a, sa)));
+          v128.store(ia, i32x4.add(v128.load(ia, 16), i32x4.dot_i16x8_s(c, sc)), 16);
+          xq += arb;
+        }
+        continue;
+      }
+      const scv = i8x16.swizzle(s < 4 ? u : u2, sel);
       for (let ia = IA; ia < iaEnd; ia += 16) {
         const X0 = v128.load64_splat(xq, 0), X1 = v128.load64_splat(xq, 8);
         let a = rdot(X0, A0, i32x4.splat(0));
@@ -736,7 +754,12 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
         i32x4.add(i32x4.dot_i16x8_s(mv0, v128.load32_splat(dp, 16)), i32x4.dot_i16x8_s(mv1, v128.load32_splat(dp, 20))),
         i32x4.add(i32x4.dot_i16x8_s(mv2, v128.load32_splat(dp, 24)), i32x4.dot_i16x8_s(mv3, v128.load32_splat(dp, 28))));
       const dx = v128.load32_splat(dp);
-      const tt = f32x4.mul(f32x4.convert_i32x4_s(v128.load(IA + (j << 4))), f32x4.mul(dx4, dx));
+      let isum = v128.load(IA + (j << 4));
+      if (i16) {
+        const a = v128.load(IA + (j << 5)), c = v128.load(IA + (j << 5), 16);
+        isum = i32x4.add(i32x4.shuffle(a, c, 0, 2, 4, 6), i32x4.shuffle(a, c, 1, 3, 5, 7));
+      }
+      const tt = f32x4.mul(f32x4.convert_i32x4_s(isum), f32x4.mul(dx4, dx));
       const f = FA + (j << 4);
       v128.store(f, f32x4.add(v128.load(f), f32x4.sub(tt, f32x4.mul(f32x4.convert_i32x4_s(mins), f32x4.mul(dm4, dx)))));
       dp += nsb << 5;
@@ -850,13 +873,15 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
   const nsb = cols >> 8;
   const rb = nsb * (t == T_Q4_K ? 144 : 210), arb = nsb * 292;
   const DB: u32 = t == T_Q4_K ? 32 : 48; // per token and super-block: dx, then the sums as i16 pairs at 16
-  const per: u32 = nsb * DB + 32;
+  // Q4_K where relaxed dots are pmaddubsw sequences: i16 pair sums, two integer accumulators per token
+  const i16 = t == T_Q4_K && dotLowering(scratch) == 2;
+  const per: u32 = nsb * DB + 48;
   if (scratchBytes < per + 256) return false;
   let chunk: u32 = (scratchBytes - 256) / per;
   if (chunk > 64) chunk = 64;
   for (let t0: u32 = 0; t0 < nTok; t0 += chunk) {
     const tc = nTok - t0 < chunk ? nTok - t0 : chunk;
-    const D = scratch, FA = D + tc * nsb * DB, IA = FA + (tc << 4), T = IA + (tc << 4);
+    const D = scratch, FA = D + tc * nsb * DB, IA = FA + (tc << 4), T = IA + (tc << 5);
     for (let j: u32 = 0; j < tc; j++) {
       for (let b: u32 = 0; b < nsb; b++) {
         const xb = x + (t0 + j) * arb + b * 292;
@@ -876,7 +901,8 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
       const p0 = w + (r0 + i) * rb;
       const p1 = q + i < n ? p0 + qb : p0, p2 = q * 2 + i < n ? p0 + 2 * qb : p0, p3 = q * 3 + i < n ? p0 + 3 * qb : p0;
       for (let j: u32 = 0; j < tc; j++) v128.store(FA + (j << 4), f32x4.splat(0));
-      if (t == T_Q4_K) rows4Q4KPairs(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA);
+      if (t == T_Q4_K && i16) rows4Q4KPairs(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA, true);
+      else if (t == T_Q4_K) rows4Q4KPairs(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA, false);
       else rows4Q6K(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA, T);
       for (let j: u32 = 0; j < tc; j++) {
         const v = v128.load(FA + (j << 4));
