@@ -785,7 +785,7 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
  */
 // @ts-ignore: decorator
 @inline function rows4Q6K(p0: usize, p1: usize, p2: usize, p3: usize, nsb: u32, x: usize, arb: u32, nTok: u32,
-  D: usize, FA: usize, IA: usize, T: usize): void {
+  D: usize, FA: usize, IA: usize, T: usize, i16: bool): void {
   const iaEnd = IA + (nTok << 4);
   for (let b: u32 = 0; b < nsb; b++) {
     for (let ia = IA; ia < iaEnd; ia += 16) v128.store(ia, i32x4.splat(0));
@@ -815,6 +815,23 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
       const w6 = i64x2.shuffle(n01, n23, 0, 2), w7 = i64x2.shuffle(n01, n23, 1, 3);
       const sa = v128.load(T + (c << 5)), sb = v128.load(T + (c << 5), 16);
       let xq = xb + (c << 5);
+      if (i16) {
+        // pmaddubsw engines: two dots' i16 pair sums added (each at most 2 x 63 x 128, both
+        // 32256), scaled with one dot_i16x8_s by the rows' scales as i16 pairs; the same integers
+        const sa16 = i16x8.shuffle(sa, sa, 0, 0, 2, 2, 4, 4, 6, 6), sb16 = i16x8.shuffle(sb, sb, 0, 0, 2, 2, 4, 4, 6, 6);
+        for (let ia = IA; ia < iaEnd; ia += 16) {
+          const s01 = i16x8.add(rdot16(v128.load32_splat(xq, 0), w0), rdot16(v128.load32_splat(xq, 4), w1));
+          const u01 = i16x8.add(rdot16(v128.load32_splat(xq, 16), w4), rdot16(v128.load32_splat(xq, 20), w5));
+          const s23 = i16x8.add(rdot16(v128.load32_splat(xq, 8), w2), rdot16(v128.load32_splat(xq, 12), w3));
+          const u23 = i16x8.add(rdot16(v128.load32_splat(xq, 24), w6), rdot16(v128.load32_splat(xq, 28), w7));
+          const sum = i32x4.add(
+            i32x4.add(i32x4.dot_i16x8_s(s01, sa16), i32x4.dot_i16x8_s(s23, sa16)),
+            i32x4.add(i32x4.dot_i16x8_s(u01, sb16), i32x4.dot_i16x8_s(u23, sb16)));
+          v128.store(ia, i32x4.add(v128.load(ia), sum));
+          xq += arb;
+        }
+        continue;
+      }
       for (let ia = IA; ia < iaEnd; ia += 16) {
         let s = rdot(v128.load32_splat(xq, 0), w0, i32x4.splat(0));
         let u = rdot(v128.load32_splat(xq, 16), w4, i32x4.splat(0));
@@ -873,8 +890,8 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
   const nsb = cols >> 8;
   const rb = nsb * (t == T_Q4_K ? 144 : 210), arb = nsb * 292;
   const DB: u32 = t == T_Q4_K ? 32 : 48; // per token and super-block: dx, then the sums as i16 pairs at 16
-  // Q4_K where relaxed dots are pmaddubsw sequences: i16 pair sums, two integer accumulators per token
-  const i16 = t == T_Q4_K && dotLowering(scratch) == 2;
+  // where relaxed dots are pmaddubsw sequences: i16 pair sums (Q4_K: two integer accumulators per token)
+  const i16 = dotLowering(scratch) == 2;
   const per: u32 = nsb * DB + 48;
   if (scratchBytes < per + 256) return false;
   let chunk: u32 = (scratchBytes - 256) / per;
@@ -903,7 +920,8 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
       for (let j: u32 = 0; j < tc; j++) v128.store(FA + (j << 4), f32x4.splat(0));
       if (t == T_Q4_K && i16) rows4Q4KPairs(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA, true);
       else if (t == T_Q4_K) rows4Q4KPairs(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA, false);
-      else rows4Q6K(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA, T);
+      else if (i16) rows4Q6K(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA, T, true);
+      else rows4Q6K(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA, T, false);
       for (let j: u32 = 0; j < tc; j++) {
         const v = v128.load(FA + (j << 4));
         const o = out + (((t0 + j) * rows + r0 + i) << 2);
