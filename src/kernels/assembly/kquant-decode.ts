@@ -211,11 +211,12 @@ export function decodeQ6KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32
  * activations xs: levels assembled 16 bytes at a time (low nibble | qh bit 2g << 4, high nibble |
  * qh bit 2g+1 << 4; i16x8 shifts on byte data, every result masked to its bits), widened, dotted;
  * each sub-block's per-lane sums fit i16 (4 x 2 x 31 x 127), so the pair is narrowed and scaled
- * by one dot_i16x8_s with its two scales (sel: lanes of the row's 8 scales at sc).
+ * by one dot_i16x8_s with its two scales: uv holds the row's scales 4(g >> 1) .. 4(g >> 1) + 3 as
+ * i16 pairs per i32 lane, so the pair's vector is one pshufd (g is a literal at every call). The
+ * masks come from memory (C: 0x0f bytes, then 0x10), as in q6Quarter.
  */
 // @ts-ignore: decorator
-@inline function q5Group(p: usize, xs: usize, g: u32, sc: usize, bar: usize): v128 {
-  const m0f = i8x16.splat(0x0f), m10 = i8x16.splat(0x10);
+@inline function q5Group(p: usize, xs: usize, g: u32, uv: v128, C: usize, bar: usize): v128 {
   // bit b = 2g (low nibbles) or 2g+1 (high) of each qh byte moved to bit 4: shl by 4 - b or shr by b - 4
   // (a left shift by 4 of i16 lanes would lose the high byte's bits 4..7)
   const bl = g << 1, bh = bl + 1;
@@ -224,52 +225,74 @@ export function decodeQ6KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32
   const q = p + 48 + (g << 5), x = xs + (g << 7);
   const V0 = v128.load(q), V1 = v128.load(q, 16);
   const H0 = v128.load(p, 16), H1 = v128.load(p, 32);
-  const lo0 = v128.or(v128.and(V0, m0f), v128.and(i16x8.shr_u(i16x8.shl(H0, upl), dnl), m10));
-  const lo1 = v128.or(v128.and(V1, m0f), v128.and(i16x8.shr_u(i16x8.shl(H1, upl), dnl), m10));
+  const lo0 = v128.or(v128.and(V0, v128.load(C, 0)), v128.and(i16x8.shr_u(i16x8.shl(H0, upl), dnl), v128.load(C, 16)));
+  const lo1 = v128.or(v128.and(V1, v128.load(C, 0)), v128.and(i16x8.shr_u(i16x8.shl(H1, upl), dnl), v128.load(C, 16)));
   const pa = i32x4.add(
     i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo0), v128.load(x, 0)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo0), v128.load(x, 16))),
     i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo1), v128.load(x, 32)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo1), v128.load(x, 48))));
   v128.store(bar, pa);
-  const hi0 = v128.or(v128.and(i16x8.shr_u(V0, 4), m0f), v128.and(i16x8.shr_u(i16x8.shl(H0, uph), dnh), m10));
-  const hi1 = v128.or(v128.and(i16x8.shr_u(V1, 4), m0f), v128.and(i16x8.shr_u(i16x8.shl(H1, uph), dnh), m10));
+  const hi0 = v128.or(v128.and(i16x8.shr_u(V0, 4), v128.load(C, 0)), v128.and(i16x8.shr_u(i16x8.shl(H0, uph), dnh), v128.load(C, 16)));
+  const hi1 = v128.or(v128.and(i16x8.shr_u(V1, 4), v128.load(C, 0)), v128.and(i16x8.shr_u(i16x8.shl(H1, uph), dnh), v128.load(C, 16)));
   const pb = i32x4.add(
     i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi0), v128.load(x, 64)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi0), v128.load(x, 80))),
     i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi1), v128.load(x, 96)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi1), v128.load(x, 112))));
-  const sel = i8x16.add(i8x16(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3), i8x16.splat((g << 2) as i8));
-  return i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(pa, pb), i8x16.swizzle(v128.load(sc), sel));
+  const sc = (g & 1) == 0 ? i32x4.shuffle(uv, uv, 0, 0, 1, 1) : i32x4.shuffle(uv, uv, 2, 2, 3, 3);
+  return i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(pa, pb), sc);
+}
+
+/** One row's Q5_K (or Q4_K) super-block scales as i16 pairs to sv (2 vectors); returns its min term (see dot4Q4K). */
+// @ts-ignore: decorator
+@inline function q5RowScales(p: usize, xm: v128, sv: usize): v128 {
+  const s8 = q4kScales(p + 4);
+  const S = i16x8.extend_low_i8x16_u(s8);
+  v128.store(sv, i16x8.shuffle(S, S, 0, 8, 1, 9, 2, 10, 3, 11), 0);
+  v128.store(sv, i16x8.shuffle(S, S, 4, 12, 5, 13, 6, 14, 7, 15), 16);
+  return i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
 }
 
 /** Four Q5_K rows (may alias) with the widened token xs of nsb super-blocks (per super-block like dot4Q4K). */
 // @ts-ignore: decorator
 @inline function dot4Q5K(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, nsb: u32): v128 {
   let acc = f32x4.splat(0);
-  const tmp = xs + nsb * KS; // min terms; barrier slot at +64; the rows' 8 scales as i16 at +128
+  // after the token: min terms (0), a barrier slot (64), the running sums' slot (80), the masks (C:
+  // 96), the four rows' scale pairs (SV: 128, 32 bytes each)
+  const tmp = xs + nsb * KS, bar = tmp + 64, run = tmp + 80, C = tmp + 96, SV = tmp + 128;
+  v128.store(C, i8x16.splat(0x0f), 0);
+  v128.store(C, i8x16.splat(0x10), 16);
   for (let sb: u32 = 0; sb < nsb; sb++) {
-    let s8 = q4kScales(p0 + 4);
-    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 128);
     const xm = v128.load(xs, 576);
-    const m0 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
-    s8 = q4kScales(p1 + 4);
-    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 144);
-    const m1 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
-    s8 = q4kScales(p2 + 4);
-    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 160);
-    const m2 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
-    s8 = q4kScales(p3 + 4);
-    v128.store(tmp, i16x8.extend_low_i8x16_u(s8), 176);
-    const m3 = i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
-    v128.store(tmp, transposeSum(m0, m1, m2, m3), 0);
-    let i0 = i32x4.splat(0), i1 = i32x4.splat(0), i2 = i32x4.splat(0), i3 = i32x4.splat(0);
-    for (let g: u32 = 0; g < 4; g++) {
-      i0 = i32x4.add(i0, q5Group(p0, xs, g, tmp + 128, tmp + 64));
-      v128.store(tmp, i0, 80);
-      i1 = i32x4.add(i1, q5Group(p1, xs, g, tmp + 144, tmp + 64));
-      v128.store(tmp, i1, 80);
-      i2 = i32x4.add(i2, q5Group(p2, xs, g, tmp + 160, tmp + 64));
-      v128.store(tmp, i2, 80);
-      i3 = i32x4.add(i3, q5Group(p3, xs, g, tmp + 176, tmp + 64));
-      v128.store(tmp, i3, 80);
-    }
+    v128.store(tmp, transposeSum(q5RowScales(p0, xm, SV), q5RowScales(p1, xm, SV + 32), q5RowScales(p2, xm, SV + 64), q5RowScales(p3, xm, SV + 96)), 0);
+    let i0 = q5Group(p0, xs, 0, v128.load(SV, 0), C, bar);
+    v128.store(run, i0);
+    let i1 = q5Group(p1, xs, 0, v128.load(SV, 32), C, bar);
+    v128.store(run, i1);
+    let i2 = q5Group(p2, xs, 0, v128.load(SV, 64), C, bar);
+    v128.store(run, i2);
+    let i3 = q5Group(p3, xs, 0, v128.load(SV, 96), C, bar);
+    v128.store(run, i3);
+    i0 = i32x4.add(i0, q5Group(p0, xs, 1, v128.load(SV, 0), C, bar));
+    v128.store(run, i0);
+    i1 = i32x4.add(i1, q5Group(p1, xs, 1, v128.load(SV, 32), C, bar));
+    v128.store(run, i1);
+    i2 = i32x4.add(i2, q5Group(p2, xs, 1, v128.load(SV, 64), C, bar));
+    v128.store(run, i2);
+    i3 = i32x4.add(i3, q5Group(p3, xs, 1, v128.load(SV, 96), C, bar));
+    v128.store(run, i3);
+    i0 = i32x4.add(i0, q5Group(p0, xs, 2, v128.load(SV, 16), C, bar));
+    v128.store(run, i0);
+    i1 = i32x4.add(i1, q5Group(p1, xs, 2, v128.load(SV, 48), C, bar));
+    v128.store(run, i1);
+    i2 = i32x4.add(i2, q5Group(p2, xs, 2, v128.load(SV, 80), C, bar));
+    v128.store(run, i2);
+    i3 = i32x4.add(i3, q5Group(p3, xs, 2, v128.load(SV, 112), C, bar));
+    v128.store(run, i3);
+    i0 = i32x4.add(i0, q5Group(p0, xs, 3, v128.load(SV, 16), C, bar));
+    v128.store(run, i0);
+    i1 = i32x4.add(i1, q5Group(p1, xs, 3, v128.load(SV, 48), C, bar));
+    v128.store(run, i1);
+    i2 = i32x4.add(i2, q5Group(p2, xs, 3, v128.load(SV, 80), C, bar));
+    v128.store(run, i2);
+    i3 = i32x4.add(i3, q5Group(p3, xs, 3, v128.load(SV, 112), C, bar));
     const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
     const mins = f32x4.convert_i32x4_s(v128.load(tmp));
     const dx = v128.load(xs, 512);
