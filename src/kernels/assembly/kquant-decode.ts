@@ -134,7 +134,7 @@ export function decodeQ4KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32
  * n = 0, then of n = 1); returns the start of its integer sum, -32 * sum(scale * bsum).
  */
 // @ts-ignore: decorator
-@inline function q6Scales(p: usize, b0: v128, b1: v128, sv: usize): v128 {
+@inline export function q6Scales(p: usize, b0: v128, b1: v128, sv: usize): v128 {
   const s = v128.load(p, 192);
   const lo = i16x8.extend_low_i8x16_s(s), hi = i16x8.extend_high_i8x16_s(s);
   v128.store(sv, i16x8.shuffle(lo, lo, 0, 8, 1, 9, 2, 10, 3, 11), 0);

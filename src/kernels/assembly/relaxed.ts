@@ -20,6 +20,7 @@
 import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4Safe, mulAdd, storeEightStreams, transposeSum } from "./common";
 import { q4kScales } from "./unpack";
 import { dotLowering } from "./relaxed-q8u";
+import { q6Scales } from "./kquant-decode";
 
 // @ts-ignore: decorator
 @inline function rdot(x: v128, w: v128, acc: v128): v128 {
@@ -222,8 +223,8 @@ const TOUCH: usize = 1024;
  * Quarter (n, h) of one Q6_K row with the raw activations (as kquant-decode.ts q6Quarter): four
  * 16-value level vectors (0..63), one relaxed dot each; a sub-block's lane sums (4 x 63 x 128)
  * fit i16, so pairs are narrowed and scaled by their int8 scales with one dot_i16x8_s. uv: the
- * row's scales 8n..8n+3 (u) and 8n+4..8n+7 (v) as i16 pairs per i32 lane, so each scale vector
- * is one pshufd; n and h are constants after inlining.
+ * row's scales 8n..8n+3 (u) and 8n+4..8n+7 (v) as i16 pairs per i32 lane (kquant-decode.ts
+ * q6Scales), so each scale vector is one pshufd; n and h are constants after inlining.
  */
 // @ts-ignore: decorator
 @inline function q6QuarterR(p: usize, xs: usize, n: u32, h: u32, u: v128, v: v128, C: usize): v128 {
@@ -244,28 +245,13 @@ const TOUCH: usize = 1024;
   return i32x4.add(i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p0, p1), s01), i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p2, p3), s23));
 }
 
-/**
- * One row's Q6_K scales of a super-block: as i16 pairs (see q6QuarterR) to sv (4 vectors: u, v of
- * n = 0, then of n = 1); returns the start of its integer sum, -32 * sum(scale * bsum).
- */
-// @ts-ignore: decorator
-@inline function q6RowScales(p: usize, b0: v128, b1: v128, sv: usize): v128 {
-  const s = v128.load(p, 192);
-  const lo = i16x8.extend_low_i8x16_s(s), hi = i16x8.extend_high_i8x16_s(s);
-  v128.store(sv, i16x8.shuffle(lo, lo, 0, 8, 1, 9, 2, 10, 3, 11), 0);
-  v128.store(sv, i16x8.shuffle(lo, lo, 4, 12, 5, 13, 6, 14, 7, 15), 16);
-  v128.store(sv, i16x8.shuffle(hi, hi, 0, 8, 1, 9, 2, 10, 3, 11), 32);
-  v128.store(sv, i16x8.shuffle(hi, hi, 4, 12, 5, 13, 6, 14, 7, 15), 48);
-  return i32x4.sub(i32x4.splat(0), i32x4.shl(i32x4.add(i32x4.dot_i16x8_s(lo, b0), i32x4.dot_i16x8_s(hi, b1)), 5));
-}
-
 /** One super-block of four Q6_K rows (may alias) with the raw token's at xs: its f32 term (numerics of dot4Q6K). */
 // @ts-ignore: decorator
 @inline function sbQ6KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, C: usize): v128 {
   const SV = C + KCONSTS; // the four rows' scale pairs, 64 bytes each
   const b0 = v128.load(xs, 544), b1 = v128.load(xs, 560);
-  let i0 = q6RowScales(p0, b0, b1, SV), i1 = q6RowScales(p1, b0, b1, SV + 64);
-  let i2 = q6RowScales(p2, b0, b1, SV + 128), i3 = q6RowScales(p3, b0, b1, SV + 192);
+  let i0 = q6Scales(p0, b0, b1, SV), i1 = q6Scales(p1, b0, b1, SV + 64);
+  let i2 = q6Scales(p2, b0, b1, SV + 128), i3 = q6Scales(p3, b0, b1, SV + 192);
   for (let n: u32 = 0; n < 2; n++) { // n only moves addresses; h (the shuffles) is a literal
     const o: usize = n << 5;
     i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, 0, v128.load(SV + o, 0), v128.load(SV + o, 16), C));
