@@ -143,7 +143,7 @@ export function shareRange(units: number, s: number, n: number): [number, number
  * Run chunk `s` of `n` of a job on thread `thread` (0: the main thread; it picks the thread's own
  * scratch). `again`: this thread's previous chunk was of the same job, so what that chunk left in
  * the thread's scratch is still this job's (a matmul keeps its expanded activations: reuse). Every op is split into units [u0, u1) of its own. Arguments per op (a = args):
- * MATMUL: type out w x rows cols nTok scratchBase scratchPerThread (units: groups of 4 rows)
+ * MATMUL: type out w x rows cols nTok scratchBase scratchPerThread shadowBase shadowPerWorker (units: groups of 4 rows; MATMUL_SHADOW)
  * QUANT: act dst src nUnits dstBytesPerUnit srcBytesPerUnit (units: blocks, or values for float types)
  * QWEIGHTS: type dst src nUnits dstBytesPerUnit srcBytesPerUnit scratchBase scratchPerThread
  * SILU/BF16: a b n (units: 32 values)
@@ -266,7 +266,7 @@ function commitShadow(view: Float32Array, a: Float64Array, thread: number, r0: n
   for (let t = 0; t < nTok; t++) view.copyWithin(out + t * rows, src + t * width, src + (t + 1) * width);
 }
 
-/** Count chunk `c`'s completion, waking the main thread if it sleeps on the last one. */
+/** Count one chunk of n done, waking the main thread if it sleeps on the last one. */
 function chunkDone(ctrl: Int32Array, n: number): void {
   if (Atomics.add(ctrl, C_DONE, 1) + 1 === n && Atomics.load(ctrl, C_MAIN_WAITING) !== 0) {
     Atomics.notify(ctrl, C_DONE);
