@@ -240,14 +240,24 @@ export function decodeQ6KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32
   return i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(pa, pb), sc);
 }
 
-/** One row's Q5_K (or Q4_K) super-block scales as i16 pairs to sv (2 vectors); returns its min term (see dot4Q4K). */
+/**
+ * A Q4_K / Q5_K row's unpacked super-block scales s8 ([sc0..7, m0..7], unpack.ts q4kScales): the
+ * sub-block scales as i16 pairs per i32 lane to sv (2 vectors: sc0..3, sc4..7), so that a group's
+ * scale vector is one pshufd; returns the min term (i32x4 lanes summing to sum(m_j * the sum of x
+ * over sub-block j), xm: the token's sums per 32 values).
+ */
 // @ts-ignore: decorator
-@inline function q5RowScales(p: usize, xm: v128, sv: usize): v128 {
-  const s8 = q4kScales(p + 4);
+@inline export function kScalePairs(s8: v128, xm: v128, sv: usize): v128 {
   const S = i16x8.extend_low_i8x16_u(s8);
   v128.store(sv, i16x8.shuffle(S, S, 0, 8, 1, 9, 2, 10, 3, 11), 0);
   v128.store(sv, i16x8.shuffle(S, S, 4, 12, 5, 13, 6, 14, 7, 15), 16);
   return i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+}
+
+/** One Q5_K row's super-block scales (kScalePairs). */
+// @ts-ignore: decorator
+@inline function q5RowScales(p: usize, xm: v128, sv: usize): v128 {
+  return kScalePairs(q4kScales(p + 4), xm, sv);
 }
 
 /** Four Q5_K rows (may alias) with the widened token xs of nsb super-blocks (per super-block like dot4Q4K). */

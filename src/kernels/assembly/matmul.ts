@@ -547,8 +547,13 @@ export function matmul(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: 
     case T_F16: matmulF16(out, w, x, rows, cols, nTok, r0, r1, scratch); return;
     case T_BF16: matmulBF16(out, w, x, rows, cols, nTok, r0, r1, scratch); return;
   }
+  // where relaxed dots are pmaddubsw sequences (dotLowering 2): the prefill of Q4_0, Q4_K and Q6_K
+  // and the Q4_0 and Q4_K decode with their i16 pair sums, the Q6_K decode by the SIMD128 kernel
+  // (faster there: bench gmac); the same bits every way
+  let slowDots = false;
+  if (ASC_FEATURE_RELAXED_SIMD) slowDots = dotLowering(scratch) == 2;
   if (ASC_FEATURE_RELAXED_SIMD) {
-    if (nTok >= 2 && prefillRelaxed(t, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse)) return;
+    if (nTok >= 2 && prefillRelaxed(t, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse, slowDots)) return;
   }
   // below 4 tokens the per-block unpacking of the prefill loop costs more than it saves (relaxed
   // build: Q4_0 then goes token by token, so that it keeps decodeQ4_0Relaxed's rounding)
@@ -560,10 +565,6 @@ export function matmul(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: 
   const nb: u32 = K ? cols >> 8 : cols >> 5;
   const rb: u32 = nb * blockBytes(t);
   const arb: u32 = nb * (K ? 292 : one ? 36 : 34);
-  // where relaxed dots are pmaddubsw sequences (dotLowering 2): Q4_K decode with their i16 pair
-  // sums, Q6_K by the SIMD128 kernel (faster there: bench gmac); the same bits every way
-  let slowDots = false;
-  if (ASC_FEATURE_RELAXED_SIMD) slowDots = dotLowering(scratch) == 2;
   for (let tok: u32 = 0; tok < nTok; tok++) {
     const xt = x + tok * arb;
     if (ASC_FEATURE_RELAXED_SIMD) {

@@ -19,8 +19,7 @@
 // length once the rows variant lost its scalar gathers: Q4_K x32 58 vs 77 GMAC/s, Q6_K 50 vs 51.)
 import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4Safe, mulAdd, storeEightStreams, transposeSum } from "./common";
 import { q4kScales } from "./unpack";
-import { dotLowering } from "./relaxed-q8u";
-import { q6Scales } from "./kquant-decode";
+import { kScalePairs, q6Scales } from "./kquant-decode";
 
 // @ts-ignore: decorator
 @inline function rdot(x: v128, w: v128, acc: v128): v128 {
@@ -43,14 +42,15 @@ import { q6Scales } from "./kquant-decode";
  * Prefill of Q4_0, Q4_K and Q6_K with relaxed dot products (nTok >= 2); false (nothing done) for
  * other types or when the scratch is too small. Tokens in chunks (as many as fit in scratchBytes,
  * at most 64), rows four at a time (one sequential stream per thread), each group of four rows
- * unpacked once per chunk.
+ * unpacked once per chunk. i16: the engine's relaxed dots are pmaddubsw sequences (relaxed-q8u.ts
+ * dotLowering 2, decided by the caller): their i16 pair sums instead (the same integers).
  */
 export function prefillRelaxed(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
-  r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool): bool {
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool, i16: bool): bool {
   switch (t) {
-    case T_Q4_0: return prefillQ4_0Rows(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse);
-    case T_Q4_K: return prefillKRows(T_Q4_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
-    case T_Q6_K: return prefillKRows(T_Q6_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes);
+    case T_Q4_0: return prefillQ4_0Rows(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse, i16);
+    case T_Q4_K: return prefillKRows(T_Q4_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, i16);
+    case T_Q6_K: return prefillKRows(T_Q6_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, i16);
     default: return false;
   }
 }
@@ -162,11 +162,7 @@ const KCONSTS: u32 = 192;
  */
 // @ts-ignore: decorator
 @inline function q4RowScales(p: usize, xm: v128, C: usize, sv: usize): v128 {
-  const s8 = q4ScalesC(p + 4, C);
-  const S = i16x8.extend_low_i8x16_u(s8);
-  v128.store(sv, i16x8.shuffle(S, S, 0, 8, 1, 9, 2, 10, 3, 11), 0);
-  v128.store(sv, i16x8.shuffle(S, S, 4, 12, 5, 13, 6, 14, 7, 15), 16);
-  return i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(s8), xm);
+  return kScalePairs(q4ScalesC(p + 4, C), xm, sv);
 }
 
 /**
@@ -419,10 +415,10 @@ const Q4_SPACED = true;
   }
 }
 
-/** Q4_0 prefill (lane = row); false (nothing done) if the scratch cannot hold one block of one token. */
+/** Q4_0 prefill (lane = row; i16 as prefillRelaxed); false (nothing done) if the scratch cannot hold one block of one token. */
 export function prefillQ4_0Rows(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
-  r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool): bool {
-  return prefillLegacyRows(false, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse);
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool, i16: bool): bool {
+  return prefillLegacyRows(false, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse, i16);
 }
 
 /**
@@ -432,19 +428,17 @@ export function prefillQ4_0Rows(out: usize, w: usize, x: usize, rows: u32, cols:
  */
 export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
   r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool): bool {
-  return prefillLegacyRows(true, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse);
+  return prefillLegacyRows(true, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse, false);
 }
 
 /** prefillQ4_0Rows and prefillQ8_0UnsignedRows: one body, the weight kind a constant. */
 // @ts-ignore: decorator
 @inline function prefillLegacyRows(q8: bool, out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
-  r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool): bool {
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool, i16: bool): bool {
   const nb = cols >> 5;
   const rb = nb * (q8 ? 34 : 18), arb = nb * 34;
   // the dots' start: -8 * sum(x) for Q4_0's levels 0..15, -128 * sum(x) for Q8_0's w + 128
   const shift: u32 = q8 ? 7 : 3;
-  // Q4_0 where relaxed dots are pmaddubsw sequences: i16 pair sums (rows4Legacy); Q8_0 runs here only with VNNI
-  const i16 = !q8 && dotLowering(scratch) == 2;
   // constants (storeConsts', then i16 ones), then the accumulators of a short last group
   const C = scratch, TAIL = scratch + CONSTS + 16;
   const D = TAIL + (64 << 4);
@@ -872,12 +866,11 @@ export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb:
 /** Q4_K / Q6_K prefill (lane = row); false (nothing done) if the per-token data do not fit. */
 // @ts-ignore: decorator
 @inline function prefillKRows(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
-  r0: u32, r1: u32, scratch: usize, scratchBytes: u32): bool {
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32, i16: bool): bool {
   const nsb = cols >> 8;
   const rb = nsb * (t == T_Q4_K ? 144 : 210), arb = nsb * 292;
   const DB: u32 = t == T_Q4_K ? 32 : 48; // per token and super-block: dx, then the sums as i16 pairs at 16
-  // where relaxed dots are pmaddubsw sequences: i16 pair sums (Q4_K: two integer accumulators per token)
-  const i16 = dotLowering(scratch) == 2;
+  // i16 (relaxed dots are pmaddubsw sequences): i16 pair sums (Q4_K: two integer accumulators per token)
   const per: u32 = nsb * DB + 48;
   if (scratchBytes < per + 256) return false;
   let chunk: u32 = (scratchBytes - 256) / per;
