@@ -24,10 +24,10 @@ import {
 /** Per-thread scratch: matmul's widened activations (i16 values + f32 scales of a chunk of tokens). */
 export const WASM_SCRATCH_BYTES_PER_THREAD = 384 * 1024;
 /**
- * Per worker thread (not the main one): the shadow its matmul chunks are written to before their
- * commit, so that the main thread can take over a preempted worker's chunk (pool-worker.ts
- * CHUNK_FREE). 1 MiB holds a quarter of a 32-token batch of Llama 3 8B's 14336 FFN rows; a job
- * whose chunks do not fit runs without (its workers write the output directly).
+ * Per worker thread (not the main one): the shadow its one-token matmul chunks are written to
+ * before their commit, so that the main thread can take over a preempted worker's chunk
+ * (pool-worker.ts CHUNK_FREE; several-token matmuls write directly, see dispatchMatmul). 1 MiB
+ * holds a chunk of 262,144 rows; a job whose chunks do not fit runs without.
  */
 export const WASM_SHADOW_BYTES_PER_WORKER = 1 << 20;
 /** LLAMESH_POOL_TAKEOVER=0: no shadows, no takeovers (A/B). */
@@ -72,8 +72,15 @@ const MIN_SPLIT_QWEIGHT_VALUES = 1 << 12;
  * 1.1B 8-token step 85.3-87.8 -> 84.3 ms (1 per thread 82.5-83.6). Two keep a preempted thread's
  * stall to a quarter of a job, and the pool's load evidence (pool-adapt.ts) still sees 32 chunks
  * per thread and epoch.
+ *
+ * Matmuls of several tokens (prompt batches) take one chunk per thread (PREFILL_CHUNKS_PER_THREAD):
+ * since the main thread takes over a preempted worker's chunk (pool.ts), a second chunk no longer
+ * bounds the stall, and each chunk costs a pass over the batch's activations. Quiet 9-token prompt
+ * on the 1.1B Q8_0 shape, 2 threads, Node 20.20.2, 8 alternating runs each (tok/s, median): two
+ * per thread 36.7, one 40.1, the pool before issue 11 40.5 (AMD EPYC, 2026-12-03).
  */
 const CHUNKS_PER_THREAD = 2;
+const PREFILL_CHUNKS_PER_THREAD = 1;
 const MIN_CHUNK_MACS = 1 << 17;
 
 /** (module (func (result v128) (v128.const i32x4 0 0 0 0))) */
@@ -310,8 +317,8 @@ export class WasmKernels implements Kernels {
   }
 
   /** Chunks for a job of `units` units and `work` in all, each chunk at least `minChunk` of it. */
-  private chunks(units: number, work: number, minChunk: number): number {
-    const cap = Math.min(units, this.threads * CHUNKS_PER_THREAD);
+  private chunks(units: number, work: number, minChunk: number, perThread = CHUNKS_PER_THREAD): number {
+    const cap = Math.min(units, this.threads * perThread);
     if (this.splitScale === 0) return cap;
     return Math.max(1, Math.min(cap, Math.max(this.threads, Math.floor(work / minChunk))));
   }
@@ -326,7 +333,12 @@ export class WasmKernels implements Kernels {
   private dispatchMatmul(chunks: number, type: number, out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void {
     const a = this.args;
     a[0] = type; a[1] = out; a[2] = w; a[3] = x; a[4] = rows; a[5] = cols; a[6] = nTok; a[7] = this.scratch; a[8] = this.scratchBytes;
-    const fits = this.shadow > 0 && nTok * matmulChunkRowsMax(rows, chunks) * 4 <= WASM_SHADOW_BYTES_PER_WORKER;
+    // Shadows (and so takeovers) for one-token matmuls only: with them, the quiet 9-token prompt
+    // of the 1.1B Q8_0 shape ran at 37.1-37.8 tok/s against 40.8-41.7 without (Node 20.20.2, 2
+    // threads, AMD EPYC, 5 alternating runs; Node 24 showed no difference; the cause was not
+    // found: the kernels alone, in-process, run as fast into a shadow). A prompt's jobs are few
+    // and long, so a takeover would redo milliseconds anyway; under load the pool runs them alone.
+    const fits = this.shadow > 0 && nTok === 1 && matmulChunkRowsMax(rows, chunks) * 4 <= WASM_SHADOW_BYTES_PER_WORKER;
     a[MATMUL_SHADOW] = fits ? this.shadow : 0;
     a[MATMUL_SHADOW + 1] = WASM_SHADOW_BYTES_PER_WORKER;
     this.pool.run(OP_MATMUL, this.arenaId, a.subarray(0, MATMUL_SHADOW + 2), chunks, ((rows * 65536 + cols / 32) * 64 + Math.min(nTok, 63)) * 64 + type);
@@ -359,7 +371,7 @@ export class WasmKernels implements Kernels {
     this.check("matmul x", x, nTok * rowBytes(actTypeOf(type), cols), type);
     const macs = rows * cols * nTok;
     if (this.threads > 1 && rows >= 8 * this.splitScale && macs >= MIN_SPLIT_MACS * this.splitScale) {
-      this.dispatchMatmul(this.chunks(Math.ceil(rows / 4), macs, MIN_CHUNK_MACS), info.ggmlId, out, w, x, rows, cols, nTok);
+      this.dispatchMatmul(this.chunks(Math.ceil(rows / 4), macs, MIN_CHUNK_MACS, nTok > 1 ? PREFILL_CHUNKS_PER_THREAD : CHUNKS_PER_THREAD), info.ggmlId, out, w, x, rows, cols, nTok);
     } else {
       this.k.matmul(info.ggmlId, out, w, x, rows, cols, nTok, 0, rows, this.scratch, this.scratchBytes, 0);
     }

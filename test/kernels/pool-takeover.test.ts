@@ -3,7 +3,9 @@
  * thread takes over every matmul chunk a worker has not committed the moment it runs out of
  * chunks, so commits and takeovers race on nearly every job. The outputs must equal one thread's
  * bit for bit, and a worker whose chunk was taken over must never write afterwards: each matmul's
- * output is changed in place right after (siluMul), which a late write would undo.
+ * output is changed in place right after (siluMul), which a late write would undo. Only
+ * one-token matmuls run with shadows (wasm.ts dispatchMatmul); the 3- and 9-token ones check that
+ * the direct writes stay right next to them.
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
