@@ -74,10 +74,11 @@ const MIN_SPLIT_QWEIGHT_VALUES = 1 << 12;
  * per thread and epoch.
  *
  * Matmuls of several tokens (prompt batches) take one chunk per thread (PREFILL_CHUNKS_PER_THREAD):
- * since the main thread takes over a preempted worker's chunk (pool.ts), a second chunk no longer
- * bounds the stall, and each chunk costs a pass over the batch's activations. Quiet 9-token prompt
- * on the 1.1B Q8_0 shape, 2 threads, Node 20.20.2, 8 alternating runs each (tok/s, median): two
- * per thread 36.7, one 40.1, the pool before issue 11 40.5 (AMD EPYC, 2026-12-03).
+ * each chunk costs a pass over the batch's activations. Quiet 9-token prompt on the 1.1B Q8_0
+ * shape, 2 threads, Node 20.20.2, 8 alternating runs each, both without shadows (tok/s, median):
+ * two per thread 38.1, one 40.1, the pool before issue 11 40.5 (AMD EPYC, 2026-12-03). A
+ * preempted worker then holds half a prompt job (they run without takeovers, see dispatchMatmul),
+ * but under load the pool runs the prompt's jobs on the main thread alone (pool-adapt.ts).
  */
 const CHUNKS_PER_THREAD = 2;
 const PREFILL_CHUNKS_PER_THREAD = 1;
@@ -335,9 +336,10 @@ export class WasmKernels implements Kernels {
     a[0] = type; a[1] = out; a[2] = w; a[3] = x; a[4] = rows; a[5] = cols; a[6] = nTok; a[7] = this.scratch; a[8] = this.scratchBytes;
     // Shadows (and so takeovers) for one-token matmuls only: with them, the quiet 9-token prompt
     // of the 1.1B Q8_0 shape ran at 37.1-37.8 tok/s against 40.8-41.7 without (Node 20.20.2, 2
-    // threads, AMD EPYC, 5 alternating runs; Node 24 showed no difference; the cause was not
-    // found: the kernels alone, in-process, run as fast into a shadow). A prompt's jobs are few
-    // and long, so a takeover would redo milliseconds anyway; under load the pool runs them alone.
+    // threads, AMD EPYC, 5 alternating runs each; one shadowed run, at 20.8, ran alone and is left
+    // out). Node 24 showed no difference, and the kernels alone, in-process, run as fast into a
+    // shadow: the cause was not found. A prompt's jobs are few and long, so a takeover would redo
+    // milliseconds anyway; under load the pool runs them alone.
     const fits = this.shadow > 0 && nTok === 1 && matmulChunkRowsMax(rows, chunks) * 4 <= WASM_SHADOW_BYTES_PER_WORKER;
     a[MATMUL_SHADOW] = fits ? this.shadow : 0;
     a[MATMUL_SHADOW + 1] = WASM_SHADOW_BYTES_PER_WORKER;
