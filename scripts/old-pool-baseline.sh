@@ -14,7 +14,6 @@ ln -s "$root/node_modules" node_modules
 git show b47c52d:src/kernels/pool.ts > src/kernels/pool.ts
 rm -f src/kernels/pool-adapt.ts
 python3 - <<'PY'
-import re
 def edit(path, pairs):
     s = open(path).read()
     for old, new in pairs:
@@ -86,8 +85,7 @@ if (!isMainThread && (workerData as { oldPool?: boolean } | undefined)?.oldPool)
   parentPort?.close();
 } else if (!isMainThread && (workerData as WorkerInit | undefined)?.llameshKernelPool) {'''
 edit("src/kernels/pool-worker.ts", [("\nif (!isMainThread && (workerData as WorkerInit | undefined)?.llameshKernelPool) {", old_loop)])
-edit("src/kernels/wasm.ts", [("const CHUNKS_PER_THREAD = 2;", "const CHUNKS_PER_THREAD = 1;"),
-                             ("const PREFILL_CHUNKS_PER_THREAD = 1;", "const PREFILL_CHUNKS_PER_THREAD = 1; void PREFILL_CHUNKS_PER_THREAD;")])
+edit("src/kernels/wasm.ts", [("const CHUNKS_PER_THREAD = 2;", "const CHUNKS_PER_THREAD = 1;")])
 PY
 # test/ still uses the new pool's API; only src/ and bench/ need to compile
 npx tsc -p . >/dev/null || true
