@@ -31,17 +31,24 @@ export type TensorType =
   | "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_1" | "Q5_0" | "Q5_1"
   | "Q2_K" | "Q3_K" | "Q4_K" | "Q5_K" | "Q6_K" | "IQ4_NL";
 export type ActType = "F32" | "F16" | "BF16" | "Q8_0" | "Q8_1" | "Q8_K";
+/**
+ * What a matmul's weights can be in memory: a file's type, or a layout no file has that the
+ * kernels repack a loaded matrix into (Kernels.repackWeights). Q4_0x4: Q4_0 with each group of four
+ * rows interleaved block by block (the four scales, then the quants transposed in 4-byte groups,
+ * 72 bytes per block of four rows: assembly/q4x4.ts), the same bytes per row as Q4_0.
+ */
+export type MatmulType = TensorType | "Q4_0x4";
 
 export interface TypeInfo {
-  name: TensorType | ActType;
-  /** ggml_type id (ggml.h), as stored in GGUF tensor infos. */
+  name: MatmulType | ActType;
+  /** ggml_type id (ggml.h), as stored in GGUF tensor infos (Q4_0x4: the kernels' own id, in no file). */
   ggmlId: number;
   /** Values per block (1 for the float types). */
   blockValues: number;
   blockBytes: number;
 }
 
-const TABLE: Record<TensorType | ActType, TypeInfo> = {
+const TABLE: Record<MatmulType | ActType, TypeInfo> = {
   F32: { name: "F32", ggmlId: 0, blockValues: 1, blockBytes: 4 },
   F16: { name: "F16", ggmlId: 1, blockValues: 1, blockBytes: 2 },
   Q4_0: { name: "Q4_0", ggmlId: 2, blockValues: 32, blockBytes: 18 },
@@ -58,6 +65,7 @@ const TABLE: Record<TensorType | ActType, TypeInfo> = {
   Q8_K: { name: "Q8_K", ggmlId: 15, blockValues: 256, blockBytes: 292 },
   IQ4_NL: { name: "IQ4_NL", ggmlId: 20, blockValues: 32, blockBytes: 18 },
   BF16: { name: "BF16", ggmlId: 30, blockValues: 1, blockBytes: 2 },
+  Q4_0x4: { name: "Q4_0x4", ggmlId: 48, blockValues: 32, blockBytes: 18 },
 };
 
 export const TENSOR_TYPES: readonly TensorType[] = [
@@ -65,35 +73,40 @@ export const TENSOR_TYPES: readonly TensorType[] = [
 ];
 export const ACT_TYPES: readonly ActType[] = ["F32", "F16", "BF16", "Q8_0", "Q8_1", "Q8_K"];
 
-const ACT_OF: Record<TensorType, ActType> = {
+const ACT_OF: Record<MatmulType, ActType> = {
   F32: "F32", F16: "F16", BF16: "BF16",
-  Q8_0: "Q8_0", Q4_0: "Q8_0", Q5_0: "Q8_0", IQ4_NL: "Q8_0",
+  Q8_0: "Q8_0", Q4_0: "Q8_0", Q4_0x4: "Q8_0", Q5_0: "Q8_0", IQ4_NL: "Q8_0",
   Q4_1: "Q8_1", Q5_1: "Q8_1",
   Q2_K: "Q8_K", Q3_K: "Q8_K", Q4_K: "Q8_K", Q5_K: "Q8_K", Q6_K: "Q8_K",
 };
 
 const BY_ID = new Map<number, TensorType>(TENSOR_TYPES.map((t) => [TABLE[t].ggmlId, t]));
 
-export function typeInfo(t: TensorType | ActType): TypeInfo {
+export function typeInfo(t: MatmulType | ActType): TypeInfo {
   const info = TABLE[t];
   if (info === undefined) throw new RangeError(`unknown tensor type ${String(t)}`);
   return info;
 }
 
 /** The type llama.cpp's CPU backend quantizes activations to for weights of type `w`. */
-export function actTypeOf(w: TensorType): ActType {
+export function actTypeOf(w: MatmulType): ActType {
   const a = ACT_OF[w];
   if (a === undefined) throw new RangeError(`unknown tensor type ${String(w)}`);
   return a;
 }
 
 /** Bytes of a row of `n` values; n must be a non-negative multiple of the type's block size. */
-export function rowBytes(t: TensorType | ActType, n: number): number {
+export function rowBytes(t: MatmulType | ActType, n: number): number {
   const { blockValues, blockBytes } = typeInfo(t);
   if (!Number.isSafeInteger(n) || n < 0 || n % blockValues !== 0) {
     throw new RangeError(`${t}: a row of ${n} values is not a whole number of ${blockValues}-value blocks`);
   }
   return (n / blockValues) * blockBytes;
+}
+
+/** The file type a matmul layout holds (Q4_0x4: Q4_0). */
+export function fileTypeOf(t: MatmulType): TensorType {
+  return t === "Q4_0x4" ? "Q4_0" : t;
 }
 
 /** The weight type of a ggml type id, or undefined if llamesh does not read it. */

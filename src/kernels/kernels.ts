@@ -8,7 +8,7 @@
  * Sizes called `cols` or `n` are multiples of the block size of the type they are in.
  */
 import type { Arena } from "./arena.js";
-import type { ActType, TensorType } from "./formats.js";
+import type { ActType, MatmulType, TensorType } from "./formats.js";
 
 export type Ptr = number;
 
@@ -35,7 +35,15 @@ export interface Kernels {
    * the f32 scales in block order); implementations agree up to f32 reassociation (in practice the
    * integer types are bit-identical; the float types sum in a different order).
    */
-  matmul(type: TensorType, out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void;
+  matmul(type: MatmulType, out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void;
+  /**
+   * A loaded matrix (rows x cols of `type` at w), rearranged in place into the layout these
+   * kernels multiply fastest, if they have one: returns the layout to pass to matmul from then on
+   * (formats.ts MatmulType; the type itself where nothing was done). The relaxed WebAssembly build
+   * makes Q4_0 matrices of whole groups of four rows Q4_0x4 (LLAMESH_REPACK=0: never); results are
+   * the same bits either way. The reference never repacks.
+   */
+  repackWeights(type: TensorType, w: Ptr, rows: number, cols: number): MatmulType;
   /**
    * Quantize `n` f32 values at `src` to weight type `type` at `dst` (rowBytes(type, n) bytes),
    * bit-identical with kernels/quant quantizeRow (llama-quantize without an importance matrix).

@@ -30,6 +30,8 @@ export interface KernelExports {
   attention(out: number, q: number, kCache: number, vCache: number, scratch: number,
     nHeads: number, nKvHeads: number, headDim: number, nPos: number, h0: number, h1: number): void;
   memRead(p: number, bytes: number): number;
+  /** Rows [0, rows) of Q4_0 at w (nb blocks each, rows % 4 == 0) into Q4_0x4 in place; scratch: 72 x nb bytes (missing in older builds). */
+  repackQ4_0x4?(w: number, rows: number, nb: number, scratch: number): void;
 }
 
 // Control block layout (Int32 indices); f64 job arguments start at byte ARGS_BYTE.

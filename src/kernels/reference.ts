@@ -4,7 +4,8 @@
  */
 import type { Arena } from "./arena.js";
 import { ATTENTION_ENTRY_WORDS, type KernelBackend, type Kernels, type Ptr } from "./kernels.js";
-import { actTypeOf, rowBytes, type ActType, type TensorType } from "./formats.js";
+import { actTypeOf, fileTypeOf, rowBytes, type ActType, type MatmulType, type TensorType } from "./formats.js";
+import { deinterleaveQ4_0x4 } from "./quant/interleave.js";
 import { quantizeActRow, quantizeRow, vecDot } from "./quant/index.js";
 import { bf16ToF32, f32ToBf16, f32ToF16, roundHalfEven } from "../core/numbers.js";
 
@@ -59,14 +60,23 @@ export class ReferenceKernels implements Kernels {
     quantizeActRow(act, this.f32, src >> 2, this.u8, dst, n);
   }
 
-  matmul(type: TensorType, out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void {
+  matmul(type: MatmulType, out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void {
     const wb = rowBytes(type, cols), xb = rowBytes(actTypeOf(type), cols);
-    const fused = this.fusedTypes.includes(type);
-    for (let t = 0; t < nTok; t++) {
-      for (let r = 0; r < rows; r++) {
-        this.f32[(out >> 2) + t * rows + r] = vecDot(type, cols, this.u8, w + r * wb, this.u8, x + t * xb, fused);
+    const file = fileTypeOf(type);
+    const fused = this.fusedTypes.includes(file);
+    // Q4_0x4: each group of four rows back to Q4_0 first, then the Q4_0 dots
+    const plain = type === "Q4_0x4" ? new Uint8Array(4 * wb) : this.u8;
+    for (let r = 0; r < rows; r++) {
+      if (type === "Q4_0x4" && r % 4 === 0) deinterleaveQ4_0x4(this.u8, w + r * wb, plain, 0, 4, cols / 32);
+      const at = type === "Q4_0x4" ? (r % 4) * wb : w + r * wb;
+      for (let t = 0; t < nTok; t++) {
+        this.f32[(out >> 2) + t * rows + r] = vecDot(file, cols, plain, at, this.u8, x + t * xb, fused);
       }
     }
+  }
+
+  repackWeights(type: TensorType): MatmulType {
+    return type;
   }
 
   quantizeWeights(type: TensorType, dst: Ptr, src: Ptr, n: number): void {

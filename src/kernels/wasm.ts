@@ -14,7 +14,7 @@ import { readFile } from "node:fs/promises";
 import { LlameshError } from "../core/errors.js";
 import type { Arena } from "./arena.js";
 import { ATTENTION_ENTRY_BYTES, ATTENTION_ENTRY_WORDS, type KernelBackend, type Kernels, type Ptr } from "./kernels.js";
-import { actTypeOf, rowBytes, typeInfo, type ActType, type TensorType } from "./formats.js";
+import { actTypeOf, rowBytes, typeInfo, type ActType, type MatmulType, type TensorType } from "./formats.js";
 import { ReferenceBackend } from "./reference.js";
 import { ThreadPool } from "./pool.js";
 import {
@@ -32,6 +32,12 @@ export const WASM_SCRATCH_BYTES_PER_THREAD = 384 * 1024;
 export const WASM_SHADOW_BYTES_PER_WORKER = 1 << 20;
 /** LLAMESH_POOL_TAKEOVER=0: no shadows, no takeovers (A/B). */
 const TAKEOVER = process.env["LLAMESH_POOL_TAKEOVER"] !== "0";
+/**
+ * LLAMESH_REPACK=0: never repack loaded matrices (Kernels.repackWeights; A/B). Otherwise the
+ * relaxed build repacks Q4_0 into Q4_0x4 (assembly/q4x4.ts): its decode kernel has no transposes
+ * (measured in the README's Speed section).
+ */
+const REPACK = process.env["LLAMESH_REPACK"] !== "0";
 /** Scratch quantizeWeights uses per thread (level buffers, assembly/quantw.ts). */
 export const QUANTW_SCRATCH_BYTES = 2624;
 
@@ -41,7 +47,7 @@ export const QUANTW_SCRATCH_BYTES = 2624;
  * or the token as f32 (F16, BF16) plus a 64-byte slot. The slack after the blocks holds the relaxed
  * decode loops' constants and per-row scale vectors (assembly/relaxed.ts).
  */
-export function matmulScratchBytes(type: TensorType, cols: number): number {
+export function matmulScratchBytes(type: MatmulType, cols: number): number {
   switch (type) {
     case "Q8_0": return (cols / 32) * 96;
     case "F32": return 64;
@@ -250,7 +256,8 @@ export class WasmBackend implements KernelBackend {
     const { id, exports } = this.pool.register(arena.memory);
     this.ids.set(arena.memory, id);
     const shadow = this.threads > 1 && TAKEOVER ? scratch + this.threads * WASM_SCRATCH_BYTES_PER_THREAD : 0;
-    return new WasmKernels(arena, this.pool, id, exports, this.threads, scratch, WASM_SCRATCH_BYTES_PER_THREAD, this.alwaysSplit ? 0 : 1, shadow);
+    const repack = REPACK && buildOf(this.pool.module) === "relaxed";
+    return new WasmKernels(arena, this.pool, id, exports, this.threads, scratch, WASM_SCRATCH_BYTES_PER_THREAD, this.alwaysSplit ? 0 : 1, shadow, repack);
   }
 
   release(arena: Arena): void {
@@ -290,6 +297,8 @@ export class WasmKernels implements Kernels {
     private readonly splitScale = 1,
     /** Base of the workers' matmul shadows (WASM_SHADOW_BYTES_PER_WORKER each; 0: none). */
     private readonly shadow = 0,
+    /** repackWeights rearranges Q4_0 into Q4_0x4 (the relaxed build, whose kernels multiply it). */
+    private readonly repack = false,
   ) {
     this.size = arena.memory.buffer.byteLength;
     this.words = new Uint32Array(arena.memory.buffer);
@@ -359,9 +368,10 @@ export class WasmKernels implements Kernels {
     }
   }
 
-  matmul(type: TensorType, out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void {
+  matmul(type: MatmulType, out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void {
     const info = typeInfo(type);
-    this.count("matmul rows", rows, 1, type);
+    if (type === "Q4_0x4" && !this.repack) throw new RangeError(`matmul Q4_0x4: these kernels (${buildOf(this.pool.module) ?? "custom"} build) do not multiply that layout`);
+    this.count("matmul rows", rows, type === "Q4_0x4" ? 4 : 1, type);
     this.count("matmul cols", cols, info.blockValues, type);
     this.count("matmul nTok", nTok, 1, type);
     const need = matmulScratchBytes(type, cols);
@@ -377,6 +387,15 @@ export class WasmKernels implements Kernels {
     } else {
       this.k.matmul(info.ggmlId, out, w, x, rows, cols, nTok, 0, rows, this.scratch, this.scratchBytes, 0);
     }
+  }
+
+  repackWeights(type: TensorType, w: Ptr, rows: number, cols: number): MatmulType {
+    if (!this.repack || type !== "Q4_0" || rows % 4 !== 0 || rows === 0 || !this.k.repackQ4_0x4 || (cols / 32) * 72 > this.scratchBytes) return type;
+    this.count("repackWeights cols", cols, 32, type);
+    this.check("repackWeights w", w, rows * rowBytes(type, cols), type);
+    // one thread: the rows are in cache from their loading, and this runs once per matrix
+    this.k.repackQ4_0x4(w, rows, cols / 32, this.scratch);
+    return "Q4_0x4";
   }
 
   quantizeWeights(type: TensorType, dst: Ptr, src: Ptr, n: number): void {

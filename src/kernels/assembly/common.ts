@@ -17,6 +17,8 @@ export const T_Q6_K: u32 = 14;
 export const T_Q8_K: u32 = 15;
 export const T_IQ4_NL: u32 = 20;
 export const T_BF16: u32 = 30;
+/** Q4_0 with rows interleaved by four (q4x4.ts): the kernels' own layout, no ggml type. */
+export const T_Q4_0X4: u32 = 48;
 
 /** Bytes per block of a weight or activation type (per value for the float types). */
 // @ts-ignore: decorator

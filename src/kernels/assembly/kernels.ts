@@ -15,6 +15,7 @@ import { hsum } from "./common";
 export { matmul } from "./matmul";
 export { quantizeAct, quantizeWeights } from "./quant";
 export { fusedTypes } from "./q8";
+export { repackQ4_0x4 } from "./q4x4";
 
 /**
  * expx4's constants in memory, at EXP_C in the module's reserved head of every arena (arena.ts

@@ -8,14 +8,15 @@
 // int16 (so the inner loops are plain loads and i32x4.dot_i16x8_s) and the block scales as f32.
 import {
   T_BF16, T_F16, T_F32, T_Q4_1, T_Q5_1, T_Q8_0, T_Q4_0, T_Q5_0, T_IQ4_NL,
-  T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K,
+  T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K, T_Q4_0X4,
   blockBytes, f16ToF32, f16hiToF32Safe, halves4, halves4Safe, isKQuant, transposeSum, transposeSumF,
 } from "./common";
 import { dOffset, hasMin, kScales16, mOffset, subMin, subScale, w16, w8 } from "./unpack";
 import { matmulQ8 } from "./q8";
 import { decodeQ4KFast, decodeQ5KFast, decodeQ6KFast } from "./kquant-decode";
 import { decodeQ4_0Fast, widenQ4_0 } from "./legacy-decode";
-import { decodeQ4_0Relaxed, decodeRelaxed, prefillRelaxed, widenKRaw, widenQ4_0Raw } from "./relaxed";
+import { decodeQ4_0Relaxed, decodeRelaxed, prefillQ4_0x4Rows, prefillRelaxed, widenKRaw, widenQ4_0Raw } from "./relaxed";
+import { decodeQ4_0x4 } from "./q4x4";
 import { dotLowering } from "./relaxed-q8u";
 
 /** Widened Q8_0/Q8_1 block: 32 i16 (64 B), d as f32x4 (16), barrier slack (16), Q8_1 s as f32x4 or sum(q) as i32x4 (16). */
@@ -529,6 +530,29 @@ function matmulBF16(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Q4_0x4
+
+/**
+ * Q4_0x4 (q4x4.ts; rows, r0 and r1 multiples of 4): the relaxed build only, whose backend
+ * alone repacks (wasm.ts repackWeights). Several tokens by the lane = row prefill, one by the
+ * two-group decode; both round as Q4_0's kernels do.
+ */
+function matmulQ4_0x4(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool): void {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    const slowDots = dotLowering(scratch) == 2;
+    if (nTok >= 2 && prefillQ4_0x4Rows(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse, slowDots)) return;
+    const nb = cols >> 5;
+    for (let tok: u32 = 0; tok < nTok; tok++) {
+      widenQ4_0Raw(x + tok * nb * 34, nb, scratch);
+      decodeQ4_0x4(out + tok * rows * 4, w, scratch, nb, r0, r1, slowDots);
+    }
+    return;
+  }
+  unreachable();
+}
+
+// ---------------------------------------------------------------------------------------------
 // entry
 
 /**
@@ -546,6 +570,7 @@ export function matmul(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: 
     case T_F32: matmulF32(out, w, x, rows, cols, nTok, r0, r1, scratch); return;
     case T_F16: matmulF16(out, w, x, rows, cols, nTok, r0, r1, scratch); return;
     case T_BF16: matmulBF16(out, w, x, rows, cols, nTok, r0, r1, scratch); return;
+    case T_Q4_0X4: matmulQ4_0x4(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse); return;
   }
   // where relaxed dots are pmaddubsw sequences (dotLowering 2): the prefill of Q4_0, Q4_K and Q6_K
   // and the Q4_0 and Q4_K decode with their i16 pair sums, the Q6_K decode by the SIMD128 kernel

@@ -22,7 +22,7 @@ import { q4kScales } from "./unpack";
 import { kScalePairs, q6Scales } from "./kquant-decode";
 
 // @ts-ignore: decorator
-@inline function rdot(x: v128, w: v128, acc: v128): v128 {
+@inline export function rdot(x: v128, w: v128, acc: v128): v128 {
   return i32x4.relaxed_dot_i8x16_i7x16_add_s(x, w, acc);
 }
 
@@ -33,7 +33,7 @@ import { kScalePairs, q6Scales } from "./kquant-decode";
  * scales (dot_i16x8_s) instead of widening them to i32 first (i16: true below).
  */
 // @ts-ignore: decorator
-@inline function rdot16(x: v128, w: v128): v128 {
+@inline export function rdot16(x: v128, w: v128): v128 {
   return i16x8.relaxed_dot_i8x16_i7x16_s(x, w);
 }
 
@@ -353,20 +353,27 @@ const Q4_SPACED = true;
  * relaxed-q8u.ts) times tc tokens over nb blocks: f32x4 accumulators at fa, fs bytes apart.
  */
 // @ts-ignore: decorator
-@inline function rows4Legacy(q8: bool, p0: usize, p1: usize, p2: usize, p3: usize, nb: u32, xp: usize, tc: u32, fa: usize, fs: usize, C: usize, i16: bool): void {
+@inline function rows4Legacy(q8: bool, x4: bool, p0: usize, p1: usize, p2: usize, p3: usize, nb: u32, xp: usize, tc: u32, fa: usize, fs: usize, C: usize, i16: bool): void {
   const m0f = v128.load(C);
   // 0x80 bytes, from a loaded value: a v128.const would be re-materialized at every use
   const flip = i8x16.shl(m0f, 7);
-  const bb: usize = q8 ? 34 : 18;
+  const bb: usize = x4 ? 72 : q8 ? 34 : 18;
   for (let b: u32 = 0; b < nb; b++) {
-    const v0 = v128.load(p0, 2), v1 = v128.load(p1, 2), v2 = v128.load(p2, 2), v3 = v128.load(p3, 2);
-    const dw = halves4C(p0, p1, p2, p3, C);
-    // transpose the raw bytes 4x4 as i32 (lane r of t_g: bytes 4g..4g+3 of row r); Q4_0 then splits
-    // the nibbles (bytewise, so it commutes with the transpose): lo = values 0..15 (groups 0..3), hi = 16..31
-    const t01l = i32x4.shuffle(v0, v1, 0, 4, 1, 5), t01h = i32x4.shuffle(v0, v1, 2, 6, 3, 7);
-    const t23l = i32x4.shuffle(v2, v3, 0, 4, 1, 5), t23h = i32x4.shuffle(v2, v3, 2, 6, 3, 7);
-    const r0 = i64x2.shuffle(t01l, t23l, 0, 2), r1 = i64x2.shuffle(t01l, t23l, 1, 3);
-    const r2 = i64x2.shuffle(t01h, t23h, 0, 2), r3 = i64x2.shuffle(t01h, t23h, 1, 3);
+    let r0: v128, r1: v128, r2: v128, r3: v128, dw: v128;
+    if (x4) {
+      // Q4_0x4 (q4x4.ts): the group's four rows already transposed, their scales first
+      r0 = v128.load(p0, 8); r1 = v128.load(p0, 24); r2 = v128.load(p0, 40); r3 = v128.load(p0, 56);
+      dw = halves4x4C(p0, C);
+    } else {
+      const v0 = v128.load(p0, 2), v1 = v128.load(p1, 2), v2 = v128.load(p2, 2), v3 = v128.load(p3, 2);
+      dw = halves4C(p0, p1, p2, p3, C);
+      // transpose the raw bytes 4x4 as i32 (lane r of t_g: bytes 4g..4g+3 of row r); Q4_0 then splits
+      // the nibbles (bytewise, so it commutes with the transpose): lo = values 0..15 (groups 0..3), hi = 16..31
+      const t01l = i32x4.shuffle(v0, v1, 0, 4, 1, 5), t01h = i32x4.shuffle(v0, v1, 2, 6, 3, 7);
+      const t23l = i32x4.shuffle(v2, v3, 0, 4, 1, 5), t23h = i32x4.shuffle(v2, v3, 2, 6, 3, 7);
+      r0 = i64x2.shuffle(t01l, t23l, 0, 2); r1 = i64x2.shuffle(t01l, t23l, 1, 3);
+      r2 = i64x2.shuffle(t01h, t23h, 0, 2); r3 = i64x2.shuffle(t01h, t23h, 1, 3);
+    }
     let w0: v128, w1: v128, w2: v128, w3: v128, w4: v128, w5: v128, w6: v128, w7: v128;
     if (q8) {
       const c0 = v128.load(p0, 18), c1 = v128.load(p1, 18), c2 = v128.load(p2, 18), c3 = v128.load(p3, 18);
@@ -418,7 +425,16 @@ const Q4_SPACED = true;
 /** Q4_0 prefill (lane = row; i16 as prefillRelaxed); false (nothing done) if the scratch cannot hold one block of one token. */
 export function prefillQ4_0Rows(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
   r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool, i16: bool): bool {
-  return prefillLegacyRows(false, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse, i16);
+  return prefillLegacyRows(false, false, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse, i16);
+}
+
+/**
+ * Q4_0x4 prefill (rows interleaved by four, q4x4.ts; rows, r0 and r1 multiples of 4): as
+ * prefillQ4_0Rows without its transposes, the same bits.
+ */
+export function prefillQ4_0x4Rows(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
+  r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool, i16: bool): bool {
+  return prefillLegacyRows(false, true, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse, i16);
 }
 
 /**
@@ -428,12 +444,12 @@ export function prefillQ4_0Rows(out: usize, w: usize, x: usize, rows: u32, cols:
  */
 export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
   r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool): bool {
-  return prefillLegacyRows(true, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse, false);
+  return prefillLegacyRows(true, false, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse, false);
 }
 
 /** prefillQ4_0Rows and prefillQ8_0UnsignedRows: one body, the weight kind a constant. */
 // @ts-ignore: decorator
-@inline function prefillLegacyRows(q8: bool, out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
+@inline function prefillLegacyRows(q8: bool, x4: bool, out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
   r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool, i16: bool): bool {
   const nb = cols >> 5;
   const rb = nb * (q8 ? 34 : 18), arb = nb * 34;
@@ -481,7 +497,7 @@ export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u3
           dp += Q4X;
         }
       }
-      if (sn == nb && Q4_SPACED) {
+      if (sn == nb && Q4_SPACED && !x4) {
         // one slab: the four rows of a group spaced a quarter of the range apart (four streams
         // far apart read DRAM better than four adjacent rows, as in the decode loops)
         const n = r1 - r0, q = (n + 3) >> 2, qb = q * rb;
@@ -489,8 +505,8 @@ export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u3
           const p0 = w + (r0 + i) * rb;
           const p1 = q + i < n ? p0 + qb : p0, p2 = q * 2 + i < n ? p0 + 2 * qb : p0, p3 = q * 3 + i < n ? p0 + 3 * qb : p0;
           for (let j: u32 = 0; j < tc; j++) v128.store(TAIL + (j << 4), f32x4.splat(0));
-          if (i16) rows4Legacy(q8, p0, p1, p2, p3, nb, D, tc, TAIL, 16, C, true);
-          else rows4Legacy(q8, p0, p1, p2, p3, nb, D, tc, TAIL, 16, C, false);
+          if (i16) rows4Legacy(q8, false, p0, p1, p2, p3, nb, D, tc, TAIL, 16, C, true);
+          else rows4Legacy(q8, false, p0, p1, p2, p3, nb, D, tc, TAIL, 16, C, false);
           for (let j: u32 = 0; j < tc; j++) {
             const v = v128.load(TAIL + (j << 4));
             const o = out + (((t0 + j) * rows + r0 + i) << 2);
@@ -504,14 +520,15 @@ export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u3
       }
       for (let r = r0; r < r1; r += 4) {
         const left = r1 - r;
-        const p0 = w + r * rb + b0 * (q8 ? 34 : 18);
+        // Q4_0x4: group r / 4 starts at r * rb too (four rows of rb bytes each), its blocks 72 bytes
+        const p0 = w + r * rb + b0 * (x4 ? 72 : q8 ? 34 : 18);
         const p1 = left > 1 ? p0 + rb : p0, p2 = left > 2 ? p0 + 2 * rb : p0, p3 = left > 3 ? p0 + 3 * rb : p0;
         const fa = left >= 4 ? out + ((t0 * rows + r) << 2) : TAIL, fs: usize = left >= 4 ? ((rows << 2) as usize) : 16;
-        if (i16) rows4Legacy(q8, p0, p1, p2, p3, sn, D, tc, fa, fs, C, true);
-        else rows4Legacy(q8, p0, p1, p2, p3, sn, D, tc, fa, fs, C, false);
+        if (i16) rows4Legacy(q8, x4, p0, p1, p2, p3, sn, D, tc, fa, fs, C, true);
+        else rows4Legacy(q8, x4, p0, p1, p2, p3, sn, D, tc, fa, fs, C, false);
       }
     }
-    if (full < r1 && !(slab == nb && Q4_SPACED)) {
+    if (full < r1 && !(slab == nb && Q4_SPACED && !x4)) {
       const left = r1 - full;
       for (let j: u32 = 0; j < tc; j++) {
         const v = v128.load(TAIL + (j << 4));
@@ -600,6 +617,13 @@ const ONES: u32 = CONSTS;
   const hw = (load<u16>(p0) as u64) | ((load<u16>(p1) as u64) << 16) |
     ((load<u16>(p2) as u64) << 32) | ((load<u16>(p3) as u64) << 48);
   const h = i16x8.shuffle(i32x4.splat(0), i64x2.splat(hw), 0, 8, 1, 9, 2, 10, 3, 11);
+  return f32x4.mul(v128.and(i32x4.shr_s(h, 3), v128.load(C, 32)), v128.load(C, 48));
+}
+
+/** halves4C of the four f16 scales stored together at p (a Q4_0x4 block of four rows). */
+// @ts-ignore: decorator
+@inline export function halves4x4C(p: usize, C: usize): v128 {
+  const h = i16x8.shuffle(i32x4.splat(0), i64x2.splat(load<u64>(p)), 0, 8, 1, 9, 2, 10, 3, 11);
   return f32x4.mul(v128.and(i32x4.shr_s(h, 3), v128.load(C, 32)), v128.load(C, 48));
 }
 

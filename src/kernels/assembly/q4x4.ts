@@ -1,0 +1,119 @@
+// Q4_0 with rows interleaved by four ("Q4_0x4"): a layout of the engine's memory, never of a file.
+// After a node's Q4_0 matrices are loaded, the relaxed build repacks them in place (repackQ4_0x4,
+// engine/slice.ts seal), as llama.cpp's CPU backend repacks Q4_0 into its block_q4_0x4/x8. Each
+// group of four rows keeps its 4 x rb bytes, block by block (72 bytes per block of the group):
+//
+//   bytes 0..7    the four rows' f16 scales d (row 0 first)
+//   bytes 8..71   four vectors V_0..V_3 of 16 bytes: bytes 4r..4r+3 of V_g are qs[4g..4g+3] of row r
+//
+// so one 8-byte load gives the four scales, and the lane = row dots (lane r of a dot belongs to
+// row r, its four products against the token's four values broadcast to every lane) read V_g's
+// nibbles as they are: no 4x4 transposes, no horizontal sums, no scalar scale gathers, which were
+// most of the old Q4_0 loops' instructions. Results are bit-identical with Q4_0's kernels and the
+// reference (the same integer sums, the same float step per block: acc += f32(sumi) * f32(d dx),
+// fused where Q4_0's is).
+import { mulAdd } from "./common";
+import { halves4x4C, rdot, rdot16 } from "./relaxed";
+
+/** Bytes of one block of a group of four rows. */
+const GB: u32 = 72;
+/** widenQ4_0Raw's bytes per block, and the offset of its constants' i16 ones (relaxed.ts XS, ONES). */
+const XS: u32 = 112;
+const ONES: u32 = 96;
+
+/**
+ * Rows [0, rows) of a Q4_0 matrix at w (nb blocks per row, rows a multiple of 4) into Q4_0x4, in
+ * place; scratch: 4 x nb x 18 bytes (one group's rows, copied first).
+ */
+export function repackQ4_0x4(w: usize, rows: u32, nb: u32, scratch: usize): void {
+  const rb: usize = nb * 18;
+  const gBytes = rb << 2;
+  for (let g: u32 = 0; g + 4 <= rows; g += 4) {
+    const base = w + (g as usize) * rb;
+    let i: usize = 0;
+    for (; i + 16 <= gBytes; i += 16) v128.store(scratch + i, v128.load(base + i));
+    for (; i < gBytes; i++) store<u8>(scratch + i, load<u8>(base + i));
+    let dst = base;
+    for (let b: u32 = 0; b < nb; b++) {
+      const s0 = scratch + b * 18, s1 = s0 + rb, s2 = s1 + rb, s3 = s2 + rb;
+      store<u16>(dst, load<u16>(s0), 0);
+      store<u16>(dst, load<u16>(s1), 2);
+      store<u16>(dst, load<u16>(s2), 4);
+      store<u16>(dst, load<u16>(s3), 6);
+      for (let k: usize = 0; k < 16; k += 4) {
+        const o = dst + 8 + (k << 2);
+        store<u32>(o, load<u32>(s0 + 2 + k), 0);
+        store<u32>(o, load<u32>(s1 + 2 + k), 4);
+        store<u32>(o, load<u32>(s2 + 2 + k), 8);
+        store<u32>(o, load<u32>(s3 + 2 + k), 12);
+      }
+      dst += GB;
+    }
+  }
+}
+
+/**
+ * One block of a group at p against the raw token block at xs: i32x4, lane r = row r's
+ * sum(q * x) with q the levels 0..15 (the -8 offset is the caller's). i16: the dots' i16 pair sums
+ * added first (each at most 2 x 15 x 128, the eight 30720: no overflow), then one dot_i16x8_s with
+ * ones (pmaddubsw engines, relaxed-q8u.ts dotLowering 2); else two chains of four relaxed dots.
+ */
+// @ts-ignore: decorator
+@inline function groupDot(p: usize, xs: usize, m0f: v128, C: usize, i16: bool): v128 {
+  const v0 = v128.load(p, 8), v1 = v128.load(p, 24), v2 = v128.load(p, 40), v3 = v128.load(p, 56);
+  if (i16) {
+    let s = i16x8.add(rdot16(v128.load32_splat(xs, 0), v128.and(v0, m0f)), rdot16(v128.load32_splat(xs, 4), v128.and(v1, m0f)));
+    let u = i16x8.add(rdot16(v128.load32_splat(xs, 16), v128.and(i16x8.shr_u(v0, 4), m0f)), rdot16(v128.load32_splat(xs, 20), v128.and(i16x8.shr_u(v1, 4), m0f)));
+    s = i16x8.add(s, rdot16(v128.load32_splat(xs, 8), v128.and(v2, m0f)));
+    u = i16x8.add(u, rdot16(v128.load32_splat(xs, 24), v128.and(i16x8.shr_u(v2, 4), m0f)));
+    s = i16x8.add(s, rdot16(v128.load32_splat(xs, 12), v128.and(v3, m0f)));
+    u = i16x8.add(u, rdot16(v128.load32_splat(xs, 28), v128.and(i16x8.shr_u(v3, 4), m0f)));
+    return i32x4.dot_i16x8_s(i16x8.add(s, u), v128.load(C, ONES));
+  }
+  let s = rdot(v128.load32_splat(xs, 0), v128.and(v0, m0f), i32x4.splat(0));
+  let u = rdot(v128.load32_splat(xs, 16), v128.and(i16x8.shr_u(v0, 4), m0f), i32x4.splat(0));
+  s = rdot(v128.load32_splat(xs, 4), v128.and(v1, m0f), s);
+  u = rdot(v128.load32_splat(xs, 20), v128.and(i16x8.shr_u(v1, 4), m0f), u);
+  s = rdot(v128.load32_splat(xs, 8), v128.and(v2, m0f), s);
+  u = rdot(v128.load32_splat(xs, 24), v128.and(i16x8.shr_u(v2, 4), m0f), u);
+  s = rdot(v128.load32_splat(xs, 12), v128.and(v3, m0f), s);
+  u = rdot(v128.load32_splat(xs, 28), v128.and(i16x8.shr_u(v3, 4), m0f), u);
+  return i32x4.add(s, u);
+}
+
+/**
+ * Rows [r0, r1) (multiples of 4) of Q4_0x4 weights at w (nb blocks per row) times the token
+ * widened by relaxed.ts widenQ4_0Raw at xs0: out[r] for those rows. Two groups per pass, half
+ * the range apart (two long streams; they share each block's activation loads).
+ */
+export function decodeQ4_0x4(out: usize, w: usize, xs0: usize, nb: u32, r0: u32, r1: u32, i16: bool): void {
+  if (i16) decodeGroups(out, w, xs0, nb, r0, r1, true);
+  else decodeGroups(out, w, xs0, nb, r0, r1, false);
+}
+
+// @ts-ignore: decorator
+@inline function decodeGroups(out: usize, w: usize, xs0: usize, nb: u32, r0: u32, r1: u32, i16: bool): void {
+  const gBytes: usize = nb * GB;
+  const C = xs0 + nb * XS;
+  const ng = (r1 - r0) >> 2;
+  const half = (ng + 1) >> 1;
+  const m0f = v128.load(C);
+  for (let i: u32 = 0; i < half; i++) {
+    const ga = (r0 >> 2) + i;
+    const hasB = half + i < ng;
+    let pa = w + (ga as usize) * gBytes;
+    let pb = hasB ? pa + (half as usize) * gBytes : pa;
+    let accA = f32x4.splat(0), accB = f32x4.splat(0);
+    let xs = xs0;
+    while (xs < C) {
+      const dx = v128.load(xs, 64), sx = v128.load(xs, 96);
+      const a = i32x4.sub(groupDot(pa, xs, m0f, C, i16), sx);
+      accA = mulAdd(accA, f32x4.convert_i32x4_s(a), f32x4.mul(halves4x4C(pa, C), dx), true);
+      const b = i32x4.sub(groupDot(pb, xs, m0f, C, i16), sx);
+      accB = mulAdd(accB, f32x4.convert_i32x4_s(b), f32x4.mul(halves4x4C(pb, C), dx), true);
+      pa += GB; pb += GB; xs += XS;
+    }
+    v128.store(out + (ga << 4), accA);
+    if (hasB) v128.store(out + ((ga + half) << 4), accB);
+  }
+}
