@@ -32,7 +32,9 @@ export function modelReport(m: LoadedModel, backendName: string, distributed = f
       `n_kv_heads ${c.nKvHeads}, vocab_size ${c.vocabSize}, seq_len ${m.seqLen}` +
       (m.seqLen !== c.seqLen ? ` (model max ${c.seqLen})` : ""),
   );
-  lines.push(`Kernels: ${backendName}; ${mem.arenas} arena${mem.arenas > 1 ? "s" : ""}`);
+  // the kernels' own layouts (e.g. Q4_0 rows interleaved by four, the same results, faster)
+  const repacked = Object.entries(mem.repacked).map(([l, n]) => `${n} ${l === "Q4_0x4" ? "Q4_0 matrices interleaved by four rows (Q4_0x4)" : `matrices as ${l}`}`);
+  lines.push(`Kernels: ${backendName}; ${mem.arenas} arena${mem.arenas > 1 ? "s" : ""}${repacked.length > 0 ? `; ${repacked.join(", ")}` : ""}`);
   lines.push(distributed ? "Memory by layer type, across the cluster (each node's part: Memory per node, below):" : "Memory by layer type:");
   const rows: string[][] = [["layer type", "quant", "memory", "params (M)", "bytes/param"]];
   let params = 0;

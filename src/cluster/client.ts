@@ -16,7 +16,7 @@ import { defaultSeqLen, openCheckpoint, openWeights, type LoadedModel } from "..
 import { nodeDims } from "../engine/slice.js";
 import type { SequenceChunk } from "../engine/forward.js";
 import { defaultQuant, typePlan, type QuantChoice, type TypePlan } from "../engine/types.js";
-import { checkTensors, hfNames, memoryByType, readNorms, type MemorySummary } from "../engine/weights.js";
+import { checkTensors, countLayouts, hfNames, memoryByType, readNorms, type MemorySummary } from "../engine/weights.js";
 import type { LlamaConfig } from "../model/config.js";
 import type { Tokenizer } from "../model/tokenizer-types.js";
 import { modelFingerprint } from "./cache.js";
@@ -375,5 +375,6 @@ function clusterMemory(c: LlamaConfig, plan: TypePlan, cluster: Cluster): Memory
     arenas: arenas.length,
     // tensors the client itself read: embedding, norms, and those its own slice comes from
     tensorsLoaded: 2 + 2 * c.nLayers + (model ? new Set(model.descs.map((x) => x.tensor).filter((t) => t !== hfNames.embedding)).size : 0),
+    repacked: countLayouts(model?.repacked),
   };
 }

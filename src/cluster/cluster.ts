@@ -229,6 +229,7 @@ export class Cluster {
         await n.conn.send(MSG.WEIGHTS, encodeWeightChunk(desc.key, off, data));
       }
     }, onProgress);
+    for (const n of nodes) if (n.kind === "local") n.model.seal();
     for (const n of this.workers) jsonOf(await n.conn.requestJson(MSG.READY, {}), MSG.READY_OK, `worker ${n.label}`);
     return sent;
   }

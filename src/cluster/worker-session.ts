@@ -437,6 +437,8 @@ export class WorkerSession {
     }
     s.writers.clear();
     if (short.length > 0) throw new ProtocolError(`slices incomplete: ${short.join(", ")}`, "incomplete");
+    // every slice is in (cache, model folder, wire): the kernels' own layouts from here on
+    s.slice.node.seal();
     const freed = this.server.cache.evict(new Set(s.slice.node.descs.map((d) => d.key)));
     if (freed > 0) {
       c.cacheBytesEvicted += freed;

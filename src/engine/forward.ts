@@ -15,7 +15,7 @@ import { ResidualStream } from "./residual.js";
 import { extractSlices, fullSlice, ModelSlice, type Segment } from "./slice.js";
 import { LOCAL_REDUCE, runStep } from "./step.js";
 import { defaultQuant, typePlan, type QuantChoice, type TypePlan } from "./types.js";
-import { checkTensors, expectedTensors, memoryByType, readNorms, type MemorySummary } from "./weights.js";
+import { checkTensors, countLayouts, expectedTensors, memoryByType, readNorms, type MemorySummary } from "./weights.js";
 
 export interface LoadOptions {
   /** Context length the KV cache holds. */
@@ -66,6 +66,7 @@ export class ForwardPass {
       if (i === 0) model.view(desc.id).set(data, off);
       else own!.set(data, off);
     }, opts.onProgress);
+    model.seal();
     const embedding = new EmbeddingTable(config, plan, own ?? model.view("cls"));
     return new ForwardPass(config, model, embedding, readNorms(source, config), backend, plan);
   }
@@ -96,6 +97,7 @@ export class ForwardPass {
       model,
       arenas: arenas.length,
       tensorsLoaded: expectedTensors(this.config).length,
+      repacked: countLayouts(this.model.repacked),
     };
   }
 

@@ -16,7 +16,7 @@
  * quantizing equals quantizing the slice.
  */
 import { MAX_ARENA_BYTES, type Arena } from "../kernels/arena.js";
-import { actTypeOf, rowBytes, typeInfo, type ActType, type TensorType } from "../kernels/formats.js";
+import { actTypeOf, rowBytes, typeInfo, type ActType, type MatmulType, type TensorType } from "../kernels/formats.js";
 import { ATTENTION_ENTRY_BYTES, ATTENTION_ENTRY_WORDS, type KernelBackend, type Kernels, type Ptr } from "../kernels/kernels.js";
 import { pad32 } from "../kernels/q8.js";
 import { attnDim, type LlamaConfig } from "../model/config.js";
@@ -372,6 +372,44 @@ export class ModelSlice {
     this.macsPerToken = sliceMacs(c, slice);
   }
 
+  /** The matrices the kernels rearranged into a layout of their own (seal), by slice id. */
+  private readonly layouts = new Map<string, MatmulType>();
+  private sealed = false;
+
+  /**
+   * Every slice is filled: the kernels may now rearrange the matrices into the layouts they
+   * multiply fastest (Kernels.repackWeights: the relaxed build makes Q4_0 rows interleaved by four,
+   * the same results), in place, once. view() then shows the rearranged bytes, so whatever caches
+   * or sends a slice takes its bytes before this (the cache and the wire do: they keep the file's
+   * layout). The classifier is left as it is: with tied embeddings its rows are the embedding
+   * table's (forward.ts), looked up row by row.
+   */
+  seal(): void {
+    if (this.sealed) return;
+    this.sealed = true;
+    for (const x of this.descs) {
+      const at = this.ptrs.get(x.id);
+      if (x.kind === "vec" || x.id === "cls" || at === undefined) continue;
+      // the rows a matmul of this slice covers, all inside its allocation (row slices are padded
+      // to 32 rows; a column slice holds srcRows rows, used as they are when a multiple of 32)
+      const rows = x.kind === "rows" ? pad32(x.r1 - x.r0) : x.srcRows;
+      if (x.kind === "cols" && rows !== pad32(rows)) continue;
+      const cols = x.kind === "rows" ? pad32(x.srcCols) : x.c1 - x.c0;
+      const layout = this.parts[at.part]!.k.repackWeights(x.type, at.ptr, rows, cols);
+      if (layout !== x.type) this.layouts.set(x.id, layout);
+    }
+  }
+
+  /** The layout a slice's matmuls read: its type, or what seal() rearranged it into. */
+  private layoutOf(id: string): MatmulType {
+    return this.layouts.get(id) ?? this.byId.get(id)!.type;
+  }
+
+  /** The slices seal() rearranged and into what (for the log line). */
+  get repacked(): ReadonlyMap<string, MatmulType> {
+    return this.layouts;
+  }
+
   private record(id: string, part: number, ptr: Ptr): void {
     if (this.byId.has(id)) this.ptrs.set(id, { part, ptr });
   }
@@ -416,7 +454,7 @@ export class ModelSlice {
 
   /** out = W x for the loaded input, W of `type` (rows x dimP); the input quantized to W's activation type once. */
   private project(p: Part, id: string, out: Ptr, w: Ptr, rows: number, nTok: number): void {
-    const type = this.byId.get(id)!.type;
+    const type = this.layoutOf(id);
     const act = actTypeOf(type);
     if (p.xaAs !== act) {
       p.k.quantizeAct(act, p.s.xa, p.s.xf, nTok * this.d.dimP);
@@ -427,7 +465,7 @@ export class ModelSlice {
 
   /** out = W a for nTok rows of `cols` activations at `src` (the attention output or the SiLU product). */
   private projectFrom(p: Part, id: string, out: Ptr, w: Ptr, rows: number, src: Ptr, cols: number, nTok: number): void {
-    const type = this.byId.get(id)!.type;
+    const type = this.layoutOf(id);
     p.k.quantizeAct(actTypeOf(type), p.s.aq, src, nTok * cols);
     p.k.matmul(type, out, w, p.s.aq, rows, cols, nTok);
   }

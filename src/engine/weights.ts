@@ -34,6 +34,15 @@ export interface MemorySummary {
   arenas: number;
   /** Checkpoint tensors this machine read. */
   tensorsLoaded: number;
+  /** Matrices of this machine the kernels rearranged (ModelSlice.seal), counted by layout, e.g. { Q4_0x4: 154 }. */
+  repacked: Record<string, number>;
+}
+
+/** ModelSlice.repacked counted by layout. */
+export function countLayouts(layouts: ReadonlyMap<string, string> | undefined): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const l of layouts?.values() ?? []) out[l] = (out[l] ?? 0) + 1;
+  return out;
 }
 
 /** Hugging Face tensor names (Llama, Mistral, Qwen2's biases, Qwen3's q/k norms). */
