@@ -11,7 +11,7 @@ import { Arena } from "../src/kernels/arena.js";
 import { OP_MEMREAD } from "../src/kernels/pool-worker.js";
 import { WasmBackend, loadKernelBuild, type KernelBuild, type WasmKernels } from "../src/kernels/wasm.js";
 import { q8RowBytes } from "../src/kernels/q8.js";
-import { actTypeOf, rowBytes, typeInfo, type TensorType } from "../src/kernels/formats.js";
+import { actTypeOf, fileTypeOf, rowBytes, typeInfo, type MatmulType, type TensorType } from "../src/kernels/formats.js";
 
 /** Llama 2 7B: multiply-accumulates per token (matrices incl. the output head) and Q8_0 weight bytes. */
 export const LLAMA2_7B_MACS_PER_TOKEN = 6.7e9;
@@ -288,7 +288,7 @@ function fillType(arena: Arena, type: TensorType, p: number, bytes: number): voi
 }
 
 export interface TypeFigures {
-  type: TensorType;
+  type: MatmulType;
   /** Build label (A/B runs) */
   build: string;
   threads: number;
@@ -308,9 +308,9 @@ export interface TypeFigures {
  */
 export async function benchTypes(opts: {
   threads: number;
-  types: TensorType[];
+  types: MatmulType[];
   reps?: number;
-  builds?: { name: string; module?: WebAssembly.Module }[];
+  builds?: { name: string; module?: WebAssembly.Module; build?: KernelBuild }[];
   threadCounts?: number[];
   log: (line: string) => void;
 }): Promise<TypeFigures[]> {
@@ -320,7 +320,9 @@ export async function benchTypes(opts: {
   const results: TypeFigures[] = [];
   const nTokPrefill = 8;
   for (const type of opts.types) {
-    const layers = layersFor(type);
+    // Q4_0x4: Q4_0 weights repacked by the first backend (every build of the runs must read it)
+    const file = fileTypeOf(type);
+    const layers = layersFor(file);
     const act = actTypeOf(type);
     let matBytes = 0;
     for (const [r, c] of SHAPES) matBytes += r * rowBytes(type, c);
@@ -336,7 +338,7 @@ export async function benchTypes(opts: {
         p += rows * rowBytes(type, cols);
       }
     }
-    fillType(arena, type, base, matBytes);
+    fillType(arena, file, base, matBytes);
     const xf = arena.alloc(nTokPrefill * maxCols * 4);
     const f = arena.f32(xf, nTokPrefill * maxCols);
     for (let i = 0; i < f.length; i++) f[i] = Math.sin(i * 0.37) * (1 + (i % 7));
@@ -345,11 +347,16 @@ export async function benchTypes(opts: {
     const runs: { build: string; threads: number; be: WasmBackend; k: WasmKernels; dec: number[]; pre: number[] }[] = [];
     for (const b of builds) {
       for (const t of counts) {
-        const be = await WasmBackend.create(t, { module: b.module });
+        const be = await WasmBackend.create(t, { module: b.module, build: b.build });
         runs.push({ build: b.name, threads: t, be, k: be.bind(arena), dec: [], pre: [] });
       }
     }
     try {
+      if (file !== type) {
+        for (const m of mats) {
+          if (runs[0]!.k.repackWeights(file, m.w, m.rows, m.cols) !== type) throw new Error(`bench gmac: these kernels do not repack ${file} into ${type} (the relaxed build does)`);
+        }
+      }
       runs[0]!.k.quantizeAct(act, x, xf, nTokPrefill * maxCols);
       let macs = 0, bytes = 0;
       for (const m of mats) {

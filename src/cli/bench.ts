@@ -4,13 +4,13 @@ import { benchAb } from "../../bench/ab.js";
 import { benchCompare } from "../../bench/compare.js";
 import { benchContention } from "../../bench/contention.js";
 import { benchGmac, benchTypes } from "../../bench/gmac.js";
-import { TENSOR_TYPES, isTensorType, type TensorType } from "../kernels/formats.js";
+import { TENSOR_TYPES, isTensorType, type MatmulType } from "../kernels/formats.js";
 import { benchSynth } from "../../bench/synth.js";
 import { benchServe } from "../../bench/serve.js";
 import { LlameshError } from "../core/errors.js";
 import { defaultThreads, parseArgs, type FlagSpecs } from "./args.js";
 
-export const BENCH_USAGE = `usage: llamesh bench gmac [-t|--threads N] [--seconds S] [--types Q8_0,Q4_0,Q4_K,Q6_K|all|none]
+export const BENCH_USAGE = `usage: llamesh bench gmac [-t|--threads N] [--seconds S] [--types Q8_0,Q4_0,Q4_0x4,Q4_K,Q6_K|all|none]
        llamesh bench synth --shape 7b|1b|demo [--seed N] [--no-gguf]
        llamesh bench compare <7b|1b|file.gguf> [-t|--threads N] [--runs R] [-n N]
        llamesh bench ab <other-checkout> <model> [-t|--threads N] [--runs R] [-n N]
@@ -18,7 +18,8 @@ export const BENCH_USAGE = `usage: llamesh bench gmac [-t|--threads N] [--second
        llamesh bench contention [7b|1b|file.gguf] [-t|--threads N] [--runs R] [-n N] [--baseline <other-checkout>] [--busy-core C]
   gmac:    Q8_0 matrix x vector throughput on Llama 2 7B shapes (1 and N threads), memory bandwidth,
            and the tok/s they imply for Llama 2 7B; then per tensor type (--types, default
-           Q8_0,Q4_0,Q4_K,Q6_K) decode and 8-token prefill GMAC/s and GB/s, best and median.
+           Q8_0,Q4_0,Q4_0x4,Q4_K,Q6_K; Q4_0x4: Q4_0 repacked, relaxed build only) decode and
+           8-token prefill GMAC/s and GB/s, best and median.
   synth:   writes a synthetic checkpoint of that shape (HF bf16 folder + GGUF Q8_0), cached in .cache/synth.
   compare: llamesh vs llama.cpp (node-llama-cpp, installed on first use into .cache/llama-cpp) on the
            same GGUF weights: decode and prompt tok/s, best of 3, alternating.
@@ -99,15 +100,16 @@ export async function benchCommand(argv: readonly string[]): Promise<number> {
   }
 }
 
-function parseTypes(v: string | undefined): TensorType[] {
-  if (v === undefined) return ["Q8_0", "Q4_0", "Q4_K", "Q6_K"];
-  if (v === "all") return [...TENSOR_TYPES];
+function parseTypes(v: string | undefined): MatmulType[] {
+  if (v === undefined) return ["Q8_0", "Q4_0", "Q4_0x4", "Q4_K", "Q6_K"];
+  if (v === "all") return [...TENSOR_TYPES, "Q4_0x4"];
   if (v === "none") return [];
-  const out: TensorType[] = [];
+  const out: MatmulType[] = [];
   for (const t of v.split(",")) {
     const u = t.trim().toUpperCase();
-    if (!isTensorType(u)) throw new LlameshError(`llamesh bench gmac: --types ${JSON.stringify(t)} is not a tensor type (expected some of ${TENSOR_TYPES.join(", ")}, all or none)`);
-    out.push(u);
+    if (u === "Q4_0X4") out.push("Q4_0x4"); // the relaxed build's repacked Q4_0 (formats.ts MatmulType)
+    else if (isTensorType(u)) out.push(u);
+    else throw new LlameshError(`llamesh bench gmac: --types ${JSON.stringify(t)} is not a tensor type (expected some of ${TENSOR_TYPES.join(", ")}, Q4_0x4, all or none)`);
   }
   return out;
 }

@@ -197,7 +197,8 @@ export function warmUpKernels(module: WebAssembly.Module): void {
   // 256K (96K), KV at 384K/448K.
   const w = 65536, x = 163840, out = 180224, a = 196608, b = 212992, c = 229376, scratch = 262144;
   const kc = 393216, vc = 458752;
-  const types = [0, 1, 30, 8, 2, 3, 6, 7, 10, 11, 12, 13, 14, 20];
+  // (48: Q4_0x4, which only the relaxed build multiplies; the SIMD128 build traps on it)
+  const types = [0, 1, 30, 8, 2, 3, 6, 7, 10, 11, 12, 13, 14, 20, ...(buildOf(module) === "relaxed" ? [48] : [])];
   for (let i = 0; i < 40; i++) {
     for (const t of types) {
       k.matmul(t, out, w, x, 64, 1024, 1, 0, 64, scratch, 98304, 0);
@@ -225,21 +226,22 @@ export async function createBackend(opts: { threads: number; log?: (line: string
 export class WasmBackend implements KernelBackend {
   readonly name: string;
 
-  private constructor(readonly pool: ThreadPool, readonly threads: number, private readonly alwaysSplit: boolean) {
-    this.name = `wasm-${buildOf(pool.module) ?? "custom"} x${threads} thread${threads === 1 ? "" : "s"}`;
+  private constructor(readonly pool: ThreadPool, readonly threads: number, private readonly alwaysSplit: boolean, private readonly build: KernelBuild | undefined) {
+    this.name = `wasm-${build ?? "custom"} x${threads} thread${threads === 1 ? "" : "s"}`;
   }
 
   /**
    * alwaysSplit (for tests): spread every splittable kernel over all threads, however small.
    * module (for A/B benchmarks and tests): another build of the kernels with the same exports
- * (loadKernelBuild, or a module compiled elsewhere); default loadKernelModule().
+ * (loadKernelBuild, or a module compiled elsewhere); default loadKernelModule(). build: which
+ * build a module compiled elsewhere is (A/B runs of relaxed builds repack as the relaxed build).
    */
-  static async create(threads: number, opts: { alwaysSplit?: boolean; module?: WebAssembly.Module } = {}): Promise<WasmBackend> {
+  static async create(threads: number, opts: { alwaysSplit?: boolean; module?: WebAssembly.Module; build?: KernelBuild } = {}): Promise<WasmBackend> {
     const n = Math.max(1, Math.floor(threads) || 1);
     const module = opts.module ?? await loadKernelModule();
     warmUpKernels(module);
     // alwaysSplit (tests) keeps every job on all threads: no switching to the main thread alone
-    return new WasmBackend(await ThreadPool.create(module, n, !opts.alwaysSplit), n, opts.alwaysSplit ?? false);
+    return new WasmBackend(await ThreadPool.create(module, n, !opts.alwaysSplit), n, opts.alwaysSplit ?? false, buildOf(module) ?? opts.build);
   }
 
   private readonly ids = new Map<WebAssembly.Memory, number>();
@@ -256,7 +258,7 @@ export class WasmBackend implements KernelBackend {
     const { id, exports } = this.pool.register(arena.memory);
     this.ids.set(arena.memory, id);
     const shadow = this.threads > 1 && TAKEOVER ? scratch + this.threads * WASM_SCRATCH_BYTES_PER_THREAD : 0;
-    const repack = REPACK && buildOf(this.pool.module) === "relaxed";
+    const repack = REPACK && this.build === "relaxed";
     return new WasmKernels(arena, this.pool, id, exports, this.threads, scratch, WASM_SCRATCH_BYTES_PER_THREAD, this.alwaysSplit ? 0 : 1, shadow, repack);
   }
 
@@ -370,7 +372,7 @@ export class WasmKernels implements Kernels {
 
   matmul(type: MatmulType, out: Ptr, w: Ptr, x: Ptr, rows: number, cols: number, nTok: number): void {
     const info = typeInfo(type);
-    if (type === "Q4_0x4" && !this.repack) throw new RangeError(`matmul Q4_0x4: these kernels (${buildOf(this.pool.module) ?? "custom"} build) do not multiply that layout`);
+    if (type === "Q4_0x4" && !this.repack) throw new RangeError("matmul Q4_0x4: these kernels do not multiply that layout (the relaxed build does)");
     this.count("matmul rows", rows, type === "Q4_0x4" ? 4 : 1, type);
     this.count("matmul cols", cols, info.blockValues, type);
     this.count("matmul nTok", nTok, 1, type);
