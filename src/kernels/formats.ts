@@ -2,7 +2,8 @@
  * The tensor types llamesh reads and computes with: every common GGUF weight type, plus the
  * activation types llama.cpp's CPU backend quantizes a matrix's input vector to before the dot
  * products (its `vec_dot_type`). Block layouts are exactly those of ggml-common.h, so GGUF tensors
- * are used as their bytes are, without repacking:
+ * are loaded as their bytes are (a kernel build may rearrange a loaded matrix afterwards into a
+ * layout of its own, MatmulType below):
  *
  * | type   | values/block | bytes/block | layout (little-endian)                                      |
  * |--------|-----|-----|------------------------------------------------------------------------------|
