@@ -76,6 +76,7 @@ export const OP_BF16 = 9;
 export const OP_MEMREAD = 11;
 export const OP_QWEIGHTS = 12;
 export const OP_ATTN_STEPS = 13;
+export const OP_REPACK = 14;
 
 /**
  * Per-thread pace, in a SharedArrayBuffer of its own (f64, one cache line per thread): at
@@ -176,6 +177,12 @@ export function runShare(k: KernelExports, op: number, a: Float64Array, s: numbe
     case OP_QWEIGHTS: {
       const [u0, u1] = shareRange(a[3]!, s, n);
       if (u1 > u0) k.quantizeWeights(a[0]!, a[1]! + u0 * a[4]!, a[2]! + u0 * a[5]!, u1 - u0, a[6]! + thread * a[7]!);
+      return;
+    }
+    case OP_REPACK: {
+      // a: w, groups of four rows, nb, scratch base, scratch bytes per thread
+      const [g0, g1] = shareRange(a[1]!, s, n);
+      if (g1 > g0 && k.repackQ4_0x4) k.repackQ4_0x4(a[0]! + g0 * 72 * a[2]!, (g1 - g0) * 4, a[2]!, a[3]! + thread * a[4]!);
       return;
     }
     case OP_SILU:
