@@ -497,6 +497,19 @@ export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u3
           dp += Q4X;
         }
       }
+      if (sn == nb && x4) {
+        // Q4_0x4, one slab: each group's sums in TAIL (L1, contiguous), stored once at its end
+        // (accumulating in out itself touches tc lines rows x 4 bytes apart, which for 2048 or
+        // 4096 rows all fall in one L1 set)
+        for (let r = r0; r < r1; r += 4) {
+          for (let j: u32 = 0; j < tc; j++) v128.store(TAIL + (j << 4), f32x4.splat(0));
+          const p0 = w + r * rb;
+          if (i16) rows4Legacy(false, true, p0, p0, p0, p0, nb, D, tc, TAIL, 16, C, true);
+          else rows4Legacy(false, true, p0, p0, p0, p0, nb, D, tc, TAIL, 16, C, false);
+          for (let j: u32 = 0; j < tc; j++) v128.store(out + (((t0 + j) * rows + r) << 2), v128.load(TAIL + (j << 4)));
+        }
+        continue;
+      }
       if (sn == nb && Q4_SPACED && !x4) {
         // one slab: the four rows of a group spaced a quarter of the range apart (four streams
         // far apart read DRAM better than four adjacent rows, as in the decode loops)
@@ -528,7 +541,7 @@ export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u3
         else rows4Legacy(q8, x4, p0, p1, p2, p3, sn, D, tc, fa, fs, C, false);
       }
     }
-    if (full < r1 && !(slab == nb && Q4_SPACED && !x4)) {
+    if (full < r1 && !(slab == nb && Q4_SPACED)) {
       const left = r1 - full;
       for (let j: u32 = 0; j < tc; j++) {
         const v = v128.load(TAIL + (j << 4));
