@@ -206,7 +206,7 @@ export function warmUpKernels(module: WebAssembly.Module): void {
     }
     k.quantizeAct(8, x, a, 1024 / 32);
     k.quantizeAct(15, x, a, 1024 / 256);
-    // (once per matrix at load: Liftoff's code repacked the 7B shape's 3.8 GB about 2x slower)
+    // (runs once per matrix at load, a few hundred long calls: tiered up first like the rest)
     k.repackQ4_0x4?.(w, 64, 32, scratch);
     k.rmsnorm(b, a, c, 1024, 1e-5);
     k.rope(b, 0, 16, 64, c);
@@ -397,7 +397,7 @@ export class WasmKernels implements Kernels {
     if (!this.repack || type !== "Q4_0" || rows % 4 !== 0 || rows === 0 || !this.k.repackQ4_0x4 || (cols / 32) * 72 > this.scratchBytes) return type;
     this.count("repackWeights cols", cols, 32, type);
     this.check("repackWeights w", w, rows * rowBytes(type, cols), type);
-    // split by groups of four rows over the threads (a 7B shape's 3.8 GB took 1-2.5 s on one)
+    // split by groups of four rows over the threads (the 7B shape's 3.8 GB: 453-487 ms on two)
     const groups = rows / 4, nb = cols / 32;
     if (this.threads > 1 && rows * cols >= MIN_SPLIT_QWEIGHT_VALUES * 64 * this.splitScale) {
       this.dispatch(OP_REPACK, this.chunks(groups, rows * cols, MIN_SPLIT_QWEIGHT_VALUES * 32), w, groups, nb, this.scratch, this.scratchBytes);
