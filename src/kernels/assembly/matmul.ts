@@ -535,7 +535,7 @@ function matmulBF16(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: 
 /**
  * Q4_0x4 (q4x4.ts; rows, r0 and r1 multiples of 4): the relaxed build only, whose backend
  * alone repacks (wasm.ts repackWeights). Several tokens by the lane = row prefill, one by the
- * two-group decode; both round as Q4_0's kernels do.
+ * four-group decode; both round as Q4_0's kernels do.
  */
 function matmulQ4_0x4(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
   r0: u32, r1: u32, scratch: usize, scratchBytes: u32, reuse: bool): void {

@@ -624,20 +624,24 @@ const ONES: u32 = CONSTS;
   return rdot(x1, v128.and(i16x8.shr_u(v, 4), m0f), rdot(x0, v128.and(v, m0f), i32x4.splat(0)));
 }
 
+/** Four f16 (u64 hw: the first in its low bits) as f32x4, with f16hiToF32's constants from C (see CONSTS). */
+// @ts-ignore: decorator
+@inline function halves4u64C(hw: u64, C: usize): v128 {
+  const h = i16x8.shuffle(i32x4.splat(0), i64x2.splat(hw), 0, 8, 1, 9, 2, 10, 3, 11);
+  return f32x4.mul(v128.and(i32x4.shr_s(h, 3), v128.load(C, 32)), v128.load(C, 48));
+}
+
 /** halves4 with f16hiToF32's constants from C (see CONSTS). */
 // @ts-ignore: decorator
 @inline function halves4C(p0: usize, p1: usize, p2: usize, p3: usize, C: usize): v128 {
-  const hw = (load<u16>(p0) as u64) | ((load<u16>(p1) as u64) << 16) |
-    ((load<u16>(p2) as u64) << 32) | ((load<u16>(p3) as u64) << 48);
-  const h = i16x8.shuffle(i32x4.splat(0), i64x2.splat(hw), 0, 8, 1, 9, 2, 10, 3, 11);
-  return f32x4.mul(v128.and(i32x4.shr_s(h, 3), v128.load(C, 32)), v128.load(C, 48));
+  return halves4u64C((load<u16>(p0) as u64) | ((load<u16>(p1) as u64) << 16) |
+    ((load<u16>(p2) as u64) << 32) | ((load<u16>(p3) as u64) << 48), C);
 }
 
 /** halves4C of the four f16 scales stored together at p (a Q4_0x4 block of four rows). */
 // @ts-ignore: decorator
 @inline export function halves4x4C(p: usize, C: usize): v128 {
-  const h = i16x8.shuffle(i32x4.splat(0), i64x2.splat(load<u64>(p)), 0, 8, 1, 9, 2, 10, 3, 11);
-  return f32x4.mul(v128.and(i32x4.shr_s(h, 3), v128.load(C, 32)), v128.load(C, 48));
+  return halves4u64C(load<u64>(p), C);
 }
 
 /** Rows [r0, r1) of Q4_0 weights (rb bytes per row, nb blocks) times the token widened by widenQ4_0Raw: eight streams. */

@@ -10,36 +10,32 @@
 const BLOCK = 18;
 const GROUP_BLOCK = 72;
 
-/** Rows [0, rows) of Q4_0 (nb blocks each) at src[so..] into Q4_0x4 at dst[dO..] (not overlapping; rows % 4 == 0). */
-export function interleaveQ4_0x4(src: Uint8Array, so: number, dst: Uint8Array, dO: number, rows: number, nb: number): void {
+/**
+ * The layout as a map: calls at(plain, packed) for every byte of rows [0, rows) of nb blocks, with
+ * its offset in the Q4_0 rows and in Q4_0x4 (both from the matrix's start; rows % 4 == 0).
+ */
+function eachByte(rows: number, nb: number, at: (plain: number, packed: number) => void): void {
   if (rows % 4 !== 0) throw new RangeError(`Q4_0x4: ${rows} rows are not whole groups of four`);
   const rb = nb * BLOCK;
   for (let g = 0; g < rows; g += 4) {
     for (let b = 0; b < nb; b++) {
-      const o = dO + g * rb + b * GROUP_BLOCK;
+      const o = g * rb + b * GROUP_BLOCK;
       for (let r = 0; r < 4; r++) {
-        const s = so + (g + r) * rb + b * BLOCK;
-        dst[o + 2 * r] = src[s]!;
-        dst[o + 2 * r + 1] = src[s + 1]!;
-        for (let k = 0; k < 16; k++) dst[o + 8 + 16 * (k >> 2) + 4 * r + (k & 3)] = src[s + 2 + k]!;
+        const s = (g + r) * rb + b * BLOCK;
+        at(s, o + 2 * r);
+        at(s + 1, o + 2 * r + 1);
+        for (let k = 0; k < 16; k++) at(s + 2 + k, o + 8 + 16 * (k >> 2) + 4 * r + (k & 3));
       }
     }
   }
 }
 
+/** Rows [0, rows) of Q4_0 (nb blocks each) at src[so..] into Q4_0x4 at dst[dO..] (not overlapping; rows % 4 == 0). */
+export function interleaveQ4_0x4(src: Uint8Array, so: number, dst: Uint8Array, dO: number, rows: number, nb: number): void {
+  eachByte(rows, nb, (plain, packed) => { dst[dO + packed] = src[so + plain]!; });
+}
+
 /** The inverse: rows [0, rows) of Q4_0x4 at src[so..] back to Q4_0 at dst[dO..]. */
 export function deinterleaveQ4_0x4(src: Uint8Array, so: number, dst: Uint8Array, dO: number, rows: number, nb: number): void {
-  if (rows % 4 !== 0) throw new RangeError(`Q4_0x4: ${rows} rows are not whole groups of four`);
-  const rb = nb * BLOCK;
-  for (let g = 0; g < rows; g += 4) {
-    for (let b = 0; b < nb; b++) {
-      const o = so + g * rb + b * GROUP_BLOCK;
-      for (let r = 0; r < 4; r++) {
-        const d = dO + (g + r) * rb + b * BLOCK;
-        dst[d] = src[o + 2 * r]!;
-        dst[d + 1] = src[o + 2 * r + 1]!;
-        for (let k = 0; k < 16; k++) dst[d + 2 + k] = src[o + 8 + 16 * (k >> 2) + 4 * r + (k & 3)]!;
-      }
-    }
-  }
+  eachByte(rows, nb, (plain, packed) => { dst[dO + plain] = src[so + packed]!; });
 }
