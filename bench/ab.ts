@@ -8,13 +8,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { LlameshError } from "../src/core/errors.js";
 import { runLlamesh, type RunFigures } from "./compare.js";
+import { median } from "./stats.js";
 
-/** The median (the mean of the middle two for an even count). */
-export function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 export function benchAb(opts: { other: string; model: string; threads: number; runs?: number; n?: number; ctx?: number; log: (l: string) => void }): void {
   const other = path.resolve(opts.other);

@@ -13,6 +13,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { LlameshError } from "../src/core/errors.js";
 import { SHAPES } from "../src/synthetic/checkpoint.js";
+import { median } from "./stats.js";
 import { benchSynth, defaultCacheDir } from "./synth.js";
 
 export const PROMPT = "It was a dark and stormy night";
@@ -106,4 +107,11 @@ export async function benchCompare(opts: {
   log(`\n| ${path.basename(path.dirname(gguf))} on ${cpu}, ${threads} threads | llamesh | llama.cpp | ratio |`);
   log("|---|---|---|---|");
   for (const r of rows.slice(1)) log(`| ${r.join(" | ")} |`);
+  // On a shared machine the same command moves up to 2x between minutes: each llamesh run's ratio
+  // to the llama.cpp run right after it says more than bests taken minutes apart.
+  const paired = (k: keyof RunFigures) => {
+    const r = ours.map((a, i) => a[k] / theirs[i]![k]);
+    return `median ${median(r).toFixed(2)} (${Math.min(...r).toFixed(2)}-${Math.max(...r).toFixed(2)})`;
+  };
+  log(`\nRun by run (each llamesh run over the llama.cpp run after it): decode ${paired("decodeTokPerS")}, prompt ${paired("promptTokPerS")}`);
 }

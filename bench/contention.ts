@@ -20,7 +20,7 @@ import { SHAPES } from "../src/synthetic/checkpoint.js";
 import { loadTokenizer } from "../src/model/tokenizer.js";
 import { ensureNodeLlamaCpp, runLlamaCpp, runLlamesh, type RunFigures } from "./compare.js";
 import { benchSynth, defaultCacheDir } from "./synth.js";
-import { median } from "./ab.js";
+import { median } from "./stats.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");

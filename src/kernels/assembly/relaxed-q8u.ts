@@ -2,7 +2,8 @@
 // (compiled only into kernels-relaxed.wasm; q8.ts calls it under `if (ASC_FEATURE_RELAXED_SIMD)`).
 //
 // i32x4.relaxed_dot_i8x16_i7x16_add_s(a, b, c) is specified exactly only for b in 0..127. Where
-// the engine lowers it to one vpdpbusd (x86 with AVX-VNNI or AVX512-VNNI: V8 does), b is read as
+// the engine lowers it to one vpdpbusd (V8 on x86 with AVX-VNNI, the VEX form; not with AVX512-VNNI
+// alone: an AMD EPYC Zen 4 gets pmaddubsw, Node 24.22.3, --print-wasm-code), b is read as
 // unsigned bytes with no saturation, so with u = w XOR 0x80 = w + 128 (0..255 for any int8 w):
 //     sum x*w = sum x*u - 128 * sum x,
 // one dot per 16 weights and token, and 128*sum(x) is once per token and block: the structure of
