@@ -10,7 +10,6 @@ import { LlameshError } from "../src/core/errors.js";
 import { runLlamesh, type RunFigures } from "./compare.js";
 import { median } from "./stats.js";
 
-
 export function benchAb(opts: { other: string; model: string; threads: number; runs?: number; n?: number; ctx?: number; log: (l: string) => void }): void {
   const other = path.resolve(opts.other);
   if (!fs.existsSync(path.join(other, "bin", "client")) || !fs.existsSync(path.join(other, "dist"))) {
