@@ -180,9 +180,9 @@ export function runShare(k: KernelExports, op: number, a: Float64Array, s: numbe
       return;
     }
     case OP_REPACK: {
-      // a: w, groups of four rows, nb, scratch base, scratch bytes per thread
+      // a: w, groups of four rows, nb, bytes per group, scratch base, scratch bytes per thread
       const [g0, g1] = shareRange(a[1]!, s, n);
-      if (g1 > g0 && k.repackQ4_0x4) k.repackQ4_0x4(a[0]! + g0 * 72 * a[2]!, (g1 - g0) * 4, a[2]!, a[3]! + thread * a[4]!);
+      if (g1 > g0 && k.repackQ4_0x4) k.repackQ4_0x4(a[0]! + g0 * a[3]!, (g1 - g0) * 4, a[2]!, a[4]! + thread * a[5]!);
       return;
     }
     case OP_SILU:

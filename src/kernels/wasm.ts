@@ -400,7 +400,7 @@ export class WasmKernels implements Kernels {
     // split by groups of four rows over the threads (the 7B shape's 3.8 GB: 453-487 ms on two)
     const groups = rows / 4, nb = cols / 32;
     if (this.threads > 1 && rows * cols >= MIN_SPLIT_QWEIGHT_VALUES * 64 * this.splitScale) {
-      this.dispatch(OP_REPACK, this.chunks(groups, rows * cols, MIN_SPLIT_QWEIGHT_VALUES * 32), w, groups, nb, this.scratch, this.scratchBytes);
+      this.dispatch(OP_REPACK, this.chunks(groups, rows * cols, MIN_SPLIT_QWEIGHT_VALUES * 32), w, groups, nb, 4 * rowBytes(type, cols), this.scratch, this.scratchBytes);
     } else {
       this.k.repackQ4_0x4(w, rows, nb, this.scratch);
     }
