@@ -88,9 +88,14 @@ export function repackQ4_0x4(w: usize, rows: u32, nb: u32, scratch: usize): void
  * streams of the Q4_0 kernels), sharing each block's activation loads.
  */
 export function decodeQ4_0x4(out: usize, w: usize, xs0: usize, nb: u32, r0: u32, r1: u32, i16: bool): void {
-  if (i16) decodeGroups(out, w, xs0, nb, r0, r1, true);
-  else decodeGroups(out, w, xs0, nb, r0, r1, false);
+  if (i16) decodeGroupsI16(out, w, xs0, nb, r0, r1);
+  else decodeGroupsR(out, w, xs0, nb, r0, r1);
 }
+
+// One function per variant, so that Binaryen does not fold the two loops into one that tests i16
+// at run time (relaxed.ts, before decodeRelaxed).
+function decodeGroupsI16(out: usize, w: usize, xs0: usize, nb: u32, r0: u32, r1: u32): void { decodeGroups(out, w, xs0, nb, r0, r1, true); }
+function decodeGroupsR(out: usize, w: usize, xs0: usize, nb: u32, r0: u32, r1: u32): void { decodeGroups(out, w, xs0, nb, r0, r1, false); }
 
 // @ts-ignore: decorator
 @inline function decodeGroups(out: usize, w: usize, xs0: usize, nb: u32, r0: u32, r1: u32, i16: bool): void {

@@ -220,10 +220,12 @@ const TOUCH: usize = 1024;
  * 16-value level vectors (0..63), one relaxed dot each; a sub-block's lane sums (4 x 63 x 128)
  * fit i16, so pairs are narrowed and scaled by their int8 scales with one dot_i16x8_s. uv: the
  * row's scales 8n..8n+3 (u) and 8n+4..8n+7 (v) as i16 pairs per i32 lane (kquant-decode.ts
- * q6Scales), so each scale vector is one pshufd; n and h are constants after inlining.
+ * q6Scales), so each scale vector is one pshufd; n and h are constants after inlining. i16
+ * (pmaddubsw engines): each level vector's i16 pair sums (rdot16, one pmaddubsw) scaled straight
+ * by dot_i16x8_s with its sub-block's scale (the same integers, no widening to i32 first).
  */
 // @ts-ignore: decorator
-@inline function q6QuarterR(p: usize, xs: usize, n: u32, h: u32, u: v128, v: v128, C: usize): v128 {
+@inline function q6QuarterR(p: usize, xs: usize, n: u32, h: u32, u: v128, v: v128, C: usize, i16: bool): v128 {
   const l0: usize = h << 4;
   const A = v128.load(p + (n << 6) + l0), B = v128.load(p + (n << 6) + 32 + l0), H = v128.load(p + 128 + (n << 5) + l0);
   const m0f = v128.load(C, 0), m30 = v128.load(C, 16);
@@ -232,6 +234,13 @@ const TOUCH: usize = 1024;
   const q3 = v128.or(v128.and(i16x8.shr_u(A, 4), m0f), v128.and(H, m30));
   const q4 = v128.or(v128.and(i16x8.shr_u(B, 4), m0f), v128.and(i16x8.shr_u(H, 2), m30));
   const xo = xs + (n << 7) + l0;
+  if (i16) { // each sub-block's i16 pair sums (at most 2 x 63 x 128) times its scale in every lane
+    const a0 = i32x4.dot_i16x8_s(rdot16(v128.load(xo, 0), q1), h == 0 ? i32x4.shuffle(u, u, 0, 0, 0, 0) : i32x4.shuffle(u, u, 1, 1, 1, 1));
+    const a1 = i32x4.dot_i16x8_s(rdot16(v128.load(xo, 32), q2), h == 0 ? i32x4.shuffle(u, u, 2, 2, 2, 2) : i32x4.shuffle(u, u, 3, 3, 3, 3));
+    const a2 = i32x4.dot_i16x8_s(rdot16(v128.load(xo, 64), q3), h == 0 ? i32x4.shuffle(v, v, 0, 0, 0, 0) : i32x4.shuffle(v, v, 1, 1, 1, 1));
+    const a3 = i32x4.dot_i16x8_s(rdot16(v128.load(xo, 96), q4), h == 0 ? i32x4.shuffle(v, v, 2, 2, 2, 2) : i32x4.shuffle(v, v, 3, 3, 3, 3));
+    return i32x4.add(i32x4.add(a0, a1), i32x4.add(a2, a3));
+  }
   const z = i32x4.splat(0);
   const p0 = rdot(v128.load(xo, 0), q1, z), p1 = rdot(v128.load(xo, 32), q2, z);
   const p2 = rdot(v128.load(xo, 64), q3, z), p3 = rdot(v128.load(xo, 96), q4, z);
@@ -243,21 +252,21 @@ const TOUCH: usize = 1024;
 
 /** One super-block of four Q6_K rows (may alias) with the raw token's at xs: its f32 term (numerics of dot4Q6K). */
 // @ts-ignore: decorator
-@inline function sbQ6KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, C: usize): v128 {
+@inline function sbQ6KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, C: usize, i16: bool): v128 {
   const SV = C + KCONSTS; // the four rows' scale pairs, 64 bytes each
   const b0 = v128.load(xs, 544), b1 = v128.load(xs, 560);
   let i0 = q6Scales(p0, b0, b1, SV), i1 = q6Scales(p1, b0, b1, SV + 64);
   let i2 = q6Scales(p2, b0, b1, SV + 128), i3 = q6Scales(p3, b0, b1, SV + 192);
   for (let n: u32 = 0; n < 2; n++) { // n only moves addresses; h (the shuffles) is a literal
     const o: usize = n << 5;
-    i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, 0, v128.load(SV + o, 0), v128.load(SV + o, 16), C));
-    i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, 0, v128.load(SV + o, 64), v128.load(SV + o, 80), C));
-    i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, 0, v128.load(SV + o, 128), v128.load(SV + o, 144), C));
-    i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, 0, v128.load(SV + o, 192), v128.load(SV + o, 208), C));
-    i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, 1, v128.load(SV + o, 0), v128.load(SV + o, 16), C));
-    i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, 1, v128.load(SV + o, 64), v128.load(SV + o, 80), C));
-    i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, 1, v128.load(SV + o, 128), v128.load(SV + o, 144), C));
-    i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, 1, v128.load(SV + o, 192), v128.load(SV + o, 208), C));
+    i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, 0, v128.load(SV + o, 0), v128.load(SV + o, 16), C, i16));
+    i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, 0, v128.load(SV + o, 64), v128.load(SV + o, 80), C, i16));
+    i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, 0, v128.load(SV + o, 128), v128.load(SV + o, 144), C, i16));
+    i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, 0, v128.load(SV + o, 192), v128.load(SV + o, 208), C, i16));
+    i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, 1, v128.load(SV + o, 0), v128.load(SV + o, 16), C, i16));
+    i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, 1, v128.load(SV + o, 64), v128.load(SV + o, 80), C, i16));
+    i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, 1, v128.load(SV + o, 128), v128.load(SV + o, 144), C, i16));
+    i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, 1, v128.load(SV + o, 192), v128.load(SV + o, 208), C, i16));
   }
   const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
   return f32x4.mul(isum, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 208, C), v128.load(xs, 512)));
@@ -265,10 +274,11 @@ const TOUCH: usize = 1024;
 
 /**
  * Rows [r0, r1) as eight streams (rows i, i + q, ..., i + 7q of the chunk, q = ceil(n / 8)): two
- * sets of four rows per super-block, each row's float terms added in super-block order.
+ * sets of four rows per super-block, each row's float terms added in super-block order. For
+ * engines with one-instruction relaxed dots (VNNI, ARM's sdot); decodeRows4I16 for the others.
  */
 // @ts-ignore: decorator
-@inline function decodeRowsR(t: u32, out: usize, w: usize, xs0: usize, nsb: u32, rb: u32, r0: u32, r1: u32, i16: bool): void {
+@inline function decodeRowsR(t: u32, out: usize, w: usize, xs0: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void {
   const n = r1 - r0;
   const q: u32 = (n + 7) >> 3;
   const lim = w + r1 * rb - 1;
@@ -287,16 +297,13 @@ const TOUCH: usize = 1024;
     let xs = xs0;
     for (let sb: u32 = 0; sb < nsb; sb++) {
       if (t == T_Q4_K) {
-        accA = f32x4.add(accA, sbQ4KR(p0, p1, p2, p3, xs, C, i16));
-        accB = f32x4.add(accB, sbQ4KR(p4, p5, p6, p7, xs, C, i16));
-        // (not with i16: on the AMD EPYC where that runs, the touches cost 1.3-1.5x)
-        if (!i16) {
-          sink ^= touch3(p0, lim) ^ touch3(p1, lim) ^ touch3(p2, lim) ^ touch3(p3, lim);
-          sink ^= touch3(p4, lim) ^ touch3(p5, lim) ^ touch3(p6, lim) ^ touch3(p7, lim);
-        }
+        accA = f32x4.add(accA, sbQ4KR(p0, p1, p2, p3, xs, C, false));
+        accB = f32x4.add(accB, sbQ4KR(p4, p5, p6, p7, xs, C, false));
+        sink ^= touch3(p0, lim) ^ touch3(p1, lim) ^ touch3(p2, lim) ^ touch3(p3, lim);
+        sink ^= touch3(p4, lim) ^ touch3(p5, lim) ^ touch3(p6, lim) ^ touch3(p7, lim);
       } else {
-        accA = f32x4.add(accA, sbQ6KR(p0, p1, p2, p3, xs, C));
-        accB = f32x4.add(accB, sbQ6KR(p4, p5, p6, p7, xs, C));
+        accA = f32x4.add(accA, sbQ6KR(p0, p1, p2, p3, xs, C, false));
+        accB = f32x4.add(accB, sbQ6KR(p4, p5, p6, p7, xs, C, false));
         sink ^= touch4(p0, lim) ^ touch4(p1, lim) ^ touch4(p2, lim) ^ touch4(p3, lim);
         sink ^= touch4(p4, lim) ^ touch4(p5, lim) ^ touch4(p6, lim) ^ touch4(p7, lim);
       }
@@ -308,18 +315,66 @@ const TOUCH: usize = 1024;
 }
 
 /**
+ * Rows [r0, r1) as four streams (rows i, i + q, i + 2q, i + 3q, q = ceil(n / 4)) with the i16
+ * pair sums (rdot16), no touches: for engines whose relaxed dots are pmaddubsw sequences
+ * (relaxed-q8u.ts dotLowering 2). Measured on an AMD EPYC Zen 4 (Node 24.22.3, bench gmac's 7B
+ * shapes from DRAM, 2 threads, alternating, best / median of 15), against the eight streams of
+ * decodeRowsR with the same i16 sums: Q4_K 47.8 / 39.9 against 40.9 / 35.4 GMAC/s; Q6_K against
+ * the SIMD128 kernel (kquant-decode.ts) 31.8 / 24.2 against 21.8 / 20.4, and the eight-stream
+ * Q6_K 13.8 / 12.4. Eight streams of four rows need more registers than x64's sixteen (spills);
+ * touches cost 1.3-1.5x there.
+ */
+// @ts-ignore: decorator
+@inline function decodeRows4I16(t: u32, out: usize, w: usize, xs0: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void {
+  const n = r1 - r0;
+  const q: u32 = (n + 3) >> 2;
+  const qb = q * rb;
+  const bb: usize = t == T_Q4_K ? 144 : 210;
+  const C = xs0 + nsb * KS;
+  for (let i: u32 = 0; i < q; i++) {
+    const ra = r0 + i;
+    let p0 = w + ra * rb;
+    const v1 = q + i < n, v2 = (q << 1) + i < n, v3 = q * 3 + i < n;
+    let p1 = v1 ? p0 + qb : p0, p2 = v2 ? p0 + (qb << 1) : p0, p3 = v3 ? p0 + qb * 3 : p0;
+    let acc = f32x4.splat(0);
+    let xs = xs0;
+    for (let sb: u32 = 0; sb < nsb; sb++) {
+      acc = f32x4.add(acc, t == T_Q4_K ? sbQ4KR(p0, p1, p2, p3, xs, C, true) : sbQ6KR(p0, p1, p2, p3, xs, C, true));
+      p0 += bb; p1 += bb; p2 += bb; p3 += bb; xs += KS;
+    }
+    const o = out + (ra << 2);
+    v128.store32_lane(o, acc, 0);
+    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
+    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
+    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+  }
+}
+
+// One function per kernel, each with its flags as literals. Two inlined copies of one loop that
+// differ only in a literal flag (`if (i16) loop(true) else loop(false)`) are folded back by
+// Binaryen into one loop that tests the flag at run time (seen with --print-wasm-code: a `cmp`
+// per group), which cost the Q4_K decode 1.1-1.2x in cache.
+function decodeQ4KR(out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void { decodeRowsR(T_Q4_K, out, w, xs, nsb, rb, r0, r1); }
+function decodeQ6KR(out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void { decodeRowsR(T_Q6_K, out, w, xs, nsb, rb, r0, r1); }
+function decodeQ4KI16(out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void { decodeRows4I16(T_Q4_K, out, w, xs, nsb, rb, r0, r1); }
+function decodeQ6KI16(out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void { decodeRows4I16(T_Q6_K, out, w, xs, nsb, rb, r0, r1); }
+
+/**
  * Rows [r0, r1) of Q4_K or Q6_K weights (rb bytes per row) times the token widened by widenKRaw;
- * false for other types. i16 (Q4_K only): the sums as i16 pair sums (rdot16), for engines whose
- * relaxed dots are pmaddubsw sequences (relaxed-q8u.ts dotLowering 2); the same integers, the
- * same bits. (A Q6_K version was slower there than the SIMD128 kernel, which matmul.ts runs.)
+ * false for other types. i16: the sums as i16 pair sums (rdot16), for engines whose relaxed dots
+ * are pmaddubsw sequences (relaxed-q8u.ts dotLowering 2); the same integers, the same bits.
  */
 export function decodeRelaxed(t: u32, out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32, i16: bool): bool {
   if (t == T_Q4_K) {
-    if (i16) decodeRowsR(T_Q4_K, out, w, xs, nsb, rb, r0, r1, true);
-    else decodeRowsR(T_Q4_K, out, w, xs, nsb, rb, r0, r1, false);
+    if (i16) decodeQ4KI16(out, w, xs, nsb, rb, r0, r1);
+    else decodeQ4KR(out, w, xs, nsb, rb, r0, r1);
     return true;
   }
-  if (t == T_Q6_K) { decodeRowsR(T_Q6_K, out, w, xs, nsb, rb, r0, r1, false); return true; }
+  if (t == T_Q6_K) {
+    if (i16) decodeQ6KI16(out, w, xs, nsb, rb, r0, r1);
+    else decodeQ6KR(out, w, xs, nsb, rb, r0, r1);
+    return true;
+  }
   return false;
 }
 
@@ -646,9 +701,12 @@ const ONES: u32 = CONSTS;
 
 /** Rows [r0, r1) of Q4_0 weights (rb bytes per row, nb blocks) times the token widened by widenQ4_0Raw: eight streams. */
 export function decodeQ4_0Relaxed(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32, r1: u32, i16: bool): void {
-  if (i16) decodeQ4_0Rows(out, w, xs0, nb, rb, r0, r1, true);
-  else decodeQ4_0Rows(out, w, xs0, nb, rb, r0, r1, false);
+  if (i16) decodeQ4_0I16(out, w, xs0, nb, rb, r0, r1);
+  else decodeQ4_0R(out, w, xs0, nb, rb, r0, r1);
 }
+// one function per variant (see decodeRelaxed)
+function decodeQ4_0I16(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32, r1: u32): void { decodeQ4_0Rows(out, w, xs0, nb, rb, r0, r1, true); }
+function decodeQ4_0R(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32, r1: u32): void { decodeQ4_0Rows(out, w, xs0, nb, rb, r0, r1, false); }
 
 /** decodeQ4_0Relaxed's loop; i16 (a constant after inlining): nibDot16 for nibDotR. */
 // @ts-ignore: decorator
