@@ -573,7 +573,7 @@ export function matmul(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: 
     case T_Q4_0X4: matmulQ4_0x4(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse); return;
   }
   // where relaxed dots are pmaddubsw sequences (dotLowering 2): the prefill and decode of Q4_0,
-  // Q4_K and Q6_K with their i16 pair sums; the same bits every way
+  // Q4_K and Q6_K and the decode of Q5_K with their i16 pair sums; the same bits every way
   let slowDots = false;
   if (ASC_FEATURE_RELAXED_SIMD) slowDots = dotLowering(scratch) == 2;
   if (ASC_FEATURE_RELAXED_SIMD) {
@@ -592,7 +592,7 @@ export function matmul(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: 
   for (let tok: u32 = 0; tok < nTok; tok++) {
     const xt = x + tok * arb;
     if (ASC_FEATURE_RELAXED_SIMD) {
-      if (t == T_Q4_K || t == T_Q6_K) {
+      if (t == T_Q4_K || t == T_Q6_K || (t == T_Q5_K && slowDots)) {
         widenKRaw(xt, nb, scratch);
         decodeRelaxed(t, out + tok * rows * 4, w, scratch, nb, rb, r0, r1, slowDots);
         continue;

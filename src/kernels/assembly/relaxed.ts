@@ -17,7 +17,7 @@
 // super-block), so the results are bit-identical with the reference and with the SIMD128 build.
 // (A "lane = token" layout, token quads against broadcast weights, was slower at every prompt
 // length once the rows variant lost its scalar gathers: Q4_K x32 58 vs 77 GMAC/s, Q6_K 50 vs 51.)
-import { T_Q4_0, T_Q4_K, T_Q6_K, f16ToF32, halves4Safe, mulAdd, storeEightStreams, transposeSum } from "./common";
+import { T_Q4_0, T_Q4_K, T_Q5_K, T_Q6_K, f16ToF32, halves4Safe, mulAdd, storeEightStreams, transposeSum } from "./common";
 import { q4kScales } from "./unpack";
 import { kScalePairs, q6Scales } from "./kquant-decode";
 
@@ -87,6 +87,8 @@ export function widenKRaw(x: usize, nsb: u32, dst: usize): void {
 const KS: u32 = 592;
 /** Constants after the widened K-quant token: storeConsts' (0..96), then f16hiToF32Safe's (96..192). */
 const KCONSTS: u32 = 192;
+/** Offset from the constants of the 0x10 bytes (q5GroupR): past the four rows' scale vectors (KCONSTS + 256 at most). */
+const M10: u32 = 464;
 
 /** f16hiToF32Safe's six constants at dst + 96 .. dst + 192. */
 // @ts-ignore: decorator
@@ -97,6 +99,7 @@ const KCONSTS: u32 = 192;
   v128.store(dst, i32x4.splat(0x00800000), 144);
   v128.store(dst, i32x4.splat(0x38800000), 160);
   v128.store(dst, i32x4.splat(0x80000000), 176);
+  v128.store(dst, i8x16.splat(0x10), M10); // Q5_K's fifth bits (after the rows' scale vectors)
 }
 
 /** halves4Safe (common.ts) with its constants from C (storeConstsK). */
@@ -209,6 +212,64 @@ const TOUCH: usize = 1024;
   i1 = i32x4.add(i1, q4GroupR(p1, xs, 3, v128.load(SV, 48), m0f, i16));
   i2 = i32x4.add(i2, q4GroupR(p2, xs, 3, v128.load(SV, 80), m0f, i16));
   i3 = i32x4.add(i3, q4GroupR(p3, xs, 3, v128.load(SV, 112), m0f, i16));
+  const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
+  const dx = v128.load(xs, 512);
+  const tt = f32x4.mul(isum, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 0, C), dx));
+  return f32x4.sub(tt, f32x4.mul(mins, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 2, C), dx)));
+}
+
+/**
+ * Group g (sub-blocks 2g, 2g+1: qs[32g..32g+32)) of one Q5_K row at p with the raw activations at
+ * xs, for pmaddubsw engines (as q4GroupR with i16): levels 0..31 are the nibbles with qh's bit 2g
+ * (low nibbles) or 2g+1 (high) as bit 4, assembled as kquant-decode.ts q5Group does; two
+ * rdot16 per sub-block (each i16 lane four products, at most 4 x 31 x 128), scaled by
+ * dot_i16x8_s with the sub-block's scale in every lane.
+ */
+// @ts-ignore: decorator
+@inline function q5GroupR(p: usize, xs: usize, g: u32, uv: v128, m0f: v128, C: usize): v128 {
+  // bit b of each qh byte to bit 4: shl by 4 - b or shr by b - 4 (a left shift by 4 of i16 lanes
+  // would lose the high byte's bits 4..7)
+  const bl = g << 1, bh = bl + 1;
+  const upl: u32 = bl < 4 ? 4 - bl : 0, dnl: u32 = bl > 4 ? bl - 4 : 0;
+  const uph: u32 = bh < 4 ? 4 - bh : 0, dnh: u32 = bh > 4 ? bh - 4 : 0;
+  const q = p + 48 + (g << 5), x = xs + (g << 6);
+  const V0 = v128.load(q), V1 = v128.load(q, 16);
+  const H0 = v128.load(p, 16), H1 = v128.load(p, 32);
+  const lo0 = v128.or(v128.and(V0, m0f), v128.and(i16x8.shr_u(i16x8.shl(H0, upl), dnl), v128.load(C, M10)));
+  const lo1 = v128.or(v128.and(V1, m0f), v128.and(i16x8.shr_u(i16x8.shl(H1, upl), dnl), v128.load(C, M10)));
+  const hi0 = v128.or(v128.and(i16x8.shr_u(V0, 4), m0f), v128.and(i16x8.shr_u(i16x8.shl(H0, uph), dnh), v128.load(C, M10)));
+  const hi1 = v128.or(v128.and(i16x8.shr_u(V1, 4), m0f), v128.and(i16x8.shr_u(i16x8.shl(H1, uph), dnh), v128.load(C, M10)));
+  const lo16 = i16x8.add(rdot16(v128.load(x, 0), lo0), rdot16(v128.load(x, 16), lo1));
+  const hi16 = i16x8.add(rdot16(v128.load(x, 32), hi0), rdot16(v128.load(x, 48), hi1));
+  const sa = (g & 1) == 0 ? i32x4.shuffle(uv, uv, 0, 0, 0, 0) : i32x4.shuffle(uv, uv, 2, 2, 2, 2);
+  const sb = (g & 1) == 0 ? i32x4.shuffle(uv, uv, 1, 1, 1, 1) : i32x4.shuffle(uv, uv, 3, 3, 3, 3);
+  return i32x4.add(i32x4.dot_i16x8_s(lo16, sa), i32x4.dot_i16x8_s(hi16, sb));
+}
+
+/** One super-block of four Q5_K rows (p0..p3, may alias) with the raw token's at xs (numerics of kquant-decode.ts dot4Q5K). */
+// @ts-ignore: decorator
+@inline function sbQ5KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, C: usize): v128 {
+  const SV = C + KCONSTS; // the four rows' scale pairs, 32 bytes each (same scale format as Q4_K)
+  const xm = v128.load(xs, 576);
+  const mins = f32x4.convert_i32x4_s(transposeSum(
+    q4RowScales(p0, xm, C, SV), q4RowScales(p1, xm, C, SV + 32), q4RowScales(p2, xm, C, SV + 64), q4RowScales(p3, xm, C, SV + 96)));
+  const m0f = v128.load(C);
+  let i0 = q5GroupR(p0, xs, 0, v128.load(SV, 0), m0f, C);
+  let i1 = q5GroupR(p1, xs, 0, v128.load(SV, 32), m0f, C);
+  let i2 = q5GroupR(p2, xs, 0, v128.load(SV, 64), m0f, C);
+  let i3 = q5GroupR(p3, xs, 0, v128.load(SV, 96), m0f, C);
+  i0 = i32x4.add(i0, q5GroupR(p0, xs, 1, v128.load(SV, 0), m0f, C));
+  i1 = i32x4.add(i1, q5GroupR(p1, xs, 1, v128.load(SV, 32), m0f, C));
+  i2 = i32x4.add(i2, q5GroupR(p2, xs, 1, v128.load(SV, 64), m0f, C));
+  i3 = i32x4.add(i3, q5GroupR(p3, xs, 1, v128.load(SV, 96), m0f, C));
+  i0 = i32x4.add(i0, q5GroupR(p0, xs, 2, v128.load(SV, 16), m0f, C));
+  i1 = i32x4.add(i1, q5GroupR(p1, xs, 2, v128.load(SV, 48), m0f, C));
+  i2 = i32x4.add(i2, q5GroupR(p2, xs, 2, v128.load(SV, 80), m0f, C));
+  i3 = i32x4.add(i3, q5GroupR(p3, xs, 2, v128.load(SV, 112), m0f, C));
+  i0 = i32x4.add(i0, q5GroupR(p0, xs, 3, v128.load(SV, 16), m0f, C));
+  i1 = i32x4.add(i1, q5GroupR(p1, xs, 3, v128.load(SV, 48), m0f, C));
+  i2 = i32x4.add(i2, q5GroupR(p2, xs, 3, v128.load(SV, 80), m0f, C));
+  i3 = i32x4.add(i3, q5GroupR(p3, xs, 3, v128.load(SV, 112), m0f, C));
   const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
   const dx = v128.load(xs, 512);
   const tt = f32x4.mul(isum, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 0, C), dx));
@@ -329,7 +390,7 @@ const TOUCH: usize = 1024;
   const n = r1 - r0;
   const q: u32 = (n + 3) >> 2;
   const qb = q * rb;
-  const bb: usize = t == T_Q4_K ? 144 : 210;
+  const bb: usize = t == T_Q4_K ? 144 : t == T_Q5_K ? 176 : 210;
   const C = xs0 + nsb * KS;
   for (let i: u32 = 0; i < q; i++) {
     const ra = r0 + i;
@@ -339,7 +400,9 @@ const TOUCH: usize = 1024;
     let acc = f32x4.splat(0);
     let xs = xs0;
     for (let sb: u32 = 0; sb < nsb; sb++) {
-      acc = f32x4.add(acc, t == T_Q4_K ? sbQ4KR(p0, p1, p2, p3, xs, C, true) : sbQ6KR(p0, p1, p2, p3, xs, C, true));
+      if (t == T_Q4_K) acc = f32x4.add(acc, sbQ4KR(p0, p1, p2, p3, xs, C, true));
+      else if (t == T_Q5_K) acc = f32x4.add(acc, sbQ5KR(p0, p1, p2, p3, xs, C));
+      else acc = f32x4.add(acc, sbQ6KR(p0, p1, p2, p3, xs, C, true));
       p0 += bb; p1 += bb; p2 += bb; p3 += bb; xs += KS;
     }
     const o = out + (ra << 2);
@@ -358,10 +421,11 @@ function decodeQ4KR(out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32,
 function decodeQ6KR(out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void { decodeRowsR(T_Q6_K, out, w, xs, nsb, rb, r0, r1); }
 function decodeQ4KI16(out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void { decodeRows4I16(T_Q4_K, out, w, xs, nsb, rb, r0, r1); }
 function decodeQ6KI16(out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void { decodeRows4I16(T_Q6_K, out, w, xs, nsb, rb, r0, r1); }
+function decodeQ5KI16(out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32): void { decodeRows4I16(T_Q5_K, out, w, xs, nsb, rb, r0, r1); }
 
 /**
- * Rows [r0, r1) of Q4_K or Q6_K weights (rb bytes per row) times the token widened by widenKRaw;
- * false for other types. i16: the sums as i16 pair sums (rdot16), for engines whose relaxed dots
+ * Rows [r0, r1) of Q4_K or Q6_K weights (rb bytes per row), or of Q5_K with i16, times the token
+ * widened by widenKRaw; false (nothing done) otherwise. i16: the sums as i16 pair sums (rdot16), for engines whose relaxed dots
  * are pmaddubsw sequences (relaxed-q8u.ts dotLowering 2); the same integers, the same bits.
  */
 export function decodeRelaxed(t: u32, out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32, i16: bool): bool {
@@ -375,6 +439,7 @@ export function decodeRelaxed(t: u32, out: usize, w: usize, xs: usize, nsb: u32,
     else decodeQ6KR(out, w, xs, nsb, rb, r0, r1);
     return true;
   }
+  if (t == T_Q5_K && i16) { decodeQ5KI16(out, w, xs, nsb, rb, r0, r1); return true; }
   return false;
 }
 
