@@ -62,7 +62,9 @@ export function prefillRelaxed(t: u32, out: usize, w: usize, x: usize, rows: u32
 // so that every scale vector is one pshufd of the row's scale pairs, and each stream is touched
 // TOUCH bytes ahead. Spaced streams read DRAM much better than adjacent rows (7B shapes, 2
 // threads, four streams: Q4_K 34.4 vs 22.3 GMAC/s, Q6_K 20.8 vs 15.5), and eight better than four
-// (Q4_0 33.1 -> 41.4; the 1.1B Q4_K_M file's matmuls 1.19x).
+// (Q4_0 33.1 -> 41.4; the 1.1B Q4_K_M file's matmuls 1.19x). Where relaxed dots are pmaddubsw
+// sequences the loops differ (decodeRows4I16): four streams, no touches, i16 pair sums, and Q5_K
+// too.
 
 /**
  * nsb Q8_K super-blocks at x -> KS-byte blocks at dst as kquant-decode.ts expects them, except
