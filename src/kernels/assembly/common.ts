@@ -129,6 +129,20 @@ export function f32ToF16(value: f32): u32 {
 }
 
 /**
+ * The four-stream decode loops' results: lane k of acc is row ra + k*q of a chunk split into four
+ * streams of q rows (v1..v3: whether streams 1..3 have a row i, else they were aliased to stream 0
+ * and are not stored).
+ */
+// @ts-ignore: decorator
+@inline export function storeFourStreams(out: usize, ra: u32, q: u32, acc: v128, v1: bool, v2: bool, v3: bool): void {
+  const o = out + (ra << 2);
+  v128.store32_lane(o, acc, 0);
+  if (v1) v128.store32_lane(o + (q << 2), acc, 1);
+  if (v2) v128.store32_lane(o + (q << 3), acc, 2);
+  if (v3) v128.store32_lane(o + q * 12, acc, 3);
+}
+
+/**
  * The eight-stream decode loops' results (q8.ts, relaxed.ts): lane k of accA is row ra + k*q, lane
  * k of accB row ra + (4+k)*q, of a chunk of n rows split into eight streams of q (stream i's rows
  * past n were aliased to the first stream and are not stored).

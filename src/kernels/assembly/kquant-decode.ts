@@ -7,7 +7,7 @@
 //
 // The activations are the widened Q8_K super-blocks of matmul.ts (KS = 592 bytes: 256 i16, d as
 // f32x4 at 512, slack at 528, bsums (16 i16) at 544, sums per 32 (8 i16) at 576).
-import { halves4Safe, transposeSum } from "./common";
+import { halves4Safe, transposeSum, storeFourStreams } from "./common";
 import { q4kScales } from "./unpack";
 
 const KS: u32 = 592;
@@ -84,11 +84,7 @@ export function decodeQ4KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32
     const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
     const p3 = v3 ? p0 + q * rb * 3 : p0;
     const acc = dot4Q4K(p0, p1, p2, p3, xs, nsb);
-    const o = out + (ra << 2);
-    v128.store32_lane(o, acc, 0);
-    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
-    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
-    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+    storeFourStreams(out, ra, q, acc, v1, v2, v3);
   }
 }
 
@@ -194,17 +190,25 @@ export function decodeQ6KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32
     const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
     const p3 = v3 ? p0 + q * rb * 3 : p0;
     const acc = dot4Q6K(p0, p1, p2, p3, xs, nsb);
-    const o = out + (ra << 2);
-    v128.store32_lane(o, acc, 0);
-    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
-    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
-    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+    storeFourStreams(out, ra, q, acc, v1, v2, v3);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Q5_K: Q4_K plus a fifth bit per value from qh (bit 2g for the low nibbles of group g, 2g+1 for
 // the high ones); same loop as dot4Q4K.
+
+/**
+ * 16 Q5_K levels (0..31): the nibbles of V (its high nibbles if high) with bit b of each qh byte
+ * of H as bit 4, moved there by shl 4 - b or shr b - 4 (a left shift by 4 of i16 lanes would lose
+ * the high byte's bits 4..7; i16x8 shifts are fine on byte data, every result is masked to its
+ * bits); m0f: 0x0f bytes, m10: 0x10 bytes. b is a literal after inlining.
+ */
+// @ts-ignore: decorator
+@inline export function q5Levels(V: v128, H: v128, high: bool, b: u32, m0f: v128, m10: v128): v128 {
+  const up: u32 = b < 4 ? 4 - b : 0, dn: u32 = b > 4 ? b - 4 : 0;
+  return v128.or(v128.and(high ? i16x8.shr_u(V, 4) : V, m0f), v128.and(i16x8.shr_u(i16x8.shl(H, up), dn), m10));
+}
 
 /**
  * Group g (sub-blocks 2g, 2g+1: the 32 bytes qs[32g..]) of one Q5_K row at p with the widened
@@ -217,22 +221,17 @@ export function decodeQ6KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32
  */
 // @ts-ignore: decorator
 @inline function q5Group(p: usize, xs: usize, g: u32, uv: v128, C: usize, bar: usize): v128 {
-  // bit b = 2g (low nibbles) or 2g+1 (high) of each qh byte moved to bit 4: shl by 4 - b or shr by b - 4
-  // (a left shift by 4 of i16 lanes would lose the high byte's bits 4..7)
-  const bl = g << 1, bh = bl + 1;
-  const upl: u32 = bl < 4 ? 4 - bl : 0, dnl: u32 = bl > 4 ? bl - 4 : 0;
-  const uph: u32 = bh < 4 ? 4 - bh : 0, dnh: u32 = bh > 4 ? bh - 4 : 0;
   const q = p + 48 + (g << 5), x = xs + (g << 7);
   const V0 = v128.load(q), V1 = v128.load(q, 16);
   const H0 = v128.load(p, 16), H1 = v128.load(p, 32);
-  const lo0 = v128.or(v128.and(V0, v128.load(C, 0)), v128.and(i16x8.shr_u(i16x8.shl(H0, upl), dnl), v128.load(C, 16)));
-  const lo1 = v128.or(v128.and(V1, v128.load(C, 0)), v128.and(i16x8.shr_u(i16x8.shl(H1, upl), dnl), v128.load(C, 16)));
+  const lo0 = q5Levels(V0, H0, false, g << 1, v128.load(C, 0), v128.load(C, 16));
+  const lo1 = q5Levels(V1, H1, false, g << 1, v128.load(C, 0), v128.load(C, 16));
   const pa = i32x4.add(
     i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo0), v128.load(x, 0)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo0), v128.load(x, 16))),
     i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(lo1), v128.load(x, 32)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(lo1), v128.load(x, 48))));
   v128.store(bar, pa);
-  const hi0 = v128.or(v128.and(i16x8.shr_u(V0, 4), v128.load(C, 0)), v128.and(i16x8.shr_u(i16x8.shl(H0, uph), dnh), v128.load(C, 16)));
-  const hi1 = v128.or(v128.and(i16x8.shr_u(V1, 4), v128.load(C, 0)), v128.and(i16x8.shr_u(i16x8.shl(H1, uph), dnh), v128.load(C, 16)));
+  const hi0 = q5Levels(V0, H0, true, (g << 1) + 1, v128.load(C, 0), v128.load(C, 16));
+  const hi1 = q5Levels(V1, H1, true, (g << 1) + 1, v128.load(C, 0), v128.load(C, 16));
   const pb = i32x4.add(
     i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi0), v128.load(x, 64)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi0), v128.load(x, 80))),
     i32x4.add(i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_u(hi1), v128.load(x, 96)), i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_u(hi1), v128.load(x, 112))));
@@ -325,10 +324,6 @@ export function decodeQ5KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32
     const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
     const p3 = v3 ? p0 + q * rb * 3 : p0;
     const acc = dot4Q5K(p0, p1, p2, p3, xs, nsb);
-    const o = out + (ra << 2);
-    v128.store32_lane(o, acc, 0);
-    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
-    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
-    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+    storeFourStreams(out, ra, q, acc, v1, v2, v3);
   }
 }

@@ -2,7 +2,7 @@
 // 4-bit type. Same numerics as the generic loop of matmul.ts and bit-identical with it.
 //
 // Activations: Q8_0 blocks widened by widenQ4_0 (below).
-import { f16ToF32, halves4, transposeSum } from "./common";
+import { f16ToF32, halves4, transposeSum, storeFourStreams } from "./common";
 
 const XS: u32 = 112;
 
@@ -75,10 +75,6 @@ export function decodeQ4_0Fast(out: usize, w: usize, xs: usize, nb: u32, rb: u32
     const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
     const p3 = v3 ? p0 + q * rb * 3 : p0;
     const acc = dot4Q4_0(p0, p1, p2, p3, xs, nb);
-    const o = out + (ra << 2);
-    v128.store32_lane(o, acc, 0);
-    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
-    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
-    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+    storeFourStreams(out, ra, q, acc, v1, v2, v3);
   }
 }

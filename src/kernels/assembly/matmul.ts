@@ -6,11 +6,7 @@
 //
 // Scratch (this thread's, scratchBytes long) holds the widened activations: every int8 value as
 // int16 (so the inner loops are plain loads and i32x4.dot_i16x8_s) and the block scales as f32.
-import {
-  T_BF16, T_F16, T_F32, T_Q4_1, T_Q5_1, T_Q8_0, T_Q4_0, T_Q5_0, T_IQ4_NL,
-  T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K, T_Q4_0X4,
-  blockBytes, f16ToF32, f16hiToF32Safe, halves4, halves4Safe, isKQuant, transposeSum, transposeSumF,
-} from "./common";
+import { T_BF16, T_F16, T_F32, T_Q4_1, T_Q5_1, T_Q8_0, T_Q4_0, T_Q5_0, T_IQ4_NL, T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K, T_Q4_0X4, blockBytes, f16ToF32, f16hiToF32Safe, halves4, halves4Safe, isKQuant, storeFourStreams, transposeSum, transposeSumF } from "./common";
 import { dOffset, hasMin, kScales16, mOffset, subMin, subScale, w16, w8 } from "./unpack";
 import { matmulQ8 } from "./q8";
 import { decodeQ4KFast, decodeQ5KFast, decodeQ6KFast } from "./kquant-decode";
@@ -182,11 +178,7 @@ function widenK(x: usize, nsb: u32, dst: usize): void {
     const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
     const p3 = v3 ? p0 + q * rb * 3 : p0;
     const acc = isKQuant(t) ? dot4K(t, p0, p1, p2, p3, xs, nb) : dot4L(t, p0, p1, p2, p3, xs, nb);
-    const o = out + (ra << 2);
-    v128.store32_lane(o, acc, 0);
-    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
-    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
-    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+    storeFourStreams(out, ra, q, acc, v1, v2, v3);
   }
 }
 

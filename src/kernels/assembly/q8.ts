@@ -1,7 +1,7 @@
 // The Q8_0 x Q8_0 matmul (decode: four long row streams over widened activations; prefill: two rows
 // times a chunk of tokens), moved unchanged from kernels.ts; and the Q8_0 / Q8_1 / Q8_K activation
 // quantizers. See docs/kernels.md for the design and measurements.
-import { f16ToF32, f16hiToF32, f32ToF16, mulAdd, roundI32, ROUND_C, storeEightStreams, storeRoundConsts, transposeSum } from "./common";
+import { f16ToF32, f16hiToF32, f32ToF16, mulAdd, roundI32, ROUND_C, storeEightStreams, storeRoundConsts, transposeSum, storeFourStreams } from "./common";
 import { UNSIGNED_PROBE_BYTES, dotLowering } from "./relaxed-q8u";
 import { prefillQ8_0UnsignedRows } from "./relaxed";
 
@@ -335,11 +335,7 @@ function decodeQ8x4(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32,
     const p2 = v2 ? p0 + ((q * rb) << 1) : p0;
     const p3 = v3 ? p0 + q * rb * 3 : p0;
     const acc = dot4w(p0, p1, p2, p3, xs0, nb, C);
-    const o = out + (ra << 2);
-    v128.store32_lane(o, acc, 0);
-    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
-    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
-    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+    storeFourStreams(out, ra, q, acc, v1, v2, v3);
   }
 }
 

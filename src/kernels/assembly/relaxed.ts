@@ -17,9 +17,9 @@
 // super-block), so the results are bit-identical with the reference and with the SIMD128 build.
 // (A "lane = token" layout, token quads against broadcast weights, was slower at every prompt
 // length once the rows variant lost its scalar gathers: Q4_K x32 58 vs 77 GMAC/s, Q6_K 50 vs 51.)
-import { T_Q4_0, T_Q4_K, T_Q5_K, T_Q6_K, f16ToF32, halves4Safe, mulAdd, storeEightStreams, transposeSum } from "./common";
+import { T_Q4_0, T_Q4_K, T_Q5_K, T_Q6_K, f16ToF32, halves4Safe, mulAdd, storeEightStreams, transposeSum, storeFourStreams } from "./common";
 import { q4kScales } from "./unpack";
-import { kScalePairs, q6Scales } from "./kquant-decode";
+import { kScalePairs, q5Levels, q6Scales } from "./kquant-decode";
 
 // @ts-ignore: decorator
 @inline export function rdot(x: v128, w: v128, acc: v128): v128 {
@@ -190,30 +190,40 @@ const TOUCH: usize = 1024;
   return touch3(p, lim) ^ (load<u8>(a < lim ? a : lim) as u32);
 }
 
-/** One super-block of four Q4_K rows (p0..p3, may alias) with the raw token's at xs: its f32 term (numerics of dot4Q4K). */
+/** Group g of a Q4_K row (q4GroupR) or, with q5, of a Q5_K row (q5GroupR: i16 only). */
 // @ts-ignore: decorator
-@inline function sbQ4KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, C: usize, i16: bool): v128 {
+@inline function kGroupR(p: usize, xs: usize, g: u32, uv: v128, m0f: v128, C: usize, i16: bool, q5: bool): v128 {
+  return q5 ? q5GroupR(p, xs, g, uv, m0f, C) : q4GroupR(p, xs, g, uv, m0f, i16);
+}
+
+/**
+ * One super-block of four Q4_K rows (p0..p3, may alias), or Q5_K rows with q5 (pmaddubsw engines
+ * only, i16), with the raw token's at xs: its f32 term (numerics of dot4Q4K, dot4Q5K: the two
+ * types share d, dmin and the scale format).
+ */
+// @ts-ignore: decorator
+@inline function sbQ4KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, C: usize, i16: bool, q5: bool): v128 {
   const SV = C + KCONSTS; // the four rows' scale pairs, 32 bytes each
   const xm = v128.load(xs, 576);
   const mins = f32x4.convert_i32x4_s(transposeSum(
     q4RowScales(p0, xm, C, SV), q4RowScales(p1, xm, C, SV + 32), q4RowScales(p2, xm, C, SV + 64), q4RowScales(p3, xm, C, SV + 96)));
   const m0f = v128.load(C);
-  let i0 = q4GroupR(p0, xs, 0, v128.load(SV, 0), m0f, i16);
-  let i1 = q4GroupR(p1, xs, 0, v128.load(SV, 32), m0f, i16);
-  let i2 = q4GroupR(p2, xs, 0, v128.load(SV, 64), m0f, i16);
-  let i3 = q4GroupR(p3, xs, 0, v128.load(SV, 96), m0f, i16);
-  i0 = i32x4.add(i0, q4GroupR(p0, xs, 1, v128.load(SV, 0), m0f, i16));
-  i1 = i32x4.add(i1, q4GroupR(p1, xs, 1, v128.load(SV, 32), m0f, i16));
-  i2 = i32x4.add(i2, q4GroupR(p2, xs, 1, v128.load(SV, 64), m0f, i16));
-  i3 = i32x4.add(i3, q4GroupR(p3, xs, 1, v128.load(SV, 96), m0f, i16));
-  i0 = i32x4.add(i0, q4GroupR(p0, xs, 2, v128.load(SV, 16), m0f, i16));
-  i1 = i32x4.add(i1, q4GroupR(p1, xs, 2, v128.load(SV, 48), m0f, i16));
-  i2 = i32x4.add(i2, q4GroupR(p2, xs, 2, v128.load(SV, 80), m0f, i16));
-  i3 = i32x4.add(i3, q4GroupR(p3, xs, 2, v128.load(SV, 112), m0f, i16));
-  i0 = i32x4.add(i0, q4GroupR(p0, xs, 3, v128.load(SV, 16), m0f, i16));
-  i1 = i32x4.add(i1, q4GroupR(p1, xs, 3, v128.load(SV, 48), m0f, i16));
-  i2 = i32x4.add(i2, q4GroupR(p2, xs, 3, v128.load(SV, 80), m0f, i16));
-  i3 = i32x4.add(i3, q4GroupR(p3, xs, 3, v128.load(SV, 112), m0f, i16));
+  let i0 = kGroupR(p0, xs, 0, v128.load(SV, 0), m0f, C, i16, q5);
+  let i1 = kGroupR(p1, xs, 0, v128.load(SV, 32), m0f, C, i16, q5);
+  let i2 = kGroupR(p2, xs, 0, v128.load(SV, 64), m0f, C, i16, q5);
+  let i3 = kGroupR(p3, xs, 0, v128.load(SV, 96), m0f, C, i16, q5);
+  i0 = i32x4.add(i0, kGroupR(p0, xs, 1, v128.load(SV, 0), m0f, C, i16, q5));
+  i1 = i32x4.add(i1, kGroupR(p1, xs, 1, v128.load(SV, 32), m0f, C, i16, q5));
+  i2 = i32x4.add(i2, kGroupR(p2, xs, 1, v128.load(SV, 64), m0f, C, i16, q5));
+  i3 = i32x4.add(i3, kGroupR(p3, xs, 1, v128.load(SV, 96), m0f, C, i16, q5));
+  i0 = i32x4.add(i0, kGroupR(p0, xs, 2, v128.load(SV, 16), m0f, C, i16, q5));
+  i1 = i32x4.add(i1, kGroupR(p1, xs, 2, v128.load(SV, 48), m0f, C, i16, q5));
+  i2 = i32x4.add(i2, kGroupR(p2, xs, 2, v128.load(SV, 80), m0f, C, i16, q5));
+  i3 = i32x4.add(i3, kGroupR(p3, xs, 2, v128.load(SV, 112), m0f, C, i16, q5));
+  i0 = i32x4.add(i0, kGroupR(p0, xs, 3, v128.load(SV, 16), m0f, C, i16, q5));
+  i1 = i32x4.add(i1, kGroupR(p1, xs, 3, v128.load(SV, 48), m0f, C, i16, q5));
+  i2 = i32x4.add(i2, kGroupR(p2, xs, 3, v128.load(SV, 80), m0f, C, i16, q5));
+  i3 = i32x4.add(i3, kGroupR(p3, xs, 3, v128.load(SV, 112), m0f, C, i16, q5));
   const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
   const dx = v128.load(xs, 512);
   const tt = f32x4.mul(isum, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 0, C), dx));
@@ -223,59 +233,22 @@ const TOUCH: usize = 1024;
 /**
  * Group g (sub-blocks 2g, 2g+1: qs[32g..32g+32)) of one Q5_K row at p with the raw activations at
  * xs, for pmaddubsw engines (as q4GroupR with i16): levels 0..31 are the nibbles with qh's bit 2g
- * (low nibbles) or 2g+1 (high) as bit 4, assembled as kquant-decode.ts q5Group does; two
+ * (low nibbles) or 2g+1 (high) as bit 4 (kquant-decode.ts q5Levels); two
  * rdot16 per sub-block (each i16 lane four products, at most 4 x 31 x 128), scaled by
  * dot_i16x8_s with the sub-block's scale in every lane.
  */
 // @ts-ignore: decorator
 @inline function q5GroupR(p: usize, xs: usize, g: u32, uv: v128, m0f: v128, C: usize): v128 {
-  // bit b of each qh byte to bit 4: shl by 4 - b or shr by b - 4 (a left shift by 4 of i16 lanes
-  // would lose the high byte's bits 4..7)
-  const bl = g << 1, bh = bl + 1;
-  const upl: u32 = bl < 4 ? 4 - bl : 0, dnl: u32 = bl > 4 ? bl - 4 : 0;
-  const uph: u32 = bh < 4 ? 4 - bh : 0, dnh: u32 = bh > 4 ? bh - 4 : 0;
   const q = p + 48 + (g << 5), x = xs + (g << 6);
   const V0 = v128.load(q), V1 = v128.load(q, 16);
   const H0 = v128.load(p, 16), H1 = v128.load(p, 32);
-  const lo0 = v128.or(v128.and(V0, m0f), v128.and(i16x8.shr_u(i16x8.shl(H0, upl), dnl), v128.load(C, M10)));
-  const lo1 = v128.or(v128.and(V1, m0f), v128.and(i16x8.shr_u(i16x8.shl(H1, upl), dnl), v128.load(C, M10)));
-  const hi0 = v128.or(v128.and(i16x8.shr_u(V0, 4), m0f), v128.and(i16x8.shr_u(i16x8.shl(H0, uph), dnh), v128.load(C, M10)));
-  const hi1 = v128.or(v128.and(i16x8.shr_u(V1, 4), m0f), v128.and(i16x8.shr_u(i16x8.shl(H1, uph), dnh), v128.load(C, M10)));
+  const lo0 = q5Levels(V0, H0, false, g << 1, m0f, v128.load(C, M10)), lo1 = q5Levels(V1, H1, false, g << 1, m0f, v128.load(C, M10));
+  const hi0 = q5Levels(V0, H0, true, (g << 1) + 1, m0f, v128.load(C, M10)), hi1 = q5Levels(V1, H1, true, (g << 1) + 1, m0f, v128.load(C, M10));
   const lo16 = i16x8.add(rdot16(v128.load(x, 0), lo0), rdot16(v128.load(x, 16), lo1));
   const hi16 = i16x8.add(rdot16(v128.load(x, 32), hi0), rdot16(v128.load(x, 48), hi1));
   const sa = (g & 1) == 0 ? i32x4.shuffle(uv, uv, 0, 0, 0, 0) : i32x4.shuffle(uv, uv, 2, 2, 2, 2);
   const sb = (g & 1) == 0 ? i32x4.shuffle(uv, uv, 1, 1, 1, 1) : i32x4.shuffle(uv, uv, 3, 3, 3, 3);
   return i32x4.add(i32x4.dot_i16x8_s(lo16, sa), i32x4.dot_i16x8_s(hi16, sb));
-}
-
-/** One super-block of four Q5_K rows (p0..p3, may alias) with the raw token's at xs (numerics of kquant-decode.ts dot4Q5K). */
-// @ts-ignore: decorator
-@inline function sbQ5KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, C: usize): v128 {
-  const SV = C + KCONSTS; // the four rows' scale pairs, 32 bytes each (same scale format as Q4_K)
-  const xm = v128.load(xs, 576);
-  const mins = f32x4.convert_i32x4_s(transposeSum(
-    q4RowScales(p0, xm, C, SV), q4RowScales(p1, xm, C, SV + 32), q4RowScales(p2, xm, C, SV + 64), q4RowScales(p3, xm, C, SV + 96)));
-  const m0f = v128.load(C);
-  let i0 = q5GroupR(p0, xs, 0, v128.load(SV, 0), m0f, C);
-  let i1 = q5GroupR(p1, xs, 0, v128.load(SV, 32), m0f, C);
-  let i2 = q5GroupR(p2, xs, 0, v128.load(SV, 64), m0f, C);
-  let i3 = q5GroupR(p3, xs, 0, v128.load(SV, 96), m0f, C);
-  i0 = i32x4.add(i0, q5GroupR(p0, xs, 1, v128.load(SV, 0), m0f, C));
-  i1 = i32x4.add(i1, q5GroupR(p1, xs, 1, v128.load(SV, 32), m0f, C));
-  i2 = i32x4.add(i2, q5GroupR(p2, xs, 1, v128.load(SV, 64), m0f, C));
-  i3 = i32x4.add(i3, q5GroupR(p3, xs, 1, v128.load(SV, 96), m0f, C));
-  i0 = i32x4.add(i0, q5GroupR(p0, xs, 2, v128.load(SV, 16), m0f, C));
-  i1 = i32x4.add(i1, q5GroupR(p1, xs, 2, v128.load(SV, 48), m0f, C));
-  i2 = i32x4.add(i2, q5GroupR(p2, xs, 2, v128.load(SV, 80), m0f, C));
-  i3 = i32x4.add(i3, q5GroupR(p3, xs, 2, v128.load(SV, 112), m0f, C));
-  i0 = i32x4.add(i0, q5GroupR(p0, xs, 3, v128.load(SV, 16), m0f, C));
-  i1 = i32x4.add(i1, q5GroupR(p1, xs, 3, v128.load(SV, 48), m0f, C));
-  i2 = i32x4.add(i2, q5GroupR(p2, xs, 3, v128.load(SV, 80), m0f, C));
-  i3 = i32x4.add(i3, q5GroupR(p3, xs, 3, v128.load(SV, 112), m0f, C));
-  const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
-  const dx = v128.load(xs, 512);
-  const tt = f32x4.mul(isum, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 0, C), dx));
-  return f32x4.sub(tt, f32x4.mul(mins, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 2, C), dx)));
 }
 
 /**
@@ -360,8 +333,8 @@ const TOUCH: usize = 1024;
     let xs = xs0;
     for (let sb: u32 = 0; sb < nsb; sb++) {
       if (t == T_Q4_K) {
-        accA = f32x4.add(accA, sbQ4KR(p0, p1, p2, p3, xs, C, false));
-        accB = f32x4.add(accB, sbQ4KR(p4, p5, p6, p7, xs, C, false));
+        accA = f32x4.add(accA, sbQ4KR(p0, p1, p2, p3, xs, C, false, false));
+        accB = f32x4.add(accB, sbQ4KR(p4, p5, p6, p7, xs, C, false, false));
         sink ^= touch3(p0, lim) ^ touch3(p1, lim) ^ touch3(p2, lim) ^ touch3(p3, lim);
         sink ^= touch3(p4, lim) ^ touch3(p5, lim) ^ touch3(p6, lim) ^ touch3(p7, lim);
       } else {
@@ -402,16 +375,11 @@ const TOUCH: usize = 1024;
     let acc = f32x4.splat(0);
     let xs = xs0;
     for (let sb: u32 = 0; sb < nsb; sb++) {
-      if (t == T_Q4_K) acc = f32x4.add(acc, sbQ4KR(p0, p1, p2, p3, xs, C, true));
-      else if (t == T_Q5_K) acc = f32x4.add(acc, sbQ5KR(p0, p1, p2, p3, xs, C));
-      else acc = f32x4.add(acc, sbQ6KR(p0, p1, p2, p3, xs, C, true));
+      if (t == T_Q6_K) acc = f32x4.add(acc, sbQ6KR(p0, p1, p2, p3, xs, C, true));
+      else acc = f32x4.add(acc, sbQ4KR(p0, p1, p2, p3, xs, C, true, t == T_Q5_K));
       p0 += bb; p1 += bb; p2 += bb; p3 += bb; xs += KS;
     }
-    const o = out + (ra << 2);
-    v128.store32_lane(o, acc, 0);
-    if (v1) v128.store32_lane(o + (q << 2), acc, 1);
-    if (v2) v128.store32_lane(o + (q << 3), acc, 2);
-    if (v3) v128.store32_lane(o + q * 12, acc, 3);
+    storeFourStreams(out, ra, q, acc, v1, v2, v3);
   }
 }
 
