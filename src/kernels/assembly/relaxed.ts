@@ -51,6 +51,9 @@ export function prefillRelaxed(t: u32, out: usize, w: usize, x: usize, rows: u32
     case T_Q4_0: return prefillQ4_0Rows(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse, i16);
     case T_Q4_K: return prefillKRows(T_Q4_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, i16);
     case T_Q6_K: return prefillKRows(T_Q6_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, i16);
+    // Q5_K only with the i16 sums: its levels (0..31) would overflow the other path's narrowed
+    // chains of four dots (16 x 31 x 128); with i16 a chain's pair sums are at most 4 x 2 x 31 x 128
+    case T_Q5_K: return i16 ? prefillKRows(T_Q5_K, out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, true) : false;
     default: return false;
   }
 }
@@ -794,8 +797,8 @@ function decodeQ4_0R(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32
 /** Four Q4_K rows (may alias) times nTok Q8_K tokens at x: FA[t] (f32x4, lane = row). */
 // @ts-ignore: decorator
 @inline function rows4Q4KPairs(p0: usize, p1: usize, p2: usize, p3: usize, nsb: u32, x: usize, arb: u32, nTok: u32,
-  D: usize, FA: usize, IA: usize, i16: bool): void {
-  const m0f = i8x16.splat(0x0f);
+  D: usize, FA: usize, IA: usize, i16: bool, q5: bool): void {
+  const m0f = i8x16.splat(0x0f), m10 = i8x16.splat(0x10);
   // i16 (pmaddubsw engines): two accumulators per token, [r0 r0 r1 r1] and [r2 r2 r3 r3] (see below)
   const iaEnd = IA + (nTok << (i16 ? 5 : 4));
   for (let b: u32 = 0; b < nsb; b++) {
@@ -807,7 +810,7 @@ function decodeQ4_0R(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32
     const u = i16x8.shuffle(t01, t23, 0, 8, 1, 9, 2, 10, 3, 11), u2 = i16x8.shuffle(t01, t23, 4, 12, 5, 13, 6, 14, 7, 15);
     const xb = x + b * 292 + 4;
     for (let s: u32 = 0; s < 8; s++) {
-      const o: usize = 16 + ((s >> 1) << 5);
+      const o: usize = (q5 ? 48 : 16) + ((s >> 1) << 5);
       const Q0a = v128.load(p0 + o), Q0b = v128.load(p1 + o), Q1a = v128.load(p0 + o + 16), Q1b = v128.load(p1 + o + 16);
       const Q0c = v128.load(p2 + o), Q0d = v128.load(p3 + o), Q1c = v128.load(p2 + o + 16), Q1d = v128.load(p3 + o + 16);
       let A0 = i64x2.shuffle(Q0a, Q0b, 0, 2), A1 = i64x2.shuffle(Q0a, Q0b, 1, 3);
@@ -820,6 +823,18 @@ function decodeQ4_0R(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32
       }
       A0 = v128.and(A0, m0f); A1 = v128.and(A1, m0f); A2 = v128.and(A2, m0f); A3 = v128.and(A3, m0f);
       B0 = v128.and(B0, m0f); B1 = v128.and(B1, m0f); B2 = v128.and(B2, m0f); B3 = v128.and(B3, m0f);
+      if (q5) { // Q5_K: qh bit s of each value as bit 4 (qh[l] for value l of the sub-block, paired as the nibbles)
+        const H0a = v128.load(p0, 16), H1a = v128.load(p0, 32), H0b = v128.load(p1, 16), H1b = v128.load(p1, 32);
+        const H0c = v128.load(p2, 16), H1c = v128.load(p2, 32), H0d = v128.load(p3, 16), H1d = v128.load(p3, 32);
+        A0 = v128.or(A0, q5Levels(i8x16.splat(0), i64x2.shuffle(H0a, H0b, 0, 2), false, s, m0f, m10));
+        A1 = v128.or(A1, q5Levels(i8x16.splat(0), i64x2.shuffle(H0a, H0b, 1, 3), false, s, m0f, m10));
+        A2 = v128.or(A2, q5Levels(i8x16.splat(0), i64x2.shuffle(H1a, H1b, 0, 2), false, s, m0f, m10));
+        A3 = v128.or(A3, q5Levels(i8x16.splat(0), i64x2.shuffle(H1a, H1b, 1, 3), false, s, m0f, m10));
+        B0 = v128.or(B0, q5Levels(i8x16.splat(0), i64x2.shuffle(H0c, H0d, 0, 2), false, s, m0f, m10));
+        B1 = v128.or(B1, q5Levels(i8x16.splat(0), i64x2.shuffle(H0c, H0d, 1, 3), false, s, m0f, m10));
+        B2 = v128.or(B2, q5Levels(i8x16.splat(0), i64x2.shuffle(H1c, H1d, 0, 2), false, s, m0f, m10));
+        B3 = v128.or(B3, q5Levels(i8x16.splat(0), i64x2.shuffle(H1c, H1d, 1, 3), false, s, m0f, m10));
+      }
       // the rows' scales of sub-block s as i16 [r0, r0, r1, r1, r2, r2, r3, r3] (index >= 16: zero byte)
       const sel = i8x16.add(i8x16(0, 16, 0, 16, 1, 16, 1, 16, 2, 16, 2, 16, 3, 16, 3, 16), i8x16.splat(((s & 3) << 2) as i8));
       let xq = xb + (s << 5);
@@ -878,7 +893,8 @@ function decodeQ4_0R(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32
       v128.store(f, f32x4.add(v128.load(f), f32x4.sub(tt, f32x4.mul(f32x4.convert_i32x4_s(mins), f32x4.mul(dm4, dx)))));
       dp += nsb << 5;
     }
-    p0 += 144; p1 += 144; p2 += 144; p3 += 144;
+    const bb: usize = q5 ? 176 : 144;
+    p0 += bb; p1 += bb; p2 += bb; p3 += bb;
   }
 }
 
@@ -1002,8 +1018,8 @@ function decodeQ4_0R(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32
 @inline function prefillKRows(t: u32, out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok: u32,
   r0: u32, r1: u32, scratch: usize, scratchBytes: u32, i16: bool): bool {
   const nsb = cols >> 8;
-  const rb = nsb * (t == T_Q4_K ? 144 : 210), arb = nsb * 292;
-  const DB: u32 = t == T_Q4_K ? 32 : 48; // per token and super-block: dx, then the sums as i16 pairs at 16
+  const rb = nsb * (t == T_Q4_K ? 144 : t == T_Q5_K ? 176 : 210), arb = nsb * 292;
+  const DB: u32 = t == T_Q6_K ? 48 : 32; // per token and super-block: dx, then the sums as i16 pairs at 16
   // i16 (relaxed dots are pmaddubsw sequences): i16 pair sums (Q4_K: two integer accumulators per token)
   const per: u32 = nsb * DB + 48;
   if (scratchBytes < per + 256) return false;
@@ -1017,7 +1033,7 @@ function decodeQ4_0R(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32
         const xb = x + (t0 + j) * arb + b * 292;
         const dp = D + (j * nsb + b) * DB;
         store<f32>(dp, load<f32>(xb));
-        if (t == T_Q4_K) {
+        if (t != T_Q6_K) {
           for (let s: u32 = 0; s < 8; s++) store<i16>(dp + 16 + (s << 1), ((load<i16>(xb + 260 + (s << 2)) as i32) + (load<i16>(xb + 262 + (s << 2)) as i32)) as i16);
         } else {
           v128.store(dp, v128.load(xb, 260), 16);
@@ -1031,8 +1047,9 @@ function decodeQ4_0R(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32
       const p0 = w + (r0 + i) * rb;
       const p1 = q + i < n ? p0 + qb : p0, p2 = q * 2 + i < n ? p0 + 2 * qb : p0, p3 = q * 3 + i < n ? p0 + 3 * qb : p0;
       for (let j: u32 = 0; j < tc; j++) v128.store(FA + (j << 4), f32x4.splat(0));
-      if (t == T_Q4_K && i16) rows4Q4KPairs(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA, true);
-      else if (t == T_Q4_K) rows4Q4KPairs(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA, false);
+      if (t == T_Q5_K) rows4Q4KPairs(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA, true, true);
+      else if (t == T_Q4_K && i16) rows4Q4KPairs(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA, true, false);
+      else if (t == T_Q4_K) rows4Q4KPairs(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA, false, false);
       else if (i16) rows4Q6K(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA, T, true);
       else rows4Q6K(p0, p1, p2, p3, nsb, x + t0 * arb, arb, tc, D, FA, IA, T, false);
       for (let j: u32 = 0; j < tc; j++) {
