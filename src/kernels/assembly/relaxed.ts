@@ -358,7 +358,8 @@ const TOUCH: usize = 1024;
  * pair sums (rdot16), no touches: for engines whose relaxed dots are pmaddubsw sequences
  * (relaxed-q8u.ts dotLowering 2). Measured on an AMD EPYC Zen 4 (Node 24.22.3, bench gmac's 7B
  * shapes from DRAM, 2 threads, alternating, best / median of 15), against the eight streams of
- * decodeRowsR with the same i16 sums: Q4_K 47.8 / 39.9 against 40.9 / 35.4 GMAC/s; Q6_K against
+ * decodeRowsR with the same i16 sums (then in the folded loop described below): Q4_K 47.8 / 39.9
+ * against 40.9 / 35.4 GMAC/s; Q6_K against
  * the SIMD128 kernel (kquant-decode.ts) 31.8 / 24.2 against 21.8 / 20.4, and the eight-stream
  * Q6_K 13.8 / 12.4. Eight streams of four rows need more registers than x64's sixteen (spills);
  * touches cost 1.3-1.5x there.
@@ -398,8 +399,9 @@ function decodeQ5KI16(out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u3
 
 /**
  * Rows [r0, r1) of Q4_K or Q6_K weights (rb bytes per row), or of Q5_K with i16, times the token
- * widened by widenKRaw; false (nothing done) otherwise. i16: the sums as i16 pair sums (rdot16), for engines whose relaxed dots
- * are pmaddubsw sequences (relaxed-q8u.ts dotLowering 2); the same integers, the same bits.
+ * widened by widenKRaw; false (nothing done) otherwise. i16: the sums as i16 pair sums (rdot16),
+ * for engines whose relaxed dots are pmaddubsw sequences (relaxed-q8u.ts dotLowering 2); the same
+ * integers, the same bits.
  */
 export function decodeRelaxed(t: u32, out: usize, w: usize, xs: usize, nsb: u32, rb: u32, r0: u32, r1: u32, i16: bool): bool {
   if (t == T_Q4_K) {
@@ -794,7 +796,10 @@ function decodeQ4_0R(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32
 // narrow and one dot_i16x8_s with the rows' scales give the scaled sub-block sums of four rows:
 // no i32 multiply and no 4x4 transpose (one 64-bit unpack per weight vector).
 
-/** Four Q4_K rows (may alias) times nTok Q8_K tokens at x: FA[t] (f32x4, lane = row). */
+/**
+ * Four Q4_K rows (may alias), or Q5_K rows with q5 (i16 only), times nTok Q8_K tokens at x: FA[t]
+ * (f32x4, lane = row).
+ */
 // @ts-ignore: decorator
 @inline function rows4Q4KPairs(p0: usize, p1: usize, p2: usize, p3: usize, nsb: u32, x: usize, arb: u32, nTok: u32,
   D: usize, FA: usize, IA: usize, i16: bool, q5: bool): void {
@@ -839,8 +844,9 @@ function decodeQ4_0R(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32
       const sel = i8x16.add(i8x16(0, 16, 0, 16, 1, 16, 1, 16, 2, 16, 2, 16, 3, 16, 3, 16), i8x16.splat(((s & 3) << 2) as i8));
       let xq = xb + (s << 5);
       if (i16) {
-        // the four dots' i16 pair sums of a chain added (each at most 2 x 15 x 128, all four 15360),
-        // then scaled per row pair with one dot_i16x8_s: [s_r0 x4, s_r1 x4] and [s_r2 x4, s_r3 x4]
+        // the four dots' i16 pair sums of a chain added (each at most 2 x 15 x 128, all four 15360;
+        // Q5_K 2 x 31 x 128 and 31744), then scaled per row pair with one dot_i16x8_s: [s_r0 x4,
+        // s_r1 x4] and [s_r2 x4, s_r3 x4]
         const off = i8x16.splat(((s & 3) << 2) as i8);
         const sa = i8x16.swizzle(s < 4 ? u : u2, i8x16.add(i8x16(0, 16, 0, 16, 0, 16, 0, 16, 1, 16, 1, 16, 1, 16, 1, 16), off));
         const sc = i8x16.swizzle(s < 4 ? u : u2, i8x16.add(i8x16(2, 16, 2, 16, 2, 16, 2, 16, 3, 16, 3, 16, 3, 16, 3, 16), off));
