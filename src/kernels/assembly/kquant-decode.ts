@@ -199,15 +199,23 @@ export function decodeQ6KFast(out: usize, w: usize, xs: usize, nsb: u32, rb: u32
 // the high ones); same loop as dot4Q4K.
 
 /**
- * 16 Q5_K levels (0..31): the nibbles of V (its high nibbles if high) with bit b of each qh byte
- * of H as bit 4, moved there by shl 4 - b or shr b - 4 (a left shift by 4 of i16 lanes would lose
- * the high byte's bits 4..7; i16x8 shifts are fine on byte data, every result is masked to its
- * bits); m0f: 0x0f bytes, m10: 0x10 bytes. b is a literal after inlining.
+ * Bit b of each qh byte of H as bit 4 (Q5_K's fifth bit of 16 levels), moved there by shl 4 - b or
+ * shr b - 4 (a left shift by 4 of i16 lanes would lose the high byte's bits 4..7; i16x8 shifts are
+ * fine on byte data, the result is masked to its bit); m10: 0x10 bytes.
  */
 // @ts-ignore: decorator
-@inline export function q5Levels(V: v128, H: v128, high: bool, b: u32, m0f: v128, m10: v128): v128 {
+@inline export function q5Bit(H: v128, b: u32, m10: v128): v128 {
   const up: u32 = b < 4 ? 4 - b : 0, dn: u32 = b > 4 ? b - 4 : 0;
-  return v128.or(v128.and(high ? i16x8.shr_u(V, 4) : V, m0f), v128.and(i16x8.shr_u(i16x8.shl(H, up), dn), m10));
+  return v128.and(i16x8.shr_u(i16x8.shl(H, up), dn), m10);
+}
+
+/**
+ * 16 Q5_K levels (0..31): the nibbles of V (its high nibbles if high) with q5Bit's bit b of H;
+ * m0f: 0x0f bytes, m10: 0x10 bytes. b is a literal after inlining.
+ */
+// @ts-ignore: decorator
+@inline function q5Levels(V: v128, H: v128, high: bool, b: u32, m0f: v128, m10: v128): v128 {
+  return v128.or(v128.and(high ? i16x8.shr_u(V, 4) : V, m0f), q5Bit(H, b, m10));
 }
 
 /**

@@ -6,7 +6,11 @@
 //
 // Scratch (this thread's, scratchBytes long) holds the widened activations: every int8 value as
 // int16 (so the inner loops are plain loads and i32x4.dot_i16x8_s) and the block scales as f32.
-import { T_BF16, T_F16, T_F32, T_Q4_1, T_Q5_1, T_Q8_0, T_Q4_0, T_Q5_0, T_IQ4_NL, T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K, T_Q4_0X4, blockBytes, f16ToF32, f16hiToF32Safe, halves4, halves4Safe, isKQuant, storeFourStreams, transposeSum, transposeSumF } from "./common";
+import {
+  T_BF16, T_F16, T_F32, T_Q4_1, T_Q5_1, T_Q8_0, T_Q4_0, T_Q5_0, T_IQ4_NL,
+  T_Q2_K, T_Q3_K, T_Q4_K, T_Q5_K, T_Q6_K, T_Q4_0X4,
+  blockBytes, f16ToF32, f16hiToF32Safe, halves4, halves4Safe, isKQuant, storeFourStreams, transposeSum, transposeSumF,
+} from "./common";
 import { dOffset, hasMin, kScales16, mOffset, subMin, subScale, w16, w8 } from "./unpack";
 import { matmulQ8 } from "./q8";
 import { decodeQ4KFast, decodeQ5KFast, decodeQ6KFast } from "./kquant-decode";

@@ -19,7 +19,7 @@
 // length once the rows variant lost its scalar gathers: Q4_K x32 58 vs 77 GMAC/s, Q6_K 50 vs 51.)
 import { T_Q4_0, T_Q4_K, T_Q5_K, T_Q6_K, f16ToF32, halves4Safe, mulAdd, storeEightStreams, transposeSum, storeFourStreams } from "./common";
 import { q4kScales } from "./unpack";
-import { kScalePairs, q5Levels, q6Scales } from "./kquant-decode";
+import { kScalePairs, q5Bit, q6Scales } from "./kquant-decode";
 
 // @ts-ignore: decorator
 @inline export function rdot(x: v128, w: v128, acc: v128): v128 {
@@ -92,7 +92,7 @@ export function widenKRaw(x: usize, nsb: u32, dst: usize): void {
 const KS: u32 = 592;
 /** Constants after the widened K-quant token: storeConsts' (0..96), then f16hiToF32Safe's (96..192). */
 const KCONSTS: u32 = 192;
-/** Offset from the constants of the 0x10 bytes (q5GroupR): past the four rows' scale vectors (KCONSTS + 256 at most). */
+/** Offset from the constants of the 0x10 bytes (q4GroupR's Q5_K levels): past the four rows' scale vectors (KCONSTS + 256 at most). */
 const M10: u32 = 464;
 
 /** f16hiToF32Safe's six constants at dst + 96 .. dst + 192. */
@@ -143,23 +143,34 @@ const M10: u32 = 464;
  * [s2k s2k] per i32 lane (k = 0..3 for g < 2, 4..7 for g >= 2), so the pair's vector [s2g x4,
  * s2g+1 x4] is one pshufd; g is a constant after inlining. i16 (pmaddubsw engines): the dots'
  * i16 pair sums, two per sub-block, each scaled by one dot_i16x8_s with the sub-block's scale in
- * every lane (the same integer sum, no widening first).
+ * every lane (the same integer sum, no widening first). q5 (with i16 only): a Q5_K row, whose
+ * levels 0..31 are the nibbles with qh's bit 2g (low nibbles) or 2g+1 (high) as bit 4
+ * (kquant-decode.ts q5Bit; each i16 lane then at most 4 x 31 x 128).
  */
 // @ts-ignore: decorator
-@inline function q4GroupR(p: usize, xs: usize, g: u32, uv: v128, m0f: v128, i16: bool): v128 {
-  const q = p + 16 + (g << 5), x = xs + (g << 6);
+@inline function q4GroupR(p: usize, xs: usize, g: u32, uv: v128, m0f: v128, C: usize, i16: bool, q5: bool): v128 {
+  const q = p + (q5 ? 48 : 16) + (g << 5), x = xs + (g << 6);
   const V0 = v128.load(q), V1 = v128.load(q, 16);
-  if (i16) { // each i16 lane: four products, at most 4 x 15 x 128
-    const lo16 = i16x8.add(rdot16(v128.load(x, 0), v128.and(V0, m0f)), rdot16(v128.load(x, 16), v128.and(V1, m0f)));
-    const hi16 = i16x8.add(rdot16(v128.load(x, 32), v128.and(i16x8.shr_u(V0, 4), m0f)), rdot16(v128.load(x, 48), v128.and(i16x8.shr_u(V1, 4), m0f)));
+  let lo0 = v128.and(V0, m0f), lo1 = v128.and(V1, m0f);
+  let hi0 = v128.and(i16x8.shr_u(V0, 4), m0f), hi1 = v128.and(i16x8.shr_u(V1, 4), m0f);
+  if (q5) {
+    const H0 = v128.load(p, 16), H1 = v128.load(p, 32);
+    lo0 = v128.or(lo0, q5Bit(H0, g << 1, v128.load(C, M10)));
+    lo1 = v128.or(lo1, q5Bit(H1, g << 1, v128.load(C, M10)));
+    hi0 = v128.or(hi0, q5Bit(H0, (g << 1) + 1, v128.load(C, M10)));
+    hi1 = v128.or(hi1, q5Bit(H1, (g << 1) + 1, v128.load(C, M10)));
+  }
+  if (i16) { // each i16 lane: four products, at most 4 x 15 x 128 (Q5_K: 4 x 31 x 128)
+    const lo16 = i16x8.add(rdot16(v128.load(x, 0), lo0), rdot16(v128.load(x, 16), lo1));
+    const hi16 = i16x8.add(rdot16(v128.load(x, 32), hi0), rdot16(v128.load(x, 48), hi1));
     const sa = (g & 1) == 0 ? i32x4.shuffle(uv, uv, 0, 0, 0, 0) : i32x4.shuffle(uv, uv, 2, 2, 2, 2);
     const sb = (g & 1) == 0 ? i32x4.shuffle(uv, uv, 1, 1, 1, 1) : i32x4.shuffle(uv, uv, 3, 3, 3, 3);
     return i32x4.add(i32x4.dot_i16x8_s(lo16, sa), i32x4.dot_i16x8_s(hi16, sb));
   }
-  let lo = rdot(v128.load(x, 0), v128.and(V0, m0f), i32x4.splat(0));
-  lo = rdot(v128.load(x, 16), v128.and(V1, m0f), lo);
-  let hi = rdot(v128.load(x, 32), v128.and(i16x8.shr_u(V0, 4), m0f), i32x4.splat(0));
-  hi = rdot(v128.load(x, 48), v128.and(i16x8.shr_u(V1, 4), m0f), hi);
+  let lo = rdot(v128.load(x, 0), lo0, i32x4.splat(0));
+  lo = rdot(v128.load(x, 16), lo1, lo);
+  let hi = rdot(v128.load(x, 32), hi0, i32x4.splat(0));
+  hi = rdot(v128.load(x, 48), hi1, hi);
   const sc = (g & 1) == 0 ? i32x4.shuffle(uv, uv, 0, 0, 1, 1) : i32x4.shuffle(uv, uv, 2, 2, 3, 3);
   return i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(lo, hi), sc);
 }
@@ -193,12 +204,6 @@ const TOUCH: usize = 1024;
   return touch3(p, lim) ^ (load<u8>(a < lim ? a : lim) as u32);
 }
 
-/** Group g of a Q4_K row (q4GroupR) or, with q5, of a Q5_K row (q5GroupR: i16 only). */
-// @ts-ignore: decorator
-@inline function kGroupR(p: usize, xs: usize, g: u32, uv: v128, m0f: v128, C: usize, i16: bool, q5: bool): v128 {
-  return q5 ? q5GroupR(p, xs, g, uv, m0f, C) : q4GroupR(p, xs, g, uv, m0f, i16);
-}
-
 /**
  * One super-block of four Q4_K rows (p0..p3, may alias), or Q5_K rows with q5 (pmaddubsw engines
  * only, i16), with the raw token's at xs: its f32 term (numerics of dot4Q4K, dot4Q5K: the two
@@ -211,47 +216,26 @@ const TOUCH: usize = 1024;
   const mins = f32x4.convert_i32x4_s(transposeSum(
     q4RowScales(p0, xm, C, SV), q4RowScales(p1, xm, C, SV + 32), q4RowScales(p2, xm, C, SV + 64), q4RowScales(p3, xm, C, SV + 96)));
   const m0f = v128.load(C);
-  let i0 = kGroupR(p0, xs, 0, v128.load(SV, 0), m0f, C, i16, q5);
-  let i1 = kGroupR(p1, xs, 0, v128.load(SV, 32), m0f, C, i16, q5);
-  let i2 = kGroupR(p2, xs, 0, v128.load(SV, 64), m0f, C, i16, q5);
-  let i3 = kGroupR(p3, xs, 0, v128.load(SV, 96), m0f, C, i16, q5);
-  i0 = i32x4.add(i0, kGroupR(p0, xs, 1, v128.load(SV, 0), m0f, C, i16, q5));
-  i1 = i32x4.add(i1, kGroupR(p1, xs, 1, v128.load(SV, 32), m0f, C, i16, q5));
-  i2 = i32x4.add(i2, kGroupR(p2, xs, 1, v128.load(SV, 64), m0f, C, i16, q5));
-  i3 = i32x4.add(i3, kGroupR(p3, xs, 1, v128.load(SV, 96), m0f, C, i16, q5));
-  i0 = i32x4.add(i0, kGroupR(p0, xs, 2, v128.load(SV, 16), m0f, C, i16, q5));
-  i1 = i32x4.add(i1, kGroupR(p1, xs, 2, v128.load(SV, 48), m0f, C, i16, q5));
-  i2 = i32x4.add(i2, kGroupR(p2, xs, 2, v128.load(SV, 80), m0f, C, i16, q5));
-  i3 = i32x4.add(i3, kGroupR(p3, xs, 2, v128.load(SV, 112), m0f, C, i16, q5));
-  i0 = i32x4.add(i0, kGroupR(p0, xs, 3, v128.load(SV, 16), m0f, C, i16, q5));
-  i1 = i32x4.add(i1, kGroupR(p1, xs, 3, v128.load(SV, 48), m0f, C, i16, q5));
-  i2 = i32x4.add(i2, kGroupR(p2, xs, 3, v128.load(SV, 80), m0f, C, i16, q5));
-  i3 = i32x4.add(i3, kGroupR(p3, xs, 3, v128.load(SV, 112), m0f, C, i16, q5));
+  let i0 = q4GroupR(p0, xs, 0, v128.load(SV, 0), m0f, C, i16, q5);
+  let i1 = q4GroupR(p1, xs, 0, v128.load(SV, 32), m0f, C, i16, q5);
+  let i2 = q4GroupR(p2, xs, 0, v128.load(SV, 64), m0f, C, i16, q5);
+  let i3 = q4GroupR(p3, xs, 0, v128.load(SV, 96), m0f, C, i16, q5);
+  i0 = i32x4.add(i0, q4GroupR(p0, xs, 1, v128.load(SV, 0), m0f, C, i16, q5));
+  i1 = i32x4.add(i1, q4GroupR(p1, xs, 1, v128.load(SV, 32), m0f, C, i16, q5));
+  i2 = i32x4.add(i2, q4GroupR(p2, xs, 1, v128.load(SV, 64), m0f, C, i16, q5));
+  i3 = i32x4.add(i3, q4GroupR(p3, xs, 1, v128.load(SV, 96), m0f, C, i16, q5));
+  i0 = i32x4.add(i0, q4GroupR(p0, xs, 2, v128.load(SV, 16), m0f, C, i16, q5));
+  i1 = i32x4.add(i1, q4GroupR(p1, xs, 2, v128.load(SV, 48), m0f, C, i16, q5));
+  i2 = i32x4.add(i2, q4GroupR(p2, xs, 2, v128.load(SV, 80), m0f, C, i16, q5));
+  i3 = i32x4.add(i3, q4GroupR(p3, xs, 2, v128.load(SV, 112), m0f, C, i16, q5));
+  i0 = i32x4.add(i0, q4GroupR(p0, xs, 3, v128.load(SV, 16), m0f, C, i16, q5));
+  i1 = i32x4.add(i1, q4GroupR(p1, xs, 3, v128.load(SV, 48), m0f, C, i16, q5));
+  i2 = i32x4.add(i2, q4GroupR(p2, xs, 3, v128.load(SV, 80), m0f, C, i16, q5));
+  i3 = i32x4.add(i3, q4GroupR(p3, xs, 3, v128.load(SV, 112), m0f, C, i16, q5));
   const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
   const dx = v128.load(xs, 512);
   const tt = f32x4.mul(isum, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 0, C), dx));
   return f32x4.sub(tt, f32x4.mul(mins, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 2, C), dx)));
-}
-
-/**
- * Group g (sub-blocks 2g, 2g+1: qs[32g..32g+32)) of one Q5_K row at p with the raw activations at
- * xs, for pmaddubsw engines (as q4GroupR with i16): levels 0..31 are the nibbles with qh's bit 2g
- * (low nibbles) or 2g+1 (high) as bit 4 (kquant-decode.ts q5Levels); two
- * rdot16 per sub-block (each i16 lane four products, at most 4 x 31 x 128), scaled by
- * dot_i16x8_s with the sub-block's scale in every lane.
- */
-// @ts-ignore: decorator
-@inline function q5GroupR(p: usize, xs: usize, g: u32, uv: v128, m0f: v128, C: usize): v128 {
-  const q = p + 48 + (g << 5), x = xs + (g << 6);
-  const V0 = v128.load(q), V1 = v128.load(q, 16);
-  const H0 = v128.load(p, 16), H1 = v128.load(p, 32);
-  const lo0 = q5Levels(V0, H0, false, g << 1, m0f, v128.load(C, M10)), lo1 = q5Levels(V1, H1, false, g << 1, m0f, v128.load(C, M10));
-  const hi0 = q5Levels(V0, H0, true, (g << 1) + 1, m0f, v128.load(C, M10)), hi1 = q5Levels(V1, H1, true, (g << 1) + 1, m0f, v128.load(C, M10));
-  const lo16 = i16x8.add(rdot16(v128.load(x, 0), lo0), rdot16(v128.load(x, 16), lo1));
-  const hi16 = i16x8.add(rdot16(v128.load(x, 32), hi0), rdot16(v128.load(x, 48), hi1));
-  const sa = (g & 1) == 0 ? i32x4.shuffle(uv, uv, 0, 0, 0, 0) : i32x4.shuffle(uv, uv, 2, 2, 2, 2);
-  const sb = (g & 1) == 0 ? i32x4.shuffle(uv, uv, 1, 1, 1, 1) : i32x4.shuffle(uv, uv, 3, 3, 3, 3);
-  return i32x4.add(i32x4.dot_i16x8_s(lo16, sa), i32x4.dot_i16x8_s(hi16, sb));
 }
 
 /**
@@ -831,14 +815,14 @@ function decodeQ4_0R(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32
       if (q5) { // Q5_K: qh bit s of each value as bit 4 (qh[l] for value l of the sub-block, paired as the nibbles)
         const H0a = v128.load(p0, 16), H1a = v128.load(p0, 32), H0b = v128.load(p1, 16), H1b = v128.load(p1, 32);
         const H0c = v128.load(p2, 16), H1c = v128.load(p2, 32), H0d = v128.load(p3, 16), H1d = v128.load(p3, 32);
-        A0 = v128.or(A0, q5Levels(i8x16.splat(0), i64x2.shuffle(H0a, H0b, 0, 2), false, s, m0f, m10));
-        A1 = v128.or(A1, q5Levels(i8x16.splat(0), i64x2.shuffle(H0a, H0b, 1, 3), false, s, m0f, m10));
-        A2 = v128.or(A2, q5Levels(i8x16.splat(0), i64x2.shuffle(H1a, H1b, 0, 2), false, s, m0f, m10));
-        A3 = v128.or(A3, q5Levels(i8x16.splat(0), i64x2.shuffle(H1a, H1b, 1, 3), false, s, m0f, m10));
-        B0 = v128.or(B0, q5Levels(i8x16.splat(0), i64x2.shuffle(H0c, H0d, 0, 2), false, s, m0f, m10));
-        B1 = v128.or(B1, q5Levels(i8x16.splat(0), i64x2.shuffle(H0c, H0d, 1, 3), false, s, m0f, m10));
-        B2 = v128.or(B2, q5Levels(i8x16.splat(0), i64x2.shuffle(H1c, H1d, 0, 2), false, s, m0f, m10));
-        B3 = v128.or(B3, q5Levels(i8x16.splat(0), i64x2.shuffle(H1c, H1d, 1, 3), false, s, m0f, m10));
+        A0 = v128.or(A0, q5Bit(i64x2.shuffle(H0a, H0b, 0, 2), s, m10));
+        A1 = v128.or(A1, q5Bit(i64x2.shuffle(H0a, H0b, 1, 3), s, m10));
+        A2 = v128.or(A2, q5Bit(i64x2.shuffle(H1a, H1b, 0, 2), s, m10));
+        A3 = v128.or(A3, q5Bit(i64x2.shuffle(H1a, H1b, 1, 3), s, m10));
+        B0 = v128.or(B0, q5Bit(i64x2.shuffle(H0c, H0d, 0, 2), s, m10));
+        B1 = v128.or(B1, q5Bit(i64x2.shuffle(H0c, H0d, 1, 3), s, m10));
+        B2 = v128.or(B2, q5Bit(i64x2.shuffle(H1c, H1d, 0, 2), s, m10));
+        B3 = v128.or(B3, q5Bit(i64x2.shuffle(H1c, H1d, 1, 3), s, m10));
       }
       // the rows' scales of sub-block s as i16 [r0, r0, r1, r1, r2, r2, r3, r3] (index >= 16: zero byte)
       const sel = i8x16.add(i8x16(0, 16, 0, 16, 1, 16, 1, 16, 2, 16, 2, 16, 3, 16, 3, 16), i8x16.splat(((s & 3) << 2) as i8));
@@ -1026,7 +1010,7 @@ function decodeQ4_0R(out: usize, w: usize, xs0: usize, nb: u32, rb: u32, r0: u32
   const nsb = cols >> 8;
   const rb = nsb * (t == T_Q4_K ? 144 : t == T_Q5_K ? 176 : 210), arb = nsb * 292;
   const DB: u32 = t == T_Q6_K ? 48 : 32; // per token and super-block: dx, then the sums as i16 pairs at 16
-  // i16 (relaxed dots are pmaddubsw sequences): i16 pair sums (Q4_K: two integer accumulators per token)
+  // i16 (relaxed dots are pmaddubsw sequences): i16 pair sums (Q4_K, Q5_K: two integer accumulators per token)
   const per: u32 = nsb * DB + 48;
   if (scratchBytes < per + 256) return false;
   let chunk: u32 = (scratchBytes - 256) / per;
