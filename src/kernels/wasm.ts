@@ -16,6 +16,7 @@ import type { Arena } from "./arena.js";
 import { ATTENTION_ENTRY_BYTES, ATTENTION_ENTRY_WORDS, type KernelBackend, type Kernels, type Ptr } from "./kernels.js";
 import { actTypeOf, rowBytes, typeInfo, type ActType, type MatmulType, type TensorType } from "./formats.js";
 import { ReferenceBackend } from "./reference.js";
+import { enableRevectorize, revectorizing } from "./revec.js";
 import { ThreadPool } from "./pool.js";
 import {
   MATMUL_SHADOW, OP_ATTN, OP_ATTN_STEPS, OP_BF16, OP_MATMUL, OP_QUANT, OP_QWEIGHTS, OP_REPACK, OP_SILU, matmulChunkRowsMax, type KernelExports,
@@ -142,6 +143,7 @@ export function loadKernelBuild(build: KernelBuild): Promise<WebAssembly.Module 
   let p = modulePromises.get(build);
   if (!p) {
     p = (async () => {
+      enableRevectorize(); // V8 reads the flag when it compiles, so before the first module
       const bytes = await readBuild(build);
       if (build !== "simd128" && !WebAssembly.validate(bytes)) return undefined;
       const m = await WebAssembly.compile(bytes);
@@ -229,7 +231,7 @@ export class WasmBackend implements KernelBackend {
   readonly name: string;
 
   private constructor(readonly pool: ThreadPool, readonly threads: number, private readonly alwaysSplit: boolean, private readonly build: KernelBuild | undefined) {
-    this.name = `wasm-${build ?? "custom"} x${threads} thread${threads === 1 ? "" : "s"}`;
+    this.name = `wasm-${build ?? "custom"}${revectorizing() ? "+revec" : ""} x${threads} thread${threads === 1 ? "" : "s"}`;
   }
 
   /**

@@ -2,6 +2,8 @@
 // 4-bit type. Same numerics as the generic loop of matmul.ts and bit-identical with it.
 //
 // Activations: Q8_0 blocks widened by widenQ4_0 (below).
+// Load-extends (load8x8_s/u) take their offset as an add, never as a memarg offset: Node 24's
+// revectorizer (src/kernels/revec.ts) fuses two with offsets 8 apart into one load from the wrong address.
 import { f16ToF32, halves4, transposeSum, storeFourStreams } from "./common";
 
 const XS: u32 = 112;
@@ -14,7 +16,7 @@ const XS: u32 = 112;
  */
 export function widenQ4_0(x: usize, nb: u32, dst: usize): void {
   for (let b: u32 = 0; b < nb; b++) {
-    const a0 = v128.load8x8_s(x, 2), a1 = v128.load8x8_s(x, 10), b0 = v128.load8x8_s(x, 18), b1 = v128.load8x8_s(x, 26);
+    const a0 = v128.load8x8_s(x + 2), a1 = v128.load8x8_s(x + 10), b0 = v128.load8x8_s(x + 18), b1 = v128.load8x8_s(x + 26);
     v128.store(dst, a0, 0);
     v128.store(dst, a1, 16);
     v128.store(dst, i16x8.sub(b0, i16x8.shl(a0, 4)), 32);
@@ -35,7 +37,7 @@ export function widenQ4_0(x: usize, nb: u32, dst: usize): void {
  */
 // @ts-ignore: decorator
 @inline function nibDot(p: usize, x0: v128, x1: v128, d0: v128, d1: v128): v128 {
-  const a = v128.load8x8_u(p, 2), b = v128.load8x8_u(p, 10);
+  const a = v128.load8x8_u(p + 2), b = v128.load8x8_u(p + 10);
   return i32x4.add(
     i32x4.add(i32x4.dot_i16x8_s(a, x0), i32x4.dot_i16x8_s(b, x1)),
     i32x4.add(i32x4.dot_i16x8_s(i16x8.shr_u(a, 4), d0), i32x4.dot_i16x8_s(i16x8.shr_u(b, 4), d1)));

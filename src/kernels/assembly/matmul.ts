@@ -3,6 +3,8 @@
 // (q8.ts); the other integer types share two generic loops built on the per-type unpacking of
 // unpack.ts (decode: one token, four long row streams; prefill: two rows times a chunk of tokens);
 // F32/F16/BF16 have plain f32 loops.
+// Load-extends (load8x8_s/u) take their offset as an add, never as a memarg offset: Node 24's
+// revectorizer (src/kernels/revec.ts) fuses two with offsets 8 apart into one load from the wrong address.
 //
 // Scratch (this thread's, scratchBytes long) holds the widened activations: every int8 value as
 // int16 (so the inner loops are plain loads and i32x4.dot_i16x8_s) and the block scales as f32.
@@ -33,10 +35,10 @@ function widen32(x: usize, nb: u32, dst: usize, one: bool): void {
   const qo: usize = one ? 4 : 2;
   for (let b: u32 = 0; b < nb; b++) {
     const q = x + qo;
-    v128.store(dst, v128.load8x8_s(q, 0), 0);
-    v128.store(dst, v128.load8x8_s(q, 8), 16);
-    v128.store(dst, v128.load8x8_s(q, 16), 32);
-    v128.store(dst, v128.load8x8_s(q, 24), 48);
+    v128.store(dst, v128.load8x8_s(q), 0);
+    v128.store(dst, v128.load8x8_s(q + 8), 16);
+    v128.store(dst, v128.load8x8_s(q + 16), 32);
+    v128.store(dst, v128.load8x8_s(q + 24), 48);
     v128.store(dst, f32x4.splat(f16ToF32(load<u16>(x) as u32)), 64);
     if (one) {
       v128.store(dst, f32x4.splat(f16ToF32(load<u16>(x, 2) as u32)), 96);
@@ -322,10 +324,10 @@ function decode(t: u32, out: usize, w: usize, xs: usize, nb: u32, rb: u32, r0: u
       for (let c: u32 = 0; c < nch; c++) {
         const q = K ? xr + (c >> 3) * 292 + 4 + ((c & 7) << 5) : xr + c * abb + (one ? 4 : 2);
         const d = V + (c * tce + j) * 64;
-        v128.store(d, v128.load8x8_s(q, 0), 0);
-        v128.store(d, v128.load8x8_s(q, 8), 16);
-        v128.store(d, v128.load8x8_s(q, 16), 32);
-        v128.store(d, v128.load8x8_s(q, 24), 48);
+        v128.store(d, v128.load8x8_s(q), 0);
+        v128.store(d, v128.load8x8_s(q + 8), 16);
+        v128.store(d, v128.load8x8_s(q + 16), 32);
+        v128.store(d, v128.load8x8_s(q + 24), 48);
       }
       const half: usize = (j & 1) << 3;
       for (let b: u32 = 0; b < nblk; b++) {

@@ -1,6 +1,8 @@
 // The Q8_0 x Q8_0 matmul (decode: four long row streams over widened activations; prefill: two rows
 // times a chunk of tokens), moved unchanged from kernels.ts; and the Q8_0 / Q8_1 / Q8_K activation
 // quantizers. See docs/kernels.md for the design and measurements.
+// Load-extends (load8x8_s/u) take their offset as an add, never as a memarg offset: Node 24's
+// revectorizer (src/kernels/revec.ts) fuses two with offsets 8 apart into one load from the wrong address.
 import { f16ToF32, f16hiToF32, f32ToF16, mulAdd, roundI32, ROUND_C, storeEightStreams, storeRoundConsts, transposeSum, storeFourStreams } from "./common";
 import { UNSIGNED_PROBE_BYTES, dotLowering } from "./relaxed-q8u";
 import { prefillQ8_0UnsignedRows } from "./relaxed";
@@ -76,8 +78,8 @@ export function quantActQ8_0(dst: usize, src: usize, nBlocks: u32, legacy: bool)
 // @ts-ignore: decorator
 @inline function blockDot(p: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
   return i32x4.add(
-    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p, 2), x0), i32x4.dot_i16x8_s(v128.load8x8_s(p, 10), x1)),
-    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p, 18), x2), i32x4.dot_i16x8_s(v128.load8x8_s(p, 26), x3)));
+    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p + 2), x0), i32x4.dot_i16x8_s(v128.load8x8_s(p + 10), x1)),
+    i32x4.add(i32x4.dot_i16x8_s(v128.load8x8_s(p + 18), x2), i32x4.dot_i16x8_s(v128.load8x8_s(p + 26), x3)));
 }
 
 /** The f16 scales of the current blocks of four rows (p0..p3) as f32x4. */
@@ -107,7 +109,7 @@ export function quantActQ8_0(dst: usize, src: usize, nBlocks: u32, legacy: bool)
 @inline function dot4(p0: usize, p1: usize, p2: usize, p3: usize, xp: usize, nb: u32, fused: bool): v128 {
   let acc = f32x4.splat(0);
   for (let b: u32 = 0; b < nb; b++) {
-    const x0 = v128.load8x8_s(xp, 2), x1 = v128.load8x8_s(xp, 10), x2 = v128.load8x8_s(xp, 18), x3 = v128.load8x8_s(xp, 26);
+    const x0 = v128.load8x8_s(xp + 2), x1 = v128.load8x8_s(xp + 10), x2 = v128.load8x8_s(xp + 18), x3 = v128.load8x8_s(xp + 26);
     const s0 = blockDot(p0, x0, x1, x2, x3);
     const s1 = blockDot(p1, x0, x1, x2, x3);
     const s2 = blockDot(p2, x0, x1, x2, x3);
@@ -206,8 +208,8 @@ export function quantActQ8_0(dst: usize, src: usize, nBlocks: u32, legacy: bool)
   const odd = (tc & 1) != 0;
   let xp = xs;
   for (let b: u32 = 0; b < nb; b++) {
-    const wa0 = v128.load8x8_s(pa, 2), wa1 = v128.load8x8_s(pa, 10), wa2 = v128.load8x8_s(pa, 18), wa3 = v128.load8x8_s(pa, 26);
-    const wb0 = v128.load8x8_s(pb, 2), wb1 = v128.load8x8_s(pb, 10), wb2 = v128.load8x8_s(pb, 18), wb3 = v128.load8x8_s(pb, 26);
+    const wa0 = v128.load8x8_s(pa + 2), wa1 = v128.load8x8_s(pa + 10), wa2 = v128.load8x8_s(pa + 18), wa3 = v128.load8x8_s(pa + 26);
+    const wb0 = v128.load8x8_s(pb + 2), wb1 = v128.load8x8_s(pb + 10), wb2 = v128.load8x8_s(pb + 18), wb3 = v128.load8x8_s(pb + 26);
     const hw = (load<u16>(pa) as u64) | ((load<u16>(pb) as u64) << 16);
     v128.store(tmp, f16hiToF32(i16x8.shuffle(i32x4.splat(0), i64x2.splat(hw | (hw << 32)), 0, 8, 1, 9, 2, 10, 3, 11)), 16);
     let ap = acc;
@@ -288,10 +290,10 @@ export function matmulQ8(out: usize, w: usize, x: usize, rows: u32, cols: u32, n
     let p = x;
     let q = scratch;
     for (let b: u32 = 0; b < nb; b++) {
-      v128.store(q, v128.load8x8_s(p, 2), 0);
-      v128.store(q, v128.load8x8_s(p, 10), 16);
-      v128.store(q, v128.load8x8_s(p, 18), 32);
-      v128.store(q, v128.load8x8_s(p, 26), 48);
+      v128.store(q, v128.load8x8_s(p + 2), 0);
+      v128.store(q, v128.load8x8_s(p + 10), 16);
+      v128.store(q, v128.load8x8_s(p + 18), 32);
+      v128.store(q, v128.load8x8_s(p + 26), 48);
       v128.store(q, f32x4.splat(f16ToF32(load<u16>(p) as u32)), 64);
       p += BLOCK; q += XSTRIDE;
     }
@@ -430,10 +432,10 @@ function matmulQ8Prefill(out: usize, w: usize, x: usize, rows: u32, nb: u32, nTo
       // the pair's activation scales [x_j, x_j, x_j+1, x_j+1] go into the even token's slot at 64
       const sOff: usize = (j & 1) * (XSTRIDE - 8);
       for (let b: u32 = 0; b < nb; b++) {
-        v128.store(qd, v128.load8x8_s(p, 2), 0);
-        v128.store(qd, v128.load8x8_s(p, 10), 16);
-        v128.store(qd, v128.load8x8_s(p, 18), 32);
-        v128.store(qd, v128.load8x8_s(p, 26), 48);
+        v128.store(qd, v128.load8x8_s(p + 2), 0);
+        v128.store(qd, v128.load8x8_s(p + 10), 16);
+        v128.store(qd, v128.load8x8_s(p + 18), 32);
+        v128.store(qd, v128.load8x8_s(p + 26), 48);
         v128.store64_lane(qd - sOff, f32x4.splat(f16ToF32(load<u16>(p) as u32)), 0, 64);
         p += BLOCK; qd += stride;
       }
