@@ -11,6 +11,7 @@ import { Arena } from "../src/kernels/arena.js";
 import { OP_MEMREAD } from "../src/kernels/pool-worker.js";
 import { WasmBackend, loadKernelBuild, type KernelBuild, type WasmKernels } from "../src/kernels/wasm.js";
 import { q8RowBytes } from "../src/kernels/q8.js";
+import { enableRevectorize } from "../src/kernels/revec.js";
 import { actTypeOf, fileTypeOf, rowBytes, typeInfo, type MatmulType, type TensorType } from "../src/kernels/formats.js";
 
 /** Llama 2 7B: multiply-accumulates per token (matrices incl. the output head) and Q8_0 weight bytes. */
@@ -402,6 +403,7 @@ export async function benchTypes(opts: {
 
 /** Compile another kernels.wasm (A/B runs). */
 export async function compileKernels(file: string): Promise<WebAssembly.Module> {
+  enableRevectorize(); // as loadKernelBuild does: V8 reads the flag when it compiles
   return WebAssembly.compile(readFileSync(file));
 }
 

@@ -176,6 +176,70 @@ const M10: u32 = 464;
 }
 
 /**
+ * Levels of one 16-byte half V of a Q4_K group (the low nibbles, or the high ones with hi), with
+ * qh's bit 2g (2g + 1 with hi) as bit 4 for Q5_K (H: the half's 16 qh bytes). g is a literal.
+ */
+// @ts-ignore: decorator
+@inline function q4Levels(V: v128, H: v128, g: u32, hi: bool, m0f: v128, C: usize, q5: bool): v128 {
+  const l = v128.and(hi ? i16x8.shr_u(V, 4) : V, m0f);
+  return q5 ? v128.or(l, q5Bit(H, (g << 1) + (hi ? 1 : 0), v128.load(C, M10))) : l;
+}
+
+/**
+ * One Q4_K row's integer super-block sum (Q5_K with q5) for engines whose relaxed dots are
+ * pmaddubsw sequences, written for V8's revectorizer (src/kernels/revec.ts): each group's two
+ * 16-byte halves (qs[32g..32g+16) against x[64g..64g+16) and x[64g+32..), then the next 16 bytes)
+ * go through the same operations in two chains, jA and jB, that meet only in the final
+ * i32x4.add. The revectorizer takes that add as its seed and fuses each pair of the chains into
+ * one 256-bit AVX2 operation (a ymm load, vpand, vpsrlw, vpmaddubsw, vpmaddwd, vpaddd), the add
+ * itself into one extract and add. What keeps the fusion whole:
+ * - every chain add has a dot product as one operand: an add of two adds is a seed too, and one
+ *   pairing a chain with a group's term ties unrelated loads together (seen in the generated code);
+ * - the scales are broadcast by load32_splat (the same node in both chains, which is widened);
+ *   a shuffle of a computed vector ends the fusion;
+ * - paired loads are 16 bytes apart from one address (their memarg offsets).
+ * sv: the row's scale pairs (q4RowScales): i32 lane j holds sub-block j's scale twice. The
+ * integers are those of q4GroupR's i16 path; each i16 lane holds two products (at most 2 x 15 x
+ * 128, Q5_K 2 x 31 x 128).
+ */
+// @ts-ignore: decorator
+@inline function q4RowV(p: usize, xs: usize, sv: usize, m0f: v128, C: usize, q5: bool): v128 {
+  let jA = i32x4.splat(0), jB = i32x4.splat(0);
+  const z = i32x4.splat(0);
+  const HA = q5 ? v128.load(p, 16) : z, HB = q5 ? v128.load(p, 32) : z;
+  // g = 0..3 written out (a loop costs eight scalar instructions per group, the code showed)
+  const q0 = p + (q5 ? 48 : 16), x0 = xs + 0;
+  const A0 = v128.load(q0), B0 = v128.load(q0, 16);
+  const sa0 = v128.load32_splat(sv + 0), sb0 = v128.load32_splat(sv + 4);
+  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x0, 0), q4Levels(A0, HA, 0, false, m0f, C, q5)), sa0));
+  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x0, 16), q4Levels(B0, HB, 0, false, m0f, C, q5)), sa0));
+  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x0, 32), q4Levels(A0, HA, 0, true, m0f, C, q5)), sb0));
+  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x0, 48), q4Levels(B0, HB, 0, true, m0f, C, q5)), sb0));
+  const q1 = p + (q5 ? 80 : 48), x1 = xs + 64;
+  const A1 = v128.load(q1), B1 = v128.load(q1, 16);
+  const sa1 = v128.load32_splat(sv + 8), sb1 = v128.load32_splat(sv + 12);
+  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x1, 0), q4Levels(A1, HA, 1, false, m0f, C, q5)), sa1));
+  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x1, 16), q4Levels(B1, HB, 1, false, m0f, C, q5)), sa1));
+  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x1, 32), q4Levels(A1, HA, 1, true, m0f, C, q5)), sb1));
+  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x1, 48), q4Levels(B1, HB, 1, true, m0f, C, q5)), sb1));
+  const q2 = p + (q5 ? 112 : 80), x2 = xs + 128;
+  const A2 = v128.load(q2), B2 = v128.load(q2, 16);
+  const sa2 = v128.load32_splat(sv + 16), sb2 = v128.load32_splat(sv + 20);
+  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x2, 0), q4Levels(A2, HA, 2, false, m0f, C, q5)), sa2));
+  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x2, 16), q4Levels(B2, HB, 2, false, m0f, C, q5)), sa2));
+  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x2, 32), q4Levels(A2, HA, 2, true, m0f, C, q5)), sb2));
+  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x2, 48), q4Levels(B2, HB, 2, true, m0f, C, q5)), sb2));
+  const q3 = p + (q5 ? 144 : 112), x3 = xs + 192;
+  const A3 = v128.load(q3), B3 = v128.load(q3, 16);
+  const sa3 = v128.load32_splat(sv + 24), sb3 = v128.load32_splat(sv + 28);
+  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x3, 0), q4Levels(A3, HA, 3, false, m0f, C, q5)), sa3));
+  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x3, 16), q4Levels(B3, HB, 3, false, m0f, C, q5)), sa3));
+  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x3, 32), q4Levels(A3, HA, 3, true, m0f, C, q5)), sb3));
+  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x3, 48), q4Levels(B3, HB, 3, true, m0f, C, q5)), sb3));
+  return i32x4.add(jA, jB);
+}
+
+/**
  * One row's Q4_K scales of a super-block: the sub-block scales as i16 pairs (see q4GroupR) to
  * sv (2 vectors), and the min term (i32x4 lanes summing to sum(m_j * sum of x over sub-block j)).
  */
@@ -216,6 +280,13 @@ const TOUCH: usize = 1024;
   const mins = f32x4.convert_i32x4_s(transposeSum(
     q4RowScales(p0, xm, C, SV), q4RowScales(p1, xm, C, SV + 32), q4RowScales(p2, xm, C, SV + 64), q4RowScales(p3, xm, C, SV + 96)));
   const m0f = v128.load(C);
+  if (i16) {
+    const isumV = f32x4.convert_i32x4_s(transposeSum(
+      q4RowV(p0, xs, SV, m0f, C, q5), q4RowV(p1, xs, SV + 32, m0f, C, q5), q4RowV(p2, xs, SV + 64, m0f, C, q5), q4RowV(p3, xs, SV + 96, m0f, C, q5)));
+    const dxV = v128.load(xs, 512);
+    const tV = f32x4.mul(isumV, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 0, C), dxV));
+    return f32x4.sub(tV, f32x4.mul(mins, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 2, C), dxV)));
+  }
   let i0 = q4GroupR(p0, xs, 0, v128.load(SV, 0), m0f, C, i16, q5);
   let i1 = q4GroupR(p1, xs, 0, v128.load(SV, 32), m0f, C, i16, q5);
   let i2 = q4GroupR(p2, xs, 0, v128.load(SV, 64), m0f, C, i16, q5);
@@ -273,6 +344,45 @@ const TOUCH: usize = 1024;
   return i32x4.add(i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p0, p1), s01), i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(p2, p3), s23));
 }
 
+/**
+ * One Q6_K row's integer super-block sum without its offset term (q6Scales gives that) for engines
+ * whose relaxed dots are pmaddubsw sequences, written for V8's revectorizer as q4RowV is: the two
+ * 16-byte halves of each 32-value chunk (h = 0, 1 of q6QuarterR) run in chains jA and jB that meet
+ * in the final add. Their scales differ (sub-blocks 2k and 2k + 1), so each pair of broadcasts is
+ * two loads the revectorizer joins (vinserti128). sv: the row's scale pairs (q6Scales: i32 lane k
+ * is sub-block k's scale twice). Each i16 lane holds two products (at most 2 x 63 x 128).
+ */
+// @ts-ignore: decorator
+@inline function q6RowV(p: usize, xs: usize, sv: usize, C: usize): v128 {
+  const m0f = v128.load(C, 0), m30 = v128.load(C, 16);
+  let jA = i32x4.splat(0), jB = i32x4.splat(0);
+  // n = 0: quants at 0, high bits at 128, activations at 0, sub-blocks 0..7
+  const qa0 = p + 0, qh0 = p + 128, x0 = xs + 0, s0 = sv + 0;
+  const A00 = v128.load(qa0), A01 = v128.load(qa0, 16), B00 = v128.load(qa0, 32), B01 = v128.load(qa0, 48);
+  const H00 = v128.load(qh0), H01 = v128.load(qh0, 16);
+  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x0, 0), v128.or(v128.and(A00, m0f), v128.and(i16x8.shl(H00, 4), m30))), v128.load32_splat(s0)));
+  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x0, 16), v128.or(v128.and(A01, m0f), v128.and(i16x8.shl(H01, 4), m30))), v128.load32_splat(s0 + 4)));
+  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x0, 32), v128.or(v128.and(B00, m0f), v128.and(i16x8.shl(H00, 2), m30))), v128.load32_splat(s0 + 8)));
+  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x0, 48), v128.or(v128.and(B01, m0f), v128.and(i16x8.shl(H01, 2), m30))), v128.load32_splat(s0 + 12)));
+  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x0, 64), v128.or(v128.and(i16x8.shr_u(A00, 4), m0f), v128.and(H00, m30))), v128.load32_splat(s0 + 16)));
+  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x0, 80), v128.or(v128.and(i16x8.shr_u(A01, 4), m0f), v128.and(H01, m30))), v128.load32_splat(s0 + 20)));
+  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x0, 96), v128.or(v128.and(i16x8.shr_u(B00, 4), m0f), v128.and(i16x8.shr_u(H00, 2), m30))), v128.load32_splat(s0 + 24)));
+  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x0, 112), v128.or(v128.and(i16x8.shr_u(B01, 4), m0f), v128.and(i16x8.shr_u(H01, 2), m30))), v128.load32_splat(s0 + 28)));
+  // n = 1: quants at 64, high bits at 160, activations at 128, sub-blocks 8..15
+  const qa1 = p + 64, qh1 = p + 160, x1 = xs + 128, s1 = sv + 32;
+  const A10 = v128.load(qa1), A11 = v128.load(qa1, 16), B10 = v128.load(qa1, 32), B11 = v128.load(qa1, 48);
+  const H10 = v128.load(qh1), H11 = v128.load(qh1, 16);
+  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x1, 0), v128.or(v128.and(A10, m0f), v128.and(i16x8.shl(H10, 4), m30))), v128.load32_splat(s1)));
+  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x1, 16), v128.or(v128.and(A11, m0f), v128.and(i16x8.shl(H11, 4), m30))), v128.load32_splat(s1 + 4)));
+  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x1, 32), v128.or(v128.and(B10, m0f), v128.and(i16x8.shl(H10, 2), m30))), v128.load32_splat(s1 + 8)));
+  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x1, 48), v128.or(v128.and(B11, m0f), v128.and(i16x8.shl(H11, 2), m30))), v128.load32_splat(s1 + 12)));
+  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x1, 64), v128.or(v128.and(i16x8.shr_u(A10, 4), m0f), v128.and(H10, m30))), v128.load32_splat(s1 + 16)));
+  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x1, 80), v128.or(v128.and(i16x8.shr_u(A11, 4), m0f), v128.and(H11, m30))), v128.load32_splat(s1 + 20)));
+  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x1, 96), v128.or(v128.and(i16x8.shr_u(B10, 4), m0f), v128.and(i16x8.shr_u(H10, 2), m30))), v128.load32_splat(s1 + 24)));
+  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x1, 112), v128.or(v128.and(i16x8.shr_u(B11, 4), m0f), v128.and(i16x8.shr_u(H11, 2), m30))), v128.load32_splat(s1 + 28)));
+  return i32x4.add(jA, jB);
+}
+
 /** One super-block of four Q6_K rows (may alias) with the raw token's at xs: its f32 term (numerics of dot4Q6K). */
 // @ts-ignore: decorator
 @inline function sbQ6KR(p0: usize, p1: usize, p2: usize, p3: usize, xs: usize, C: usize, i16: bool): v128 {
@@ -280,6 +390,12 @@ const TOUCH: usize = 1024;
   const b0 = v128.load(xs, 544), b1 = v128.load(xs, 560);
   let i0 = q6Scales(p0, b0, b1, SV), i1 = q6Scales(p1, b0, b1, SV + 64);
   let i2 = q6Scales(p2, b0, b1, SV + 128), i3 = q6Scales(p3, b0, b1, SV + 192);
+  if (i16) {
+    const isumV = f32x4.convert_i32x4_s(transposeSum(
+      i32x4.add(i0, q6RowV(p0, xs, SV, C)), i32x4.add(i1, q6RowV(p1, xs, SV + 64, C)),
+      i32x4.add(i2, q6RowV(p2, xs, SV + 128, C)), i32x4.add(i3, q6RowV(p3, xs, SV + 192, C))));
+    return f32x4.mul(isumV, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 208, C), v128.load(xs, 512)));
+  }
   for (let n: u32 = 0; n < 2; n++) { // n only moves addresses; h (the shuffles) is a literal
     const o: usize = n << 5;
     i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, 0, v128.load(SV + o, 0), v128.load(SV + o, 16), C, i16));
