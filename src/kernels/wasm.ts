@@ -44,7 +44,7 @@ export const QUANTW_SCRATCH_BYTES = 2624;
 
 /**
  * Scratch bytes matmul needs per thread for one token of `cols` (assembly/matmul.ts, q8.ts):
- * widened blocks of 96 (Q8_0), 112 (other 32-value types, plus 112) or 592 bytes (K-quants, plus 512),
+ * widened blocks of 96 (Q8_0), 112 (other 32-value types, plus 112; Q4_0x4 160), 592 bytes (K-quants, plus 512),
  * or the token as f32 (F16, BF16) plus a 64-byte slot. The slack after the blocks holds the relaxed
  * decode loops' constants and per-row scale vectors (assembly/relaxed.ts).
  */
@@ -54,6 +54,7 @@ export function matmulScratchBytes(type: MatmulType, cols: number): number {
     case "F32": return 64;
     case "F16": case "BF16": return 64 + 4 * cols;
     case "Q2_K": case "Q3_K": case "Q4_K": case "Q5_K": case "Q6_K": return (cols / 256) * 592 + 512;
+    case "Q4_0x4": return (cols / 32) * 160 + 112; // assembly/q4x4.ts widenQ4_0Bcast (the i16 decode)
     default: return (cols / 32) * 112 + 112;
   }
 }

@@ -18,7 +18,7 @@ import { matmulQ8 } from "./q8";
 import { decodeQ4KFast, decodeQ5KFast, decodeQ6KFast } from "./kquant-decode";
 import { decodeQ4_0Fast, widenQ4_0 } from "./legacy-decode";
 import { decodeQ4_0Relaxed, decodeRelaxed, prefillQ4_0x4Rows, prefillRelaxed, widenKRaw, widenQ4_0Raw } from "./relaxed";
-import { decodeQ4_0x4 } from "./q4x4";
+import { decodeQ4_0x4, widenQ4_0Bcast } from "./q4x4";
 import { dotLowering } from "./relaxed-q8u";
 
 /** Widened Q8_0/Q8_1 block: 32 i16 (64 B), d as f32x4 (16), barrier slack (16), Q8_1 s as f32x4 or sum(q) as i32x4 (16). */
@@ -542,7 +542,8 @@ function matmulQ4_0x4(out: usize, w: usize, x: usize, rows: u32, cols: u32, nTok
     if (nTok >= 2 && prefillQ4_0x4Rows(out, w, x, rows, cols, nTok, r0, r1, scratch, scratchBytes, reuse, slowDots)) return;
     const nb = cols >> 5;
     for (let tok: u32 = 0; tok < nTok; tok++) {
-      widenQ4_0Raw(x + tok * nb * 34, nb, scratch);
+      if (slowDots) widenQ4_0Bcast(x + tok * nb * 34, nb, scratch);
+      else widenQ4_0Raw(x + tok * nb * 34, nb, scratch);
       decodeQ4_0x4(out + tok * rows * 4, w, scratch, nb, r0, r1, slowDots);
     }
     return;

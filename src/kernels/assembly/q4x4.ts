@@ -12,8 +12,8 @@
 // most of the old Q4_0 loops' instructions. Results are bit-identical with Q4_0's kernels and the
 // reference (the same integer sums, the same float step per block: acc += f32(sumi) * f32(d dx),
 // fused where Q4_0's is).
-import { mulAdd } from "./common";
-import { halves4x4C, rdot, rdot16 } from "./relaxed";
+import { f16ToF32, mulAdd } from "./common";
+import { CONSTS, halves4x4C, rdot, rdot16, storeConsts } from "./relaxed";
 
 /** Bytes of one block of a group of four rows. */
 const GB: u32 = 72;
@@ -54,22 +54,12 @@ export function repackQ4_0x4(w: usize, rows: u32, nb: u32, scratch: usize): void
 
 /**
  * One block of a group at p against the raw token block at xs: i32x4, lane r = row r's
- * sum(q * x) with q the levels 0..15 (the -8 offset is the caller's). i16: the dots' i16 pair sums
- * added first (each at most 2 x 15 x 128, the eight 30720: no overflow), then one dot_i16x8_s with
- * ones (pmaddubsw engines, relaxed-q8u.ts dotLowering 2); else two chains of four relaxed dots.
+ * sum(q * x) with q the levels 0..15 (the -8 offset is the caller's): two chains of four relaxed
+ * dots (VNNI, ARM's sdot; pmaddubsw engines take groupDotV).
  */
 // @ts-ignore: decorator
-@inline function groupDot(p: usize, xs: usize, m0f: v128, C: usize, i16: bool): v128 {
+@inline function groupDot(p: usize, xs: usize, m0f: v128): v128 {
   const v0 = v128.load(p, 8), v1 = v128.load(p, 24), v2 = v128.load(p, 40), v3 = v128.load(p, 56);
-  if (i16) {
-    let s = i16x8.add(rdot16(v128.load32_splat(xs, 0), v128.and(v0, m0f)), rdot16(v128.load32_splat(xs, 4), v128.and(v1, m0f)));
-    let u = i16x8.add(rdot16(v128.load32_splat(xs, 16), v128.and(i16x8.shr_u(v0, 4), m0f)), rdot16(v128.load32_splat(xs, 20), v128.and(i16x8.shr_u(v1, 4), m0f)));
-    s = i16x8.add(s, rdot16(v128.load32_splat(xs, 8), v128.and(v2, m0f)));
-    u = i16x8.add(u, rdot16(v128.load32_splat(xs, 24), v128.and(i16x8.shr_u(v2, 4), m0f)));
-    s = i16x8.add(s, rdot16(v128.load32_splat(xs, 12), v128.and(v3, m0f)));
-    u = i16x8.add(u, rdot16(v128.load32_splat(xs, 28), v128.and(i16x8.shr_u(v3, 4), m0f)));
-    return i32x4.dot_i16x8_s(i16x8.add(s, u), v128.load(C, ONES));
-  }
   let s = rdot(v128.load32_splat(xs, 0), v128.and(v0, m0f), i32x4.splat(0));
   let u = rdot(v128.load32_splat(xs, 16), v128.and(i16x8.shr_u(v0, 4), m0f), i32x4.splat(0));
   s = rdot(v128.load32_splat(xs, 4), v128.and(v1, m0f), s);
@@ -81,9 +71,61 @@ export function repackQ4_0x4(w: usize, rows: u32, nb: u32, scratch: usize): void
   return i32x4.add(s, u);
 }
 
+/** Bytes per block of widenQ4_0Bcast's token. */
+const XB: u32 = 160;
+
+/**
+ * nb Q8_0 blocks at x -> XB-byte blocks for the i16 decode (groupDotV): the eight groups of four
+ * int8 values each broadcast to a vector (group k at 16k: values 4k..4k+3 four times), d as f32x4
+ * at 128, 8 * sum(q) as i32x4 at 144; then the constants (relaxed.ts storeConsts, i16 ones at
+ * CONSTS). The broadcasts are done once per token instead of once per group of rows, and they
+ * make each pair of groupDotV's dots two adjacent loads.
+ */
+export function widenQ4_0Bcast(x: usize, nb: u32, dst: usize): void {
+  for (let b: u32 = 0; b < nb; b++) {
+    const a = v128.load(x, 2), c = v128.load(x, 18);
+    v128.store(dst, i32x4.shuffle(a, a, 0, 0, 0, 0), 0);
+    v128.store(dst, i32x4.shuffle(a, a, 1, 1, 1, 1), 16);
+    v128.store(dst, i32x4.shuffle(a, a, 2, 2, 2, 2), 32);
+    v128.store(dst, i32x4.shuffle(a, a, 3, 3, 3, 3), 48);
+    v128.store(dst, i32x4.shuffle(c, c, 0, 0, 0, 0), 64);
+    v128.store(dst, i32x4.shuffle(c, c, 1, 1, 1, 1), 80);
+    v128.store(dst, i32x4.shuffle(c, c, 2, 2, 2, 2), 96);
+    v128.store(dst, i32x4.shuffle(c, c, 3, 3, 3, 3), 112);
+    v128.store(dst, f32x4.splat(f16ToF32(load<u16>(x) as u32)), 128);
+    const s32 = i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extadd_pairwise_i8x16_s(a), i16x8.extadd_pairwise_i8x16_s(c)));
+    const s2 = i32x4.add(s32, i32x4.shuffle(s32, s32, 2, 3, 0, 1));
+    v128.store(dst, i32x4.shl(i32x4.add(s2, i32x4.shuffle(s2, s2, 1, 0, 3, 2)), 3), 144);
+    x += 34; dst += XB;
+  }
+  storeConsts(dst);
+  v128.store(dst, i16x8.splat(1), CONSTS);
+}
+
+/**
+ * groupDot's i16 path for V8's revectorizer (src/kernels/revec.ts) with the broadcast token of
+ * widenQ4_0Bcast at xs: V_0 and V_2 (values 0..3, 8..11 and 16..19, 24..27) in chain sA, V_1 and
+ * V_3 in chain sB, the same operations on adjacent 16 bytes (weights and activations alike), so
+ * each pair becomes one 256-bit operation and the final i32x4.add (the revectorizer's seed) one
+ * extract and add. Each i16 lane of a chain: four pair sums, at most 4 x 2 x 15 x 128.
+ */
+// @ts-ignore: decorator
+@inline function groupDotV(p: usize, xs: usize, m0f: v128, ones: v128): v128 {
+  const v0 = v128.load(p, 8), v1 = v128.load(p, 24), v2 = v128.load(p, 40), v3 = v128.load(p, 56);
+  let sA = rdot16(v128.load(xs, 0), v128.and(v0, m0f));
+  let sB = rdot16(v128.load(xs, 16), v128.and(v1, m0f));
+  sA = i16x8.add(sA, rdot16(v128.load(xs, 32), v128.and(v2, m0f)));
+  sB = i16x8.add(sB, rdot16(v128.load(xs, 48), v128.and(v3, m0f)));
+  sA = i16x8.add(sA, rdot16(v128.load(xs, 64), v128.and(i16x8.shr_u(v0, 4), m0f)));
+  sB = i16x8.add(sB, rdot16(v128.load(xs, 80), v128.and(i16x8.shr_u(v1, 4), m0f)));
+  sA = i16x8.add(sA, rdot16(v128.load(xs, 96), v128.and(i16x8.shr_u(v2, 4), m0f)));
+  sB = i16x8.add(sB, rdot16(v128.load(xs, 112), v128.and(i16x8.shr_u(v3, 4), m0f)));
+  return i32x4.add(i32x4.dot_i16x8_s(sA, ones), i32x4.dot_i16x8_s(sB, ones));
+}
+
 /**
  * Rows [r0, r1) (multiples of 4) of Q4_0x4 weights at w (nb blocks per row) times the token
- * widened by relaxed.ts widenQ4_0Raw at xs0: out[r] for those rows. Four groups per pass, a
+ * widened by relaxed.ts widenQ4_0Raw (i16: widenQ4_0Bcast) at xs0: out[r] for those rows. Four groups per pass, a
  * quarter of the range apart: four long streams (more streams read DRAM better, as the eight row
  * streams of the Q4_0 kernels), sharing each block's activation loads.
  */
@@ -100,7 +142,9 @@ function decodeGroupsR(out: usize, w: usize, xs0: usize, nb: u32, r0: u32, r1: u
 // @ts-ignore: decorator
 @inline function decodeGroups(out: usize, w: usize, xs0: usize, nb: u32, r0: u32, r1: u32, i16: bool): void {
   const gBytes: usize = nb * GB;
-  const C = xs0 + nb * XS;
+  const xb: usize = i16 ? XB : XS;
+  const C = xs0 + nb * xb;
+  const ones = v128.load(C, ONES);
   const ng = (r1 - r0) >> 2;
   const q = (ng + 3) >> 2;
   const qb = (q as usize) * gBytes;
@@ -113,16 +157,16 @@ function decodeGroupsR(out: usize, w: usize, xs0: usize, nb: u32, r0: u32, r1: u
     let accA = f32x4.splat(0), accB = f32x4.splat(0), accC = f32x4.splat(0), accD = f32x4.splat(0);
     let xs = xs0;
     while (xs < C) {
-      const dx = v128.load(xs, 64), sx = v128.load(xs, 96);
-      const a = i32x4.sub(groupDot(pa, xs, m0f, C, i16), sx);
+      const dx = i16 ? v128.load(xs, 128) : v128.load(xs, 64), sx = i16 ? v128.load(xs, 144) : v128.load(xs, 96);
+      const a = i32x4.sub(i16 ? groupDotV(pa, xs, m0f, ones) : groupDot(pa, xs, m0f), sx);
       accA = mulAdd(accA, f32x4.convert_i32x4_s(a), f32x4.mul(halves4x4C(pa, C), dx), true);
-      const b = i32x4.sub(groupDot(pb, xs, m0f, C, i16), sx);
+      const b = i32x4.sub(i16 ? groupDotV(pb, xs, m0f, ones) : groupDot(pb, xs, m0f), sx);
       accB = mulAdd(accB, f32x4.convert_i32x4_s(b), f32x4.mul(halves4x4C(pb, C), dx), true);
-      const c = i32x4.sub(groupDot(pc, xs, m0f, C, i16), sx);
+      const c = i32x4.sub(i16 ? groupDotV(pc, xs, m0f, ones) : groupDot(pc, xs, m0f), sx);
       accC = mulAdd(accC, f32x4.convert_i32x4_s(c), f32x4.mul(halves4x4C(pc, C), dx), true);
-      const d = i32x4.sub(groupDot(pd, xs, m0f, C, i16), sx);
+      const d = i32x4.sub(i16 ? groupDotV(pd, xs, m0f, ones) : groupDot(pd, xs, m0f), sx);
       accD = mulAdd(accD, f32x4.convert_i32x4_s(d), f32x4.mul(halves4x4C(pd, C), dx), true);
-      pa += GB; pb += GB; pc += GB; pd += GB; xs += XS;
+      pa += GB; pb += GB; pc += GB; pd += GB; xs += xb;
     }
     v128.store(out + (ga << 4), accA);
     if (hasB) v128.store(out + ((ga + q) << 4), accB);

@@ -763,14 +763,14 @@ export function prefillQ8_0UnsignedRows(out: usize, w: usize, x: usize, rows: u3
 
 const XS: u32 = 112;
 /** Bytes of constants after the widened activations (storeConsts). */
-const CONSTS: u32 = 96;
+export const CONSTS: u32 = 96;
 
 /**
  * The constants of the decode loops at dst: 0x0f bytes (0), 0x30 bytes (16), f16hiToF32's mask
  * (32) and scale (48), 0x3f bytes (64), 0x03 bytes (80).
  */
 // @ts-ignore: decorator
-@inline function storeConsts(dst: usize): void {
+@inline export function storeConsts(dst: usize): void {
   v128.store(dst, i8x16.splat(0x0f), 0);
   v128.store(dst, i8x16.splat(0x30), 16);
   v128.store(dst, i32x4.splat(0x8fffe000), 32);
