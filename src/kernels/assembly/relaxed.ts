@@ -94,6 +94,8 @@ const KS: u32 = 592;
 const KCONSTS: u32 = 192;
 /** Offset from the constants of the 0x10 bytes (q4GroupR's Q5_K levels): past the four rows' scale vectors (KCONSTS + 256 at most). */
 const M10: u32 = 464;
+/** Offset from the constants of a slot the i16 decodes store row sums to (see sbQ4KR). */
+const BAR: u32 = 480;
 
 /** f16hiToF32Safe's six constants at dst + 96 .. dst + 192. */
 // @ts-ignore: decorator
@@ -281,8 +283,15 @@ const TOUCH: usize = 1024;
     q4RowScales(p0, xm, C, SV), q4RowScales(p1, xm, C, SV + 32), q4RowScales(p2, xm, C, SV + 64), q4RowScales(p3, xm, C, SV + 96)));
   const m0f = v128.load(C);
   if (i16) {
-    const isumV = f32x4.convert_i32x4_s(transposeSum(
-      q4RowV(p0, xs, SV, m0f, C, q5), q4RowV(p1, xs, SV + 32, m0f, C, q5), q4RowV(p2, xs, SV + 64, m0f, C, q5), q4RowV(p3, xs, SV + 96, m0f, C, q5)));
+    // each row's sum stored to a slot: the store keeps V8 from sharing one row's activation
+    // loads with the next rows (sixteen more live vectors: spills)
+    const j0 = q4RowV(p0, xs, SV, m0f, C, q5);
+    v128.store(C, j0, BAR);
+    const j1 = q4RowV(p1, xs, SV + 32, m0f, C, q5);
+    v128.store(C, j1, BAR);
+    const j2 = q4RowV(p2, xs, SV + 64, m0f, C, q5);
+    v128.store(C, j2, BAR);
+    const isumV = f32x4.convert_i32x4_s(transposeSum(j0, j1, j2, q4RowV(p3, xs, SV + 96, m0f, C, q5)));
     const dxV = v128.load(xs, 512);
     const tV = f32x4.mul(isumV, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 0, C), dxV));
     return f32x4.sub(tV, f32x4.mul(mins, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 2, C), dxV)));
