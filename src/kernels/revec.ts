@@ -42,23 +42,31 @@ function cpuHasAvx2(): boolean {
 }
 
 /**
- * Turn the revectorizer on unless LLAMESH_REVEC=0 or this engine cannot run it (then false);
- * LLAMESH_REVEC=1 where it cannot run is an error. Idempotent; call before compiling kernels.
+ * What LLAMESH_REVEC=env decides here: true (turn it on), false (leave it off: "0", or unset where
+ * it cannot run). "1" where it cannot run, or any other value, is an error naming the variable.
  */
-export function enableRevectorize(): boolean {
-  if (decided !== undefined) return decided;
-  const env = process.env["LLAMESH_REVEC"];
+export function revectorizeChoice(env: string | undefined): boolean {
   if (env !== undefined && env !== "" && env !== "0" && env !== "1") {
     throw new LlameshError(`LLAMESH_REVEC=${JSON.stringify(env)}: expected 0 or 1`);
   }
-  if (env === "0") return (decided = false);
+  if (env === "0") return false;
   const why = revectorizeUnavailable();
   if (why !== undefined) {
     if (env === "1") throw new LlameshError(`LLAMESH_REVEC=1: V8's revectorizer cannot run here: ${why}`);
-    return (decided = false);
+    return false;
   }
-  v8.setFlagsFromString(FLAG);
-  return (decided = true);
+  return true;
+}
+
+/**
+ * Turn the revectorizer on as revectorizeChoice(LLAMESH_REVEC) decides (its errors included).
+ * Idempotent; call before compiling kernels.
+ */
+export function enableRevectorize(): boolean {
+  if (decided !== undefined) return decided;
+  decided = revectorizeChoice(process.env["LLAMESH_REVEC"]);
+  if (decided) v8.setFlagsFromString(FLAG);
+  return decided;
 }
 
 /** Whether enableRevectorize turned the revectorizer on (false before it is called). */

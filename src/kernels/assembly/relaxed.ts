@@ -178,66 +178,62 @@ const BAR: u32 = 480;
 }
 
 /**
- * Levels of one 16-byte half V of a Q4_K group (the low nibbles, or the high ones with hi), with
- * qh's bit 2g (2g + 1 with hi) as bit 4 for Q5_K (H: the half's 16 qh bytes). g is a literal.
+ * One term of q4RowV's chains: half h (0: bytes 0..15 of the group's 32 at q, 1: bytes 16..31) of
+ * group g of a Q4_K row (Q5_K with q5), its low nibbles or, with hi, its high ones, against the
+ * matching 16 activations of the group's 64 at x, scaled by s (the sub-block's scale pair
+ * broadcast). g, h and hi are literals after inlining, so every load has a constant offset from
+ * q or x. For Q5_K, qh's bit 2g (2g + 1 with hi) becomes bit 4 (H: the half's 16 qh bytes).
  */
 // @ts-ignore: decorator
-@inline function q4Levels(V: v128, H: v128, g: u32, hi: bool, m0f: v128, C: usize, q5: bool): v128 {
+@inline function q4Term(q: usize, x: usize, s: v128, g: u32, h: u32, hi: bool, H: v128, m0f: v128, C: usize, q5: bool): v128 {
+  const V = h == 0 ? v128.load(q) : v128.load(q, 16);
+  const X = hi ? (h == 0 ? v128.load(x, 32) : v128.load(x, 48)) : (h == 0 ? v128.load(x) : v128.load(x, 16));
   const l = v128.and(hi ? i16x8.shr_u(V, 4) : V, m0f);
-  return q5 ? v128.or(l, q5Bit(H, (g << 1) + (hi ? 1 : 0), v128.load(C, M10))) : l;
+  const lv = q5 ? v128.or(l, q5Bit(H, (g << 1) + (hi ? 1 : 0), v128.load(C, M10))) : l;
+  return i32x4.dot_i16x8_s(rdot16(X, lv), s);
 }
 
 /**
  * One Q4_K row's integer super-block sum (Q5_K with q5) for engines whose relaxed dots are
- * pmaddubsw sequences, written for V8's revectorizer (src/kernels/revec.ts): each group's two
- * 16-byte halves (qs[32g..32g+16) against x[64g..64g+16) and x[64g+32..), then the next 16 bytes)
- * go through the same operations in two chains, jA and jB, that meet only in the final
- * i32x4.add. The revectorizer takes that add as its seed and fuses each pair of the chains into
- * one 256-bit AVX2 operation (a ymm load, vpand, vpsrlw, vpmaddubsw, vpmaddwd, vpaddd), the add
- * itself into one extract and add. What keeps the fusion whole:
+ * pmaddubsw sequences, written for V8's revectorizer (src/kernels/revec.ts): the first and the
+ * second 16 bytes of each group's 32 (q4Term h = 0, 1) go through the same operations in two
+ * chains, jA and jB, that meet only in the final i32x4.add. The revectorizer takes that add as its
+ * seed and fuses each pair of the chains into one 256-bit AVX2 operation (a ymm load, vpand,
+ * vpsrlw, vpmaddubsw, vpmaddwd, vpaddd), the add itself into one extract and add. What keeps the
+ * fusion whole:
  * - every chain add has a dot product as one operand: an add of two adds is a seed too, and one
  *   pairing a chain with a group's term ties unrelated loads together (seen in the generated code);
- * - the scales are broadcast by load32_splat (the same node in both chains, which is widened);
- *   a shuffle of a computed vector ends the fusion;
- * - paired loads are 16 bytes apart from one address (their memarg offsets).
- * sv: the row's scale pairs (q4RowScales): i32 lane j holds sub-block j's scale twice. The
- * integers are those of q4GroupR's i16 path; each i16 lane holds two products (at most 2 x 15 x
- * 128, Q5_K 2 x 31 x 128).
+ * - paired loads have one address node (computed once per group here) and offsets 16 apart: the
+ *   revectorizer runs before V8 merges equal address computations, and loads from two of them
+ *   become two loads and a vinserti128;
+ * - the scales are broadcast by load32_splat, one node for both chains (a shuffle of a computed
+ *   vector would end the fusion);
+ * - the groups are written out: a loop over g cost eight scalar instructions per group.
+ * sv: the row's scale pairs (q4RowScales: i32 lane j is sub-block j's scale twice). The integers
+ * are those of q4GroupR's i16 path; each i16 lane holds two products (at most 2 x 15 x 128, Q5_K
+ * 2 x 31 x 128).
  */
 // @ts-ignore: decorator
 @inline function q4RowV(p: usize, xs: usize, sv: usize, m0f: v128, C: usize, q5: bool): v128 {
-  let jA = i32x4.splat(0), jB = i32x4.splat(0);
   const z = i32x4.splat(0);
   const HA = q5 ? v128.load(p, 16) : z, HB = q5 ? v128.load(p, 32) : z;
-  // g = 0..3 written out (a loop costs eight scalar instructions per group, the code showed)
+  let jA = z, jB = z;
   const q0 = p + (q5 ? 48 : 16), x0 = xs + 0;
-  const A0 = v128.load(q0), B0 = v128.load(q0, 16);
   const sa0 = v128.load32_splat(sv + 0), sb0 = v128.load32_splat(sv + 4);
-  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x0, 0), q4Levels(A0, HA, 0, false, m0f, C, q5)), sa0));
-  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x0, 16), q4Levels(B0, HB, 0, false, m0f, C, q5)), sa0));
-  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x0, 32), q4Levels(A0, HA, 0, true, m0f, C, q5)), sb0));
-  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x0, 48), q4Levels(B0, HB, 0, true, m0f, C, q5)), sb0));
+  jA = i32x4.add(jA, q4Term(q0, x0, sa0, 0, 0, false, HA, m0f, C, q5)); jB = i32x4.add(jB, q4Term(q0, x0, sa0, 0, 1, false, HB, m0f, C, q5));
+  jA = i32x4.add(jA, q4Term(q0, x0, sb0, 0, 0, true, HA, m0f, C, q5)); jB = i32x4.add(jB, q4Term(q0, x0, sb0, 0, 1, true, HB, m0f, C, q5));
   const q1 = p + (q5 ? 80 : 48), x1 = xs + 64;
-  const A1 = v128.load(q1), B1 = v128.load(q1, 16);
   const sa1 = v128.load32_splat(sv + 8), sb1 = v128.load32_splat(sv + 12);
-  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x1, 0), q4Levels(A1, HA, 1, false, m0f, C, q5)), sa1));
-  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x1, 16), q4Levels(B1, HB, 1, false, m0f, C, q5)), sa1));
-  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x1, 32), q4Levels(A1, HA, 1, true, m0f, C, q5)), sb1));
-  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x1, 48), q4Levels(B1, HB, 1, true, m0f, C, q5)), sb1));
+  jA = i32x4.add(jA, q4Term(q1, x1, sa1, 1, 0, false, HA, m0f, C, q5)); jB = i32x4.add(jB, q4Term(q1, x1, sa1, 1, 1, false, HB, m0f, C, q5));
+  jA = i32x4.add(jA, q4Term(q1, x1, sb1, 1, 0, true, HA, m0f, C, q5)); jB = i32x4.add(jB, q4Term(q1, x1, sb1, 1, 1, true, HB, m0f, C, q5));
   const q2 = p + (q5 ? 112 : 80), x2 = xs + 128;
-  const A2 = v128.load(q2), B2 = v128.load(q2, 16);
   const sa2 = v128.load32_splat(sv + 16), sb2 = v128.load32_splat(sv + 20);
-  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x2, 0), q4Levels(A2, HA, 2, false, m0f, C, q5)), sa2));
-  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x2, 16), q4Levels(B2, HB, 2, false, m0f, C, q5)), sa2));
-  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x2, 32), q4Levels(A2, HA, 2, true, m0f, C, q5)), sb2));
-  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x2, 48), q4Levels(B2, HB, 2, true, m0f, C, q5)), sb2));
+  jA = i32x4.add(jA, q4Term(q2, x2, sa2, 2, 0, false, HA, m0f, C, q5)); jB = i32x4.add(jB, q4Term(q2, x2, sa2, 2, 1, false, HB, m0f, C, q5));
+  jA = i32x4.add(jA, q4Term(q2, x2, sb2, 2, 0, true, HA, m0f, C, q5)); jB = i32x4.add(jB, q4Term(q2, x2, sb2, 2, 1, true, HB, m0f, C, q5));
   const q3 = p + (q5 ? 144 : 112), x3 = xs + 192;
-  const A3 = v128.load(q3), B3 = v128.load(q3, 16);
   const sa3 = v128.load32_splat(sv + 24), sb3 = v128.load32_splat(sv + 28);
-  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x3, 0), q4Levels(A3, HA, 3, false, m0f, C, q5)), sa3));
-  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x3, 16), q4Levels(B3, HB, 3, false, m0f, C, q5)), sa3));
-  jA = i32x4.add(jA, i32x4.dot_i16x8_s(rdot16(v128.load(x3, 32), q4Levels(A3, HA, 3, true, m0f, C, q5)), sb3));
-  jB = i32x4.add(jB, i32x4.dot_i16x8_s(rdot16(v128.load(x3, 48), q4Levels(B3, HB, 3, true, m0f, C, q5)), sb3));
+  jA = i32x4.add(jA, q4Term(q3, x3, sa3, 3, 0, false, HA, m0f, C, q5)); jB = i32x4.add(jB, q4Term(q3, x3, sa3, 3, 1, false, HB, m0f, C, q5));
+  jA = i32x4.add(jA, q4Term(q3, x3, sb3, 3, 0, true, HA, m0f, C, q5)); jB = i32x4.add(jB, q4Term(q3, x3, sb3, 3, 1, true, HB, m0f, C, q5));
   return i32x4.add(jA, jB);
 }
 
