@@ -13,7 +13,7 @@
 // reference (the same integer sums, the same float step per block: acc += f32(sumi) * f32(d dx),
 // fused where Q4_0's is).
 import { f16ToF32, mulAdd } from "./common";
-import { CONSTS, halves4x4C, rdot, rdot16, storeConsts } from "./relaxed";
+import { CONSTS, blockSum8, halves4x4C, rdot, rdot16, storeConsts } from "./relaxed";
 
 /** Bytes of one block of a group of four rows. */
 const GB: u32 = 72;
@@ -93,9 +93,7 @@ export function widenQ4_0Bcast(x: usize, nb: u32, dst: usize): void {
     v128.store(dst, i32x4.shuffle(c, c, 2, 2, 2, 2), 96);
     v128.store(dst, i32x4.shuffle(c, c, 3, 3, 3, 3), 112);
     v128.store(dst, f32x4.splat(f16ToF32(load<u16>(x) as u32)), 128);
-    const s32 = i32x4.extadd_pairwise_i16x8_s(i16x8.add(i16x8.extadd_pairwise_i8x16_s(a), i16x8.extadd_pairwise_i8x16_s(c)));
-    const s2 = i32x4.add(s32, i32x4.shuffle(s32, s32, 2, 3, 0, 1));
-    v128.store(dst, i32x4.shl(i32x4.add(s2, i32x4.shuffle(s2, s2, 1, 0, 3, 2)), 3), 144);
+    v128.store(dst, blockSum8(a, c), 144);
     x += 34; dst += XB;
   }
   storeConsts(dst);
