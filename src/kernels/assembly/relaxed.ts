@@ -140,39 +140,20 @@ const BAR: u32 = 480;
 
 /**
  * Group g (sub-blocks 2g, 2g+1: qs[32g..32g+32)) of one Q4_K row at p with the raw activations at
- * xs: each sub-block's four lane sums (8 values each, at most 8 x 15 x 128) fit i16, so the pair is
- * narrowed and scaled by one dot_i16x8_s with its two scales. uv: the row's scales as i16 pairs
- * [s2k s2k] per i32 lane (k = 0..3 for g < 2, 4..7 for g >= 2), so the pair's vector [s2g x4,
- * s2g+1 x4] is one pshufd; g is a constant after inlining. i16 (pmaddubsw engines): the dots'
- * i16 pair sums, two per sub-block, each scaled by one dot_i16x8_s with the sub-block's scale in
- * every lane (the same integer sum, no widening first). q5 (with i16 only): a Q5_K row, whose
- * levels 0..31 are the nibbles with qh's bit 2g (low nibbles) or 2g+1 (high) as bit 4
- * (kquant-decode.ts q5Bit; each i16 lane then at most 4 x 31 x 128).
+ * xs, for engines with one-instruction relaxed dots (VNNI, ARM's sdot; pmaddubsw engines take
+ * q4RowV): each sub-block's four lane sums (8 values each, at most 8 x 15 x 128) fit i16, so the
+ * pair is narrowed and scaled by one dot_i16x8_s with its two scales. uv: the row's scales as i16
+ * pairs [s2k s2k] per i32 lane (k = 0..3 for g < 2, 4..7 for g >= 2), so the pair's vector [s2g x4,
+ * s2g+1 x4] is one pshufd; g is a constant after inlining.
  */
 // @ts-ignore: decorator
-@inline function q4GroupR(p: usize, xs: usize, g: u32, uv: v128, m0f: v128, C: usize, i16: bool, q5: bool): v128 {
-  const q = p + (q5 ? 48 : 16) + (g << 5), x = xs + (g << 6);
+@inline function q4GroupR(p: usize, xs: usize, g: u32, uv: v128, m0f: v128): v128 {
+  const q = p + 16 + (g << 5), x = xs + (g << 6);
   const V0 = v128.load(q), V1 = v128.load(q, 16);
-  let lo0 = v128.and(V0, m0f), lo1 = v128.and(V1, m0f);
-  let hi0 = v128.and(i16x8.shr_u(V0, 4), m0f), hi1 = v128.and(i16x8.shr_u(V1, 4), m0f);
-  if (q5) {
-    const H0 = v128.load(p, 16), H1 = v128.load(p, 32);
-    lo0 = v128.or(lo0, q5Bit(H0, g << 1, v128.load(C, M10)));
-    lo1 = v128.or(lo1, q5Bit(H1, g << 1, v128.load(C, M10)));
-    hi0 = v128.or(hi0, q5Bit(H0, (g << 1) + 1, v128.load(C, M10)));
-    hi1 = v128.or(hi1, q5Bit(H1, (g << 1) + 1, v128.load(C, M10)));
-  }
-  if (i16) { // each i16 lane: four products, at most 4 x 15 x 128 (Q5_K: 4 x 31 x 128)
-    const lo16 = i16x8.add(rdot16(v128.load(x, 0), lo0), rdot16(v128.load(x, 16), lo1));
-    const hi16 = i16x8.add(rdot16(v128.load(x, 32), hi0), rdot16(v128.load(x, 48), hi1));
-    const sa = (g & 1) == 0 ? i32x4.shuffle(uv, uv, 0, 0, 0, 0) : i32x4.shuffle(uv, uv, 2, 2, 2, 2);
-    const sb = (g & 1) == 0 ? i32x4.shuffle(uv, uv, 1, 1, 1, 1) : i32x4.shuffle(uv, uv, 3, 3, 3, 3);
-    return i32x4.add(i32x4.dot_i16x8_s(lo16, sa), i32x4.dot_i16x8_s(hi16, sb));
-  }
-  let lo = rdot(v128.load(x, 0), lo0, i32x4.splat(0));
-  lo = rdot(v128.load(x, 16), lo1, lo);
-  let hi = rdot(v128.load(x, 32), hi0, i32x4.splat(0));
-  hi = rdot(v128.load(x, 48), hi1, hi);
+  let lo = rdot(v128.load(x, 0), v128.and(V0, m0f), i32x4.splat(0));
+  lo = rdot(v128.load(x, 16), v128.and(V1, m0f), lo);
+  let hi = rdot(v128.load(x, 32), v128.and(i16x8.shr_u(V0, 4), m0f), i32x4.splat(0));
+  hi = rdot(v128.load(x, 48), v128.and(i16x8.shr_u(V1, 4), m0f), hi);
   const sc = (g & 1) == 0 ? i32x4.shuffle(uv, uv, 0, 0, 1, 1) : i32x4.shuffle(uv, uv, 2, 2, 3, 3);
   return i32x4.dot_i16x8_s(i16x8.narrow_i32x4_s(lo, hi), sc);
 }
@@ -209,8 +190,8 @@ const BAR: u32 = 480;
  * - the scales are broadcast by load32_splat, one node for both chains (a shuffle of a computed
  *   vector would end the fusion);
  * - the groups are written out: a loop over g cost eight scalar instructions per group.
- * sv: the row's scale pairs (q4RowScales: i32 lane j is sub-block j's scale twice). The integers
- * are those of q4GroupR's i16 path; each i16 lane holds two products (at most 2 x 15 x 128, Q5_K
+ * sv: the row's scale pairs (q4RowScales: i32 lane j is sub-block j's scale twice). The integer
+ * sum is q4GroupR's (the same bits); each i16 lane holds two products (at most 2 x 15 x 128, Q5_K
  * 2 x 31 x 128).
  */
 // @ts-ignore: decorator
@@ -292,22 +273,22 @@ const TOUCH: usize = 1024;
     const tV = f32x4.mul(isumV, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 0, C), dxV));
     return f32x4.sub(tV, f32x4.mul(mins, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 2, C), dxV)));
   }
-  let i0 = q4GroupR(p0, xs, 0, v128.load(SV, 0), m0f, C, i16, q5);
-  let i1 = q4GroupR(p1, xs, 0, v128.load(SV, 32), m0f, C, i16, q5);
-  let i2 = q4GroupR(p2, xs, 0, v128.load(SV, 64), m0f, C, i16, q5);
-  let i3 = q4GroupR(p3, xs, 0, v128.load(SV, 96), m0f, C, i16, q5);
-  i0 = i32x4.add(i0, q4GroupR(p0, xs, 1, v128.load(SV, 0), m0f, C, i16, q5));
-  i1 = i32x4.add(i1, q4GroupR(p1, xs, 1, v128.load(SV, 32), m0f, C, i16, q5));
-  i2 = i32x4.add(i2, q4GroupR(p2, xs, 1, v128.load(SV, 64), m0f, C, i16, q5));
-  i3 = i32x4.add(i3, q4GroupR(p3, xs, 1, v128.load(SV, 96), m0f, C, i16, q5));
-  i0 = i32x4.add(i0, q4GroupR(p0, xs, 2, v128.load(SV, 16), m0f, C, i16, q5));
-  i1 = i32x4.add(i1, q4GroupR(p1, xs, 2, v128.load(SV, 48), m0f, C, i16, q5));
-  i2 = i32x4.add(i2, q4GroupR(p2, xs, 2, v128.load(SV, 80), m0f, C, i16, q5));
-  i3 = i32x4.add(i3, q4GroupR(p3, xs, 2, v128.load(SV, 112), m0f, C, i16, q5));
-  i0 = i32x4.add(i0, q4GroupR(p0, xs, 3, v128.load(SV, 16), m0f, C, i16, q5));
-  i1 = i32x4.add(i1, q4GroupR(p1, xs, 3, v128.load(SV, 48), m0f, C, i16, q5));
-  i2 = i32x4.add(i2, q4GroupR(p2, xs, 3, v128.load(SV, 80), m0f, C, i16, q5));
-  i3 = i32x4.add(i3, q4GroupR(p3, xs, 3, v128.load(SV, 112), m0f, C, i16, q5));
+  let i0 = q4GroupR(p0, xs, 0, v128.load(SV, 0), m0f);
+  let i1 = q4GroupR(p1, xs, 0, v128.load(SV, 32), m0f);
+  let i2 = q4GroupR(p2, xs, 0, v128.load(SV, 64), m0f);
+  let i3 = q4GroupR(p3, xs, 0, v128.load(SV, 96), m0f);
+  i0 = i32x4.add(i0, q4GroupR(p0, xs, 1, v128.load(SV, 0), m0f));
+  i1 = i32x4.add(i1, q4GroupR(p1, xs, 1, v128.load(SV, 32), m0f));
+  i2 = i32x4.add(i2, q4GroupR(p2, xs, 1, v128.load(SV, 64), m0f));
+  i3 = i32x4.add(i3, q4GroupR(p3, xs, 1, v128.load(SV, 96), m0f));
+  i0 = i32x4.add(i0, q4GroupR(p0, xs, 2, v128.load(SV, 16), m0f));
+  i1 = i32x4.add(i1, q4GroupR(p1, xs, 2, v128.load(SV, 48), m0f));
+  i2 = i32x4.add(i2, q4GroupR(p2, xs, 2, v128.load(SV, 80), m0f));
+  i3 = i32x4.add(i3, q4GroupR(p3, xs, 2, v128.load(SV, 112), m0f));
+  i0 = i32x4.add(i0, q4GroupR(p0, xs, 3, v128.load(SV, 16), m0f));
+  i1 = i32x4.add(i1, q4GroupR(p1, xs, 3, v128.load(SV, 48), m0f));
+  i2 = i32x4.add(i2, q4GroupR(p2, xs, 3, v128.load(SV, 80), m0f));
+  i3 = i32x4.add(i3, q4GroupR(p3, xs, 3, v128.load(SV, 112), m0f));
   const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
   const dx = v128.load(xs, 512);
   const tt = f32x4.mul(isum, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 0, C), dx));
@@ -319,12 +300,11 @@ const TOUCH: usize = 1024;
  * 16-value level vectors (0..63), one relaxed dot each; a sub-block's lane sums (4 x 63 x 128)
  * fit i16, so pairs are narrowed and scaled by their int8 scales with one dot_i16x8_s. uv: the
  * row's scales 8n..8n+3 (u) and 8n+4..8n+7 (v) as i16 pairs per i32 lane (kquant-decode.ts
- * q6Scales), so each scale vector is one pshufd; n and h are constants after inlining. i16
- * (pmaddubsw engines): each level vector's i16 pair sums (rdot16, one pmaddubsw) scaled straight
- * by dot_i16x8_s with its sub-block's scale (the same integers, no widening to i32 first).
+ * q6Scales), so each scale vector is one pshufd; n and h are constants after inlining. For
+ * engines with one-instruction relaxed dots (pmaddubsw engines take q6RowV).
  */
 // @ts-ignore: decorator
-@inline function q6QuarterR(p: usize, xs: usize, n: u32, h: u32, u: v128, v: v128, C: usize, i16: bool): v128 {
+@inline function q6QuarterR(p: usize, xs: usize, n: u32, h: u32, u: v128, v: v128, C: usize): v128 {
   const l0: usize = h << 4;
   const A = v128.load(p + (n << 6) + l0), B = v128.load(p + (n << 6) + 32 + l0), H = v128.load(p + 128 + (n << 5) + l0);
   const m0f = v128.load(C, 0), m30 = v128.load(C, 16);
@@ -333,13 +313,6 @@ const TOUCH: usize = 1024;
   const q3 = v128.or(v128.and(i16x8.shr_u(A, 4), m0f), v128.and(H, m30));
   const q4 = v128.or(v128.and(i16x8.shr_u(B, 4), m0f), v128.and(i16x8.shr_u(H, 2), m30));
   const xo = xs + (n << 7) + l0;
-  if (i16) { // each sub-block's i16 pair sums (at most 2 x 63 x 128) times its scale in every lane
-    const a0 = i32x4.dot_i16x8_s(rdot16(v128.load(xo, 0), q1), h == 0 ? i32x4.shuffle(u, u, 0, 0, 0, 0) : i32x4.shuffle(u, u, 1, 1, 1, 1));
-    const a1 = i32x4.dot_i16x8_s(rdot16(v128.load(xo, 32), q2), h == 0 ? i32x4.shuffle(u, u, 2, 2, 2, 2) : i32x4.shuffle(u, u, 3, 3, 3, 3));
-    const a2 = i32x4.dot_i16x8_s(rdot16(v128.load(xo, 64), q3), h == 0 ? i32x4.shuffle(v, v, 0, 0, 0, 0) : i32x4.shuffle(v, v, 1, 1, 1, 1));
-    const a3 = i32x4.dot_i16x8_s(rdot16(v128.load(xo, 96), q4), h == 0 ? i32x4.shuffle(v, v, 2, 2, 2, 2) : i32x4.shuffle(v, v, 3, 3, 3, 3));
-    return i32x4.add(i32x4.add(a0, a1), i32x4.add(a2, a3));
-  }
   const z = i32x4.splat(0);
   const p0 = rdot(v128.load(xo, 0), q1, z), p1 = rdot(v128.load(xo, 32), q2, z);
   const p2 = rdot(v128.load(xo, 64), q3, z), p3 = rdot(v128.load(xo, 96), q4, z);
@@ -403,14 +376,14 @@ const TOUCH: usize = 1024;
   }
   for (let n: u32 = 0; n < 2; n++) { // n only moves addresses; h (the shuffles) is a literal
     const o: usize = n << 5;
-    i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, 0, v128.load(SV + o, 0), v128.load(SV + o, 16), C, i16));
-    i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, 0, v128.load(SV + o, 64), v128.load(SV + o, 80), C, i16));
-    i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, 0, v128.load(SV + o, 128), v128.load(SV + o, 144), C, i16));
-    i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, 0, v128.load(SV + o, 192), v128.load(SV + o, 208), C, i16));
-    i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, 1, v128.load(SV + o, 0), v128.load(SV + o, 16), C, i16));
-    i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, 1, v128.load(SV + o, 64), v128.load(SV + o, 80), C, i16));
-    i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, 1, v128.load(SV + o, 128), v128.load(SV + o, 144), C, i16));
-    i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, 1, v128.load(SV + o, 192), v128.load(SV + o, 208), C, i16));
+    i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, 0, v128.load(SV + o, 0), v128.load(SV + o, 16), C));
+    i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, 0, v128.load(SV + o, 64), v128.load(SV + o, 80), C));
+    i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, 0, v128.load(SV + o, 128), v128.load(SV + o, 144), C));
+    i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, 0, v128.load(SV + o, 192), v128.load(SV + o, 208), C));
+    i0 = i32x4.add(i0, q6QuarterR(p0, xs, n, 1, v128.load(SV + o, 0), v128.load(SV + o, 16), C));
+    i1 = i32x4.add(i1, q6QuarterR(p1, xs, n, 1, v128.load(SV + o, 64), v128.load(SV + o, 80), C));
+    i2 = i32x4.add(i2, q6QuarterR(p2, xs, n, 1, v128.load(SV + o, 128), v128.load(SV + o, 144), C));
+    i3 = i32x4.add(i3, q6QuarterR(p3, xs, n, 1, v128.load(SV + o, 192), v128.load(SV + o, 208), C));
   }
   const isum = f32x4.convert_i32x4_s(transposeSum(i0, i1, i2, i3));
   return f32x4.mul(isum, f32x4.mul(halves4SafeC(p0, p1, p2, p3, 208, C), v128.load(xs, 512)));
